@@ -1,0 +1,1 @@
+"""fastp2p._native."""

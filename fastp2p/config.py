@@ -1,0 +1,55 @@
+"""Frozen configuration dataclasses; one per protocol, gathered in HostConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class YamuxConfig:
+    """yamux session settings (libp2p yamux spec defaults)."""
+
+    initial_window: int = 256 * 1024
+    max_window: int = 16 * 1024 * 1024
+    max_streams: int = 10_000
+    # Largest DATA frame we emit; the receiver accepts anything within its window.
+    max_frame_size: int = 256 * 1024
+    keepalive_interval: float | None = 30.0
+    ping_timeout: float = 15.0
+    # Bound on unacknowledged inbound SYNs (go-yamux ``maxIncomingStreams`` backlog).
+    accept_backlog: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class MplexConfig:
+    """mplex session settings (libp2p mplex spec)."""
+
+    max_message_size: int = 1024 * 1024
+    max_streams: int = 10_000
+    # mplex has no flow control: bound buffered-but-unread bytes per stream, then reset.
+    max_buffered_per_stream: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseConfig:
+    """Noise handshake settings."""
+
+    handshake_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Everything a Host needs; every field has a sane default."""
+
+    muxers: tuple[str, ...] = ("/yamux/1.0.0", "/mplex/6.7.0")
+    yamux: YamuxConfig = field(default_factory=YamuxConfig)
+    mplex: MplexConfig = field(default_factory=MplexConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    max_inbound_connections: int = 1024
+    max_outbound_connections: int = 1024
+    negotiation_timeout: float = 10.0
+    dial_timeout: float = 10.0
+    agent_version: str = "fastp2p/0.1.0"
+    protocol_version: str = "ipfs/0.1.0"
+    enable_identify: bool = True
+    enable_ping: bool = True

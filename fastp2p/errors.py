@@ -1,0 +1,255 @@
+"""The whole fastp2p exception hierarchy.
+
+Imported by the pure-Python code and by the compiled ``fastp2p._native``
+modules alike, so both paths raise identical types.
+
+Every class says whose fault it was (local caller, remote peer, the OS) and
+protocol errors carry the code to put on the wire (``error_code``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "GoAwayCode",
+    "StreamErrorCode",
+    "P2PError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "FrameError",
+    "FrameVersionError",
+    "FrameTypeError",
+    "FrameTooLargeError",
+    "FlowControlError",
+    "VarintError",
+    "ProtobufError",
+    "MultiaddrError",
+    "InvalidKeyError",
+    "NegotiationError",
+    "SecurityError",
+    "HandshakeError",
+    "PeerIDMismatchError",
+    "DecryptError",
+    "StreamResetError",
+    "ConnectionClosedError",
+    "DialError",
+    "ResourceError",
+    "ClosedResourceError",
+    "BrokenResourceError",
+    "BusyResourceError",
+    "ResourceLimitExceededError",
+    "TransportUnavailableError",
+    "RDMAError",
+    "MemoryRegistrationError",
+]
+
+
+class GoAwayCode(enum.IntEnum):
+    """yamux spec: Go Away codes 0x0 normal, 0x1 protocol error, 0x2 internal error."""
+
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    INTERNAL_ERROR = 2
+
+
+class StreamErrorCode(enum.IntEnum):
+    """Why a stream was reset (go-libp2p ``network.StreamErrorCode`` values)."""
+
+    NONE = 0
+    PROTOCOL = 1
+    INTERNAL = 2
+    CANCELLED = 3
+    RESOURCE_LIMIT = 4
+
+
+class P2PError(Exception):
+    """Base class for every exception fastp2p raises itself."""
+
+
+# -- protocol violations ---------------------------------------------------
+
+
+class ProtocolError(P2PError):
+    """A wire protocol was violated; ``error_code`` is what goes on the wire."""
+
+    error_code: int = GoAwayCode.PROTOCOL_ERROR
+
+
+class LocalProtocolError(ProtocolError):
+    """The local caller asked for something the protocol does not allow."""
+
+    error_code = GoAwayCode.INTERNAL_ERROR
+
+
+class RemoteProtocolError(ProtocolError):
+    """The remote peer sent something the protocol does not allow.
+
+    ``event_hint`` (wsproto) optionally names what the driver should report.
+    """
+
+    def __init__(self, message: str = "", *, event_hint: object | None = None) -> None:
+        super().__init__(message)
+        self.event_hint = event_hint
+
+
+class FrameError(RemoteProtocolError):
+    """A malformed frame was received."""
+
+
+class FrameVersionError(FrameError):
+    """A yamux header carried an unknown version byte."""
+
+
+class FrameTypeError(FrameError):
+    """A frame carried an unknown type/flag value."""
+
+
+class FrameTooLargeError(FrameError):
+    """A frame length exceeded the negotiated or spec maximum."""
+
+
+class FlowControlError(RemoteProtocolError):
+    """The peer sent more than its flow-control window allowed."""
+
+
+class VarintError(RemoteProtocolError):
+    """An unsigned varint was overlong, non-minimal or exceeded its limit."""
+
+
+class ProtobufError(RemoteProtocolError):
+    """A protobuf message could not be decoded."""
+
+
+class MultiaddrError(P2PError, ValueError):
+    """A multiaddr could not be parsed; the message says where."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at offset {offset})")
+        self.offset = offset
+
+
+class InvalidKeyError(P2PError, ValueError):
+    """A key could not be decoded or is of an unsupported type."""
+
+
+
+class NegotiationError(P2PError):
+    """multistream-select found no protocol both sides support."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        offered: tuple[str, ...] = (),
+        supported: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message or f"no common protocol among {list(offered)}")
+        self.offered = offered
+        self.supported = supported
+
+
+# -- security ----------------------------------------------------------------
+
+
+class SecurityError(P2PError):
+    """A security check failed; the connection must not be used."""
+
+
+class HandshakeError(SecurityError):
+    """The Noise handshake failed (malformed message, bad signature, ...)."""
+
+
+class PeerIDMismatchError(SecurityError):
+    """We dialled /p2p/A but the handshake authenticated B."""
+
+    def __init__(self, expected: object, actual: object) -> None:
+        super().__init__(f"peer id mismatch: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class DecryptError(SecurityError):
+    """An AEAD tag did not verify; the connection must be closed."""
+
+
+# -- stream and connection termination ---------------------------------------
+
+
+class StreamResetError(P2PError):
+    """The stream was reset; ``remote`` says by which side."""
+
+    def __init__(
+        self,
+        message: str = "stream reset",
+        *,
+        code: int = StreamErrorCode.NONE,
+        remote: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.remote = remote
+
+
+class ConnectionClosedError(P2PError):
+    """The connection is gone; ``code`` is the GoAway code, ``remote`` who closed it."""
+
+    def __init__(
+        self,
+        message: str = "connection closed",
+        *,
+        code: int = GoAwayCode.NORMAL,
+        remote: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.remote = remote
+
+
+class DialError(P2PError):
+    """Every address of a dial failed; ``errors`` holds one exception per address."""
+
+    def __init__(self, message: str, errors: list[BaseException] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors or [])
+
+
+# -- resources ---------------------------------------------------------------
+
+
+class ResourceError(P2PError):
+    """Base for resource state errors (trio's taxonomy)."""
+
+
+class ClosedResourceError(ResourceError):
+    """Your code closed this resource and then used it."""
+
+
+class BrokenResourceError(ResourceError):
+    """The resource broke under you; ``__cause__`` holds the underlying error."""
+
+
+class BusyResourceError(ResourceError):
+    """Two tasks used one stream direction at the same time."""
+
+
+class ResourceLimitExceededError(ResourceError):
+    """A configured limit (streams, connections, memory) was reached."""
+
+
+class TransportUnavailableError(P2PError):
+    """The requested transport cannot be used here (e.g. no RDMA support)."""
+
+
+class RDMAError(P2PError):
+    """A verbs call failed."""
+
+    def __init__(self, message: str, *, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.strerror = message
+
+
+class MemoryRegistrationError(RDMAError):
+    """Registering memory with the RDMA device failed."""

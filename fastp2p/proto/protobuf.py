@@ -1,0 +1,119 @@
+"""Minimal protobuf (proto2/proto3 wire format) encoder and decoder.
+
+Only what libp2p's small messages need: varint (wire type 0) and
+length-delimited (wire type 2) fields. Unknown fields of other wire types
+(fixed32/fixed64) are skipped as the protobuf spec requires.
+
+Rules
+-----
+- ``decode`` never allocates more than the input length, rejects truncated
+  fields, overlong varints and groups (wire types 3/4) with ``ProtobufError``.
+- Field numbers are positive; repeated fields appear as several entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastp2p.errors import ProtobufError
+from fastp2p.proto.varint import uvarint_decode, uvarint_encode
+
+WIRE_VARINT = 0
+WIRE_FIXED64 = 1
+WIRE_BYTES = 2
+WIRE_FIXED32 = 5
+
+Field = tuple[int, int, "int | bytes"]
+
+
+def encode_varint_field(number: int, value: int) -> bytes:
+    """Encode one varint field (``number``, ``value``)."""
+    return uvarint_encode(number << 3 | WIRE_VARINT) + uvarint_encode(value)
+
+
+def encode_bytes_field(number: int, value: bytes | str) -> bytes:
+    """Encode one length-delimited field; ``str`` is encoded as UTF-8."""
+    if isinstance(value, str):
+        value = value.encode()
+    return uvarint_encode(number << 3 | WIRE_BYTES) + uvarint_encode(len(value)) + bytes(value)
+
+
+def encode(fields: Iterable[tuple[int, int | bytes | str]]) -> bytes:
+    """Encode ``(number, value)`` pairs: ints as varints, bytes/str as length-delimited."""
+    out = bytearray()
+    for number, value in fields:
+        if isinstance(value, int):
+            out += encode_varint_field(number, value)
+        else:
+            out += encode_bytes_field(number, value)
+    return bytes(out)
+
+
+def decode(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int | bytes]]:
+    """Decode a message into ``(number, wire_type, value)`` entries in wire order.
+
+    Raises:
+        ProtobufError: truncated or malformed input.
+    """
+    buf = bytes(data)
+    out: list[tuple[int, int, int | bytes]] = []
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        try:
+            r = uvarint_decode(buf, pos)
+        except Exception as exc:
+            raise ProtobufError(f"bad field key at offset {pos}: {exc}") from exc
+        if r is None:
+            raise ProtobufError(f"truncated field key at offset {pos}")
+        key, pos = r
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ProtobufError("field number 0 is invalid")
+        if wire == WIRE_VARINT:
+            try:
+                r = uvarint_decode(buf, pos)
+            except Exception as exc:
+                raise ProtobufError(f"bad varint in field {number}: {exc}") from exc
+            if r is None:
+                raise ProtobufError(f"truncated varint in field {number}")
+            value, pos = r
+            out.append((number, wire, value))
+        elif wire == WIRE_BYTES:
+            try:
+                r = uvarint_decode(buf, pos)
+            except Exception as exc:
+                raise ProtobufError(f"bad length in field {number}: {exc}") from exc
+            if r is None:
+                raise ProtobufError(f"truncated length in field {number}")
+            length, pos = r
+            if length > end - pos:
+                raise ProtobufError(f"field {number} length {length} exceeds message")
+            out.append((number, wire, buf[pos : pos + length]))
+            pos += length
+        elif wire == WIRE_FIXED64:
+            if end - pos < 8:
+                raise ProtobufError(f"truncated fixed64 in field {number}")
+            out.append((number, wire, int.from_bytes(buf[pos : pos + 8], "little")))
+            pos += 8
+        elif wire == WIRE_FIXED32:
+            if end - pos < 4:
+                raise ProtobufError(f"truncated fixed32 in field {number}")
+            out.append((number, wire, int.from_bytes(buf[pos : pos + 4], "little")))
+            pos += 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wire} in field {number}")
+    return out
+
+
+def fields_by_number(data: bytes | bytearray | memoryview) -> dict[int, list[int | bytes]]:
+    """Decode and group values by field number (repeated fields keep order)."""
+    grouped: dict[int, list[int | bytes]] = {}
+    for number, _wire, value in decode(data):
+        grouped.setdefault(number, []).append(value)
+    return grouped
+
+
+def length_prefixed(message: bytes) -> bytes:
+    """Prefix ``message`` with its uvarint length (libp2p's usual message framing)."""
+    return uvarint_encode(len(message)) + message
