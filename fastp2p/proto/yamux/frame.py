@@ -1,0 +1,173 @@
+"""yamux frame header codec and streaming decoder; pure twin of csrc/fp_frame.c.
+
+yamux spec: every frame starts with a 12-byte header
+``version:u8 type:u8 flags:u16 stream_id:u32 length:u32`` (big endian).
+
+Rules / theory of operation of :class:`YamuxDecoder`:
+
+- Non-DATA frames (WINDOW_UPDATE, PING, GO_AWAY) have no payload; the header's
+  length field is the window delta / opaque ping value / GoAway code. They are
+  reported as ``(type, flags, stream_id, length, None)``.
+- DATA payloads are never accumulated. Each ``feed`` reports the payload bytes
+  it received as ``(TYPE_DATA, flags, stream_id, len(chunk), chunk)`` where
+  ``chunk`` is a zero-copy memoryview slice of the buffer passed to *this*
+  ``feed`` call. When a payload is split into several records, the first one
+  carries ``flags & (SYN|ACK)``, the last one ``flags & (FIN|RST)`` and the ones
+  in between 0; a single-record frame carries all flags. A zero-length DATA
+  frame yields exactly one record with an empty payload.
+- Only an incomplete header (at most 11 bytes) is held between calls, so memory
+  is bounded whatever the peer sends.
+- A bad version raises FrameVersionError, an unknown type FrameTypeError, as soon
+  as the header is seen. The decoder is then dead and every later ``feed``
+  raises the same error class.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from fastp2p._typing import ReadableBuffer
+from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError
+
+__all__ = [
+    "TYPE_DATA",
+    "TYPE_WINDOW_UPDATE",
+    "TYPE_PING",
+    "TYPE_GO_AWAY",
+    "FLAG_SYN",
+    "FLAG_ACK",
+    "FLAG_FIN",
+    "FLAG_RST",
+    "HEADER_SIZE",
+    "VERSION",
+    "YamuxRecord",
+    "encode_header",
+    "YamuxDecoder",
+]
+
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+
+FLAG_SYN = 1
+FLAG_ACK = 2
+FLAG_FIN = 4
+FLAG_RST = 8
+
+HEADER_SIZE = 12
+VERSION = 0
+
+_HEADER = struct.Struct(">BBHII")
+_OPEN_FLAGS = FLAG_SYN | FLAG_ACK
+_CLOSE_FLAGS = FLAG_FIN | FLAG_RST
+
+YamuxRecord = tuple[int, int, int, int, "memoryview | None"]
+
+
+def encode_header(type: int, flags: int, stream_id: int, length: int) -> bytes:
+    """Encode a 12-byte yamux header (version 0).
+
+    Raises:
+        ValueError: type not in 0..3, flags not in 0..0xFFFF, stream_id or length
+            not in 0..2**32-1.
+    """
+    if not 0 <= type <= TYPE_GO_AWAY:
+        raise ValueError(f"yamux type out of range: {type}")
+    if not 0 <= flags <= 0xFFFF:
+        raise ValueError(f"yamux flags out of range: {flags}")
+    if not 0 <= stream_id <= 0xFFFFFFFF:
+        raise ValueError(f"yamux stream id out of range: {stream_id}")
+    if not 0 <= length <= 0xFFFFFFFF:
+        raise ValueError(f"yamux length out of range: {length}")
+    return _HEADER.pack(VERSION, type, flags, stream_id, length)
+
+
+def _as_bytes_view(data: ReadableBuffer) -> memoryview:
+    mv = memoryview(data)
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv
+
+
+class YamuxDecoder:
+    """Streaming, zero-copy yamux frame decoder (see the module docstring)."""
+
+    __slots__ = ("_hdr", "_remaining", "_flags", "_stream_id", "_first", "_error")
+
+    def __init__(self) -> None:
+        self._hdr = bytearray()  # incomplete header, < HEADER_SIZE bytes
+        self._remaining = 0  # DATA payload bytes still to come
+        self._flags = 0
+        self._stream_id = 0
+        self._first = True
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held internally (an incomplete header; never payload)."""
+        return len(self._hdr)
+
+    def _fail(self, exc: FrameError) -> FrameError:
+        self._error = exc
+        self._hdr.clear()
+        return exc
+
+    def feed(self, data: ReadableBuffer) -> list[YamuxRecord]:
+        """Decode everything complete in ``data``; see the module docstring."""
+        if self._error is not None:
+            raise type(self._error)(f"decoder is dead after: {self._error}")
+        mv = _as_bytes_view(data)
+        n = len(mv)
+        pos = 0
+        out: list[YamuxRecord] = []
+        unpack = _HEADER.unpack_from
+        while True:
+            rem = self._remaining
+            if rem:
+                take = n - pos
+                if take <= 0:
+                    break
+                flags = self._flags
+                f = flags & _OPEN_FLAGS if self._first else 0
+                if take >= rem:
+                    take = rem
+                    f = flags if self._first else f | (flags & _CLOSE_FLAGS)
+                self._first = False
+                out.append((TYPE_DATA, f, self._stream_id, take, mv[pos : pos + take]))
+                pos += take
+                self._remaining = rem - take
+                continue
+            # need a header
+            hdr = self._hdr
+            if hdr:
+                need = HEADER_SIZE - len(hdr)
+                if n - pos < need:
+                    hdr += mv[pos:]
+                    pos = n
+                    break
+                hdr += mv[pos : pos + need]
+                pos += need
+                version, ftype, flags, sid, length = unpack(hdr)
+                hdr.clear()
+            else:
+                if n - pos < HEADER_SIZE:
+                    if pos < n:
+                        hdr += mv[pos:]
+                    break
+                version, ftype, flags, sid, length = unpack(mv, pos)
+                pos += HEADER_SIZE
+            if version != VERSION:
+                raise self._fail(FrameVersionError(f"unsupported yamux version {version}"))
+            if ftype > TYPE_GO_AWAY:
+                raise self._fail(FrameTypeError(f"unknown yamux frame type {ftype}"))
+            if ftype != TYPE_DATA:
+                out.append((ftype, flags, sid, length, None))
+            elif length == 0:
+                out.append((TYPE_DATA, flags, sid, 0, mv[pos:pos]))
+            else:
+                self._remaining = length
+                self._flags = flags
+                self._stream_id = sid
+                self._first = True
+        return out
