@@ -1,0 +1,540 @@
+"""noise-libp2p handshake: ``Noise_XX_25519_ChaChaPoly_SHA256``, sans-IO.
+
+Rules
+-----
+- libp2p noise spec: the protocol name is ``Noise_XX_25519_ChaChaPoly_SHA256``
+  and the prologue is empty. The name is exactly HASHLEN (32) bytes long, so
+  per Noise spec 5.2 ``InitializeSymmetric`` it is zero-padded (here: used
+  as-is), not hashed, to form ``h``.
+- XX pattern (Noise spec 7.5)::
+
+      -> e
+      <- e, ee, s, es
+      -> s, se
+
+- The responder's libp2p payload travels in message 2, the initiator's in
+  message 3; message 1 carries an empty payload (a payload there is read and
+  ignored: it is neither encrypted nor authenticated).
+- The payload is a ``NoiseHandshakePayload`` whose ``identity_sig`` signs
+  ``b"noise-libp2p-static-key:" + static X25519 public key`` with the libp2p
+  identity key. A bad signature, an undecodable key or payload, a failed AEAD
+  tag or a malformed message raise :class:`~fastp2p.errors.HandshakeError`;
+  an authenticated peer other than ``expected_peer`` raises
+  :class:`~fastp2p.errors.PeerIDMismatchError`.
+- libp2p noise spec: handshake messages are framed with a 16-bit big-endian
+  length, so a message is at most 65535 bytes. An empty frame is malformed.
+- After a failure every further ``receive_data`` raises HandshakeError again.
+
+Theory of operation
+-------------------
+Initiator::
+
+    construct: queue msg1 -> AWAIT_MSG2 --msg2 (verify responder)--> queue msg3, DONE
+
+Responder::
+
+    AWAIT_MSG1 --msg1--> queue msg2 -> AWAIT_MSG3 --msg3 (verify initiator)--> DONE
+
+Implementation
+--------------
+:class:`SymmetricState` and :class:`CipherState` follow Noise spec sections
+5.1/5.2 literally; :class:`XXHandshakeState` runs the XX pattern for any
+prologue and payload (so the cacophony test vectors can drive it), and
+:class:`NoiseHandshake` adds libp2p framing and payload authentication.
+Bytes that arrive behind the final handshake message are transport frames;
+:meth:`NoiseHandshake.unused_data` returns them for the transport decryptor.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from fastp2p._typing import ReadableBuffer
+from fastp2p.errors import (
+    HandshakeError,
+    LocalProtocolError,
+    PeerIDMismatchError,
+    ProtobufError,
+)
+from fastp2p.proto.noise.payload_pb import NoiseExtensions, NoiseHandshakePayload
+
+if TYPE_CHECKING:
+    from fastp2p.peer import PeerID, PublicKey
+
+__all__ = [
+    "PROTOCOL_ID",
+    "PROTOCOL_NAME",
+    "SIGNATURE_PREFIX",
+    "MAX_MESSAGE_LENGTH",
+    "CipherState",
+    "SymmetricState",
+    "XXHandshakeState",
+    "NoiseHandshake",
+]
+
+PROTOCOL_ID = "/noise"
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
+MAX_MESSAGE_LENGTH = 65535
+DHLEN = 32
+HASHLEN = 32
+TAGLEN = 16
+_MAX_NONCE = 2**64 - 1
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    """Noise spec 4.3 HKDF with two outputs (not RFC 5869's info form)."""
+    temp = hmac.digest(chaining_key, ikm, "sha256")
+    out1 = hmac.digest(temp, b"\x01", "sha256")
+    out2 = hmac.digest(temp, out1 + b"\x02", "sha256")
+    return out1, out2
+
+
+def _pub_bytes(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
+    try:
+        return priv.exchange(X25519PublicKey.from_public_bytes(pub))
+    except ValueError as exc:
+        # cryptography rejects low-order points (all-zero shared secret).
+        raise HandshakeError(f"invalid X25519 public key: {exc}") from exc
+
+
+class CipherState:
+    """Noise spec 5.1: a key (maybe empty) and a 64-bit nonce."""
+
+    __slots__ = ("_aead", "key", "n")
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key: bytes | None = None
+        self._aead: ChaCha20Poly1305 | None = None
+        self.n = 0
+        if key is not None:
+            self.initialize_key(key)
+
+    def initialize_key(self, key: bytes) -> None:
+        """InitializeKey(k): sets the key and resets the nonce."""
+        self.key = key
+        self._aead = ChaCha20Poly1305(key)
+        self.n = 0
+
+    def has_key(self) -> bool:
+        """HasKey()."""
+        return self._aead is not None
+
+    def _nonce(self) -> bytes:
+        # Noise spec 12.3 ChaChaPoly: 32 bits of zeros then the 64-bit little-endian nonce.
+        if self.n >= _MAX_NONCE:
+            raise HandshakeError("nonce exhausted")
+        return b"\x00\x00\x00\x00" + self.n.to_bytes(8, "little")
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        """EncryptWithAd; the identity function while no key is set."""
+        if self._aead is None:
+            return plaintext
+        out = self._aead.encrypt(self._nonce(), plaintext, ad)
+        self.n += 1
+        return out
+
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+        """DecryptWithAd.
+
+        Raises:
+            HandshakeError: the tag did not verify (the nonce is not advanced).
+        """
+        if self._aead is None:
+            return ciphertext
+        try:
+            out = self._aead.decrypt(self._nonce(), ciphertext, ad)
+        except InvalidTag as exc:
+            raise HandshakeError("handshake message failed authentication") from exc
+        self.n += 1
+        return out
+
+
+class SymmetricState:
+    """Noise spec 5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
+
+    __slots__ = ("ck", "cs", "h")
+
+    def __init__(self, protocol_name: bytes = PROTOCOL_NAME) -> None:
+        if len(protocol_name) <= HASHLEN:
+            self.h = protocol_name.ljust(HASHLEN, b"\x00")
+        else:
+            self.h = _hash(protocol_name)
+        self.ck = self.h
+        self.cs = CipherState()
+
+    def mix_key(self, ikm: bytes) -> None:
+        """MixKey(input_key_material)."""
+        self.ck, temp_k = _hkdf2(self.ck, ikm)
+        self.cs.initialize_key(temp_k)
+
+    def mix_hash(self, data: bytes) -> None:
+        """MixHash(data): h = HASH(h || data)."""
+        self.h = _hash(self.h + data)
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        """EncryptAndHash(plaintext)."""
+        ct = self.cs.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ct)
+        return ct
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        """DecryptAndHash(ciphertext); raises HandshakeError on a bad tag."""
+        pt = self.cs.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return pt
+
+    def split(self) -> tuple[bytes, bytes]:
+        """Split(): the two transport keys (initiator->responder, responder->initiator)."""
+        return _hkdf2(self.ck, b"")
+
+
+class XXHandshakeState:
+    """Noise spec 5.3 HandshakeState specialised to the XX pattern.
+
+    ``write_message``/``read_message`` must alternate as the pattern dictates
+    (initiator writes messages 0 and 2, reads 1; the responder the opposite).
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        static_key: X25519PrivateKey,
+        ephemeral_key: X25519PrivateKey | None = None,
+        prologue: bytes = b"",
+        protocol_name: bytes = PROTOCOL_NAME,
+    ) -> None:
+        self.initiator = initiator
+        self.ss = SymmetricState(protocol_name)
+        self.ss.mix_hash(prologue)
+        self.s = static_key
+        self.s_pub = _pub_bytes(static_key)
+        self._e = ephemeral_key
+        self.re: bytes | None = None
+        self.rs: bytes | None = None
+        self.message_index = 0
+
+    def _new_ephemeral(self) -> bytes:
+        if self._e is None:
+            self._e = X25519PrivateKey.generate()
+        e_pub = _pub_bytes(self._e)
+        self.ss.mix_hash(e_pub)
+        return e_pub
+
+    @property
+    def finished(self) -> bool:
+        """True after all three messages."""
+        return self.message_index >= 3
+
+    def write_message(self, payload: bytes) -> bytes:
+        """Produce the next handshake message carrying ``payload``.
+
+        Raises:
+            LocalProtocolError: it is not our turn to write.
+        """
+        idx = self.message_index
+        if idx >= 3 or (idx % 2 == 0) != self.initiator:
+            raise LocalProtocolError(f"not our turn to write handshake message {idx + 1}")
+        out = bytearray()
+        if idx == 0:  # -> e
+            out += self._new_ephemeral()
+        elif idx == 1:  # <- e, ee, s, es
+            assert self.re is not None
+            out += self._new_ephemeral()
+            assert self._e is not None
+            self.ss.mix_key(_dh(self._e, self.re))
+            out += self.ss.encrypt_and_hash(self.s_pub)
+            self.ss.mix_key(_dh(self.s, self.re))
+        else:  # -> s, se
+            assert self.re is not None
+            out += self.ss.encrypt_and_hash(self.s_pub)
+            self.ss.mix_key(_dh(self.s, self.re))
+        out += self.ss.encrypt_and_hash(payload)
+        self.message_index += 1
+        return bytes(out)
+
+    def read_message(self, message: bytes) -> bytes:
+        """Consume the peer's next handshake message; returns its payload.
+
+        Raises:
+            HandshakeError: too short, invalid key or failed authentication.
+            LocalProtocolError: it is not the peer's turn.
+        """
+        idx = self.message_index
+        if idx >= 3 or (idx % 2 == 1) != self.initiator:
+            raise LocalProtocolError(f"not the peer's turn for handshake message {idx + 1}")
+        pos = 0
+        if idx in (0, 1):  # e
+            if len(message) < DHLEN:
+                raise HandshakeError(f"handshake message {idx + 1} too short")
+            self.re = bytes(message[:DHLEN])
+            self.ss.mix_hash(self.re)
+            pos = DHLEN
+        if idx == 1:  # ee, s, es (as initiator)
+            assert self._e is not None
+            self.ss.mix_key(_dh(self._e, self.re))  # type: ignore[arg-type]
+            if len(message) - pos < DHLEN + TAGLEN:
+                raise HandshakeError("handshake message 2 too short")
+            self.rs = self.ss.decrypt_and_hash(bytes(message[pos : pos + DHLEN + TAGLEN]))
+            pos += DHLEN + TAGLEN
+            self.ss.mix_key(_dh(self._e, self.rs))
+        elif idx == 2:  # s, se (as responder)
+            if len(message) < DHLEN + TAGLEN:
+                raise HandshakeError("handshake message 3 too short")
+            self.rs = self.ss.decrypt_and_hash(bytes(message[: DHLEN + TAGLEN]))
+            pos = DHLEN + TAGLEN
+            assert self._e is not None
+            self.ss.mix_key(_dh(self._e, self.rs))
+        rest = bytes(message[pos:])
+        if self.ss.cs.has_key() and len(rest) < TAGLEN:
+            raise HandshakeError(f"handshake message {idx + 1} too short for its payload")
+        payload = self.ss.decrypt_and_hash(rest)
+        self.message_index += 1
+        return payload
+
+
+class _Stage(enum.Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class NoiseHandshake:
+    """libp2p Noise XX handshake for one connection, sans-IO.
+
+    Args:
+        initiator: True on the dialing side.
+        identity: the libp2p identity private key (``.public_key()``, ``.sign()``).
+        expected_peer: when dialling ``/p2p/<id>``, the PeerID that must answer.
+        muxers: stream muxers to offer through the early-negotiation extension
+            (omitted from the payload when empty).
+        static_key: the Noise static X25519 key; a fresh one by default.
+        ephemeral_key: fixed ephemeral key, for test vectors only.
+        webtransport_certhashes: extension field for WebTransport.
+
+    Outputs: :meth:`data_to_send` (framed handshake messages), then after
+    ``done`` :meth:`split`, :meth:`unused_data` and the ``remote_*`` attributes.
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        identity: Any,
+        expected_peer: PeerID | None = None,
+        muxers: Sequence[str] = (),
+        static_key: X25519PrivateKey | None = None,
+        ephemeral_key: X25519PrivateKey | None = None,
+        webtransport_certhashes: Sequence[bytes] = (),
+    ) -> None:
+        self.initiator = initiator
+        self._identity = identity
+        self._expected_peer = expected_peer
+        self._muxers = tuple(muxers)
+        self._certhashes = tuple(webtransport_certhashes)
+        self._state = XXHandshakeState(
+            initiator=initiator,
+            static_key=static_key or X25519PrivateKey.generate(),
+            ephemeral_key=ephemeral_key,
+        )
+        self._stage = _Stage.RUNNING
+        self._inbuf = bytearray()
+        self._outbuf = bytearray()
+        self._unused = bytearray()
+        self._keys: tuple[bytes, bytes] | None = None
+        self.remote_public_key: PublicKey | None = None
+        self.remote_peer: PeerID | None = None
+        self.remote_static_key: bytes | None = None
+        self.remote_muxers: tuple[str, ...] = ()
+        self.remote_extensions: NoiseExtensions | None = None
+        self._handshake_hash: bytes | None = None
+        if initiator:
+            # -> e (empty payload: extensions only go where secrecy is guaranteed)
+            self._send(self._state.write_message(b""))
+
+    # -- outputs -------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once the handshake completed and the peer is authenticated."""
+        return self._stage is _Stage.DONE
+
+    @property
+    def local_static_key(self) -> bytes:
+        """Our Noise static X25519 public key."""
+        return self._state.s_pub
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The final ``h`` (channel binding value).
+
+        Raises:
+            LocalProtocolError: the handshake is not complete.
+        """
+        if self._handshake_hash is None:
+            raise LocalProtocolError("handshake not complete")
+        return self._handshake_hash
+
+    def data_to_send(self) -> bytes:
+        """Framed handshake bytes to write now (drains the buffer)."""
+        out = bytes(self._outbuf)
+        self._outbuf.clear()
+        return out
+
+    def unused_data(self) -> bytes:
+        """Bytes that followed the last handshake message: transport frames
+        for the decryptor (drained on each call)."""
+        out = bytes(self._unused)
+        self._unused.clear()
+        return out
+
+    def split(self) -> tuple[bytes, bytes]:
+        """``(send_key, recv_key)``: 32-byte keys for the transport CipherStates.
+
+        Noise spec 5.2 Split: the first key encrypts initiator-to-responder
+        traffic. Both CipherStates start at nonce 0.
+
+        Raises:
+            LocalProtocolError: the handshake is not complete.
+        """
+        if self._keys is None:
+            raise LocalProtocolError("handshake not complete")
+        k1, k2 = self._keys
+        return (k1, k2) if self.initiator else (k2, k1)
+
+    # -- input ---------------------------------------------------------------
+
+    def receive_data(self, data: ReadableBuffer) -> None:
+        """Feed bytes read from the connection; partial frames are buffered.
+
+        Raises:
+            HandshakeError: malformed message, failed decryption, bad key or
+                signature (also on any call after a failure).
+            PeerIDMismatchError: the peer authenticated as another PeerID.
+        """
+        if self._stage is _Stage.FAILED:
+            raise HandshakeError("handshake already failed")
+        if self._stage is _Stage.DONE:
+            self._unused += data
+            return
+        self._inbuf += data
+        try:
+            while self._stage is _Stage.RUNNING and len(self._inbuf) >= 2:
+                # libp2p noise spec: 16-bit big-endian length prefix, max 65535.
+                length = int.from_bytes(self._inbuf[:2], "big")
+                if length == 0:
+                    raise HandshakeError("empty handshake message")
+                if len(self._inbuf) < 2 + length:
+                    break
+                message = bytes(self._inbuf[2 : 2 + length])
+                del self._inbuf[: 2 + length]
+                self._handle(message)
+        except BaseException:
+            self._stage = _Stage.FAILED
+            self._discard_remote()
+            raise
+        if self._stage is _Stage.DONE:
+            self._unused += self._inbuf
+            self._inbuf.clear()
+
+    # -- internals -----------------------------------------------------------
+
+    def _send(self, message: bytes) -> None:
+        if len(message) > MAX_MESSAGE_LENGTH:
+            raise LocalProtocolError(f"handshake message of {len(message)} bytes exceeds 65535")
+        self._outbuf += len(message).to_bytes(2, "big") + message
+
+    def _discard_remote(self) -> None:
+        # libp2p noise spec: early data MUST be discarded if the handshake fails.
+        self.remote_muxers = ()
+        self.remote_extensions = None
+        self.remote_peer = None
+        self.remote_public_key = None
+        self._keys = None
+
+    def _our_payload(self) -> bytes:
+        sig = self._identity.sign(SIGNATURE_PREFIX + self._state.s_pub)
+        ext = None
+        if self._muxers or self._certhashes:
+            ext = NoiseExtensions(
+                webtransport_certhashes=list(self._certhashes),
+                stream_muxers=list(self._muxers),
+            )
+        return NoiseHandshakePayload(
+            identity_key=self._identity.public_key().to_protobuf(),
+            identity_sig=sig,
+            extensions=ext,
+        ).encode()
+
+    def _handle(self, message: bytes) -> None:
+        idx = self._state.message_index
+        if self.initiator:
+            if idx != 1:
+                raise HandshakeError(f"unexpected handshake message at step {idx + 1}")
+            payload = self._state.read_message(message)
+            self._authenticate(payload)
+            self._send(self._state.write_message(self._our_payload()))
+            self._finish()
+        elif idx == 0:
+            self._state.read_message(message)  # payload of message 1 is ignored
+            self._send(self._state.write_message(self._our_payload()))
+        elif idx == 2:
+            payload = self._state.read_message(message)
+            self._authenticate(payload)
+            self._finish()
+        else:  # pragma: no cover - the loop stops at DONE
+            raise HandshakeError("unexpected handshake message")
+
+    def _authenticate(self, payload: bytes) -> None:
+        from fastp2p.peer import PeerID, public_key_from_protobuf
+
+        try:
+            decoded = NoiseHandshakePayload.decode(payload)
+        except ProtobufError as exc:
+            raise HandshakeError(f"malformed handshake payload: {exc}") from exc
+        if not decoded.identity_key or not decoded.identity_sig:
+            raise HandshakeError("handshake payload lacks identity key or signature")
+        try:
+            public_key = public_key_from_protobuf(decoded.identity_key)
+        except Exception as exc:  # InvalidKeyError, or whatever a key parser raises
+            raise HandshakeError(f"bad identity key in handshake payload: {exc}") from exc
+        rs = self._state.rs
+        assert rs is not None
+        try:
+            valid = public_key.verify(decoded.identity_sig, SIGNATURE_PREFIX + rs)
+        except Exception as exc:  # a verifier must never let the peer crash us
+            raise HandshakeError(f"identity signature check failed: {exc}") from exc
+        if not valid:
+            raise HandshakeError("identity signature does not cover the Noise static key")
+        peer = PeerID.from_public_key(public_key)
+        if self._expected_peer is not None and peer != self._expected_peer:
+            raise PeerIDMismatchError(self._expected_peer, peer)
+        self.remote_public_key = public_key
+        self.remote_peer = peer
+        self.remote_static_key = rs
+        self.remote_extensions = decoded.extensions
+        if decoded.extensions is not None:
+            self.remote_muxers = tuple(decoded.extensions.stream_muxers)
+
+    def _finish(self) -> None:
+        self._keys = self._state.ss.split()
+        self._handshake_hash = self._state.ss.h
+        self._stage = _Stage.DONE
