@@ -1,0 +1,221 @@
+"""The ``fastp2p`` command line: id, listen, ping, perf, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+MUXERS = {"yamux": "/yamux/1.0.0", "mplex": "/mplex/6.7.0"}
+
+
+def _size(text: str) -> int:
+    """Parse a byte count: 1048576, 1MiB, 256M, 1G, 10k (binary multiples)."""
+    t = text.strip().lower().replace("ib", "").rstrip("b")
+    mult = 1
+    for suffix, m in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
+    return value
+
+
+def _load_key(path: str | None):  # type: ignore[no-untyped-def]
+    from fastp2p.peer import Ed25519PrivateKey
+
+    if path is None:
+        return Ed25519PrivateKey.generate()
+    if os.path.exists(path):
+        return Ed25519PrivateKey.load(path)
+    key = Ed25519PrivateKey.generate()
+    key.save(path)
+    return key
+
+
+def _config(muxer: str):  # type: ignore[no-untyped-def]
+    from fastp2p.config import HostConfig
+
+    return HostConfig(muxers=(MUXERS[muxer],))
+
+
+def _run(coro) -> int:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)  # type: ignore[arg-type,no-any-return]
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[no-any-return]
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    from fastp2p.peer import PeerID
+
+    key = _load_key(args.key)
+    print(PeerID.from_public_key(key.public_key()))
+    return 0
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    from fastp2p.host import Host
+    from fastp2p.services import serve_echo, serve_perf
+
+    addrs = args.addr or ["/ip4/127.0.0.1/tcp/0"]
+    async with Host(_load_key(args.key), listen=addrs, config=_config(args.muxer)) as host:
+        serve_echo(host)
+        serve_perf(host)
+        for a in host.full_addrs:
+            print(a, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            if args.timeout:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(args.timeout):
+                        await stop.wait()
+            else:
+                await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _ping(args: argparse.Namespace) -> int:
+    from fastp2p.host import Host
+    from fastp2p.services import Ping
+
+    async with Host(_load_key(args.key), config=_config(args.muxer)) as host:
+        async with asyncio.timeout(args.timeout):
+            peer = await host.connect(args.addr)
+            ping = Ping(host)
+            for _ in range(args.count):
+                rtt = await ping(peer)
+                print(f"{rtt * 1000:.3f} ms", flush=True)
+    return 0
+
+
+async def _perf(args: argparse.Namespace) -> int:
+    from fastp2p.host import Host
+    from fastp2p.services import perf
+
+    async with Host(_load_key(args.key), config=_config(args.muxer)) as host:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        peer = await host.connect(args.addr)
+        res = await perf(host, peer, args.upload, args.download)
+        total = loop.time() - t0
+    print(f"upload: {args.upload} bytes in {res.upload_seconds:.3f} s = {res.upload_gbps:.3f} Gbit/s")
+    print(
+        f"download: {args.download} bytes in {res.download_seconds:.3f} s = "
+        f"{res.download_gbps:.3f} Gbit/s"
+    )
+    print(f"total (incl. connection set-up): {total:.4f} s")
+    return 0
+
+
+def _guard(coro_fn):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        from fastp2p.errors import P2PError
+
+        try:
+            return _run(coro_fn(args))
+        except KeyboardInterrupt:
+            return 130
+        except (P2PError, OSError, TimeoutError, ValueError) as exc:
+            msg = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                msg = "timed out"
+            print(f"fastp2p {args.command}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastp2p.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from fastp2p.benchsuite.run import main as bench_main
+    except ImportError as exc:
+        print(f"fastp2p bench: the bench suite is unavailable: {exc}", file=sys.stderr)
+        return 1
+    return int(bench_main(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastp2p", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("id", help="print the PeerId of a key (a new key file is created)")
+    s.add_argument("--key", help="key file (libp2p protobuf); created if missing")
+    s.set_defaults(func=cmd_id)
+
+    s = sub.add_parser("listen", help="serve ping, identify, perf and /echo/1.0.0")
+    s.add_argument("--addr", action="append", help="listen multiaddr (repeatable)")
+    s.add_argument("--key", help="key file; created if missing")
+    s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
+    s.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
+    s.set_defaults(func=_guard(_listen))
+
+    s = sub.add_parser("ping", help="ping a peer and print one RTT per line")
+    s.add_argument("addr", help="multiaddr of the peer, ideally with /p2p/<id>")
+    s.add_argument("--count", type=int, default=4)
+    s.add_argument("--key", help="key file; created if missing")
+    s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.set_defaults(func=_guard(_ping))
+
+    s = sub.add_parser("perf", help="libp2p perf: measure upload/download throughput")
+    s.add_argument("addr")
+    s.add_argument("--upload", type=_size, default=0)
+    s.add_argument("--download", type=_size, default=0)
+    s.add_argument("--key", help="key file; created if missing")
+    s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
+    s.set_defaults(func=_guard(_perf))
+
+    s = sub.add_parser("demo", help="local peers: connect, ping, share and fetch a file")
+    s.add_argument("--size", type=_size, default=256 << 20, help="generated file size")
+    s.add_argument("--file", help="share this file instead of a generated one")
+    s.add_argument("--peers", type=int, choices=(2, 3), default=2)
+    s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastp2p`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

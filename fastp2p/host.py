@@ -1,0 +1,423 @@
+"""Host: a libp2p node — identity, listeners, connections, protocol handlers.
+
+A Host is an async context manager; everything it starts (listeners,
+connections, handler tasks) is stopped and released when the block exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from fastp2p import _accel
+from fastp2p._typing import Handler
+from fastp2p.config import HostConfig
+from fastp2p.errors import (
+    ClosedResourceError,
+    ConnectionClosedError,
+    DialError,
+    NegotiationError,
+    P2PError,
+    ResourceLimitExceededError,
+    StreamErrorCode,
+)
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.peer import Ed25519PrivateKey, PeerID
+from fastp2p.peerstore import PeerInfo, Peerstore
+from fastp2p.stream import Stream
+from fastp2p.transport.conn import Connection
+from fastp2p.transport.tcp import TcpConnection, TcpListener, TcpTransport
+from fastp2p.transport.upgrader import (
+    SecuredChannel,
+    make_session,
+    negotiate_inbound,
+    negotiate_outbound,
+    secure_inbound,
+    secure_outbound,
+)
+
+__all__ = ["Host"]
+
+log = logging.getLogger("fastp2p.host")
+
+
+class Host:
+    """A libp2p host.
+
+    Args:
+        identity: the host's private key; a fresh Ed25519 key when None.
+        listen: multiaddrs to listen on (``/ip4/127.0.0.1/tcp/0`` picks a port).
+        config: a ``HostConfig``; defaults are libp2p's.
+
+    Example::
+
+        async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"]) as host:
+            host.set_handler("/echo/1.0.0", echo)
+            peer = await host.connect(addr)
+            stream = await host.open_stream(peer, "/echo/1.0.0")
+    """
+
+    def __init__(
+        self,
+        identity: Ed25519PrivateKey | None = None,
+        *,
+        listen: Iterable[str | Multiaddr] = (),
+        config: HostConfig | None = None,
+    ) -> None:
+        self.identity = identity or Ed25519PrivateKey.generate()
+        self.config = config or HostConfig()
+        self.peer_id: PeerID = PeerID.from_public_key(self.identity.public_key())
+        self.peerstore = Peerstore()
+        self.buffers = _accel.BufferPool()
+        self._listen = [Multiaddr(a) if not isinstance(a, Multiaddr) else a for a in listen]
+        self._listeners: list[TcpListener] = []
+        self._transport = TcpTransport()
+        self._handlers: dict[str, Handler] = {}
+        self._matchers: list[tuple[Callable[[str], bool], str]] = []
+        self._conns: dict[PeerID, list[Connection]] = {}
+        self._dialing: dict[PeerID, asyncio.Task[Connection]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_inbound = 0
+        self._running = False
+        self._closing = False
+        self._identify: Any = None
+        self._ping: Any = None
+        self._on_connect: list[Callable[[Connection], Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start listening and the built-in services (identify, ping)."""
+        if self._running:
+            return
+        self._running = True
+        from fastp2p.services.identify import Identify
+        from fastp2p.services.ping import Ping
+
+        if self.config.enable_identify:
+            self._identify = Identify(self)
+        if self.config.enable_ping:
+            self._ping = Ping(self)
+        try:
+            for addr in self._listen:
+                lst = await self._transport.listen(addr, self._on_raw_inbound)
+                self._listeners.append(lst)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Close every listener, connection and handler task. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        for lst in self._listeners:
+            await lst.aclose()
+        self._listeners.clear()
+        for t in list(self._dialing.values()):
+            t.cancel()
+        for conns in list(self._conns.values()):
+            for c in list(conns):
+                await c.aclose()
+        self._conns.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.buffers.close()
+        # Let transports run their connection_lost callbacks so sockets are freed.
+        await asyncio.sleep(0)
+
+    # -- addresses -------------------------------------------------------------------
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Listen addresses (without ``/p2p``)."""
+        return [a for lst in self._listeners for a in lst.addrs]
+
+    @property
+    def full_addrs(self) -> list[Multiaddr]:
+        """Listen addresses with ``/p2p/<our id>`` appended (what a peer dials)."""
+        return [a.with_peer_id(self.peer_id) for a in self.addrs]
+
+    # -- handlers --------------------------------------------------------------------
+
+    def set_handler(
+        self, protocol: str, handler: Handler, *, match: Callable[[str], bool] | None = None
+    ) -> None:
+        """Serve ``protocol`` with ``async handler(stream)``.
+
+        ``match`` optionally accepts other protocol ids (e.g. other versions) for
+        the same handler. A handler's exception is logged and its stream reset
+        with ``StreamErrorCode.INTERNAL``; the host keeps running.
+        """
+        self._handlers[protocol] = handler
+        if match is not None:
+            self._matchers.append((match, protocol))
+
+    def remove_handler(self, protocol: str) -> None:
+        """Stop serving ``protocol``."""
+        self._handlers.pop(protocol, None)
+        self._matchers = [(m, p) for m, p in self._matchers if p != protocol]
+
+    @property
+    def protocols(self) -> list[str]:
+        """Protocols served by this host."""
+        return list(self._handlers)
+
+    def _supports(self, proto: str) -> bool:
+        return proto in self._handlers or any(m(proto) for m, _ in self._matchers)
+
+    def _handler_for(self, proto: str) -> Handler | None:
+        h = self._handlers.get(proto)
+        if h is None:
+            for m, p in self._matchers:
+                if m(proto):
+                    return self._handlers.get(p)
+        return h
+
+    def on_connection(self, callback: Callable[[Connection], Any]) -> None:
+        """Call ``callback(conn)`` for every new connection (after the upgrade)."""
+        self._on_connect.append(callback)
+
+    # -- connections -----------------------------------------------------------------
+
+    def connection(self, peer: PeerID) -> Connection | None:
+        """An open connection to ``peer``, or None."""
+        for c in self._conns.get(peer, ()):
+            if not c.is_closed and not c.goaway_received:
+                return c
+        return None
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every open connection."""
+        return [c for cs in self._conns.values() for c in cs]
+
+    def _count(self, outbound: bool) -> int:
+        return sum(1 for c in self.connections if c.outbound == outbound)
+
+    async def connect(self, addr: str | Multiaddr | PeerInfo) -> PeerID:
+        """Connect to a peer (no-op if already connected) and wait for identify.
+
+        Args:
+            addr: a multiaddr ending in ``/p2p/<id>`` (the id is then verified),
+                a plain multiaddr (any peer accepted), or a ``PeerInfo``.
+
+        Returns:
+            The authenticated remote ``PeerID``.
+
+        Raises:
+            DialError: every address failed; ``.errors`` has one exception each.
+            PeerIDMismatchError: the peer is not the one named by ``/p2p/``.
+            ResourceLimitExceededError: ``max_outbound_connections`` reached.
+
+        Cancellation: a half-open connection is aborted.
+        """
+        self._check_running()
+        if isinstance(addr, PeerInfo):
+            expected: PeerID | None = addr.peer_id
+            addrs = list(addr.addrs) or self.peerstore.addrs(addr.peer_id)
+        else:
+            ma = Multiaddr(addr) if not isinstance(addr, Multiaddr) else addr
+            expected = ma.peer_id()
+            addrs = [ma]
+        if expected is not None:
+            existing = self.connection(expected)
+            if existing is not None:
+                return expected
+            pending = self._dialing.get(expected)
+            if pending is not None:
+                return (await asyncio.shield(pending)).remote_peer
+        if not addrs:
+            raise DialError(f"no addresses known for {expected}")
+        task = asyncio.get_running_loop().create_task(self._dial_addrs(addrs, expected))
+        if expected is not None:
+            self._dialing[expected] = task
+        try:
+            conn = await task
+        finally:
+            if expected is not None and self._dialing.get(expected) is task:
+                del self._dialing[expected]
+        if self._identify is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.config.negotiation_timeout):
+                    await self._identify.wait_identified(conn)
+        return conn.remote_peer
+
+    async def _dial_addrs(self, addrs: Sequence[Multiaddr], expected: PeerID | None) -> Connection:
+        if self._count(outbound=True) >= self.config.max_outbound_connections:
+            raise ResourceLimitExceededError("max_outbound_connections reached")
+        errors: list[BaseException] = []
+        for a in addrs:
+            try:
+                async with asyncio.timeout(self.config.dial_timeout):
+                    raw = await self._transport.dial(a)
+                    chan = await secure_outbound(raw, self.identity, self.config, expected)
+                return self._add_connection(chan, outbound=True)
+            except (P2PError, OSError, TimeoutError) as exc:
+                from fastp2p.errors import SecurityError
+
+                if isinstance(exc, SecurityError):
+                    raise
+                errors.append(exc)
+        if len(errors) == 1:
+            raise DialError(f"dial {addrs[0]} failed: {errors[0]}", errors) from errors[0]
+        raise DialError(f"all {len(addrs)} addresses failed", errors)
+
+    async def _on_raw_inbound(self, raw: TcpConnection) -> None:
+        if self._closing or (
+            self._count(outbound=False) + self._pending_inbound
+            >= self.config.max_inbound_connections
+        ):
+            raw.abort()
+            return
+        self._pending_inbound += 1
+        try:
+            chan = await secure_inbound(raw, self.identity, self.config)
+        except (P2PError, OSError, TimeoutError) as exc:
+            log.info("inbound upgrade from %s failed: %s", raw.remote_addr, exc)
+            return
+        except asyncio.CancelledError:
+            raw.abort()
+            raise
+        finally:
+            self._pending_inbound -= 1
+        if self._closing:
+            raw.abort()
+            return
+        self._add_connection(chan, outbound=False)
+
+    def _add_connection(self, chan: SecuredChannel, *, outbound: bool) -> Connection:
+        session = make_session(chan.muxer, is_client=outbound, config=self.config)
+        conn = Connection(
+            raw=chan.raw,
+            session=session,
+            send_cipher=chan.send_cipher,
+            recv_cipher=chan.recv_cipher,
+            remote_peer=chan.remote_peer,
+            remote_public_key=chan.remote_public_key,
+            muxer=chan.muxer,
+            outbound=outbound,
+            on_inbound_stream=self._on_inbound_stream,
+            on_closed=self._on_conn_closed,
+        )
+        self._conns.setdefault(conn.remote_peer, []).append(conn)
+        if chan.remote_public_key is not None:
+            self.peerstore.add_public_key(conn.remote_peer, chan.remote_public_key)
+        if outbound and chan.raw.remote_addr is not None:
+            self.peerstore.add_addrs(conn.remote_peer, [chan.raw.remote_addr])
+        conn.start(chan.plaintext_leftover)
+        for cb in self._on_connect:
+            try:
+                cb(conn)
+            except Exception:
+                log.exception("on_connection callback failed")
+        return conn
+
+    def _on_conn_closed(self, conn: Connection) -> None:
+        conns = self._conns.get(conn.remote_peer)
+        if conns is not None:
+            with contextlib.suppress(ValueError):
+                conns.remove(conn)
+            if not conns:
+                del self._conns[conn.remote_peer]
+
+    async def disconnect(self, peer: PeerID) -> None:
+        """Close every connection to ``peer``."""
+        for c in list(self._conns.get(peer, ())):
+            await c.aclose()
+
+    # -- streams --------------------------------------------------------------------------
+
+    async def open_stream(self, peer: PeerID | str | Multiaddr, *protocols: str) -> Stream:
+        """Open a stream to ``peer`` speaking the first of ``protocols`` it supports.
+
+        ``peer`` may be a PeerID we are connected to (or have addresses for) or a
+        multiaddr, which is dialled first.
+
+        Raises:
+            NegotiationError: the peer supports none of ``protocols``.
+            DialError: no connection could be made.
+            ConnectionClosedError: the connection died during negotiation.
+
+        Cancellation: the half-negotiated stream is reset.
+        """
+        self._check_running()
+        if not protocols:
+            raise ValueError("open_stream needs at least one protocol")
+        if not isinstance(peer, PeerID):
+            peer = await self.connect(peer)
+        conn = self.connection(peer)
+        if conn is None:
+            await self.connect(PeerInfo(peer))
+            conn = self.connection(peer)
+            if conn is None:
+                raise DialError(f"could not connect to {peer}")
+        stream = conn.open_stream()
+        try:
+            async with asyncio.timeout(self.config.negotiation_timeout):
+                stream.protocol = await negotiate_outbound(stream, protocols)
+        except BaseException:
+            stream.reset(StreamErrorCode.PROTOCOL)
+            await stream.aclose()
+            raise
+        return stream
+
+    def _on_inbound_stream(self, stream: Stream) -> None:
+        self._spawn(self._serve_stream(stream))
+
+    async def _serve_stream(self, stream: Stream) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self.config.negotiation_timeout):
+                    proto = await negotiate_inbound(stream, self._supports)
+            except (NegotiationError, TimeoutError) as exc:
+                log.debug("inbound stream negotiation failed: %s", exc)
+                stream.reset(StreamErrorCode.PROTOCOL)
+                return
+            stream.protocol = proto
+            handler = self._handler_for(proto)
+            if handler is None:
+                stream.reset(StreamErrorCode.PROTOCOL)
+                return
+            try:
+                await handler(stream)
+            except (P2PError, OSError) as exc:
+                log.debug("handler for %s ended with %r", proto, exc)
+                stream.reset(StreamErrorCode.INTERNAL)
+            except Exception:
+                log.exception("handler for %s failed", proto)
+                stream.reset(StreamErrorCode.INTERNAL)
+        except (P2PError, OSError) as exc:
+            log.debug("inbound stream failed: %r", exc)
+        finally:
+            with contextlib.suppress(P2PError):
+                await stream.aclose()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _check_running(self) -> None:
+        if not self._running or self._closing:
+            raise ClosedResourceError("host is not running (use `async with Host(...)`)")
+
+    def __repr__(self) -> str:
+        return f"<Host {self.peer_id} addrs={[str(a) for a in self.addrs]}>"
+
+
+_ = ConnectionClosedError  # re-exported type used in docstrings

@@ -1,0 +1,133 @@
+"""Identify (/ipfs/id/1.0.0) and identify-push (/ipfs/id/push/1.0.0).
+
+On every new connection each side asks the other who it is; answers land in
+the host's peerstore. ``push()`` tells connected peers about changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from fastp2p.errors import FrameTooLargeError, P2PError
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.proto.identify import IdentifyInfo, IdentifyReader, encode_identify
+from fastp2p.proto.protobuf import length_prefixed
+
+if TYPE_CHECKING:
+    from fastp2p.host import Host
+    from fastp2p.stream import Stream
+    from fastp2p.transport.conn import Connection
+
+__all__ = ["Identify", "PROTOCOL_ID", "PUSH_PROTOCOL_ID"]
+
+PROTOCOL_ID = "/ipfs/id/1.0.0"
+PUSH_PROTOCOL_ID = "/ipfs/id/push/1.0.0"
+MAX_IDENTIFY_BYTES = 64 * 1024 + 16
+
+log = logging.getLogger("fastp2p.identify")
+
+
+class Identify:
+    """The identify service of one Host (created by the Host itself)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._done: dict[Connection, asyncio.Future[None]] = {}
+        host.set_handler(PROTOCOL_ID, self._handle_request)
+        host.set_handler(PUSH_PROTOCOL_ID, self._handle_push)
+        host.on_connection(self._on_connection)
+
+    def local_info(self, conn: Connection | None = None) -> IdentifyInfo:
+        """What we tell peers about ourselves."""
+        host = self.host
+        return IdentifyInfo(
+            protocol_version=host.config.protocol_version,
+            agent_version=host.config.agent_version,
+            public_key=host.identity.public_key().to_protobuf(),
+            listen_addrs=[a.to_bytes() for a in host.addrs],
+            observed_addr=conn.remote_addr.to_bytes() if conn and conn.remote_addr else None,
+            protocols=sorted(host.protocols),
+        )
+
+    def _on_connection(self, conn: Connection) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._done[conn] = fut
+        conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
+        self.host._spawn(self._identify(conn, fut))
+
+    async def wait_identified(self, conn: Connection) -> None:
+        """Wait until identify with ``conn``'s peer finished (successfully or not)."""
+        fut = self._done.get(conn)
+        if fut is not None:
+            await asyncio.shield(fut)
+
+    async def _identify(self, conn: Connection, fut: asyncio.Future[None]) -> None:
+        try:
+            stream = await self.host.open_stream(conn.remote_peer, PROTOCOL_ID)
+            async with stream:
+                await self._read_info(stream, conn)
+        except (P2PError, OSError, TimeoutError, EOFError) as exc:
+            log.debug("identify with %s failed: %r", conn.remote_peer, exc)
+        finally:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _read_info(self, stream: Stream, conn: Connection) -> None:
+        reader = IdentifyReader()
+        total = 0
+        while chunk := await stream.read(16384):
+            total += len(chunk)
+            if total > MAX_IDENTIFY_BYTES:
+                stream.reset()
+                raise FrameTooLargeError("identify message too large")
+            reader.receive_data(chunk)
+        for info in reader.messages():
+            self._apply(conn, info)
+
+    def _apply(self, conn: Connection, info: IdentifyInfo) -> None:
+        ps = self.host.peerstore
+        rec = ps.record(conn.remote_peer)
+        if info.agent_version is not None:
+            rec.agent_version = info.agent_version
+        if info.protocol_version is not None:
+            rec.protocol_version = info.protocol_version
+        if info.protocols is not None:
+            rec.protocols = list(info.protocols)[:512]
+        addrs = []
+        for raw in info.listen_addrs or ():
+            try:
+                addrs.append(raw if isinstance(raw, Multiaddr) else Multiaddr.from_bytes(raw))
+            except P2PError:
+                continue
+        if addrs:
+            rec.listen_addrs = addrs[:64]
+            ps.add_addrs(conn.remote_peer, addrs)
+        if info.observed_addr:
+            with contextlib.suppress(P2PError):
+                rec.observed_addr = (
+                    info.observed_addr
+                    if isinstance(info.observed_addr, Multiaddr)
+                    else Multiaddr.from_bytes(info.observed_addr)
+                )
+        rec.identified = True
+
+    async def _handle_request(self, stream: Stream) -> None:
+        await stream.write(length_prefixed(encode_identify(self.local_info(stream.conn))))
+        await stream.close_write()
+
+    async def _handle_push(self, stream: Stream) -> None:
+        await self._read_info(stream, stream.conn)
+
+    async def push(self) -> None:
+        """Send our current identify info to every connected peer."""
+        data = length_prefixed(encode_identify(self.local_info()))
+        for conn in list(self.host.connections):
+            try:
+                stream = await self.host.open_stream(conn.remote_peer, PUSH_PROTOCOL_ID)
+                async with stream:
+                    await stream.write(data)
+            except (P2PError, OSError) as exc:
+                log.debug("identify push to %s failed: %r", conn.remote_peer, exc)

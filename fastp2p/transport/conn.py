@@ -1,0 +1,379 @@
+"""Connection: the asyncio driver of one secured, multiplexed connection.
+
+It owns the raw transport, the two Noise transport ciphers (one per direction,
+native AEAD when built) and the muxer session (sans-IO). Like aioquic's
+``QuicConnectionProtocol`` it does exactly three things:
+
+- on bytes from the socket: open every complete Noise frame in one call,
+  feed the plaintext to the muxer session, drain its events into streams;
+- ``_transmit()``: seal everything the session queued (one AEAD call over the
+  whole iovec) and write it; re-arm the single timer from ``get_timer()``;
+- translate terminal states into exceptions on the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastp2p.errors import (
+    ConnectionClosedError,
+    GoAwayCode,
+    P2PError,
+    RemoteProtocolError,
+    SecurityError,
+    StreamResetError,
+)
+from fastp2p.proto.muxer import (
+    ConnectionTerminated,
+    DataReceived,
+    GoAwayReceived,
+    MuxerSession,
+    PingAcknowledged,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    WindowUpdated,
+)
+from fastp2p.stream import Stream
+
+if TYPE_CHECKING:
+    from fastp2p.multiaddr import Multiaddr
+    from fastp2p.peer import PeerID, PublicKey
+    from fastp2p.transport.base import RawConnection
+
+__all__ = ["Connection", "ConnectionStats"]
+
+log = logging.getLogger("fastp2p.conn")
+
+
+class ConnectionStats:
+    """Per-connection counters (bytes are on-the-wire, i.e. ciphertext)."""
+
+    __slots__ = (
+        "bytes_sent",
+        "bytes_received",
+        "streams_opened",
+        "streams_accepted",
+        "opened_at",
+        "rtt",
+    )
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.streams_opened = 0
+        self.streams_accepted = 0
+        self.opened_at = time.time()
+        self.rtt: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Connection:
+    """A secured, multiplexed connection to one peer.
+
+    Created by the upgrader; use ``Host.open_stream`` rather than
+    ``open_stream`` here unless you already hold the connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        raw: RawConnection,
+        session: MuxerSession,
+        send_cipher: Any,
+        recv_cipher: Any,
+        remote_peer: PeerID,
+        remote_public_key: PublicKey | None,
+        muxer: str,
+        outbound: bool,
+        on_inbound_stream: Callable[[Stream], None],
+        on_closed: Callable[[Connection], None],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._raw = raw
+        self._session = session
+        self._send = send_cipher
+        self._recv = recv_cipher
+        self.remote_peer = remote_peer
+        self.remote_public_key = remote_public_key
+        self.muxer = muxer
+        self.outbound = outbound
+        self.local_addr: Multiaddr | None = raw.local_addr
+        self.remote_addr: Multiaddr | None = raw.remote_addr
+        self.streams: dict[int, Stream] = {}
+        self.stats = ConnectionStats()
+        self._on_inbound_stream = on_inbound_stream
+        self._on_closed = on_closed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._closed = False
+        self._close_exc: ConnectionClosedError | None = None
+        self.closed = self._loop.create_future()
+        self.goaway_received = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self, plaintext_leftover: bytes = b"") -> None:
+        """Switch the raw connection to push mode and process pending bytes."""
+        left = self._raw.start_push(self._on_data, self._on_lost)
+        try:
+            if plaintext_leftover:
+                self._session.receive_data(plaintext_leftover, self._loop.time())
+            if left:
+                self._on_data(memoryview(left))
+                return
+            self._process_events()
+            self._transmit()
+        except P2PError as exc:
+            self._fail(exc)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        d = "out" if self.outbound else "in"
+        return f"<Connection {d} {self.remote_peer} via {self.remote_addr} {self.muxer}>"
+
+    async def aclose(self, code: int = GoAwayCode.NORMAL) -> None:
+        """Send GoAway, close the socket and fail every open stream. Idempotent."""
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            self._session.go_away(code)
+            self._transmit()
+        self._terminate(ConnectionClosedError("connection closed locally", code=code, remote=False))
+        self._raw.close()
+
+    # -- receive path ------------------------------------------------------------
+
+    def _on_data(self, view: memoryview) -> None:
+        if self._closed:
+            return
+        self.stats.bytes_received += len(view)
+        try:
+            plain = self._recv.open_frames(view)
+            if plain:
+                self._session.receive_data(plain, self._loop.time())
+            self._process_events()
+            self._transmit()
+        except P2PError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: P2PError) -> None:
+        """A peer violation or security failure: flush the GoAway, then drop."""
+        if self._closed:
+            return
+        if isinstance(exc, RemoteProtocolError):
+            log.info("protocol error from %s: %s", self.remote_peer, exc)
+            with contextlib.suppress(Exception):
+                self._process_events()
+                self._transmit()
+            code = int(getattr(exc, "error_code", GoAwayCode.PROTOCOL_ERROR))
+        elif isinstance(exc, SecurityError):
+            log.warning("security failure on connection to %s: %s", self.remote_peer, exc)
+            code = GoAwayCode.PROTOCOL_ERROR
+        else:
+            log.info("connection to %s failed: %s", self.remote_peer, exc)
+            code = GoAwayCode.INTERNAL_ERROR
+        err = ConnectionClosedError(f"connection failed: {exc}", code=code, remote=True)
+        err.__cause__ = exc
+        self._terminate(err)
+        self._raw.close()
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        err = ConnectionClosedError("connection closed by peer", remote=True)
+        if exc is not None:
+            err.__cause__ = exc
+        self._terminate(err)
+        self._raw.close()
+
+    def _process_events(self) -> None:
+        session = self._session
+        streams = self.streams
+        while (ev := session.next_event()) is not None:
+            t = type(ev)
+            if t is DataReceived:
+                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st._feed_data(ev.data)  # type: ignore[union-attr]
+                else:
+                    session.acknowledge_received(ev.stream_id, len(ev.data), self._loop.time())  # type: ignore[union-attr]
+            elif t is WindowUpdated:
+                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st._window_updated()
+            elif t is StreamOpened:
+                st = Stream(self, ev.stream_id, inbound=True)  # type: ignore[union-attr]
+                streams[st.id] = st
+                self.stats.streams_accepted += 1
+                self._on_inbound_stream(st)
+            elif t is StreamEnded:
+                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st._feed_eof()
+            elif t is StreamReset:
+                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st._set_reset(
+                        StreamResetError("stream reset by peer", code=ev.code, remote=True)  # type: ignore[union-attr]
+                    )
+            elif t is PingAcknowledged:
+                self.stats.rtt = ev.rtt  # type: ignore[union-attr]
+                fut = self._pings.pop(ev.opaque, None)  # type: ignore[union-attr]
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.rtt)  # type: ignore[union-attr]
+            elif t is GoAwayReceived:
+                self.goaway_received = True
+            elif t is ConnectionTerminated:
+                err = ConnectionClosedError(
+                    f"connection terminated: {ev.reason or ev.code}",  # type: ignore[union-attr]
+                    code=ev.code,  # type: ignore[union-attr]
+                    remote=ev.remote,  # type: ignore[union-attr]
+                )
+                self._transmit()
+                self._terminate(err)
+                self._raw.close()
+                return
+
+    # -- send path ---------------------------------------------------------------
+
+    def _transmit(self) -> None:
+        if self._closed:
+            return
+        bufs = self._session.data_to_send()
+        if bufs:
+            out = self._send.seal_frames(bufs)
+            self.stats.bytes_sent += len(out)
+            self._raw.write(out)
+        when = self._session.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = when
+            if when is not None:
+                self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        try:
+            self._session.handle_timer(self._loop.time())
+            self._process_events()
+            self._transmit()
+        except P2PError as exc:
+            self._fail(exc)
+
+    # -- used by Stream ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            assert self._close_exc is not None
+            raise self._close_exc
+
+    def _send_data(self, stream_id: int, view: memoryview) -> int:
+        self._check_open()
+        n = self._session.send_data(stream_id, view)
+        if n:
+            self._transmit()
+        return n
+
+    async def _drain(self) -> None:
+        self._check_open()
+        if self._raw.write_paused:  # type: ignore[attr-defined]
+            try:
+                await self._raw.drain()
+            except P2PError:
+                self._check_open()
+                raise
+
+    def _acknowledge(self, stream_id: int, n: int) -> None:
+        if self._closed:
+            return
+        self._session.acknowledge_received(stream_id, n, self._loop.time())
+        self._transmit()
+
+    def _close_stream(self, stream_id: int) -> None:
+        self._check_open()
+        self._session.close_stream(stream_id)
+        self._transmit()
+
+    def _reset_stream(self, stream_id: int, code: int) -> None:
+        if self._closed:
+            return
+        with contextlib.suppress(P2PError):
+            self._session.reset_stream(stream_id, code)
+            self._transmit()
+
+    def _stream_closed_by_app(self, stream: Stream) -> None:
+        self.streams.pop(stream.id, None)
+
+    # -- public ---------------------------------------------------------------------
+
+    def open_stream(self) -> Stream:
+        """Open a new outbound stream (no protocol negotiated yet).
+
+        Raises:
+            ConnectionClosedError: the connection is closed or the peer sent GoAway.
+            ResourceLimitExceededError: the stream limit is reached.
+        """
+        self._check_open()
+        sid = self._session.open_stream()
+        st = Stream(self, sid, inbound=False)
+        self.streams[sid] = st
+        self.stats.streams_opened += 1
+        self._transmit()
+        return st
+
+    async def ping(self) -> float:
+        """Round trip of a muxer-level ping (yamux), in seconds.
+
+        Raises:
+            ConnectionClosedError: the connection closed first.
+            LocalProtocolError: the muxer has no ping (mplex).
+
+        Cancellation: the ping stays outstanding; its answer is ignored.
+        """
+        self._check_open()
+        opaque = self._session.ping(self._loop.time())
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pings[opaque] = fut
+        self._transmit()
+        try:
+            return await fut
+        finally:
+            self._pings.pop(opaque, None)
+
+    # -- teardown ----------------------------------------------------------------------
+
+    def _terminate(self, err: ConnectionClosedError) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_exc = err
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for st in list(self.streams.values()):
+            st._set_reset(err)
+        self.streams.clear()
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pings.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_closed(self)

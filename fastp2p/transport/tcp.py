@@ -1,0 +1,284 @@
+"""TCP transport: listen and dial over asyncio, receiving into a reused buffer.
+
+The protocol is an ``asyncio.BufferedProtocol``: the event loop (uvloop or the
+default one) reads straight into one preallocated receive buffer per
+connection; the consumer (handshake reader or the Connection's decrypt step)
+processes it synchronously before the buffer is handed out again, so no
+per-read ``bytes`` object is created on the bulk path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+
+from fastp2p.errors import BrokenResourceError, ClosedResourceError, DialError
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.transport.base import Listener, RawConnection
+
+__all__ = ["TcpTransport", "TcpConnection", "TcpListener"]
+
+RECV_BUFFER_SIZE = 256 * 1024
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
+SOCKET_BUFFER = 4 * 1024 * 1024
+# Handshake-phase inbox bound: no legitimate peer sends this much before the upgrade ends.
+MAX_INBOX = 256 * 1024
+
+
+def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
+    if not addr:
+        return None
+    host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+    return Multiaddr.from_host_port(host, port)
+
+
+class _TcpProtocol(asyncio.BufferedProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._rx = bytearray(RECV_BUFFER_SIZE)
+        self._rxv = memoryview(self._rx)
+        self.transport: asyncio.Transport | None = None
+        self._inbox = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_data: Callable[[memoryview], None] | None = None
+        self._on_lost: Callable[[BaseException | None], None] | None = None
+        self.eof = False
+        self.lost = False
+        self.exc: BaseException | None = None
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.bytes_received = 0
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rxv
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
+        cb = self._on_data
+        if cb is not None:
+            cb(self._rxv[:nbytes])
+            return
+        if len(self._inbox) + nbytes > MAX_INBOX:
+            # A peer flooding us before the upgrade finished: drop it.
+            self.exc = BrokenResourceError("peer sent too much data during the handshake")
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        self._inbox += self._rxv[:nbytes]
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        if self._on_lost is not None:
+            self._on_lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None and self.exc is None:
+            self.exc = exc
+        self._wake()
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+        if self._on_lost is not None:
+            self._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+class TcpConnection(RawConnection):
+    """A raw (not yet secured) TCP connection."""
+
+    def __init__(self, protocol: _TcpProtocol, *, outbound: bool) -> None:
+        self._p = protocol
+        self.outbound = outbound
+        assert protocol.transport is not None
+        self._transport = protocol.transport
+        self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
+        self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
+        self._closed = False
+
+    @property
+    def bytes_received(self) -> int:
+        return self._p.bytes_received
+
+    async def read_some(self) -> bytes:
+        """Return buffered bytes, waiting for some; b"" at EOF (handshake phase only)."""
+        p = self._p
+        while not p._inbox:
+            if p.lost or p.eof:
+                if p.exc is not None and not isinstance(p.exc, BrokenResourceError):
+                    raise BrokenResourceError("connection lost") from p.exc
+                if p.exc is not None:
+                    raise p.exc
+                return b""
+            p._waiter = p._loop.create_future()
+            try:
+                await p._waiter
+            finally:
+                p._waiter = None
+        data = bytes(p._inbox)
+        p._inbox.clear()
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ClosedResourceError("connection closed")
+        self._transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        if self._closed:
+            raise ClosedResourceError("connection closed")
+        self._transport.writelines(data)
+
+    @property
+    def write_paused(self) -> bool:
+        return self._p._paused
+
+    async def drain(self) -> None:
+        p = self._p
+        while p._paused and not p.lost:
+            fut = p._loop.create_future()
+            p._drain_waiters.append(fut)
+            await fut
+        if p.lost:
+            raise BrokenResourceError("connection lost") from p.exc
+
+    def start_push(
+        self,
+        on_data: Callable[[memoryview], None],
+        on_lost: Callable[[BaseException | None], None],
+    ) -> bytes:
+        """Switch to push mode; returns bytes received before the switch."""
+        p = self._p
+        left = bytes(p._inbox)
+        p._inbox.clear()
+        p._on_data = on_data
+        p._on_lost = on_lost
+        if p.lost or p.eof:
+            p._loop.call_soon(on_lost, p.exc)
+        return left
+
+    def pause_reading(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._transport.abort()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or self._p.lost
+
+
+class TcpListener(Listener):
+    """A listening TCP socket; each accepted connection goes to the callback."""
+
+    def __init__(self, server: asyncio.base_events.Server, addrs: list[Multiaddr]) -> None:
+        self._server = server
+        self.addrs = addrs
+
+    async def aclose(self) -> None:
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await self._server.wait_closed()
+
+
+class TcpTransport:
+    """Dials and listens on /ip4|ip6|dns*/.../tcp/N multiaddrs."""
+
+    @staticmethod
+    def can_dial(addr: Multiaddr) -> bool:
+        protos = addr.protocols()
+        return (
+            len(protos) >= 2
+            and protos[0] in ("ip4", "ip6", "dns", "dns4", "dns6")
+            and protos[1] == "tcp"
+            and all(p == "p2p" for p in protos[2:])
+        )
+
+    async def dial(self, addr: Multiaddr) -> TcpConnection:
+        """Open a TCP connection to ``addr``.
+
+        Raises:
+            DialError: the address is not a TCP address, or the connect failed.
+        """
+        if not self.can_dial(addr):
+            raise DialError(f"not a TCP multiaddr: {addr}")
+        host, port = addr.tcp_host_port()
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await loop.create_connection(lambda: _TcpProtocol(loop), host, port)
+        except OSError as exc:
+            raise DialError(f"TCP connect to {addr} failed: {exc}", [exc]) from exc
+        return TcpConnection(proto, outbound=True)
+
+    async def listen(
+        self, addr: Multiaddr, on_connection: Callable[[TcpConnection], Awaitable[None]]
+    ) -> TcpListener:
+        """Listen on ``addr`` (port 0 picks a free port)."""
+        host, port = addr.tcp_host_port()
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def factory() -> _TcpProtocol:
+            proto = _TcpProtocol(loop)
+            orig = proto.connection_made
+
+            def made(transport: asyncio.BaseTransport) -> None:
+                orig(transport)
+                t = loop.create_task(on_connection(TcpConnection(proto, outbound=False)))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+
+            proto.connection_made = made  # type: ignore[method-assign]
+            return proto
+
+        server = await loop.create_server(factory, host, port, reuse_address=True)
+        addrs = []
+        for sock in server.sockets:
+            a = _sockaddr_to_multiaddr(sock.getsockname())
+            if a is not None:
+                addrs.append(a)
+        return TcpListener(server, addrs)

@@ -1,0 +1,242 @@
+"""Upgrade a raw connection: multistream(/noise) -> Noise XX -> multistream(muxer) -> muxed.
+
+Also the per-stream protocol negotiation used by ``Host.open_stream`` and the
+inbound stream dispatcher. Every step is a sans-IO state machine from
+``fastp2p.proto``; this module only moves bytes and applies the timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastp2p import _accel
+from fastp2p.config import HostConfig
+from fastp2p.errors import HandshakeError, NegotiationError
+from fastp2p.proto.mplex.session import MplexSession
+from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
+from fastp2p.proto.noise.handshake import NoiseHandshake
+from fastp2p.proto.yamux.session import YamuxSession
+
+if TYPE_CHECKING:
+    from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
+    from fastp2p.proto.muxer import MuxerSession
+    from fastp2p.stream import Stream
+    from fastp2p.transport.base import RawConnection
+
+__all__ = [
+    "NOISE_PROTOCOL_ID",
+    "YAMUX_PROTOCOL_ID",
+    "MPLEX_PROTOCOL_ID",
+    "SecuredChannel",
+    "secure_outbound",
+    "secure_inbound",
+    "make_session",
+    "negotiate_outbound",
+    "negotiate_inbound",
+]
+
+NOISE_PROTOCOL_ID = "/noise"
+YAMUX_PROTOCOL_ID = "/yamux/1.0.0"
+MPLEX_PROTOCOL_ID = "/mplex/6.7.0"
+
+
+@dataclass
+class SecuredChannel:
+    """Result of the security + muxer upgrade, ready to become a Connection."""
+
+    raw: RawConnection
+    send_cipher: Any
+    recv_cipher: Any
+    remote_peer: PeerID
+    remote_public_key: PublicKey | None
+    muxer: str
+    plaintext_leftover: bytes
+
+
+async def _read_raw(raw: RawConnection, what: str) -> bytes:
+    data = await raw.read_some()
+    if not data:
+        raise HandshakeError(f"connection closed during {what}")
+    return data
+
+
+async def _select_security(raw: RawConnection, dialer: bool) -> bytes:
+    if dialer:
+        ms: MultistreamDialer | MultistreamListener = MultistreamDialer([NOISE_PROTOCOL_ID])
+    else:
+        ms = MultistreamListener([NOISE_PROTOCOL_ID])
+    out = ms.data_to_send()
+    if out:
+        raw.write(out)
+    while not ms.done:
+        ms.receive_data(await _read_raw(raw, "security negotiation"))
+        out = ms.data_to_send()
+        if out:
+            raw.write(out)
+    return ms.unused_data()
+
+
+async def _noise(
+    raw: RawConnection,
+    hs: NoiseHandshake,
+    leftover: bytes,
+) -> bytes:
+    out = hs.data_to_send()
+    if out:
+        raw.write(out)
+    if leftover:
+        hs.receive_data(leftover)
+        out = hs.data_to_send()
+        if out:
+            raw.write(out)
+    while not hs.done:
+        hs.receive_data(await _read_raw(raw, "noise handshake"))
+        out = hs.data_to_send()
+        if out:
+            raw.write(out)
+    return hs.unused_data()
+
+
+async def _select_muxer(
+    raw: RawConnection,
+    send: Any,
+    recv: Any,
+    leftover_cipher: bytes,
+    muxers: Sequence[str],
+    dialer: bool,
+) -> tuple[str, bytes]:
+    if dialer:
+        ms: MultistreamDialer | MultistreamListener = MultistreamDialer(list(muxers))
+    else:
+        ms = MultistreamListener(list(muxers))
+
+    def flush() -> None:
+        out = ms.data_to_send()
+        if out:
+            raw.write(send.seal_frames([out]))
+
+    flush()
+    if leftover_cipher:
+        plain = recv.open_frames(leftover_cipher)
+        if plain:
+            ms.receive_data(bytes(plain))
+        flush()
+    while not ms.done:
+        plain = recv.open_frames(await _read_raw(raw, "muxer negotiation"))
+        if plain:
+            ms.receive_data(bytes(plain))
+        flush()
+    assert ms.selected is not None
+    return ms.selected, ms.unused_data()
+
+
+async def secure_outbound(
+    raw: RawConnection,
+    identity: Ed25519PrivateKey,
+    config: HostConfig,
+    expected_peer: PeerID | None = None,
+) -> SecuredChannel:
+    """Run the dialer side of the upgrade.
+
+    Raises:
+        NegotiationError: the peer speaks neither Noise nor any of our muxers.
+        HandshakeError, PeerIDMismatchError: the Noise handshake failed.
+        TimeoutError: the peer stalled beyond ``config.negotiation_timeout``.
+
+    Cancellation: the raw connection is aborted.
+    """
+    return await _secure(raw, identity, config, expected_peer, dialer=True)
+
+
+async def secure_inbound(
+    raw: RawConnection, identity: Ed25519PrivateKey, config: HostConfig
+) -> SecuredChannel:
+    """Run the listener side of the upgrade (same errors as ``secure_outbound``)."""
+    return await _secure(raw, identity, config, None, dialer=False)
+
+
+async def _secure(
+    raw: RawConnection,
+    identity: Ed25519PrivateKey,
+    config: HostConfig,
+    expected_peer: PeerID | None,
+    *,
+    dialer: bool,
+) -> SecuredChannel:
+    try:
+        async with asyncio.timeout(config.negotiation_timeout):
+            leftover = await _select_security(raw, dialer)
+            hs = NoiseHandshake(initiator=dialer, identity=identity, expected_peer=expected_peer)
+            leftover_cipher = await _noise(raw, hs, leftover)
+            k1, k2 = hs.split()
+            send = _accel.NoiseCipher(k1)
+            recv = _accel.NoiseCipher(k2)
+            muxer, plain_left = await _select_muxer(
+                raw, send, recv, leftover_cipher, config.muxers, dialer
+            )
+    except BaseException:
+        raw.abort()
+        raise
+    return SecuredChannel(
+        raw=raw,
+        send_cipher=send,
+        recv_cipher=recv,
+        remote_peer=hs.remote_peer,
+        remote_public_key=hs.remote_public_key,
+        muxer=muxer,
+        plaintext_leftover=plain_left,
+    )
+
+
+def make_session(muxer: str, *, is_client: bool, config: HostConfig) -> MuxerSession:
+    """Build the sans-IO session for the negotiated muxer, with native kernels."""
+    if muxer == YAMUX_PROTOCOL_ID:
+        return YamuxSession(is_client=is_client, config=config.yamux, kernels=_accel)
+    if muxer == MPLEX_PROTOCOL_ID:
+        return MplexSession(is_client=is_client, config=config.mplex, kernels=_accel)
+    raise NegotiationError(f"unsupported muxer {muxer!r}", offered=(muxer,))
+
+
+# -- per-stream protocol negotiation -------------------------------------------------
+
+
+async def negotiate_outbound(stream: Stream, protocols: Sequence[str]) -> str:
+    """Propose ``protocols`` in order on a fresh stream; returns the chosen one.
+
+    Raises:
+        NegotiationError: the peer supports none of them.
+        StreamResetError, ConnectionClosedError: the stream or connection died.
+    """
+    ms = MultistreamDialer(list(protocols))
+    await _drive(stream, ms)
+    assert ms.selected is not None
+    return ms.selected
+
+
+async def negotiate_inbound(
+    stream: Stream, supported: Callable[[str], bool] | Collection[str]
+) -> str:
+    """Answer the peer's proposals on an inbound stream; returns the chosen protocol."""
+    ms = MultistreamListener(supported)
+    await _drive(stream, ms)
+    assert ms.selected is not None
+    return ms.selected
+
+
+async def _drive(stream: Stream, ms: MultistreamDialer | MultistreamListener) -> None:
+    out = ms.data_to_send()
+    if out:
+        await stream.write(out)
+    while not ms.done:
+        data = await stream.read(4096)
+        if not data:
+            raise NegotiationError("stream closed during protocol negotiation")
+        ms.receive_data(data)
+        out = ms.data_to_send()
+        if out:
+            await stream.write(out)
+    stream._unread(ms.unused_data())
+
