@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any
 from fastp2p import _accel
 from fastp2p.config import HostConfig
 from fastp2p.errors import HandshakeError, NegotiationError
-from fastp2p.proto.mplex.session import MplexSession
 from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
 from fastp2p.proto.noise.handshake import NoiseHandshake
-from fastp2p.proto.yamux.session import YamuxSession
 
 if TYPE_CHECKING:
     from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
@@ -194,8 +192,12 @@ async def _secure(
 def make_session(muxer: str, *, is_client: bool, config: HostConfig) -> MuxerSession:
     """Build the sans-IO session for the negotiated muxer, with native kernels."""
     if muxer == YAMUX_PROTOCOL_ID:
+        from fastp2p.proto.yamux.session import YamuxSession
+
         return YamuxSession(is_client=is_client, config=config.yamux, kernels=_accel)
     if muxer == MPLEX_PROTOCOL_ID:
+        from fastp2p.proto.mplex.session import MplexSession
+
         return MplexSession(is_client=is_client, config=config.mplex, kernels=_accel)
     raise NegotiationError(f"unsupported muxer {muxer!r}", offered=(muxer,))
 
