@@ -1,0 +1,489 @@
+"""Sans-IO mplex session (``/mplex/6.7.0``): the same interface as the yamux session.
+
+Rules
+-----
+libp2p mplex spec: a frame is ``uvarint(id << 3 | flag) uvarint(len) data``.
+"Both parties can open a substream with the same ID", so a stream is named by
+``(id, who initiated it)``. This session exposes one int per stream, the
+**stream key**::
+
+    key = id * 2 + 1    stream we initiated      (peer addresses it with *_RECEIVER flags)
+    key = id * 2        stream the peer initiated (peer addresses it with *_INITIATOR flags)
+
+All events and API calls use the key. Ids we allocate start at 0 and increase.
+
+=========================  ======================================================
+Received                   Action
+=========================  ======================================================
+NewStream, fresh id        StreamOpened(key) (the name payload is ignored)
+NewStream, id in use       protocol error (go-mplex: "double open")
+NewStream beyond limit     ResetReceiver for it, no event (not a session error)
+Message                    DataReceived (zero-copy chunk of the input)
+Message, unknown stream    ignored (spec: late frames after a reset)
+Message after peer Close   reset the stream (spec: writing after close is a violation)
+Close                      StreamEnded (once); half close
+Reset                      StreamReset(key, 0); stream removed
+too much unread data       we reset the stream, StreamReset(key, RESOURCE_LIMIT)
+=========================  ======================================================
+
+Theory of operation
+-------------------
+mplex has no flow control (spec "Deprecation Notice"). ``send_window`` is a large
+constant and ``send_data`` always takes everything, split into messages of at most
+``max_message_size`` ("up to 1MiB per message"). To bound memory against a
+sender that ignores a slow reader (spec "Implementation notes": "Resetting the
+offending stream"), bytes delivered but not yet ``acknowledge_received`` are
+counted per stream; past ``config.max_buffered_per_stream`` the stream is reset.
+
+mplex has neither ping nor GoAway: ``ping`` raises LocalProtocolError
+(``supports_ping`` is False) and ``go_away`` just ends the session locally
+(``ConnectionTerminated(code, remote=False)``); the driver then closes the
+connection, which the peer sees as every stream ending. Decoder errors (varint,
+oversized frame, flag 7) emit ``ConnectionTerminated`` and are raised from
+``receive_data``; there is nothing to queue for the peer.
+
+Implementation
+--------------
+Headers come from the injected ``mplex_encode_header``; payloads are memoryview
+slices of the caller's buffers (not copied: leave them untouched until the
+``data_to_send()`` list holding them is written). ``DataReceived.data`` views
+the buffer given to ``receive_data``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from fastp2p._typing import ReadableBuffer
+from fastp2p.config import MplexConfig
+from fastp2p.errors import (
+    ClosedResourceError,
+    ConnectionClosedError,
+    GoAwayCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    ResourceLimitExceededError,
+    StreamErrorCode,
+    StreamResetError,
+)
+from fastp2p.proto.muxer import (
+    ConnectionTerminated,
+    DataReceived,
+    MuxerEvent,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+
+__all__ = ["PROTOCOL_ID", "MplexSession"]
+
+PROTOCOL_ID = "/mplex/6.7.0"
+
+NEW_STREAM = 0
+MESSAGE_RECEIVER = 1
+MESSAGE_INITIATOR = 2
+CLOSE_RECEIVER = 3
+CLOSE_INITIATOR = 4
+RESET_RECEIVER = 5
+RESET_INITIATOR = 6
+
+MAX_STREAM_ID = (1 << 60) - 1
+HISTORY_SIZE = 4096
+
+
+def _default_kernels() -> Any:
+    from fastp2p.proto.mplex import frame
+
+    return frame
+
+
+class _Stream:
+    __slots__ = ("key", "mplex_id", "initiator", "local_closed", "remote_closed", "buffered")
+
+    def __init__(self, key: int, mplex_id: int, initiator: bool) -> None:
+        self.key = key
+        self.mplex_id = mplex_id
+        self.initiator = initiator  # we opened it
+        self.local_closed = False
+        self.remote_closed = False
+        self.buffered = 0  # delivered, not yet acknowledged
+
+
+class MplexSession:
+    """An mplex session (see the module docstring for stream keys).
+
+    Args:
+        is_client: True on the dialer side (mplex itself does not care).
+        config: message size and limits.
+        kernels: codec provider with ``mplex_encode_header`` and ``MplexDecoder``;
+            defaults to the pure ``fastp2p.proto.mplex.frame``.
+
+    Attributes:
+        stats: ``bytes_in``/``bytes_out`` (wire), ``frames_in`` (decoded records),
+            ``frames_out``, ``streams_opened``, ``streams_accepted``,
+            ``streams_rejected``, ``streams_overflowed``.
+        rtt: always None (mplex has no ping).
+    """
+
+    supports_ping = False
+    rtt: float | None = None
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        config: MplexConfig | None = None,
+        kernels: Any | None = None,
+    ) -> None:
+        self.config = config if config is not None else MplexConfig()
+        if kernels is None:
+            kernels = _default_kernels()
+        self._encode = kernels.mplex_encode_header
+        self._decoder = kernels.MplexDecoder(self.config.max_message_size)
+        self.is_client = is_client
+        self._next_id = 0
+        self._streams: dict[int, _Stream] = {}
+        self._history: dict[int, tuple[bool, int, bool]] = {}  # key -> (reset?, code, remote)
+        self._n_inbound = 0
+        self._n_outbound = 0
+        self._events: deque[MuxerEvent] = deque()
+        self._out: list[ReadableBuffer] = []
+        self._terminated: tuple[int, bool] | None = None
+        self.stats = {
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "frames_in": 0,
+            "frames_out": 0,
+            "streams_opened": 0,
+            "streams_accepted": 0,
+            "streams_rejected": 0,
+            "streams_overflowed": 0,
+        }
+
+    # -- driver interface ------------------------------------------------------
+
+    def receive_data(self, data: ReadableBuffer, now: float) -> None:
+        """Process bytes from the peer.
+
+        Raises:
+            RemoteProtocolError: malformed frame or duplicate NewStream; the session
+                is terminated (``ConnectionTerminated`` queued).
+        """
+        if self._terminated is not None:
+            return
+        self.stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
+        try:
+            records = self._decoder.feed(data)
+            self.stats["frames_in"] += len(records)
+            for flag, mid, payload in records:
+                if flag == MESSAGE_INITIATOR or flag == MESSAGE_RECEIVER:
+                    self._on_message(mid * 2 + (flag == MESSAGE_RECEIVER), payload)
+                elif flag == NEW_STREAM:
+                    self._on_new_stream(mid)
+                elif flag == CLOSE_INITIATOR or flag == CLOSE_RECEIVER:
+                    self._on_close(mid * 2 + (flag == CLOSE_RECEIVER))
+                else:
+                    self._on_reset(mid * 2 + (flag == RESET_RECEIVER))
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+
+    def next_event(self) -> MuxerEvent | None:
+        """Pop the next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> list[ReadableBuffer]:
+        """Take everything queued for the wire (one iovec)."""
+        out = self._out
+        if not out:
+            return out
+        self._out = []
+        total = 0
+        for buf in out:
+            total += len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+        self.stats["bytes_out"] += total
+        return out
+
+    def get_timer(self) -> float | None:
+        """mplex has no timers: always None."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing to do (mplex has no timers)."""
+
+    # -- API user --------------------------------------------------------------
+
+    def open_stream(self) -> int:
+        """Open a stream (NewStream named ``str(id)``); returns its key (odd).
+
+        Raises:
+            ConnectionClosedError: the session is terminated.
+            ResourceLimitExceededError: ``max_streams`` outbound streams open, or
+                the 60-bit id space is exhausted.
+        """
+        self._check_open()
+        if self._n_outbound >= self.config.max_streams:
+            raise ResourceLimitExceededError(
+                f"{self._n_outbound} outbound streams open (max_streams)"
+            )
+        mid = self._next_id
+        if mid > MAX_STREAM_ID:
+            raise ResourceLimitExceededError("mplex stream ids exhausted")
+        self._next_id = mid + 1
+        key = mid * 2 + 1
+        self._streams[key] = _Stream(key, mid, True)
+        self._n_outbound += 1
+        self.stats["streams_opened"] += 1
+        # libp2p mplex spec: "the data of the message set to the name of the stream".
+        name = str(mid).encode()
+        self._out.append(self._encode(mid, NEW_STREAM, len(name)))
+        self._out.append(name)
+        self.stats["frames_out"] += 1
+        return key
+
+    def send_data(self, stream_id: int, data: ReadableBuffer) -> int:
+        """Queue all of ``data`` as messages of at most ``max_message_size``; returns len(data).
+
+        Raises:
+            ConnectionClosedError: the session is terminated.
+            StreamResetError: the stream was reset.
+            ClosedResourceError: we closed it for writing.
+            LocalProtocolError: unknown stream key.
+        """
+        stream = self._writable(stream_id)
+        mv = data if type(data) is memoryview else memoryview(data)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        n = len(mv)
+        if n == 0:
+            return 0
+        flag = MESSAGE_INITIATOR if stream.initiator else MESSAGE_RECEIVER
+        mid = stream.mplex_id
+        out = self._out
+        encode = self._encode
+        max_msg = self.config.max_message_size
+        off = 0
+        while off < n:
+            size = n - off
+            if size > max_msg:
+                size = max_msg
+            out.append(encode(mid, flag, size))
+            out.append(mv if size == n else mv[off : off + size])
+            off += size
+            self.stats["frames_out"] += 1
+        return n
+
+    def send_window(self, stream_id: int) -> int:
+        """A large constant (``max_message_size * 8``): mplex has no flow control."""
+        self._writable(stream_id)
+        return self.config.max_message_size * 8
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close (Close*); idempotent; no-op on removed streams or a dead session.
+
+        Raises:
+            LocalProtocolError: unknown stream key.
+        """
+        if self._terminated is not None:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._check_known(stream_id)
+            return
+        if stream.local_closed:
+            return
+        stream.local_closed = True
+        self._control(stream, CLOSE_INITIATOR if stream.initiator else CLOSE_RECEIVER)
+        if stream.remote_closed:
+            self._remove(stream, False, 0, False)
+
+    def reset_stream(self, stream_id: int, code: int = 0) -> None:
+        """Reset both directions (Reset*); mplex carries no code. No-op if removed.
+
+        Raises:
+            LocalProtocolError: unknown stream key.
+        """
+        if self._terminated is not None:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._check_known(stream_id)
+            return
+        self._control(stream, RESET_INITIATOR if stream.initiator else RESET_RECEIVER)
+        self._remove(stream, True, code, False)
+
+    def acknowledge_received(self, stream_id: int, n: int, now: float = 0.0) -> None:
+        """The application consumed ``n`` bytes (only bounds buffering; nothing is sent).
+
+        Raises:
+            LocalProtocolError: more than delivered and unacknowledged.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if n < 0 or n > stream.buffered:
+            raise LocalProtocolError(
+                f"acknowledged {n} bytes but only {stream.buffered} are unacknowledged"
+            )
+        stream.buffered -= n
+
+    def ping(self, now: float) -> int:
+        """mplex has no ping.
+
+        Raises:
+            LocalProtocolError: always (check ``supports_ping``).
+        """
+        raise LocalProtocolError("mplex has no ping; use the libp2p ping protocol")
+
+    def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
+        """End the session locally: ``ConnectionTerminated(code, remote=False)``.
+
+        mplex has no GoAway frame; the driver closes the connection next.
+        """
+        self._terminate(int(code), remote=False, reason="local close")
+
+    def stream_count(self) -> int:
+        """Number of streams in the table."""
+        return len(self._streams)
+
+    def is_stream_open(self, stream_id: int) -> bool:
+        """Whether the stream key is still in the table."""
+        return stream_id in self._streams
+
+    @property
+    def terminated(self) -> bool:
+        """Whether the session is over."""
+        return self._terminated is not None
+
+    # -- frame handlers ----------------------------------------------------------
+
+    def _on_new_stream(self, mid: int) -> None:
+        key = mid * 2
+        if key in self._streams:
+            raise RemoteProtocolError(f"NewStream for mplex id {mid}, which is open")
+        if self._n_inbound >= self.config.max_streams:
+            # go-mplex: refuse by resetting, the connection stays up.
+            self._out.append(self._encode(mid, RESET_RECEIVER, 0))
+            self.stats["frames_out"] += 1
+            self.stats["streams_rejected"] += 1
+            self._remember(key, True, int(StreamErrorCode.RESOURCE_LIMIT), False)
+            return
+        # libp2p mplex spec: "Reusing a stream ID after closing a stream may result
+        # in undefined behaviour": we accept it as a new stream (go-mplex does).
+        self._history.pop(key, None)
+        self._streams[key] = _Stream(key, mid, False)
+        self._n_inbound += 1
+        self.stats["streams_accepted"] += 1
+        self._events.append(StreamOpened(key))
+
+    def _on_message(self, key: int, payload: Any) -> None:
+        stream = self._streams.get(key)
+        if stream is None:
+            return  # unknown or reset stream: ignore (the peer may not know yet)
+        n = len(payload)
+        if stream.remote_closed:
+            if n:
+                # libp2p mplex spec: "Writing to a stream after it has been closed is
+                # a protocol violation": contain it to the stream.
+                self._control(stream, RESET_INITIATOR if stream.initiator else RESET_RECEIVER)
+                self._remove(stream, True, int(StreamErrorCode.PROTOCOL), False)
+                self._events.append(StreamReset(key, int(StreamErrorCode.PROTOCOL)))
+            return
+        if not n:
+            return
+        buffered = stream.buffered + n
+        if buffered > self.config.max_buffered_per_stream:
+            # libp2p mplex spec, Implementation notes: handle slow readers by
+            # "Resetting the offending stream".
+            self.stats["streams_overflowed"] += 1
+            code = int(StreamErrorCode.RESOURCE_LIMIT)
+            self._control(stream, RESET_INITIATOR if stream.initiator else RESET_RECEIVER)
+            self._remove(stream, True, code, False)
+            self._events.append(StreamReset(key, code))
+            return
+        stream.buffered = buffered
+        if type(payload) is not memoryview:
+            payload = memoryview(payload)
+        self._events.append(DataReceived(key, payload))
+
+    def _on_close(self, key: int) -> None:
+        stream = self._streams.get(key)
+        if stream is None or stream.remote_closed:
+            return
+        stream.remote_closed = True
+        self._events.append(StreamEnded(key))
+        if stream.local_closed:
+            self._remove(stream, False, 0, True)
+
+    def _on_reset(self, key: int) -> None:
+        stream = self._streams.get(key)
+        if stream is None:
+            return
+        self._remove(stream, True, 0, True)
+        self._events.append(StreamReset(key, 0))
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _control(self, stream: _Stream, flag: int) -> None:
+        self._out.append(self._encode(stream.mplex_id, flag, 0))
+        self.stats["frames_out"] += 1
+
+    def _remember(self, key: int, reset: bool, code: int, remote: bool) -> None:
+        history = self._history
+        history[key] = (reset, code, remote)
+        if len(history) > HISTORY_SIZE:
+            del history[next(iter(history))]
+
+    def _remove(self, stream: _Stream, reset: bool, code: int, remote: bool) -> None:
+        del self._streams[stream.key]
+        self._remember(stream.key, reset, code, remote)
+        if stream.initiator:
+            self._n_outbound -= 1
+        else:
+            self._n_inbound -= 1
+
+    def _check_open(self) -> None:
+        if self._terminated is not None:
+            code, remote = self._terminated
+            raise ConnectionClosedError("mplex session terminated", code=code, remote=remote)
+
+    def _check_known(self, key: int) -> None:
+        if key in self._history:
+            return
+        if key & 1 and key >= 0 and key // 2 < self._next_id:
+            return
+        if not key & 1 and key >= 0:
+            return  # peer-initiated: any id may have existed
+        raise LocalProtocolError(f"stream {key} was never opened")
+
+    def _writable(self, key: int) -> _Stream:
+        self._check_open()
+        stream = self._streams.get(key)
+        if stream is not None:
+            if stream.local_closed:
+                raise ClosedResourceError(f"stream {key} was closed for writing")
+            return stream
+        hist = self._history.get(key)
+        if hist is None:
+            self._check_known(key)
+            raise ClosedResourceError(f"stream {key} is closed")
+        reset, code, remote = hist
+        if reset:
+            raise StreamResetError(f"stream {key} was reset", code=code, remote=remote)
+        raise ClosedResourceError(f"stream {key} was closed for writing")
+
+    def _terminate(self, code: int, *, remote: bool, reason: str) -> None:
+        if self._terminated is not None:
+            return
+        self._terminated = (code, remote)
+        for key in list(self._streams):
+            self._remember(key, True, int(StreamErrorCode.NONE), remote)
+        self._streams.clear()
+        self._n_inbound = self._n_outbound = 0
+        self._events.append(ConnectionTerminated(code, remote, reason))
+
+    def _fail(self, exc: ProtocolError) -> None:
+        code = int(getattr(exc, "error_code", GoAwayCode.PROTOCOL_ERROR))
+        self._terminate(code, remote=False, reason=str(exc))
