@@ -475,13 +475,15 @@ class Multiaddr:
         """Remove the last occurrence of ``what`` and everything after it.
 
         ``what`` is a multiaddr (text starting with ``/``, bytes or a
-        ``Multiaddr``), matched on whole components, or a bare protocol name
-        such as ``"p2p"``. Returns ``self`` unchanged when there is no match.
+        ``Multiaddr``), matched on whole components, or a protocol name such
+        as ``"p2p"`` or ``"/p2p"``. Returns ``self`` unchanged when there is no match.
 
         Raises:
             MultiaddrError: ``what`` is malformed or names an unknown protocol.
         """
         parts = self._parts
+        if isinstance(what, str) and what.count("/") <= 1 and what.strip("/") in _BY_NAME:
+            what = what.strip("/")  # "/udp" as js-multiaddr writes it: a bare name
         if isinstance(what, str) and not what.startswith("/"):
             proto = _BY_NAME.get(what)
             if proto is None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 
 from fastp2p.errors import InvalidKeyError, ProtobufError
 from fastp2p.multibase import (
@@ -178,11 +178,38 @@ class Ed25519PublicKey(PublicKey):
         return self._raw
 
     def verify(self, signature: bytes, data: bytes) -> bool:
+        if _ed25519_small_order(self._raw):
+            # A small-order key "verifies" crafted signatures over any message.
+            return False
         try:
             self._key.verify(bytes(signature), bytes(data))
         except (InvalidSignature, ValueError, TypeError):
             return False
         return True
+
+
+_ED25519_P = 2**255 - 19
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed25519_small_order(raw: bytes) -> bool:
+    """True iff the encoded point has order dividing 8 (or is not canonical).
+
+    Maps ``y`` to the Montgomery ``u = (1 + y) / (1 - y)``: X25519 multiplies by
+    a clamped scalar (a multiple of 8), so its output is all-zero, which
+    ``cryptography`` refuses, exactly for small-order points.
+    """
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _ED25519_P or y == 1:
+        return True
+    u = (1 + y) * pow(1 - y, -1, _ED25519_P) % _ED25519_P
+    try:
+        x25519.X25519PrivateKey.from_private_bytes(b"\x01" * 32).exchange(
+            x25519.X25519PublicKey.from_public_bytes(u.to_bytes(32, "little"))
+        )
+    except ValueError:
+        return True
+    return False
 
 
 def _ec_verify(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> bool:
