@@ -1,0 +1,157 @@
+/* fp_aead.c - Noise ChaChaPoly over OpenSSL EVP; see fp_aead.h. */
+#include "fp_aead.h"
+
+#include <limits.h>
+#include <openssl/evp.h>
+
+#define CTX(a) ((EVP_CIPHER_CTX *)(a)->ctx)
+
+int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce, int encrypt) {
+    a->ctx = NULL;
+    a->nonce = nonce;
+    a->encrypt = encrypt ? 1 : 0;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return FP_ENOMEM;
+    if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, NULL, a->encrypt) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        return FP_ECRYPTO;
+    }
+    a->ctx = ctx;
+    return FP_OK;
+}
+
+void fp_aead_free(fp_aead *a) {
+    if (a->ctx) {
+        EVP_CIPHER_CTX_free(CTX(a));
+        a->ctx = NULL;
+    }
+}
+
+size_t fp_aead_sealed_size(size_t n) {
+    size_t frames = (n + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    return n + frames * (FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE);
+}
+
+/* Re-initialises the context for the next nonce (key kept). */
+static int fp_aead_start(fp_aead *a, int enc) {
+    uint8_t iv[12];
+    if (FP_UNLIKELY(a->nonce == FP_AEAD_MAX_NONCE)) return FP_ENONCE;
+    memset(iv, 0, 4);
+    fp_store_le64(iv + 4, a->nonce);
+    if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1) return FP_ECRYPTO;
+    a->nonce++;
+    return FP_OK;
+}
+
+int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
+                        size_t *outlen) {
+    size_t total = 0;
+    *outlen = 0;
+    if (!a->ctx) return FP_EINVAL;
+    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
+    size_t need = fp_aead_sealed_size(total);
+    FP_CHECK_BOUNDS(need, cap);
+    size_t frames = (total + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+
+    EVP_CIPHER_CTX *ctx = CTX(a);
+    size_t vi = 0, voff = 0, opos = 0, left = total;
+    while (left) {
+        size_t chunk = left < FP_AEAD_MAX_PLAINTEXT ? left : FP_AEAD_MAX_PLAINTEXT;
+        int rc = fp_aead_start(a, 1);
+        if (rc) return rc;
+        fp_store_be16(out + opos, (uint16_t)(chunk + FP_AEAD_TAG_SIZE));
+        opos += FP_AEAD_LEN_SIZE;
+        size_t rem = chunk;
+        while (rem) { /* a frame may span several iovecs */
+            while (iov[vi].len - voff == 0) {
+                vi++;
+                voff = 0;
+            }
+            size_t take = iov[vi].len - voff;
+            if (take > rem) take = rem;
+            int olen = 0;
+            if (EVP_EncryptUpdate(ctx, out + opos, &olen, iov[vi].base + voff, (int)take) != 1)
+                return FP_ECRYPTO;
+            opos += (size_t)olen;
+            voff += take;
+            rem -= take;
+        }
+        int flen = 0;
+        if (EVP_EncryptFinal_ex(ctx, out + opos, &flen) != 1) return FP_ECRYPTO;
+        opos += (size_t)flen;
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, FP_AEAD_TAG_SIZE, out + opos) != 1)
+            return FP_ECRYPTO;
+        opos += FP_AEAD_TAG_SIZE;
+        left -= chunk;
+    }
+    *outlen = opos;
+    return FP_OK;
+}
+
+static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
+    EVP_CIPHER_CTX *ctx = CTX(a);
+    size_t clen = n - FP_AEAD_TAG_SIZE;
+    int rc = fp_aead_start(a, 0);
+    if (rc) return rc;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, FP_AEAD_TAG_SIZE,
+                            (void *)(ct + clen)) != 1)
+        return FP_ECRYPTO;
+    int olen = 0, flen = 0;
+    if (EVP_DecryptUpdate(ctx, out, &olen, ct, (int)clen) != 1) return FP_EAUTH;
+    if (EVP_DecryptFinal_ex(ctx, out + olen, &flen) != 1) return FP_EAUTH;
+    return FP_OK;
+}
+
+int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consumed, uint8_t *out,
+                        size_t cap, size_t *outlen) {
+    size_t pos = 0, opos = 0;
+    int rc = FP_OK;
+    if (!a->ctx) {
+        rc = FP_EINVAL;
+        goto done;
+    }
+    while (n - pos >= FP_AEAD_LEN_SIZE) {
+        size_t flen = fp_load_be16(in + pos);
+        if (FP_UNLIKELY(flen < FP_AEAD_TAG_SIZE)) {
+            rc = FP_EFRAME;
+            goto done;
+        }
+        if (n - pos - FP_AEAD_LEN_SIZE < flen) break;
+        size_t plen = flen - FP_AEAD_TAG_SIZE;
+        if (FP_UNLIKELY(plen > cap - opos)) {
+            rc = FP_ENOBUFS;
+            goto done;
+        }
+        rc = fp_aead_open_one(a, in + pos + FP_AEAD_LEN_SIZE, flen, out + opos);
+        if (rc) goto done;
+        pos += FP_AEAD_LEN_SIZE + flen;
+        opos += plen;
+    }
+done:
+    *consumed = pos;
+    *outlen = opos;
+    return rc;
+}
+
+int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    fp_iovec v = {in, n};
+    if (!a->ctx || n > INT_MAX) return FP_EINVAL;
+    FP_CHECK_BOUNDS(n + FP_AEAD_TAG_SIZE, cap);
+    EVP_CIPHER_CTX *ctx = CTX(a);
+    int rc = fp_aead_start(a, 1);
+    if (rc) return rc;
+    int olen = 0, flen = 0;
+    if (EVP_EncryptUpdate(ctx, out, &olen, v.base, (int)v.len) != 1) return FP_ECRYPTO;
+    if (EVP_EncryptFinal_ex(ctx, out + olen, &flen) != 1) return FP_ECRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, FP_AEAD_TAG_SIZE, out + n) != 1)
+        return FP_ECRYPTO;
+    return FP_OK;
+}
+
+int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    if (!a->ctx || n > INT_MAX) return FP_EINVAL;
+    if (n < FP_AEAD_TAG_SIZE) return FP_EAUTH;
+    FP_CHECK_BOUNDS(n - FP_AEAD_TAG_SIZE, cap);
+    return fp_aead_open_one(a, in, n, out);
+}

@@ -1,0 +1,69 @@
+/* fp_aead.h - Noise ChaChaPoly transport cipher over OpenSSL EVP (no Python.h).
+ *
+ * Noise spec 'ChaChaPoly': ChaCha20-Poly1305 (IETF); the 96-bit nonce is 4
+ * zero bytes followed by the 64-bit little-endian counter; empty associated
+ * data. Nonce 2^64-1 is reserved and never used (FP_ENONCE).
+ * libp2p noise spec: transport frames are a 2-byte big-endian length followed
+ * by a noise message of at most 65535 bytes (ciphertext + 16-byte tag).
+ *
+ * Ownership contract:
+ * - fp_aead is caller-allocated; fp_aead_init() creates one EVP_CIPHER_CTX it
+ *   owns until fp_aead_free() (idempotent). Use one fp_aead per direction (one
+ *   nonce counter); the context is reused for every frame, only the nonce (and
+ *   the direction, so single-message tests may do both) is re-set per frame.
+ *   Not thread-safe: one caller at a time (the GIL may be released).
+ * - The key is copied into the EVP context; the caller may wipe it afterwards.
+ * - Input iovecs / buffers are borrowed for the duration of the call.
+ * - Output buffers are owned by the caller; sizes are checked, never assumed.
+ *   Input and output must not overlap.
+ */
+#ifndef FP_AEAD_H
+#define FP_AEAD_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "fp_common.h"
+
+#define FP_AEAD_KEY_SIZE 32
+#define FP_AEAD_TAG_SIZE 16
+#define FP_AEAD_MAX_FRAME 65535
+#define FP_AEAD_MAX_PLAINTEXT (FP_AEAD_MAX_FRAME - FP_AEAD_TAG_SIZE)
+#define FP_AEAD_LEN_SIZE 2
+#define FP_AEAD_MAX_NONCE UINT64_MAX
+
+typedef struct {
+    void *ctx;      /* EVP_CIPHER_CTX * (opaque here so callers need no OpenSSL headers) */
+    uint64_t nonce; /* next nonce to use */
+    int encrypt;    /* initial direction (informational; each call sets its own) */
+} fp_aead;
+
+typedef struct {
+    const uint8_t *base;
+    size_t len;
+} fp_iovec;
+
+/* 0, FP_ENOMEM or FP_ECRYPTO. */
+int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce, int encrypt);
+void fp_aead_free(fp_aead *a);
+
+/* Framed size of n plaintext bytes: n + 18 * ceil(n / 65519). */
+size_t fp_aead_sealed_size(size_t n);
+
+/* Seals the concatenation of iov[0..iovcnt) into frames in out[0..cap).
+ * Writes exactly fp_aead_sealed_size(total) bytes to *outlen.
+ * FP_ENOBUFS, FP_ENONCE (checked before anything is written), FP_ECRYPTO. */
+int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
+                        size_t *outlen);
+
+/* Opens every complete frame in in[0..n) into out[0..cap) (cap >= n always
+ * suffices). *consumed = bytes of whole frames used (a trailing partial frame
+ * is left for the caller), *outlen = plaintext bytes written.
+ * FP_EFRAME (length < 16), FP_EAUTH, FP_ENONCE, FP_ENOBUFS, FP_ECRYPTO. */
+int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consumed, uint8_t *out,
+                        size_t cap, size_t *outlen);
+
+/* Single unframed message: out receives n + 16 bytes (encrypt) / n - 16 (decrypt). */
+int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+
+#endif /* FP_AEAD_H */

@@ -1,0 +1,247 @@
+# cython: language_level=3
+"""Noise ChaChaPoly transport cipher: thin bindings over csrc/fp_aead.c (OpenSSL EVP).
+
+Same API and semantics as the pure twin fastp2p/proto/noise/cipher.py. Sealing
+a list of buffers is one C call into a preallocated ``bytes`` of exact size;
+opening decrypts every complete frame in one C call. The GIL is released for
+inputs of at least ``NOGIL_THRESHOLD`` bytes.
+"""
+
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+from fastp2p.errors import BusyResourceError, DecryptError, FrameError, SecurityError
+
+cdef extern from "fp_aead.h" nogil:
+    enum:
+        FP_AEAD_KEY_SIZE
+        FP_AEAD_TAG_SIZE
+        FP_AEAD_MAX_FRAME
+        FP_AEAD_MAX_PLAINTEXT
+    enum:
+        FP_EFRAME
+        FP_EAUTH
+        FP_ENONCE
+        FP_ENOMEM
+    ctypedef struct fp_aead:
+        void *ctx
+        uint64_t nonce
+    ctypedef struct fp_iovec:
+        const uint8_t *base
+        size_t len
+    int fp_aead_init(fp_aead *a, const uint8_t *key, uint64_t nonce, int encrypt)
+    void fp_aead_free(fp_aead *a)
+    size_t fp_aead_sealed_size(size_t n)
+    int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
+                            size_t cap, size_t *outlen)
+    int fp_aead_open_frames(fp_aead *a, const uint8_t *inp, size_t n, size_t *consumed,
+                            uint8_t *out, size_t cap, size_t *outlen)
+    int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
+    int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
+
+MAX_FRAME = 65535
+TAG_SIZE = 16
+MAX_PLAINTEXT = 65519
+MAX_NONCE = (1 << 64) - 1
+NOGIL_THRESHOLD = 16 * 1024
+
+cdef enum:
+    _NOGIL = 16 * 1024
+    _STACK_IOV = 16
+
+
+cdef class NoiseCipher:
+    """ChaChaPoly CipherState for one direction of a Noise transport session."""
+
+    cdef fp_aead _a
+    cdef bytearray _pending
+    cdef object _error
+    cdef bint _busy
+
+    def __cinit__(self, key, nonce=0):
+        self._a.ctx = NULL
+        cdef const uint8_t[::1] k = key
+        if k.shape[0] != FP_AEAD_KEY_SIZE:
+            raise ValueError("ChaChaPoly key must be 32 bytes")
+        if not 0 <= nonce <= MAX_NONCE:
+            raise ValueError(f"nonce out of range: {nonce}")
+        if fp_aead_init(&self._a, &k[0], nonce, 1) != 0:
+            raise MemoryError("EVP_CIPHER_CTX setup failed")
+        self._pending = bytearray()
+        self._error = None
+        self._busy = False
+
+    def __dealloc__(self):
+        fp_aead_free(&self._a)
+
+    @property
+    def nonce(self):
+        """The counter the next message will use."""
+        return self._a.nonce
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete incoming frame held internally."""
+        return len(self._pending)
+
+    cdef int _enter(self) except -1:
+        if self._error is not None:
+            raise self._error(f"cipher is dead after an earlier {self._error.__name__}")
+        if self._busy:
+            raise BusyResourceError("NoiseCipher used from two threads at once")
+        self._busy = True
+        return 0
+
+    cdef object _fail(self, int rc):
+        if rc == FP_ENONCE:
+            raise SecurityError("Noise nonce exhausted; the session must be rekeyed or closed")
+        self._pending = bytearray()
+        if rc == FP_EFRAME:
+            self._error = FrameError
+            raise FrameError("noise frame shorter than the tag")
+        if rc == FP_EAUTH:
+            self._error = DecryptError
+            raise DecryptError("Noise transport message failed authentication")
+        raise SecurityError(f"AEAD failure ({rc})")
+
+    def encrypt(self, plaintext):
+        """Encrypt one message (no framing); returns ciphertext + tag."""
+        cdef const uint8_t[::1] p = memoryview(plaintext).cast("B")
+        cdef size_t n = p.shape[0]
+        self._enter()
+        try:
+            out = PyBytes_FromStringAndSize(NULL, n + FP_AEAD_TAG_SIZE)
+            rc = fp_aead_encrypt(&self._a, &p[0] if n else <const uint8_t *>b"", n,
+                                 <uint8_t *>PyBytes_AS_STRING(out), n + FP_AEAD_TAG_SIZE)
+            if rc:
+                self._fail(rc)
+            return out
+        finally:
+            self._busy = False
+
+    def decrypt(self, ciphertext):
+        """Decrypt one message (no framing); DecryptError kills the cipher."""
+        cdef const uint8_t[::1] c = memoryview(ciphertext).cast("B")
+        cdef size_t n = c.shape[0]
+        self._enter()
+        try:
+            if n < FP_AEAD_TAG_SIZE:
+                self._fail(FP_EAUTH)
+            out = PyBytes_FromStringAndSize(NULL, n - FP_AEAD_TAG_SIZE)
+            rc = fp_aead_decrypt(&self._a, &c[0], n, <uint8_t *>PyBytes_AS_STRING(out),
+                                 n - FP_AEAD_TAG_SIZE)
+            if rc:
+                self._fail(rc)
+            return out
+        finally:
+            self._busy = False
+
+    def seal_frames(self, bufs):
+        """Encrypt ``bufs`` (a buffer or list/tuple of buffers, one plaintext) into frames."""
+        cdef Py_buffer stack_views[_STACK_IOV]
+        cdef fp_iovec stack_iov[_STACK_IOV]
+        cdef Py_buffer *views = stack_views
+        cdef fp_iovec *iov = stack_iov
+        cdef Py_ssize_t cnt, i, got = 0
+        cdef size_t total = 0, outlen = 0, need
+        cdef int rc
+        cdef uint8_t *dst
+        items = bufs if isinstance(bufs, (list, tuple)) else (bufs,)
+        cnt = len(items)
+        self._enter()
+        try:
+            if cnt > _STACK_IOV:
+                views = <Py_buffer *>PyMem_Malloc(cnt * sizeof(Py_buffer))
+                iov = <fp_iovec *>PyMem_Malloc(cnt * sizeof(fp_iovec))
+                if views == NULL or iov == NULL:
+                    raise MemoryError()
+            for i in range(cnt):
+                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                got += 1
+                iov[i].base = <const uint8_t *>views[i].buf
+                iov[i].len = <size_t>views[i].len
+                total += iov[i].len
+            if total == 0:
+                return b""
+            need = fp_aead_sealed_size(total)
+            out = PyBytes_FromStringAndSize(NULL, need)
+            dst = <uint8_t *>PyBytes_AS_STRING(out)
+            if total >= _NOGIL:
+                with nogil:
+                    rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
+            else:
+                rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
+            if rc:
+                self._fail(rc)
+            return out
+        finally:
+            for i in range(got):
+                PyBuffer_Release(&views[i])
+            if views != stack_views:
+                PyMem_Free(views)
+            if iov != stack_iov:
+                PyMem_Free(iov)
+            self._busy = False
+
+    def open_frames(self, data):
+        """Decrypt every complete frame in (buffered +) ``data``; keep a partial one."""
+        cdef Py_buffer view
+        cdef const uint8_t *src
+        cdef size_t n, pos = 0, consumed = 0, outlen = 0, opos = 0, flen, need, cap
+        cdef int rc = 0
+        cdef uint8_t *dst
+        cdef bytearray pending
+        self._enter()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            src = <const uint8_t *>view.buf
+            n = <size_t>view.len
+            pending = self._pending
+            cap = n + len(pending)  # plaintext is always shorter than its frames
+            out = PyByteArray_FromStringAndSize(NULL, cap)
+            dst = <uint8_t *>PyByteArray_AS_STRING(out)
+            if len(pending):
+                # complete the pending frame first, taking only what it needs
+                if len(pending) < 2:
+                    need = min(2 - len(pending), n)
+                    pending += (<const char *>src)[:need]
+                    pos += need
+                if len(pending) >= 2:
+                    flen = (<uint8_t>pending[0]) << 8 | <uint8_t>pending[1]
+                    if flen < FP_AEAD_TAG_SIZE:
+                        self._fail(FP_EFRAME)
+                    need = min(2 + flen - len(pending), n - pos)
+                    if need:
+                        pending += (<const char *>src + pos)[:need]
+                    pos += need
+                    if len(pending) == 2 + flen:
+                        rc = fp_aead_open_frames(&self._a,
+                                                 <const uint8_t *>PyByteArray_AS_STRING(pending),
+                                                 2 + flen, &consumed, dst, cap, &outlen)
+                        if rc:
+                            self._fail(rc)
+                        opos = outlen
+                        pending.clear()
+            if not len(pending) and pos < n:
+                if n - pos >= _NOGIL:
+                    with nogil:
+                        rc = fp_aead_open_frames(&self._a, src + pos, n - pos, &consumed,
+                                                 dst + opos, cap - opos, &outlen)
+                else:
+                    rc = fp_aead_open_frames(&self._a, src + pos, n - pos, &consumed,
+                                             dst + opos, cap - opos, &outlen)
+                if rc:
+                    self._fail(rc)
+                opos += outlen
+                pos += consumed
+                if pos < n:
+                    pending += (<const char *>src + pos)[:n - pos]
+            PyByteArray_Resize(out, opos)
+            return out
+        finally:
+            PyBuffer_Release(&view)
+            self._busy = False

@@ -1,0 +1,281 @@
+# cython: language_level=3, binding=False
+"""yamux / mplex frame codecs and uvarint: thin bindings over csrc/fp_frame.c.
+
+(``binding=False``: module functions are builtins, so ``fastp2p._accel`` can
+store them as class attributes without them binding like methods.)
+
+Same API and semantics as the pure twins (fastp2p/proto/varint.py,
+fastp2p/proto/yamux/frame.py, fastp2p/proto/mplex/frame.py). One C call decodes
+a whole batch of records; payloads are zero-copy memoryview slices of the
+buffer passed to ``feed``.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.sequence cimport PySequence_GetSlice
+
+from fastp2p.errors import (
+    FrameError,
+    FrameTooLargeError,
+    FrameTypeError,
+    FrameVersionError,
+    VarintError,
+)
+
+cdef extern from "fp_frame.h" nogil:
+    enum:
+        FP_UVARINT_MAX_BYTES
+        FP_YAMUX_HEADER_SIZE
+        FP_MPLEX_MAX_HEADER
+        FP_MPLEX_REC_FIRST
+        FP_MPLEX_REC_LAST
+        FP_EVERSION
+        FP_ETYPE
+        FP_E2BIG
+        FP_EOVERLONG
+        FP_ENONMINIMAL
+    size_t FP_NO_PAYLOAD
+
+    int fp_uvarint_encode(uint64_t v, uint8_t *out, size_t cap)
+    int fp_uvarint_decode(const uint8_t *buf, size_t n, uint64_t *value)
+    int fp_yamux_encode_header(uint8_t *out, uint8_t type, uint16_t flags, uint32_t stream_id,
+                               uint32_t length)
+
+    ctypedef struct fp_yamux_record:
+        uint8_t type
+        uint16_t flags
+        uint32_t stream_id
+        uint32_t length
+        size_t offset
+    ctypedef struct fp_yamux_decoder:
+        uint8_t hdr_len
+    void fp_yamux_decoder_init(fp_yamux_decoder *d)
+    int fp_yamux_decoder_feed(fp_yamux_decoder *d, const uint8_t *buf, size_t n,
+                              size_t *consumed, fp_yamux_record *out, size_t cap, size_t *nout)
+
+    int fp_mplex_encode_header(uint64_t stream_id, uint8_t flag, uint64_t length, uint8_t *out,
+                               size_t cap)
+    ctypedef struct fp_mplex_record:
+        uint8_t flag
+        uint8_t bits
+        uint64_t stream_id
+        size_t length
+        size_t offset
+    ctypedef struct fp_mplex_decoder:
+        uint8_t hdr_len
+    void fp_mplex_decoder_init(fp_mplex_decoder *d, uint64_t max_message_size)
+    int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n,
+                              size_t *consumed, fp_mplex_record *out, size_t cap, size_t *nout)
+
+cdef enum:
+    BATCH = 256
+
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+FLAG_SYN = 1
+FLAG_ACK = 2
+FLAG_FIN = 4
+FLAG_RST = 8
+HEADER_SIZE = 12
+VERSION = 0
+
+NEW_STREAM = 0
+MESSAGE_RECEIVER = 1
+MESSAGE_INITIATOR = 2
+CLOSE_RECEIVER = 3
+CLOSE_INITIATOR = 4
+RESET_RECEIVER = 5
+RESET_INITIATOR = 6
+
+cdef object _raise_status(int rc, str what):
+    if rc == FP_EVERSION:
+        raise FrameVersionError(f"unsupported {what} version")
+    if rc == FP_ETYPE:
+        raise FrameTypeError(f"unknown {what} frame type/flag")
+    if rc == FP_E2BIG:
+        raise FrameTooLargeError(f"{what} frame exceeds the maximum message size")
+    if rc == FP_EOVERLONG:
+        raise VarintError("varint longer than 9 bytes")
+    if rc == FP_ENONMINIMAL:
+        raise VarintError("non-minimal varint encoding")
+    raise FrameError(f"{what} decode failed ({rc})")
+
+
+cdef inline object _byte_view(object data):
+    mv = memoryview(data)
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv
+
+
+def uvarint_encode(n):
+    """Encode a non-negative int < 2**63 as an unsigned varint."""
+    cdef uint8_t out[FP_UVARINT_MAX_BYTES]
+    cdef uint64_t v
+    if n < 0 or n >= (1 << 63):
+        raise ValueError(f"uvarint out of range: {n}")
+    v = n
+    cdef int k = fp_uvarint_encode(v, out, FP_UVARINT_MAX_BYTES)
+    return PyBytes_FromStringAndSize(<char *>out, k)
+
+
+def uvarint_decode(buf, Py_ssize_t offset=0):
+    """Decode a varint at ``offset``; returns ``(value, end_offset)`` or None if incomplete."""
+    cdef Py_buffer view
+    cdef uint64_t value = 0
+    cdef int rc
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if offset >= view.len:
+            return None
+        rc = fp_uvarint_decode(<const uint8_t *>view.buf + offset, <size_t>(view.len - offset),
+                               &value)
+    finally:
+        PyBuffer_Release(&view)
+    if rc > 0:
+        return value, offset + rc
+    if rc == 0:
+        return None
+    _raise_status(rc, "varint")
+
+
+def encode_header(type, flags, stream_id, length):
+    """Encode a 12-byte yamux header (version 0); ValueError on out-of-range args."""
+    cdef uint8_t out[FP_YAMUX_HEADER_SIZE]
+    cdef long long t, f, s, l
+    try:
+        t = type
+        f = flags
+        s = stream_id
+        l = length
+    except OverflowError:
+        raise ValueError("yamux header field out of range") from None
+    if not 0 <= t <= 3:
+        raise ValueError(f"yamux type out of range: {type}")
+    if not 0 <= f <= 0xFFFF:
+        raise ValueError(f"yamux flags out of range: {flags}")
+    if not 0 <= s <= 0xFFFFFFFF:
+        raise ValueError(f"yamux stream id out of range: {stream_id}")
+    if not 0 <= l <= 0xFFFFFFFF:
+        raise ValueError(f"yamux length out of range: {length}")
+    fp_yamux_encode_header(out, <uint8_t>t, <uint16_t>f, <uint32_t>s, <uint32_t>l)
+    return PyBytes_FromStringAndSize(<char *>out, FP_YAMUX_HEADER_SIZE)
+
+
+cdef class YamuxDecoder:
+    """Streaming, zero-copy yamux frame decoder (see fastp2p.proto.yamux.frame)."""
+
+    cdef fp_yamux_decoder _dec
+
+    def __cinit__(self):
+        fp_yamux_decoder_init(&self._dec)
+
+    @property
+    def buffered(self):
+        """Bytes held internally (an incomplete header; never payload)."""
+        return self._dec.hdr_len
+
+    def feed(self, data):
+        """Decode everything complete in ``data``; one C call per batch of records."""
+        cdef Py_buffer view
+        cdef fp_yamux_record recs[BATCH]
+        cdef size_t consumed = 0, nout = 0, pos = 0, i, off
+        cdef int rc
+        cdef list out = []
+        mv = _byte_view(data)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            while True:
+                rc = fp_yamux_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
+                                           <size_t>view.len - pos, &consumed, recs, BATCH, &nout)
+                if rc < 0:
+                    _raise_status(rc, "yamux")
+                for i in range(nout):
+                    if recs[i].offset == FP_NO_PAYLOAD:
+                        out.append((recs[i].type, recs[i].flags, recs[i].stream_id,
+                                    recs[i].length, None))
+                    else:
+                        off = pos + recs[i].offset
+                        out.append((recs[i].type, recs[i].flags, recs[i].stream_id,
+                                    recs[i].length,
+                                    PySequence_GetSlice(mv, off, off + recs[i].length)))
+                pos += consumed
+                if nout < BATCH:
+                    break
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+
+def mplex_encode_header(stream_id, flag, length):
+    """Encode ``uvarint(stream_id << 3 | flag) + uvarint(length)``; ValueError on bad args."""
+    cdef uint8_t out[FP_MPLEX_MAX_HEADER]
+    if not 0 <= stream_id < (1 << 60):
+        raise ValueError(f"mplex stream id out of range: {stream_id}")
+    if not 0 <= flag <= 6:
+        raise ValueError(f"mplex flag out of range: {flag}")
+    if not 0 <= length < (1 << 63):
+        raise ValueError(f"uvarint out of range: {length}")
+    cdef int k = fp_mplex_encode_header(stream_id, flag, length, out, FP_MPLEX_MAX_HEADER)
+    return PyBytes_FromStringAndSize(<char *>out, k)
+
+
+cdef class MplexDecoder:
+    """Streaming, zero-copy mplex frame decoder (see fastp2p.proto.mplex.frame)."""
+
+    cdef fp_mplex_decoder _dec
+    cdef bytearray _acc
+    cdef readonly object max_message_size
+
+    def __cinit__(self, max_message_size=1 << 20):
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        self.max_message_size = max_message_size
+        fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
+        self._acc = None
+
+    @property
+    def buffered(self):
+        """Bytes held internally (incomplete header + partial control payload)."""
+        return self._dec.hdr_len + (len(self._acc) if self._acc is not None else 0)
+
+    def feed(self, data):
+        """Decode everything complete in ``data``; one C call per batch of records."""
+        cdef Py_buffer view
+        cdef fp_mplex_record recs[BATCH]
+        cdef fp_mplex_record *r
+        cdef size_t consumed = 0, nout = 0, pos = 0, i, off
+        cdef int rc
+        cdef list out = []
+        mv = _byte_view(data)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            while True:
+                rc = fp_mplex_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
+                                           <size_t>view.len - pos, &consumed, recs, BATCH, &nout)
+                if rc < 0:
+                    self._acc = None
+                    _raise_status(rc, "mplex")
+                for i in range(nout):
+                    r = &recs[i]
+                    off = pos + r.offset
+                    if r.flag == 1 or r.flag == 2 or r.bits == FP_MPLEX_REC_FIRST | FP_MPLEX_REC_LAST:
+                        out.append((r.flag, r.stream_id, PySequence_GetSlice(mv, off, off + r.length)))
+                    elif r.bits & FP_MPLEX_REC_FIRST:
+                        self._acc = bytearray(PySequence_GetSlice(mv, off, off + r.length))
+                    else:
+                        self._acc += PySequence_GetSlice(mv, off, off + r.length)
+                        if r.bits & FP_MPLEX_REC_LAST:
+                            out.append((r.flag, r.stream_id, memoryview(bytes(self._acc))))
+                            self._acc = None
+                pos += consumed
+                if nout < BATCH:
+                    break
+        finally:
+            PyBuffer_Release(&view)
+        return out
