@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -53,9 +54,11 @@ def _run(coro) -> int:  # type: ignore[no-untyped-def]
     try:
         import uvloop
 
-        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)  # type: ignore[arg-type,no-any-return]
+        factory = uvloop.new_event_loop
     except ImportError:
-        return asyncio.run(coro)  # type: ignore[no-any-return]
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)  # type: ignore[no-any-return]
 
 
 # -- commands ------------------------------------------------------------------------
@@ -119,11 +122,10 @@ async def _perf(args: argparse.Namespace) -> int:
     from fastp2p.services import perf
 
     async with Host(_load_key(args.key), config=_config(args.muxer)) as host:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = time.perf_counter()
         peer = await host.connect(args.addr)
         res = await perf(host, peer, args.upload, args.download)
-        total = loop.time() - t0
+        total = time.perf_counter() - t0
     print(f"upload: {args.upload} bytes in {res.upload_seconds:.3f} s = {res.upload_gbps:.3f} Gbit/s")
     print(
         f"download: {args.download} bytes in {res.download_seconds:.3f} s = "

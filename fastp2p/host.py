@@ -17,11 +17,11 @@ from fastp2p._typing import Handler
 from fastp2p.config import HostConfig
 from fastp2p.errors import (
     ClosedResourceError,
-    ConnectionClosedError,
     DialError,
     NegotiationError,
     P2PError,
     ResourceLimitExceededError,
+    SecurityError,
     StreamErrorCode,
 )
 from fastp2p.multiaddr import Multiaddr
@@ -266,11 +266,9 @@ class Host:
                     raw = await self._transport.dial(a)
                     chan = await secure_outbound(raw, self.identity, self.config, expected)
                 return self._add_connection(chan, outbound=True)
+            except SecurityError:
+                raise  # the peer is not who we asked for: never try other addresses
             except (P2PError, OSError, TimeoutError) as exc:
-                from fastp2p.errors import SecurityError
-
-                if isinstance(exc, SecurityError):
-                    raise
                 errors.append(exc)
         if len(errors) == 1:
             raise DialError(f"dial {addrs[0]} failed: {errors[0]}", errors) from errors[0]
@@ -419,5 +417,3 @@ class Host:
     def __repr__(self) -> str:
         return f"<Host {self.peer_id} addrs={[str(a) for a in self.addrs]}>"
 
-
-_ = ConnectionClosedError  # re-exported type used in docstrings

@@ -6,7 +6,7 @@ then read the download until EOF (libp2p perf spec).
 
 from __future__ import annotations
 
-import asyncio
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -75,8 +75,7 @@ async def perf(host: Host, peer: PeerID, upload: int, download: int) -> PerfResu
 
     Cancellation: the stream is reset.
     """
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = time.perf_counter()
     stream = await host.open_stream(peer, PROTOCOL_ID)
     async with stream:
         await stream.write(encode_download_size(download))
@@ -88,11 +87,11 @@ async def perf(host: Host, peer: PeerID, upload: int, download: int) -> PerfResu
             await stream.write(view[:k])
             left -= k
         await stream.close_write()
-        t1 = loop.time()
+        t1 = time.perf_counter()
         got = 0
         while n := await stream.readinto(buf):
             got += n
-        t2 = loop.time()
+        t2 = time.perf_counter()
     if got != download:
         raise RemoteProtocolError(f"perf: expected {download} bytes, got {got}")
     return PerfResult(upload, download, t1 - t0, t2 - t1, t2 - t0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING
 
 from fastp2p.errors import RemoteProtocolError
@@ -63,12 +64,11 @@ class Ping:
                 stream = await self.host.open_stream(peer, PROTOCOL_ID)
                 self._streams[peer] = stream
             payload = os.urandom(PING_SIZE)
-            loop = asyncio.get_running_loop()
             try:
-                t0 = loop.time()
+                t0 = time.perf_counter()
                 await stream.write(payload)
                 echo = await stream.readexactly(PING_SIZE)
-                rtt = loop.time() - t0
+                rtt = time.perf_counter() - t0
             except BaseException:
                 self._streams.pop(peer, None)
                 stream.reset()

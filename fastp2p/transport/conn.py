@@ -50,6 +50,8 @@ __all__ = ["Connection", "ConnectionStats"]
 
 log = logging.getLogger("fastp2p.conn")
 
+_now = time.monotonic
+
 
 class ConnectionStats:
     """Per-connection counters (bytes are on-the-wire, i.e. ciphertext)."""
@@ -126,7 +128,7 @@ class Connection:
         left = self._raw.start_push(self._on_data, self._on_lost)
         try:
             if plaintext_leftover:
-                self._session.receive_data(plaintext_leftover, self._loop.time())
+                self._session.receive_data(plaintext_leftover, _now())
             if left:
                 self._on_data(memoryview(left))
                 return
@@ -162,7 +164,7 @@ class Connection:
         try:
             plain = self._recv.open_frames(view)
             if plain:
-                self._session.receive_data(plain, self._loop.time())
+                self._session.receive_data(plain, _now())
             self._process_events()
             self._transmit()
         except P2PError as exc:
@@ -208,7 +210,7 @@ class Connection:
                 if st is not None:
                     st._feed_data(ev.data)  # type: ignore[union-attr]
                 else:
-                    session.acknowledge_received(ev.stream_id, len(ev.data), self._loop.time())  # type: ignore[union-attr]
+                    session.acknowledge_received(ev.stream_id, len(ev.data), _now())  # type: ignore[union-attr]
             elif t is WindowUpdated:
                 st = streams.get(ev.stream_id)  # type: ignore[union-attr]
                 if st is not None:
@@ -263,7 +265,9 @@ class Connection:
                 self._timer = None
             self._timer_at = when
             if when is not None:
-                self._timer = self._loop.call_at(when, self._on_timer)
+                # uvloop's loop.time() has millisecond resolution; the session runs
+                # on time.monotonic() (RTTs on loopback are microseconds).
+                self._timer = self._loop.call_later(max(0.0, when - _now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -271,7 +275,7 @@ class Connection:
         if self._closed:
             return
         try:
-            self._session.handle_timer(self._loop.time())
+            self._session.handle_timer(_now())
             self._process_events()
             self._transmit()
         except P2PError as exc:
@@ -303,7 +307,7 @@ class Connection:
     def _acknowledge(self, stream_id: int, n: int) -> None:
         if self._closed:
             return
-        self._session.acknowledge_received(stream_id, n, self._loop.time())
+        self._session.acknowledge_received(stream_id, n, _now())
         self._transmit()
 
     def _close_stream(self, stream_id: int) -> None:
@@ -348,7 +352,7 @@ class Connection:
         Cancellation: the ping stays outstanding; its answer is ignored.
         """
         self._check_open()
-        opaque = self._session.ping(self._loop.time())
+        opaque = self._session.ping(_now())
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[opaque] = fut
         self._transmit()
