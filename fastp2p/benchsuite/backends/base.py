@@ -1,0 +1,305 @@
+"""The one backend interface of the end-to-end harness.
+
+A :class:`Backend` is a descriptor living in the coordinator. It starts a
+*session*: a server worker process and a client worker process (``subprocess``;
+``python -m fastp2p.benchsuite.worker <backend> <role>``, or another interpreter
+for py-libp2p). Inside the workers the backend provides a :class:`BaseServer`
+and a :class:`BaseClient`; the coordinator drives the client with operations:
+
+``bulk(addr, total, msg_size, streams)``
+    send ``total`` bytes in ``msg_size`` writes over ``streams`` parallel
+    streams (connections where the transport has no streams); the server
+    receives into a preallocated buffer and acks; -> ``{"seconds", "bytes"}``
+``rtt(addr, n, size)``
+    ``n`` sequential ``size``-byte round trips on one stream -> ``{"samples_us"}``
+``connect(addr, n)``
+    ``n`` fresh connections, each timed until a 1-byte echo came back
+    (so security and muxer set-up are included) -> ``{"samples_ms"}``
+``rr(addr, k, req, resp)``
+    ``k`` concurrent request/response streams on one connection -> ``{"seconds"}``
+``idle_open(addr, conns, streams)`` / ``idle_close()``
+    hold idle connections, or idle streams on one connection; the coordinator
+    reads both processes' RSS around it.
+
+Limit backends (iperf3, memcpy) override :meth:`Backend.open_session` and answer
+the same calls directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+SCENARIOS = ("bulk1", "bulk8", "rtt", "connect", "streams1k", "streams10k", "idle")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class BaseServer(ABC):
+    """Runs in the server worker."""
+
+    @abstractmethod
+    def serve(self, ready: Callable[[str], None]) -> None:
+        """Listen, call ``ready(dial_address)`` once, then serve forever."""
+
+
+class BaseClient(ABC):
+    """Runs in the client worker; every method is synchronous."""
+
+    @abstractmethod
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def connect(self, addr: str, n: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def idle_close(self) -> dict[str, Any]: ...
+
+    def shutdown(self) -> None:
+        pass
+
+
+class AsyncClient(BaseClient):
+    """Adapter: implement ``a_<op>`` coroutines, run on one persistent loop."""
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+    def __init__(self) -> None:
+        self._runner = asyncio.Runner(loop_factory=self.loop_factory)
+
+    def _run(self, coro: Any) -> Any:
+        return self._runner.run(coro)
+
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+        return self._run(self.a_bulk(addr, total, msg_size, streams))
+
+    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]:
+        return self._run(self.a_rtt(addr, n, size))
+
+    def connect(self, addr: str, n: int) -> dict[str, Any]:
+        return self._run(self.a_connect(addr, n))
+
+    def rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
+        return self._run(self.a_rr(addr, k, req, resp))
+
+    def idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
+        return self._run(self.a_idle_open(addr, conns, streams))
+
+    def idle_close(self) -> dict[str, Any]:
+        return self._run(self.a_idle_close())
+
+    def shutdown(self) -> None:
+        try:
+            self._runner.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def a_rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def a_connect(self, addr: str, n: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def a_idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def a_idle_close(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def split_total(total: int, msg_size: int, streams: int) -> list[int]:
+    """Split ``total`` over ``streams`` in whole messages (last one may be short)."""
+    per = max(msg_size, (total // streams) // msg_size * msg_size)
+    out = [per] * streams
+    out[-1] = max(0, total - per * (streams - 1)) or per
+    return out
+
+
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+# --------------------------------------------------------------------------- coordinator side
+
+
+class Session:
+    """What the coordinator drives; one per (round, backend)."""
+
+    def call(self, op: str, timeout: float, **args: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def server_usage(self, timeout: float = 10.0) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Worker:
+    def __init__(self, cmd: list[str], env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, env=env,
+        )
+        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.err_tail: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.q.put(json.loads(line))
+            except ValueError:
+                pass
+        self.q.put(None)
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err_tail.append(line.rstrip())
+            del self.err_tail[:-30]
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(obj) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise BenchError(f"{self.name} worker is gone: {self.tail()}") from e
+
+    def recv(self, timeout: float) -> dict[str, Any]:
+        try:
+            msg = self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"{self.name} worker: no answer within {timeout:.0f}s") from None
+        if msg is None:
+            time.sleep(0.05)
+            raise BenchError(f"{self.name} worker exited: {self.tail()}")
+        if msg.get("event") == "error":
+            raise BenchError(f"{self.name}: {msg.get('error')}\n{msg.get('trace', '')[-1500:]}")
+        return msg
+
+    def tail(self) -> str:
+        return " | ".join(self.err_tail[-6:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send({"cmd": "quit"})
+                self.proc.wait(timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if f:
+                    f.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class WorkerSession(Session):
+    def __init__(self, backend: Backend, start_timeout: float = 60.0) -> None:
+        env = dict(os.environ)
+        env.update(backend.worker_env())
+        self.server = _Worker(backend.worker_cmd("server"), env, f"{backend.name}/server")
+        self.client: _Worker | None = None
+        try:
+            ready = self.server.recv(start_timeout)
+            self.addr = ready["addr"]
+            self.client = _Worker(backend.worker_cmd("client"), env, f"{backend.name}/client")
+            self.client.recv(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, op: str, timeout: float, **args: Any) -> dict[str, Any]:
+        assert self.client is not None
+        if op != "idle_close":
+            args.setdefault("addr", self.addr)
+        self.client.send({"cmd": "run", "op": op, "args": args})
+        return self.client.recv(timeout)
+
+    def server_usage(self, timeout: float = 10.0) -> dict[str, Any]:
+        self.server.send({"cmd": "usage"})
+        return self.server.recv(timeout)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.kill()
+        self.server.kill()
+
+
+class Backend:
+    """Descriptor of one backend (coordinator side)."""
+
+    name = "?"
+    title = "?"
+    kind = "transport"  # or "limit"
+    loop = "-"  # event loop the backend runs on
+    streams_are_connections = False  # no muxer: a "stream" is a connection/socket
+    max_concurrency: int | None = None
+
+    def available(self) -> str | None:
+        """None when runnable, else why not (shown as a note)."""
+        return None
+
+    def supports(self, scenario: str) -> str | None:
+        return None
+
+    def python(self) -> str:
+        return sys.executable
+
+    def worker_cmd(self, role: str) -> list[str]:
+        return [self.python(), "-m", "fastp2p.benchsuite.worker", self.name, role]
+
+    def worker_env(self) -> dict[str, str]:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        pp = os.environ.get("PYTHONPATH", "")
+        return {"PYTHONPATH": root + (os.pathsep + pp if pp else ""), "PYTHONUNBUFFERED": "1"}
+
+    def open_session(self, start_timeout: float = 60.0) -> Session:
+        return WorkerSession(self, start_timeout)
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    # in-worker factories
+    def make_server(self) -> BaseServer:
+        raise NotImplementedError
+
+    def make_client(self) -> BaseClient:
+        raise NotImplementedError

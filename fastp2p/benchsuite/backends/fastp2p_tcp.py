@@ -1,0 +1,256 @@
+"""fastp2p: TCP + Noise + yamux or mplex, on uvloop when installed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from .. import wire
+from .base import AsyncClient, Backend, BaseServer, split_total
+
+LISTEN = "/ip4/127.0.0.1/tcp/0"
+MUXERS = {"yamux": "/yamux/1.0.0", "mplex": "/mplex/6.7.0"}
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:
+        return None
+
+
+def _config(muxer: str) -> Any:
+    from fastp2p.config import HostConfig
+
+    return HostConfig(muxers=(MUXERS[muxer],))
+
+
+def _new_host(muxer: str, listen: bool) -> Any:
+    import fastp2p
+
+    key = fastp2p.Ed25519PrivateKey.generate()
+    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer))
+
+
+async def _readexactly_into(s: Any, buf: memoryview, n: int) -> bool:
+    got = 0
+    while got < n:
+        k = await s.readinto(buf[got:n])
+        if not k:
+            return False
+        got += k
+    return True
+
+
+async def _handler(stream: Any) -> None:
+    hdr = memoryview(bytearray(wire.HDR_LEN))
+    try:
+        while True:
+            if not await _readexactly_into(stream, hdr, wire.HDR_LEN):
+                return
+            op, a, b = wire.unpack(hdr)
+            if op == wire.OP_BULK:
+                buf = memoryview(bytearray(a))  # preallocated receive buffer
+                left = b
+                while left:
+                    k = await stream.readinto(buf[: min(a, left)])
+                    if not k:
+                        return
+                    left -= k
+                await stream.write(wire.ACK)
+            elif op == wire.OP_ECHO:
+                buf = memoryview(bytearray(a))
+                while await _readexactly_into(stream, buf, a):
+                    await stream.write(bytes(buf))
+                return
+            elif op == wire.OP_RR:
+                buf = memoryview(bytearray(a))
+                if await _readexactly_into(stream, buf, a):
+                    await stream.write(bytes(b))
+                await stream.close_write()
+                return
+            elif op == wire.OP_IDLE:
+                wire.stat_add("idle")
+                try:
+                    await stream.readinto(memoryview(bytearray(1)))
+                finally:
+                    wire.stat_add("idle", -1)
+                return
+    except Exception:  # noqa: BLE001 - resets/EOF end the stream
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+
+
+class Server(BaseServer):
+    def __init__(self, muxer: str) -> None:
+        self.muxer = muxer
+
+    def serve(self, ready: Any) -> None:
+        async def main() -> None:
+            async with _new_host(self.muxer, True) as host:
+                host.set_handler(wire.PROTOCOL_ID, _handler)
+                addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
+                ready(f"{addr}/p2p/{host.peer_id}")
+                await asyncio.Event().wait()
+
+        with asyncio.Runner(loop_factory=_loop_factory()) as r:
+            r.run(main())
+
+
+class Client(AsyncClient):
+    def __init__(self, muxer: str) -> None:
+        self.loop_factory = _loop_factory()
+        super().__init__()
+        self.muxer = muxer
+        self.host: Any = None
+        self.peer: Any = None
+        self._idle_hosts: list[Any] = []
+        self._idle_streams: list[Any] = []
+
+    async def _ensure(self, addr: str) -> tuple[Any, Any]:
+        if self.host is None:
+            self.host = _new_host(self.muxer, False)
+            await self.host.__aenter__()
+        if self.peer is None:
+            self.peer = await self.host.connect(addr)
+        return self.host, self.peer
+
+    async def _stream(self, addr: str) -> Any:
+        host, peer = await self._ensure(addr)
+        return await host.open_stream(peer, wire.PROTOCOL_ID)
+
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+        ss = [await self._stream(addr) for _ in range(streams)]
+        parts = split_total(total, msg_size, streams)
+        payload = memoryview(bytes(msg_size))
+
+        async def one(s: Any, n: int) -> None:
+            await s.write(wire.pack(wire.OP_BULK, msg_size, n))
+            left = n
+            while left:
+                k = min(msg_size, left)
+                await s.write(payload[:k])
+                left -= k
+            if await s.readexactly(1) != wire.ACK:
+                raise ConnectionError("no ack")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(s, n) for s, n in zip(ss, parts)))
+        dt = time.perf_counter() - t0
+        for s in ss:
+            with contextlib.suppress(Exception):
+                await s.aclose()
+        return {"seconds": dt, "bytes": sum(parts)}
+
+    async def a_rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+        s = await self._stream(addr)
+        await s.write(wire.pack(wire.OP_ECHO, size))
+        msg = bytes(size)
+        buf = memoryview(bytearray(size))
+        out = []
+        pc = time.perf_counter
+        for _ in range(n):
+            t0 = pc()
+            await s.write(msg)
+            await _readexactly_into(s, buf, size)
+            out.append((pc() - t0) * 1e6)
+        await s.aclose()
+        return {"samples_us": out}
+
+    async def a_connect(self, addr: str, n: int) -> dict[str, Any]:
+        # a fresh client host per sample (created outside the timed part), so
+        # every sample pays TCP + multistream + Noise + muxer negotiation
+        out = []
+        for _ in range(n):
+            async with _new_host(self.muxer, False) as h:
+                t0 = time.perf_counter()
+                peer = await h.connect(addr)
+                s = await h.open_stream(peer, wire.PROTOCOL_ID)
+                await s.write(wire.pack(wire.OP_ECHO, 1) + b"x")
+                await s.readexactly(1)
+                out.append((time.perf_counter() - t0) * 1e3)
+                await s.aclose()
+        return {"samples_ms": out}
+
+    async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
+        host, peer = await self._ensure(addr)
+        payload = wire.pack(wire.OP_RR, req, resp) + bytes(req)
+
+        async def one() -> None:
+            s = await host.open_stream(peer, wire.PROTOCOL_ID)
+            await s.write(payload)
+            await s.close_write()
+            await s.readexactly(resp)
+            await s.aclose()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(k)))
+        return {"seconds": time.perf_counter() - t0}
+
+    async def a_idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
+        for _ in range(conns):  # a connection needs its own client host
+            h = _new_host(self.muxer, False)
+            await h.__aenter__()
+            peer = await h.connect(addr)
+            s = await h.open_stream(peer, wire.PROTOCOL_ID)
+            await s.write(wire.pack(wire.OP_IDLE))
+            self._idle_hosts.append(h)
+        for _ in range(streams):
+            s = await self._stream(addr)
+            await s.write(wire.pack(wire.OP_IDLE))
+            self._idle_streams.append(s)
+        return {}
+
+    async def a_idle_close(self) -> dict[str, Any]:
+        for s in self._idle_streams:
+            with contextlib.suppress(Exception):
+                await s.aclose()
+        for h in self._idle_hosts:
+            with contextlib.suppress(Exception):
+                await h.__aexit__(None, None, None)
+        self._idle_streams.clear()
+        self._idle_hosts.clear()
+        return {}
+
+
+class Fastp2pTCP(Backend):
+    def __init__(self, muxer: str) -> None:
+        self.muxer = muxer
+        self.name = f"fastp2p-{muxer}"
+        self.title = f"fastp2p TCP + Noise + {muxer}"
+        self.loop = "uvloop" if _loop_factory() else "asyncio"
+
+    def available(self) -> str | None:
+        try:
+            import fastp2p
+            from fastp2p.config import HostConfig  # noqa: F401
+
+            fastp2p.Host  # noqa: B018
+            fastp2p.Ed25519PrivateKey  # noqa: B018
+        except Exception as e:  # noqa: BLE001
+            return f"fastp2p.Host not importable yet ({type(e).__name__}: {e})"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import fastp2p
+
+        v = {"fastp2p": fastp2p.__version__}
+        try:
+            from fastp2p import _accel
+
+            v["fastp2p_native"] = str(getattr(_accel, "HAVE_NATIVE", "?"))
+        except Exception:  # noqa: BLE001
+            pass
+        return v
+
+    def make_server(self) -> BaseServer:
+        return Server(self.muxer)
+
+    def make_client(self) -> AsyncClient:
+        return Client(self.muxer)

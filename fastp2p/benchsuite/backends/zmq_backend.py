@@ -1,0 +1,218 @@
+"""pyzmq DEALER/ROUTER over tcp or ipc.
+
+The server is one ROUTER socket; every client "stream" is a DEALER socket
+(zmq has no streams inside a connection, so bulk over S streams uses S DEALERs
+and idle streams are idle DEALERs). Messages of ``wire.ZERO_COPY_MIN`` bytes and
+more are sent with ``copy=False``; the server receives payloads with
+``recv_into`` into a preallocated buffer. K concurrent request/responses are
+K pipelined requests on one DEALER (zmq's own multiplexing).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+from .. import wire
+from .base import Backend, BaseClient, BaseServer, split_total
+
+MAX_SOCKETS = 20000
+
+
+def _ctx() -> Any:
+    import zmq
+
+    ctx = zmq.Context(io_threads=1)
+    ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+    return ctx
+
+
+class Server(BaseServer):
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+
+    def serve(self, ready: Any) -> None:
+        import zmq
+
+        ctx = _ctx()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        if self.transport == "tcp":
+            port = sock.bind_to_random_port("tcp://127.0.0.1")
+            addr = f"tcp://127.0.0.1:{port}"
+        else:
+            addr = f"ipc://{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}.sock"
+            sock.bind(addr)
+        ready(addr)
+        state: dict[bytes, list[Any]] = {}  # identity -> [op, a, b, left, buf]
+        hdr = memoryview(bytearray(wire.HDR_LEN))
+        scratch = memoryview(bytearray(64 * 1024))
+        while True:
+            ident = sock.recv()
+            st = state.get(ident)
+            if st is None:
+                n = sock.recv_into(hdr)
+                op, a, b = wire.unpack(hdr)
+                if op == wire.OP_BULK:
+                    state[ident] = [op, a, b, b, memoryview(bytearray(a))]
+                    if not b:
+                        del state[ident]
+                        sock.send_multipart([ident, wire.ACK])
+                elif op == wire.OP_IDLE:
+                    state[ident] = [op, a, b, 0, None]
+                    wire.stat_add("idle")
+                else:
+                    state[ident] = [op, a, b, 0, None]
+                continue
+            op = st[0]
+            if op == wire.OP_BULK:
+                n = sock.recv_into(st[4])
+                st[3] -= n
+                if st[3] <= 0:
+                    del state[ident]
+                    sock.send_multipart([ident, wire.ACK])
+            elif op == wire.OP_ECHO:
+                msg = sock.recv(copy=False)
+                sock.send_multipart([ident, msg], copy=False)
+            elif op == wire.OP_RR:
+                sock.recv_into(scratch)
+                del state[ident]
+                sock.send_multipart([ident, bytes(st[2])])
+            else:
+                sock.recv_into(scratch)
+
+
+class Client(BaseClient):
+    def __init__(self, transport: str) -> None:
+        self.ctx = _ctx()
+        self._idle: list[Any] = []
+
+    def _dealer(self, addr: str) -> Any:
+        import zmq
+
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(addr)
+        return s
+
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+        socks = [self._dealer(addr) for _ in range(streams)]
+        for s in socks:  # one request/response each: every pipe is up before the clock starts
+            s.send(wire.pack(wire.OP_RR, 1, 1))
+            s.send(b"x")
+            s.recv()
+        parts = split_total(total, msg_size, streams)
+        payload = memoryview(bytes(msg_size))
+        copy = msg_size < wire.ZERO_COPY_MIN
+        t0 = time.perf_counter()
+        lefts = list(parts)
+        for s, n in zip(socks, parts):
+            s.send(wire.pack(wire.OP_BULK, msg_size, n))
+        active = True
+        while active:  # round robin over the DEALERs
+            active = False
+            for i, s in enumerate(socks):
+                left = lefts[i]
+                if left:
+                    k = min(msg_size, left)
+                    s.send(payload[:k], copy=copy)
+                    lefts[i] = left - k
+                    active = True
+        for s in socks:
+            s.recv()
+        dt = time.perf_counter() - t0
+        for s in socks:
+            s.close()
+        return {"seconds": dt, "bytes": sum(parts)}
+
+    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]:
+        s = self._dealer(addr)
+        s.send(wire.pack(wire.OP_ECHO, size))
+        msg = bytes(size)
+        buf = bytearray(size)
+        out = []
+        pc = time.perf_counter
+        for _ in range(n):
+            t0 = pc()
+            s.send(msg)
+            s.recv_into(buf)
+            out.append((pc() - t0) * 1e6)
+        s.close()
+        return {"samples_us": out}
+
+    def connect(self, addr: str, n: int) -> dict[str, Any]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            s = self._dealer(addr)
+            s.send(wire.pack(wire.OP_ECHO, 1))
+            s.send(b"x")
+            s.recv()
+            out.append((time.perf_counter() - t0) * 1e3)
+            s.close()
+        return {"samples_ms": out}
+
+    def rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
+        import zmq
+
+        s = self._dealer(addr)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        hdr = wire.pack(wire.OP_RR, req, resp)
+        body = bytes(req)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            s.send(hdr)
+            s.send(body)
+        for _ in range(k):
+            s.recv()
+        dt = time.perf_counter() - t0
+        s.close()
+        return {"seconds": dt}
+
+    def idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
+        for _ in range(conns + streams):
+            s = self._dealer(addr)
+            s.send(wire.pack(wire.OP_IDLE))
+            self._idle.append(s)
+        return {}
+
+    def idle_close(self) -> dict[str, Any]:
+        for s in self._idle:
+            s.close()
+        self._idle.clear()
+        return {}
+
+    def shutdown(self) -> None:
+        self.ctx.destroy(linger=0)
+
+
+class Zmq(Backend):
+    streams_are_connections = True
+    loop = "zmq io thread"
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.name = f"zmq-{transport}"
+        self.title = f"pyzmq DEALER/ROUTER over {transport}"
+
+    def available(self) -> str | None:
+        try:
+            import zmq  # noqa: F401
+        except ImportError:
+            return "pyzmq not installed (pip install -r bench/requirements.txt)"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import zmq
+
+        return {"pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
+
+    def make_server(self) -> BaseServer:
+        return Server(self.transport)
+
+    def make_client(self) -> BaseClient:
+        return Client(self.transport)
