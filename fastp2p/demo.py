@@ -1,0 +1,293 @@
+"""``fastp2p demo``: local peers in separate processes connect, ping, share and fetch a file.
+
+The orchestrator (this process) starts one seeding peer and one (or two)
+fetching peers as child processes, each a full fastp2p Host on loopback. They
+talk libp2p: TCP, multistream-select, Noise XX, yamux or mplex, identify, ping
+and the content-addressed file protocol. Children report progress as JSON
+lines on stdout; the orchestrator prints a summary and exits 0 only if every
+step succeeded (including the SHA-256 check of every fetched copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from fastp2p.cli import MUXERS
+
+__all__ = ["run_demo"]
+
+
+def _emit(**event: Any) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return int(runner.run(coro))
+
+
+def _loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+# -- child roles ---------------------------------------------------------------------
+
+
+async def _seed(path: str, muxer: str) -> int:
+    from fastp2p import HAVE_NATIVE
+    from fastp2p.config import HostConfig
+    from fastp2p.host import Host
+    from fastp2p.services.files import FileShare
+
+    async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=HostConfig(muxers=(muxer,))) as host:
+        share = FileShare(host)
+        digest = share.add_file(path)
+        _emit(
+            event="ready",
+            peer_id=str(host.peer_id),
+            addrs=[str(a) for a in host.full_addrs],
+            digest=digest,
+            size=os.path.getsize(path),
+            native=HAVE_NATIVE,
+            loop=_loop_name(),
+        )
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    return 0
+
+
+async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool) -> int:
+    from fastp2p.config import HostConfig
+    from fastp2p.host import Host
+    from fastp2p.services import Ping
+    from fastp2p.services.files import FileShare
+
+    listen = ["/ip4/127.0.0.1/tcp/0"] if serve else []
+    async with Host(listen=listen, config=HostConfig(muxers=(muxer,))) as host:
+        t0 = time.perf_counter()
+        peer = await host.connect(addr)
+        connect_s = time.perf_counter() - t0
+        conn = host.connection(peer)
+        assert conn is not None
+        rec = host.peerstore.get(peer)
+        _emit(
+            event="connected",
+            peer_id=str(host.peer_id),
+            remote=str(peer),
+            security="/noise",
+            muxer=conn.muxer,
+            remote_protocols=rec.protocols if rec else [],
+            remote_agent=rec.agent_version if rec else None,
+            connect_ms=connect_s * 1000,
+        )
+        ping = Ping(host)
+        rtts = [await ping(peer) for _ in range(5)]
+        _emit(event="ping", rtt_ms=sorted(rtts)[len(rtts) // 2] * 1000)
+        share = FileShare(host)
+        last = [0.0]
+
+        def progress(got: int, size: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 0.1 or got == size:
+                last[0] = now
+                _emit(event="progress", got=got, size=size)
+
+        res = await share.fetch(peer, digest, out, progress=progress)
+        _emit(event="fetched", size=res.size, seconds=res.seconds, digest=res.digest, verified=True)
+        if serve:
+            share.add_file(out, digest)
+            _emit(event="ready", peer_id=str(host.peer_id), addrs=[str(a) for a in host.full_addrs])
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    return 0
+
+
+def _child_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastp2p.demo")
+    sub = p.add_subparsers(dest="role", required=True)
+    s = sub.add_parser("seed")
+    s.add_argument("--file", required=True)
+    s.add_argument("--muxer", required=True)
+    f = sub.add_parser("fetch")
+    f.add_argument("--addr", required=True)
+    f.add_argument("--digest", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--muxer", required=True)
+    f.add_argument("--serve", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        if a.role == "seed":
+            return _run(_seed(a.file, a.muxer))
+        return _run(_fetch(a.addr, a.digest, a.out, a.muxer, a.serve))
+    except Exception as exc:  # reported to the orchestrator, which decides the exit code
+        _emit(event="error", error=f"{type(exc).__name__}: {exc}")
+        return 1
+
+
+# -- orchestrator ------------------------------------------------------------------------
+
+
+class _Child:
+    def __init__(self, name: str, args: list[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastp2p.demo", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def next_event(self, want: str, timeout: float = 120.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}) before {want!r}")
+            ev: dict[str, Any] = json.loads(line)
+            if ev.get("event") == "error":
+                raise RuntimeError(f"{self.name}: {ev['error']}")
+            if ev.get("event") == want:
+                return ev
+            if ev.get("event") == "progress" and self.on_progress is not None:
+                self.on_progress(ev["got"], ev["size"])
+        raise TimeoutError(f"{self.name}: no {want!r} within {timeout} s")
+
+    on_progress: Any = None
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _bar(label: str, got: int, size: int, t0: float, enabled: bool) -> None:
+    if not enabled:
+        return
+    width = 30
+    frac = got / size if size else 1.0
+    filled = int(width * frac)
+    rate = got / max(time.perf_counter() - t0, 1e-9) / 1e6
+    sys.stderr.write(
+        f"\r  {label} [{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}% "
+        f"{got / 1e6:8.1f} MB {rate:8.1f} MB/s"
+    )
+    if got >= size:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _make_file(path: str, size: int) -> None:
+    chunk = 4 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; returns the process exit code."""
+    from fastp2p import HAVE_NATIVE
+
+    muxer = MUXERS[args.muxer]
+    show = not args.no_progress and sys.stderr.isatty()
+    tmp = tempfile.mkdtemp(prefix="fastp2p-demo-")
+    children: list[_Child] = []
+    try:
+        if args.file:
+            src = os.path.abspath(args.file)
+            if not os.path.isfile(src):
+                print(f"fastp2p demo: error: no such file: {args.file}", file=sys.stderr)
+                return 2
+        else:
+            src = os.path.join(tmp, "shared.bin")
+            print(f"generating {args.size / 1e6:.1f} MB of random data ...", flush=True)
+            _make_file(src, args.size)
+
+        seed = _Child("peer A", ["seed", "--file", src, "--muxer", muxer])
+        children.append(seed)
+        ready = seed.next_event("ready")
+        digest = ready["digest"]
+        size = int(ready["size"])
+        print(f"peer A  {ready['peer_id']}  listening on {ready['addrs'][0]}")
+        print(f"        sharing {size} bytes, sha256 {digest}")
+
+        summaries = []
+        source = ready["addrs"][0]
+        names = ["peer B", "peer C"][: args.peers - 1]
+        for i, name in enumerate(names):
+            out = os.path.join(tmp, f"fetched-{i}.bin")
+            serve = i + 1 < len(names)
+            child = _Child(
+                name,
+                ["fetch", "--addr", source, "--digest", digest, "--out", out, "--muxer", muxer]
+                + (["--serve"] if serve else []),
+            )
+            children.append(child)
+            conn = child.next_event("connected")
+            print(f"{name}  {conn['peer_id']}  connected to {conn['remote']}")
+            print(
+                f"        secured with Noise XX (ChaCha20-Poly1305), muxer {conn['muxer']}, "
+                f"set-up {conn['connect_ms']:.2f} ms"
+            )
+            print(f"        remote protocols: {', '.join(conn['remote_protocols'])}")
+            ping = child.next_event("ping")
+            print(f"        ping rtt {ping['rtt_ms'] * 1000:.0f} us")
+            t0 = time.perf_counter()
+            child.on_progress = lambda got, sz, n=name, t=t0: _bar(n, got, sz, t, show)
+            fetched = child.next_event("fetched", timeout=600)
+            mbps = fetched["size"] / fetched["seconds"] / 1e6
+            print(
+                f"        fetched {fetched['size']} bytes in {fetched['seconds']:.3f} s "
+                f"= {mbps:.1f} MB/s ({mbps * 8 / 1000:.2f} Gbit/s), sha256 verified"
+            )
+            if fetched["digest"] != digest or os.path.getsize(out) != size:
+                print(f"fastp2p demo: error: {name} copy does not match", file=sys.stderr)
+                return 1
+            summaries.append((name, fetched, ping))
+            if serve:
+                source = child.next_event("ready")["addrs"][0]
+
+        print("\nsummary")
+        kernel = "native C (OpenSSL EVP)" if HAVE_NATIVE else "pure Python (cryptography)"
+        print(f"  transport: TCP loopback + Noise XX, AEAD sealing in {kernel}, {muxer}")
+        for name, fetched, ping in summaries:
+            print(
+                f"  {name}: rtt {ping['rtt_ms'] * 1000:.0f} us, "
+                f"{fetched['size'] / fetched['seconds'] / 1e6:.1f} MB/s, verified"
+            )
+        print("demo OK")
+        return 0
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"\nfastp2p demo: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for c in reversed(children):
+            c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
