@@ -1,0 +1,211 @@
+"""Noise ChaChaPoly transport cipher: pure and native twins, parity and framing."""
+
+from __future__ import annotations
+
+import array
+import os
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastp2p import _accel
+from fastp2p.errors import DecryptError, FrameError, SecurityError
+
+KEY = bytes(range(32))
+MAXP = 65519
+IMPLS = [_accel.pure] + ([_accel._impl] if _accel.HAVE_NATIVE else [])
+HSET = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def noise_nonce(n: int) -> bytes:
+    return b"\x00" * 4 + n.to_bytes(8, "little")
+
+
+def sealed_size(n: int) -> int:
+    return n + 18 * (-(-n // MAXP))
+
+
+def test_encrypt_matches_reference(impl):
+    c = impl.NoiseCipher(KEY, nonce=5)
+    ct = c.encrypt(b"hello")
+    assert ct == ChaCha20Poly1305(KEY).encrypt(noise_nonce(5), b"hello", None)
+    assert c.nonce == 6
+    d = impl.NoiseCipher(KEY, nonce=5)
+    assert d.decrypt(ct) == b"hello"
+    assert d.nonce == 6
+
+
+def test_key_and_nonce_validation(impl):
+    with pytest.raises(ValueError):
+        impl.NoiseCipher(b"short")
+    with pytest.raises(ValueError):
+        impl.NoiseCipher(KEY, nonce=-1)
+    with pytest.raises(ValueError):
+        impl.NoiseCipher(KEY, nonce=1 << 64)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1024, MAXP - 1, MAXP, MAXP + 1, 2 * MAXP + 1, 1 << 20])
+def test_seal_open_sizes(impl, n):
+    pt = os.urandom(n)
+    tx, rx = impl.NoiseCipher(KEY), impl.NoiseCipher(KEY)
+    sealed = tx.seal_frames(pt)
+    assert isinstance(sealed, bytes)
+    assert len(sealed) == sealed_size(n)
+    nframes = -(-n // MAXP)
+    assert tx.nonce == nframes
+    # framing: 2-byte BE length of ciphertext + tag, each frame <= 65535
+    pos, k = 0, 0
+    while pos < len(sealed):
+        flen = int.from_bytes(sealed[pos : pos + 2], "big")
+        assert 16 <= flen <= 65535
+        ct = sealed[pos + 2 : pos + 2 + flen]
+        expect = pt[k * MAXP : (k + 1) * MAXP]
+        assert ChaCha20Poly1305(KEY).decrypt(noise_nonce(k), ct, None) == expect
+        pos += 2 + flen
+        k += 1
+    assert k == nframes
+    out = rx.open_frames(sealed)
+    assert isinstance(out, bytearray)
+    assert out == pt
+    assert rx.nonce == nframes
+
+
+def test_seal_list_of_buffers(impl):
+    parts = [b"abc", bytearray(b"defg"), memoryview(b"hij"), array.array("B", b"kl"), b"",
+             os.urandom(70000)]
+    joined = b"".join(bytes(p) for p in parts)
+    a = impl.NoiseCipher(KEY).seal_frames(parts)
+    b = impl.NoiseCipher(KEY).seal_frames(joined)
+    c = impl.NoiseCipher(KEY).seal_frames(tuple(parts))
+    assert a == b == c
+    assert impl.NoiseCipher(KEY).seal_frames([]) == b""
+    assert impl.NoiseCipher(KEY).seal_frames([b"", b""]) == b""
+
+
+def test_many_buffers(impl):
+    parts = [bytes([i % 256]) * (i % 7) for i in range(200)]
+    joined = b"".join(parts)
+    assert impl.NoiseCipher(KEY).seal_frames(parts) == impl.NoiseCipher(KEY).seal_frames(joined)
+
+
+def test_open_streaming_partial_frames(impl):
+    pt = os.urandom(3 * MAXP + 77)
+    sealed = impl.NoiseCipher(KEY).seal_frames(pt)
+    rx = impl.NoiseCipher(KEY)
+    out = bytearray()
+    i = 0
+    sizes = [1, 1, 1, 5, 13, 65536, 2, 1, 70000, 999, 1]
+    while i < len(sealed):
+        for s in sizes:
+            out += rx.open_frames(memoryview(sealed)[i : i + s])
+            assert rx.buffered <= 65537
+            i += s
+            if i >= len(sealed):
+                break
+    assert out == pt
+    assert rx.buffered == 0
+    assert rx.open_frames(b"") == bytearray()
+
+
+def test_open_empty_plaintext_frame(impl):
+    # a frame with only a tag carries an empty plaintext
+    ct = ChaCha20Poly1305(KEY).encrypt(noise_nonce(0), b"", None)
+    rx = impl.NoiseCipher(KEY)
+    assert rx.open_frames(b"\x00\x10" + ct) == bytearray()
+    assert rx.nonce == 1
+
+
+def test_tamper_is_decrypt_error_and_dead(impl):
+    sealed = bytearray(impl.NoiseCipher(KEY).seal_frames(b"x" * 100))
+    sealed[10] ^= 1
+    rx = impl.NoiseCipher(KEY)
+    with pytest.raises(DecryptError):
+        rx.open_frames(sealed)
+    with pytest.raises(DecryptError):
+        rx.open_frames(b"")
+    with pytest.raises(DecryptError):
+        rx.decrypt(b"0" * 20)
+
+
+def test_decrypt_bad_tag(impl):
+    rx = impl.NoiseCipher(KEY)
+    with pytest.raises(DecryptError):
+        rx.decrypt(b"\x00" * 32)
+    short = impl.NoiseCipher(KEY)
+    with pytest.raises(DecryptError):
+        short.decrypt(b"\x00" * 3)
+
+
+def test_wrong_nonce_fails(impl):
+    sealed = impl.NoiseCipher(KEY).seal_frames(b"data")
+    with pytest.raises(DecryptError):
+        impl.NoiseCipher(KEY, nonce=1).open_frames(sealed)
+
+
+@pytest.mark.parametrize("flen", [0, 1, 15])
+def test_short_frame_is_frame_error(impl, flen):
+    rx = impl.NoiseCipher(KEY)
+    with pytest.raises(FrameError):
+        rx.open_frames(flen.to_bytes(2, "big") + b"\x00" * flen)
+    with pytest.raises(FrameError):
+        rx.open_frames(b"")
+
+
+def test_short_frame_split_header(impl):
+    rx = impl.NoiseCipher(KEY)
+    assert rx.open_frames(b"\x00") == bytearray()
+    with pytest.raises(FrameError):
+        rx.open_frames(b"\x05")
+
+
+def test_nonce_exhaustion(impl):
+    max_nonce = (1 << 64) - 1
+    tx = impl.NoiseCipher(KEY, nonce=max_nonce - 1)
+    tx.encrypt(b"last one")
+    assert tx.nonce == max_nonce
+    with pytest.raises(SecurityError):
+        tx.encrypt(b"x")
+    with pytest.raises(SecurityError):
+        tx.seal_frames(b"x")
+    tx2 = impl.NoiseCipher(KEY, nonce=max_nonce - 1)
+    with pytest.raises(SecurityError):  # needs two nonces, only one left
+        tx2.seal_frames(b"x" * (MAXP + 1))
+    assert tx2.nonce == max_nonce - 1
+    rx = impl.NoiseCipher(KEY, nonce=max_nonce)
+    with pytest.raises(SecurityError):
+        rx.open_frames(b"\x00\x10" + b"\x00" * 16)
+
+
+@pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+@given(st.lists(st.binary(max_size=3000), max_size=8), st.integers(0, 1 << 40),
+       st.lists(st.integers(1, 5000), min_size=1, max_size=6))
+@HSET
+def test_parity_and_cross_decrypt(parts, nonce, cuts):
+    pure, native = _accel.pure, _accel._impl
+    a = pure.NoiseCipher(KEY, nonce).seal_frames(parts)
+    b = native.NoiseCipher(KEY, nonce).seal_frames(parts)
+    assert a == b
+    joined = b"".join(parts)
+    for impl in (pure, native):
+        rx = impl.NoiseCipher(KEY, nonce)
+        out = bytearray()
+        i = 0
+        k = 0
+        while i < len(a):
+            s = cuts[k % len(cuts)]
+            out += rx.open_frames(a[i : i + s])
+            i += s
+            k += 1
+        assert out == joined
+
+
+@pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+def test_parity_large_multi_frame():
+    pt = os.urandom((1 << 20) + 12345)
+    a = _accel.pure.NoiseCipher(KEY, 7).seal_frames([pt[:100], pt[100:]])
+    b = _accel._impl.NoiseCipher(KEY, 7).seal_frames([pt[:100], pt[100:]])
+    assert a == b
+    assert _accel._impl.NoiseCipher(KEY, 7).open_frames(a) == pt
+    assert _accel.pure.NoiseCipher(KEY, 7).open_frames(b) == pt
