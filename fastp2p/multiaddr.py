@@ -160,7 +160,9 @@ def _unix_bts(value: bytes) -> str:
     text = _pct_bts(value)
     if "%" not in text:
         # Without a "%" the parser would apply the legacy rest-of-path rule.
-        text = "%{:02X}".format(value[0]) + urllib.parse.quote_from_bytes(value[1:], safe=_PATH_SAFE)
+        text = f"%{value[0]:02X}" + urllib.parse.quote_from_bytes(
+            value[1:], safe=_PATH_SAFE
+        )
     return text
 
 
@@ -276,7 +278,8 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
             continue
         if i >= len(parts) or parts[i] == "":
             raise MultiaddrError(
-                f"component {index} ({name}): missing value", offset=pos if i < len(parts) else len(text)
+                f"component {index} ({name}): missing value",
+                offset=pos if i < len(parts) else len(text),
             )
         value_pos = pos
         value_text = parts[i]
@@ -288,13 +291,17 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
             try:
                 value = value_text.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise MultiaddrError(f"component {index} ({name}): {exc}", offset=value_pos) from exc
+                raise MultiaddrError(
+                    f"component {index} ({name}): {exc}", offset=value_pos
+                ) from exc
         else:
             assert proto.to_bytes is not None
             try:
                 value = proto.to_bytes(value_text)
             except (ValueError, UnicodeEncodeError) as exc:
-                raise MultiaddrError(f"component {index} ({name}): {exc}", offset=value_pos) from exc
+                raise MultiaddrError(
+                    f"component {index} ({name}): {exc}", offset=value_pos
+                ) from exc
         pos = value_pos + len(value_text) + 1
         out.append(_component_from_value(proto, value, index, value_pos))
     return tuple(out)

@@ -403,10 +403,14 @@ class Ed25519PrivateKey(PrivateKey):
     def __init__(self, key: ed25519.Ed25519PrivateKey) -> None:
         self._key = key
         self._seed = key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
         )
         self._public = Ed25519PublicKey(
-            key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
         )
 
     @classmethod
@@ -430,7 +434,9 @@ class Ed25519PrivateKey(PrivateKey):
                 raise InvalidKeyError("96-byte Ed25519 private key with mismatched public keys")
             data = data[:64]
         if len(data) not in (32, 64):
-            raise InvalidKeyError(f"Ed25519 private key data must be 32/64/96 bytes, got {len(data)}")
+            raise InvalidKeyError(
+                f"Ed25519 private key data must be 32/64/96 bytes, got {len(data)}"
+            )
         key = cls.from_bytes(data[:32])
         if len(data) == 64 and data[32:] != key._public.raw:
             raise InvalidKeyError("Ed25519 private key's public half does not match its seed")
@@ -740,7 +746,9 @@ class PeerInfo:
     peer_id: PeerID
     addrs: tuple[Multiaddr, ...]
 
-    def __init__(self, peer_id: PeerID, addrs: tuple[Multiaddr, ...] | list[Multiaddr] = ()) -> None:
+    def __init__(
+        self, peer_id: PeerID, addrs: tuple[Multiaddr, ...] | list[Multiaddr] = ()
+    ) -> None:
         object.__setattr__(self, "peer_id", peer_id)
         object.__setattr__(self, "addrs", tuple(addrs))
 

@@ -58,8 +58,13 @@ def test_ipfs_alias_and_certhash_other_multibases() -> None:
         "a503221220d52ebb89d85b02a284948203a62ff28389c57c9f42beec4ec20db76a68911c0b"
     )
     # swift-multiaddr: a base32 certhash (md5 multihash).
-    ma2 = Multiaddr("/ip4/127.0.0.1/udp/1234/quic-v1/webtransport/certhash/b2uaraocy6yrdblb4sfptaddgimjmmpy")
-    assert ma2.to_bytes().hex() == "047f000001910204d2cd03d103d20313d501103858f62230ac3c915f300c664312c63f"
+    ma2 = Multiaddr(
+        "/ip4/127.0.0.1/udp/1234/quic-v1/webtransport/certhash/b2uaraocy6yrdblb4sfptaddgimjmmpy"
+    )
+    assert (
+        ma2.to_bytes().hex()
+        == "047f000001910204d2cd03d103d20313d501103858f62230ac3c915f300c664312c63f"
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,7 +98,7 @@ def test_canonical_text(text: str, canonical: str) -> None:
         "/ip4/1.2.3.4/udp/4001/quic",
         "/ip4/1.2.3.4/tcp/1/tls/sni/example.com/http",
         "/ip4/1.2.3.4/tcp/1/noise",
-                f"/ip4/1.2.3.4/tcp/1/p2p/{QM}/p2p-circuit/p2p/{QM}",
+        f"/ip4/1.2.3.4/tcp/1/p2p/{QM}/p2p-circuit/p2p/{QM}",
         "/ip6/fe80::1/ip6zone/eth0/tcp/1",
         "/ip4/10.0.0.0/ipcidr/8",
         "/memory/18446744073709551615",
@@ -287,7 +292,11 @@ def _c(name: str) -> bytes:
     [
         (b"\x04\x7f\x00\x00", "truncated value, need 4 bytes, have 3", 1),
         (b"\x04", "truncated value", 1),
-        (b"\x04\x7f\x00\x00\x01\x06\x0f", "component 1 (tcp): truncated value, need 2 bytes, have 1", 6),
+        (
+            b"\x04\x7f\x00\x00\x01\x06\x0f",
+            "component 1 (tcp): truncated value, need 2 bytes, have 1",
+            6,
+        ),
         (b"\x04\x7f\x00\x00\x01\x00", "component 1: unknown protocol code 0", 5),
         (b"\x7f", "unknown protocol code 127", 0),
         (b"\x80", "truncated protocol code varint", 0),
@@ -371,7 +380,9 @@ def _binary_component(draw: st.DrawFn) -> bytes:
         value = b"\x12\x20" + hashlib.sha256(draw(st.binary(max_size=8))).digest()
     elif kind == "fixed":
         proto = draw(st.sampled_from([p for p in PROTOCOLS if p.size > 0]))
-        return uvarint_encode(proto.code) + draw(st.binary(min_size=proto.size // 8, max_size=proto.size // 8))
+        return uvarint_encode(proto.code) + draw(
+            st.binary(min_size=proto.size // 8, max_size=proto.size // 8)
+        )
     else:
         proto = draw(st.sampled_from([p for p in PROTOCOLS if p.size == 0]))
         return uvarint_encode(proto.code)

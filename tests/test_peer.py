@@ -84,9 +84,17 @@ GO_ZERO_KEY_PB = (
 GO_ZERO_PEER_ID = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
 # The signed data is "libp2p-PeerID" then varint-length-prefixed parameters.
 GO_CLIENT_SIGNED = (
-    b"libp2p-PeerID" + b"\x3d" + b"challenge-client=" + b"A" * 43 + b"=" + b"\x16" + b'hostname="example.com"'
+    b"libp2p-PeerID"
+    + b"\x3d"
+    + b"challenge-client="
+    + b"A" * 43
+    + b"="
+    + b"\x16"
+    + b'hostname="example.com"'
 )
-GO_CLIENT_SIG_B64URL = "F5OBYbbMXoIVJNWrW0UANi7rrbj4GCB6kcEceQjajLTMvC-_jpBF9MFlxiaNYXOEiPQqeo_S56YUSNinwl0ZCQ=="
+GO_CLIENT_SIG_B64URL = (
+    "F5OBYbbMXoIVJNWrW0UANi7rrbj4GCB6kcEceQjajLTMvC-_jpBF9MFlxiaNYXOEiPQqeo_S56YUSNinwl0ZCQ=="
+)
 
 # Examples in specs/libp2p-peer-ids.md ("Decoding"): the first two are one peer.
 SPEC_CID = "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe"
@@ -228,7 +236,9 @@ def test_ed25519_protobuf_forms() -> None:
     with pytest.raises(InvalidKeyError):
         Ed25519PrivateKey.from_protobuf(b"\x08\x01\x12\x40" + key.to_bytes() + other)
     with pytest.raises(InvalidKeyError):
-        Ed25519PrivateKey.from_protobuf(b"\x08\x01\x12\x60" + key.to_bytes() + key.public_key().raw + other)
+        Ed25519PrivateKey.from_protobuf(
+            b"\x08\x01\x12\x60" + key.to_bytes() + key.public_key().raw + other
+        )
     with pytest.raises(InvalidKeyError):
         Ed25519PrivateKey.from_protobuf(b"\x08\x01\x12\x10" + b"\0" * 16)
     with pytest.raises(InvalidKeyError):
@@ -271,7 +281,9 @@ def test_secp256k1_generate_roundtrip() -> None:
     assert private_key_from_protobuf(key.to_protobuf()).public_key() == pub
 
 
-@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()], ids=lambda c: c.name
+)
 def test_ecdsa_curves(curve: ec.EllipticCurve) -> None:
     key = ECDSAPrivateKey.generate(curve)
     pub = key.public_key()
