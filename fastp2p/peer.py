@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,9 +52,6 @@ from fastp2p.multibase import (
 )
 from fastp2p.proto import protobuf
 
-if TYPE_CHECKING:
-    from fastp2p.multiaddr import Multiaddr
-
 __all__ = [
     "KeyType",
     "PublicKey",
@@ -70,7 +67,6 @@ __all__ = [
     "public_key_from_protobuf",
     "private_key_from_protobuf",
     "PeerID",
-    "PeerInfo",
     "MAX_INLINE_KEY_LENGTH",
 ]
 
@@ -737,48 +733,3 @@ class PeerID:
 
     def __hash__(self) -> int:
         return hash(self._bytes)
-
-
-class PeerInfo:
-    """A peer and the addresses it may be reached at (immutable)."""
-
-    __slots__ = ("peer_id", "addrs")
-    peer_id: PeerID
-    addrs: tuple[Multiaddr, ...]
-
-    def __init__(
-        self, peer_id: PeerID, addrs: tuple[Multiaddr, ...] | list[Multiaddr] = ()
-    ) -> None:
-        object.__setattr__(self, "peer_id", peer_id)
-        object.__setattr__(self, "addrs", tuple(addrs))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("PeerInfo is immutable")
-
-    @classmethod
-    def from_multiaddr(cls, addr: Multiaddr | str | bytes) -> PeerInfo:
-        """Split ``/.../p2p/<id>`` into a PeerInfo (the address without its /p2p part).
-
-        Raises:
-            MultiaddrError: malformed, or no trailing /p2p component.
-        """
-        from fastp2p.errors import MultiaddrError
-        from fastp2p.multiaddr import Multiaddr
-
-        ma = Multiaddr(addr)
-        pid = ma.peer_id()
-        if pid is None:
-            raise MultiaddrError(f"{ma} has no trailing /p2p/<peer id>")
-        rest = ma.without_peer_id()
-        return cls(pid, (rest,) if rest.to_bytes() else ())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PeerInfo):
-            return NotImplemented
-        return self.peer_id == other.peer_id and self.addrs == other.addrs
-
-    def __hash__(self) -> int:
-        return hash((self.peer_id, self.addrs))
-
-    def __repr__(self) -> str:
-        return f"PeerInfo({self.peer_id!r}, {[str(a) for a in self.addrs]!r})"

@@ -31,7 +31,6 @@ from fastp2p.peer import (
     Ed25519PublicKey,
     KeyType,
     PeerID,
-    PeerInfo,
     PrivateKey,
     RSAPublicKey,
     Secp256k1PrivateKey,
@@ -481,16 +480,6 @@ def test_extract_public_key_garbage_identity() -> None:
     pid = PeerID.from_bytes(b"\x00\x03abc")
     with pytest.raises(InvalidKeyError):
         pid.extract_public_key()
-
-
-def test_peer_info_from_multiaddr() -> None:
-    from fastp2p.multiaddr import Multiaddr
-
-    info = PeerInfo.from_multiaddr(f"/ip4/1.2.3.4/tcp/1/p2p/{SPEC_QM}")
-    assert info.peer_id == PeerID.from_string(SPEC_QM)
-    assert info.addrs == (Multiaddr("/ip4/1.2.3.4/tcp/1"),)
-    assert PeerInfo.from_multiaddr(f"/p2p/{SPEC_QM}").addrs == ()
-    assert info == PeerInfo(info.peer_id, [Multiaddr("/ip4/1.2.3.4/tcp/1")])
 
 
 def test_private_key_base_from_protobuf() -> None:
