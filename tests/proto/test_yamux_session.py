@@ -41,6 +41,7 @@ from .helpers import (
     Collector,
     assert_events,
     drain,
+    echo_stress,
     event_types,
     exchange,
     pair,
@@ -666,55 +667,14 @@ def test_no_leaks_after_many_open_close_cycles() -> None:
     assert len(c._history) <= 4096  # type: ignore[attr-defined]
 
 
-def _stress(c: YamuxSession, s: YamuxSession, n_streams: int, n_msgs: int,
-            rng: random.Random | None) -> None:
-    """go-libp2p SubtestStress: every stream sends n_msgs messages, the peer echoes them."""
-    cc, cs = Collector(c), Collector(s)
-    msgs = {}
-    sids = []
-    for i in range(n_streams):
-        sid = c.open_stream()
-        sids.append(sid)
-        msgs[sid] = b"".join(f"stream {sid} msg {j};".encode() * (1 + (i % 7)) for j in range(n_msgs))
-    pending = {sid: memoryview(m) for sid, m in msgs.items()}
-    echoed: dict[int, int] = {sid: 0 for sid in sids}
-    for _ in range(10_000):
-        for sid, rest in list(pending.items()):
-            if c.send_window(sid):
-                n = c.send_data(sid, rest)
-                if n == len(rest):
-                    del pending[sid]
-                    c.close_stream(sid)
-                else:
-                    pending[sid] = rest[n:]
-        pump(c, s, cc, cs, rng=rng)
-        # server echoes what it got and closes once the client closed
-        for sid in list(cs.data):
-            data = cs.data[sid]
-            off = echoed[sid]
-            if off < len(data) and s.is_stream_open(sid):
-                k = s.send_data(sid, bytes(data[off:]))
-                echoed[sid] = off + k
-            if sid in cs.ended and echoed[sid] == len(data) and s.is_stream_open(sid):
-                s.close_stream(sid)
-        pump(c, s, cc, cs, rng=rng)
-        if not pending and all(sid in cc.ended for sid in sids):
-            break
-    for sid in sids:
-        assert bytes(cs.data[sid]) == msgs[sid]
-        assert bytes(cc.data[sid]) == msgs[sid]
-    assert c.stream_count() == s.stream_count() == 0
-    assert not cc.reset and not cs.reset
-
-
 def test_stress_100_streams_10_msgs_random_splits() -> None:
     c, s = make_pair()
-    _stress(c, s, 100, 10, random.Random(1))
+    echo_stress(c, s, 100, 10, random.Random(1))
 
 
 def test_stress_1000_streams_10_msgs() -> None:
     c, s = make_pair()
-    _stress(c, s, 1000, 10, None)
+    echo_stress(c, s, 1000, 10, None)
 
 
 # -- random interleavings -------------------------------------------------------------------
