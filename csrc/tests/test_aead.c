@@ -1,0 +1,113 @@
+/* Plain-assert unit tests for fp_aead.c and fp_pool.c (built by ci/test_c.sh). */
+#undef NDEBUG
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fp_aead.h"
+#include "fp_pool.h"
+
+static uint8_t key[32];
+
+static void test_roundtrip(size_t n) {
+    fp_aead tx, rx;
+    assert(fp_aead_init(&tx, key, 0, 1) == 0);
+    assert(fp_aead_init(&rx, key, 0, 0) == 0);
+    uint8_t *pt = malloc(n + 1), *out = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 7);
+    size_t sz = fp_aead_sealed_size(n);
+    uint8_t *ct = malloc(sz + 1);
+    /* split the plaintext into 3 iovecs at odd places */
+    fp_iovec iov[3] = {{pt, n / 3}, {pt + n / 3, n / 2 - n / 3}, {pt + n / 2, n - n / 2}};
+    size_t outlen = 0, consumed = 0, ptlen = 0;
+    assert(fp_aead_seal_frames(&tx, iov, 3, ct, sz, &outlen) == 0 && outlen == sz);
+    size_t frames = (n + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    assert(tx.nonce == frames);
+    /* a partial trailing frame is left unconsumed */
+    if (sz) {
+        assert(fp_aead_open_frames(&rx, ct, sz - 1, &consumed, out, n + 1, &ptlen) == 0);
+        assert(consumed < sz);
+        size_t c2 = 0, p2 = 0;
+        assert(fp_aead_open_frames(&rx, ct + consumed, sz - consumed, &c2, out + ptlen,
+                                   n + 1 - ptlen, &p2) == 0);
+        assert(consumed + c2 == sz && ptlen + p2 == n);
+        assert(memcmp(out, pt, n) == 0);
+    }
+    /* too small output is refused before anything is written */
+    if (sz) assert(fp_aead_seal_frames(&tx, iov, 3, ct, sz - 1, &outlen) == FP_ENOBUFS);
+    fp_aead_free(&tx);
+    fp_aead_free(&rx);
+    fp_aead_free(&rx); /* idempotent */
+    free(pt);
+    free(out);
+    free(ct);
+}
+
+static void test_errors(void) {
+    fp_aead tx, rx;
+    uint8_t ct[64], out[64];
+    size_t outlen, consumed;
+    fp_iovec iov = {(const uint8_t *)"hello", 5};
+    assert(fp_aead_init(&tx, key, 0, 1) == 0);
+    assert(fp_aead_init(&rx, key, 0, 0) == 0);
+    assert(fp_aead_seal_frames(&tx, &iov, 1, ct, sizeof ct, &outlen) == 0 && outlen == 23);
+    ct[5] ^= 1;
+    assert(fp_aead_open_frames(&rx, ct, outlen, &consumed, out, sizeof out, &outlen) == FP_EAUTH);
+    const uint8_t shortf[] = {0, 15};
+    assert(fp_aead_open_frames(&rx, shortf, 2, &consumed, out, sizeof out, &outlen) == FP_EFRAME);
+    /* nonce exhaustion */
+    tx.nonce = FP_AEAD_MAX_NONCE - 1;
+    assert(fp_aead_encrypt(&tx, (const uint8_t *)"x", 1, ct, sizeof ct) == 0);
+    assert(fp_aead_encrypt(&tx, (const uint8_t *)"x", 1, ct, sizeof ct) == FP_ENONCE);
+    assert(fp_aead_seal_frames(&tx, &iov, 1, ct, sizeof ct, &outlen) == FP_ENONCE);
+    /* single message encrypt/decrypt, one ctx doing both directions */
+    fp_aead both;
+    assert(fp_aead_init(&both, key, 9, 1) == 0);
+    assert(fp_aead_encrypt(&both, (const uint8_t *)"abc", 3, ct, sizeof ct) == 0);
+    both.nonce = 9;
+    assert(fp_aead_decrypt(&both, ct, 19, out, sizeof out) == 0 && memcmp(out, "abc", 3) == 0);
+    assert(fp_aead_decrypt(&both, ct, 3, out, sizeof out) == FP_EAUTH);
+    fp_aead_free(&both);
+    fp_aead_free(&tx);
+    fp_aead_free(&rx);
+}
+
+static void test_pool(void) {
+    size_t classes[] = {4096, 65536, 1 << 20};
+    fp_pool *p;
+    fp_pool_stats st;
+    fp_block a, b, c;
+    assert(fp_pool_create(&p, classes, 3, 1) == 0);
+    assert(fp_pool_acquire(p, 10, &a) == 0 && a.cap == 4096 && a.cls == 0);
+    assert(((uintptr_t)a.ptr % fp_pool_page_size()) == 0);
+    memset(a.ptr, 1, a.cap);
+    assert(fp_pool_acquire(p, 5 << 20, &b) == 0 && b.cap == (5u << 20) && b.cls == -1);
+    memset(b.ptr, 2, b.cap);
+    assert(fp_pool_acquire(p, 1 << 20, &c) == 0 && c.cls == 2);
+    void *aptr = a.ptr;
+    fp_pool_release(p, &a);
+    assert(a.ptr == NULL);
+    fp_pool_release(p, &b);
+    fp_pool_release(p, &c);
+    fp_pool_get_stats(p, &st);
+    assert(st.in_use == 0 && st.cached == 2 && st.allocated == 2);
+    assert(fp_pool_acquire(p, 100, &a) == 0 && a.ptr == aptr);
+    fp_pool_trim(p);
+    fp_pool_release(p, &a);
+    fp_pool_get_stats(p, &st);
+    assert(st.allocated == 0 && st.cached == 0);
+    fp_pool_destroy(p);
+    size_t badc[] = {10, 5};
+    assert(fp_pool_create(&p, badc, 2, 1) == FP_EINVAL);
+}
+
+int main(void) {
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+    size_t sizes[] = {0, 1, 100, FP_AEAD_MAX_PLAINTEXT - 1, FP_AEAD_MAX_PLAINTEXT,
+                      FP_AEAD_MAX_PLAINTEXT + 1, 3 * FP_AEAD_MAX_PLAINTEXT + 5, 1 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) test_roundtrip(sizes[i]);
+    test_errors();
+    test_pool();
+    puts("test_aead: ok");
+    return 0;
+}
