@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -138,23 +138,29 @@ def echo_stress(c: Any, s: Any, n_streams: int, n_msgs: int,
     delivery both ways, no resets and empty stream tables.
     """
     cc, cs = Collector(c), Collector(s)
-    msgs = {}
+    msgs: dict[int, bytes] = {}
+    pending: dict[int, deque[memoryview]] = {}
     sids = []
     for i in range(n_streams):
         sid = c.open_stream()
         sids.append(sid)
-        msgs[sid] = b"".join(f"stream {sid} msg {j};".encode() * (1 + (i % 7)) for j in range(n_msgs))
-    pending = {sid: memoryview(m) for sid, m in msgs.items()}
+        parts = [f"stream {sid} msg {j};".encode() * (1 + (i % 7)) for j in range(n_msgs)]
+        msgs[sid] = b"".join(parts)
+        pending[sid] = deque(memoryview(p) for p in parts)
     echoed: dict[int, int] = defaultdict(int)
     for _ in range(10_000):
-        for sid, rest in list(pending.items()):
-            if c.send_window(sid):
+        # one send_data call per message, as separate writes
+        for sid, queue in list(pending.items()):
+            while queue and c.send_window(sid):
+                rest = queue[0]
                 n = c.send_data(sid, rest)
                 if n == len(rest):
-                    del pending[sid]
-                    c.close_stream(sid)
+                    queue.popleft()
                 else:
-                    pending[sid] = rest[n:]
+                    queue[0] = rest[n:]
+            if not queue:
+                del pending[sid]
+                c.close_stream(sid)
         pump(c, s, cc, cs, rng=rng)
         # the server echoes what it got and closes once the client closed
         for psid in list(cs.data):
