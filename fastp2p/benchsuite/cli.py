@@ -1,0 +1,138 @@
+"""``python -m bench.run`` / ``fastp2p bench``: argument parsing and output."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from . import report
+from .backends import BASELINE, all_backends
+from .backends.base import SCENARIOS
+from .runner import GiB, KiB, MiB, Params, Runner, quick_params
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out: list[str] = []
+    for v in values:
+        out.extend(x for x in v.replace(",", " ").split() if x)
+    return out
+
+
+def _size(s: str) -> int:
+    s = s.strip()
+    for unit, mul in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB), ("G", GiB), ("M", MiB), ("K", KiB)):
+        if s.endswith(unit):
+            return int(float(s[: -len(unit)]) * mul)
+    return int(s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="fastp2p end-to-end benchmarks against raw asyncio/uvloop TCP, sockets, "
+                    "pyzmq, py-libp2p and iperf3/memcpy limits.")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 round, < 60 s")
+    ap.add_argument("--scenarios", nargs="+", metavar="S",
+                    help=f"subset of: {', '.join(SCENARIOS)} (comma or space separated)")
+    ap.add_argument("--backends", nargs="+", metavar="B", help="subset of backends (see --list)")
+    ap.add_argument("--out", metavar="DIR",
+                    help="results folder (default bench/results/<timestamp>/)")
+    ap.add_argument("--rounds", type=int, help="measured rounds (default 3, quick 1)")
+    ap.add_argument("--warmup", type=int, help="discarded warm-up rounds (default 1, quick 0)")
+    ap.add_argument("--baseline", default=BASELINE, help=f"ratio reference (default {BASELINE})")
+    ap.add_argument("--time-cap", type=float,
+                    help="seconds per bulk/rtt measurement; totals shrink to fit (default 4)")
+    ap.add_argument("--total", type=_size, help="bulk total bytes (default 1GiB)")
+    ap.add_argument("--msg-sizes", nargs="+", type=_size, help="bulk message sizes")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--list", action="store_true", help="list backends and scenarios, then exit")
+    return ap
+
+
+def _default_out() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    base = os.path.join(here, "bench", "results")
+    if not os.path.isdir(os.path.join(here, "bench")):
+        base = os.path.join(os.getcwd(), "bench-results")
+    return os.path.join(base, time.strftime("%Y%m%d-%H%M%S"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    backends = all_backends()
+    if args.list:
+        for b in backends:
+            why = b.available()
+            print(f"{b.name:22s} {b.kind:9s} loop={b.loop:14s} {b.title}"
+                  + (f"   [unavailable: {why}]" if why else ""))
+        print("scenarios:", " ".join(SCENARIOS))
+        return 0
+    names = _split(args.backends)
+    if names:
+        known = {b.name for b in backends}
+        bad = [n for n in names if n not in known]
+        if bad:
+            print(f"unknown backend(s): {', '.join(bad)}; known: {', '.join(sorted(known))}",
+                  file=sys.stderr)
+            return 2
+        backends = [b for b in backends if b.name in names]
+    scen = _split(args.scenarios) or list(SCENARIOS)
+    bad = [s for s in scen if s not in SCENARIOS]
+    if bad:
+        print(f"unknown scenario(s): {', '.join(bad)}; known: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+
+    p: Params = quick_params() if args.quick else Params()
+    if args.rounds is not None:
+        p.rounds = max(1, args.rounds)
+    if args.warmup is not None:
+        p.warmup = max(0, args.warmup)
+    if args.time_cap is not None:
+        p.time_cap = args.time_cap
+    if args.total is not None:
+        p.bulk_total = p.bulk8_total = args.total
+    if args.msg_sizes:
+        p.bulk_sizes = args.msg_sizes
+
+    outdir = args.out or _default_out()
+    os.makedirs(outdir, exist_ok=True)
+    t0 = time.monotonic()
+    info = report.machine_info(backends)
+    runner = Runner(backends, scen, p, progress=not args.no_progress)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        runner.progress.close()
+        print("interrupted: reporting what was measured", file=sys.stderr)
+    rows = runner.summary(args.baseline)
+    if not any(r["backend"] == args.baseline for r in rows):
+        runner.note(args.baseline, "baseline not measured in this run: no ratios")
+    txt = report.table(rows, args.baseline, runner.notes)
+    print(txt)
+    payload: dict[str, Any] = {
+        "schema": "fastp2p-bench-e2e/1", "machine": info, "quick": args.quick,
+        "baseline": args.baseline, "params": runner.params_dict(), "scenarios": runner.scenarios,
+        "backends": [{"name": b.name, "title": b.title, "kind": b.kind, "loop": b.loop,
+                      "streams_are_connections": b.streams_are_connections} for b in backends],
+        "summary": rows, "records": runner.records, "notes": runner.notes,
+        "rtt_samples_us": runner.samples.get("rtt_us", {}),
+        "elapsed_s": time.monotonic() - t0,
+    }
+    report.write_json(os.path.join(outdir, "results.json"), payload)
+    with open(os.path.join(outdir, "table.txt"), "w") as f:
+        f.write(txt + "\n")
+    pngs = [] if args.no_plots else report.plots(outdir, rows, runner.samples)
+    print(f"\nresults: {outdir}/results.json" + "".join(f", {os.path.basename(x)}" for x in pngs)
+          + f"  ({time.monotonic() - t0:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
