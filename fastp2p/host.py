@@ -31,6 +31,7 @@ from fastp2p.stream import Stream
 from fastp2p.transport.conn import Connection
 from fastp2p.transport.tcp import TcpConnection, TcpListener, TcpTransport
 from fastp2p.transport.upgrader import (
+    MPLEX_PROTOCOL_ID,
     SecuredChannel,
     make_session,
     negotiate_inbound,
@@ -310,6 +311,13 @@ class Host:
             outbound=outbound,
             on_inbound_stream=self._on_inbound_stream,
             on_closed=self._on_conn_closed,
+            # yamux windows bound unread data; mplex has none, so the driver pauses
+            # the socket before the session's hard per-stream limit is reached.
+            recv_soft_limit=(
+                self.config.mplex.max_buffered_per_stream // 2
+                if chan.muxer == MPLEX_PROTOCOL_ID
+                else None
+            ),
         )
         self._conns.setdefault(conn.remote_peer, []).append(conn)
         if chan.remote_public_key is not None:

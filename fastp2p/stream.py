@@ -97,6 +97,8 @@ class Stream:
             return
         self._chunks.append(data)
         self._buffered += len(data)
+        if self._buffered > self.conn._recv_soft_limit:
+            self.conn._reader_too_slow(self)
         self._wake_reader()
 
     def _feed_eof(self) -> None:
@@ -166,8 +168,9 @@ class Stream:
 
         Cancellation: nothing is consumed; the data stays buffered for the next read.
         """
-        with self._read_guard:
-            out = memoryview(buf).cast("B")
+        with self._read_guard, memoryview(buf) as raw, raw.cast("B") as out:
+            # The views are released on every exit path, so a caller's mmap can be
+            # closed right after an exception (a traceback must not pin it).
             want = len(out)
             if want == 0:
                 return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from fastp2p.errors import (
     P2PError,
     RemoteProtocolError,
     SecurityError,
+    StreamErrorCode,
     StreamResetError,
 )
 from fastp2p.proto.muxer import (
@@ -97,6 +99,7 @@ class Connection:
         outbound: bool,
         on_inbound_stream: Callable[[Stream], None],
         on_closed: Callable[[Connection], None],
+        recv_soft_limit: int | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._raw = raw
@@ -120,6 +123,13 @@ class Connection:
         self._close_exc: ConnectionClosedError | None = None
         self.closed = self._loop.create_future()
         self.goaway_received = False
+        # Muxers without flow control (mplex): when one stream holds this many unread
+        # bytes, stop reading the socket (TCP backpressure) until it drains; a reader
+        # that stays stuck for ``slow_reader_timeout`` gets its stream reset (go-mplex).
+        self._recv_soft_limit = recv_soft_limit or sys.maxsize
+        self.slow_reader_timeout = 5.0
+        self._blocked_on: Stream | None = None
+        self._slow_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -309,6 +319,32 @@ class Connection:
             return
         self._session.acknowledge_received(stream_id, n, _now())
         self._transmit()
+        blocked = self._blocked_on
+        if blocked is not None and blocked._buffered <= self._recv_soft_limit // 2:
+            self._unblock()
+
+    def _reader_too_slow(self, stream: Stream) -> None:
+        if self._blocked_on is not None or self._closed:
+            return
+        self._blocked_on = stream
+        self._raw.pause_reading()  # type: ignore[attr-defined]
+        self._slow_timer = self._loop.call_later(self.slow_reader_timeout, self._slow_expired)
+
+    def _slow_expired(self) -> None:
+        stream = self._blocked_on
+        self._slow_timer = None
+        if stream is not None:
+            log.info("resetting stream %s: reader stalled with %d bytes unread", stream.id, stream._buffered)
+            stream.reset(StreamErrorCode.RESOURCE_LIMIT)
+        self._unblock()
+
+    def _unblock(self) -> None:
+        self._blocked_on = None
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        if not self._closed:
+            self._raw.resume_reading()  # type: ignore[attr-defined]
 
     def _close_stream(self, stream_id: int) -> None:
         self._check_open()
@@ -324,6 +360,8 @@ class Connection:
 
     def _stream_closed_by_app(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)
+        if self._blocked_on is stream:
+            self._unblock()
 
     # -- public ---------------------------------------------------------------------
 
@@ -371,6 +409,10 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        self._blocked_on = None
         for st in list(self.streams.values()):
             st._set_reset(err)
         self.streams.clear()

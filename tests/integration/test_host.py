@@ -307,3 +307,50 @@ async def test_connection_close_fails_streams_and_cleans_up(no_fd_leak: None) ->
         with pytest.raises(fastp2p.ConnectionClosedError):
             await s.write(b"x")
         assert a.connection(peer) is None
+
+
+async def test_mplex_slow_reader_pauses_socket_then_resets_stalled_stream() -> None:
+    """mplex has no flow control: the driver applies TCP backpressure, bounded in time."""
+    from fastp2p.config import MplexConfig
+
+    cfg = HostConfig(muxers=("/mplex/6.7.0",), mplex=MplexConfig(max_buffered_per_stream=1 << 20))
+    async with host_pair(cfg) as (a, b, peer):
+        held: asyncio.Queue[fastp2p.Stream] = asyncio.Queue()
+        release = asyncio.Event()
+
+        async def sink(s: fastp2p.Stream) -> None:
+            await held.put(s)
+            await release.wait()
+            while await s.read(1 << 20):
+                pass
+
+        b.set_handler("/sink/1", sink)
+        s = await a.open_stream(peer, "/sink/1")
+        data = bytes(16 << 20)
+        t = asyncio.create_task(s.write(data))
+        rs = await held.get()
+        await asyncio.sleep(0.5)
+        assert rs._buffered <= 1 << 20  # bounded by the per-stream limit, not 16 MiB
+        assert rs.conn._blocked_on is rs
+        release.set()
+        async with asyncio.timeout(30):
+            await t
+        await s.close_write()
+        await s.aclose()
+
+        # A reader that never reads is reset after slow_reader_timeout; others live on.
+        release.clear()
+        b.connection(a.peer_id).slow_reader_timeout = 0.3  # type: ignore[union-attr]
+        s2 = await a.open_stream(peer, "/sink/1")
+        t2 = asyncio.create_task(s2.write(data))
+        rs2 = await held.get()
+        async with asyncio.timeout(10):
+            while not rs2.is_closed:
+                await asyncio.sleep(0.05)
+        t2.cancel()
+        serve_echo(b)
+        s3 = await a.open_stream(peer, "/echo/1.0.0")
+        await s3.write(b"ok")
+        assert await s3.readexactly(2) == b"ok"
+        await s3.aclose()
+        s2.reset()
