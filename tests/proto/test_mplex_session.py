@@ -447,3 +447,13 @@ def test_random_interleavings_deliver_in_order(ops: list[tuple]) -> None:
     for k, data in sent.items():
         if (k[1], k[2]) not in reset:
             assert got.get(k, b"") == data
+
+
+def test_stats_count_wire_bytes() -> None:
+    c, s = make_pair()
+    key = c.open_stream()
+    c.send_data(key, b"x" * 300)
+    c.close_stream(key)
+    n = transfer(c, s)
+    assert c.stats["bytes_out"] == s.stats["bytes_in"] == n
+    assert c.stats["frames_out"] == 3

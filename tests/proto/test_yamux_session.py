@@ -781,3 +781,14 @@ def test_random_interleavings_keep_invariants(ops: list[tuple]) -> None:
     for key, data in sent.items():
         if key[1] not in reset:
             assert got.get(key, b"") == data
+
+
+def test_stats_count_wire_bytes_and_frames() -> None:
+    c, s = make_pair()
+    sid = c.open_stream()
+    c.send_data(sid, b"x" * 100)
+    c.close_stream(sid)
+    n = transfer(c, s)
+    assert c.stats["bytes_out"] == s.stats["bytes_in"] == n == 3 * 12 + 100
+    assert c.stats["frames_out"] == 3 and c.stats["streams_opened"] == 1
+    assert s.stats["streams_accepted"] == 1

@@ -121,7 +121,8 @@ class MplexSession:
             defaults to the pure ``fastp2p.proto.mplex.frame``.
 
     Attributes:
-        stats: ``bytes_in``/``bytes_out`` (wire), ``frames_in`` (decoded records),
+        stats: ``bytes_in``/``bytes_out`` (wire bytes: received, and queued for
+            sending), ``frames_in`` (decoded records),
             ``frames_out``, ``streams_opened``, ``streams_accepted``,
             ``streams_rejected``, ``streams_overflowed``.
         rtt: always None (mplex has no ping).
@@ -197,13 +198,8 @@ class MplexSession:
     def data_to_send(self) -> list[ReadableBuffer]:
         """Take everything queued for the wire (one iovec)."""
         out = self._out
-        if not out:
-            return out
-        self._out = []
-        total = 0
-        for buf in out:
-            total += len(buf) if type(buf) is bytes else memoryview(buf).nbytes
-        self.stats["bytes_out"] += total
+        if out:
+            self._out = []
         return out
 
     def get_timer(self) -> float | None:
@@ -238,9 +234,9 @@ class MplexSession:
         self.stats["streams_opened"] += 1
         # libp2p mplex spec: "the data of the message set to the name of the stream".
         name = str(mid).encode()
-        self._out.append(self._encode(mid, NEW_STREAM, len(name)))
+        self._emit(self._encode(mid, NEW_STREAM, len(name)))
         self._out.append(name)
-        self.stats["frames_out"] += 1
+        self.stats["bytes_out"] += len(name)
         return key
 
     def send_data(self, stream_id: int, data: ReadableBuffer) -> int:
@@ -265,14 +261,21 @@ class MplexSession:
         encode = self._encode
         max_msg = self.config.max_message_size
         off = 0
+        frames = 0
+        header_bytes = 0
         while off < n:
             size = n - off
             if size > max_msg:
                 size = max_msg
-            out.append(encode(mid, flag, size))
+            header = encode(mid, flag, size)
+            out.append(header)
             out.append(mv if size == n else mv[off : off + size])
+            header_bytes += len(header)
             off += size
-            self.stats["frames_out"] += 1
+            frames += 1
+        stats = self.stats
+        stats["frames_out"] += frames
+        stats["bytes_out"] += n + header_bytes
         return n
 
     def send_window(self, stream_id: int) -> int:
@@ -365,8 +368,7 @@ class MplexSession:
             raise RemoteProtocolError(f"NewStream for mplex id {mid}, which is open")
         if self._n_inbound >= self.config.max_streams:
             # go-mplex: refuse by resetting, the connection stays up.
-            self._out.append(self._encode(mid, RESET_RECEIVER, 0))
-            self.stats["frames_out"] += 1
+            self._emit(self._encode(mid, RESET_RECEIVER, 0))
             self.stats["streams_rejected"] += 1
             self._remember(key, True, int(StreamErrorCode.RESOURCE_LIMIT), False)
             return
@@ -426,9 +428,14 @@ class MplexSession:
 
     # -- helpers -------------------------------------------------------------------
 
+    def _emit(self, header: bytes) -> None:
+        self._out.append(header)
+        stats = self.stats
+        stats["frames_out"] += 1
+        stats["bytes_out"] += len(header)
+
     def _control(self, stream: _Stream, flag: int) -> None:
-        self._out.append(self._encode(stream.mplex_id, flag, 0))
-        self.stats["frames_out"] += 1
+        self._emit(self._encode(stream.mplex_id, flag, 0))
 
     def _remember(self, key: int, reset: bool, code: int, remote: bool) -> None:
         history = self._history

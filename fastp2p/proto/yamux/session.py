@@ -173,7 +173,8 @@ class YamuxSession:
             ``fastp2p.proto.yamux.frame``.
 
     Attributes:
-        stats: counters ``bytes_in``/``bytes_out`` (wire bytes), ``frames_in``
+        stats: counters ``bytes_in``/``bytes_out`` (wire bytes: received, and
+            queued for sending), ``frames_in``
             (decoded records: a DATA frame split across reads counts once per
             piece), ``frames_out``, ``streams_opened`` (outbound),
             ``streams_accepted`` and ``streams_rejected`` (inbound).
@@ -274,14 +275,8 @@ class YamuxSession:
     def data_to_send(self) -> list[ReadableBuffer]:
         """Take everything queued for the wire, as one list of buffers (an iovec)."""
         out = self._out
-        if not out:
-            return out
-        self._out = []
-        stats = self.stats
-        total = 0
-        for buf in out:
-            total += len(buf) if type(buf) is bytes else memoryview(buf).nbytes
-        stats["bytes_out"] += total
+        if out:
+            self._out = []
         return out
 
     def get_timer(self) -> float | None:
@@ -395,10 +390,12 @@ class YamuxSession:
         out = self._out
         encode = self._encode
         max_frame = self.config.max_frame_size
+        stats = self.stats
         if n <= max_frame:
             out.append(encode(TYPE_DATA, 0, stream_id, n))
             out.append(mv if n == total else mv[:n])
-            self.stats["frames_out"] += 1
+            stats["frames_out"] += 1
+            stats["bytes_out"] += n + 12
         else:
             off = 0
             frames = 0
@@ -410,7 +407,8 @@ class YamuxSession:
                 out.append(mv[off : off + size])
                 off += size
                 frames += 1
-            self.stats["frames_out"] += frames
+            stats["frames_out"] += frames
+            stats["bytes_out"] += n + 12 * frames
         stream.send_window = window - n
         return n
 
@@ -674,7 +672,9 @@ class YamuxSession:
 
     def _frame(self, ftype: int, flags: int, sid: int, length: int) -> None:
         self._out.append(self._encode(ftype, flags, sid, length))
-        self.stats["frames_out"] += 1
+        stats = self.stats
+        stats["frames_out"] += 1
+        stats["bytes_out"] += 12
 
     def _send_syn(self, stream: _Stream) -> None:
         flags = FLAG_SYN | FLAG_FIN if stream.local_closed else FLAG_SYN
