@@ -41,8 +41,14 @@ class Buffer:
 
     __slots__ = ("_mem", "_nbytes", "_pool", "_class", "_address", "__weakref__")
 
-    def __init__(self, nbytes: int, *, _pool: BufferPool | None = None, _class: int = -1,
-                 _mem: bytearray | None = None) -> None:
+    def __init__(
+        self,
+        nbytes: int,
+        *,
+        _pool: BufferPool | None = None,
+        _class: int = -1,
+        _mem: bytearray | None = None,
+    ) -> None:
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
         mem = _mem if _mem is not None else bytearray(nbytes)
@@ -116,8 +122,12 @@ class Buffer:
         self._live()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._mem is not None:
             self.release()
 
@@ -132,8 +142,9 @@ class Buffer:
 class BufferPool:
     """Size-classed free lists of buffers (see the module docstring)."""
 
-    def __init__(self, size_classes: Iterable[int] = DEFAULT_SIZE_CLASSES,
-                 max_cached_per_class: int = 64) -> None:
+    def __init__(
+        self, size_classes: Iterable[int] = DEFAULT_SIZE_CLASSES, max_cached_per_class: int = 64
+    ) -> None:
         classes = sorted(set(int(c) for c in size_classes))
         if not classes or classes[0] <= 0:
             raise ValueError("size_classes must be positive")

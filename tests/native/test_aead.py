@@ -73,8 +73,14 @@ def test_seal_open_sizes(impl, n):
 
 
 def test_seal_list_of_buffers(impl):
-    parts = [b"abc", bytearray(b"defg"), memoryview(b"hij"), array.array("B", b"kl"), b"",
-             os.urandom(70000)]
+    parts = [
+        b"abc",
+        bytearray(b"defg"),
+        memoryview(b"hij"),
+        array.array("B", b"kl"),
+        b"",
+        os.urandom(70000),
+    ]
     joined = b"".join(bytes(p) for p in parts)
     a = impl.NoiseCipher(KEY).seal_frames(parts)
     b = impl.NoiseCipher(KEY).seal_frames(joined)
@@ -179,8 +185,11 @@ def test_nonce_exhaustion(impl):
 
 
 @pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
-@given(st.lists(st.binary(max_size=3000), max_size=8), st.integers(0, 1 << 40),
-       st.lists(st.integers(1, 5000), min_size=1, max_size=6))
+@given(
+    st.lists(st.binary(max_size=3000), max_size=8),
+    st.integers(0, 1 << 40),
+    st.lists(st.integers(1, 5000), min_size=1, max_size=6),
+)
 @HSET
 def test_parity_and_cross_decrypt(parts, nonce, cuts):
     pure, native = _accel.pure, _accel._impl

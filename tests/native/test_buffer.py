@@ -26,8 +26,18 @@ def test_acquire_write_read(impl):
     pool.close()
 
 
-@pytest.mark.parametrize("n, cap", [(0, 4096), (1, 4096), (4096, 4096), (4097, 65536),
-                                    (65536, 65536), (1 << 20, 1 << 20), ((1 << 20) + 1, 4 << 20)])
+@pytest.mark.parametrize(
+    "n, cap",
+    [
+        (0, 4096),
+        (1, 4096),
+        (4096, 4096),
+        (4097, 65536),
+        (65536, 65536),
+        (1 << 20, 1 << 20),
+        ((1 << 20) + 1, 4 << 20),
+    ],
+)
 def test_size_classes(impl, n, cap):
     pool = impl.BufferPool()
     with pool.acquire(n) as buf:

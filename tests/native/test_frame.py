@@ -27,7 +27,7 @@ def feed_split(dec, data: bytes, cuts: list[int]) -> list[tuple]:
     """Feed ``data`` cut at ``cuts``; payloads copied to bytes (views die with their input)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     out = []
-    for a, b in zip(points, points[1:]):
+    for a, b in zip(points, points[1:], strict=False):
         for rec in dec.feed(bytearray(data[a:b])):
             out.append(tuple(bytes(x) if isinstance(x, memoryview) else x for x in rec))
     return out
@@ -38,8 +38,16 @@ def feed_split(dec, data: bytes, cuts: list[int]) -> list[tuple]:
 
 @pytest.mark.parametrize(
     "value, encoded",
-    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (255, b"\xff\x01"),
-     (300, b"\xac\x02"), (16384, b"\x80\x80\x01"), ((1 << 63) - 1, b"\xff" * 8 + b"\x7f")],
+    [
+        (0, b"\x00"),
+        (1, b"\x01"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (255, b"\xff\x01"),
+        (300, b"\xac\x02"),
+        (16384, b"\x80\x80\x01"),
+        ((1 << 63) - 1, b"\xff" * 8 + b"\x7f"),
+    ],
 )
 def test_uvarint_vectors(impl, value, encoded):
     assert impl.uvarint_encode(value) == encoded
@@ -101,15 +109,25 @@ def test_yamux_header_vector(impl):
     assert impl.encode_header(1, SYN, 1, 262144).hex() == "000100010000000100040000"
     # data, FIN|ACK, stream 0xdeadbeef, 5 bytes
     assert impl.encode_header(0, FIN | ACK, 0xDEADBEEF, 5) == bytes.fromhex(
-        "00000006deadbeef00000005")
+        "00000006deadbeef00000005"
+    )
     # go away, protocol error
     assert impl.encode_header(3, 0, 0, 1) == bytes.fromhex("000300000000000000000001")
 
 
 @pytest.mark.parametrize(
-    "args", [(4, 0, 0, 0), (-1, 0, 0, 0), (0, 1 << 16, 0, 0), (0, -1, 0, 0),
-             (0, 0, 1 << 32, 0), (0, 0, -1, 0), (0, 0, 0, 1 << 32), (0, 0, 0, -1),
-             (0, 0, 0, 1 << 80)],
+    "args",
+    [
+        (4, 0, 0, 0),
+        (-1, 0, 0, 0),
+        (0, 1 << 16, 0, 0),
+        (0, -1, 0, 0),
+        (0, 0, 1 << 32, 0),
+        (0, 0, -1, 0),
+        (0, 0, 0, 1 << 32),
+        (0, 0, 0, -1),
+        (0, 0, 0, 1 << 80),
+    ],
 )
 def test_yamux_encode_header_range(impl, args):
     with pytest.raises(ValueError):
@@ -117,13 +135,23 @@ def test_yamux_encode_header_range(impl, args):
 
 
 def test_yamux_decode_whole_frames(impl):
-    data = (impl.encode_header(0, SYN, 1, 5) + b"hello" + impl.encode_header(1, ACK, 1, 1000)
-            + impl.encode_header(2, SYN, 0, 42) + impl.encode_header(3, 0, 0, 2)
-            + impl.encode_header(0, FIN, 3, 0))
+    data = (
+        impl.encode_header(0, SYN, 1, 5)
+        + b"hello"
+        + impl.encode_header(1, ACK, 1, 1000)
+        + impl.encode_header(2, SYN, 0, 42)
+        + impl.encode_header(3, 0, 0, 2)
+        + impl.encode_header(0, FIN, 3, 0)
+    )
     dec = impl.YamuxDecoder()
     recs = dec.feed(data)
-    assert [r[:4] for r in recs] == [(0, SYN, 1, 5), (1, ACK, 1, 1000), (2, SYN, 0, 42),
-                                    (3, 0, 0, 2), (0, FIN, 3, 0)]
+    assert [r[:4] for r in recs] == [
+        (0, SYN, 1, 5),
+        (1, ACK, 1, 1000),
+        (2, SYN, 0, 42),
+        (3, 0, 0, 2),
+        (0, FIN, 3, 0),
+    ]
     assert bytes(recs[0][4]) == b"hello"
     assert [r[4] for r in recs[1:4]] == [None, None, None]
     assert isinstance(recs[4][4], memoryview) and len(recs[4][4]) == 0
@@ -204,8 +232,13 @@ def test_yamux_accepts_buffer_types(impl):
     import array
 
     data = impl.encode_header(0, 0, 1, 4) + b"\x01\x02\x03\x04"
-    for buf in (data, bytearray(data), memoryview(data), array.array("B", data),
-                memoryview(bytearray(data)).cast("c")):
+    for buf in (
+        data,
+        bytearray(data),
+        memoryview(data),
+        array.array("B", data),
+        memoryview(bytearray(data)).cast("c"),
+    ):
         recs = impl.YamuxDecoder().feed(buf)
         assert bytes(recs[0][4]) == b"\x01\x02\x03\x04"
 
@@ -218,10 +251,15 @@ def test_yamux_many_frames_one_batch(impl):
 
 
 yamux_frame = st.one_of(
-    st.tuples(st.just(0), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
-              st.binary(max_size=200)),
-    st.tuples(st.integers(1, 3), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
-              st.integers(0, 0xFFFFFFFF)),
+    st.tuples(
+        st.just(0), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=200)
+    ),
+    st.tuples(
+        st.integers(1, 3),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.integers(0, 0xFFFFFFFF),
+    ),
 )
 
 
@@ -255,9 +293,12 @@ def check_yamux_records(frames, recs):
 def test_yamux_property_split_parity(frames, cuts):
     encs = set()
     for impl in IMPLS:
-        encs.add(b"".join(
-            impl.encode_header(t, f, s, len(x) if t == 0 else x) + (x if t == 0 else b"")
-            for t, f, s, x in frames))
+        encs.add(
+            b"".join(
+                impl.encode_header(t, f, s, len(x) if t == 0 else x) + (x if t == 0 else b"")
+                for t, f, s, x in frames
+            )
+        )
     assert len(encs) == 1
     data = encs.pop()
     results = [feed_split(impl.YamuxDecoder(), data, cuts) for impl in IMPLS]
@@ -285,23 +326,36 @@ def test_mplex_header_vectors(impl):
     assert impl.mplex_encode_header(1, 2, 5) == b"\x0a\x05"
     assert impl.mplex_encode_header(17, 6, 300) == b"\x8e\x01\xac\x02"
     assert impl.mplex_encode_header((1 << 60) - 1, 6, (1 << 63) - 1) == (
-        b"\xfe" + b"\xff" * 7 + b"\x7f" + b"\xff" * 8 + b"\x7f")
+        b"\xfe" + b"\xff" * 7 + b"\x7f" + b"\xff" * 8 + b"\x7f"
+    )
 
 
-@pytest.mark.parametrize("args", [(-1, 0, 0), (1 << 60, 0, 0), (0, 7, 0), (0, -1, 0),
-                                  (0, 0, -1), (0, 0, 1 << 63)])
+@pytest.mark.parametrize(
+    "args", [(-1, 0, 0), (1 << 60, 0, 0), (0, 7, 0), (0, -1, 0), (0, 0, -1), (0, 0, 1 << 63)]
+)
 def test_mplex_encode_range(impl, args):
     with pytest.raises(ValueError):
         impl.mplex_encode_header(*args)
 
 
 def test_mplex_decode(impl):
-    data = (impl.mplex_encode_header(3, 0, 4) + b"name" + impl.mplex_encode_header(3, 2, 3)
-            + b"abc" + impl.mplex_encode_header(3, 1, 0) + impl.mplex_encode_header(3, 4, 0)
-            + impl.mplex_encode_header(3, 6, 0))
+    data = (
+        impl.mplex_encode_header(3, 0, 4)
+        + b"name"
+        + impl.mplex_encode_header(3, 2, 3)
+        + b"abc"
+        + impl.mplex_encode_header(3, 1, 0)
+        + impl.mplex_encode_header(3, 4, 0)
+        + impl.mplex_encode_header(3, 6, 0)
+    )
     recs = impl.MplexDecoder().feed(data)
     assert [(f, s, bytes(p)) for f, s, p in recs] == [
-        (0, 3, b"name"), (2, 3, b"abc"), (1, 3, b""), (4, 3, b""), (6, 3, b"")]
+        (0, 3, b"name"),
+        (2, 3, b"abc"),
+        (1, 3, b""),
+        (4, 3, b""),
+        (6, 3, b""),
+    ]
     assert all(isinstance(p, memoryview) for _, _, p in recs)
 
 
@@ -340,8 +394,9 @@ def test_mplex_flag7(impl):
         impl.MplexDecoder().feed(b"\x0f\x00")
 
 
-@pytest.mark.parametrize("data", [b"\x80\x00\x00", b"\x00\x80\x00", b"\xff" * 9 + b"\x01",
-                                  b"\x08" + b"\xff" * 9])
+@pytest.mark.parametrize(
+    "data", [b"\x80\x00\x00", b"\x00\x80\x00", b"\xff" * 9 + b"\x01", b"\x08" + b"\xff" * 9]
+)
 def test_mplex_bad_varint(impl, data):
     dec = impl.MplexDecoder()
     with pytest.raises(VarintError):
@@ -378,8 +433,9 @@ mplex_frame = st.tuples(st.integers(0, (1 << 60) - 1), st.integers(0, 6), st.bin
 @given(st.lists(mplex_frame, max_size=20), st.lists(st.integers(0, 10_000), max_size=12))
 @HSET
 def test_mplex_property_split_parity(frames, cuts):
-    encs = {b"".join(impl.mplex_encode_header(s, f, len(x)) + x for s, f, x in frames)
-            for impl in IMPLS}
+    encs = {
+        b"".join(impl.mplex_encode_header(s, f, len(x)) + x for s, f, x in frames) for impl in IMPLS
+    }
     assert len(encs) == 1
     data = encs.pop()
     results = [feed_split(impl.MplexDecoder(), data, cuts) for impl in IMPLS]

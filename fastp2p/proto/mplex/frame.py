@@ -83,8 +83,7 @@ def _as_bytes_view(data: ReadableBuffer) -> memoryview:
 class MplexDecoder:
     """Streaming, zero-copy mplex frame decoder (see the module docstring)."""
 
-    __slots__ = ("max_message_size", "_hdr", "_remaining", "_flag", "_stream_id", "_acc",
-                 "_error")
+    __slots__ = ("max_message_size", "_hdr", "_remaining", "_flag", "_stream_id", "_acc", "_error")
 
     def __init__(self, max_message_size: int = 1 << 20) -> None:
         if max_message_size < 0:
@@ -127,8 +126,9 @@ class MplexDecoder:
         if sid > MAX_STREAM_ID:  # pragma: no cover - a 63-bit varint >> 3 always fits
             raise self._fail(FrameError("mplex stream id exceeds 60 bits"))
         if length > self.max_message_size:
-            raise self._fail(FrameTooLargeError(
-                f"mplex frame of {length} bytes exceeds {self.max_message_size}"))
+            raise self._fail(
+                FrameTooLargeError(f"mplex frame of {length} bytes exceeds {self.max_message_size}")
+            )
         return flag, sid, length, end
 
     def feed(self, data: ReadableBuffer) -> list[MplexRecord]:
