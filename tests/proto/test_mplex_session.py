@@ -362,13 +362,18 @@ def test_no_leaks_after_many_cycles() -> None:
     assert c._n_outbound == 0 and s._n_inbound == 0  # type: ignore[attr-defined]
 
 
-def test_stress_100_streams_10_msgs_random_splits() -> None:
-    c, s = make_pair()
+def test_stress_100_streams_10_msgs_random_splits(impl: object) -> None:
+    c, s = pair(MplexSession, kernels=impl)
     echo_stress(c, s, 100, 10, random.Random(2), peer_key=lambda k: k - 1)
 
 
-def test_stress_1000_streams_10_msgs() -> None:
-    c, s = make_pair()
+def test_stress_small_messages() -> None:
+    c, s = make_pair(max_message_size=100)
+    echo_stress(c, s, 50, 50, random.Random(4), peer_key=lambda k: k - 1)
+
+
+def test_stress_1000_streams_10_msgs(impl: object) -> None:
+    c, s = pair(MplexSession, kernels=impl)
     echo_stress(c, s, 1000, 10, None, peer_key=lambda k: k - 1)
 
 

@@ -182,6 +182,17 @@ def test_syn_with_data_and_fin_in_one_frame() -> None:
     assert frames(wire_bytes(s)) == [(1, 2, 1, 0, b"")]  # ACK
 
 
+def test_syn_data_fin_frame_fed_byte_by_byte(impl: object) -> None:
+    s = YamuxSession(is_client=False, kernels=impl)
+    raw = hdr(0, 1 | 4, 1, 10) + b"0123456789"
+    for i in range(len(raw)):
+        s.receive_data(raw[i : i + 1], 0.0)
+    ev = drain(s)
+    assert event_types(ev) == [StreamOpened] + [DataReceived] * 10 + [StreamEnded]
+    assert b"".join(bytes(e.data) for e in ev[1:-1]) == b"0123456789"
+    assert frames(wire_bytes(s)) == [(1, 2, 1, 0, b"")]
+
+
 def test_half_close_semantics() -> None:
     c, s, sid = opened_pair()
     c.close_stream(sid)
@@ -667,14 +678,20 @@ def test_no_leaks_after_many_open_close_cycles() -> None:
     assert len(c._history) <= 4096  # type: ignore[attr-defined]
 
 
-def test_stress_100_streams_10_msgs_random_splits() -> None:
-    c, s = make_pair()
+def test_stress_100_streams_10_msgs_random_splits(impl: object) -> None:
+    c, s = pair(YamuxSession, kernels=impl)
     echo_stress(c, s, 100, 10, random.Random(1))
 
 
-def test_stress_1000_streams_10_msgs() -> None:
-    c, s = make_pair()
+def test_stress_1000_streams_10_msgs(impl: object) -> None:
+    c, s = pair(YamuxSession, kernels=impl)
     echo_stress(c, s, 1000, 10, None)
+
+
+def test_stress_small_windows_and_frames() -> None:
+    """Many window updates and deferred SYNs: frames of 1 KiB, ACK backlog of 8."""
+    c, s = make_pair(max_frame_size=1024, accept_backlog=8)
+    echo_stress(c, s, 50, 200, random.Random(9))
 
 
 # -- random interleavings -------------------------------------------------------------------
