@@ -53,6 +53,7 @@ from libp2p import (  # noqa: E402
     create_new_x25519_key_pair,
     new_host,
 )
+from libp2p.abc import INotifee  # noqa: E402
 from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.host.ping import PingService  # noqa: E402
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID  # noqa: E402
@@ -190,24 +191,70 @@ async def do_echo(host, peer_id, mode: str) -> None:
     emit("echo", ok=True, sha256=got, bytes=len(received), mode=mode)
 
 
-async def watch_inbound(host) -> None:
-    """Listener: identify every newly connected peer once."""
+class _InboundNotifee(INotifee):
+    """Hands every new connection to ``watch_inbound`` (the notifee must not block)."""
+
+    def __init__(self, send) -> None:
+        self._send = send
+
+    async def connected(self, network, conn) -> None:
+        try:
+            self._send.send_nowait(conn)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def disconnected(self, network, conn) -> None:
+        return None
+
+    async def opened_stream(self, network, stream) -> None:
+        return None
+
+    async def closed_stream(self, network, stream) -> None:
+        return None
+
+    async def listen(self, network, multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network, multiaddr) -> None:
+        return None
+
+
+async def watch_inbound(host, conns) -> None:
+    """Listener: identify every peer as soon as its connection is up."""
     seen: set = set()
     async with trio.open_nursery() as nursery:
-        while True:
-            for peer in list(host.get_connected_peers()):
-                if peer not in seen:
-                    seen.add(peer)
+        async for conn in conns:
+            peer = getattr(conn.muxed_conn, "peer_id", None)
+            if peer is None or peer in seen:
+                continue
+            seen.add(peer)
 
-                    async def one(p=peer) -> None:
+            async def one(p=peer, c=conn) -> None:
+                try:
+                    started = getattr(c, "event_started", None)
+                    if started is not None:
+                        with trio.fail_after(10):
+                            await started.wait()
+                    # The host runs its own identify on connect; js-libp2p accepts one
+                    # inbound identify stream at a time, so let that one finish first
+                    # and retry a refused attempt.
+                    inflight = getattr(host, "_identify_inflight", set())
+                    with trio.move_on_after(5):
+                        while p in inflight:
+                            await trio.sleep(0.02)
+                    for attempt in range(8):
                         try:
-                            await trio.sleep(0.05)
                             await identify_remote(host, p)
+                            return
                         except Exception as exc:
-                            emit("identify_error", peer_id=str(p), msg=repr(exc))
+                            if attempt == 7 or not host.get_network().get_connections(p):
+                                raise
+                            emit("identify_retry", peer_id=str(p), msg=repr(exc))
+                            await trio.sleep(0.1 * (attempt + 1))
+                except Exception as exc:
+                    emit("identify_error", peer_id=str(p), msg=repr(exc))
 
-                    nursery.start_soon(one)
-            await trio.sleep(0.05)
+            nursery.start_soon(one)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -221,6 +268,9 @@ async def main(args: argparse.Namespace) -> int:
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     host = new_host(key_pair=key_pair, sec_opt=sec_opt, muxer_opt=muxer_opt, listen_addrs=listen)
     host.set_stream_handler(ECHO, echo_handler)
+    conn_send, conn_recv = trio.open_memory_channel(64)
+    if args.listen:
+        host.get_network().register_notifee(_InboundNotifee(conn_send))
 
     async with host.run(listen_addrs=listen):
         pid = host.get_id()
@@ -233,7 +283,7 @@ async def main(args: argparse.Namespace) -> int:
         emit("listening", addrs=addrs, peer_id=str(pid))
 
         if args.listen:
-            await watch_inbound(host)  # until killed
+            await watch_inbound(host, conn_recv)  # until killed
             return 0
 
         info = info_from_p2p_addr(multiaddr.Multiaddr(args.dial))

@@ -60,7 +60,12 @@ const { values: args } = parseArgs({
     dial: { type: 'string' },
     muxer: { type: 'string', default: 'yamux' },
     pings: { type: 'string', default: '3' },
-    timeout: { type: 'string', default: '60' }
+    timeout: { type: 'string', default: '60' },
+    // @libp2p/mplex aborts the whole connection once a remote opens more than
+    // `disconnectThreshold` streams in one second (default 5, counted for every
+    // NEW_STREAM, not only those over the inbound limit). A ping + identify + echo
+    // session opens ~6, so raise it by default; pass 5 to get the stock behaviour.
+    'mplex-disconnect-threshold': { type: 'string', default: '1000' }
   }
 })
 if (args.listen === (args.dial !== undefined)) {
@@ -96,7 +101,9 @@ const node = await createLibp2p({
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
   transports: [tcp()],
   connectionEncrypters: [noise()],
-  streamMuxers: [args.muxer === 'yamux' ? yamux() : mplex()],
+  streamMuxers: [args.muxer === 'yamux'
+    ? yamux()
+    : mplex({ disconnectThreshold: Number(args['mplex-disconnect-threshold']) })],
   services: {
     identify: identify(),
     ping: ping()
