@@ -12,8 +12,9 @@ both implementations.
 
 Export tracking in the pure twin: every ``.view`` call exports the backing
 ``bytearray``; ``release()`` probes whether any such export (or a memoryview
-derived from one) is still alive by trying to resize the ``bytearray`` (CPython
-refuses with ``BufferError``). Views are therefore tracked exactly as long as
+derived from one) is still alive by trying to shrink the ``bytearray`` by one
+byte and grow it back (CPython refuses with ``BufferError``; the round trip
+stays inside the allocation, so it neither copies nor moves the block). Views are therefore tracked exactly as long as
 callers only use ``buf.view``. Copies of ``buf.address`` are not tracked (the
 native twin cannot track raw pointers either). The pure twin's memory is not
 page-aligned; the native one is.
@@ -97,12 +98,16 @@ class Buffer:
 
     def _check_no_exports(self) -> None:
         mem = self._live()
+        if not mem:
+            return
         try:
-            mem.append(0)  # CPython refuses to resize a bytearray with live exports
+            # CPython refuses to resize a bytearray with live exports. Shrinking by
+            # one byte and growing back stays inside the allocation: no realloc,
+            # no copy, the address does not move.
+            del mem[-1]
         except BufferError:
             raise BufferError("buffer has live memoryviews; release them first") from None
-        mem.pop()
-        self._address = 0  # the resize may have moved the block
+        mem.append(0)
 
     def release(self) -> None:
         """Return the memory to the pool.

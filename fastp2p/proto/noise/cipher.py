@@ -100,23 +100,26 @@ class NoiseCipher:
         """Encrypt ``bufs`` (one contiguous plaintext) into length-prefixed frames."""
         self._check()
         if isinstance(bufs, (list, tuple)):
-            data = b"".join(bufs)
+            data = bufs[0] if len(bufs) == 1 else b"".join(bufs)
         else:
-            data = bytes(bufs)
-        n = len(data)
+            data = bufs
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        n = len(mv)
         if n == 0:
             return b""
         nframes = -(-n // MAX_PLAINTEXT)
         if self._nonce + nframes > MAX_NONCE:
             raise SecurityError("Noise nonce exhausted; the session must be rekeyed or closed")
-        out = bytearray()
-        mv = memoryview(data)
+        pieces: list[bytes] = []
         enc = self._aead.encrypt
+        pack = _LEN.pack
         for off in range(0, n, MAX_PLAINTEXT):
             ct = enc(self._next_nonce(), mv[off : off + MAX_PLAINTEXT], None)
-            out += _LEN.pack(len(ct))
-            out += ct
-        return bytes(out)
+            pieces.append(pack(len(ct)))
+            pieces.append(ct)
+        return b"".join(pieces)
 
     def open_frames(self, data: ReadableBuffer) -> bytearray:
         """Decrypt every complete frame in (buffered +) ``data``; keep a partial one.
@@ -170,7 +173,7 @@ class NoiseCipher:
 
     def _open_one(self, ct: memoryview) -> bytes:
         try:
-            return self._aead.decrypt(self._next_nonce(), bytes(ct), None)
+            return self._aead.decrypt(self._next_nonce(), ct, None)
         except InvalidTag:
             self._pending.clear()
             self._error = DecryptError("Noise transport message failed authentication")
