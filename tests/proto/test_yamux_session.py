@@ -511,6 +511,14 @@ def test_inbound_accept_backlog_counts_undelivered_stream_opened() -> None:
     assert event_types(drain(s)) == [StreamOpened]
 
 
+def test_syn_burst_in_one_read_is_bounded_by_max_streams_only() -> None:
+    s = YamuxSession(is_client=False, config=YamuxConfig(accept_backlog=3, max_streams=8))
+    s.receive_data(b"".join(hdr(1, 1, sid, 0) for sid in range(1, 21, 2)), 0.0)
+    assert event_types(drain(s)) == [StreamOpened] * 8
+    fr = frames(wire_bytes(s))
+    assert [f[1] for f in fr] == [2] * 8 + [8] * 2  # 8 ACKs, 2 RSTs
+
+
 # -- protocol errors -------------------------------------------------------------------
 
 

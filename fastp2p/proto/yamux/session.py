@@ -59,9 +59,12 @@ allow an ACK backlog of 256 streams"): at most ``config.accept_backlog`` of our
 streams wait for the peer's ACK. Further ``open_stream`` calls still return an
 id at once, but the stream stays PENDING_SYN (send window 0, nothing on the
 wire) until a slot frees; then its SYN goes out and ``WindowUpdated`` wakes its
-writer. Inbound, a SYN is refused with RST while ``accept_backlog`` StreamOpened
-events sit undelivered in our event queue, or when ``max_streams`` inbound
-streams are open.
+writer. Inbound, a SYN is refused with RST when ``max_streams`` inbound streams
+are open, or while ``accept_backlog`` StreamOpened events from *earlier*
+``receive_data`` calls are still undelivered (the application is not accepting).
+A burst of SYNs within one call is bounded by ``max_streams`` only: peers that
+ignore the SHOULD (py-libp2p has no outbound backlog) are not penalised when the
+driver drains events after every call, as ``transport.conn`` does.
 
 Keepalive: the first timer is due at once and sends one ping to measure the RTT
 (go-yamux ``measureRTT``), which feeds window auto-tuning. With
@@ -206,6 +209,7 @@ class YamuxSession:
         self._syn_backlog = 0  # our streams in SYN_SENT
         self._pending_syn: deque[int] = deque()
         self._unaccepted = 0  # StreamOpened events not yet returned by next_event
+        self._backlog_full = False  # _unaccepted >= accept_backlog before this receive_data
         self._events: deque[MuxerEvent] = deque()
         self._out: list[ReadableBuffer] = []
         self._now = 0.0
@@ -244,6 +248,7 @@ class YamuxSession:
             return
         stats = self.stats
         stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
+        self._backlog_full = self._unaccepted >= self.config.accept_backlog
         try:
             records = self._decoder.feed(data)
             stats["frames_in"] += len(records)
@@ -585,11 +590,7 @@ class YamuxSession:
         if sid > self._max_peer_id:
             self._max_peer_id = sid
         config = self.config
-        if (
-            self._local_goaway
-            or self._n_inbound >= config.max_streams
-            or self._unaccepted >= config.accept_backlog
-        ):
+        if self._local_goaway or self._backlog_full or self._n_inbound >= config.max_streams:
             # libp2p yamux spec (ACK backlog): refuse with RST, not a session error;
             # go-yamux does the same for MaxIncomingStreams and a full accept backlog.
             self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
