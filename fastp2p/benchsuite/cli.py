@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                       "streams_are_connections": b.streams_are_connections} for b in backends],
         "summary": rows, "records": runner.records, "notes": runner.notes,
         "rtt_samples_us": runner.samples.get("rtt_us", {}),
-        "elapsed_s": time.monotonic() - t0,
+        "backend_wall_s": runner.wall, "elapsed_s": time.monotonic() - t0,
     }
     report.write_json(os.path.join(outdir, "results.json"), payload)
     with open(os.path.join(outdir, "table.txt"), "w") as f:

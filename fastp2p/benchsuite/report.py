@@ -161,15 +161,20 @@ def plots(outdir: str, rows: list[dict[str, Any]], samples: dict[str, dict[str, 
         for r in bulk:
             size = _parse_size(r["case"].split("=", 1)[1])
             series.setdefault(r["backend"], []).append((size, r["median"], r["min"], r["max"]))
-        for be, pts in series.items():
+        colors = plt.get_cmap("tab20").colors
+        markers = "os^vD<>phX*"
+        for idx, (be, pts) in enumerate(series.items()):
             pts.sort()
             xs = [p[0] for p in pts]
             ys = [p[1] for p in pts]
             lo = [p[1] - p[2] for p in pts]
             hi = [p[3] - p[1] for p in pts]
             style = "--" if be in ("iperf3", "memcpy") else "-"
-            ax.errorbar(xs, ys, yerr=[lo, hi], label=be, marker="o", ms=3, ls=style, capsize=2)
+            ax.errorbar(xs, ys, yerr=[lo, hi], label=be, marker=markers[idx % len(markers)], ms=4,
+                        ls=style, capsize=2, color=colors[idx % len(colors)])
         ax.set_xscale("log", base=2)
+        ticks = sorted({p[0] for pts in series.values() for p in pts})
+        ax.set_xticks(ticks, [_fmt(t) for t in ticks])
         ax.set_yscale("log")
         ax.set_xlabel("message size (bytes)")
         ax.set_ylabel("throughput (MB/s, median, min..max)")
@@ -184,12 +189,14 @@ def plots(outdir: str, rows: list[dict[str, Any]], samples: dict[str, dict[str, 
     rtt = samples.get("rtt_us", {})
     if rtt:
         fig, ax = plt.subplots(figsize=(9, 5.5))
-        for be, xs in rtt.items():
+        colors = plt.get_cmap("tab20").colors
+        for idx, (be, xs) in enumerate(rtt.items()):
             xs = sorted(xs)
             if not xs:
                 continue
             n = len(xs)
-            ax.plot(xs, [(i + 1) / n for i in range(n)], label=be, drawstyle="steps-post")
+            ax.plot(xs, [(i + 1) / n for i in range(n)], label=be, drawstyle="steps-post",
+                    color=colors[idx % len(colors)], ls="-" if idx < 10 else "--")
         ax.set_xscale("log")
         ax.set_xlabel("64-byte round trip (microseconds)")
         ax.set_ylabel("CDF")
@@ -209,3 +216,10 @@ def _parse_size(s: str) -> int:
         if s.endswith(unit):
             return int(s[: -len(unit)]) * mul
     return int(s)
+
+
+def _fmt(n: int) -> str:
+    for unit, div in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"{n}B"

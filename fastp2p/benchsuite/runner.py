@@ -38,8 +38,8 @@ class Params:
 def quick_params() -> Params:
     return Params(
         bulk_total=4 * MiB, bulk_sizes=[KiB, 64 * KiB, MiB], bulk8_total=8 * MiB,
-        bulk8_sizes=[64 * KiB], rtt_n=300, connect_n=5,
-        streams_k={"streams1k": 100, "streams10k": 1000}, idle_conns=10, idle_streams=100,
+        bulk8_sizes=[64 * KiB], rtt_n=300, connect_n=3,
+        streams_k={"streams1k": 100, "streams10k": 1000}, idle_conns=8, idle_streams=100,
         time_cap=0.5, op_timeout=30.0, rounds=1, warmup=0,
     )
 
@@ -122,7 +122,7 @@ class Runner:
         self.records: list[dict[str, Any]] = []  # one per (round, scenario, case, backend)
         self.notes: dict[str, list[str]] = {}  # backend -> notes
         self.samples: dict[str, dict[str, list[float]]] = {}  # kind -> backend -> samples
-        self.bulk_bytes: dict[tuple[str, str, str], list[int]] = {}
+        self.wall: dict[str, float] = {}  # backend -> seconds spent, all rounds
         units = sum(len(_cases(s, params)) for s in self.scenarios)
         self.progress = Progress((params.rounds + params.warmup) * len(backends) * units, progress)
 
@@ -179,8 +179,19 @@ class Runner:
         secs = r["result"]["seconds"]
         return {"total ms": secs * 1e3, "streams/s": k / secs}
 
-    def _idle_one(self, s: Session, conns: int, streams: int) -> tuple[float, float]:
+    def _idle_one(self, b: Backend, conns: int, streams: int) -> tuple[float, float]:
+        # fresh processes: RSS deltas in a process that already freed memory
+        # (earlier scenarios) mostly measure allocator reuse, not the cost
+        s = b.open_session(start_timeout=min(60.0, self.p.op_timeout))
+        try:
+            return self._idle_measure(s, conns, streams)
+        finally:
+            s.close()
+
+    def _idle_measure(self, s: Session, conns: int, streams: int) -> tuple[float, float]:
         k = conns + streams
+        s.call("rtt", self.p.op_timeout, n=5, size=self.p.rtt_size)  # warm: connection, code paths
+        time.sleep(0.05)
         u0 = s.server_usage()
         r = s.call("idle_open", self.p.op_timeout, conns=conns, streams=streams)
         deadline = time.monotonic() + 15
@@ -193,12 +204,12 @@ class Runner:
         s.call("idle_close", self.p.op_timeout)
         return (u1["rss"] - u0["rss"]) / k / KiB, (r["rss1"] - r["rss0"]) / k / KiB
 
-    def _idle(self, s: Session, b: Backend) -> dict[str, float]:
-        sc, cc = self._idle_one(s, self.p.idle_conns, 0)
+    def _idle(self, b: Backend) -> dict[str, float]:
+        sc, cc = self._idle_one(b, self.p.idle_conns, 0)
         out = {"srv KiB/conn": sc, "cli KiB/conn": cc}
         if b.streams_are_connections:
             self.note(b.name, "no muxer: an idle 'stream' is an idle connection/socket")
-        ss, cs = self._idle_one(s, 0, self.p.idle_streams)
+        ss, cs = self._idle_one(b, 0, self.p.idle_streams)
         out.update({"srv KiB/stream": ss, "cli KiB/stream": cs})
         return out
 
@@ -215,7 +226,7 @@ class Runner:
         if scen in p.streams_k:
             return self._streams(s, p.streams_k[scen])
         if scen == "idle":
-            return self._idle(s, b)
+            return self._idle(b)
         raise ValueError(scen)
 
     # ------------------------------------------------------------------ main loop
@@ -228,6 +239,8 @@ class Runner:
             if why:
                 skip[b.name] = why
                 self.note(b.name, f"skipped: {why}")
+            elif getattr(b, "config_note", None):
+                self.note(b.name, b.config_note)
         for rnd in range(total_rounds):
             measured = rnd >= self.p.warmup
             tag = f"r{rnd + 1}/{total_rounds}{'' if measured else ' warm-up'}"
@@ -237,6 +250,7 @@ class Runner:
                     self.progress.step(f"{b.name} skipped", len(units))
                     continue
                 sess: Session | None = None
+                tb = time.monotonic()
                 for sc, i, case in units:
                     label = f"{b.name} {tag} {sc} {case}"
                     why = b.supports(sc)
@@ -246,9 +260,9 @@ class Runner:
                         continue
                     self.progress.show(label)
                     try:
-                        if sess is None:
+                        if sess is None and sc != "idle":
                             sess = b.open_session(start_timeout=min(60.0, self.p.op_timeout))
-                        m = self._run_case(sess, b, sc, i, measured)
+                        m = self._run_case(sess, b, sc, i, measured)  # type: ignore[arg-type]
                         self.records.append({"round": rnd, "measured": measured, "scenario": sc,
                                              "case": case, "backend": b.name, "metrics": m})
                     except (BenchError, OSError, KeyError, ZeroDivisionError) as e:
@@ -259,6 +273,7 @@ class Runner:
                     self.progress.step(label)
                 if sess is not None:
                     sess.close()
+                self.wall[b.name] = self.wall.get(b.name, 0.0) + time.monotonic() - tb
         self.progress.close()
 
     # ------------------------------------------------------------------ aggregation

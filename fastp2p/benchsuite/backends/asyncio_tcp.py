@@ -193,7 +193,7 @@ class _ServerProto(asyncio.BufferedProtocol):
         self.hmv = memoryview(self.hdr)
         self.pos = 0
         self.state = 0  # 0 header, then op
-        self.buf = memoryview(bytearray(64 * 1024))
+        self.buf = memoryview(bytearray(256))  # grows per op; idle conns stay small
         self.left = 0
         self.a = self.b = 0
 
@@ -276,7 +276,7 @@ class _ClientProto(asyncio.BufferedProtocol):
     """Client side: flow-controlled writes, reads into a preallocated buffer."""
 
     def __init__(self) -> None:
-        self.buf = memoryview(bytearray(64 * 1024))
+        self.buf = memoryview(bytearray(256))  # grows per op; idle conns stay small
         self.want = 0
         self.got = 0
         self.waiter: asyncio.Future[None] | None = None
