@@ -5,6 +5,9 @@ Same API as the pure twin fastp2p/bufferpool.py. ``Buffer`` exports PEP 3118
 directly (pass it anywhere a buffer is accepted) and also has ``.view`` so
 code written for both implementations can always use ``buf.view``.
 
+Other extensions (verbs) ``cimport`` ``Buffer``/``BufferPool`` through
+buffer.pxd to reach ``_blk.ptr``/``_blk.cap`` without Python calls.
+
 Exports are counted in ``__getbuffer__``/``__releasebuffer__``; ``release()``
 with live exports raises ``BufferError`` and frees nothing. Each Buffer keeps
 its BufferPool alive, so pool memory is never freed under a leased buffer.
@@ -15,27 +18,6 @@ from cpython.buffer cimport PyBuffer_FillInfo
 
 from fastp2p.errors import ClosedResourceError
 
-cdef extern from "fp_pool.h" nogil:
-    enum:
-        FP_POOL_MAX_CLASSES
-    ctypedef struct fp_block:
-        void *ptr
-        size_t cap
-        int cls
-    ctypedef struct fp_pool_stats:
-        size_t allocated
-        size_t cached
-        size_t in_use
-        size_t bytes_allocated
-    ctypedef struct fp_pool:
-        pass
-    int fp_pool_create(fp_pool **out, const size_t *classes, size_t nclasses, size_t max_cached)
-    void fp_pool_destroy(fp_pool *p)
-    int fp_pool_acquire(fp_pool *p, size_t n, fp_block *blk)
-    void fp_pool_release(fp_pool *p, fp_block *blk)
-    void fp_pool_trim(fp_pool *p)
-    void fp_pool_get_stats(const fp_pool *p, fp_pool_stats *st)
-
 DEFAULT_SIZE_CLASSES = (4096, 65536, 1 << 20, 4 << 20, 16 << 20)
 
 
@@ -43,11 +25,7 @@ DEFAULT_SIZE_CLASSES = (4096, 65536, 1 << 20, 4 << 20, 16 << 20)
 cdef class Buffer:
     """A leased, page-aligned block of memory from a :class:`BufferPool`."""
 
-    cdef BufferPool _pool
-    cdef fp_block _blk
-    cdef Py_ssize_t _nbytes
-    cdef Py_ssize_t _exports
-    cdef bint _released
+    # attributes are declared in buffer.pxd (cimport-able by other modules)
 
     def __cinit__(self):
         self._blk.ptr = NULL
@@ -132,10 +110,7 @@ cdef class Buffer:
 cdef class BufferPool:
     """Size-classed free lists of page-aligned blocks."""
 
-    cdef fp_pool *_pool
-    cdef readonly tuple size_classes
-    cdef readonly Py_ssize_t max_cached_per_class
-    cdef bint _closed
+    # attributes are declared in buffer.pxd
 
     def __cinit__(self, size_classes=DEFAULT_SIZE_CLASSES, Py_ssize_t max_cached_per_class=64):
         cdef size_t cls[FP_POOL_MAX_CLASSES]
