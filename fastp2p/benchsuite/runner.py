@@ -205,7 +205,11 @@ class Runner:
         return (u1["rss"] - u0["rss"]) / k / KiB, (r["rss1"] - r["rss0"]) / k / KiB
 
     def _idle(self, b: Backend) -> dict[str, float]:
-        sc, cc = self._idle_one(b, self.p.idle_conns, 0)
+        conns = self.p.idle_conns
+        if b.idle_conns_cap is not None and conns > b.idle_conns_cap:
+            conns = b.idle_conns_cap
+            self.note(b.name, f"idle: {conns} idle connections instead of {self.p.idle_conns} (slow dial)")
+        sc, cc = self._idle_one(b, conns, 0)
         out = {"srv KiB/conn": sc, "cli KiB/conn": cc}
         if b.streams_are_connections:
             self.note(b.name, "no muxer: an idle 'stream' is an idle connection/socket")

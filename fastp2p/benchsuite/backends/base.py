@@ -271,7 +271,7 @@ class Backend:
     kind = "transport"  # or "limit"
     loop = "-"  # event loop the backend runs on
     streams_are_connections = False  # no muxer: a "stream" is a connection/socket
-    max_concurrency: int | None = None
+    idle_conns_cap: int | None = None  # slow dialers: fewer idle connections (noted)
 
     def available(self) -> str | None:
         """None when runnable, else why not (shown as a note)."""

@@ -30,6 +30,7 @@ def _venv_python() -> str:
 
 class PyLibp2p(Backend):
     loop = "trio"
+    idle_conns_cap = 100  # ~250 ms per py-libp2p dial here: 1000 would take minutes
 
     def __init__(self, muxer: str) -> None:
         self.muxer = muxer
