@@ -218,3 +218,53 @@ def test_parity_large_multi_frame():
     assert a == b
     assert _accel._impl.NoiseCipher(KEY, 7).open_frames(a) == pt
     assert _accel.pure.NoiseCipher(KEY, 7).open_frames(b) == pt
+
+
+@pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+def test_native_threads_release_gil_and_stay_correct():
+    import threading
+
+    from fastp2p.errors import BusyResourceError
+
+    pt = os.urandom(1 << 20)
+    expect = _accel._impl.NoiseCipher(KEY).seal_frames(pt)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def seal_own() -> None:
+        results.append(_accel._impl.NoiseCipher(KEY).seal_frames(pt))
+
+    threads = [threading.Thread(target=seal_own) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expect] * 4
+
+    shared = _accel._impl.NoiseCipher(KEY)
+    done: list[bytes] = []
+
+    def seal_shared() -> None:
+        try:
+            done.append(shared.seal_frames(pt))
+        except BusyResourceError as exc:  # concurrent use is refused, never corrupting
+            errors.append(exc)
+
+    threads = [threading.Thread(target=seal_shared) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) + len(errors) == 4
+    assert shared.nonce == 17 * len(done)
+    starts = set()
+    for sealed in done:  # each call used its own consecutive block of 17 nonces
+        assert len(sealed) == len(expect)
+        for k in range(len(done)):
+            try:
+                assert _accel._impl.NoiseCipher(KEY, nonce=17 * k).open_frames(sealed) == pt
+            except DecryptError:
+                continue
+            starts.add(k)
+            break
+    assert starts == set(range(len(done)))
