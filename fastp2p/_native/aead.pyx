@@ -14,7 +14,13 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
-from fastp2p.errors import BusyResourceError, DecryptError, FrameError, SecurityError
+from fastp2p.errors import (
+    BusyResourceError,
+    ClosedResourceError,
+    DecryptError,
+    FrameError,
+    SecurityError,
+)
 
 cdef extern from "fp_aead.h" nogil:
     enum:
@@ -78,6 +84,20 @@ cdef class NoiseCipher:
     def __dealloc__(self):
         fp_aead_free(&self._a)
 
+    def close(self):
+        """Free the EVP context (and the key in it); later calls raise ClosedResourceError."""
+        if self._busy:
+            raise BusyResourceError("NoiseCipher is in use")
+        fp_aead_free(&self._a)
+        self._error = ClosedResourceError
+        self._pending = bytearray()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def nonce(self):
         """The counter the next message will use."""
@@ -90,6 +110,8 @@ cdef class NoiseCipher:
 
     cdef int _enter(self) except -1:
         if self._error is not None:
+            if self._error is ClosedResourceError:
+                raise ClosedResourceError("NoiseCipher is closed")
             raise self._error(f"cipher is dead after an earlier {self._error.__name__}")
         if self._busy:
             raise BusyResourceError("NoiseCipher used from two threads at once")

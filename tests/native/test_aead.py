@@ -268,3 +268,14 @@ def test_native_threads_release_gil_and_stay_correct():
             starts.add(k)
             break
     assert starts == set(range(len(done)))
+
+
+def test_close(impl):
+    from fastp2p.errors import ClosedResourceError
+
+    with impl.NoiseCipher(KEY) as c:
+        c.encrypt(b"x")
+    c.close()  # idempotent
+    for call in (lambda: c.encrypt(b"x"), lambda: c.seal_frames(b"x"), lambda: c.open_frames(b"")):
+        with pytest.raises(ClosedResourceError):
+            call()

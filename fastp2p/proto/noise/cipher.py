@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fastp2p._typing import ReadableBuffer
-from fastp2p.errors import DecryptError, FrameError, P2PError, SecurityError
+from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
 __all__ = ["MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT", "MAX_NONCE", "NoiseCipher"]
 
@@ -62,6 +62,18 @@ class NoiseCipher:
     def buffered(self) -> int:
         """Bytes of an incomplete incoming frame held internally."""
         return len(self._pending)
+
+    def close(self) -> None:
+        """Forget the key; later calls raise ClosedResourceError. Idempotent."""
+        if not isinstance(self._error, ClosedResourceError):
+            self._error = ClosedResourceError("NoiseCipher is closed")
+        self._pending = bytearray()
+
+    def __enter__(self) -> NoiseCipher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _check(self) -> None:
         if self._error is not None:
