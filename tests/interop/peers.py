@@ -72,7 +72,7 @@ class PeerProcess:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
         self._stderr_path = stderr_path
-        self._cursor = 0
+        self._taken: dict[str, int] = {}
         self.listening: dict[str, Any] = {}
 
     @property
@@ -104,21 +104,23 @@ class PeerProcess:
             return ev
 
     async def next_event(self, name: str, timeout: float = 30.0, *, allow_error: bool = False) -> dict[str, Any]:
-        """Return the next not-yet-consumed event called ``name``.
+        """Return the first event called ``name`` not returned by an earlier call.
 
-        Raises PeerError if the peer reports ``error`` first (unless ``allow_error``), exits,
-        or ``timeout`` seconds pass.
+        Events of different names may arrive in any order; each name has its own cursor.
+        Raises PeerError if the peer reports ``error`` (unless ``allow_error``), exits
+        first, or ``timeout`` seconds pass.
         """
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    while self._cursor < len(self.events):
-                        ev = self.events[self._cursor]
-                        self._cursor += 1
-                        if ev.get("event") == name:
-                            return ev
-                        if ev.get("event") == "error" and not allow_error:
-                            raise PeerError(f"{self.kind} peer reported error while waiting for {name!r}: {ev.get('msg')}\n{self.diagnostics()}")
+                    taken = self._taken.get(name, 0)
+                    matches = [e for e in self.events if e.get("event") == name]
+                    if len(matches) > taken:
+                        self._taken[name] = taken + 1
+                        return matches[taken]
+                    errors = self.find("error")
+                    if errors and not allow_error:
+                        raise PeerError(f"{self.kind} peer reported error while waiting for {name!r}: {errors[0].get('msg')}\n{self.diagnostics()}")
                     if await self._read_event() is None:
                         rc = await self.proc.wait()
                         raise PeerError(f"{self.kind} peer exited (rc={rc}) before {name!r}\n{self.diagnostics()}")
