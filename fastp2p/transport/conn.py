@@ -365,6 +365,17 @@ class Connection:
 
     # -- public ---------------------------------------------------------------------
 
+    def statistics(self) -> dict[str, Any]:
+        """Wire bytes, muxer frames and bytes, streams, and the last measured RTT."""
+        out = self.stats.as_dict()
+        out["open_streams"] = len(self.streams)
+        out["muxer"] = self.muxer
+        out["muxer_stats"] = dict(getattr(self._session, "stats", {}))
+        rtt = getattr(self._session, "rtt", None)
+        if out["rtt"] is None and rtt is not None:
+            out["rtt"] = rtt
+        return out
+
     def open_stream(self) -> Stream:
         """Open a new outbound stream (no protocol negotiated yet).
 

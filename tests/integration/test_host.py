@@ -354,3 +354,17 @@ async def test_mplex_slow_reader_pauses_socket_then_resets_stalled_stream() -> N
         assert await s3.readexactly(2) == b"ok"
         await s3.aclose()
         s2.reset()
+
+
+async def test_connection_statistics(config: HostConfig) -> None:
+    async with host_pair(config) as (a, b, peer):
+        serve_echo(b)
+        s = await a.open_stream(peer, "/echo/1.0.0")
+        await s.write(bytes(100_000))
+        await s.readexactly(100_000)
+        await s.aclose()
+        await Ping(a)(peer)
+        st = a.connection(peer).statistics()  # type: ignore[union-attr]
+        assert st["bytes_sent"] > 100_000 and st["bytes_received"] > 100_000
+        assert st["streams_opened"] >= 3 and st["rtt"] > 0
+        assert st["muxer_stats"]["frames_in"] > 0 and st["muxer_stats"]["frames_out"] > 0
