@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastp2p.errors import FrameTooLargeError, LocalProtocolError, ProtobufError, RemoteProtocolError
+from fastp2p.errors import (
+    FrameTooLargeError,
+    LocalProtocolError,
+    ProtobufError,
+    RemoteProtocolError,
+)
 from fastp2p.proto import protobuf
 from fastp2p.proto.identify import (
     MAX_LIST_ENTRIES,

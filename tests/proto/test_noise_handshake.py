@@ -194,7 +194,6 @@ def test_deterministic_with_fixed_keys() -> None:
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
 def test_tampered_message(stage: int, where: str) -> None:
     i, r = pair()
-    msgs: list[bytes] = []
     data = i.data_to_send()
 
     def tamper(d: bytes) -> bytes:
@@ -364,7 +363,7 @@ def test_split_before_done() -> None:
     with pytest.raises(LocalProtocolError):
         i.split()
     with pytest.raises(LocalProtocolError):
-        i.handshake_hash
+        _ = i.handshake_hash
 
 
 def test_signature_covers_static_key() -> None:
