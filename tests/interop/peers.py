@@ -103,7 +103,9 @@ class PeerProcess:
             self.events.append(ev)
             return ev
 
-    async def next_event(self, name: str, timeout: float = 30.0, *, allow_error: bool = False) -> dict[str, Any]:
+    async def next_event(
+        self, name: str, timeout: float = 30.0, *, allow_error: bool = False
+    ) -> dict[str, Any]:
         """Return the first event called ``name`` not returned by an earlier call.
 
         Events of different names may arrive in any order; each name has its own cursor.
@@ -120,12 +122,18 @@ class PeerProcess:
                         return matches[taken]
                     errors = self.find("error")
                     if errors and not allow_error:
-                        raise PeerError(f"{self.kind} peer reported error while waiting for {name!r}: {errors[0].get('msg')}\n{self.diagnostics()}")
+                        raise PeerError(
+                            f"{self.kind} peer reported error while waiting for {name!r}: {errors[0].get('msg')}\n{self.diagnostics()}"
+                        )
                     if await self._read_event() is None:
                         rc = await self.proc.wait()
-                        raise PeerError(f"{self.kind} peer exited (rc={rc}) before {name!r}\n{self.diagnostics()}")
+                        raise PeerError(
+                            f"{self.kind} peer exited (rc={rc}) before {name!r}\n{self.diagnostics()}"
+                        )
         except TimeoutError:
-            raise PeerError(f"{self.kind} peer: no {name!r} event within {timeout}s\n{self.diagnostics()}") from None
+            raise PeerError(
+                f"{self.kind} peer: no {name!r} event within {timeout}s\n{self.diagnostics()}"
+            ) from None
 
     async def wait_exit(self, timeout: float = 60.0) -> int:
         """Read every remaining event until the process exits; return its exit code."""
@@ -135,7 +143,9 @@ class PeerProcess:
                     pass
                 return await self.proc.wait()
         except TimeoutError:
-            raise PeerError(f"{self.kind} peer did not exit within {timeout}s\n{self.diagnostics()}") from None
+            raise PeerError(
+                f"{self.kind} peer did not exit within {timeout}s\n{self.diagnostics()}"
+            ) from None
 
     async def drain(self, seconds: float) -> None:
         """Collect whatever events arrive during ``seconds`` (no error on silence)."""
@@ -145,7 +155,11 @@ class PeerProcess:
                     pass
 
     def find(self, name: str, **match: Any) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == name and all(e.get(k) == v for k, v in match.items())]
+        return [
+            e
+            for e in self.events
+            if e.get("event") == name and all(e.get(k) == v for k, v in match.items())
+        ]
 
     # ----------------------------------------------------------------- misc
     def stderr_tail(self, n: int = 4000) -> str:

@@ -6,9 +6,16 @@ Run it with the interop venv's interpreter (``.venv-interop/bin/python``, made b
 
     py_peer.py --listen [--muxer yamux|mplex]
     py_peer.py --dial /ip4/127.0.0.1/tcp/PORT/p2p/PEER [--muxer yamux|mplex] [--pings N]
+               [--echo-mode auto|duplex|lockstep] [--linger SECONDS] [--timeout SECONDS]
 
 Security is forced to Noise only; exactly one muxer is offered. Serves ``/echo/1.0.0``
 (echo until EOF, then close); ping and identify are the library's defaults.
+
+Known py-libp2p 0.8.1 limitation: an mplex stream cannot be read and written at the same
+time (MplexStream takes one ReadWriteLock for both; a reader parked in read() blocks
+every write), so a duplex echo over mplex deadlocks until the 5 s receive timeout resets
+the stream. As a dialer over mplex this peer therefore echoes in lock-step (write 64 KiB,
+read it back); ``--echo-mode duplex`` reproduces the deadlock.
 
 Stdout carries JSON lines only (the library's own output is moved to stderr):
 
@@ -41,7 +48,6 @@ sys.stdout = sys.stderr
 
 import multiaddr  # noqa: E402
 import trio  # noqa: E402
-
 from libp2p import (  # noqa: E402
     MPLEX_PROTOCOL_ID,
     NOISE_PROTOCOL_ID,
@@ -187,7 +193,9 @@ async def do_echo(host, peer_id, mode: str) -> None:
     except Exception:
         pass
     if got != want:
-        raise RuntimeError(f"echo mismatch: sent {len(payload)} bytes sha256 {want}, got {len(received)} bytes sha256 {got}")
+        raise RuntimeError(
+            f"echo mismatch: sent {len(payload)} bytes sha256 {want}, got {len(received)} bytes sha256 {got}"
+        )
     emit("echo", ok=True, sha256=got, bytes=len(received), mode=mode)
 
 
@@ -302,6 +310,8 @@ async def main(args: argparse.Namespace) -> int:
                 mode = "lockstep" if args.muxer == "mplex" else "duplex"
             await do_echo(host, info.peer_id, mode)
         emit("done")
+        # Stay connected a moment so the listener can finish identifying us.
+        await trio.sleep(args.linger)
         return 0
 
 
@@ -319,6 +329,9 @@ if __name__ == "__main__":
     p.add_argument("--muxer", choices=("yamux", "mplex"), default="yamux")
     p.add_argument("--pings", type=int, default=3)
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--linger", type=float, default=1.0, help="dialer: seconds to stay connected after done"
+    )
     p.add_argument(
         "--echo-mode",
         choices=("auto", "duplex", "lockstep"),

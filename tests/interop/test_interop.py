@@ -64,7 +64,15 @@ def _params() -> list[object]:
                 reason = KNOWN_BROKEN.get((kind, muxer, direction))
                 if reason:
                     marks.append(pytest.mark.xfail(reason=reason, strict=False))
-                out.append(pytest.param(kind, muxer, direction, marks=marks, id=f"{kind}-{muxer}-fastp2p_{direction}s"))
+                out.append(
+                    pytest.param(
+                        kind,
+                        muxer,
+                        direction,
+                        marks=marks,
+                        id=f"{kind}-{muxer}-fastp2p_{direction}s",
+                    )
+                )
     return out
 
 
@@ -121,7 +129,9 @@ async def _echo_client(host, peer) -> str:
     finally:
         await stream.aclose()
     got = hashlib.sha256(data).hexdigest()
-    assert len(data) == ECHO_SIZE and got == want, f"echo mismatch: {len(data)} bytes back, sha256 {got} != {want}"
+    assert len(data) == ECHO_SIZE and got == want, (
+        f"echo mismatch: {len(data)} bytes back, sha256 {got} != {want}"
+    )
     return got
 
 
@@ -168,7 +178,9 @@ def _peer_id(host, text: str):
 async def test_interop(kind: str, muxer: str, direction: str) -> None:
     config = HostConfig(muxers=(MUXER_IDS[muxer],))
     echo = EchoServer()
-    async with fastp2p.Host(fastp2p.Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"], config=config) as host:
+    async with fastp2p.Host(
+        fastp2p.Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"], config=config
+    ) as host:
         host.set_handler(ECHO, echo)
         ping = fastp2p.services.Ping(host)
         if direction == "dial":

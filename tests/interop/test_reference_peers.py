@@ -39,7 +39,9 @@ def _check_identify(ev: dict, remote_kind: str) -> None:
 async def test_reference_pair(listener: str, dialer: str, muxer: str) -> None:
     _skip_unless_available(listener, dialer)
     async with spawn(listener, "--listen", "--muxer", muxer) as srv:
-        async with spawn(dialer, "--dial", srv.addr, "--muxer", muxer, "--pings", str(PINGS)) as cli:
+        async with spawn(
+            dialer, "--dial", srv.addr, "--muxer", muxer, "--pings", str(PINGS)
+        ) as cli:
             rc = await cli.wait_exit(timeout=90)
             assert rc == 0, cli.diagnostics() + "\n" + srv.diagnostics()
             assert cli.find("done"), cli.diagnostics()

@@ -61,6 +61,8 @@ const { values: args } = parseArgs({
     muxer: { type: 'string', default: 'yamux' },
     pings: { type: 'string', default: '3' },
     timeout: { type: 'string', default: '60' },
+    // dialer: seconds to stay connected after "done" so the listener can identify us
+    linger: { type: 'string', default: '1' },
     // @libp2p/mplex aborts the whole connection once a remote opens more than
     // `disconnectThreshold` streams in one second (default 5, counted for every
     // NEW_STREAM, not only those over the inbound limit). A ping + identify + echo
@@ -193,6 +195,7 @@ if (args.listen) {
     emit('echo', { ok: true, sha256: got, bytes: total, mode: 'duplex' })
     clearTimeout(deadline)
     emit('done')
+    await new Promise((resolve) => setTimeout(resolve, Number(args.linger) * 1000))
     await shutdown(0)
   } catch (err) {
     fail(err)
