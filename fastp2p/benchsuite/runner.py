@@ -213,7 +213,11 @@ class Runner:
         out = {"srv KiB/conn": sc, "cli KiB/conn": cc}
         if b.streams_are_connections:
             self.note(b.name, "no muxer: an idle 'stream' is an idle connection/socket")
-        ss, cs = self._idle_one(b, 0, self.p.idle_streams)
+        streams = self.p.idle_streams
+        if b.idle_streams_cap is not None and streams > b.idle_streams_cap:
+            streams = b.idle_streams_cap
+            self.note(b.name, f"idle: {streams} idle streams instead of {self.p.idle_streams} (stream limit)")
+        ss, cs = self._idle_one(b, 0, streams)
         out.update({"srv KiB/stream": ss, "cli KiB/stream": cs})
         return out
 
@@ -264,6 +268,9 @@ class Runner:
                         continue
                     self.progress.show(label)
                     try:
+                        if sc == "idle" and sess is not None:  # measured alone, fresh processes
+                            sess.close()
+                            sess = None
                         if sess is None and sc != "idle":
                             sess = b.open_session(start_timeout=min(60.0, self.p.op_timeout))
                         m = self._run_case(sess, b, sc, i, measured)  # type: ignore[arg-type]

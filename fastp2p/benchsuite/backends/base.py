@@ -272,6 +272,7 @@ class Backend:
     loop = "-"  # event loop the backend runs on
     streams_are_connections = False  # no muxer: a "stream" is a connection/socket
     idle_conns_cap: int | None = None  # slow dialers: fewer idle connections (noted)
+    idle_streams_cap: int | None = None  # stream limits: fewer idle streams (noted)
 
     def available(self) -> str | None:
         """None when runnable, else why not (shown as a note)."""

@@ -31,6 +31,7 @@ def _venv_python() -> str:
 class PyLibp2p(Backend):
     loop = "trio"
     idle_conns_cap = 100  # ~250 ms per py-libp2p dial here: 1000 would take minutes
+    idle_streams_cap = 250  # py-libp2p 0.8.1 blocks (no error) opening a 257th concurrent stream
 
     def __init__(self, muxer: str) -> None:
         self.muxer = muxer
