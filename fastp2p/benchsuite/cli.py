@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -63,6 +65,10 @@ def _default_out() -> str:
     return os.path.join(base, time.strftime("%Y%m%d-%H%M%S"))
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     backends = all_backends()
@@ -106,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     info = report.machine_info(backends)
     runner = Runner(backends, scen, p, progress=not args.no_progress)
+
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, _term) if _main_thread() else None
     try:
         runner.run()
     except KeyboardInterrupt:
         runner.progress.close()
         print("interrupted: reporting what was measured", file=sys.stderr)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     rows = runner.summary(args.baseline)
     if not any(r["backend"] == args.baseline for r in rows):
         runner.note(args.baseline, "baseline not measured in this run: no ratios")

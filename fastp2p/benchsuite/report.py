@@ -123,14 +123,14 @@ def table(rows: list[dict[str, Any]], baseline: str, notes: dict[str, list[str]]
         head = ["case", "backend", *metrics]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
         out.append(f"== {scen} ==")
-        out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+        out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)))
         out.append("  ".join("-" * w for w in widths))
         last_case = None
         for c in cells:
             if scen != "bulk1" and last_case is not None and c[0] != last_case:
                 pass
             last_case = c[0]
-            out.append("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+            out.append("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=False)))
         out.append("")
     out.append(f"median [min..max] over measured rounds; xN = ratio to {baseline} median "
                "from this run (higher is better for MB/s and streams/s, lower for the rest)")

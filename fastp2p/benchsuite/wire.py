@@ -33,7 +33,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HEADER = struct.Struct("!BBHIQ")
 HDR_LEN = HEADER.size  # 16

@@ -123,7 +123,7 @@ class StreamsClient(AsyncClient):
             await r.readexactly(1)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(c, n) for c, n in zip(conns, parts)))
+        await asyncio.gather(*(one(c, n) for c, n in zip(conns, parts, strict=False)))
         dt = time.perf_counter() - t0
         for _, w in conns:
             w.close()
@@ -354,7 +354,7 @@ class ProtoClient(AsyncClient):
             await done
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(c, n) for c, n in zip(conns, parts)))
+        await asyncio.gather(*(one(c, n) for c, n in zip(conns, parts, strict=False)))
         dt = time.perf_counter() - t0
         for c in conns:
             c.t.close()

@@ -75,8 +75,8 @@ class BaseClient(ABC):
     @abstractmethod
     def idle_close(self) -> dict[str, Any]: ...
 
-    def shutdown(self) -> None:
-        pass
+    def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release resources at worker exit (optional)."""
 
 
 class AsyncClient(BaseClient):

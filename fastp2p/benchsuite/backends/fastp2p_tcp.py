@@ -157,7 +157,7 @@ class Client(AsyncClient):
                 raise ConnectionError("no ack")
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(s, n) for s, n in zip(ss, parts)))
+        await asyncio.gather(*(one(s, n) for s, n in zip(ss, parts, strict=False)))
         dt = time.perf_counter() - t0
         for s in ss:
             with contextlib.suppress(Exception):

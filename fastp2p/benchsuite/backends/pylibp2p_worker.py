@@ -207,7 +207,7 @@ class Client:
 
         t0 = time.perf_counter()
         async with trio.open_nursery() as n:
-            for s, k in zip(ss, parts):
+            for s, k in zip(ss, parts, strict=False):
                 n.start_soon(one, s, k)
         dt = time.perf_counter() - t0
         for s in ss:

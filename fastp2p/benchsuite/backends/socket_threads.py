@@ -110,7 +110,7 @@ class Client(BaseClient):
             except BaseException as e:  # noqa: BLE001
                 errs.append(e)
 
-        ts = [threading.Thread(target=one, args=(s, n)) for s, n in zip(socks, parts)]
+        ts = [threading.Thread(target=one, args=(s, n)) for s, n in zip(socks, parts, strict=False)]
         for t in ts:
             t.start()
         go.wait()

@@ -109,7 +109,7 @@ class Client(BaseClient):
         copy = msg_size < wire.ZERO_COPY_MIN
         t0 = time.perf_counter()
         lefts = list(parts)
-        for s, n in zip(socks, parts):
+        for s, n in zip(socks, parts, strict=False):
             s.send(wire.pack(wire.OP_BULK, msg_size, n))
         active = True
         while active:  # round robin over the DEALERs
