@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 
 from fastp2p.errors import BrokenResourceError, ClosedResourceError, DialError
@@ -35,11 +36,27 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
     return Multiaddr.from_host_port(host, port)
 
 
+_shared_rx = threading.local()
+
+
+def _receive_buffer() -> memoryview:
+    """One receive buffer per thread (event loop), shared by all its connections.
+
+    Safe because the loop calls ``get_buffer``, ``recv_into`` and
+    ``buffer_updated`` back to back for one socket, and every consumer finishes
+    with the bytes inside ``buffer_updated`` (decrypts or copies them). Idle
+    connections therefore cost no receive memory.
+    """
+    view: memoryview | None = getattr(_shared_rx, "view", None)
+    if view is None:
+        view = _shared_rx.view = memoryview(bytearray(RECV_BUFFER_SIZE))
+    return view
+
+
 class _TcpProtocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._rx = bytearray(RECV_BUFFER_SIZE)
-        self._rxv = memoryview(self._rx)
+        self._rxv = _receive_buffer()
         self.transport: asyncio.Transport | None = None
         self._inbox = bytearray()
         self._waiter: asyncio.Future[None] | None = None
