@@ -21,7 +21,7 @@ from fastp2p.transport.base import Listener, RawConnection
 
 __all__ = ["TcpTransport", "TcpConnection", "TcpListener"]
 
-RECV_BUFFER_SIZE = 256 * 1024
+RECV_BUFFER_SIZE = 1024 * 1024
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
 SOCKET_BUFFER = 4 * 1024 * 1024

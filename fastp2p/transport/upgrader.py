@@ -61,12 +61,19 @@ async def _read_raw(raw: RawConnection, what: str) -> bytes:
     return data
 
 
-async def _select_security(raw: RawConnection, dialer: bool) -> bytes:
+async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"") -> bytes:
+    """multistream-select ``/noise``; returns bytes that arrived after the answer.
+
+    The dialer appends ``first_flight`` (Noise message 1) to its proposal, as
+    multistream-select's lazy mode allows for a single protocol (rust-libp2p
+    ``V1Lazy``): the listener hands bytes after the selection to Noise, which
+    saves one round trip.
+    """
     if dialer:
         ms: MultistreamDialer | MultistreamListener = MultistreamDialer([NOISE_PROTOCOL_ID])
     else:
         ms = MultistreamListener([NOISE_PROTOCOL_ID])
-    out = ms.data_to_send()
+    out = ms.data_to_send() + first_flight
     if out:
         raw.write(out)
     while not ms.done:
@@ -166,15 +173,26 @@ async def _secure(
 ) -> SecuredChannel:
     try:
         async with asyncio.timeout(config.negotiation_timeout):
-            leftover = await _select_security(raw, dialer)
-            hs = NoiseHandshake(initiator=dialer, identity=identity, expected_peer=expected_peer)
+            hs = NoiseHandshake(
+                initiator=dialer,
+                identity=identity,
+                expected_peer=expected_peer,
+                muxers=config.muxers,
+            )
+            first = hs.data_to_send() if dialer else b""
+            leftover = await _select_security(raw, dialer, first)
             leftover_cipher = await _noise(raw, hs, leftover)
             k1, k2 = hs.split()
             send = _accel.NoiseCipher(k1)
             recv = _accel.NoiseCipher(k2)
-            muxer, plain_left = await _select_muxer(
-                raw, send, recv, leftover_cipher, config.muxers, dialer
-            )
+            early = _early_muxer(config.muxers, hs.remote_muxers, dialer)
+            if early is not None:
+                muxer = early
+                plain_left = bytes(recv.open_frames(leftover_cipher)) if leftover_cipher else b""
+            else:
+                muxer, plain_left = await _select_muxer(
+                    raw, send, recv, leftover_cipher, config.muxers, dialer
+                )
     except BaseException:
         raw.abort()
         raise
@@ -187,6 +205,23 @@ async def _secure(
         muxer=muxer,
         plaintext_leftover=plain_left,
     )
+
+
+def _early_muxer(ours: Sequence[str], theirs: Sequence[str], dialer: bool) -> str | None:
+    """The muxer agreed inside the Noise handshake, or None to use multistream.
+
+    libp2p inlined muxer negotiation: both sides list muxers in the Noise
+    extensions; the first entry of the initiator's list that the responder
+    also lists wins. Without a common entry (or without the extension on one
+    side) the connection falls back to multistream-select.
+    """
+    if not ours or not theirs:
+        return None
+    initiator, responder = (ours, theirs) if dialer else (theirs, ours)
+    for m in initiator:
+        if m in responder and m in (YAMUX_PROTOCOL_ID, MPLEX_PROTOCOL_ID):
+            return m
+    return None
 
 
 def make_session(muxer: str, *, is_client: bool, config: HostConfig) -> MuxerSession:

@@ -183,16 +183,18 @@ class Client(AsyncClient):
         # a fresh client host per sample (created outside the timed part), so
         # every sample pays TCP + multistream + Noise + muxer negotiation
         out = []
+        handshake = []
         for _ in range(n):
             async with _new_host(self.muxer, False) as h:
                 t0 = time.perf_counter()
-                peer = await h.connect(addr)
+                peer = await h.connect(addr)  # TCP + Noise + muxer, identify done
+                handshake.append((time.perf_counter() - t0) * 1e3)
                 s = await h.open_stream(peer, wire.PROTOCOL_ID)
                 await s.write(wire.pack(wire.OP_ECHO, 1) + b"x")
                 await s.readexactly(1)
                 out.append((time.perf_counter() - t0) * 1e3)
                 await s.aclose()
-        return {"samples_ms": out}
+        return {"samples_ms": out, "handshake_ms": handshake}
 
     async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
         host, peer = await self._ensure(addr)
