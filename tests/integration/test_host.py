@@ -368,3 +368,34 @@ async def test_connection_statistics(config: HostConfig) -> None:
         assert st["bytes_sent"] > 100_000 and st["bytes_received"] > 100_000
         assert st["streams_opened"] >= 3 and st["rtt"] > 0
         assert st["muxer_stats"]["frames_in"] > 0 and st["muxer_stats"]["frames_out"] > 0
+
+
+async def test_inlined_muxer_negotiation_prefers_initiator_order() -> None:
+    """Muxers are agreed inside the Noise handshake: the dialer's first common choice wins."""
+    dial_cfg = HostConfig(muxers=("/mplex/6.7.0", "/yamux/1.0.0"))
+    listen_cfg = HostConfig(muxers=("/yamux/1.0.0", "/mplex/6.7.0"))
+    async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"], config=listen_cfg) as b:
+        async with fastp2p.Host(config=dial_cfg) as a:
+            peer = await a.connect(b.full_addrs[0])
+            assert a.connection(peer).muxer == "/mplex/6.7.0"  # type: ignore[union-attr]
+            for _ in range(100):
+                if b.connection(a.peer_id) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert b.connection(a.peer_id).muxer == "/mplex/6.7.0"  # type: ignore[union-attr]
+        # No common muxer at all: the dial fails cleanly, the listener keeps serving.
+        async with fastp2p.Host(config=HostConfig(muxers=("/other/1.0.0",))) as c:
+            with pytest.raises(fastp2p.P2PError):
+                await c.connect(b.full_addrs[0])
+        async with fastp2p.Host() as d:
+            assert await d.connect(b.full_addrs[0]) == b.peer_id
+
+
+def test_early_muxer_choice_rules() -> None:
+    from fastp2p.transport.upgrader import _early_muxer
+
+    y, m = "/yamux/1.0.0", "/mplex/6.7.0"
+    assert _early_muxer((y, m), (m, y), dialer=True) == y
+    assert _early_muxer((y, m), (m, y), dialer=False) == m
+    assert _early_muxer((y,), (), dialer=True) is None  # peer did not offer: multistream
+    assert _early_muxer((y,), ("/foo",), dialer=True) is None
