@@ -132,6 +132,13 @@ async def _perf(args: argparse.Namespace) -> int:
         f"{res.download_gbps:.3f} Gbit/s"
     )
     print(f"total (incl. connection set-up): {total:.4f} s")
+    # The libp2p perf dashboard's latency figure: a fresh connection, then 1 byte each way.
+    async with Host(_load_key(None), config=_config(args.muxer)) as host:
+        t0 = time.perf_counter()
+        peer = await host.connect(args.addr)
+        await perf(host, peer, 1, 1)
+        latency = time.perf_counter() - t0
+    print(f"latency (1-byte round trip incl. connection set-up): {latency * 1000:.3f} ms")
     return 0
 
 

@@ -163,14 +163,23 @@ class Host:
         the same handler. A handler's exception is logged and its stream reset
         with ``StreamErrorCode.INTERNAL``; the host keeps running.
         """
+        new = protocol not in self._handlers
         self._handlers[protocol] = handler
         if match is not None:
             self._matchers.append((match, protocol))
+        if new:
+            self._protocols_changed()
 
     def remove_handler(self, protocol: str) -> None:
         """Stop serving ``protocol``."""
-        self._handlers.pop(protocol, None)
+        if self._handlers.pop(protocol, None) is not None:
+            self._protocols_changed()
         self._matchers = [(m, p) for m, p in self._matchers if p != protocol]
+
+    def _protocols_changed(self) -> None:
+        # identify-push: tell connected peers, once per burst of changes.
+        if self._identify is not None and self._conns and not self._closing:
+            self._identify.schedule_push()
 
     @property
     def protocols(self) -> list[str]:

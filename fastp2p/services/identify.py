@@ -36,6 +36,7 @@ class Identify:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._done: dict[Connection, asyncio.Future[None]] = {}
+        self._push_pending = False
         host.set_handler(PROTOCOL_ID, self._handle_request)
         host.set_handler(PUSH_PROTOCOL_ID, self._handle_push)
         host.on_connection(self._on_connection)
@@ -120,6 +121,19 @@ class Identify:
 
     async def _handle_push(self, stream: Stream) -> None:
         await self._read_info(stream, stream.conn)
+
+    def schedule_push(self) -> None:
+        """Push our info to every peer soon; changes made in the same tick coalesce."""
+        if self._push_pending:
+            return
+        self._push_pending = True
+
+        async def later() -> None:
+            await asyncio.sleep(0)
+            self._push_pending = False
+            await self.push()
+
+        self.host._spawn(later())
 
     async def push(self) -> None:
         """Send our current identify info to every connected peer."""

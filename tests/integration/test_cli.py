@@ -60,6 +60,7 @@ async def test_listen_ping_perf(muxer: str) -> None:
         )
         assert r.returncode == 0, r.stderr
         assert "upload: 4194304 bytes" in r.stdout and "download: 2097152 bytes" in r.stdout
+        assert "Gbit/s" in r.stdout and "latency (1-byte round trip" in r.stdout
     finally:
         proc.terminate()
         async with asyncio.timeout(10):

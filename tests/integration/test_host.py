@@ -399,3 +399,20 @@ def test_early_muxer_choice_rules() -> None:
     assert _early_muxer((y, m), (m, y), dialer=False) == m
     assert _early_muxer((y,), (), dialer=True) is None  # peer did not offer: multistream
     assert _early_muxer((y,), ("/foo",), dialer=True) is None
+
+
+async def test_identify_push_on_new_protocol() -> None:
+    async with host_pair() as (a, b, peer):
+        assert "/new/1.0.0" not in a.peerstore.get(peer).protocols  # type: ignore[union-attr]
+
+        async def h(s: fastp2p.Stream) -> None:
+            await s.aclose()
+
+        b.set_handler("/new/1.0.0", h)
+        async with asyncio.timeout(5):
+            while "/new/1.0.0" not in a.peerstore.get(peer).protocols:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+        b.remove_handler("/new/1.0.0")
+        async with asyncio.timeout(5):
+            while "/new/1.0.0" in a.peerstore.get(peer).protocols:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
