@@ -27,6 +27,8 @@ class MplexConfig:
     max_message_size: int = 1024 * 1024
     max_streams: int = 10_000
     # mplex has no flow control: bound buffered-but-unread bytes per stream, then reset.
+    # The driver stops reading the socket at half of it, so it should exceed twice the
+    # 256 KiB receive batch for backpressure to act before the reset.
     max_buffered_per_stream: int = 4 * 1024 * 1024
 
 

@@ -8,11 +8,13 @@ inputs of at least ``NOGIL_THRESHOLD`` bytes.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.buffer cimport PyBuffer_FillInfo
+from libc.stdlib cimport malloc, free
 
 from fastp2p.errors import (
     BusyResourceError,
@@ -58,6 +60,118 @@ NOGIL_THRESHOLD = 16 * 1024
 cdef enum:
     _NOGIL = 16 * 1024
     _STACK_IOV = 16
+
+
+# -- recycled output blocks ------------------------------------------------------------
+#
+# Sealed ciphertext and opened plaintext live in ``FrameBlock`` objects whose
+# memory comes from a per-size-class free list. Freshly malloc'd multi-megabyte
+# buffers are served by mmap and page-faulted on first touch, which costs more
+# than the AEAD itself in a VM; recycled blocks are already resident. A block
+# returns to the free list only when its last reference (including every
+# memoryview exported from it) is gone, so consumers that keep slices (stream
+# receive queues, a transport's write queue) are always safe.
+
+cdef enum:
+    _MIN_CLASS_SHIFT = 12
+    _MAX_CLASS_SHIFT = 26
+    _NCLASSES = _MAX_CLASS_SHIFT - _MIN_CLASS_SHIFT + 1
+    _CACHE_PER_CLASS = 8
+
+cdef void *_free_blocks[_NCLASSES][_CACHE_PER_CLASS]
+cdef int _free_count[_NCLASSES]
+
+
+cdef inline int _class_of(size_t n) noexcept:
+    cdef int shift = _MIN_CLASS_SHIFT
+    while shift <= _MAX_CLASS_SHIFT and (<size_t>1 << shift) < n:
+        shift += 1
+    return shift - _MIN_CLASS_SHIFT
+
+
+cdef class FrameBlock:
+    """A read-only byte buffer (PEP 3118) holding sealed or opened frames."""
+
+    cdef uint8_t *data
+    cdef Py_ssize_t length
+    cdef size_t capacity
+    cdef int klass
+    cdef int exports
+
+    def __cinit__(self):
+        self.data = NULL
+        self.length = 0
+        self.capacity = 0
+        self.klass = -1
+        self.exports = 0
+
+    def __dealloc__(self):
+        cdef int k = self.klass
+        if self.data == NULL:
+            return
+        if 0 <= k < _NCLASSES and _free_count[k] < _CACHE_PER_CLASS:
+            _free_blocks[k][_free_count[k]] = self.data
+            _free_count[k] += 1
+        else:
+            free(self.data)
+        self.data = NULL
+
+    def __len__(self):
+        return self.length
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(<const char *>self.data, self.length)
+
+    def __eq__(self, other):
+        cdef Py_buffer view
+        try:
+            PyObject_GetBuffer(other, &view, PyBUF_SIMPLE)
+        except TypeError:
+            return NotImplemented
+        try:
+            return view.len == self.length and (
+                self.length == 0 or memcmp(view.buf, self.data, self.length) == 0)
+        finally:
+            PyBuffer_Release(&view)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<FrameBlock {self.length} bytes>"
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, self.data, self.length, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self.exports -= 1
+
+
+cdef FrameBlock _new_block(size_t n):
+    cdef FrameBlock b = FrameBlock.__new__(FrameBlock)
+    cdef int k = _class_of(n if n else 1)
+    cdef size_t cap
+    if k < _NCLASSES:
+        cap = <size_t>1 << (k + _MIN_CLASS_SHIFT)
+        if _free_count[k]:
+            _free_count[k] -= 1
+            b.data = <uint8_t *>_free_blocks[k][_free_count[k]]
+        else:
+            b.data = <uint8_t *>malloc(cap)
+        b.klass = k
+    else:
+        cap = n
+        b.data = <uint8_t *>malloc(cap)
+    if b.data == NULL:
+        raise MemoryError()
+    b.capacity = cap
+    b.length = <Py_ssize_t>n
+    return b
+
+
+def block_cache_stats():
+    """Cached free blocks per size class (for tests and diagnostics)."""
+    return {1 << (k + _MIN_CLASS_SHIFT): _free_count[k] for k in range(_NCLASSES) if _free_count[k]}
 
 
 cdef class NoiseCipher:
@@ -190,8 +304,8 @@ cdef class NoiseCipher:
             if total == 0:
                 return b""
             need = fp_aead_sealed_size(total)
-            out = PyBytes_FromStringAndSize(NULL, need)
-            dst = <uint8_t *>PyBytes_AS_STRING(out)
+            out = _new_block(need)
+            dst = (<FrameBlock>out).data
             if total >= _NOGIL:
                 with nogil:
                     rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
@@ -224,8 +338,8 @@ cdef class NoiseCipher:
             n = <size_t>view.len
             pending = self._pending
             cap = n + len(pending)  # plaintext is always shorter than its frames
-            out = PyByteArray_FromStringAndSize(NULL, cap)
-            dst = <uint8_t *>PyByteArray_AS_STRING(out)
+            out = _new_block(cap)
+            dst = (<FrameBlock>out).data
             if len(pending):
                 # complete the pending frame first, taking only what it needs
                 if len(pending) < 2:
@@ -262,7 +376,7 @@ cdef class NoiseCipher:
                 pos += consumed
                 if pos < n:
                     pending += (<const char *>src + pos)[:n - pos]
-            PyByteArray_Resize(out, opos)
+            (<FrameBlock>out).length = <Py_ssize_t>opos
             return out
         finally:
             PyBuffer_Release(&view)

@@ -21,10 +21,9 @@ from fastp2p.transport.base import Listener, RawConnection
 
 __all__ = ["TcpTransport", "TcpConnection", "TcpListener"]
 
-RECV_BUFFER_SIZE = 1024 * 1024
+RECV_BUFFER_SIZE = 256 * 1024
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
-SOCKET_BUFFER = 4 * 1024 * 1024
 # Handshake-phase inbox bound: no legitimate peer sends this much before the upgrade ends.
 MAX_INBOX = 256 * 1024
 
@@ -78,8 +77,6 @@ class _TcpProtocol(asyncio.BufferedProtocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._rxv
@@ -172,6 +169,10 @@ class TcpConnection(RawConnection):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")
+        if type(data) is not bytes:
+            # Transports accept only bytes-like builtins; a memoryview keeps a
+            # recycled FrameBlock alive until the loop has sent it.
+            data = memoryview(data)
         self._transport.write(data)
 
     def writelines(self, data: list[bytes]) -> None:

@@ -46,6 +46,11 @@ __all__ = ["SPEC_INITIAL_WINDOW", "MAX_WIRE_WINDOW", "WindowManager"]
 
 # yamux spec: "When Yamux is initially starts each stream with a 256KiB window size."
 SPEC_INITIAL_WINDOW = 256 * 1024
+# Idle loopback RTTs (tens of microseconds) are far below the time a batched
+# sender/receiver pipeline needs per window, so auto-tuning treats any RTT as at
+# least this long. Growth still requires the application to consume quickly, so
+# a slow reader never gets a bigger window.
+MIN_TUNING_RTT = 0.001
 # The WINDOW_UPDATE length field is 32 bits: no window may exceed it.
 MAX_WIRE_WINDOW = 0xFFFFFFFF
 
@@ -126,7 +131,7 @@ class WindowManager:
             rtt is not None
             and rtt > 0
             and max_window < self.max_window_limit
-            and now - self.epoch_start < rtt * self.rtt_factor
+            and now - self.epoch_start < max(rtt, MIN_TUNING_RTT) * self.rtt_factor
         ):
             self.max_window = min(max_window * 2, self.max_window_limit)
             delta = self.max_window - self.credit - self.buffered
