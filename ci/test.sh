@@ -7,8 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-echo "== install fastp2p[test] (native build)"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "== install fastp2p[test] (native build) and the bench baselines"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]" -r bench/requirements.txt
+if ! command -v iperf3 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # the bench's loopback ceiling; the bench notes its absence otherwise
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3) >/dev/null 2>&1 \
+    || echo "iperf3 could not be installed; the bench will note it"
+fi
 
 echo "== reference peers for interop tests"
 bash ci/setup_interop.sh
