@@ -49,6 +49,16 @@ def encode(fields: Iterable[tuple[int, int | bytes | str]]) -> bytes:
     return bytes(out)
 
 
+def _read_varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+    try:
+        r = uvarint_decode(buf, pos)
+    except Exception as exc:
+        raise ProtobufError(f"bad {what} at offset {pos}: {exc}") from exc
+    if r is None:
+        raise ProtobufError(f"truncated {what} at offset {pos}")
+    return r
+
+
 def decode(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int | bytes]]:
     """Decode a message into ``(number, wire_type, value)`` entries in wire order.
 
@@ -60,47 +70,25 @@ def decode(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int | b
     pos = 0
     end = len(buf)
     while pos < end:
-        try:
-            r = uvarint_decode(buf, pos)
-        except Exception as exc:
-            raise ProtobufError(f"bad field key at offset {pos}: {exc}") from exc
-        if r is None:
-            raise ProtobufError(f"truncated field key at offset {pos}")
-        key, pos = r
+        key, pos = _read_varint(buf, pos, "field key")
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtobufError("field number 0 is invalid")
         if wire == WIRE_VARINT:
-            try:
-                r = uvarint_decode(buf, pos)
-            except Exception as exc:
-                raise ProtobufError(f"bad varint in field {number}: {exc}") from exc
-            if r is None:
-                raise ProtobufError(f"truncated varint in field {number}")
-            value, pos = r
+            value, pos = _read_varint(buf, pos, f"varint in field {number}")
             out.append((number, wire, value))
         elif wire == WIRE_BYTES:
-            try:
-                r = uvarint_decode(buf, pos)
-            except Exception as exc:
-                raise ProtobufError(f"bad length in field {number}: {exc}") from exc
-            if r is None:
-                raise ProtobufError(f"truncated length in field {number}")
-            length, pos = r
+            length, pos = _read_varint(buf, pos, f"length in field {number}")
             if length > end - pos:
                 raise ProtobufError(f"field {number} length {length} exceeds message")
             out.append((number, wire, buf[pos : pos + length]))
             pos += length
-        elif wire == WIRE_FIXED64:
-            if end - pos < 8:
-                raise ProtobufError(f"truncated fixed64 in field {number}")
-            out.append((number, wire, int.from_bytes(buf[pos : pos + 8], "little")))
-            pos += 8
-        elif wire == WIRE_FIXED32:
-            if end - pos < 4:
-                raise ProtobufError(f"truncated fixed32 in field {number}")
-            out.append((number, wire, int.from_bytes(buf[pos : pos + 4], "little")))
-            pos += 4
+        elif wire in (WIRE_FIXED64, WIRE_FIXED32):
+            size = 8 if wire == WIRE_FIXED64 else 4
+            if end - pos < size:
+                raise ProtobufError(f"truncated fixed{size * 8} in field {number}")
+            out.append((number, wire, int.from_bytes(buf[pos : pos + size], "little")))
+            pos += size
         else:
             raise ProtobufError(f"unsupported wire type {wire} in field {number}")
     return out
