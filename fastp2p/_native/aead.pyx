@@ -76,7 +76,10 @@ cdef enum:
     _MIN_CLASS_SHIFT = 12
     _MAX_CLASS_SHIFT = 26
     _NCLASSES = _MAX_CLASS_SHIFT - _MIN_CLASS_SHIFT + 1
-    _CACHE_PER_CLASS = 8
+    _CACHE_PER_CLASS = 256
+    # Up to this many bytes are kept per size class (at least 8 blocks): enough
+    # for a full 16 MiB yamux window of plaintext batches to be recycled.
+    _CACHE_BYTES_PER_CLASS = 32 * 1024 * 1024
 
 cdef void *_free_blocks[_NCLASSES][_CACHE_PER_CLASS]
 cdef int _free_count[_NCLASSES]
@@ -87,6 +90,15 @@ cdef inline int _class_of(size_t n) noexcept:
     while shift <= _MAX_CLASS_SHIFT and (<size_t>1 << shift) < n:
         shift += 1
     return shift - _MIN_CLASS_SHIFT
+
+
+cdef inline int _cache_limit(int k) noexcept:
+    cdef size_t per = <size_t>_CACHE_BYTES_PER_CLASS >> (k + _MIN_CLASS_SHIFT)
+    if per < 8:
+        return 8
+    if per > _CACHE_PER_CLASS:
+        return _CACHE_PER_CLASS
+    return <int>per
 
 
 cdef class FrameBlock:
@@ -109,7 +121,7 @@ cdef class FrameBlock:
         cdef int k = self.klass
         if self.data == NULL:
             return
-        if 0 <= k < _NCLASSES and _free_count[k] < _CACHE_PER_CLASS:
+        if 0 <= k < _NCLASSES and _free_count[k] < _cache_limit(k):
             _free_blocks[k][_free_count[k]] = self.data
             _free_count[k] += 1
         else:
