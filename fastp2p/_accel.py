@@ -103,7 +103,7 @@ else:
 HAVE_VERBS = False
 if not _NO_EXT:
     try:
-        from fastp2p._native import verbs as _verbs  # noqa: F401
+        from fastp2p._native import verbs as _verbs  # type: ignore[attr-defined]  # noqa: F401
 
         HAVE_VERBS = True
     except ImportError as exc:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
-if TYPE_CHECKING:
+# PEP 688 (collections.abc.Buffer) arrived in 3.12; on 3.11 any object is accepted
+# statically and the buffer protocol is checked at run time.
+if sys.version_info >= (3, 12):
     from collections.abc import Buffer
 
     ReadableBuffer: TypeAlias = Buffer
     WritableBuffer: TypeAlias = Buffer
 else:
-    ReadableBuffer = Any
-    WritableBuffer = Any
+    ReadableBuffer: TypeAlias = Any
+    WritableBuffer: TypeAlias = Any
 
 Handler: TypeAlias = Callable[[Any], Awaitable[None]]

@@ -8,7 +8,12 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastp2p.config import HostConfig
+    from fastp2p.peer import Ed25519PrivateKey
 
 __all__ = ["main"]
 
@@ -32,7 +37,7 @@ def _size(text: str) -> int:
     return value
 
 
-def _load_key(path: str | None):  # type: ignore[no-untyped-def]
+def _load_key(path: str | None) -> Ed25519PrivateKey:
     from fastp2p.peer import Ed25519PrivateKey
 
     if path is None:
@@ -44,13 +49,13 @@ def _load_key(path: str | None):  # type: ignore[no-untyped-def]
     return key
 
 
-def _config(muxer: str):  # type: ignore[no-untyped-def]
+def _config(muxer: str) -> HostConfig:
     from fastp2p.config import HostConfig
 
     return HostConfig(muxers=(MUXERS[muxer],))
 
 
-def _run(coro) -> int:  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
 
@@ -58,7 +63,7 @@ def _run(coro) -> int:  # type: ignore[no-untyped-def]
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)  # type: ignore[no-any-return]
+        return runner.run(coro)
 
 
 # -- commands ------------------------------------------------------------------------
@@ -142,7 +147,9 @@ async def _perf(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(coro_fn):  # type: ignore[no-untyped-def]
+def _guard(
+    coro_fn: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from fastp2p.errors import P2PError
 

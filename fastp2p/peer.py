@@ -596,7 +596,7 @@ def private_key_from_protobuf(data: bytes) -> PrivateKey:
     cls = _PRIVATE_KEY_CLASSES.get(key_type)
     if cls is None:
         raise InvalidKeyError(f"unsupported key type {key_type}")
-    key: PrivateKey = cls._from_data(body)
+    key: PrivateKey = cls._from_data(body)  # type: ignore[attr-defined]
     return key
 
 

@@ -202,7 +202,7 @@ class Stream:
         may have consumed some data, which is lost.
         """
         if max_bytes is None or max_bytes < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = await self.read(1 << 20)
                 if not chunk:

@@ -71,3 +71,14 @@ def test_ruff_clean() -> None:
         cmd = [ruff]
     r = subprocess.run([*cmd, "check", "fastp2p", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_clean() -> None:
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        pytest.skip("mypy not installed (pip install mypy, part of the [test] extra)")
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "fastp2p"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -109,7 +109,7 @@ def table(rows: list[dict[str, Any]], baseline: str, notes: dict[str, list[str]]
         for (case, be), ms in keyed.items():
             row = [case, be]
             for m in metrics:
-                r = ms.get(m)
+                r = ms.get(m)  # type: ignore[assignment]
                 if r is None:
                     row.append("-")
                     continue
@@ -161,7 +161,7 @@ def plots(outdir: str, rows: list[dict[str, Any]], samples: dict[str, dict[str, 
         for r in bulk:
             size = _parse_size(r["case"].split("=", 1)[1])
             series.setdefault(r["backend"], []).append((size, r["median"], r["min"], r["max"]))
-        colors = plt.get_cmap("tab20").colors
+        colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
         markers = "os^vD<>phX*"
         for idx, (be, pts) in enumerate(series.items()):
             pts.sort()
@@ -189,13 +189,13 @@ def plots(outdir: str, rows: list[dict[str, Any]], samples: dict[str, dict[str, 
     rtt = samples.get("rtt_us", {})
     if rtt:
         fig, ax = plt.subplots(figsize=(9, 5.5))
-        colors = plt.get_cmap("tab20").colors
-        for idx, (be, xs) in enumerate(rtt.items()):
-            xs = sorted(xs)
-            if not xs:
+        colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
+        for idx, (be, raw_lat) in enumerate(rtt.items()):
+            lat = sorted(raw_lat)
+            if not lat:
                 continue
-            n = len(xs)
-            ax.plot(xs, [(i + 1) / n for i in range(n)], label=be, drawstyle="steps-post",
+            n = len(lat)
+            ax.plot(lat, [(i + 1) / n for i in range(n)], label=be, drawstyle="steps-post",
                     color=colors[idx % len(colors)], ls="-" if idx < 10 else "--")
         ax.set_xscale("log")
         ax.set_xlabel("64-byte round trip (microseconds)")

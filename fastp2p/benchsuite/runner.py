@@ -254,7 +254,7 @@ class Runner:
                 skip[b.name] = why
                 self.note(b.name, f"skipped: {why}")
             elif getattr(b, "config_note", None):
-                self.note(b.name, b.config_note)
+                self.note(b.name, b.config_note)  # type: ignore[attr-defined]
         for rnd in range(total_rounds):
             measured = rnd >= self.p.warmup
             tag = f"r{rnd + 1}/{total_rounds}{'' if measured else ' warm-up'}"
@@ -304,7 +304,7 @@ class Runner:
                 if k.startswith("_"):
                     continue
                 groups.setdefault((r["scenario"], r["case"], r["backend"], k), []).append(v)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (sc, case, be, metric), vals in groups.items():
             rows.append({"scenario": sc, "case": case, "backend": be, "metric": metric,
                          "unit": METRICS.get(metric, ("", ""))[0],

@@ -71,8 +71,9 @@ class _TcpProtocol(asyncio.BufferedProtocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; duck-type them.
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        tr: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tr
+        tr.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -286,7 +287,9 @@ class TcpTransport:
 
             def made(transport: asyncio.BaseTransport) -> None:
                 orig(transport)
-                t = loop.create_task(on_connection(TcpConnection(proto, outbound=False)))
+                t: asyncio.Task[None] = loop.create_task(
+                    on_connection(TcpConnection(proto, outbound=False))  # type: ignore[arg-type]
+                )
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
 

@@ -196,6 +196,7 @@ async def _secure(
     except BaseException:
         raw.abort()
         raise
+    assert hs.remote_peer is not None  # set once the handshake is done
     return SecuredChannel(
         raw=raw,
         send_cipher=send,
