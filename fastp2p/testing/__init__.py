@@ -1,4 +1,11 @@
-"""Public test kit: connected host pairs for tests of code built on fastp2p."""
+"""Public test kit: connected host pairs and conformance suites for code built on fastp2p.
+
+- :func:`host_pair`: two running Hosts connected over TCP loopback.
+- :func:`stream_pair`: two connected Streams over a fresh host pair.
+- :func:`check_stream`: the two-way byte-stream contract (trio's
+  ``check_two_way_stream``), for any factory of connected stream pairs.
+- :func:`check_muxer`: go-libp2p's muxer test suite (``SubtestAll``) on Hosts.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,30 @@ from collections.abc import AsyncIterator
 from fastp2p.config import HostConfig
 from fastp2p.host import Host
 from fastp2p.peer import PeerID
+from fastp2p.testing._conformance import (
+    CONFORMANCE_PROTOCOL,
+    MUXER_SUBTESTS,
+    STREAM_CHECKS,
+    MakeHostPair,
+    MakeStreamPair,
+    assert_stream_tables_empty,
+    check_muxer,
+    check_stream,
+    stream_pair,
+)
 
-__all__ = ["host_pair"]
+__all__ = [
+    "CONFORMANCE_PROTOCOL",
+    "MUXER_SUBTESTS",
+    "MakeHostPair",
+    "MakeStreamPair",
+    "STREAM_CHECKS",
+    "assert_stream_tables_empty",
+    "check_muxer",
+    "check_stream",
+    "host_pair",
+    "stream_pair",
+]
 
 
 @contextlib.asynccontextmanager
