@@ -20,6 +20,7 @@ from fastp2p.errors import (
     DialError,
     NegotiationError,
     P2PError,
+    RemoteProtocolError,
     ResourceLimitExceededError,
     SecurityError,
     StreamErrorCode,
@@ -398,7 +399,8 @@ class Host:
             try:
                 async with asyncio.timeout(self.config.negotiation_timeout):
                     proto = await negotiate_inbound(stream, self._supports)
-            except (NegotiationError, TimeoutError) as exc:
+            except (NegotiationError, RemoteProtocolError, TimeoutError) as exc:
+                # go-libp2p resets streams whose negotiation fails, malformed or not.
                 log.debug("inbound stream negotiation failed: %s", exc)
                 stream.reset(StreamErrorCode.PROTOCOL)
                 return

@@ -134,13 +134,15 @@ class Stream:
     # -- reading ----------------------------------------------------------------
 
     async def _wait_readable(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("stream is closed")
         while not self._chunks:
             if self._reset is not None:
                 raise self._reset
-            if self._eof:
-                return
             if self._closed:
                 raise ClosedResourceError("stream is closed")
+            if self._eof:
+                return
             fut = self.conn._loop.create_future()
             self._read_waiter = fut
             try:
@@ -275,10 +277,7 @@ class Stream:
             sent = 0
             total = len(view)
             while True:
-                if self._reset is not None:
-                    raise self._reset
-                if self._write_closed:
-                    raise ClosedResourceError("write side of the stream is closed")
+                self._check_writable()
                 n = conn._send_data(self.id, view[sent:] if sent else view)
                 sent += n
                 if sent >= total:
@@ -290,7 +289,19 @@ class Stream:
                         await fut
                     finally:
                         self._write_waiter = None
-            await conn._drain()
+            if conn._raw.write_paused:  # type: ignore[attr-defined]
+                await conn._drain(self)
+                # A reset or aclose while the transport drained fails the write
+                # (go-libp2p ErrReset): the caller must not assume delivery.
+                self._check_writable()
+
+    def _check_writable(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._closed:
+            raise ClosedResourceError("stream is closed")
+        if self._write_closed:
+            raise ClosedResourceError("write side of the stream is closed")
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
@@ -332,6 +343,7 @@ class Stream:
         self._closed = True
         self._drop_buffers()
         self._wake_reader()
+        self._wake_writer()
         self.conn._stream_closed_by_app(self)
 
     def _drop_buffers(self) -> None:

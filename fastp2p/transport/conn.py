@@ -186,8 +186,9 @@ class Connection:
             return
         if isinstance(exc, RemoteProtocolError):
             log.info("protocol error from %s: %s", self.remote_peer, exc)
+            # The session queued its GoAway before raising: flush it, but do not
+            # drain events, whose ConnectionTerminated would drop the typed cause.
             with contextlib.suppress(Exception):
-                self._process_events()
                 self._transmit()
             code = int(getattr(exc, "error_code", GoAwayCode.PROTOCOL_ERROR))
         elif isinstance(exc, SecurityError):
@@ -305,14 +306,36 @@ class Connection:
             self._transmit()
         return n
 
-    async def _drain(self) -> None:
+    async def _drain(self, stream: Stream | None = None) -> None:
+        """Wait for the transport's write buffer to drain.
+
+        With ``stream``, a reset or close of that stream also ends the wait
+        (its writer must not stay blocked behind other streams' bytes).
+        """
         self._check_open()
-        if self._raw.write_paused:  # type: ignore[attr-defined]
-            try:
-                await self._raw.drain()
-            except P2PError:
-                self._check_open()
-                raise
+        if not self._raw.write_paused:  # type: ignore[attr-defined]
+            return
+        drain = self._loop.create_task(self._raw.drain())
+        try:
+            if stream is None:
+                await drain
+            else:
+                woken = self._loop.create_future()
+                stream._write_waiter = woken
+                try:
+                    await asyncio.wait((drain, woken), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stream._write_waiter = None
+                    if not woken.done():
+                        woken.cancel()
+            if drain.done():
+                drain.result()
+        except P2PError:
+            self._check_open()
+            raise
+        finally:
+            if not drain.done():
+                drain.cancel()
 
     def _acknowledge(self, stream_id: int, n: int) -> None:
         if self._closed:

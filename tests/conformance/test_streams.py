@@ -29,33 +29,8 @@ from fastp2p.testing import (
 MUXERS = {"yamux": "/yamux/1.0.0", "mplex": "/mplex/6.7.0"}
 
 # Known bugs, keyed by (sub-check, muxer); the tests stay, marked xfail(strict=True).
-_BUG_READ_AFTER_ACLOSE = (
-    "BUG: Stream._wait_readable (fastp2p/stream.py:140) returns at EOF before checking "
-    "_closed, so readinto/read after aclose() return 0/b'' instead of raising "
-    "ClosedResourceError once the peer's EOF has arrived"
-)
-_BUG_ACLOSE_PENDING_WRITE = (
-    "BUG: Stream.aclose (fastp2p/stream.py:320-335) wakes only the reader: a write blocked "
-    "on flow control (yamux) or in conn._drain() (mplex) stays blocked forever instead "
-    "of raising ClosedResourceError"
-)
-_BUG_RESET_PENDING_WRITE = (
-    "BUG: Stream.write (fastp2p/stream.py:293) awaits conn._drain() after handing all "
-    "bytes to the mplex session and never re-checks _reset, so a write in progress when "
-    "the stream is reset (either side) returns normally instead of raising StreamResetError"
-)
-KNOWN_STREAM_BUGS: dict[tuple[str, str], str] = {
-    ("read_after_aclose", "yamux"): _BUG_READ_AFTER_ACLOSE,
-    ("read_after_aclose", "mplex"): _BUG_READ_AFTER_ACLOSE,
-    ("aclose_wakes_pending_ops", "yamux"): _BUG_ACLOSE_PENDING_WRITE,
-    ("aclose_wakes_pending_ops", "mplex"): _BUG_ACLOSE_PENDING_WRITE,
-    ("reset_fails_pending_write", "mplex"): _BUG_RESET_PENDING_WRITE,
-    ("peer_reset_fails_pending_write", "mplex"): _BUG_RESET_PENDING_WRITE,
-}
-KNOWN_MUXER_BUGS: dict[tuple[str, str], str] = {
-    ("stream_close_then_read", "yamux"): _BUG_READ_AFTER_ACLOSE,
-    ("stream_close_then_read", "mplex"): _BUG_READ_AFTER_ACLOSE,
-}
+KNOWN_STREAM_BUGS: dict[tuple[str, str], str] = {}
+KNOWN_MUXER_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _cases(names: tuple[str, ...], bugs: dict[tuple[str, str], str]) -> list[object]:

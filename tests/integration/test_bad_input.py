@@ -306,27 +306,8 @@ async def test_malformed_frame_closes_only_that_connection(name: str, no_fd_leak
         b.assert_good_connection_intact()
 
 
-# The typed muxer error only survives as text in what streams see: the session's
-# ConnectionTerminated event closes the connection before Connection._fail chains it.
-_CAUSE_LOST = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: fastp2p/transport/conn.py Connection._fail: for a RemoteProtocolError it "
-        "first calls _process_events(), whose ConnectionTerminated branch already calls "
-        "_terminate() with a bare ConnectionClosedError('connection terminated: ...', "
-        "remote=False) and no __cause__; _fail's own error (remote=True, __cause__ = the "
-        "FrameVersionError/FrameTypeError/FlowControlError/FrameTooLargeError/VarintError) "
-        "is then a no-op, so streams cannot tell which typed error closed the connection"
-    ),
-)
-
-
-# Detected by the muxer session (not by the Noise cipher): the typed error is lost.
-_SESSION_DETECTED = {n for n, a in ATTACKS.items() if a.error not in (DecryptError, FrameError)}
-
-
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_CAUSE_LOST) if n in _SESSION_DETECTED else n for n in ATTACKS]
+    "name", list(ATTACKS)
 )
 async def test_connection_error_carries_the_typed_cause(name: str) -> None:
     attack = ATTACKS[name]
@@ -405,25 +386,9 @@ async def test_bad_negotiation_closes_only_that_stream(name: str) -> None:
             await h.aclose()
 
 
-_FIN_NOT_RST = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: fastp2p/host.py Host._serve_stream catches only (NegotiationError, "
-        "TimeoutError) around negotiate_inbound; a malformed multistream message "
-        "(VarintError, FrameTooLargeError: RemoteProtocolError) falls through to the outer "
-        "'except (P2PError, OSError)' and the finally's stream.aclose() half-closes with "
-        "FIN: the peer reads a clean EOF instead of a reset, and the yamux session keeps "
-        "the half-open stream (counting against max_streams) until the peer sends FIN"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=_FIN_NOT_RST) if "unsupported" not in n else n
-        for n in STREAM_ATTACKS
-    ],
+    list(STREAM_ATTACKS),
 )
 async def test_bad_negotiation_is_answered_with_protocol_reset(name: str) -> None:
     """go-libp2p resets a stream whose negotiation failed; so must we, and forget it."""
