@@ -244,16 +244,12 @@ class ECDSAPublicKey(PublicKey):
 
     def __init__(self, raw: bytes) -> None:
         raw = bytes(raw)
-        try:
-            key = serialization.load_der_public_key(raw)
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise InvalidKeyError(f"invalid ECDSA public key DER: {exc}") from exc
+        key = _load_pkix(raw, "ECDSA")
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
             key.curve, _ECDSA_CURVES
         ):
             raise InvalidKeyError("ECDSA public key must be on P-256, P-384 or P-521")
-        if _pkix(key) != raw:
-            raise InvalidKeyError("ECDSA public key DER is not canonical")
+        _check_canonical(key, raw, "ECDSA")
         self._key = key
         self._raw = raw
 
@@ -269,16 +265,12 @@ class RSAPublicKey(PublicKey):
 
     def __init__(self, raw: bytes) -> None:
         raw = bytes(raw)
-        try:
-            key = serialization.load_der_public_key(raw)
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise InvalidKeyError(f"invalid RSA public key DER: {exc}") from exc
+        key = _load_pkix(raw, "RSA")
         if not isinstance(key, rsa.RSAPublicKey):
             raise InvalidKeyError("RSA key type carries a non-RSA key")
         if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
             raise InvalidKeyError(f"RSA key size {key.key_size} outside 2048..8192 bits")
-        if _pkix(key) != raw:
-            raise InvalidKeyError("RSA public key DER is not canonical")
+        _check_canonical(key, raw, "RSA")
         self._key = key
         self._raw = raw
 
@@ -294,6 +286,21 @@ def _pkix(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def _load_pkix(raw: bytes, what: str) -> object:
+    """Parse SubjectPublicKeyInfo DER; the caller checks the key's type."""
+    try:
+        return serialization.load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidKeyError(f"invalid {what} public key DER: {exc}") from exc
+
+
+def _check_canonical(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, raw: bytes, what: str) -> None:
+    # Two encodings of one key would give one key two PeerIDs: accept only DER
+    # exactly as re-encoded.
+    if _pkix(key) != raw:
+        raise InvalidKeyError(f"{what} public key DER is not canonical")
 
 
 _PUBLIC_KEY_CLASSES: dict[int, type[PublicKey]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastp2p import _accel
 from fastp2p.config import HostConfig
@@ -61,6 +61,39 @@ async def _read_raw(raw: RawConnection, what: str) -> bytes:
     return data
 
 
+class _SansIO(Protocol):
+    @property
+    def done(self) -> bool: ...
+
+    def data_to_send(self) -> bytes: ...
+    def receive_data(self, data: bytes) -> None: ...
+    def unused_data(self) -> bytes: ...
+
+
+async def _run_plain(
+    raw: RawConnection, machine: _SansIO, what: str, first: bytes = b"", leftover: bytes = b""
+) -> bytes:
+    """Drive a handshake state machine over the raw connection until it is done.
+
+    ``first`` is sent together with the machine's first output; ``leftover`` is
+    input that arrived before (bytes after the previous step's last message).
+    Returns the bytes that arrived after the machine finished.
+    """
+    out = machine.data_to_send() + first
+    if out:
+        raw.write(out)
+    data = leftover
+    while True:
+        if data:
+            machine.receive_data(data)
+            out = machine.data_to_send()
+            if out:
+                raw.write(out)
+        if machine.done:
+            return machine.unused_data()
+        data = await _read_raw(raw, what)
+
+
 async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"") -> bytes:
     """multistream-select ``/noise``; returns bytes that arrived after the answer.
 
@@ -73,36 +106,7 @@ async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes
         ms: MultistreamDialer | MultistreamListener = MultistreamDialer([NOISE_PROTOCOL_ID])
     else:
         ms = MultistreamListener([NOISE_PROTOCOL_ID])
-    out = ms.data_to_send() + first_flight
-    if out:
-        raw.write(out)
-    while not ms.done:
-        ms.receive_data(await _read_raw(raw, "security negotiation"))
-        out = ms.data_to_send()
-        if out:
-            raw.write(out)
-    return ms.unused_data()
-
-
-async def _noise(
-    raw: RawConnection,
-    hs: NoiseHandshake,
-    leftover: bytes,
-) -> bytes:
-    out = hs.data_to_send()
-    if out:
-        raw.write(out)
-    if leftover:
-        hs.receive_data(leftover)
-        out = hs.data_to_send()
-        if out:
-            raw.write(out)
-    while not hs.done:
-        hs.receive_data(await _read_raw(raw, "noise handshake"))
-        out = hs.data_to_send()
-        if out:
-            raw.write(out)
-    return hs.unused_data()
+    return await _run_plain(raw, ms, "security negotiation", first=first_flight)
 
 
 async def _select_muxer(
@@ -181,7 +185,7 @@ async def _secure(
             )
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)
-            leftover_cipher = await _noise(raw, hs, leftover)
+            leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover)
             k1, k2 = hs.split()
             send = _accel.NoiseCipher(k1)
             recv = _accel.NoiseCipher(k2)
