@@ -15,9 +15,12 @@ preallocated ``mmap`` of the destination file via ``readinto``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mmap
 import os
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -64,6 +67,51 @@ def hash_file(path: str | os.PathLike[str]) -> str:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                 h.update(m)
     return h.hexdigest()
+
+
+class _PipelinedHasher:
+    """SHA-256 of a growing buffer, computed on a worker thread behind the receiver.
+
+    ``hashlib`` releases the GIL on large updates, so hashing chunk k overlaps
+    with receiving and decrypting chunk k+1. The worker holds its own view of the
+    buffer and releases it before ``finish``/``abort`` return, so the caller may
+    close the underlying mmap right after.
+    """
+
+    def __init__(self, buf: memoryview) -> None:
+        self._h = hashlib.sha256()
+        self._view = buf
+        self._ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fastp2p-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        view = self._view
+        try:
+            while (r := self._ranges.get()) is not None:
+                if not self._stop:
+                    self._h.update(view[r[0] : r[1]])
+        except BaseException as exc:  # surfaced by finish()
+            self._error = exc
+        finally:
+            self._view = None  # type: ignore[assignment]
+
+    def update(self, start: int, end: int) -> None:
+        self._ranges.put((start, end))
+
+    async def finish(self) -> bytes:
+        self._ranges.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._error is not None:
+            raise self._error
+        return self._h.digest()
+
+    def abort(self) -> None:
+        self._stop = True
+        self._ranges.put(None)
+        self._thread.join()
 
 
 class FileShare:
@@ -139,33 +187,38 @@ class FileShare:
                 if status[0] != _FOUND:
                     raise FileNotFoundOnPeerError(f"{peer} does not share {digest}")
                 size = int.from_bytes(await stream.readexactly(8), "big")
-                h = hashlib.sha256()
+                got_digest = hashlib.sha256().digest()
                 with open(dest, "w+b") as f:
                     if size:
                         f.truncate(size)
                         with mmap.mmap(f.fileno(), size) as m:
                             view = memoryview(m)
+                            hasher = _PipelinedHasher(view)
                             try:
-                                got = 0
+                                got = hashed = 0
                                 while got < size:
                                     n = await stream.readinto(view[got : min(size, got + _CHUNK)])
                                     if n == 0:
                                         raise RemoteProtocolError(
                                             f"peer closed after {got} of {size} bytes"
                                         )
-                                    h.update(view[got : got + n])
                                     got += n
+                                    if got - hashed >= _CHUNK or got == size:
+                                        hasher.update(hashed, got)
+                                        hashed = got
                                     if progress is not None:
                                         progress(got, size)
+                                got_digest = await hasher.finish()
                             finally:
+                                hasher.abort()
                                 view.release()
                     elif progress is not None:
                         progress(0, 0)
                 if await stream.read(1):
                     raise RemoteProtocolError("peer sent more bytes than announced")
-                if h.digest() != want:
+                if got_digest != want:
                     raise HashMismatchError(
-                        f"content from {peer} hashes to {h.hexdigest()}, expected {digest}"
+                        f"content from {peer} hashes to {got_digest.hex()}, expected {digest}"
                     )
                 ok = True
         finally:
