@@ -66,8 +66,8 @@ from fastp2p.errors import (
     RemoteProtocolError,
     ResourceLimitExceededError,
     StreamErrorCode,
-    StreamResetError,
 )
+from fastp2p.proto._history import StreamHistory
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
     DataReceived,
@@ -146,7 +146,7 @@ class MplexSession:
         self.is_client = is_client
         self._next_id = 0
         self._streams: dict[int, _Stream] = {}
-        self._history: dict[int, tuple[bool, int, bool]] = {}  # key -> (reset?, code, remote)
+        self._history = StreamHistory(HISTORY_SIZE)
         self._n_inbound = 0
         self._n_outbound = 0
         self._events: deque[MuxerEvent] = deque()
@@ -370,11 +370,11 @@ class MplexSession:
             # go-mplex: refuse by resetting, the connection stays up.
             self._emit(self._encode(mid, RESET_RECEIVER, 0))
             self.stats["streams_rejected"] += 1
-            self._remember(key, True, int(StreamErrorCode.RESOURCE_LIMIT), False)
+            self._history.remember(key, True, int(StreamErrorCode.RESOURCE_LIMIT), False)
             return
         # libp2p mplex spec: "Reusing a stream ID after closing a stream may result
         # in undefined behaviour": we accept it as a new stream (go-mplex does).
-        self._history.pop(key, None)
+        self._history.forget(key)
         self._streams[key] = _Stream(key, mid, False)
         self._n_inbound += 1
         self.stats["streams_accepted"] += 1
@@ -437,15 +437,9 @@ class MplexSession:
     def _control(self, stream: _Stream, flag: int) -> None:
         self._emit(self._encode(stream.mplex_id, flag, 0))
 
-    def _remember(self, key: int, reset: bool, code: int, remote: bool) -> None:
-        history = self._history
-        history[key] = (reset, code, remote)
-        if len(history) > HISTORY_SIZE:
-            del history[next(iter(history))]
-
     def _remove(self, stream: _Stream, reset: bool, code: int, remote: bool) -> None:
         del self._streams[stream.key]
-        self._remember(stream.key, reset, code, remote)
+        self._history.remember(stream.key, reset, code, remote)
         if stream.initiator:
             self._n_outbound -= 1
         else:
@@ -472,21 +466,18 @@ class MplexSession:
             if stream.local_closed:
                 raise ClosedResourceError(f"stream {key} was closed for writing")
             return stream
-        hist = self._history.get(key)
-        if hist is None:
+        err = self._history.write_error(key)
+        if err is None:
             self._check_known(key)
-            raise ClosedResourceError(f"stream {key} is closed")
-        reset, code, remote = hist
-        if reset:
-            raise StreamResetError(f"stream {key} was reset", code=code, remote=remote)
-        raise ClosedResourceError(f"stream {key} was closed for writing")
+            err = ClosedResourceError(f"stream {key} is closed")
+        raise err
 
     def _terminate(self, code: int, *, remote: bool, reason: str) -> None:
         if self._terminated is not None:
             return
         self._terminated = (code, remote)
         for key in list(self._streams):
-            self._remember(key, True, int(StreamErrorCode.NONE), remote)
+            self._history.remember(key, True, int(StreamErrorCode.NONE), remote)
         self._streams.clear()
         self._n_inbound = self._n_outbound = 0
         self._events.append(ConnectionTerminated(code, remote, reason))

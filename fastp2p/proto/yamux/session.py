@@ -85,7 +85,7 @@ while such events are alive.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from types import ModuleType
 from typing import Any
 
@@ -101,8 +101,8 @@ from fastp2p.errors import (
     RemoteProtocolError,
     ResourceLimitExceededError,
     StreamErrorCode,
-    StreamResetError,
 )
+from fastp2p.proto._history import StreamHistory
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
     DataReceived,
@@ -141,8 +141,8 @@ _PENDING_SYN = 0
 _SYN_SENT = 1
 _ESTABLISHED = 2
 
-_H_CLOSED = 0  # both sides sent FIN
-_H_RESET = 1  # RST sent or received, or SYN refused
+_H_CLOSED = False  # both sides sent FIN
+_H_RESET = True  # RST sent or received, or SYN refused
 
 
 def _default_kernels() -> Any:
@@ -203,7 +203,7 @@ class YamuxSession:
         self._next_id = 1 if is_client else 2
         self._max_peer_id = 0
         self._streams: dict[int, _Stream] = {}
-        self._history: OrderedDict[int, tuple[int, int, bool]] = OrderedDict()
+        self._history = StreamHistory(HISTORY_SIZE)
         self._n_inbound = 0
         self._n_outbound = 0
         self._syn_backlog = 0  # our streams in SYN_SENT
@@ -594,7 +594,7 @@ class YamuxSession:
             # libp2p yamux spec (ACK backlog): refuse with RST, not a session error;
             # go-yamux does the same for MaxIncomingStreams and a full accept backlog.
             self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
-            self._remember(sid, _H_RESET, int(StreamErrorCode.RESOURCE_LIMIT), False)
+            self._history.remember(sid, _H_RESET, int(StreamErrorCode.RESOURCE_LIMIT), False)
             self.stats["streams_rejected"] += 1
             return None
         recv = WindowManager(config.initial_window, config.max_window, self._now)
@@ -704,15 +704,9 @@ class YamuxSession:
         self._frame(TYPE_PING, FLAG_SYN, 0, opaque)
         return opaque
 
-    def _remember(self, sid: int, kind: int, code: int, remote: bool) -> None:
-        history = self._history
-        history[sid] = (kind, code, remote)
-        if len(history) > HISTORY_SIZE:
-            history.popitem(last=False)
-
-    def _remove(self, stream: _Stream, kind: int, code: int, remote: bool) -> None:
+    def _remove(self, stream: _Stream, kind: bool, code: int, remote: bool) -> None:
         del self._streams[stream.stream_id]
-        self._remember(stream.stream_id, kind, code, remote)
+        self._history.remember(stream.stream_id, kind, code, remote)
         if stream.outbound:
             self._n_outbound -= 1
         else:
@@ -744,14 +738,11 @@ class YamuxSession:
             if stream.local_closed:
                 raise ClosedResourceError(f"stream {stream_id} was closed for writing")
             return stream
-        hist = self._history.get(stream_id)
-        if hist is None:
+        err = self._history.write_error(stream_id)
+        if err is None:
             self._check_known(stream_id)
-            raise ClosedResourceError(f"stream {stream_id} is closed")
-        kind, code, remote = hist
-        if kind == _H_RESET:
-            raise StreamResetError(f"stream {stream_id} was reset", code=code, remote=remote)
-        raise ClosedResourceError(f"stream {stream_id} was closed for writing")
+            err = ClosedResourceError(f"stream {stream_id} is closed")
+        raise err
 
     def _terminate(self, code: int, *, remote: bool, reason: str, send_go_away: bool) -> None:
         if self._terminated is not None:
@@ -760,7 +751,7 @@ class YamuxSession:
             self._frame(TYPE_GO_AWAY, 0, 0, code)
         self._terminated = (code, remote)
         for sid in list(self._streams):
-            self._remember(sid, _H_RESET, int(StreamErrorCode.NONE), remote)
+            self._history.remember(sid, _H_RESET, int(StreamErrorCode.NONE), remote)
         self._streams.clear()
         self._pending_syn.clear()
         self._n_inbound = self._n_outbound = self._syn_backlog = 0
