@@ -12,9 +12,11 @@ Rules
 
 from __future__ import annotations
 
-from fastp2p.errors import ClosedResourceError, StreamResetError
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["StreamHistory"]
+from fastp2p.errors import ClosedResourceError, ConnectionClosedError, StreamResetError
+
+__all__ = ["StreamHistory", "StreamTable"]
 
 
 class StreamHistory:
@@ -56,3 +58,49 @@ class StreamHistory:
         if reset:
             return StreamResetError(f"stream {sid} was reset", code=code, remote=remote)
         return ClosedResourceError(f"stream {sid} was closed for writing")
+
+
+class _HalfClosable(Protocol):
+    local_closed: bool
+
+
+S = TypeVar("S", bound=_HalfClosable)
+
+
+class StreamTable(Generic[S]):
+    """The checks every muxer session makes before acting on one of its streams.
+
+    A session subclass owns ``_streams`` (live streams by id), ``_history``
+    (a :class:`StreamHistory`), ``_terminated`` (``(code, remote)`` once the
+    session ended) and implements ``_check_known`` (whether an id it does not
+    remember could ever have been opened, which depends on the muxer's id rules).
+    """
+
+    MUXER_NAME = "muxer"
+    _streams: dict[int, S]
+    _history: StreamHistory
+    _terminated: tuple[int, bool] | None
+
+    def _check_known(self, sid: int) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._terminated is not None:
+            code, remote = self._terminated
+            raise ConnectionClosedError(
+                f"{self.MUXER_NAME} session terminated", code=code, remote=remote
+            )
+
+    def _writable(self, sid: int) -> S:
+        """The live stream ``sid`` if we may still write to it; else the right error."""
+        self._check_open()
+        stream = self._streams.get(sid)
+        if stream is not None:
+            if stream.local_closed:
+                raise ClosedResourceError(f"stream {sid} was closed for writing")
+            return stream
+        err = self._history.write_error(sid)
+        if err is None:
+            self._check_known(sid)
+            err = ClosedResourceError(f"stream {sid} is closed")
+        raise err

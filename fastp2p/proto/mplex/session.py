@@ -58,8 +58,6 @@ from typing import Any
 from fastp2p._typing import ReadableBuffer
 from fastp2p.config import MplexConfig
 from fastp2p.errors import (
-    ClosedResourceError,
-    ConnectionClosedError,
     GoAwayCode,
     LocalProtocolError,
     ProtocolError,
@@ -67,7 +65,7 @@ from fastp2p.errors import (
     ResourceLimitExceededError,
     StreamErrorCode,
 )
-from fastp2p.proto._history import StreamHistory
+from fastp2p.proto._history import StreamHistory, StreamTable
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
     DataReceived,
@@ -111,7 +109,7 @@ class _Stream:
         self.buffered = 0  # delivered, not yet acknowledged
 
 
-class MplexSession:
+class MplexSession(StreamTable[_Stream]):
     """An mplex session (see the module docstring for stream keys).
 
     Args:
@@ -127,6 +125,8 @@ class MplexSession:
             ``streams_rejected``, ``streams_overflowed``.
         rtt: always None (mplex has no ping).
     """
+
+    MUXER_NAME = "mplex"
 
     supports_ping = False
     rtt: float | None = None
@@ -445,11 +445,6 @@ class MplexSession:
         else:
             self._n_inbound -= 1
 
-    def _check_open(self) -> None:
-        if self._terminated is not None:
-            code, remote = self._terminated
-            raise ConnectionClosedError("mplex session terminated", code=code, remote=remote)
-
     def _check_known(self, key: int) -> None:
         if key in self._history:
             return
@@ -458,19 +453,6 @@ class MplexSession:
         if not key & 1 and key >= 0:
             return  # peer-initiated: any id may have existed
         raise LocalProtocolError(f"stream {key} was never opened")
-
-    def _writable(self, key: int) -> _Stream:
-        self._check_open()
-        stream = self._streams.get(key)
-        if stream is not None:
-            if stream.local_closed:
-                raise ClosedResourceError(f"stream {key} was closed for writing")
-            return stream
-        err = self._history.write_error(key)
-        if err is None:
-            self._check_known(key)
-            err = ClosedResourceError(f"stream {key} is closed")
-        raise err
 
     def _terminate(self, code: int, *, remote: bool, reason: str) -> None:
         if self._terminated is not None:

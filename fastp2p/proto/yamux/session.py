@@ -92,7 +92,6 @@ from typing import Any
 from fastp2p._typing import ReadableBuffer
 from fastp2p.config import YamuxConfig
 from fastp2p.errors import (
-    ClosedResourceError,
     ConnectionClosedError,
     FlowControlError,
     GoAwayCode,
@@ -102,7 +101,7 @@ from fastp2p.errors import (
     ResourceLimitExceededError,
     StreamErrorCode,
 )
-from fastp2p.proto._history import StreamHistory
+from fastp2p.proto._history import StreamHistory, StreamTable
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
     DataReceived,
@@ -165,7 +164,7 @@ class _Stream:
         self.remote_closed = False
 
 
-class YamuxSession:
+class YamuxSession(StreamTable[_Stream]):
     """A yamux session, one per secured connection (see the module docstring).
 
     Args:
@@ -183,6 +182,8 @@ class YamuxSession:
             ``streams_accepted`` and ``streams_rejected`` (inbound).
         rtt: the last measured ping round-trip time, or None.
     """
+
+    MUXER_NAME = "yamux"
 
     supports_ping = True
 
@@ -715,11 +716,6 @@ class YamuxSession:
             self._syn_backlog -= 1
             self._release_pending()
 
-    def _check_open(self) -> None:
-        if self._terminated is not None:
-            code, remote = self._terminated
-            raise ConnectionClosedError("yamux session terminated", code=code, remote=remote)
-
     def _check_known(self, stream_id: int) -> None:
         if stream_id in self._history:
             return
@@ -730,19 +726,6 @@ class YamuxSession:
             elif stream_id <= self._max_peer_id:
                 return
         raise LocalProtocolError(f"stream {stream_id} was never opened")
-
-    def _writable(self, stream_id: int) -> _Stream:
-        self._check_open()
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            if stream.local_closed:
-                raise ClosedResourceError(f"stream {stream_id} was closed for writing")
-            return stream
-        err = self._history.write_error(stream_id)
-        if err is None:
-            self._check_known(stream_id)
-            err = ClosedResourceError(f"stream {stream_id} is closed")
-        raise err
 
     def _terminate(self, code: int, *, remote: bool, reason: str, send_go_away: bool) -> None:
         if self._terminated is not None:
