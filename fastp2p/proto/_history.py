@@ -84,6 +84,19 @@ class StreamTable(Generic[S]):
     def _check_known(self, sid: int) -> None:
         raise NotImplementedError
 
+    def stream_count(self) -> int:
+        """Number of live streams (not yet closed both ways nor reset)."""
+        return len(self._streams)
+
+    def is_stream_open(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` is still in the table."""
+        return stream_id in self._streams
+
+    @property
+    def terminated(self) -> bool:
+        """Whether the session is over (protocol error, GoAway with an error, timeout)."""
+        return self._terminated is not None
+
     def _check_open(self) -> None:
         if self._terminated is not None:
             code, remote = self._terminated

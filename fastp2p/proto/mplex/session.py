@@ -347,19 +347,6 @@ class MplexSession(StreamTable[_Stream]):
         """
         self._terminate(int(code), remote=False, reason="local close")
 
-    def stream_count(self) -> int:
-        """Number of streams in the table."""
-        return len(self._streams)
-
-    def is_stream_open(self, stream_id: int) -> bool:
-        """Whether the stream key is still in the table."""
-        return stream_id in self._streams
-
-    @property
-    def terminated(self) -> bool:
-        """Whether the session is over."""
-        return self._terminated is not None
-
     # -- frame handlers ----------------------------------------------------------
 
     def _on_new_stream(self, mid: int) -> None:

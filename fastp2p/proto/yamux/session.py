@@ -516,19 +516,6 @@ class YamuxSession(StreamTable[_Stream]):
             self._local_goaway = True
             self._frame(TYPE_GO_AWAY, 0, 0, 0)
 
-    def stream_count(self) -> int:
-        """Number of streams in the table (not yet closed both ways nor reset)."""
-        return len(self._streams)
-
-    def is_stream_open(self, stream_id: int) -> bool:
-        """Whether ``stream_id`` is still in the table."""
-        return stream_id in self._streams
-
-    @property
-    def terminated(self) -> bool:
-        """Whether the session is over (protocol error, error GoAway, keepalive timeout)."""
-        return self._terminated is not None
-
     # -- frame handlers ----------------------------------------------------------
 
     def _on_data(self, flags: int, sid: int, payload: Any) -> None:
