@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import Any
 
-from fastp2p.cli import MUXERS
+from fastp2p.cli import MUXERS, _run
 
 __all__ = ["run_demo"]
 
@@ -30,17 +30,6 @@ __all__ = ["run_demo"]
 def _emit(**event: Any) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
-
-
-def _run(coro: Any) -> int:
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return int(runner.run(coro))
 
 
 def _loop_name() -> str:

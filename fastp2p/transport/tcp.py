@@ -176,11 +176,6 @@ class TcpConnection(RawConnection):
             data = memoryview(data)
         self._transport.write(data)
 
-    def writelines(self, data: list[bytes]) -> None:
-        if self._closed:
-            raise ClosedResourceError("connection closed")
-        self._transport.writelines(data)
-
     @property
     def write_paused(self) -> bool:
         return self._p._paused
