@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import TYPE_CHECKING
@@ -63,6 +64,8 @@ class Ping:
             if stream is None or stream.is_closed:
                 stream = await self.host.open_stream(peer, PROTOCOL_ID)
                 self._streams[peer] = stream
+                # Per-peer state lives only as long as the connection it pings over.
+                stream.conn.closed.add_done_callback(functools.partial(self._forget, peer))
             payload = os.urandom(PING_SIZE)
             try:
                 t0 = time.perf_counter()
@@ -81,6 +84,14 @@ class Ping:
             conn = stream.conn
             conn.stats.rtt = rtt
             return rtt
+
+    def _forget(self, peer: PeerID, _closed: object = None) -> None:
+        stream = self._streams.get(peer)
+        if stream is not None and stream.is_closed:
+            del self._streams[peer]
+        lock = self._locks.get(peer)
+        if lock is not None and not lock.locked() and peer not in self._streams:
+            del self._locks[peer]
 
     async def aclose(self) -> None:
         """Close every ping stream."""

@@ -416,3 +416,14 @@ async def test_identify_push_on_new_protocol() -> None:
         async with asyncio.timeout(5):
             while "/new/1.0.0" in a.peerstore.get(peer).protocols:  # type: ignore[union-attr]
                 await asyncio.sleep(0.01)
+
+
+async def test_ping_forgets_peers_whose_connection_closed() -> None:
+    async with host_pair() as (a, b, peer):
+        ping = Ping(a)
+        await ping(peer)
+        assert peer in ping._streams and peer in ping._locks
+        await a.disconnect(peer)
+        async with asyncio.timeout(5):
+            while peer in ping._streams or peer in ping._locks:
+                await asyncio.sleep(0.01)
