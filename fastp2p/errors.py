@@ -22,6 +22,7 @@ __all__ = [
     "FrameVersionError",
     "FrameTypeError",
     "FrameTooLargeError",
+    "ShmRingError",
     "FlowControlError",
     "VarintError",
     "ProtobufError",
@@ -40,6 +41,9 @@ __all__ = [
     "BrokenResourceError",
     "BusyResourceError",
     "ResourceLimitExceededError",
+    "AccessError",
+    "AccessDeniedError",
+    "RegionBoundsError",
     "TransportUnavailableError",
     "RDMAError",
     "MemoryRegistrationError",
@@ -96,6 +100,15 @@ class RemoteProtocolError(ProtocolError):
 
 class FrameError(RemoteProtocolError):
     """A malformed frame was received."""
+
+
+class ShmRingError(RemoteProtocolError):
+    """The peer process left a shared-memory ring in an impossible state.
+
+    Raised by the ring consumer or producer when indices, lengths or header
+    fields in shared memory are out of bounds or went backwards; the one
+    connection using the ring is closed.
+    """
 
 
 class FrameVersionError(FrameError):
@@ -236,6 +249,18 @@ class BusyResourceError(ResourceError):
 
 class ResourceLimitExceededError(ResourceError):
     """A configured limit (streams, connections, memory) was reached."""
+
+
+class AccessError(P2PError):
+    """A memory-region operation was refused by the region's owner."""
+
+
+class AccessDeniedError(AccessError):
+    """The grant token is forged, revoked, expired, for another peer, or lacks the right."""
+
+
+class RegionBoundsError(AccessError):
+    """The requested range lies outside the granted (or the local) region."""
 
 
 class TransportUnavailableError(P2PError):
