@@ -11,6 +11,19 @@ from fastp2p.multiaddr import Multiaddr
 class RawConnection(abc.ABC):
     """An unsecured byte pipe produced by a transport (TCP today)."""
 
+    @property
+    @abc.abstractmethod
+    def write_paused(self) -> bool:
+        """True while the write buffer is above its high-water mark."""
+
+    @abc.abstractmethod
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (backpressure)."""
+
+    @abc.abstractmethod
+    def resume_reading(self) -> None:
+        """Resume reading from the socket."""
+
     local_addr: Multiaddr | None
     remote_addr: Multiaddr | None
     outbound: bool
@@ -52,3 +65,46 @@ class Listener(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Stop accepting connections."""
+
+
+class DataPath(abc.ABC):
+    """Carries one connection's muxer frames (plaintext yamux/mplex bytes).
+
+    A ``Connection`` sends through exactly one data path at a time and receives
+    from exactly one: Noise over the raw TCP connection at first, a shared-memory
+    ring or an RDMA queue pair after an in-band upgrade. A path delivers what it
+    receives by calling the ``deliver(data, transient)`` callback it was started
+    with; ``transient`` means the bytes live in memory the peer will reuse once
+    the callback returns (a shared ring), so whoever keeps them must copy.
+    """
+
+    #: ``"tcp"``, ``"shm"`` or ``"rdma"``
+    name: str = ""
+
+    @abc.abstractmethod
+    def send(self, bufs: list[memoryview]) -> int:
+        """Hand muxer frames to the path; returns bytes accounted on the wire.
+
+        The buffers may be reused by the caller as soon as this returns.
+        """
+
+    @property
+    @abc.abstractmethod
+    def write_paused(self) -> bool:
+        """True while the path holds more unsent bytes than its high-water mark."""
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until ``write_paused`` is False (raises if the path broke)."""
+
+    @abc.abstractmethod
+    def pause_reading(self) -> None:
+        """Stop delivering received bytes (backpressure from a slow stream)."""
+
+    @abc.abstractmethod
+    def resume_reading(self) -> None:
+        """Resume delivering received bytes."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the path's resources. Idempotent."""

@@ -1,14 +1,21 @@
 """Connection: the asyncio driver of one secured, multiplexed connection.
 
-It owns the raw transport, the two Noise transport ciphers (one per direction,
-native AEAD when built) and the muxer session (sans-IO). Like aioquic's
+It owns the muxer session (sans-IO) and the *data paths* that carry the
+session's frames: at first ``NoisePath`` (the two Noise transport ciphers over
+the raw TCP connection), later possibly a shared-memory ring or an RDMA queue
+pair after an in-band upgrade (``switch_tx``/``switch_rx``). Like aioquic's
 ``QuicConnectionProtocol`` it does exactly three things:
 
-- on bytes from the socket: open every complete Noise frame in one call,
-  feed the plaintext to the muxer session, drain its events into streams;
-- ``_transmit()``: seal everything the session queued (one AEAD call over the
-  whole iovec) and write it; re-arm the single timer from ``get_timer()``;
+- on plaintext from the receiving path: feed it to the muxer session, drain
+  its events into streams;
+- ``_transmit()``: hand everything the session queued to the sending path in
+  one call (for TCP: one AEAD call over the whole iovec, one socket write);
+  re-arm the single timer from ``get_timer()``;
 - translate terminal states into exceptions on the streams.
+
+Streams reach the connection only through the ``StreamDriver`` methods
+(``stream_send``, ``stream_ack``, ...); the connection drives streams only
+through ``Stream.feed_data``/``feed_eof``/``set_reset``/``window_updated``.
 """
 
 from __future__ import annotations
@@ -41,14 +48,15 @@ from fastp2p.proto.muxer import (
     StreamReset,
     WindowUpdated,
 )
-from fastp2p.stream import Stream
+from fastp2p.transport.base import DataPath
+from fastp2p.transport.stream import Stream
 
 if TYPE_CHECKING:
     from fastp2p.multiaddr import Multiaddr
     from fastp2p.peer import PeerID, PublicKey
     from fastp2p.transport.base import RawConnection
 
-__all__ = ["Connection", "ConnectionStats"]
+__all__ = ["Connection", "ConnectionStats", "NoisePath"]
 
 log = logging.getLogger("fastp2p.conn")
 
@@ -79,6 +87,68 @@ class ConnectionStats:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+class NoisePath(DataPath):
+    """Muxer frames sealed with the Noise transport ciphers over the raw connection."""
+
+    name = "tcp"
+
+    def __init__(self, raw: RawConnection, send_cipher: Any, recv_cipher: Any) -> None:
+        self.raw = raw
+        self._send = send_cipher
+        self._recv = recv_cipher
+        self._deliver: Callable[[Any, bool], None] | None = None
+        self._on_failed: Callable[[P2PError], None] | None = None
+
+    def start(
+        self,
+        deliver: Callable[[Any, bool], None],
+        on_lost: Callable[[BaseException | None], None],
+        on_failed: Callable[[P2PError], None],
+    ) -> bytes:
+        """Push received plaintext to ``deliver``; returns ciphertext read before.
+
+        A frame that fails authentication goes to ``on_failed``.
+        """
+        self._deliver = deliver
+        self._on_failed = on_failed
+        return self.raw.start_push(self._on_wire, on_lost)
+
+    def _on_wire(self, view: memoryview) -> None:
+        try:
+            self.receive_wire(view)
+        except P2PError as exc:
+            assert self._on_failed is not None
+            self._on_failed(exc)
+
+    def receive_wire(self, view: memoryview) -> None:
+        """Open every complete Noise frame in ``view`` and deliver the plaintext."""
+        plain = self._recv.open_frames(view)
+        if plain:
+            assert self._deliver is not None
+            self._deliver(plain, False)
+
+    def send(self, bufs: list[memoryview]) -> int:
+        out = self._send.seal_frames(bufs)
+        self.raw.write(out)
+        return len(out)
+
+    @property
+    def write_paused(self) -> bool:
+        return self.raw.write_paused
+
+    async def drain(self) -> None:
+        await self.raw.drain()
+
+    def pause_reading(self) -> None:
+        self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.raw.resume_reading()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class Connection:
     """A secured, multiplexed connection to one peer.
 
@@ -101,11 +171,15 @@ class Connection:
         on_closed: Callable[[Connection], None],
         recv_soft_limit: int | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._raw = raw
         self._session = session
-        self._send = send_cipher
-        self._recv = recv_cipher
+        self._base = NoisePath(raw, send_cipher, recv_cipher)
+        # The paths frames are sent on and received from (see switch_tx/switch_rx).
+        self._tx: DataPath = self._base
+        self._rx: DataPath = self._base
+        self._rx_transient = False
+        self.data_path_reason: str | None = None
         self.remote_peer = remote_peer
         self.remote_public_key = remote_public_key
         self.muxer = muxer
@@ -121,12 +195,12 @@ class Connection:
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._closed = False
         self._close_exc: ConnectionClosedError | None = None
-        self.closed = self._loop.create_future()
+        self.closed = self.loop.create_future()
         self.goaway_received = False
         # Muxers without flow control (mplex): when one stream holds this many unread
         # bytes, stop reading the socket (TCP backpressure) until it drains; a reader
         # that stays stuck for ``slow_reader_timeout`` gets its stream reset (go-mplex).
-        self._recv_soft_limit = recv_soft_limit or sys.maxsize
+        self.recv_soft_limit = recv_soft_limit or sys.maxsize
         self.slow_reader_timeout = 5.0
         self._blocked_on: Stream | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
@@ -135,7 +209,7 @@ class Connection:
 
     def start(self, plaintext_leftover: bytes = b"") -> None:
         """Switch the raw connection to push mode and process pending bytes."""
-        left = self._raw.start_push(self._on_data, self._on_lost)
+        left = self._base.start(self._deliver_base, self._on_lost, self._fail)
         try:
             if plaintext_leftover:
                 self._session.receive_data(plaintext_leftover, _now())
@@ -146,6 +220,46 @@ class Connection:
             self._transmit()
         except P2PError as exc:
             self._fail(exc)
+
+    # -- data paths ----------------------------------------------------------------
+
+    @property
+    def data_path(self) -> str:
+        """``"tcp"``, ``"shm"`` or ``"rdma"``: the path both directions use."""
+        if self._tx.name == self._rx.name:
+            return self._tx.name
+        return self._base.name
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the sending path holds more than its high-water mark."""
+        return self._tx.write_paused
+
+    def switch_tx(self, path: DataPath) -> None:
+        """Send every later frame through ``path``.
+
+        The caller has just sent, on the old path, the in-band marker after
+        which the peer reads from the new one; per-direction order is kept.
+        """
+        self.check_open()
+        self._tx = path
+
+    def switch_rx(self, path: Any, *, transient: bool) -> None:
+        """Receive frames from ``path`` from now on (the peer sent its marker).
+
+        ``path`` must have ``start(deliver, on_failed)``; ``transient`` says its
+        bytes are reused after each delivery (shared rings), so streams copy.
+        """
+        self.check_open()
+        self._rx = path
+        self._rx_transient = transient
+        path.start(self._deliver_alt, self._path_failed)
+
+    def _path_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, P2PError):
+            self._fail(exc)
+        else:
+            self._on_lost(exc)
 
     @property
     def is_closed(self) -> bool:
@@ -168,13 +282,33 @@ class Connection:
     # -- receive path ------------------------------------------------------------
 
     def _on_data(self, view: memoryview) -> None:
+        """Ciphertext read before push mode started (handshake leftovers)."""
         if self._closed:
             return
-        self.stats.bytes_received += len(view)
         try:
-            plain = self._recv.open_frames(view)
-            if plain:
-                self._session.receive_data(plain, _now())
+            self._base.receive_wire(view)
+        except P2PError as exc:
+            self._fail(exc)
+
+    def _deliver_base(self, plain: Any, transient: bool) -> None:
+        if self._closed:
+            return
+        self.stats.bytes_received += len(plain)
+        if self._rx is not self._base:
+            # After the peer's switch marker nothing may come over TCP.
+            self._fail(RemoteProtocolError("peer sent muxer frames over TCP after switching data path"))
+            return
+        self._receive(plain, False)
+
+    def _deliver_alt(self, data: Any, transient: bool) -> None:
+        if self._closed:
+            return
+        self.stats.bytes_received += len(data)
+        self._receive(data, transient)
+
+    def _receive(self, plain: Any, transient: bool) -> None:
+        try:
+            self._session.receive_data(plain, _now())
             self._process_events()
             self._transmit()
         except P2PError as exc:
@@ -205,6 +339,15 @@ class Connection:
     def _on_lost(self, exc: BaseException | None) -> None:
         if self._closed:
             return
+        if self._rx is not self._base:
+            # The peer's last frames (its GoAway) may sit in the ring still.
+            with contextlib.suppress(Exception):
+                self._rx.resume_reading()
+                poll = getattr(self._rx, "poll", None)
+                if poll is not None:
+                    poll()
+            if self._closed:
+                return
         err = ConnectionClosedError("connection closed by peer", remote=True)
         if exc is not None:
             err.__cause__ = exc
@@ -214,18 +357,19 @@ class Connection:
     def _process_events(self) -> None:
         session = self._session
         streams = self.streams
+        transient = self._rx_transient
         while (ev := session.next_event()) is not None:
             t = type(ev)
             if t is DataReceived:
                 st = streams.get(ev.stream_id)  # type: ignore[union-attr]
                 if st is not None:
-                    st._feed_data(ev.data)  # type: ignore[union-attr]
+                    st.feed_data(ev.data, transient)  # type: ignore[union-attr]
                 else:
                     session.acknowledge_received(ev.stream_id, len(ev.data), _now())  # type: ignore[union-attr]
             elif t is WindowUpdated:
                 st = streams.get(ev.stream_id)  # type: ignore[union-attr]
                 if st is not None:
-                    st._window_updated()
+                    st.window_updated()
             elif t is StreamOpened:
                 st = Stream(self, ev.stream_id, inbound=True)  # type: ignore[union-attr]
                 streams[st.id] = st
@@ -234,11 +378,11 @@ class Connection:
             elif t is StreamEnded:
                 st = streams.get(ev.stream_id)  # type: ignore[union-attr]
                 if st is not None:
-                    st._feed_eof()
+                    st.feed_eof()
             elif t is StreamReset:
                 st = streams.get(ev.stream_id)  # type: ignore[union-attr]
                 if st is not None:
-                    st._set_reset(
+                    st.set_reset(
                         StreamResetError("stream reset by peer", code=ev.code, remote=True)  # type: ignore[union-attr]
                     )
             elif t is PingAcknowledged:
@@ -266,9 +410,7 @@ class Connection:
             return
         bufs = self._session.data_to_send()
         if bufs:
-            out = self._send.seal_frames(bufs)
-            self.stats.bytes_sent += len(out)
-            self._raw.write(out)
+            self.stats.bytes_sent += self._tx.send(bufs)
         when = self._session.get_timer()
         if when != self._timer_at:
             if self._timer is not None:
@@ -278,7 +420,7 @@ class Connection:
             if when is not None:
                 # uvloop's loop.time() has millisecond resolution; the session runs
                 # on time.monotonic() (RTTs on loopback are microseconds).
-                self._timer = self._loop.call_later(max(0.0, when - _now()), self._on_timer)
+                self._timer = self.loop.call_later(max(0.0, when - _now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -292,72 +434,71 @@ class Connection:
         except P2PError as exc:
             self._fail(exc)
 
-    # -- used by Stream ------------------------------------------------------------
+    # -- StreamDriver: what streams call ------------------------------------------
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """Raise the connection's ``ConnectionClosedError`` if it is closed."""
         if self._closed:
             assert self._close_exc is not None
             raise self._close_exc
 
-    def _send_data(self, stream_id: int, view: memoryview) -> int:
-        self._check_open()
-        n = self._session.send_data(stream_id, view)
+    def stream_send(self, stream_id: int, data: memoryview) -> int:
+        """Queue what the send window allows of ``data`` and transmit it."""
+        self.check_open()
+        n = self._session.send_data(stream_id, data)
         if n:
             self._transmit()
         return n
 
-    async def _drain(self, stream: Stream | None = None) -> None:
-        """Wait for the transport's write buffer to drain.
+    async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:
+        """Wait for the sending path's write buffer to drain.
 
-        With ``stream``, a reset or close of that stream also ends the wait
-        (its writer must not stay blocked behind other streams' bytes).
+        With ``interrupt`` (a stream's waiter), its completion also ends the
+        wait: a reset stream's writer must not stay blocked behind other
+        streams' bytes.
         """
-        self._check_open()
-        if not self._raw.write_paused:  # type: ignore[attr-defined]
+        self.check_open()
+        tx = self._tx
+        if not tx.write_paused:
             return
-        drain = self._loop.create_task(self._raw.drain())
+        drain = self.loop.create_task(tx.drain())
         try:
-            if stream is None:
+            if interrupt is None:
                 await drain
             else:
-                woken = self._loop.create_future()
-                stream._write_waiter = woken
-                try:
-                    await asyncio.wait((drain, woken), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stream._write_waiter = None
-                    if not woken.done():
-                        woken.cancel()
+                await asyncio.wait((drain, interrupt), return_when=asyncio.FIRST_COMPLETED)
             if drain.done():
                 drain.result()
         except P2PError:
-            self._check_open()
+            self.check_open()
             raise
         finally:
             if not drain.done():
                 drain.cancel()
 
-    def _acknowledge(self, stream_id: int, n: int) -> None:
+    def stream_ack(self, stream_id: int, n: int) -> None:
+        """The application consumed ``n`` bytes of the stream: return credit."""
         if self._closed:
             return
         self._session.acknowledge_received(stream_id, n, _now())
         self._transmit()
         blocked = self._blocked_on
-        if blocked is not None and blocked._buffered <= self._recv_soft_limit // 2:
+        if blocked is not None and blocked.buffered <= self.recv_soft_limit // 2:
             self._unblock()
 
-    def _reader_too_slow(self, stream: Stream) -> None:
+    def stream_overfull(self, stream: Stream) -> None:
+        """A stream's unread bytes passed ``recv_soft_limit`` (mplex): stop reading."""
         if self._blocked_on is not None or self._closed:
             return
         self._blocked_on = stream
-        self._raw.pause_reading()  # type: ignore[attr-defined]
-        self._slow_timer = self._loop.call_later(self.slow_reader_timeout, self._slow_expired)
+        self._rx.pause_reading()
+        self._slow_timer = self.loop.call_later(self.slow_reader_timeout, self._slow_expired)
 
     def _slow_expired(self) -> None:
         stream = self._blocked_on
         self._slow_timer = None
         if stream is not None:
-            log.info("resetting stream %s: reader stalled with %d bytes unread", stream.id, stream._buffered)
+            log.info("resetting stream %s: reader stalled with %d bytes unread", stream.id, stream.buffered)
             stream.reset(StreamErrorCode.RESOURCE_LIMIT)
         self._unblock()
 
@@ -367,21 +508,24 @@ class Connection:
             self._slow_timer.cancel()
             self._slow_timer = None
         if not self._closed:
-            self._raw.resume_reading()  # type: ignore[attr-defined]
+            self._rx.resume_reading()
 
-    def _close_stream(self, stream_id: int) -> None:
-        self._check_open()
+    def stream_close_write(self, stream_id: int) -> None:
+        """Half-close the stream (FIN)."""
+        self.check_open()
         self._session.close_stream(stream_id)
         self._transmit()
 
-    def _reset_stream(self, stream_id: int, code: int) -> None:
+    def stream_reset(self, stream_id: int, code: int) -> None:
+        """Reset the stream on the wire (no-op on a closed connection)."""
         if self._closed:
             return
         with contextlib.suppress(P2PError):
             self._session.reset_stream(stream_id, code)
             self._transmit()
 
-    def _stream_closed_by_app(self, stream: Stream) -> None:
+    def stream_released(self, stream: Stream) -> None:
+        """The application is done with ``stream``."""
         self.streams.pop(stream.id, None)
         if self._blocked_on is stream:
             self._unblock()
@@ -393,6 +537,8 @@ class Connection:
         out = self.stats.as_dict()
         out["open_streams"] = len(self.streams)
         out["muxer"] = self.muxer
+        out["data_path"] = self.data_path
+        out["data_path_reason"] = self.data_path_reason
         out["muxer_stats"] = dict(getattr(self._session, "stats", {}))
         rtt = getattr(self._session, "rtt", None)
         if out["rtt"] is None and rtt is not None:
@@ -406,7 +552,7 @@ class Connection:
             ConnectionClosedError: the connection is closed or the peer sent GoAway.
             ResourceLimitExceededError: the stream limit is reached.
         """
-        self._check_open()
+        self.check_open()
         sid = self._session.open_stream()
         st = Stream(self, sid, inbound=False)
         self.streams[sid] = st
@@ -423,9 +569,9 @@ class Connection:
 
         Cancellation: the ping stays outstanding; its answer is ignored.
         """
-        self._check_open()
+        self.check_open()
         opaque = self._session.ping(_now())
-        fut: asyncio.Future[float] = self._loop.create_future()
+        fut: asyncio.Future[float] = self.loop.create_future()
         self._pings[opaque] = fut
         self._transmit()
         try:
@@ -447,8 +593,12 @@ class Connection:
             self._slow_timer.cancel()
             self._slow_timer = None
         self._blocked_on = None
+        for path in {self._tx, self._rx}:
+            if path is not self._base:
+                with contextlib.suppress(Exception):
+                    path.close()
         for st in list(self.streams.values()):
-            st._set_reset(err)
+            st.set_reset(err)
         self.streams.clear()
         for fut in self._pings.values():
             if not fut.done():

@@ -280,5 +280,5 @@ async def _drive(stream: Stream, ms: MultistreamDialer | MultistreamListener) ->
         out = ms.data_to_send()
         if out:
             await stream.write(out)
-    stream._unread(ms.unused_data())
+    stream.unread(ms.unused_data())
 

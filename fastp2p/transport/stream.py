@@ -1,0 +1,486 @@
+"""Stream: one bidirectional, flow-controlled byte stream multiplexed on a Connection.
+
+Semantics follow trio's ``SendStream``/``ReceiveStream`` and go-libp2p's
+``network.Stream``: ``readinto`` returns 0 at end of stream (never raises for
+EOF), ``close_write`` half-closes (the peer sees EOF), ``reset`` aborts both
+directions, and concurrent use of one direction raises ``BusyResourceError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastp2p._typing import ReadableBuffer, WritableBuffer
+from fastp2p.errors import (
+    BusyResourceError,
+    ClosedResourceError,
+    ConnectionClosedError,
+    StreamErrorCode,
+    StreamResetError,
+)
+
+if TYPE_CHECKING:
+    from fastp2p.peer import PeerID
+    from fastp2p.transport.conn import Connection
+
+__all__ = ["Stream", "StreamDriver", "ConflictDetector"]
+
+
+class StreamDriver(Protocol):
+    """What a :class:`Stream` needs from the connection that carries it.
+
+    ``Connection`` implements it; a stream never touches anything else of its
+    connection, so data paths (TCP, shared memory, RDMA) change below this line
+    without touching ``Stream``. The connection in turn drives a stream only
+    through ``Stream.feed_data``, ``feed_eof``, ``set_reset``, ``window_updated``
+    and ``buffered``.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    remote_peer: PeerID
+    #: unread bytes per stream above which the connection is told (mplex backpressure)
+    recv_soft_limit: int
+
+    def check_open(self) -> None:
+        """Raise the connection's ``ConnectionClosedError`` if it is closed."""
+
+    def stream_send(self, stream_id: int, data: memoryview) -> int:
+        """Queue as much of ``data`` as the send window allows; returns the count."""
+
+    def stream_ack(self, stream_id: int, n: int) -> None:
+        """The application consumed ``n`` bytes: return flow-control credit."""
+
+    def stream_close_write(self, stream_id: int) -> None:
+        """Half-close (FIN)."""
+
+    def stream_reset(self, stream_id: int, code: int) -> None:
+        """Reset the stream on the wire."""
+
+    def stream_released(self, stream: Stream) -> None:
+        """The application is done with ``stream`` (forget it)."""
+
+    def stream_overfull(self, stream: Stream) -> None:
+        """``stream`` holds more than ``recv_soft_limit`` unread bytes."""
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the data path's write buffer is above its high-water mark."""
+
+    async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:
+        """Wait until the data path drained (or ``interrupt`` completes)."""
+
+
+class ConflictDetector:
+    """Raise ``BusyResourceError`` when two tasks enter the same section (trio)."""
+
+    __slots__ = ("_held", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._held = False
+        self._msg = msg
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise BusyResourceError(self._msg)
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+class Stream:
+    """A multiplexed stream to one peer, speaking one negotiated protocol.
+
+    Obtain streams from ``Host.open_stream`` or in a handler set with
+    ``Host.set_handler``; never construct one directly.
+
+    Attributes:
+        id: the muxer's stream id (int).
+        protocol: the negotiated protocol id, or None before negotiation.
+        conn: the owning ``Connection``.
+        peer: the remote ``PeerID``.
+    """
+
+    def __init__(self, conn: StreamDriver, stream_id: int, *, inbound: bool) -> None:
+        # Typed as the public Connection for users; the stream itself only uses
+        # the StreamDriver methods.
+        self.conn: Connection = conn  # type: ignore[assignment]
+        self.id = stream_id
+        self.inbound = inbound
+        self.protocol: str | None = None
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._buffered = 0
+        # Bytes in ``_chunks`` that never counted against the peer's send window
+        # (multistream leftovers pushed back by ``unread``): no credit to return.
+        self._uncredited = 0
+        self._eof = False
+        self._write_closed = False
+        self._reset: BaseException | None = None
+        self._closed = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        # A reader waiting in ``readinto`` lends its buffer here, so arriving data
+        # is copied once, straight into it (``feed_data``), instead of queued.
+        self._read_into: memoryview | None = None
+        self._read_got = 0
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._read_guard = ConflictDetector("another task is already reading from this stream")
+        self._write_guard = ConflictDetector("another task is already writing to this stream")
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def peer(self) -> PeerID:
+        """The remote peer."""
+        return self.conn.remote_peer
+
+    def __repr__(self) -> str:
+        return f"<Stream id={self.id} protocol={self.protocol!r} peer={self.conn.remote_peer}>"
+
+    # -- fed by the Connection (synchronous, from the receive path) -----------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read by the application."""
+        return self._buffered
+
+    def feed_data(self, data: memoryview, transient: bool = False) -> None:
+        """Data for this stream arrived (``transient``: copy it if it is kept)."""
+        if self._closed or self._reset is not None:
+            # Data for a stream the application abandoned: return the credit at once.
+            self.conn.stream_ack(self.id, len(data))
+            return
+        n = len(data)
+        into = self._read_into
+        if into is not None and not self._chunks:
+            w = self._read_waiter
+            if w is not None and not w.done():
+                k = min(n, len(into))
+                into[:k] = data[:k]
+                self._read_got = k
+                self._read_into = None
+                self._buffered += k
+                w.set_result(None)
+                if k == n:
+                    return
+                data = data[k:]
+                n -= k
+        self._chunks.append(memoryview(bytes(data)) if transient else data)
+        self._buffered += n
+        if self._buffered > self.conn.recv_soft_limit:
+            self.conn.stream_overfull(self)
+        self._wake_reader()
+
+    def feed_eof(self) -> None:
+        """The peer half-closed."""
+        self._eof = True
+        self._wake_reader()
+
+    def set_reset(self, exc: BaseException) -> None:
+        """The stream or its connection failed with ``exc``."""
+        if self._reset is None:
+            self._reset = exc
+        self._wake_reader()
+        self._wake_writer()
+
+    def window_updated(self) -> None:
+        """The peer granted send credit."""
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        w = self._read_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wake_writer(self) -> None:
+        w = self._write_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _unread_credited(self, data: bytes) -> None:
+        self._chunks.appendleft(memoryview(data))
+        self._buffered += len(data)
+
+    def unread(self, data: bytes) -> None:
+        """Push bytes back in front of the receive buffer (multistream leftovers)."""
+        if data:
+            self._chunks.appendleft(memoryview(data))
+            self._buffered += len(data)
+            self._uncredited += len(data)
+
+    # -- reading ----------------------------------------------------------------
+
+    async def _wait_readable(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("stream is closed")
+        while not self._chunks:
+            if self._reset is not None:
+                raise self._reset
+            if self._closed:
+                raise ClosedResourceError("stream is closed")
+            if self._eof:
+                return
+            fut = self.conn.loop.create_future()
+            self._read_waiter = fut
+            try:
+                await fut
+            finally:
+                self._read_waiter = None
+
+    def _consume(self, n: int) -> None:
+        self._buffered -= n
+        unc = self._uncredited
+        if unc:
+            take = min(unc, n)
+            self._uncredited = unc - take
+            n -= take
+        if n:
+            self.conn.stream_ack(self.id, n)
+
+    async def readinto(self, buf: WritableBuffer) -> int:
+        """Read available bytes into ``buf``; returns the count, 0 at end of stream.
+
+        Raises:
+            StreamResetError: the stream was reset.
+            ClosedResourceError: this side closed the stream with ``aclose``.
+            BusyResourceError: another task is reading.
+
+        Cancellation: nothing is consumed; the data stays buffered for the next read.
+        """
+        with self._read_guard, memoryview(buf) as raw, raw.cast("B") as out:
+            # The views are released on every exit path, so a caller's mmap can be
+            # closed right after an exception (a traceback must not pin it).
+            want = len(out)
+            if want == 0:
+                return 0
+            if not self._chunks and not self._eof and self._reset is None and not self._closed:
+                got = await self._wait_into(out)
+                if got:
+                    self._consume(got)
+                    return got
+            await self._wait_readable()
+            got = 0
+            chunks = self._chunks
+            while chunks and got < want:
+                c = chunks[0]
+                n = len(c)
+                room = want - got
+                if n <= room:
+                    out[got : got + n] = c
+                    got += n
+                    chunks.popleft()
+                else:
+                    out[got:want] = c[:room]
+                    chunks[0] = c[room:]
+                    got = want
+            self._consume(got)
+            return got
+
+    async def _wait_into(self, out: memoryview) -> int:
+        """Wait for data with ``out`` lent to ``feed_data``; returns bytes placed there."""
+        fut = self.conn.loop.create_future()
+        self._read_waiter = fut
+        self._read_into = out
+        self._read_got = 0
+        try:
+            await fut
+        except BaseException:
+            got = self._read_got
+            if got:
+                # Cancelled after data landed in the caller's buffer: keep it
+                # buffered for the next read (nothing is lost, as documented).
+                self._buffered -= got
+                self._unread_credited(bytes(out[:got]))
+            raise
+        finally:
+            self._read_waiter = None
+            self._read_into = None
+        got = self._read_got
+        self._read_got = 0
+        return got
+
+    async def read(self, max_bytes: int | None = -1) -> bytes:
+        """Read up to ``max_bytes`` (all until EOF when -1/None); b"" at end of stream.
+
+        Raises:
+            StreamResetError, ClosedResourceError, BusyResourceError: as ``readinto``.
+
+        Cancellation: with ``max_bytes`` set nothing is consumed; reading to EOF
+        may have consumed some data, which is lost.
+        """
+        if max_bytes is None or max_bytes < 0:
+            parts: list[bytes] = []
+            while True:
+                chunk = await self.read(1 << 20)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        with self._read_guard:
+            if max_bytes == 0:
+                return b""
+            await self._wait_readable()
+            parts2: list[memoryview] = []
+            got = 0
+            chunks = self._chunks
+            while chunks and got < max_bytes:
+                c = chunks[0]
+                room = max_bytes - got
+                if len(c) <= room:
+                    parts2.append(chunks.popleft())
+                    got += len(c)
+                else:
+                    parts2.append(c[:room])
+                    chunks[0] = c[room:]
+                    got = max_bytes
+            data = b"".join(parts2)
+            self._consume(got)
+            return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes.
+
+        Raises:
+            asyncio.IncompleteReadError: EOF came first (``.partial`` holds what arrived).
+            StreamResetError, ClosedResourceError, BusyResourceError: as ``readinto``.
+
+        Cancellation: bytes read so far are lost.
+        """
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = await self.readinto(view[got:])
+            if k == 0:
+                raise asyncio.IncompleteReadError(bytes(buf[:got]), n)
+            got += k
+        return bytes(buf)
+
+    read_exactly = readexactly
+
+    # -- writing ----------------------------------------------------------------
+
+    async def write(self, data: ReadableBuffer) -> None:
+        """Send ``data`` (any buffer-protocol object) without copying it in Python.
+
+        Returns once every byte was handed to the muxer within the send window and
+        sealed for the wire; the caller may reuse ``data`` afterwards. Waits for
+        flow-control credit and for the transport to drain (backpressure).
+
+        Raises:
+            ClosedResourceError: ``close_write``/``aclose`` was called.
+            StreamResetError: the stream was reset (by either side).
+            ConnectionClosedError: the connection is gone.
+            BusyResourceError: another task is writing.
+
+        Cancellation: some, all or none of ``data`` may have been sent.
+        """
+        with self._write_guard:
+            view = memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
+            conn = self.conn
+            sent = 0
+            total = len(view)
+            while True:
+                self._check_writable()
+                n = conn.stream_send(self.id, view[sent:] if sent else view)
+                sent += n
+                if sent >= total:
+                    break
+                if n == 0:
+                    fut = conn.loop.create_future()
+                    self._write_waiter = fut
+                    try:
+                        await fut
+                    finally:
+                        self._write_waiter = None
+            if conn.write_paused:
+                # A reset or aclose of this stream also ends the wait: its writer
+                # must not stay blocked behind other streams' bytes.
+                fut = conn.loop.create_future()
+                self._write_waiter = fut
+                try:
+                    await conn.wait_drained(fut)
+                finally:
+                    self._write_waiter = None
+                # A reset or aclose while the transport drained fails the write
+                # (go-libp2p ErrReset): the caller must not assume delivery.
+                self._check_writable()
+
+    def _check_writable(self) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._closed:
+            raise ClosedResourceError("stream is closed")
+        if self._write_closed:
+            raise ClosedResourceError("write side of the stream is closed")
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        await self.conn.wait_drained()
+
+    async def close_write(self) -> None:
+        """Half-close: the peer reads EOF; reading from this side continues.
+
+        Idempotent. Raises StreamResetError if the stream was reset.
+        """
+        if self._write_closed:
+            return
+        if self._reset is not None:
+            raise self._reset
+        self._write_closed = True
+        self.conn.stream_close_write(self.id)
+
+    def reset(self, code: int = StreamErrorCode.NONE) -> None:
+        """Abort both directions; the peer sees ``StreamResetError``. Idempotent."""
+        if self._reset is None:
+            self._reset = StreamResetError("stream reset locally", code=code, remote=False)
+            self.conn.stream_reset(self.id, code)
+        self._drop_buffers()
+        self._wake_reader()
+        self._wake_writer()
+
+    async def aclose(self) -> None:
+        """Close the write side and stop reading; unread data is discarded.
+
+        Never raises for an already reset or closed stream.
+        """
+        if self._closed:
+            return
+        if self._reset is None and not self._write_closed:
+            try:
+                await self.close_write()
+            except (StreamResetError, ConnectionClosedError):
+                pass
+        self._closed = True
+        self._drop_buffers()
+        self._wake_reader()
+        self._wake_writer()
+        self.conn.stream_released(self)
+
+    def _drop_buffers(self) -> None:
+        if self._buffered:
+            n = self._buffered
+            self._chunks.clear()
+            self._buffered = 0
+            unc = self._uncredited
+            self._uncredited = 0
+            if n - unc > 0:
+                self.conn.stream_ack(self.id, n - unc)
+
+    @property
+    def is_closed(self) -> bool:
+        """True after ``aclose`` or a reset."""
+        return self._closed or self._reset is not None
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and not issubclass(exc_type, (StreamResetError,)):
+            self.reset(StreamErrorCode.CANCELLED)
+            self._closed = True
+            self.conn.stream_released(self)
+        else:
+            await self.aclose()
