@@ -347,7 +347,12 @@ int fp_ring_reader_peek(fp_ring_reader *r, const uint8_t **ptr, size_t *len) {
 
 int fp_ring_reader_consume(fp_ring_reader *r, size_t n) {
     FP_RING_CHECK_LIVE(r);
-    if (n > r->head_seen - r->tail) return FP_EINVAL;
+    if (n > r->head_seen - r->tail) {
+        uint64_t a;
+        int rc = fp_ring_reader_sync(r, &a);
+        if (rc) return rc;
+        if (n > a) return FP_EINVAL;
+    }
     if (!n) return 0;
     r->tail += n;
     atomic_store_explicit(&r->ctrl->tail, r->tail, memory_order_release);

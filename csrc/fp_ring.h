@@ -159,9 +159,10 @@ int fp_ring_writer_arm_space(fp_ring_writer *w);
 int fp_ring_reader_readable(fp_ring_reader *r, size_t *readable);
 /* *ptr, *len: all readable bytes, contiguous (len may be 0). */
 int fp_ring_reader_peek(fp_ring_reader *r, const uint8_t **ptr, size_t *len);
-/* Advance tail by n (<= the last peek/readable). 1: the producer was waiting
- * for space (flag cleared; wake it), 0: not, FP_EINVAL if n is more than was
- * validated readable, FP_ECORRUPT if broken. */
+/* Advance tail by n (n <= readable; head is re-read only when n exceeds what
+ * the last peek/readable validated). 1: the producer was waiting for space
+ * (flag cleared; wake it), 0: not, FP_EINVAL if n is more than readable,
+ * FP_ECORRUPT if the peer's head is invalid or the end is broken. */
 int fp_ring_reader_consume(fp_ring_reader *r, size_t n);
 /* Arm consumer_sleeping. 1: data is readable now (disarmed; don't sleep),
  * 0: armed (sleep until woken), or FP_ECORRUPT. */

@@ -532,7 +532,7 @@ static void test_two_threads(void) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double el = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert(a.w.head == XFER_TOTAL && b.r.tail == XFER_TOTAL);
-    printf("two threads: %llu MiB in %.2f s (%.2f GB/s under sanitizers); "
+    printf("two threads: %llu MiB in %.2f s (%.2f GB/s); "
            "producer slept %llu woke %llu, consumer slept %llu woke %llu spun %llu\n",
            (unsigned long long)(XFER_TOTAL >> 20), el, XFER_TOTAL / el / 1e9,
            (unsigned long long)px.sleeps, (unsigned long long)px.wakes,

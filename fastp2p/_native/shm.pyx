@@ -21,6 +21,7 @@ from libc.stdint cimport uint8_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE
 from cpython.memoryview cimport PyMemoryView_FromObject
 
+import operator
 import os
 
 from fastp2p.errors import BusyResourceError, ClosedResourceError, ShmRingError
@@ -339,7 +340,7 @@ cdef class ShmSegment:
     def create(cls, capacity=FP_RING_DEFAULT_CAP):
         """New segment with ``capacity`` bytes per direction (power of two, page multiple)."""
         cdef uint64_t cap
-        capacity = capacity.__index__()
+        capacity = operator.index(capacity)
         if capacity <= 0 or capacity > FP_RING_MAX_CAP or fp_ring_check_cap(<uint64_t>capacity):
             raise ValueError(f"capacity must be a power of two between {fp_ring_page_size()} "
                              f"and {FP_RING_MAX_CAP}, got {capacity}")
@@ -351,7 +352,7 @@ cdef class ShmSegment:
     @classmethod
     def attach(cls, fd):
         """Map the peer's segment. ``fd`` is duplicated: the caller still closes its own."""
-        fd = fd.__index__()
+        fd = operator.index(fd)
         if fd < 0 or fd > 0x7fffffff:
             raise ValueError(f"bad file descriptor {fd}")
         cdef _ShmMap m = _ShmMap.__new__(_ShmMap)
