@@ -15,7 +15,15 @@ Kernel contract (identical for both implementations):
 - ``NoiseCipher(key)``: ``seal_frames(bufs)`` and ``open_frames(buf)`` return read-only
   byte buffers (``bytes``/``bytearray`` pure; recycled ``FrameBlock`` native): use them
   through the buffer protocol, never as ``bytes``
-- ``BufferPool``, ``Buffer``
+- ``BufferPool``, ``Buffer``; ``get_default_pool()`` -> the one process-wide pool that
+  serves every buffer fastp2p owns (native: AEAD frame blocks and regions come from it)
+- ``MemoryRegion``, ``RegionLease``; ``alloc_region(nbytes, hugepages=False)`` (zero-filled
+  pool memory) and ``register_region(obj)`` (pins a writable contiguous buffer) ->
+  ``MemoryRegion``: ``view(offset=0, length=None)``, ``nbytes``, ``address``, ``closed``,
+  ``close()``, ``lease()``/``_acquire_lease()``/``_release_lease()``, ``region_id``,
+  ``hugepages``, ``hugepage_fallback_reason``, ``grant``/``revoke``/``revoke_all`` (through
+  ``fastp2p.memory.MemoryManager``). The native region exports PEP 3118 itself; the pure
+  one only through ``view()`` on Python 3.11 (``__buffer__`` on 3.12+)
 """
 
 from __future__ import annotations
@@ -37,6 +45,11 @@ __all__ = [
     "NoiseCipher",
     "BufferPool",
     "Buffer",
+    "get_default_pool",
+    "MemoryRegion",
+    "RegionLease",
+    "alloc_region",
+    "register_region",
     "pure",
 ]
 
@@ -50,7 +63,7 @@ class _Pure:
     """The pure-Python twins, always importable (used by parity tests)."""
 
     def __init__(self) -> None:
-        from fastp2p import bufferpool
+        from fastp2p import _region_pure, bufferpool
         from fastp2p.proto import varint
         from fastp2p.proto.mplex import frame as mplex_frame
         from fastp2p.proto.noise import cipher
@@ -65,6 +78,11 @@ class _Pure:
         self.NoiseCipher = cipher.NoiseCipher
         self.BufferPool = bufferpool.BufferPool
         self.Buffer = bufferpool.Buffer
+        self.get_default_pool = bufferpool.get_default_pool
+        self.MemoryRegion = _region_pure.MemoryRegion
+        self.RegionLease = _region_pure.RegionLease
+        self.alloc_region = _region_pure.alloc_region
+        self.register_region = _region_pure.register_region
 
 
 pure = _Pure()
@@ -99,6 +117,11 @@ else:
         NoiseCipher = _aead.NoiseCipher
         BufferPool = _buffer.BufferPool
         Buffer = _buffer.Buffer
+        get_default_pool = _buffer.get_default_pool
+        MemoryRegion = _buffer.MemoryRegion
+        RegionLease = _buffer.RegionLease
+        alloc_region = _buffer.alloc_region
+        register_region = _buffer.register_region
 
     _impl = _Native()
 
@@ -120,3 +143,8 @@ MplexDecoder = _impl.MplexDecoder
 NoiseCipher = _impl.NoiseCipher
 BufferPool = _impl.BufferPool
 Buffer = _impl.Buffer
+get_default_pool = _impl.get_default_pool
+MemoryRegion = _impl.MemoryRegion
+RegionLease = _impl.RegionLease
+alloc_region = _impl.alloc_region
+register_region = _impl.register_region

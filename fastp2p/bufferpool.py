@@ -2,7 +2,11 @@
 
 A :class:`BufferPool` hands out :class:`Buffer` objects from per-size-class free
 lists (the smallest class >= the request; requests above the largest class get
-an exact, uncached allocation).
+an exact, uncached allocation). The defaults mirror the ``FP_POOL_DEFAULT_*``
+macros of csrc/fp_pool.h (power-of-two classes 4 KiB .. 64 MiB; per class at
+most 256 blocks and 32 MiB, but at least 8 blocks); a parity test keeps them
+equal. The pure pool has no huge pages (``hugepages=True`` is accepted and
+ignored). The pure twin of ``MemoryRegion`` lives in fastp2p/_region_pure.py.
 
 Using a buffer: always go through ``buf.view`` (a fresh ``memoryview`` of the
 whole buffer). Python 3.11 has no ``__buffer__`` hook, so the pure ``Buffer``
@@ -32,9 +36,21 @@ from types import TracebackType
 
 from fastp2p.errors import ClosedResourceError
 
-__all__ = ["DEFAULT_SIZE_CLASSES", "Buffer", "BufferPool"]
+__all__ = [
+    "DEFAULT_MAX_CACHED_BYTES_PER_CLASS",
+    "DEFAULT_MAX_CACHED_PER_CLASS",
+    "DEFAULT_MIN_CACHED_PER_CLASS",
+    "DEFAULT_SIZE_CLASSES",
+    "Buffer",
+    "BufferPool",
+    "get_default_pool",
+]
 
-DEFAULT_SIZE_CLASSES = (4096, 65536, 1 << 20, 4 << 20, 16 << 20)
+# Mirrors FP_POOL_DEFAULT_* in csrc/fp_pool.h.
+DEFAULT_SIZE_CLASSES = tuple(1 << s for s in range(12, 27))
+DEFAULT_MAX_CACHED_PER_CLASS = 256
+DEFAULT_MIN_CACHED_PER_CLASS = 8
+DEFAULT_MAX_CACHED_BYTES_PER_CLASS = 32 << 20
 
 
 class Buffer:
@@ -148,15 +164,31 @@ class BufferPool:
     """Size-classed free lists of buffers (see the module docstring)."""
 
     def __init__(
-        self, size_classes: Iterable[int] = DEFAULT_SIZE_CLASSES, max_cached_per_class: int = 64
+        self,
+        size_classes: Iterable[int] = DEFAULT_SIZE_CLASSES,
+        max_cached_per_class: int = DEFAULT_MAX_CACHED_PER_CLASS,
+        *,
+        max_cached_bytes_per_class: int = DEFAULT_MAX_CACHED_BYTES_PER_CLASS,
+        hugepages: bool = False,
     ) -> None:
         classes = sorted(set(int(c) for c in size_classes))
         if not classes or classes[0] <= 0:
             raise ValueError("size_classes must be positive")
         if max_cached_per_class < 0:
             raise ValueError("max_cached_per_class must be >= 0")
+        if max_cached_bytes_per_class < 0:
+            raise ValueError("max_cached_bytes_per_class must be >= 0")
         self.size_classes = tuple(classes)
         self.max_cached_per_class = max_cached_per_class
+        self.max_cached_bytes_per_class = max_cached_bytes_per_class
+        self.hugepages = hugepages
+        lo = min(DEFAULT_MIN_CACHED_PER_CLASS, max_cached_per_class)
+        self._limits = [
+            min(max_cached_per_class, max(lo, max_cached_bytes_per_class // c))
+            if max_cached_bytes_per_class
+            else max_cached_per_class
+            for c in classes
+        ]
         self._free: list[list[bytearray]] = [[] for _ in classes]
         self._in_use = 0
         self._allocated = 0
@@ -191,7 +223,7 @@ class BufferPool:
 
     def _recycle(self, cls: int, mem: bytearray) -> None:
         self._in_use -= 1
-        if cls >= 0 and not self._closed and len(self._free[cls]) < self.max_cached_per_class:
+        if cls >= 0 and not self._closed and len(self._free[cls]) < self._limits[cls]:
             self._free[cls].append(mem)
         else:
             self._allocated -= 1
@@ -199,16 +231,35 @@ class BufferPool:
     def stats(self) -> dict[str, int]:
         """``allocated`` blocks alive (cached + in use), ``cached``, ``in_use``."""
         cached = sum(len(f) for f in self._free)
-        return {"allocated": self._allocated, "cached": cached, "in_use": self._in_use}
+        return {
+            "allocated": self._allocated,
+            "cached": cached,
+            "in_use": self._in_use,
+            "huge_allocated": 0,
+        }
 
-    def close(self) -> None:
-        """Drop every cached block; leased buffers stay valid until released."""
-        if self._closed:
-            return
-        self._closed = True
+    def cache_limits(self) -> dict[int, int]:
+        """``{class size: most blocks cached}``."""
+        return dict(zip(self.size_classes, self._limits, strict=True))
+
+    def trim(self) -> None:
+        """Drop every cached block now; the pool stays open."""
         for f in self._free:
             self._allocated -= len(f)
             f.clear()
+
+    def close(self) -> None:
+        """Drop every cached block; leased buffers stay valid until released.
+
+        Raises:
+            ValueError: this is the process-wide default pool (use ``trim()``).
+        """
+        if self is _DEFAULT_POOL:
+            raise ValueError("the process-wide default pool cannot be closed; use trim()")
+        if self._closed:
+            return
+        self._closed = True
+        self.trim()
 
     @property
     def closed(self) -> bool:
@@ -219,3 +270,11 @@ class BufferPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_DEFAULT_POOL = BufferPool()
+
+
+def get_default_pool() -> BufferPool:
+    """The process-wide :class:`BufferPool` (twin of the native default pool)."""
+    return _DEFAULT_POOL

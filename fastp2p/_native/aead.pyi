@@ -24,9 +24,12 @@ class NoiseCipher:
 
 
 class FrameBlock:
-    """Read-only buffer (PEP 3118) of sealed or opened frames, recycled when released."""
+    """Read-only buffer (PEP 3118) of sealed or opened frames.
 
+    Its memory is a block of the process-wide pool (``fastp2p._native.buffer
+    .get_default_pool()``), given back when the last reference and view are gone.
+    """
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
-
-def block_cache_stats() -> dict[int, int]: ...

@@ -2,9 +2,10 @@
 """Noise ChaChaPoly transport cipher: thin bindings over csrc/fp_aead.c (OpenSSL EVP).
 
 Same API and semantics as the pure twin fastp2p/proto/noise/cipher.py. Sealing
-a list of buffers is one C call into a preallocated ``bytes`` of exact size;
+a list of buffers is one C call into a recycled pool block of exact length;
 opening decrypts every complete frame in one C call. The GIL is released for
-inputs of at least ``NOGIL_THRESHOLD`` bytes.
+inputs of at least ``NOGIL_THRESHOLD`` bytes. Output blocks (``FrameBlock``) come
+from the one process-wide pool of fastp2p._native.buffer and are recycled.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
@@ -14,7 +15,10 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.buffer cimport PyBuffer_FillInfo
-from libc.stdlib cimport malloc, free
+
+cimport cython
+
+from fastp2p._native.buffer cimport BufferPool, default_pool, fp_block
 
 from fastp2p.errors import (
     BusyResourceError,
@@ -65,67 +69,39 @@ cdef enum:
 # -- recycled output blocks ------------------------------------------------------------
 #
 # Sealed ciphertext and opened plaintext live in ``FrameBlock`` objects whose
-# memory comes from a per-size-class free list. Freshly malloc'd multi-megabyte
-# buffers are served by mmap and page-faulted on first touch, which costs more
-# than the AEAD itself in a VM; recycled blocks are already resident. A block
-# returns to the free list only when its last reference (including every
-# memoryview exported from it) is gone, so consumers that keep slices (stream
-# receive queues, a transport's write queue) are always safe.
+# memory comes from the process-wide pool of fastp2p._native.buffer (csrc/fp_pool.c,
+# reached through buffer.pxd; its size classes and cache limits are defined there).
+# Freshly mapped multi-megabyte buffers page-fault on first touch, which costs more
+# than the AEAD itself in a VM; recycled pool blocks are already resident. A block
+# goes back to the pool only when its last reference (including every memoryview
+# exported from it) is gone, so consumers that keep slices (stream receive queues,
+# a transport's write queue) are always safe.
 
-cdef enum:
-    _MIN_CLASS_SHIFT = 12
-    _MAX_CLASS_SHIFT = 26
-    _NCLASSES = _MAX_CLASS_SHIFT - _MIN_CLASS_SHIFT + 1
-    _CACHE_PER_CLASS = 256
-    # Up to this many bytes are kept per size class (at least 8 blocks): enough
-    # for a full 16 MiB yamux window of plaintext batches to be recycled.
-    _CACHE_BYTES_PER_CLASS = 32 * 1024 * 1024
-
-cdef void *_free_blocks[_NCLASSES][_CACHE_PER_CLASS]
-cdef int _free_count[_NCLASSES]
+cdef BufferPool _POOL = default_pool()
 
 
-cdef inline int _class_of(size_t n) noexcept:
-    cdef int shift = _MIN_CLASS_SHIFT
-    while shift <= _MAX_CLASS_SHIFT and (<size_t>1 << shift) < n:
-        shift += 1
-    return shift - _MIN_CLASS_SHIFT
-
-
-cdef inline int _cache_limit(int k) noexcept:
-    cdef size_t per = <size_t>_CACHE_BYTES_PER_CLASS >> (k + _MIN_CLASS_SHIFT)
-    if per < 8:
-        return 8
-    if per > _CACHE_PER_CLASS:
-        return _CACHE_PER_CLASS
-    return <int>per
-
-
+@cython.no_gc
 cdef class FrameBlock:
     """A read-only byte buffer (PEP 3118) holding sealed or opened frames."""
 
     cdef uint8_t *data
     cdef Py_ssize_t length
-    cdef size_t capacity
-    cdef int klass
+    cdef fp_block blk
+    cdef BufferPool pool
     cdef int exports
 
     def __cinit__(self):
         self.data = NULL
         self.length = 0
-        self.capacity = 0
-        self.klass = -1
+        self.blk.ptr = NULL
         self.exports = 0
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("FrameBlocks come from NoiseCipher.seal_frames()/open_frames()")
+
     def __dealloc__(self):
-        cdef int k = self.klass
-        if self.data == NULL:
-            return
-        if 0 <= k < _NCLASSES and _free_count[k] < _cache_limit(k):
-            _free_blocks[k][_free_count[k]] = self.data
-            _free_count[k] += 1
-        else:
-            free(self.data)
+        if self.blk.ptr != NULL:
+            self.pool._release_block(&self.blk)
         self.data = NULL
 
     def __len__(self):
@@ -161,29 +137,11 @@ cdef class FrameBlock:
 
 cdef FrameBlock _new_block(size_t n):
     cdef FrameBlock b = FrameBlock.__new__(FrameBlock)
-    cdef int k = _class_of(n if n else 1)
-    cdef size_t cap
-    if k < _NCLASSES:
-        cap = <size_t>1 << (k + _MIN_CLASS_SHIFT)
-        if _free_count[k]:
-            _free_count[k] -= 1
-            b.data = <uint8_t *>_free_blocks[k][_free_count[k]]
-        else:
-            b.data = <uint8_t *>malloc(cap)
-        b.klass = k
-    else:
-        cap = n
-        b.data = <uint8_t *>malloc(cap)
-    if b.data == NULL:
-        raise MemoryError()
-    b.capacity = cap
+    _POOL._acquire_block(n, 0, &b.blk)
+    b.pool = _POOL
+    b.data = <uint8_t *>b.blk.ptr
     b.length = <Py_ssize_t>n
     return b
-
-
-def block_cache_stats():
-    """Cached free blocks per size class (for tests and diagnostics)."""
-    return {1 << (k + _MIN_CLASS_SHIFT): _free_count[k] for k in range(_NCLASSES) if _free_count[k]}
 
 
 cdef class NoiseCipher:

@@ -280,3 +280,70 @@ def test_close(impl):
     for call in (lambda: c.encrypt(b"x"), lambda: c.seal_frames(b"x"), lambda: c.open_frames(b"")):
         with pytest.raises(ClosedResourceError):
             call()
+
+
+# -- native output blocks come from the one pool (fastp2p._native.buffer) -----------------
+
+native_only = pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+
+
+def _addr(block) -> int:
+    import numpy
+
+    return int(numpy.frombuffer(block, dtype=numpy.uint8).__array_interface__["data"][0])
+
+
+@native_only
+def test_frame_blocks_come_from_the_default_pool_and_are_recycled():
+    pool = _accel.get_default_pool()
+    pt = os.urandom(1 << 20)
+    c = _accel._impl.NoiseCipher(KEY)
+    before = pool.stats()["in_use"]
+    sealed = c.seal_frames([pt])
+    assert pool.stats()["in_use"] == before + 1
+    addr = _addr(sealed)
+    assert addr % 4096 == 0  # pool blocks are page-aligned
+    del sealed
+    assert pool.stats()["in_use"] == before
+    again = c.seal_frames([pt])
+    assert _addr(again) == addr  # the same block, already resident
+    opened = _accel._impl.NoiseCipher(KEY).open_frames(
+        _accel.pure.NoiseCipher(KEY).seal_frames(pt))
+    assert opened == pt and pool.stats()["in_use"] == before + 2
+
+
+@native_only
+def test_frame_block_stays_out_of_the_pool_while_a_view_lives():
+    pool = _accel.get_default_pool()
+    c = _accel._impl.NoiseCipher(KEY)
+    before = pool.stats()["in_use"]
+    sealed = c.seal_frames([b"x" * 100000])
+    view = memoryview(sealed)[10:20]
+    expect = bytes(view)
+    del sealed
+    assert pool.stats()["in_use"] == before + 1  # the view keeps the block
+    c.seal_frames([b"y" * 100000])  # cannot reuse the viewed block
+    assert bytes(view) == expect
+    view.release()
+    assert pool.stats()["in_use"] == before
+
+
+@native_only
+@pytest.mark.parametrize("size", [1 << 20, 4 << 20])
+def test_recycled_blocks_do_not_page_fault_per_batch(size):
+    import resource
+
+    pt = os.urandom(size)
+    tx = _accel._impl.NoiseCipher(KEY)
+    sealed = bytes(_accel.pure.NoiseCipher(KEY).seal_frames(pt))
+    for _ in range(3):  # warm the pool's free lists
+        tx.seal_frames([pt])
+        _accel._impl.NoiseCipher(KEY).open_frames(sealed)
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rounds = 20
+    for _ in range(rounds):
+        tx.seal_frames([pt])
+        _accel._impl.NoiseCipher(KEY).open_frames(sealed)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+    # a fresh block would fault once per 4 KiB page: size // 4096 per batch, twice per round
+    assert faults < rounds * (size // 4096) // 10, faults

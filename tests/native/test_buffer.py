@@ -32,10 +32,12 @@ def test_acquire_write_read(impl):
         (0, 4096),
         (1, 4096),
         (4096, 4096),
-        (4097, 65536),
+        (4097, 8192),
         (65536, 65536),
+        (65537, 131072),
         (1 << 20, 1 << 20),
-        ((1 << 20) + 1, 4 << 20),
+        ((1 << 20) + 1, 2 << 20),
+        (64 << 20, 64 << 20),
     ],
 )
 def test_size_classes(impl, n, cap):
@@ -119,6 +121,42 @@ def test_stats_and_cache_limit(impl):
     assert pool.stats()["allocated"] == 0
 
 
+def test_default_classes_and_limits_match_the_c_pool(impl):
+    # one place: csrc/fp_pool.h FP_POOL_DEFAULT_*; the pure twin mirrors it
+    mod = _accel.pure if impl is _accel.pure else None
+    pool = impl.BufferPool()
+    assert pool.size_classes == tuple(1 << s for s in range(12, 27))
+    limits = pool.cache_limits()
+    assert limits[4096] == 256 and limits[1 << 20] == 32 and limits[64 << 20] == 8
+    assert impl.get_default_pool().size_classes == pool.size_classes
+    assert impl.get_default_pool().cache_limits() == limits
+    if mod is None and _accel.HAVE_NATIVE:
+        assert _accel.pure.BufferPool().cache_limits() == limits
+
+
+def test_default_pool_cannot_be_closed_but_trims(impl):
+    pool = impl.get_default_pool()
+    with pytest.raises(ValueError):
+        pool.close()
+    buf = pool.acquire(100)
+    buf.release()
+    assert pool.stats()["cached"] >= 1
+    pool.trim()
+    assert pool.stats()["cached"] == 0
+    assert not pool.closed
+    pool.acquire(1).release()
+
+
+def test_byte_budget(impl):
+    pool = impl.BufferPool(size_classes=(4096, 1 << 20), max_cached_per_class=100,
+                           max_cached_bytes_per_class=4 << 20)
+    assert pool.cache_limits() == {4096: 100, 1 << 20: 8}  # 4 blocks, raised to the minimum 8
+    bufs = [pool.acquire(1 << 20) for _ in range(10)]
+    for b in bufs:
+        b.release()
+    assert pool.stats()["cached"] == 8
+
+
 def test_reuse_same_block(impl):
     pool = impl.BufferPool()
     a = pool.acquire(4000)
@@ -155,7 +193,7 @@ def test_native_exports_pep3118_and_alignment():
     assert buf.exports == 0
     addr = buf.address
     buf.release()
-    again = pool.acquire(5000)
+    again = pool.acquire(9000)  # same 16 KiB class
     assert again.address == addr  # free list reuse
     again.release()
     big = pool.acquire(2 << 20)  # mmap-backed class
