@@ -40,6 +40,24 @@ class NoiseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShmConfig:
+    """Same-host shared-memory data path (``/fastp2p/shm/1.0.0``).
+
+    ``sealed=False`` (the default, DESIGN decision 4): frames in the rings are
+    authenticated by the upgrade (memory handed only to the verified peer's
+    process) but not encrypted; any process that can read the peer's memory
+    (root, ptrace) can read them. ``sealed=True`` keeps sealing every frame with
+    the connection's Noise ciphers, as on TCP.
+    """
+
+    ring_capacity: int = 4 * 1024 * 1024
+    sealed: bool = False
+    upgrade_timeout: float = 5.0
+    # Unsent bytes the path holds beyond the ring before writers wait (backpressure).
+    write_high_water: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -47,6 +65,9 @@ class HostConfig:
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
     mplex: MplexConfig = field(default_factory=MplexConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    #: data paths in order of preference; TCP (Noise) is always the fallback
+    data_paths: tuple[str, ...] = ("shm", "tcp")
+    shm: ShmConfig = field(default_factory=ShmConfig)
     max_inbound_connections: int = 1024
     max_outbound_connections: int = 1024
     negotiation_timeout: float = 10.0

@@ -87,6 +87,7 @@ class Host:
         self._closing = False
         self._identify: Any = None
         self._ping: Any = None
+        self._datapaths: Any = None
         self._on_connect: list[Callable[[Connection], Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -110,6 +111,9 @@ class Host:
             self._identify = Identify(self)
         if self.config.enable_ping:
             self._ping = Ping(self)
+        from fastp2p.services.datapaths import DataPaths
+
+        self._datapaths = DataPaths(self)
         try:
             for addr in self._listen:
                 lst = await self._transport.listen(addr, self._on_raw_inbound)
@@ -261,10 +265,12 @@ class Host:
         finally:
             if expected is not None and self._dialing.get(expected) is task:
                 del self._dialing[expected]
-        if self._identify is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.config.negotiation_timeout):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.config.negotiation_timeout):
+                if self._identify is not None:
                     await self._identify.wait_identified(conn)
+                if self._datapaths is not None:
+                    await self._datapaths.wait_settled(conn)
         return conn.remote_peer
 
     async def _dial_addrs(self, addrs: Sequence[Multiaddr], expected: PeerID | None) -> Connection:

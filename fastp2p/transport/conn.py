@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastp2p.errors import (
+    BrokenResourceError,
     ConnectionClosedError,
     GoAwayCode,
     P2PError,
@@ -126,6 +127,11 @@ class NoisePath(DataPath):
         if plain:
             assert self._deliver is not None
             self._deliver(plain, False)
+
+    @property
+    def ciphers(self) -> tuple[Any, Any]:
+        """The (send, receive) Noise transport ciphers; a sealed shm path reuses them."""
+        return self._send, self._recv
 
     def send(self, bufs: list[memoryview]) -> int:
         out = self._send.seal_frames(bufs)
@@ -235,13 +241,25 @@ class Connection:
         """True while the sending path holds more than its high-water mark."""
         return self._tx.write_paused
 
-    def switch_tx(self, path: DataPath) -> None:
-        """Send every later frame through ``path``.
+    @property
+    def base_path(self) -> NoisePath:
+        """The Noise-over-TCP path the connection started on."""
+        return self._base
 
-        The caller has just sent, on the old path, the in-band marker after
-        which the peer reads from the new one; per-direction order is kept.
+    def switch_tx(self, stream_id: int, marker: bytes, path: DataPath) -> None:
+        """Send ``marker`` on ``stream_id`` over the current path, then every
+        later frame through ``path``.
+
+        Both happen in one synchronous step, so no other frame can slip onto
+        the old path after the marker: the peer, which starts reading the new
+        path once it has read the marker, sees every frame exactly once and in
+        order.
         """
         self.check_open()
+        n = self._session.send_data(stream_id, memoryview(marker))
+        if n != len(marker):
+            raise BrokenResourceError("no send window for the data-path switch marker")
+        self._transmit()
         self._tx = path
 
     def switch_rx(self, path: Any, *, transient: bool) -> None:
@@ -254,6 +272,10 @@ class Connection:
         self._rx = path
         self._rx_transient = transient
         path.start(self._deliver_alt, self._path_failed)
+
+    def uses_path(self, path: object) -> bool:
+        """True if ``path`` is the sending or the receiving path."""
+        return path is self._tx or path is self._rx
 
     def _path_failed(self, exc: BaseException) -> None:
         if isinstance(exc, P2PError):
