@@ -75,5 +75,9 @@ class ShmSegment:
     def close(self) -> None:
         """Close the fd now; unmap when the last peek() view is released. Idempotent."""
     def __enter__(self) -> ShmSegment: ...
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -225,7 +225,7 @@ def test_hostile_tail(pair, tail):
             a.writer.write(b"more")
         struct.pack_into("<Q", peer, off_tail(0), 50)
         with pytest.raises(ShmRingError):
-            a.writer.free
+            _ = a.writer.free
         with pytest.raises(ShmRingError):
             a.writer.arm_space()
 
@@ -310,7 +310,7 @@ def test_close_defers_unmap_while_a_view_lives():
     with pytest.raises(ClosedResourceError):
         b.writer.write(b"x")
     with pytest.raises(ClosedResourceError):
-        b.fd
+        _ = b.fd
     assert bytes(v) == b"survives close"  # still mapped
     assert shm_maps() > maps_before
     v.release()
@@ -429,8 +429,10 @@ def test_two_process_echo_64mib():
         assert proc.exitcode == 0
         assert moved == ECHO_BYTES
         assert child_crc == want_crc and crc == want_crc
-        print(f"\nshm echo: {ECHO_BYTES >> 20} MiB each way in {elapsed:.3f} s, "
-              f"{ECHO_BYTES / elapsed / 1e9:.2f} GB/s round trip")
+        print(
+            f"\nshm echo: {ECHO_BYTES >> 20} MiB each way in {elapsed:.3f} s, "
+            f"{ECHO_BYTES / elapsed / 1e9:.2f} GB/s round trip"
+        )
     finally:
         if proc.is_alive():
             proc.kill()
