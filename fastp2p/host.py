@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastp2p import _accel
 from fastp2p._typing import Handler
@@ -25,6 +25,7 @@ from fastp2p.errors import (
     SecurityError,
     StreamErrorCode,
 )
+from fastp2p.memory import MemoryManager
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
@@ -40,6 +41,9 @@ from fastp2p.transport.upgrader import (
     secure_inbound,
     secure_outbound,
 )
+
+if TYPE_CHECKING:
+    from fastp2p._native.buffer import MemoryRegion
 
 __all__ = ["Host"]
 
@@ -74,6 +78,7 @@ class Host:
         self.peer_id: PeerID = PeerID.from_public_key(self.identity.public_key())
         self.peerstore = Peerstore()
         self.buffers = _accel.BufferPool()
+        self.memory = MemoryManager()
         self._listen = [Multiaddr(a) if not isinstance(a, Multiaddr) else a for a in listen]
         self._listeners: list[TcpListener] = []
         self._transport = TcpTransport()
@@ -112,8 +117,10 @@ class Host:
         if self.config.enable_ping:
             self._ping = Ping(self)
         from fastp2p.services.datapaths import DataPaths
+        from fastp2p.transport import regions
 
         self._datapaths = DataPaths(self)
+        self.set_handler(regions.PROTOCOL_ID, self._serve_region)
         try:
             for addr in self._listen:
                 lst = await self._transport.listen(addr, self._on_raw_inbound)
@@ -142,8 +149,48 @@ class Host:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.buffers.close()
+        self.memory.close()
         # Let transports run their connection_lost callbacks so sockets are freed.
         await asyncio.sleep(0)
+
+    # -- memory regions -------------------------------------------------------------
+
+    def alloc(self, nbytes: int, *, hugepages: bool = False) -> MemoryRegion:
+        """A ``MemoryRegion`` of ``nbytes`` from fastp2p's page-aligned pool.
+
+        ``hugepages=True`` asks for 2 MiB pages and falls back to normal pages
+        (with a logged reason) when none are reserved. Grant peers access with
+        ``region.grant(peer, ...)``; close it (or use ``with``) when done.
+        """
+        return self.memory.alloc(nbytes, hugepages=hugepages)
+
+    def register(self, obj: Any) -> MemoryRegion:
+        """Pin a writable C-contiguous buffer (bytearray, numpy array, mmap) as a region.
+
+        The object's memory is shared, not copied, and stays pinned until the
+        region is closed and no operation still uses it.
+        """
+        return self.memory.register(obj)
+
+    async def _serve_region(self, stream: Stream) -> None:
+        from fastp2p.transport import regions
+
+        await regions.serve(stream, self.memory.check)
+
+    async def ping(self, peer: PeerID) -> float:
+        """Round-trip time to ``peer`` in seconds (libp2p ping protocol).
+
+        Raises:
+            ClosedResourceError: the ping service is disabled or the host closed.
+            DialError, ConnectionClosedError, RemoteProtocolError: as the ping fails.
+
+        Cancellation: the ping stream stays open for the next call.
+        """
+        self._check_running()
+        if self._ping is None:
+            raise ClosedResourceError("ping is disabled (HostConfig.enable_ping)")
+        rtt: float = await self._ping(peer)
+        return rtt
 
     # -- addresses -------------------------------------------------------------------
 

@@ -186,6 +186,7 @@ class Connection:
         self._rx: DataPath = self._base
         self._rx_transient = False
         self.data_path_reason: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.remote_peer = remote_peer
         self.remote_public_key = remote_public_key
         self.muxer = muxer
@@ -272,6 +273,66 @@ class Connection:
         self._rx = path
         self._rx_transient = transient
         path.start(self._deliver_alt, self._path_failed)
+
+    @property
+    def peer_process(self) -> int | None:
+        """The peer's pid when both run on this host (shared-memory path), else None.
+
+        It is the pid the kernel reported for the peer's end of the hand-off
+        socket (SO_PEERCRED), not one the peer claimed.
+        """
+        if self.data_path != "shm":
+            return None
+        return getattr(self._tx, "peer_pid", None)
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        """Keep an in-flight operation's task (and its leases) alive until it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the awaiting caller (if any) got it too
+
+    async def put(
+        self, region: Any, token: bytes, *, offset: int = 0, length: int | None = None, local_offset: int = 0
+    ) -> int:
+        """Write local bytes into a region the peer granted us.
+
+        Copies ``region[local_offset : local_offset + length]`` (to the end when
+        ``length`` is None) to ``offset`` within the peer's granted range.
+        Works on every data path; on shared memory the peer copies once,
+        directly from our buffer. Returns the byte count.
+
+        Raises:
+            AccessDeniedError: the token is forged, revoked, expired, for another
+                peer, or lacks the write right (checked by the owner).
+            RegionBoundsError: the range is outside the grant or the local region.
+            ConnectionClosedError: the connection ended first.
+
+        Cancellation: the operation continues in the background until the owner
+        answers; ``region`` stays leased (cannot be freed) until then.
+        """
+        from fastp2p.transport import regions
+
+        return await regions.put(self, region, token, offset=offset, length=length, local_offset=local_offset)
+
+    async def get(
+        self, region: Any, token: bytes, *, offset: int = 0, length: int | None = None, local_offset: int = 0
+    ) -> int:
+        """Read bytes from a region the peer granted us into ``region``.
+
+        The mirror of :meth:`put` (needs the read right). Returns the byte count.
+
+        Raises:
+            AccessDeniedError, RegionBoundsError, ConnectionClosedError: as ``put``.
+
+        Cancellation: as ``put``; the bytes may or may not have landed.
+        """
+        from fastp2p.transport import regions
+
+        return await regions.get(self, region, token, offset=offset, length=length, local_offset=local_offset)
 
     def uses_path(self, path: object) -> bool:
         """True if ``path`` is the sending or the receiving path."""
