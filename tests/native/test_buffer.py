@@ -123,15 +123,21 @@ def test_stats_and_cache_limit(impl):
 
 def test_default_classes_and_limits_match_the_c_pool(impl):
     # one place: csrc/fp_pool.h FP_POOL_DEFAULT_*; the pure twin mirrors it
-    mod = _accel.pure if impl is _accel.pure else None
     pool = impl.BufferPool()
     assert pool.size_classes == tuple(1 << s for s in range(12, 27))
     limits = pool.cache_limits()
     assert limits[4096] == 256 and limits[1 << 20] == 32 and limits[64 << 20] == 8
     assert impl.get_default_pool().size_classes == pool.size_classes
     assert impl.get_default_pool().cache_limits() == limits
-    if mod is None and _accel.HAVE_NATIVE:
-        assert _accel.pure.BufferPool().cache_limits() == limits
+
+
+@native_only
+def test_pure_pool_defaults_mirror_the_native_ones():
+    native, pure = _accel._impl.BufferPool(), _accel.pure.BufferPool()
+    assert pure.size_classes == native.size_classes
+    assert pure.cache_limits() == native.cache_limits()
+    assert pure.max_cached_per_class == native.max_cached_per_class
+    assert pure.max_cached_bytes_per_class == native.max_cached_bytes_per_class
 
 
 def test_default_pool_cannot_be_closed_but_trims(impl):
@@ -233,3 +239,22 @@ def test_native_usable_in_noise_and_decoder(impl):
     sealed = impl.NoiseCipher(bytes(32)).seal_frames([buf.view])
     assert impl.NoiseCipher(bytes(32)).open_frames(sealed) == b"hello"
     buf.release()
+
+
+@native_only
+def test_native_pool_hugepages_option_falls_back():
+    pool = _accel._impl.BufferPool(hugepages=True)
+    assert pool.hugepages
+    buf = pool.acquire(4 << 20)
+    buf.view[-1] = 1
+    st = pool.stats()
+    try:
+        with open("/proc/sys/vm/nr_hugepages") as f:
+            reserved = int(f.read())
+    except OSError:
+        reserved = -1
+    if reserved == 0:
+        assert st["huge_allocated"] == 0  # normal pages, still page-aligned and usable
+    assert buf.address % 4096 == 0
+    buf.release()
+    pool.close()
