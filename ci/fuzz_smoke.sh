@@ -1,46 +1,133 @@
 #!/usr/bin/env bash
-# Short fuzz smoke of every C decoder (csrc/fuzz/*.c).
-#   clang present  -> libFuzzer with -fsanitize=fuzzer,address,undefined
-#   gcc only       -> csrc/fuzz/driver.c random-input driver under ASan/UBSan
-#   neither        -> skip with a message (exit 0)
-# FUZZ_SECONDS (default 20) per harness. In CI, install clang first, e.g.
-#   sudo apt-get install -y clang
-set -euo pipefail
+# Fuzz smoke of every C harness: csrc/fuzz/fuzz_*.c, each linked with every
+# csrc/fp_*.c and -lcrypto (a source may add "// ci-ldflags: -lfoo"), so new
+# harnesses and kernels are picked up without editing this script.
+#
+#   clang with libFuzzer -> coverage-guided libFuzzer + ASan/UBSan. Seeds: the committed
+#                           corpus csrc/fuzz/corpus/<harness>/ when it exists (read only;
+#                           new inputs go to a scratch corpus outside the tree, or to
+#                           FUZZ_CORPUS_OUT/<harness>/ when set), dictionary
+#                           csrc/fuzz/<harness>.dict when it exists.
+#   gcc only             -> csrc/fuzz/driver.c random-input driver under ASan/UBSan
+#   neither              -> every harness counts as failed (CI installs clang)
+#
+# Binaries and logs go to a fresh folder under ${TMPDIR:-/tmp}/fastp2p-fuzz/ per run,
+# removed after a clean run and kept (with the crash inputs) after a failure. Each harness is one test. Ends with "N passed, M failed" and, when FASTP2P_CI_OUT
+# is set, records the counts (and libFuzzer's executions per harness) for
+# ci/summary.py (suite "fuzz").
+#
+# Env: FUZZ_SECONDS per harness (default 20; ci/test.sh uses 10), FUZZ_MODE=libfuzzer|driver
+#      (force one), FUZZ_MAX_LEN (default 4096), FUZZ_CORPUS_OUT, FUZZ_ONLY="fuzz_frame ..."
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER=${FUZZ_SECONDS:-20}
-HARNESSES=(fuzz_frame fuzz_varint)
-SRCS="csrc/fp_frame.c csrc/fp_aead.c"
+MAX_LEN=${FUZZ_MAX_LEN:-4096}
 OUT=csrc/fuzz
+SCRATCH=${TMPDIR:-/tmp}/fastp2p-fuzz      # scratch corpora, kept between runs
+mkdir -p "$SCRATCH"
+WORK="$(mktemp -d "$SCRATCH/run.XXXXXX")"  # this run's binaries and logs
+start=$(date +%s)
 
-if command -v clang >/dev/null 2>&1; then
-    mode=libfuzzer
-    CC=clang
-elif command -v gcc >/dev/null 2>&1 && echo 'int main(void){return 0;}' \
-        | gcc -fsanitize=address,undefined -x c - -o /tmp/fp_san_probe.$$ 2>/dev/null; then
-    rm -f /tmp/fp_san_probe.$$
-    mode=driver
-    CC=gcc
-else
-    echo "fuzz_smoke: SKIPPED: no clang (libFuzzer) and no gcc with ASan/UBSan support"
-    exit 0
-fi
-echo "fuzz_smoke: mode=$mode compiler=$CC ${SECONDS_PER}s per harness"
+ldflags_of() {
+    sed -n 's|^[[:space:]]*//[[:space:]]*ci-ldflags:[[:space:]]*||p' "$@" 2>/dev/null | tr '\n' ' '
+}
+record() {  # passed failed rc detail
+    if [[ -n "${FASTP2P_CI_OUT:-}" ]]; then
+        "${PYTHON:-python3}" ci/summary.py record fuzz --passed "$1" --failed "$2" --rc "$3" \
+            --seconds "$(( $(date +%s) - start ))" --detail "$4"
+    fi
+}
 
-for h in "${HARNESSES[@]}"; do
-    bin=$OUT/$h.bin
-    if [ "$mode" = libfuzzer ]; then
-        # shellcheck disable=SC2086
-        $CC -std=c11 -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined \
-            -o "$bin" "$OUT/$h.c" $SRCS -lcrypto
-        corpus=${TMPDIR:-/tmp}/fastp2p_corpus_$h  # outside the tree
-        mkdir -p "$corpus"
-        "$bin" -max_total_time="$SECONDS_PER" -max_len=4096 "$corpus"
-    else
-        # shellcheck disable=SC2086
-        $CC -std=c11 -g -O1 -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-            -o "$bin" "$OUT/$h.c" "$OUT/driver.c" $SRCS -lcrypto
-        ASAN_OPTIONS=abort_on_error=1 "$bin" "$SECONDS_PER"
+shopt -s nullglob
+kernels=(csrc/fp_*.c)
+harnesses=()
+for f in "$OUT"/fuzz_*.c; do
+    h="$(basename "${f%.c}")"
+    if [[ -z "${FUZZ_ONLY:-}" || " $FUZZ_ONLY " == *" $h "* ]]; then
+        harnesses+=("$h")
     fi
 done
-echo "fuzz_smoke: all harnesses ran clean"
+if [[ ${#harnesses[@]} -eq 0 ]]; then
+    echo "fuzz_smoke: no csrc/fuzz/fuzz_*.c harnesses"
+    echo "0 passed, 0 failed"
+    record 0 0 1 "no harnesses"
+    exit 1
+fi
+
+probe="$WORK/probe.c"
+echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' > "$probe"
+mode=${FUZZ_MODE:-}
+if [[ -z "$mode" ]]; then
+    if command -v clang >/dev/null 2>&1 && clang -fsanitize=fuzzer,address -o "$WORK/probe" "$probe" >/dev/null 2>&1; then
+        mode=libfuzzer
+    elif command -v gcc >/dev/null 2>&1 && echo 'int main(void){return 0;}' \
+            | gcc -fsanitize=address,undefined -x c - -o "$WORK/probe" 2>/dev/null; then
+        mode=driver
+    else
+        echo "fuzz_smoke: no clang with libFuzzer and no gcc with ASan/UBSan: every harness fails"
+        echo "0 passed, ${#harnesses[@]} failed"
+        record 0 "${#harnesses[@]}" 1 "no fuzzing compiler"
+        exit 1
+    fi
+fi
+if [[ "$mode" == libfuzzer ]]; then CC=clang; else CC=${FUZZ_CC:-gcc}; fi
+echo "fuzz_smoke: mode=$mode compiler=$CC ${SECONDS_PER}s per harness: ${harnesses[*]}"
+
+libs="-lcrypto $(ldflags_of "${kernels[@]}")"
+passed=0
+failed=0
+notes=()
+for h in "${harnesses[@]}"; do
+    src="$OUT/$h.c"
+    bin="$WORK/$h.bin"
+    log="$WORK/$h.log"
+    ok=0
+    if [[ "$mode" == libfuzzer ]]; then
+        # shellcheck disable=SC2086
+        if clang -std=c11 -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -o "$bin" "$src" "${kernels[@]}" $libs $(ldflags_of "$src"); then
+            corpus="${FUZZ_CORPUS_OUT:+$FUZZ_CORPUS_OUT/$h}"
+            corpus="${corpus:-$SCRATCH/corpus-$h}"  # outside the tree unless asked
+            mkdir -p "$corpus" "$WORK/artifacts-$h"
+            seeds=()
+            [[ -d "$OUT/corpus/$h" ]] && seeds+=("$OUT/corpus/$h")
+            dict=()
+            [[ -f "$OUT/$h.dict" ]] && dict+=("-dict=$OUT/$h.dict")
+            if "$bin" -max_total_time="$SECONDS_PER" -max_len="$MAX_LEN" -print_final_stats=1 \
+                    -artifact_prefix="$WORK/artifacts-$h/" "${dict[@]}" "$corpus" "${seeds[@]}" >"$log" 2>&1; then
+                ok=1
+            fi
+            execs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$log" | tail -1)
+            cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+            notes+=("$h: ${execs:-?} execs, ${cov:-cov: ?}, seeds: ${seeds[*]:-none}")
+        fi
+    else
+        # shellcheck disable=SC2086
+        if $CC -std=c11 -g -O1 -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -o "$bin" "$src" "$OUT/driver.c" "${kernels[@]}" $libs $(ldflags_of "$src"); then
+            if ASAN_OPTIONS=abort_on_error=1 "$bin" "$SECONDS_PER" >"$log" 2>&1; then
+                ok=1
+            fi
+            notes+=("$h: $(tail -1 "$log")")
+        fi
+    fi
+    if [[ $ok -eq 1 ]]; then
+        passed=$((passed + 1))
+        echo "fuzz_smoke: PASS ${notes[-1]}"
+    else
+        failed=$((failed + 1))
+        echo "fuzz_smoke: FAIL $h (log: $log)"
+        [[ -f "$log" ]] && tail -40 "$log"
+        notes+=("$h: FAILED")
+    fi
+done
+
+echo "$passed passed, $failed failed"
+record "$passed" "$failed" "$(( failed > 0 ))" "mode=$mode; $(IFS=';'; echo "${notes[*]}")"
+if [[ $failed -eq 0 ]]; then
+    rm -rf "$WORK"
+else
+    echo "fuzz_smoke: logs, binaries and crash inputs kept in $WORK"
+fi
+[[ $failed -eq 0 ]]

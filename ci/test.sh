@@ -1,39 +1,121 @@
 #!/usr/bin/env bash
-# The whole test job: install fastp2p (native build) with its test dependencies,
-# set up the independent reference peers (py-libp2p, js-libp2p), then run the
-# suite twice (native kernels, then FASTP2P_NO_EXTENSIONS=1 pure twins), the C
-# unit tests under sanitizers, a fuzz smoke and the bench smoke.
+# The whole test job, from a fresh Debian/Ubuntu machine (as root) or a dev box:
+#   1. system packages it needs, only those missing (ci/install_system_deps.sh)
+#   2. Node.js >= 20 for js-libp2p (ci/setup_node.sh)
+#   3. fastp2p[test] (native build) + the bench baselines into the python in use
+#      (a venv .venv-ci when that python is Debian's externally managed one)
+#   4. the reference peers: py-libp2p venv, js-libp2p node_modules (ci/setup_interop.sh)
+#   5. pytest, native kernels: one run per suite (ci/summary.py owns the split:
+#      unit, proto, native, integration, hostile, conformance, interop, shm)
+#   6. pytest, pure-Python twins (FASTP2P_NO_EXTENSIONS=1): all of tests/ once more
+#   7. C unit tests under ASan/UBSan, 8. fuzz smoke (libFuzzer), 9. bench smoke
+#   10. ci/summary.py report: the per-suite table and the gate. The job FAILS when a
+#       required suite did not run, ran zero tests, failed, or (interop, conformance,
+#       hostile) skipped a test.
+#
+# Env:
+#   FASTP2P_CI_OPTOUT="interop,rdma"  suites that do not gate this run (printed loudly);
+#                                     opting out of interop also skips step 4
+#   FASTP2P_CI_RUNSLOW=1              also run tests marked slow
+#   FASTP2P_CI_OUT=DIR                results (default build/ci-results)
+#   FUZZ_SECONDS (10), CI_TIME_BUDGET (seconds, 1200), PYTHON (python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
 
 PY=${PYTHON:-python3}
-echo "== install fastp2p[test] (native build) and the bench baselines"
+export FASTP2P_CI_OUT=${FASTP2P_CI_OUT:-$ROOT/build/ci-results}
+BUDGET=${CI_TIME_BUDGET:-1200}
+T_START=$(date +%s)
+STEP_NAMES=()
+STEP_SECS=()
+_step_name=""
+_step_t0=0
+
+now() { date +%s; }
+step_end() {
+    if [[ -n "$_step_name" ]]; then
+        local dt=$(( $(now) - _step_t0 ))
+        STEP_NAMES+=("$_step_name")
+        STEP_SECS+=("$dt")
+        printf '== [%4ds / %ds budget] %s took %ds\n' "$(( $(now) - T_START ))" "$BUDGET" "$_step_name" "$dt"
+    fi
+    _step_name=""
+}
+step() {
+    step_end
+    _step_name="$1"
+    _step_t0=$(now)
+    printf '\n== [%4ds] %s\n' "$(( $(now) - T_START ))" "$1"
+}
+optout() {  # is suite $1 opted out?
+    local list=",${FASTP2P_CI_OPTOUT:-},"
+    list="${list//[[:space:]]/,}"
+    [[ "$list" == *",$1,"* ]]
+}
+
+"$PY" ci/summary.py optouts >/dev/null  # unknown suite names fail now, not after the run
+rm -rf "$FASTP2P_CI_OUT"
+mkdir -p "$FASTP2P_CI_OUT"
+
+step "system packages"
+PYTHON="$PY" bash ci/install_system_deps.sh
+
+if ! optout interop; then
+    step "Node.js >= 20"
+    # shellcheck source=ci/setup_node.sh
+    . ci/setup_node.sh
+fi
+
+step "install fastp2p[test] (native build) and the bench baselines"
+if [[ -f "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]] \
+        && [[ "$("$PY" -c 'import sys; print(sys.prefix == sys.base_prefix)')" == True ]]; then
+    # Debian's own python refuses pip installs (PEP 668): work in a venv of it
+    [[ -x .venv-ci/bin/python ]] || "$PY" -m venv .venv-ci
+    PY="$ROOT/.venv-ci/bin/python"
+    echo "using a venv of the system python: $PY"
+fi
+export PYTHON="$PY"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]" -r bench/requirements.txt
-if ! command -v iperf3 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  # the bench's loopback ceiling; the bench notes its absence otherwise
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3) >/dev/null 2>&1 \
-    || echo "iperf3 could not be installed; the bench will note it"
+"$PY" -c 'import fastp2p, fastp2p._accel as a; print("fastp2p", fastp2p.__version__, "native:", a.HAVE_NATIVE)'
+
+if optout interop; then
+    echo "== interop opted out: reference peers not set up"
+else
+    step "reference peers for interop tests"
+    bash ci/setup_interop.sh
 fi
 
-echo "== reference peers for interop tests"
-bash ci/setup_interop.sh
+runslow=()
+[[ "${FASTP2P_CI_RUNSLOW:-0}" == 1 ]] && runslow=(--runslow)
 
-echo "== pytest (native kernels)"
-"$PY" -m pytest -q -p no:cacheprovider tests
+for suite in $("$PY" ci/summary.py list --kind pytest --native-pass); do
+    step "pytest suite $suite (native kernels)"
+    "$PY" ci/summary.py run "$suite" -- "${runslow[@]}"
+done
 
-echo "== pytest (pure-Python twins, FASTP2P_NO_EXTENSIONS=1)"
-FASTP2P_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
+step "pytest suite pure (pure-Python twins, FASTP2P_NO_EXTENSIONS=1, all of tests/)"
+"$PY" ci/summary.py run pure -- "${runslow[@]}"
 
-if [ -f ci/test_c.sh ]; then
-  echo "== C unit tests (ASan/UBSan)"
-  bash ci/test_c.sh
-fi
-if [ -f ci/fuzz_smoke.sh ]; then
-  echo "== fuzz smoke"
-  FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash ci/fuzz_smoke.sh
-fi
-if [ -f ci/bench_smoke.sh ]; then
-  echo "== bench smoke (numbers not gated)"
-  bash ci/bench_smoke.sh
-fi
-echo "== all green"
+step "C unit tests (ASan/UBSan)"
+bash ci/test_c.sh || true  # counted by the gate
+
+step "fuzz smoke"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash ci/fuzz_smoke.sh || true  # counted by the gate
+
+step "bench smoke (numbers not gated)"
+b0=$(now)
+if bash ci/bench_smoke.sh; then brc=0; else brc=$?; fi
+"$PY" ci/summary.py record bench-smoke --passed $(( brc == 0 )) --failed $(( brc != 0 )) \
+    --rc "$brc" --seconds "$(( $(now) - b0 ))"
+step_end
+
+echo
+echo "== time per step (budget ${BUDGET}s)"
+for i in "${!STEP_NAMES[@]}"; do
+    printf '  %5ds  %s\n' "${STEP_SECS[$i]}" "${STEP_NAMES[$i]}"
+done
+total=$(( $(now) - T_START ))
+printf '  %5ds  total%s\n' "$total" "$( (( total > BUDGET )) && echo "  OVER THE ${BUDGET}s BUDGET" )"
+
+"$PY" ci/summary.py report
