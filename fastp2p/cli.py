@@ -49,10 +49,22 @@ def _load_key(path: str | None) -> Ed25519PrivateKey:
     return key
 
 
-def _config(muxer: str) -> HostConfig:
+DATA_PATHS = {"auto": ("shm", "tcp"), "shm": ("shm", "tcp"), "tcp": ("tcp",)}
+
+
+def _config(muxer: str, data_path: str = "auto") -> HostConfig:
     from fastp2p.config import HostConfig
 
-    return HostConfig(muxers=(MUXERS[muxer],))
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=DATA_PATHS[data_path])
+
+
+def _data_path_line(conn: Any) -> str:
+    if conn is None:
+        return "data path: unknown (no connection)"
+    line = f"data path: {conn.data_path}"
+    if conn.data_path_reason:
+        line += f" ({conn.data_path_reason})"
+    return line
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -82,7 +94,7 @@ async def _listen(args: argparse.Namespace) -> int:
     from fastp2p.services import serve_echo, serve_perf
 
     addrs = args.addr or ["/ip4/127.0.0.1/tcp/0"]
-    async with Host(_load_key(args.key), listen=addrs, config=_config(args.muxer)) as host:
+    async with Host(_load_key(args.key), listen=addrs, config=_config(args.muxer, args.data_path)) as host:
         serve_echo(host)
         serve_perf(host)
         for a in host.full_addrs:
@@ -110,14 +122,12 @@ async def _listen(args: argparse.Namespace) -> int:
 
 async def _ping(args: argparse.Namespace) -> int:
     from fastp2p.host import Host
-    from fastp2p.services import Ping
 
     async with Host(_load_key(args.key), config=_config(args.muxer)) as host:
         async with asyncio.timeout(args.timeout):
             peer = await host.connect(args.addr)
-            ping = Ping(host)
             for _ in range(args.count):
-                rtt = await ping(peer)
+                rtt = await host.ping(peer)
                 print(f"{rtt * 1000:.3f} ms", flush=True)
     return 0
 
@@ -126,11 +136,13 @@ async def _perf(args: argparse.Namespace) -> int:
     from fastp2p.host import Host
     from fastp2p.services import perf
 
-    async with Host(_load_key(args.key), config=_config(args.muxer)) as host:
+    async with Host(_load_key(args.key), config=_config(args.muxer, args.data_path)) as host:
         t0 = time.perf_counter()
         peer = await host.connect(args.addr)
+        path_line = _data_path_line(host.connection(peer))
         res = await perf(host, peer, args.upload, args.download)
         total = time.perf_counter() - t0
+    print(path_line)
     print(f"upload: {args.upload} bytes in {res.upload_seconds:.3f} s = {res.upload_gbps:.3f} Gbit/s")
     print(
         f"download: {args.download} bytes in {res.download_seconds:.3f} s = "
@@ -138,7 +150,7 @@ async def _perf(args: argparse.Namespace) -> int:
     )
     print(f"total (incl. connection set-up): {total:.4f} s")
     # The libp2p perf dashboard's latency figure: a fresh connection, then 1 byte each way.
-    async with Host(_load_key(None), config=_config(args.muxer)) as host:
+    async with Host(_load_key(None), config=_config(args.muxer, args.data_path)) as host:
         t0 = time.perf_counter()
         peer = await host.connect(args.addr)
         await perf(host, peer, 1, 1)
@@ -195,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", help="key file; created if missing")
     s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
     s.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
+    s.add_argument("--data-path", choices=sorted(DATA_PATHS), default="auto",
+                   help="tcp: never upgrade; shm/auto: shared memory when on one host")
     s.set_defaults(func=_guard(_listen))
 
     s = sub.add_parser("ping", help="ping a peer and print one RTT per line")
@@ -211,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--download", type=_size, default=0)
     s.add_argument("--key", help="key file; created if missing")
     s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
+    s.add_argument("--data-path", choices=sorted(DATA_PATHS), default="auto",
+                   help="tcp: never upgrade; shm/auto: shared memory when on one host")
     s.set_defaults(func=_guard(_perf))
 
     s = sub.add_parser("demo", help="local peers: connect, ping, share and fetch a file")
@@ -219,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--peers", type=int, choices=(2, 3), default=2)
     s.add_argument("--muxer", choices=sorted(MUXERS), default="yamux")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--data-path", choices=sorted(DATA_PATHS), default="auto",
+                   help="tcp: never upgrade; shm/auto: shared memory when on one host")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")

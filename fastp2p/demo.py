@@ -39,13 +39,19 @@ def _loop_name() -> str:
 # -- child roles ---------------------------------------------------------------------
 
 
-async def _seed(path: str, muxer: str) -> int:
-    from fastp2p import HAVE_NATIVE
+def _host_config(muxer: str, data_path: str) -> Any:
+    from fastp2p.cli import DATA_PATHS
     from fastp2p.config import HostConfig
+
+    return HostConfig(muxers=(muxer,), data_paths=DATA_PATHS[data_path])
+
+
+async def _seed(path: str, muxer: str, data_path: str) -> int:
+    from fastp2p import HAVE_NATIVE
     from fastp2p.host import Host
     from fastp2p.services.files import FileShare
 
-    async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=HostConfig(muxers=(muxer,))) as host:
+    async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=_host_config(muxer, data_path)) as host:
         share = FileShare(host)
         digest = share.add_file(path)
         _emit(
@@ -61,14 +67,12 @@ async def _seed(path: str, muxer: str) -> int:
     return 0
 
 
-async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool) -> int:
-    from fastp2p.config import HostConfig
+async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool, data_path: str) -> int:
     from fastp2p.host import Host
-    from fastp2p.services import Ping
     from fastp2p.services.files import FileShare
 
     listen = ["/ip4/127.0.0.1/tcp/0"] if serve else []
-    async with Host(listen=listen, config=HostConfig(muxers=(muxer,))) as host:
+    async with Host(listen=listen, config=_host_config(muxer, data_path)) as host:
         t0 = time.perf_counter()
         peer = await host.connect(addr)
         connect_s = time.perf_counter() - t0
@@ -81,12 +85,13 @@ async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool) -> i
             remote=str(peer),
             security="/noise",
             muxer=conn.muxer,
+            data_path=conn.data_path,
+            data_path_reason=conn.data_path_reason,
             remote_protocols=rec.protocols if rec else [],
             remote_agent=rec.agent_version if rec else None,
             connect_ms=connect_s * 1000,
         )
-        ping = Ping(host)
-        rtts = [await ping(peer) for _ in range(5)]
+        rtts = [await host.ping(peer) for _ in range(5)]
         _emit(event="ping", rtt_ms=sorted(rtts)[len(rtts) // 2] * 1000)
         share = FileShare(host)
         last = [0.0]
@@ -98,7 +103,14 @@ async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool) -> i
                 _emit(event="progress", got=got, size=size)
 
         res = await share.fetch(peer, digest, out, progress=progress)
-        _emit(event="fetched", size=res.size, seconds=res.seconds, digest=res.digest, verified=True)
+        _emit(
+            event="fetched",
+            size=res.size,
+            seconds=res.seconds,
+            digest=res.digest,
+            verified=True,
+            data_path=conn.data_path,
+        )
         if serve:
             share.add_file(out, digest)
             _emit(event="ready", peer_id=str(host.peer_id), addrs=[str(a) for a in host.full_addrs])
@@ -112,17 +124,19 @@ def _child_main(argv: list[str]) -> int:
     s = sub.add_parser("seed")
     s.add_argument("--file", required=True)
     s.add_argument("--muxer", required=True)
+    s.add_argument("--data-path", default="auto")
     f = sub.add_parser("fetch")
     f.add_argument("--addr", required=True)
     f.add_argument("--digest", required=True)
     f.add_argument("--out", required=True)
     f.add_argument("--muxer", required=True)
     f.add_argument("--serve", action="store_true")
+    f.add_argument("--data-path", default="auto")
     a = p.parse_args(argv)
     try:
         if a.role == "seed":
-            return _run(_seed(a.file, a.muxer))
-        return _run(_fetch(a.addr, a.digest, a.out, a.muxer, a.serve))
+            return _run(_seed(a.file, a.muxer, a.data_path))
+        return _run(_fetch(a.addr, a.digest, a.out, a.muxer, a.serve, a.data_path))
     except Exception as exc:  # reported to the orchestrator, which decides the exit code
         _emit(event="error", error=f"{type(exc).__name__}: {exc}")
         return 1
@@ -215,7 +229,8 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"generating {args.size / 1e6:.1f} MB of random data ...", flush=True)
             _make_file(src, args.size)
 
-        seed = _Child("peer A", ["seed", "--file", src, "--muxer", muxer])
+        dp = getattr(args, "data_path", "auto")
+        seed = _Child("peer A", ["seed", "--file", src, "--muxer", muxer, "--data-path", dp])
         children.append(seed)
         ready = seed.next_event("ready")
         digest = ready["digest"]
@@ -232,6 +247,7 @@ def run_demo(args: argparse.Namespace) -> int:
             child = _Child(
                 name,
                 ["fetch", "--addr", source, "--digest", digest, "--out", out, "--muxer", muxer]
+                + ["--data-path", dp]
                 + (["--serve"] if serve else []),
             )
             children.append(child)
@@ -241,6 +257,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"        secured with Noise XX (ChaCha20-Poly1305), muxer {conn['muxer']}, "
                 f"set-up {conn['connect_ms']:.2f} ms"
             )
+            path = conn["data_path"]
+            why = f" ({conn['data_path_reason']})" if conn.get("data_path_reason") else ""
+            label = "shared memory" if path == "shm" else "TCP loopback"
+            print(f"        data path: {path} = {label}{why}")
             print(f"        remote protocols: {', '.join(conn['remote_protocols'])}")
             ping = child.next_event("ping")
             print(f"        ping rtt {ping['rtt_ms'] * 1000:.0f} us")
@@ -250,7 +270,8 @@ def run_demo(args: argparse.Namespace) -> int:
             mbps = fetched["size"] / fetched["seconds"] / 1e6
             print(
                 f"        fetched {fetched['size']} bytes in {fetched['seconds']:.3f} s "
-                f"= {mbps:.1f} MB/s ({mbps * 8 / 1000:.2f} Gbit/s), sha256 verified"
+                f"= {mbps:.1f} MB/s ({mbps * 8 / 1000:.2f} Gbit/s) over {fetched['data_path']}, "
+                "sha256 verified"
             )
             if fetched["digest"] != digest or os.path.getsize(out) != size:
                 print(f"fastp2p demo: error: {name} copy does not match", file=sys.stderr)
@@ -261,10 +282,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
         print("\nsummary")
         kernel = "native C (OpenSSL EVP)" if HAVE_NATIVE else "pure Python (cryptography)"
-        print(f"  transport: TCP loopback + Noise XX, AEAD sealing in {kernel}, {muxer}")
+        print(f"  connection: TCP loopback + Noise XX, AEAD sealing in {kernel}, {muxer}")
         for name, fetched, ping in summaries:
             print(
-                f"  {name}: rtt {ping['rtt_ms'] * 1000:.0f} us, "
+                f"  {name}: data path {fetched['data_path']}, rtt {ping['rtt_ms'] * 1000:.0f} us, "
                 f"{fetched['size'] / fetched['seconds'] / 1e6:.1f} MB/s, verified"
             )
         print("demo OK")

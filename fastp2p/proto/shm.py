@@ -7,14 +7,16 @@ Rules
 - Messages are uvarint-length-prefixed protobufs of at most ``MAX_MESSAGE``
   bytes; anything longer, truncated or malformed raises ``RemoteProtocolError``
   (``ProtobufError``/``FrameTooLargeError``), and the upgrade falls back to TCP.
-- The dialer (D) drives; the listener (L) answers::
+- The dialer (D) drives; the listener (L) answers; one round trip::
 
-      D -> L  HELLO(boot_id, pid, uid, capacity, sealed)
-      L -> D  ACCEPT(pid, uid)             | REFUSE(reason)
-      D -> L  OFFER(socket, secret)       # D listens on an abstract Unix socket
-      L connects to ``socket``, sends ``secret``; D checks it and the kernel's
-      SO_PEERCRED (pid/uid as in ACCEPT), then passes (memfd, eventfd D,
-      eventfd L) with SCM_RIGHTS; L attaches the rings.
+      D -> L  HELLO(boot_id, pid, uid, capacity, sealed, socket, secret)
+              (sent right behind the multistream proposal; D already listens
+              on the abstract Unix socket ``socket``)
+      L connects to ``socket`` and sends ``secret``; D checks it (constant
+      time) and the kernel's SO_PEERCRED uid, then passes (memfd, eventfd D,
+      eventfd L) with SCM_RIGHTS; L checks SO_PEERCRED pid == HELLO's pid and
+      attaches the rings. The pid each side keeps for the other is the one the
+      kernel reported, never a claimed one.
       L -> D  SWITCH                       | REFUSE(reason)
       D -> L  SWITCH
 
@@ -57,9 +59,7 @@ MAX_CAPACITY = 1 << 30
 
 class Kind(enum.IntEnum):
     HELLO = 1
-    ACCEPT = 2
     REFUSE = 3
-    OFFER = 4
     SWITCH = 5
 
 
@@ -124,8 +124,6 @@ def _decode(body: bytes) -> ShmMessage:
     except ValueError as exc:
         raise RemoteProtocolError(f"unknown shm upgrade message kind: {exc}") from exc
     secret = one_bytes(_SECRET, SECRET_SIZE)
-    if kind is Kind.OFFER and len(secret) != SECRET_SIZE:
-        raise RemoteProtocolError("shm OFFER secret must be 32 bytes")
     return ShmMessage(
         kind=kind,
         boot_id=one_bytes(_BOOT, 64),

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from fastp2p.errors import P2PError
 from fastp2p.transport import shm
-from fastp2p.transport.upgrader import negotiate_outbound
 
 if TYPE_CHECKING:
     from fastp2p.host import Host
@@ -73,7 +72,6 @@ class DataPaths:
                     return
             async with asyncio.timeout(self.cfg.upgrade_timeout):
                 stream = conn.open_stream()
-                stream.protocol = await negotiate_outbound(stream, [shm.PROTOCOL_ID])
                 await shm.upgrade_outbound(conn, stream, self.cfg)
             conn.data_path_reason = None
             log.debug("connection to %s upgraded to shared memory", conn.remote_peer)

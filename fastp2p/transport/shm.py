@@ -40,7 +40,6 @@ from fastp2p import _accel
 from fastp2p.errors import (
     BrokenResourceError,
     ClosedResourceError,
-    NegotiationError,
     P2PError,
     RemoteProtocolError,
 )
@@ -389,91 +388,105 @@ def _make_path(conn: Connection, seg: Any, my_efd: int, peer_efd: int, peer_pid:
     )
 
 
-async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> ShmPath:
-    """Dialer side of the upgrade on ``stream`` (already negotiated).
+async def _hand_over(
+    lsock: socket.socket, secret: bytes, fds: list[int], timeout: float
+) -> int:
+    """Accept on the hand-off socket until a process presents ``secret``; pass it
+    ``fds``. Returns that process's pid as the kernel reports it."""
+    loop = asyncio.get_running_loop()
+    for _ in range(_MAX_ACCEPTS):
+        csock, _addr = await loop.sock_accept(lsock)
+        with csock:
+            pid, uid, _gid = _peercred(csock)
+            got = b""
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while len(got) < msgs.SECRET_SIZE:
+                        chunk = await loop.sock_recv(csock, msgs.SECRET_SIZE - len(got))
+                        if not chunk:
+                            break
+                        got += chunk
+            if not hmac.compare_digest(got, secret) or uid != os.getuid():
+                log.warning(
+                    "shm upgrade: refused local process pid %d uid %d on the hand-off socket", pid, uid
+                )
+                continue
+            csock.setblocking(True)
+            socket.send_fds(csock, [b"F"], fds)
+            return pid
+    raise UpgradeRefused("no process holding the secret collected the shared memory")
 
-    Returns the switched path; raises ``UpgradeRefused`` (or a ``P2PError``)
-    when the connection stays on TCP.
+
+async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> ShmPath:
+    """Dialer side of the upgrade (one round trip plus the hand-off).
+
+    Opens the stream itself (HELLO rides behind the protocol proposal), offers
+    the rings, hands them over and switches. Returns the path; raises
+    ``UpgradeRefused`` (or a ``P2PError``/``OSError``) when the connection
+    stays on TCP.
     """
     from fastp2p._native.shm import ShmSegment
+    from fastp2p.transport.upgrader import negotiate_outbound
 
-    loop = asyncio.get_running_loop()
-    ch = _Channel(stream)
-    await ch.send(
-        ShmMessage(
-            Kind.HELLO,
-            boot_id=boot_id(),
-            pid=os.getpid(),
-            uid=os.getuid(),
-            capacity=cfg.ring_capacity,
-            sealed=cfg.sealed,
-        )
-    )
-    reply = await ch.recv()
-    if reply.kind is Kind.REFUSE:
-        raise UpgradeRefused(f"peer refused: {reply.reason}")
-    if reply.kind is not Kind.ACCEPT:
-        raise RemoteProtocolError(f"expected ACCEPT, got {reply.kind.name}")
     seg = ShmSegment.create(cfg.ring_capacity)
     efd_me, efd_peer = _make_efd(), _make_efd()
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    handed = False
+    path: ShmPath | None = None
+    hand: asyncio.Task[int] | None = None
     try:
         name = _SOCKET_PREFIX + secrets.token_hex(16).encode()
         lsock.bind(name)
         lsock.listen(_MAX_ACCEPTS)
         lsock.setblocking(False)
         secret = secrets.token_bytes(msgs.SECRET_SIZE)
-        await ch.send(ShmMessage(Kind.OFFER, socket=name, secret=secret))
-        for _ in range(_MAX_ACCEPTS):
-            csock, _addr = await loop.sock_accept(lsock)
-            with csock:
-                pid, uid, _gid = _peercred(csock)
-                got = b""
-                with contextlib.suppress(OSError):
-                    async with asyncio.timeout(cfg.upgrade_timeout):
-                        while len(got) < msgs.SECRET_SIZE:
-                            chunk = await loop.sock_recv(csock, msgs.SECRET_SIZE - len(got))
-                            if not chunk:
-                                break
-                            got += chunk
-                if not hmac.compare_digest(got, secret) or pid != reply.pid or uid != reply.uid:
-                    log.warning(
-                        "shm upgrade: rejected a local process (pid %d uid %d) on the handoff socket",
-                        pid,
-                        uid,
-                    )
-                    continue
-                csock.setblocking(True)
-                socket.send_fds(csock, [b"F"], [seg.fd, efd_me, efd_peer])
-                handed = True
-                break
-        if not handed:
-            raise UpgradeRefused("no authenticated process collected the shared memory")
-    finally:
-        lsock.close()
-        if not handed:
-            seg.close()
-            os.close(efd_me)
-            os.close(efd_peer)
-    path = _make_path(conn, seg, efd_me, efd_peer, reply.pid, cfg, cfg.sealed)
-    try:
-        msg = await ch.recv()
-        if msg.kind is Kind.REFUSE:
-            raise UpgradeRefused(f"peer could not attach: {msg.reason}")
-        if msg.kind is not Kind.SWITCH:
-            raise RemoteProtocolError(f"expected SWITCH, got {msg.kind.name}")
+        hand = asyncio.get_running_loop().create_task(
+            _hand_over(lsock, secret, [seg.fd, efd_me, efd_peer], cfg.upgrade_timeout)
+        )
+        hello = ShmMessage(
+            Kind.HELLO,
+            boot_id=boot_id(),
+            pid=os.getpid(),
+            uid=os.getuid(),
+            capacity=cfg.ring_capacity,
+            sealed=cfg.sealed,
+            socket=name,
+            secret=secret,
+        )
+        stream.protocol = await negotiate_outbound(stream, [PROTOCOL_ID], early_data=msgs.encode(hello))
+        ch = _Channel(stream)
+        reply = await ch.recv()
+        if reply.kind is Kind.REFUSE:
+            raise UpgradeRefused(f"peer refused: {reply.reason}")
+        if reply.kind is not Kind.SWITCH:
+            raise RemoteProtocolError(f"expected SWITCH, got {reply.kind.name}")
+        if not hand.done():
+            raise RemoteProtocolError("peer switched without collecting the shared memory")
+        peer_pid = hand.result()
+        path = _make_path(conn, seg, efd_me, efd_peer, peer_pid, cfg, cfg.sealed)
         # The peer sends through the ring from now on.
         conn.switch_rx(path, transient=path.transient)
         conn.switch_tx(stream.id, msgs.encode(ShmMessage(Kind.SWITCH)), path)
+        return path
     except BaseException:
-        if not conn.uses_path(path):
-            path.close()
+        if path is not None:
+            if not conn.uses_path(path):
+                path.close()
+        else:
+            seg.close()
+            for fd in (efd_me, efd_peer):
+                os.close(fd)
         raise
-    return path
+    finally:
+        if hand is not None and not hand.done():
+            hand.cancel()
+            with contextlib.suppress(BaseException):
+                await hand
+        lsock.close()
 
 
-async def serve_upgrade(conn: Connection, stream: Stream, cfg: ShmConfig, enabled: tuple[bool, str]) -> ShmPath | None:
+async def serve_upgrade(
+    conn: Connection, stream: Stream, cfg: ShmConfig, enabled: tuple[bool, str]
+) -> ShmPath | None:
     """Listener side of the upgrade (the ``/fastp2p/shm/1.0.0`` handler)."""
     from fastp2p._native.shm import ShmSegment
 
@@ -487,16 +500,12 @@ async def serve_upgrade(conn: Connection, stream: Stream, cfg: ShmConfig, enable
         ok, why = False, "peer runs on another host (kernel boot id differs)"
     if ok and hello.uid != os.getuid():
         ok, why = False, "peer runs as another user"
+    if ok and (len(hello.secret) != msgs.SECRET_SIZE or not hello.socket.startswith(_SOCKET_PREFIX)):
+        raise RemoteProtocolError("shm HELLO without a valid hand-off socket and secret")
     if not ok:
         conn.data_path_reason = why
         await ch.send(ShmMessage(Kind.REFUSE, reason=why))
         return None
-    await ch.send(ShmMessage(Kind.ACCEPT, pid=os.getpid(), uid=os.getuid()))
-    offer = await ch.recv()
-    if offer.kind is not Kind.OFFER:
-        raise RemoteProtocolError(f"expected OFFER, got {offer.kind.name}")
-    if not offer.socket.startswith(_SOCKET_PREFIX):
-        raise RemoteProtocolError("shm OFFER names a socket outside fastp2p's namespace")
     fds: list[int] = []
     seg = None
     try:
@@ -504,16 +513,16 @@ async def serve_upgrade(conn: Connection, stream: Stream, cfg: ShmConfig, enable
         with sock:
             sock.setblocking(False)
             async with asyncio.timeout(cfg.upgrade_timeout):
-                await loop.sock_connect(sock, offer.socket)
-                await loop.sock_sendall(sock, offer.secret)
+                await loop.sock_connect(sock, hello.socket)
+                await loop.sock_sendall(sock, hello.secret)
                 await _wait_readable(loop, sock)
                 _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 4)
             pid, _uid, _gid = _peercred(sock)
         if len(fds) != 3 or pid != hello.pid:
-            raise UpgradeRefused("the handoff socket did not pass the expected descriptors")
+            raise UpgradeRefused("the hand-off socket did not pass the expected descriptors")
         seg = ShmSegment.attach(fds[0])
-        os.close(fds[0])
         peer_efd, my_efd = fds[1], fds[2]
+        os.close(fds[0])
         fds = []
     except (OSError, TimeoutError, UpgradeRefused, P2PError) as exc:
         for fd in fds:
@@ -539,4 +548,4 @@ async def serve_upgrade(conn: Connection, stream: Stream, cfg: ShmConfig, enable
     return path
 
 
-__all__ += ["UpgradeRefused", "NegotiationError"]
+__all__ += ["UpgradeRefused"]

@@ -245,14 +245,23 @@ def make_session(muxer: str, *, is_client: bool, config: HostConfig) -> MuxerSes
 # -- per-stream protocol negotiation -------------------------------------------------
 
 
-async def negotiate_outbound(stream: Stream, protocols: Sequence[str]) -> str:
+async def negotiate_outbound(stream: Stream, protocols: Sequence[str], *, early_data: bytes = b"") -> str:
     """Propose ``protocols`` in order on a fresh stream; returns the chosen one.
+
+    ``early_data`` (one protocol only) is sent right behind the proposal, saving
+    a round trip when the peer is known to support it (identify said so); if it
+    refuses anyway, the peer reads those bytes as a malformed proposal and
+    resets the stream.
 
     Raises:
         NegotiationError: the peer supports none of them.
         StreamResetError, ConnectionClosedError: the stream or connection died.
     """
     ms = MultistreamDialer(list(protocols))
+    if early_data:
+        if len(protocols) != 1:
+            raise ValueError("early_data needs exactly one protocol")
+        await stream.write(ms.data_to_send() + early_data)
     await _drive(stream, ms)
     assert ms.selected is not None
     return ms.selected
