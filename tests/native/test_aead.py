@@ -288,7 +288,7 @@ native_only = pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels 
 
 
 def _addr(block) -> int:
-    import numpy
+    numpy = pytest.importorskip("numpy")
 
     return int(numpy.frombuffer(block, dtype=numpy.uint8).__array_interface__["data"][0])
 

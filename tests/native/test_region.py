@@ -6,13 +6,18 @@ import gc
 import mmap
 import sys
 
-import numpy
 import pytest
 
 from fastp2p import _accel
 from fastp2p.errors import AccessError, ClosedResourceError, RegionBoundsError
 
+try:
+    import numpy
+except ImportError:  # pragma: no cover - numpy is not a test dependency
+    numpy = None
+
 native_only = pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+needs_numpy = pytest.mark.skipif(numpy is None, reason="numpy not installed")
 
 
 def _nr_hugepages() -> int:
@@ -173,6 +178,7 @@ def test_register_bytearray_shares_and_pins(impl):
     buf.append(0)  # released once closed and unviewed
 
 
+@needs_numpy
 def test_register_numpy_array(impl):
     arr = numpy.zeros(1000, dtype=numpy.float64)
     region = impl.register_region(arr)
@@ -186,6 +192,7 @@ def test_register_numpy_array(impl):
     region.close()
 
 
+@needs_numpy
 def test_register_2d_c_contiguous_numpy(impl):
     arr = numpy.zeros((4, 8), dtype=numpy.uint16)
     region = impl.register_region(arr)
@@ -212,6 +219,7 @@ def test_register_mmap_of_a_file(impl, tmp_path):
     assert path.read_bytes()[4096:4101] == b"hello"
 
 
+@needs_numpy
 def test_register_rejects_readonly(impl):
     with pytest.raises(TypeError, match="read-only"):
         impl.register_region(b"immutable")
@@ -221,6 +229,7 @@ def test_register_rejects_readonly(impl):
         impl.register_region(ro)
 
 
+@needs_numpy
 def test_register_rejects_non_contiguous(impl):
     with pytest.raises(ValueError, match="contiguous"):
         impl.register_region(numpy.zeros(20)[::2])
@@ -293,6 +302,7 @@ def test_pure_close_with_live_view_keeps_memory_valid():
 
 
 @native_only
+@needs_numpy
 def test_native_memoryview_and_numpy_share_memory():
     region = _accel.alloc_region(4096)
     mv = memoryview(region)
@@ -333,6 +343,7 @@ def test_native_close_with_live_view_defers_the_free():
 
 
 @native_only
+@needs_numpy
 def test_native_close_with_numpy_view_defers_the_free():
     region = _accel.alloc_region(8192)
     arr = numpy.frombuffer(region, dtype=numpy.uint8)
@@ -387,6 +398,7 @@ def test_native_dropped_region_returns_its_block():
 
 
 @native_only
+@needs_numpy
 def test_native_register_fortran_contiguous():
     arr = numpy.zeros((4, 8), dtype=numpy.uint8, order="F")
     region = _accel.register_region(arr)  # any contiguous layout is one block of memory
