@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fastp2p.transport.upgrader import MPLEX_PROTOCOL_ID, YAMUX_PROTOCOL_ID
+
 if TYPE_CHECKING:
     from fastp2p.config import HostConfig
     from fastp2p.peer import Ed25519PrivateKey
 
 __all__ = ["main"]
 
-MUXERS = {"yamux": "/yamux/1.0.0", "mplex": "/mplex/6.7.0"}
+MUXERS = {"yamux": YAMUX_PROTOCOL_ID, "mplex": MPLEX_PROTOCOL_ID}
 
 
 def _size(text: str) -> int:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def _default_muxers() -> tuple[str, ...]:
+    # Imported lazily: the muxer sessions import their configs from here.
+    from fastp2p.proto.mplex.session import PROTOCOL_ID as mplex
+    from fastp2p.proto.yamux.session import PROTOCOL_ID as yamux
+
+    return (yamux, mplex)
+
+
 @dataclass(frozen=True, slots=True)
 class YamuxConfig:
     """yamux session settings (libp2p yamux spec defaults)."""
@@ -61,7 +69,7 @@ class ShmConfig:
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
-    muxers: tuple[str, ...] = ("/yamux/1.0.0", "/mplex/6.7.0")
+    muxers: tuple[str, ...] = field(default_factory=_default_muxers)
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
     mplex: MplexConfig = field(default_factory=MplexConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)

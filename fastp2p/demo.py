@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from fastp2p.cli import MUXERS, _run
+from fastp2p.transport.upgrader import NOISE_PROTOCOL_ID
 
 __all__ = ["run_demo"]
 
@@ -83,7 +84,7 @@ async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool, data
             event="connected",
             peer_id=str(host.peer_id),
             remote=str(peer),
-            security="/noise",
+            security=NOISE_PROTOCOL_ID,
             muxer=conn.muxer,
             data_path=conn.data_path,
             data_path_reason=conn.data_path_reason,

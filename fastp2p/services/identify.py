@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from fastp2p.errors import FrameTooLargeError, P2PError
 from fastp2p.multiaddr import Multiaddr
-from fastp2p.proto.identify import IdentifyInfo, IdentifyReader, encode_identify
+from fastp2p.proto.identify import (
+    PROTOCOL_ID,
+    PUSH_PROTOCOL_ID,
+    IdentifyInfo,
+    IdentifyReader,
+    encode_identify,
+)
 from fastp2p.proto.protobuf import length_prefixed
 
 if TYPE_CHECKING:
@@ -23,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Identify", "PROTOCOL_ID", "PUSH_PROTOCOL_ID"]
 
-PROTOCOL_ID = "/ipfs/id/1.0.0"
-PUSH_PROTOCOL_ID = "/ipfs/id/push/1.0.0"
 MAX_IDENTIFY_BYTES = 64 * 1024 + 16
 
 log = logging.getLogger("fastp2p.identify")

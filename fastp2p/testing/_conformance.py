@@ -34,6 +34,7 @@ from fastp2p.errors import (
 )
 from fastp2p.host import Host
 from fastp2p.peer import PeerID
+from fastp2p.proto.ping import PROTOCOL_ID as PING_PROTOCOL_ID
 from fastp2p.stream import Stream
 
 __all__ = [
@@ -53,7 +54,7 @@ CONFORMANCE_PROTOCOL = "/fastp2p/conformance/1.0.0"
 _ECHO_PROTOCOL = "/fastp2p/conformance/echo/1.0.0"
 _RESET_PROTOCOL = "/fastp2p/conformance/reset/1.0.0"
 _HOLD_PROTOCOL = "/fastp2p/conformance/hold/1.0.0"
-_PING_PROTOCOL = "/ipfs/ping/1.0.0"
+_PING_PROTOCOL = PING_PROTOCOL_ID
 
 #: ``make_pair()`` for :func:`check_stream`: yields two connected streams ``(a, b)``.
 MakeStreamPair = Callable[[], AbstractAsyncContextManager[tuple[Stream, Stream]]]

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastp2p import _accel
 from fastp2p.config import HostConfig
 from fastp2p.errors import HandshakeError, NegotiationError
+from fastp2p.proto.mplex import session as _mplex_session
 from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
+from fastp2p.proto.noise import handshake as _noise_handshake
 from fastp2p.proto.noise.handshake import NoiseHandshake
+from fastp2p.proto.yamux import session as _yamux_session
 
 if TYPE_CHECKING:
     from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
@@ -36,9 +39,9 @@ __all__ = [
     "negotiate_inbound",
 ]
 
-NOISE_PROTOCOL_ID = "/noise"
-YAMUX_PROTOCOL_ID = "/yamux/1.0.0"
-MPLEX_PROTOCOL_ID = "/mplex/6.7.0"
+NOISE_PROTOCOL_ID = _noise_handshake.PROTOCOL_ID
+YAMUX_PROTOCOL_ID = _yamux_session.PROTOCOL_ID
+MPLEX_PROTOCOL_ID = _mplex_session.PROTOCOL_ID
 
 
 @dataclass
