@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--list", action="store_true", help="list backends and scenarios, then exit")
+    ap.add_argument("--setup-baselines", action="store_true",
+                    help="install the py-libp2p baseline into its own venv (pinned; see --venv), "
+                         "report the other baselines, then exit")
+    ap.add_argument("--venv", metavar="DIR",
+                    help="venv for --setup-baselines (default ~/.cache/fastp2p/bench-pylibp2p)")
     return ap
 
 
@@ -69,8 +74,29 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+EXTRAS_HINT = 'pip install "fastp2p[bench]"'  # uvloop, pyzmq, numpy, matplotlib
+
+
+def _extras_missing() -> list[str]:
+    missing = []
+    for mod, what in (("uvloop", "uvloop"), ("zmq", "pyzmq"), ("numpy", "numpy"),
+                      ("matplotlib", "matplotlib")):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(what)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.setup_baselines:
+        from .baselines import setup_baselines
+
+        rc = setup_baselines(args.venv)
+        if _extras_missing():
+            print(f"for the other baselines and the plots: {EXTRAS_HINT}")
+        return rc
     backends = all_backends()
     if args.list:
         for b in backends:
@@ -107,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.msg_sizes:
         p.bulk_sizes = args.msg_sizes
 
+    extras = _extras_missing()
+    if extras:
+        print(f"note: {', '.join(extras)} not installed: their baselines/plots are missing from "
+              f"this run. Get them with:\n  {EXTRAS_HINT}            # uvloop, pyzmq, numpy, "
+              "matplotlib\n  fastp2p bench --setup-baselines   # py-libp2p, in a venv of its own",
+              file=sys.stderr)
     outdir = args.out or _default_out()
     os.makedirs(outdir, exist_ok=True)
     t0 = time.monotonic()
@@ -128,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = runner.summary(args.baseline)
     if not any(r["backend"] == args.baseline for r in rows):
         runner.note(args.baseline, "baseline not measured in this run: no ratios")
-    txt = report.table(rows, args.baseline, runner.notes)
+    absent = runner.absent()
+    txt = report.table(rows, args.baseline, runner.notes, absent=absent,
+                       scenarios=runner.scenarios, backends=[b.name for b in backends])
     print(txt)
     payload: dict[str, Any] = {
         "schema": "fastp2p-bench-e2e/1", "machine": info, "quick": args.quick,
@@ -136,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "backends": [{"name": b.name, "title": b.title, "kind": b.kind, "loop": b.loop,
                       "streams_are_connections": b.streams_are_connections} for b in backends],
         "summary": rows, "records": runner.records, "notes": runner.notes,
+        "missing": runner.missing,
+        "absent": [{"scenario": k[0], "case": k[1], "backend": k[2], "why": v}
+                   for k, v in absent.items()],
         "rtt_samples_us": runner.samples.get("rtt_us", {}),
         "backend_wall_s": runner.wall, "elapsed_s": time.monotonic() - t0,
     }
@@ -145,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     pngs = [] if args.no_plots else report.plots(outdir, rows, runner.samples)
     print(f"\nresults: {outdir}/results.json" + "".join(f", {os.path.basename(x)}" for x in pngs)
           + f"  ({time.monotonic() - t0:.0f}s)")
+    if not args.no_plots and not pngs and "matplotlib" in extras:
+        print(f"no plots: matplotlib is not installed; {EXTRAS_HINT}")
+    if runner.missing:
+        print(f"missing baselines: {', '.join(runner.missing)}. Get them with {EXTRAS_HINT} "
+              "and fastp2p bench --setup-baselines (py-libp2p)")
     return 0
 
 

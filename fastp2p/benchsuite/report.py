@@ -91,23 +91,50 @@ def _num(v: float) -> str:
 
 
 def table(rows: list[dict[str, Any]], baseline: str, notes: dict[str, list[str]],
-          show_range: bool = True) -> str:
-    """One block per scenario; a row per (case, backend); metrics as columns."""
+          show_range: bool = True, absent: dict[tuple[str, str, str], str] | None = None,
+          scenarios: list[str] | None = None, backends: list[str] | None = None) -> str:
+    """One block per scenario; a row per (case, backend); metrics as columns.
+
+    ``absent`` maps (scenario, case, backend) to why a figure is missing
+    ("missing: pip install ..."); those rows appear in the table, with the
+    reason in their first cell, so a missing backend cannot go unnoticed."""
+    absent = absent or {}
     out: list[str] = []
     by_scen: dict[str, list[dict[str, Any]]] = {}
+    for sc in scenarios or []:
+        by_scen.setdefault(sc, [])
     for r in rows:
         by_scen.setdefault(r["scenario"], []).append(r)
+    for sc, _case, _be in absent:
+        by_scen.setdefault(sc, [])
+    order = {b: i for i, b in enumerate(backends or [])}
     for scen, rs in by_scen.items():
         metrics: list[str] = []
         for r in rs:
             if r["metric"] not in metrics:
                 metrics.append(r["metric"])
+        if not metrics:
+            metrics = ["result"]
         keyed: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         for r in rs:
             keyed.setdefault((r["case"], r["backend"]), {})[r["metric"]] = r
+        for (sc, case, be) in absent:
+            if sc == scen:
+                keyed.setdefault((case, be), {})
+        cases = list(dict.fromkeys(c for c, _ in keyed))
+        items = sorted(keyed.items(), key=lambda kv: (cases.index(kv[0][0]) if scen != "bulk1" else 0,
+                                                      order.get(kv[0][1], 99)))
+        if scen == "bulk1":  # by backend, message sizes ascending (insertion order) within
+            items = sorted(keyed.items(), key=lambda kv: order.get(kv[0][1], 99))
         cells: list[list[str]] = []
-        for (case, be), ms in keyed.items():
+        for (case, be), ms in items:
             row = [case, be]
+            why = absent.get((scen, case, be))
+            if why is not None and not ms:
+                row.append(why)
+                row.extend("" for _ in metrics[1:])
+                cells.append(row)
+                continue
             for m in metrics:
                 r = ms.get(m)  # type: ignore[assignment]
                 if r is None:
@@ -137,6 +164,13 @@ def table(rows: list[dict[str, Any]], baseline: str, notes: dict[str, list[str]]
     for be, ns in notes.items():
         for n in ns:
             out.append(f"note: {be}: {n}")
+    missing = sorted({k[2]: v for k, v in absent.items() if v.startswith("missing")}.items())
+    if missing:
+        out.append("")
+        out.append(f"MISSING BACKENDS ({len(missing)}): their rows above say 'missing'; "
+                   "ratios and comparisons to them are absent from this run")
+        for be, why in missing:
+            out.append(f"  {be}: {why}")
     return "\n".join(out)
 
 

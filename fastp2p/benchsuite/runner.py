@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import wire
-from .backends.base import SCENARIOS, Backend, BenchError, Session
+from .backends.base import SCENARIOS, Backend, BenchError, Session, fastp2p_io_limits
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -30,6 +30,8 @@ class Params:
     idle_conns: int = 1000
     idle_streams: int = 1000
     time_cap: float = 4.0  # seconds per bulk/rtt cell; totals shrink to fit (recorded)
+    recv_buf: int = 0  # bulk receive buffer, every backend; 0 = fastp2p's TCP receive buffer
+    rtt_warmup: int = 200  # round trips discarded on the measured stream before timing
     op_timeout: float = 300.0
     rounds: int = 3
     warmup: int = 1
@@ -40,7 +42,7 @@ def quick_params() -> Params:
         bulk_total=4 * MiB, bulk_sizes=[KiB, 64 * KiB, MiB], bulk8_total=8 * MiB,
         bulk8_sizes=[64 * KiB], rtt_n=300, connect_n=3,
         streams_k={"streams1k": 100, "streams10k": 1000}, idle_conns=8, idle_streams=100,
-        time_cap=0.5, op_timeout=30.0, rounds=1, warmup=0,
+        time_cap=0.5, op_timeout=30.0, rounds=1, warmup=0, rtt_warmup=30,
     )
 
 
@@ -51,9 +53,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "p50 us": ("microseconds", "lower"),
     "p99 us": ("microseconds", "lower"),
     "p99.9 us": ("microseconds", "lower"),
-    "p50 ms": ("milliseconds", "lower"),
-    "p99 ms": ("milliseconds", "lower"),
-    "handshake p50 ms": ("milliseconds until connected (secured, muxed, identified)", "lower"),
+    "connect p50 ms": ("milliseconds until the library's connect returned", "lower"),
+    "connect p99 ms": ("milliseconds until the library's connect returned", "lower"),
+    "conn+echo p50 ms": ("milliseconds: connect + open a stream + 1-byte echo", "lower"),
+    "conn+echo p99 ms": ("milliseconds: connect + open a stream + 1-byte echo", "lower"),
     "total ms": ("milliseconds for all K", "lower"),
     "streams/s": ("request/response streams per second", "higher"),
     "srv KiB/conn": ("server RSS KiB per idle connection", "lower"),
@@ -124,6 +127,10 @@ class Runner:
         self.notes: dict[str, list[str]] = {}  # backend -> notes
         self.samples: dict[str, dict[str, list[float]]] = {}  # kind -> backend -> samples
         self.wall: dict[str, float] = {}  # backend -> seconds spent, all rounds
+        self.missing: dict[str, str] = {}  # backend -> what is missing (and how to get it)
+        self.errors: dict[tuple[str, str, str], str] = {}  # (scenario, case, backend) -> error
+        if not self.p.recv_buf:
+            self.p.recv_buf = fastp2p_io_limits()[0]
         units = sum(len(_cases(s, params)) for s in self.scenarios)
         self.progress = Progress((params.rounds + params.warmup) * len(backends) * units, progress)
 
@@ -136,15 +143,17 @@ class Runner:
 
     def _bulk(self, s: Session, total: int, msg: int, streams: int) -> dict[str, float]:
         p = self.p
+        rb = max(msg, p.recv_buf)  # the same receive buffer on every backend
         probe = min(total, max(msg * streams * 4, MiB))
         probe -= probe % (msg * streams) if probe >= msg * streams else 0
-        r = s.call("bulk", p.op_timeout, total=probe, msg_size=msg, streams=streams)  # warm-up
+        r = s.call("bulk", p.op_timeout, total=probe, msg_size=msg, streams=streams,
+                   recv_buf=rb)  # warm-up
         res = r["result"]
         rate = res["bytes"] / max(res["seconds"], 1e-9)
         n = min(total, max(msg * streams, int(rate * p.time_cap)))
         n -= n % msg
         u0 = s.server_usage()
-        r = s.call("bulk", p.op_timeout, total=n, msg_size=msg, streams=streams)
+        r = s.call("bulk", p.op_timeout, total=n, msg_size=msg, streams=streams, recv_buf=rb)
         u1 = s.server_usage()
         res = r["result"]
         srv_cpu = res.get("server_cpu", u1["cpu"] - u0["cpu"])
@@ -155,11 +164,13 @@ class Runner:
 
     def _rtt(self, s: Session, backend: str, measured: bool) -> dict[str, float]:
         p = self.p
-        warm = max(10, min(200, p.rtt_n // 10))
-        r = s.call("rtt", p.op_timeout, n=warm, size=p.rtt_size)
-        per = max(r["result"]["samples_us"][-1], 1.0) * 1e-6
+        warm = p.rtt_warmup
+        # sizing probe (not reported): how many round trips fit in time_cap
+        r = s.call("rtt", p.op_timeout, n=max(10, warm // 4), size=p.rtt_size, warmup=0)
+        per = max(statistics.median(r["result"]["samples_us"]), 1.0) * 1e-6
         n = int(min(p.rtt_n, max(100, p.time_cap / per)))
-        r = s.call("rtt", p.op_timeout, n=n, size=p.rtt_size)
+        # measured: `warm` round trips discarded, then n timed, all on one stream
+        r = s.call("rtt", p.op_timeout, n=n, size=p.rtt_size, warmup=warm)
         xs = sorted(r["result"]["samples_us"])
         if measured:
             pool = self.samples.setdefault("rtt_us", {}).setdefault(backend, [])
@@ -170,12 +181,19 @@ class Runner:
     def _connect(self, s: Session) -> dict[str, float]:
         s.call("connect", self.p.op_timeout, n=1)  # warm-up
         r = s.call("connect", self.p.op_timeout, n=self.p.connect_n)
+        out: dict[str, float] = {}
+        # the same two quantities for every backend, from the same start:
+        # "connect" until the library's connect returned (absent where the
+        # library connects in the background: zmq), "conn+echo" until a first
+        # stream was open and a 1-byte echo came back
+        cs = r["result"].get("connect_ms")
+        if cs:
+            cs = sorted(cs)
+            out["connect p50 ms"] = wire.percentile(cs, 0.5)
+            out["connect p99 ms"] = wire.percentile(cs, 0.99)
         xs = sorted(r["result"]["samples_ms"])
-        out = {"p50 ms": wire.percentile(xs, 0.5), "p99 ms": wire.percentile(xs, 0.99)}
-        # Secure-transport backends also report the handshake alone (connect
-        # returned, identify done), before the first stream's round trip.
-        hs = sorted(r["result"].get("handshake_ms") or xs)
-        out["handshake p50 ms"] = wire.percentile(hs, 0.5)
+        out["conn+echo p50 ms"] = wire.percentile(xs, 0.5)
+        out["conn+echo p99 ms"] = wire.percentile(xs, 0.99)
         return out
 
     def _streams(self, s: Session, k: int) -> dict[str, float]:
@@ -248,11 +266,23 @@ class Runner:
     def run(self) -> None:
         total_rounds = self.p.warmup + self.p.rounds
         skip: dict[str, str] = {}
+        rx, hi, lo = fastp2p_io_limits()
+        self.note("all", f"bulk: every backend's receiver reads into one preallocated buffer of "
+                         f"max(message size, {fmt_size(self.p.recv_buf)}); {fmt_size(rx)} is fastp2p's "
+                         f"per-loop TCP receive buffer")
+        self.note("all", f"write queues: asyncio transports (raw TCP baselines and fastp2p) pause "
+                         f"writers at fastp2p's high/low-water marks {fmt_size(hi)}/{fmt_size(lo)}; "
+                         f"blocking sockets queue in the kernel only; zmq as noted")
+        self.note("all", f"rtt: {self.p.rtt_warmup} round trips discarded on the measured "
+                         f"connection/stream, then the timed ones, for every backend")
+        self.note("all", "connect: 'connect' = until the library's connect returned (TCP: connected; "
+                         "libp2p: secured and muxed; fastp2p also has identify done), 'conn+echo' = "
+                         "connect + open a stream + 1-byte echo, both timed from the same start")
         for b in self.backends:
             why = b.available()
             if why:
                 skip[b.name] = why
-                self.note(b.name, f"skipped: {why}")
+                self.missing[b.name] = why  # shown in the table and below it
             elif getattr(b, "config_note", None):
                 self.note(b.name, b.config_note)  # type: ignore[attr-defined]
         for rnd in range(total_rounds):
@@ -283,7 +313,9 @@ class Runner:
                         self.records.append({"round": rnd, "measured": measured, "scenario": sc,
                                              "case": case, "backend": b.name, "metrics": m})
                     except (BenchError, OSError, KeyError, ZeroDivisionError) as e:
-                        self.note(b.name, f"{sc} {case}: error: {str(e).splitlines()[0][:300]}")
+                        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                        self.note(b.name, f"{sc} {case}: error: {first}")
+                        self.errors[(sc, case, b.name)] = first
                         if sess is not None:
                             sess.close()
                             sess = None
@@ -321,6 +353,30 @@ class Runner:
         rows.sort(key=lambda r: (order[r["scenario"]], r["case"] if r["scenario"] != "bulk1" else "",
                                  bidx.get(r["backend"], 99)))
         return rows
+
+    def absent(self) -> dict[tuple[str, str, str], str]:
+        """Cells with no figure where one was expected: (scenario, case, backend) -> why.
+
+        A missing backend gets one for every scenario it supports; a backend
+        that errored, for the cases it never measured. Not-applicable
+        scenarios (``supports``) get none."""
+        have = {(r["scenario"], r["case"], r["backend"]) for r in self.records if r["measured"]}
+        out: dict[tuple[str, str, str], str] = {}
+        for b in self.backends:
+            for sc in self.scenarios:
+                if b.supports(sc):
+                    continue
+                for case in _cases(sc, self.p):
+                    key = (sc, case, b.name)
+                    if key in have:
+                        continue
+                    if b.name in self.missing:
+                        out[key] = f"missing: {self.missing[b.name]}"
+                    elif key in self.errors:
+                        out[key] = "error (see notes)"
+                    else:
+                        out[key] = "not measured (interrupted?)"
+        return out
 
     def params_dict(self) -> dict[str, Any]:
         return asdict(self.p)

@@ -4,6 +4,11 @@ No muxer: a "stream" is a TCP connection. The BufferedProtocol variant
 receives straight into a preallocated buffer (``get_buffer`` hands out a slice
 of it); the streams variant reads chunks and copies them into the buffer, which
 is what the streams API costs when the data has to land in your own memory.
+
+Set up as a competent user would, and as fastp2p's own transport is: the bulk
+receiver reads into a buffer as large as fastp2p's per-loop TCP receive buffer
+(the header's ``a``), both sides' transports get fastp2p's write high/low-water
+marks, the streams reader's limit is that buffer size, and TCP_NODELAY is on.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ import time
 from typing import Any
 
 from .. import wire
-from .base import AsyncClient, Backend, BaseServer, split_total, uvloop_factory
+from .base import (
+    AsyncClient,
+    Backend,
+    BaseServer,
+    fastp2p_io_limits,
+    set_write_limits,
+    split_total,
+    uvloop_factory,
+)
 
 HOST = "127.0.0.1"
 
@@ -25,18 +38,25 @@ def _parse(addr: str) -> tuple[str, int]:
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY and fastp2p's write-buffer limits on a fresh transport."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+    set_write_limits(transport)
+
+
+def _reader_limit() -> int:
+    return fastp2p_io_limits()[0]
 
 
 # --------------------------------------------------------------------------- streams API
 
 
 async def _stream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    _nodelay(writer.transport)
     try:
         while True:
             try:
@@ -85,7 +105,8 @@ class StreamsServer(BaseServer):
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
-            srv = await asyncio.start_server(_stream_handler, HOST, 0, backlog=4096)
+            srv = await asyncio.start_server(_stream_handler, HOST, 0, backlog=4096,
+                                             limit=_reader_limit())
             port = srv.sockets[0].getsockname()[1]
             ready(f"{HOST}:{port}")
             await srv.serve_forever()
@@ -102,18 +123,19 @@ class StreamsClient(AsyncClient):
 
     async def _open(self, addr: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         h, p = _parse(addr)
-        r, w = await asyncio.open_connection(h, p)
+        r, w = await asyncio.open_connection(h, p, limit=_reader_limit())
         _nodelay(w.transport)
         return r, w
 
-    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
+                     recv_buf: int) -> dict[str, Any]:
         conns = [await self._open(addr) for _ in range(streams)]
         payload = memoryview(bytes(msg_size))
         parts = split_total(total, msg_size, streams)
 
         async def one(rw: Any, n: int) -> None:
             r, w = rw
-            w.write(wire.pack(wire.OP_BULK, msg_size, n))
+            w.write(wire.pack(wire.OP_BULK, recv_buf, n))
             left = n
             while left:
                 k = min(msg_size, left)
@@ -129,31 +151,32 @@ class StreamsClient(AsyncClient):
             w.close()
         return {"seconds": dt, "bytes": sum(parts)}
 
-    async def a_rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+    async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
         r, w = await self._open(addr)
         w.write(wire.pack(wire.OP_ECHO, size))
         msg = bytes(size)
         out = []
         pc = time.perf_counter
-        for _ in range(n):
+        for _ in range(warmup + n):  # warm-up on the same connection, discarded below
             t0 = pc()
             w.write(msg)
             await r.readexactly(size)
             out.append((pc() - t0) * 1e6)
         w.close()
-        return {"samples_us": out}
+        return {"samples_us": out[warmup:]}
 
     async def a_connect(self, addr: str, n: int) -> dict[str, Any]:
-        out = []
+        out, conn = [], []
         for _ in range(n):
             t0 = time.perf_counter()
             r, w = await self._open(addr)
+            conn.append((time.perf_counter() - t0) * 1e3)
             w.write(wire.pack(wire.OP_ECHO, 1) + b"x")
             await r.readexactly(1)
             out.append((time.perf_counter() - t0) * 1e3)
             w.close()
             await w.wait_closed()
-        return {"samples_ms": out}
+        return {"samples_ms": out, "connect_ms": conn}
 
     async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
         payload = wire.pack(wire.OP_RR, req, resp) + bytes(req)
@@ -336,14 +359,15 @@ class ProtoClient(AsyncClient):
         _t, proto = await asyncio.get_running_loop().create_connection(_ClientProto, h, p)
         return proto
 
-    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
+                     recv_buf: int) -> dict[str, Any]:
         conns = [await self._open(addr) for _ in range(streams)]
         payload = memoryview(bytes(msg_size))
         parts = split_total(total, msg_size, streams)
 
         async def one(c: _ClientProto, n: int) -> None:
             done = c.expect(1)
-            c.t.write(wire.pack(wire.OP_BULK, msg_size, n))
+            c.t.write(wire.pack(wire.OP_BULK, recv_buf, n))
             left = n
             while left:
                 k = min(msg_size, left)
@@ -360,33 +384,34 @@ class ProtoClient(AsyncClient):
             c.t.close()
         return {"seconds": dt, "bytes": sum(parts)}
 
-    async def a_rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+    async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
         c = await self._open(addr)
         c.t.write(wire.pack(wire.OP_ECHO, size))
         msg = bytes(size)
         out = []
         pc = time.perf_counter
-        for _ in range(n):
+        for _ in range(warmup + n):  # warm-up on the same connection, discarded below
             t0 = pc()
             f = c.expect(size)
             c.t.write(msg)
             await f
             out.append((pc() - t0) * 1e6)
         c.t.close()
-        return {"samples_us": out}
+        return {"samples_us": out[warmup:]}
 
     async def a_connect(self, addr: str, n: int) -> dict[str, Any]:
-        out = []
+        out, conn = [], []
         for _ in range(n):
             t0 = time.perf_counter()
             c = await self._open(addr)
+            conn.append((time.perf_counter() - t0) * 1e3)
             f = c.expect(1)
             c.t.write(wire.pack(wire.OP_ECHO, 1) + b"x")
             await f
             out.append((time.perf_counter() - t0) * 1e3)
             c.t.close()
             await c.closed
-        return {"samples_ms": out}
+        return {"samples_ms": out, "connect_ms": conn}
 
     async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
         payload = wire.pack(wire.OP_RR, req, resp) + bytes(req)
@@ -433,7 +458,7 @@ class AsyncioTCP(Backend):
             try:
                 import uvloop  # noqa: F401
             except ImportError:
-                return "uvloop not installed (pip install -r bench/requirements.txt)"
+                return 'uvloop not installed: pip install "fastp2p[bench]"'
         return None
 
     def versions(self) -> dict[str, str]:

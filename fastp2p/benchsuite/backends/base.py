@@ -6,15 +6,23 @@ A :class:`Backend` is a descriptor living in the coordinator. It starts a
 for py-libp2p). Inside the workers the backend provides a :class:`BaseServer`
 and a :class:`BaseClient`; the coordinator drives the client with operations:
 
-``bulk(addr, total, msg_size, streams)``
+``bulk(addr, total, msg_size, streams, recv_buf)``
     send ``total`` bytes in ``msg_size`` writes over ``streams`` parallel
-    streams (connections where the transport has no streams); the server
-    receives into a preallocated buffer and acks; -> ``{"seconds", "bytes"}``
-``rtt(addr, n, size)``
-    ``n`` sequential ``size``-byte round trips on one stream -> ``{"samples_us"}``
+    streams (connections where the transport has no streams); the header tells
+    the server ``recv_buf``, the size of the preallocated buffer every backend's
+    receiver reads into (the same for all backends: fastp2p's per-loop TCP
+    receive buffer, or the message size if larger); the server acks once all
+    bytes are in -> ``{"seconds", "bytes"}``
+``rtt(addr, n, size, warmup)``
+    ``warmup`` + ``n`` sequential ``size``-byte round trips on ONE stream; the
+    first ``warmup`` are discarded -> ``{"samples_us"}`` (``n`` samples)
 ``connect(addr, n)``
-    ``n`` fresh connections, each timed until a 1-byte echo came back
-    (so security and muxer set-up are included) -> ``{"samples_ms"}``
+    ``n`` fresh connections; each sample is timed twice from the same start:
+    ``connect_ms`` until the connection is usable (TCP: connect returned;
+    libp2p: secured and muxed, as the library's connect returns; ``None`` where
+    the library connects in the background, e.g. zmq) and ``samples_ms`` until
+    a first stream is open and a 1-byte echo came back
+    -> ``{"samples_ms", "connect_ms"}``
 ``rr(addr, k, req, resp)``
     ``k`` concurrent request/response streams on one connection -> ``{"seconds"}``
 ``idle_open(addr, conns, streams)`` / ``idle_close()``
@@ -28,6 +36,7 @@ the same calls directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import queue
@@ -58,10 +67,11 @@ class BaseClient(ABC):
     """Runs in the client worker; every method is synchronous."""
 
     @abstractmethod
-    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]: ...
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int,
+             recv_buf: int = 0) -> dict[str, Any]: ...
 
     @abstractmethod
-    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]: ...
+    def rtt(self, addr: str, n: int, size: int = 64, warmup: int = 0) -> dict[str, Any]: ...
 
     @abstractmethod
     def connect(self, addr: str, n: int) -> dict[str, Any]: ...
@@ -90,11 +100,12 @@ class AsyncClient(BaseClient):
     def _run(self, coro: Any) -> Any:
         return self._runner.run(coro)
 
-    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
-        return self._run(self.a_bulk(addr, total, msg_size, streams))
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int,
+             recv_buf: int = 0) -> dict[str, Any]:
+        return self._run(self.a_bulk(addr, total, msg_size, streams, recv_buf or msg_size))
 
-    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]:
-        return self._run(self.a_rtt(addr, n, size))
+    def rtt(self, addr: str, n: int, size: int = 64, warmup: int = 0) -> dict[str, Any]:
+        return self._run(self.a_rtt(addr, n, size, warmup))
 
     def connect(self, addr: str, n: int) -> dict[str, Any]:
         return self._run(self.a_connect(addr, n))
@@ -114,10 +125,11 @@ class AsyncClient(BaseClient):
         except Exception:  # noqa: BLE001
             pass
 
-    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
+                     recv_buf: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def a_rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+    async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
         raise NotImplementedError
 
     async def a_connect(self, addr: str, n: int) -> dict[str, Any]:
@@ -139,6 +151,33 @@ def split_total(total: int, msg_size: int, streams: int) -> list[int]:
     out = [per] * streams
     out[-1] = max(0, total - per * (streams - 1)) or per
     return out
+
+
+# fastp2p's own I/O settings (fastp2p/transport/tcp.py), applied to the raw
+# baselines too so that both sides read into equally large buffers and queue
+# equally much before write flow control. Fallbacks are used only when fastp2p's
+# transport cannot be imported.
+_IO_FALLBACK = (256 * 1024, 4 * 1024 * 1024, 1024 * 1024)
+
+
+@functools.lru_cache(maxsize=1)
+def fastp2p_io_limits() -> tuple[int, int, int]:
+    """(receive buffer, write high-water, write low-water) of fastp2p's TCP transport."""
+    try:
+        from fastp2p.transport import tcp
+
+        return (int(tcp.RECV_BUFFER_SIZE), int(tcp.WRITE_HIGH_WATER), int(tcp.WRITE_LOW_WATER))
+    except Exception:  # noqa: BLE001
+        return _IO_FALLBACK
+
+
+def set_write_limits(transport: Any) -> None:
+    """Give an asyncio transport fastp2p's write high/low-water marks."""
+    _rx, high, low = fastp2p_io_limits()
+    try:
+        transport.set_write_buffer_limits(high=high, low=low)
+    except (AttributeError, NotImplementedError, ValueError):
+        pass
 
 
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -275,7 +314,10 @@ class Backend:
     idle_streams_cap: int | None = None  # stream limits: fewer idle streams (noted)
 
     def available(self) -> str | None:
-        """None when runnable, else why not (shown as a note)."""
+        """None when runnable, else what is missing and how to get it.
+
+        Shown in the table's cells (``missing: ...``), so keep it short and
+        actionable, e.g. ``pip install "fastp2p[bench]"``."""
         return None
 
     def supports(self, scenario: str) -> str | None:

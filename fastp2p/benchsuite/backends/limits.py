@@ -77,7 +77,7 @@ class Iperf3(Backend):
     loop = "C"
 
     def available(self) -> str | None:
-        return None if shutil.which("iperf3") else "iperf3 not installed (apt-get install iperf3)"
+        return None if shutil.which("iperf3") else "iperf3 not installed: apt-get install iperf3"
 
     def supports(self, scenario: str) -> str | None:
         return None if scenario in ("bulk1", "bulk8") else "limit: bulk only"
@@ -124,7 +124,7 @@ class Memcpy(Backend):
         try:
             import numpy  # noqa: F401
         except ImportError:
-            return "numpy not installed"
+            return 'numpy not installed: pip install "fastp2p[bench]"'
         return None
 
     def supports(self, scenario: str) -> str | None:

@@ -1,8 +1,13 @@
 """py-libp2p worker (TCP + Noise + yamux|mplex, trio).
 
-Runs under the interop venv's interpreter (``.venv-interop``), not ours:
-``<venv>/bin/python pylibp2p_worker.py yamux|mplex server|client``. It only
-imports the sibling ``wire.py`` (stdlib) plus libp2p/trio.
+Runs under the py-libp2p venv's interpreter, not ours:
+``<venv>/bin/python pylibp2p_worker.py yamux|mplex server|client [tuned|default]``.
+It only imports the sibling ``wire.py`` (stdlib) plus libp2p/trio.
+
+``tuned`` (the default) creates hosts with
+``ConnectionConfig(max_connections_per_peer=1)``: py-libp2p's dialer otherwise
+waits 250 ms (happy eyeballs) for a second connection to the same peer on
+every dial. ``default`` keeps the library's defaults (3 per peer).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import wire  # noqa: E402  (fastp2p/benchsuite/wire.py)
 
 LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+CONFIG = "tuned"  # or "default"; set from argv
 
 
 def _new_host(muxer: str, listen: bool) -> Any:
@@ -35,9 +43,14 @@ def _new_host(muxer: str, listen: bool) -> Any:
     except ImportError:
         pass
     noise = Noise(kp, noise_privkey=noise_kp.private_key) if noise_kp else Noise(kp)
+    extra: dict[str, Any] = {}
+    if CONFIG == "tuned":
+        from libp2p.network.config import ConnectionConfig
+
+        extra["connection_config"] = ConnectionConfig(max_connections_per_peer=1)
     return new_host(
         key_pair=kp, sec_opt={NOISE_ID: noise}, muxer_preference=muxer.upper(),
-        listen_addrs=[multiaddr.Multiaddr(LISTEN)] if listen else None,
+        listen_addrs=[multiaddr.Multiaddr(LISTEN)] if listen else None, **extra,
     )
 
 
@@ -67,7 +80,9 @@ async def _handler(s: Any) -> None:
                 return
             op, a, b = wire.unpack(hdr)
             if op == wire.OP_BULK:
-                buf = memoryview(bytearray(a))  # preallocated; py-libp2p has no readinto
+                # preallocated, as large as the other backends' (a); py-libp2p has no
+                # readinto, so each read(a) returns bytes that are copied in
+                buf = memoryview(bytearray(a))
                 left = b
                 while left:
                     chunk = await s.read(min(a, left))
@@ -184,10 +199,12 @@ class Client:
         return await host.new_stream(peer, [wire.PROTOCOL_ID])
 
     # ---- ops
-    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
-        return self._call(self._bulk, addr, total, msg_size, streams)
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int,
+             recv_buf: int = 0) -> dict[str, Any]:
+        return self._call(self._bulk, addr, total, msg_size, streams, recv_buf or msg_size)
 
-    async def _bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+    async def _bulk(self, addr: str, total: int, msg_size: int, streams: int,
+                    recv_buf: int) -> dict[str, Any]:
         import trio
 
         ss = [await self._stream(addr) for _ in range(streams)]
@@ -197,7 +214,7 @@ class Client:
         payload = bytes(msg_size)
 
         async def one(s: Any, n: int) -> None:
-            await s.write(wire.pack(wire.OP_BULK, msg_size, n))
+            await s.write(wire.pack(wire.OP_BULK, recv_buf, n))
             left = n
             while left:
                 k = min(msg_size, left)
@@ -214,38 +231,39 @@ class Client:
             await s.close()
         return {"seconds": dt, "bytes": sum(parts)}
 
-    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]:
-        return self._call(self._rtt, addr, n, size)
+    def rtt(self, addr: str, n: int, size: int = 64, warmup: int = 0) -> dict[str, Any]:
+        return self._call(self._rtt, addr, n, size, warmup)
 
-    async def _rtt(self, addr: str, n: int, size: int) -> dict[str, Any]:
+    async def _rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
         s = await self._stream(addr)
         await s.write(wire.pack(wire.OP_ECHO, size))
         msg = bytes(size)
         out = []
-        for _ in range(n):
+        for _ in range(warmup + n):  # warm-up on the same stream, discarded below
             t0 = time.perf_counter()
             await s.write(msg)
             await _read_exact(s, size)
             out.append((time.perf_counter() - t0) * 1e6)
         await s.close()
-        return {"samples_us": out}
+        return {"samples_us": out[warmup:]}
 
     def connect(self, addr: str, n: int) -> dict[str, Any]:
         return self._call(self._connect_n, addr, n)
 
     async def _connect_n(self, addr: str, n: int) -> dict[str, Any]:
-        out = []
+        out, conn = [], []
         for _ in range(n):
             h = await self._start_host()
             t0 = time.perf_counter()
-            peer = await self._connect(h, addr)
+            peer = await self._connect(h, addr)  # TCP + multistream + Noise + muxer
+            conn.append((time.perf_counter() - t0) * 1e3)
             s = await h.new_stream(peer, [wire.PROTOCOL_ID])
             await s.write(wire.pack(wire.OP_ECHO, 1) + b"x")
             await _read_exact(s, 1)
             out.append((time.perf_counter() - t0) * 1e3)
             await s.close()
             h._bench_stop.set()
-        return {"samples_ms": out}
+        return {"samples_ms": out, "connect_ms": conn}
 
     def rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
         return self._call(self._rr, addr, k, req, resp)
@@ -304,7 +322,9 @@ class Client:
 
 
 def main() -> int:
+    global CONFIG
     muxer, role = sys.argv[1], sys.argv[2]
+    CONFIG = sys.argv[3] if len(sys.argv) > 3 else "tuned"
     return wire.run_worker(role, lambda: Server(muxer), lambda: Client(muxer))
 
 

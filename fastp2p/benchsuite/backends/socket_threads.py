@@ -1,4 +1,9 @@
-"""Blocking sockets, one thread per connection on both sides (``recv_into``)."""
+"""Blocking sockets, one thread per connection on both sides (``recv_into``).
+
+The bulk receiver ``recv_into``s a buffer as large as fastp2p's TCP receive
+buffer (the header's ``a``); writes are ``sendall`` (the kernel's socket buffer
+is the only queue, autotuned); TCP_NODELAY on both sides.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +94,8 @@ class Client(BaseClient):
         threading.stack_size(256 * 1024)
         self._idle: list[socket.socket] = []
 
-    def bulk(self, addr: str, total: int, msg_size: int, streams: int) -> dict[str, Any]:
+    def bulk(self, addr: str, total: int, msg_size: int, streams: int,
+             recv_buf: int = 0) -> dict[str, Any]:
         socks = [_dial(addr) for _ in range(streams)]
         parts = split_total(total, msg_size, streams)
         payload = memoryview(bytes(msg_size))
@@ -99,7 +105,7 @@ class Client(BaseClient):
         def one(s: socket.socket, n: int) -> None:
             try:
                 go.wait()
-                s.sendall(wire.pack(wire.OP_BULK, msg_size, n))
+                s.sendall(wire.pack(wire.OP_BULK, recv_buf or msg_size, n))
                 left = n
                 while left:
                     k = min(msg_size, left)
@@ -124,32 +130,33 @@ class Client(BaseClient):
             raise errs[0]
         return {"seconds": dt, "bytes": sum(parts)}
 
-    def rtt(self, addr: str, n: int, size: int = 64) -> dict[str, Any]:
+    def rtt(self, addr: str, n: int, size: int = 64, warmup: int = 0) -> dict[str, Any]:
         s = _dial(addr)
         s.sendall(wire.pack(wire.OP_ECHO, size))
         msg = bytes(size)
         buf = memoryview(bytearray(size))
         out = []
         pc = time.perf_counter
-        for _ in range(n):
+        for _ in range(warmup + n):  # warm-up on the same connection, discarded below
             t0 = pc()
             s.sendall(msg)
             _recv_exact(s, buf, size)
             out.append((pc() - t0) * 1e6)
         s.close()
-        return {"samples_us": out}
+        return {"samples_us": out[warmup:]}
 
     def connect(self, addr: str, n: int) -> dict[str, Any]:
-        out = []
+        out, conn = [], []
         buf = memoryview(bytearray(1))
         for _ in range(n):
             t0 = time.perf_counter()
             s = _dial(addr)
+            conn.append((time.perf_counter() - t0) * 1e3)
             s.sendall(wire.pack(wire.OP_ECHO, 1) + b"x")
             _recv_exact(s, buf, 1)
             out.append((time.perf_counter() - t0) * 1e3)
             s.close()
-        return {"samples_ms": out}
+        return {"samples_ms": out, "connect_ms": conn}
 
     def rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
         payload = wire.pack(wire.OP_RR, req, resp) + bytes(req)
