@@ -69,6 +69,21 @@ async def readinto_exactly(stream: Any, view: memoryview) -> int:
     return got
 
 
+async def wait_readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 def make_config(spec: dict[str, Any]) -> Any:
     from fastp2p.config import HostConfig, ShmConfig
 
@@ -230,12 +245,7 @@ async def _main(pipe: Any, spec: dict[str, Any]) -> None:
             from fastp2p.peer import PeerID
 
             while True:
-                ready = loop.create_future()
-                loop.add_reader(pipe.fileno(), lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(pipe.fileno())
+                await wait_readable(pipe.fileno())
                 try:
                     msg = pipe.recv()
                 except EOFError:
@@ -299,16 +309,9 @@ class Child:
         return await self.recv(timeout)
 
     async def recv(self, timeout: float = 30.0) -> Any:
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while not self.pipe.poll():
-                ready = loop.create_future()
-                fd = self.pipe.fileno()
-                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
+                await wait_readable(self.pipe.fileno())
         return self.pipe.recv()
 
     async def wait_state(self, peer: Any, want: str, timeout: float = 5.0) -> tuple[Any, Any]:

@@ -105,7 +105,9 @@ async def settle_resources(fds_before: dict[int, str], timeout: float = 3.0) -> 
     assert not maps, f"ring mappings left: {maps}"
 
 
-async def wait_path(host: fastp2p.Host, peer: fastp2p.PeerID, want: str = "shm", timeout: float = 3.0):
+async def wait_path(
+    host: fastp2p.Host, peer: fastp2p.PeerID, want: str = "shm", timeout: float = 3.0
+):
     """The host's connection to ``peer`` once its data path is ``want`` (bounded poll)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -180,7 +182,9 @@ async def _read_from_source(host: fastp2p.Host, peer: fastp2p.PeerID, nbytes: in
         pytest.param("child", "to_child", 64 * MiB, id="child_dials-to_child-64MiB"),
     ],
 )
-async def test_bulk_numpy_readinto_across_processes(child: Child, dialer: str, flow: str, nbytes: int) -> None:
+async def test_bulk_numpy_readinto_across_processes(
+    child: Child, dialer: str, flow: str, nbytes: int
+) -> None:
     async with fastp2p.Host(listen=[LISTEN]) as host:
         if dialer == "parent":
             peer = await host.connect(child.addr)
@@ -260,13 +264,17 @@ async def test_kill9_mid_transfer_fails_every_pending_op_without_leaks(dialer: s
                 while sent < 32 * MiB:
                     await asyncio.sleep(0.005)
             await asyncio.sleep(0.05)
-            assert not any(t.done() for t in ops.values()), {k: t for k, t in ops.items() if t.done()}
+            assert not any(t.done() for t in ops.values()), {
+                k: t for k, t in ops.items() if t.done()
+            }
 
             c.kill()
             t0 = time.monotonic()
             done, pending = await asyncio.wait(ops.values(), timeout=2.0)
             elapsed = time.monotonic() - t0
-            assert not pending, f"still pending 2 s after kill -9: {[k for k, t in ops.items() if t in pending]}"
+            assert not pending, (
+                f"still pending 2 s after kill -9: {[k for k, t in ops.items() if t in pending]}"
+            )
             assert elapsed < 2.0
             for name, task in ops.items():
                 if name == "closed":
@@ -283,7 +291,9 @@ async def test_kill9_mid_transfer_fails_every_pending_op_without_leaks(dialer: s
         deadline = time.monotonic() + 2
         while thread_ids() - threads0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        assert not thread_ids() - threads0, [t.name for t in threading.enumerate() if t.ident not in threads0]
+        assert not thread_ids() - threads0, [
+            t.name for t in threading.enumerate() if t.ident not in threads0
+        ]
     finally:
         c.stop()
 
@@ -383,7 +393,9 @@ ATTACKER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("mode", ["wrong", "silent"])
-async def test_third_process_on_handoff_socket_gets_nothing(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_third_process_on_handoff_socket_gets_nothing(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A separate local process finds the abstract hand-off socket in
     /proc/net/unix and connects before the legitimate peer (made deterministic
     by holding the listener's connect until the attacker is in). ``wrong``:
@@ -429,7 +441,9 @@ async def test_third_process_on_handoff_socket_gets_nothing(mode: str, monkeypat
         await attacker.wait()
 
 
-async def _recv_msg(stream: fastp2p.Stream, reader: msgs.MessageReader, queue: list[ShmMessage]) -> ShmMessage:
+async def _recv_msg(
+    stream: fastp2p.Stream, reader: msgs.MessageReader, queue: list[ShmMessage]
+) -> ShmMessage:
     while not queue:
         data = await stream.read(4096)
         assert data, "the upgrade stream ended early"
@@ -495,14 +509,19 @@ async def test_dialer_hands_no_fds_to_an_unproven_listener(mode: str) -> None:
     await settle_resources(fds0)
 
 
-@pytest.mark.parametrize("mode", ["claims_other_pid", "no_fds", "not_a_ring", "foreign_socket_name"])
+@pytest.mark.parametrize(
+    "mode", ["claims_other_pid", "no_fds", "not_a_ring", "foreign_socket_name"]
+)
 async def test_listener_attaches_nothing_from_an_unproven_dialer(mode: str) -> None:
     """A hand-made dialer: the listener must check SO_PEERCRED against HELLO's
     pid, the descriptors and the segment, refuse, and keep the connection on TCP."""
     gc.collect()
     fds0 = open_fds()
     loop = asyncio.get_running_loop()
-    async with fastp2p.Host(listen=[LISTEN]) as b, fastp2p.Host(config=HostConfig(data_paths=("tcp",))) as a:
+    async with (
+        fastp2p.Host(listen=[LISTEN]) as b,
+        fastp2p.Host(config=HostConfig(data_paths=("tcp",))) as a,
+    ):
         serve_echo(b)
         serve_echo(a)
         peer = await a.connect(b.full_addrs[0])
@@ -516,14 +535,21 @@ async def test_listener_attaches_nothing_from_an_unproven_dialer(mode: str) -> N
         lsock.listen(1)
         lsock.setblocking(False)
         hello = ShmMessage(
-            Kind.HELLO, boot_id=shm.boot_id(), uid=os.getuid(), capacity=1 << 20,
-            pid=1 if mode == "claims_other_pid" else os.getpid(), socket=name, secret=secret,
+            Kind.HELLO,
+            boot_id=shm.boot_id(),
+            uid=os.getuid(),
+            capacity=1 << 20,
+            pid=1 if mode == "claims_other_pid" else os.getpid(),
+            socket=name,
+            secret=secret,
         )
         from fastp2p._native.shm import ShmSegment
         from fastp2p.transport.upgrader import negotiate_outbound
 
         stream = conn.open_stream()
-        stream.protocol = await negotiate_outbound(stream, [shm.PROTOCOL_ID], early_data=msgs.encode(hello))
+        stream.protocol = await negotiate_outbound(
+            stream, [shm.PROTOCOL_ID], early_data=msgs.encode(hello)
+        )
         extra: list[int] = []
         seg = None
         try:
