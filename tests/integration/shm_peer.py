@@ -181,12 +181,29 @@ class _Regions:
         raise ValueError(f"unknown op {op!r}")
 
 
+def _warm_up_imports() -> None:
+    """Run the crypto the host needs once, so every lazy import happens now."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    a.exchange(b.public_key())
+    k = Ed25519PrivateKey.generate()
+    k.public_key().verify(k.sign(b"x"), b"x")
+    ChaCha20Poly1305(bytes(32)).encrypt(bytes(12), b"x", b"")
+    import fastp2p.proto.noise.handshake  # noqa: F401
+    import fastp2p.services.identify  # noqa: F401
+    import fastp2p.services.ping  # noqa: F401
+
+
 async def _main(pipe: Any, spec: dict[str, Any]) -> None:
     import fastp2p
     from fastp2p.services import serve_echo
     from fastp2p.transport import regions as regions_mod
 
     if spec.get("setuid") is not None:
+        _warm_up_imports()  # the other user may not read this interpreter's packages
         os.setgid(spec["setuid"])
         os.setuid(spec["setuid"])
     loop = asyncio.get_running_loop()
