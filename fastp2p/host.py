@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastp2p import _accel
@@ -30,8 +30,9 @@ from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
 from fastp2p.stream import Stream
+from fastp2p.transport.base import Listener, RawConnection, Transport
 from fastp2p.transport.conn import Connection
-from fastp2p.transport.tcp import TcpConnection, TcpListener, TcpTransport
+from fastp2p.transport.tcp import TcpTransport
 from fastp2p.transport.upgrader import (
     MPLEX_PROTOCOL_ID,
     SecuredChannel,
@@ -44,6 +45,9 @@ from fastp2p.transport.upgrader import (
 
 if TYPE_CHECKING:
     from fastp2p._native.buffer import MemoryRegion
+    from fastp2p.services.datapaths import DataPaths
+    from fastp2p.services.identify import Identify
+    from fastp2p.services.ping import Ping
 
 __all__ = ["Host"]
 
@@ -57,6 +61,8 @@ class Host:
         identity: the host's private key; a fresh Ed25519 key when None.
         listen: multiaddrs to listen on (``/ip4/127.0.0.1/tcp/0`` picks a port).
         config: a ``HostConfig``; defaults are libp2p's.
+        transports: the ``Transport`` objects that dial and listen, first match
+            wins (``[TcpTransport()]`` when None).
 
     Example::
 
@@ -72,6 +78,7 @@ class Host:
         *,
         listen: Iterable[str | Multiaddr] = (),
         config: HostConfig | None = None,
+        transports: Sequence[Transport] | None = None,
     ) -> None:
         self.identity = identity or Ed25519PrivateKey.generate()
         self.config = config or HostConfig()
@@ -80,8 +87,8 @@ class Host:
         self.buffers = _accel.BufferPool()
         self.memory = MemoryManager()
         self._listen = [Multiaddr(a) if not isinstance(a, Multiaddr) else a for a in listen]
-        self._listeners: list[TcpListener] = []
-        self._transport = TcpTransport()
+        self._listeners: list[Listener] = []
+        self.transports: list[Transport] = list(transports) if transports else [TcpTransport()]
         self._handlers: dict[str, Handler] = {}
         self._matchers: list[tuple[Callable[[str], bool], str]] = []
         self._conns: dict[PeerID, list[Connection]] = {}
@@ -90,9 +97,9 @@ class Host:
         self._pending_inbound = 0
         self._running = False
         self._closing = False
-        self._identify: Any = None
-        self._ping: Any = None
-        self._datapaths: Any = None
+        self._identify: Identify | None = None
+        self._ping: Ping | None = None
+        self._datapaths: DataPaths | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -123,7 +130,7 @@ class Host:
         self.set_handler(regions.PROTOCOL_ID, self._serve_region)
         try:
             for addr in self._listen:
-                lst = await self._transport.listen(addr, self._on_raw_inbound)
+                lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)
                 self._listeners.append(lst)
         except BaseException:
             await self.aclose()
@@ -320,6 +327,12 @@ class Host:
                     await self._datapaths.wait_settled(conn)
         return conn.remote_peer
 
+    def _transport_for(self, addr: Multiaddr, *, listen: bool = False) -> Transport:
+        for t in self.transports:
+            if t.can_listen(addr) if listen else t.can_dial(addr):
+                return t
+        raise DialError(f"no transport for {addr}")
+
     async def _dial_addrs(self, addrs: Sequence[Multiaddr], expected: PeerID | None) -> Connection:
         if self._count(outbound=True) >= self.config.max_outbound_connections:
             raise ResourceLimitExceededError("max_outbound_connections reached")
@@ -327,7 +340,7 @@ class Host:
         for a in addrs:
             try:
                 async with asyncio.timeout(self.config.dial_timeout):
-                    raw = await self._transport.dial(a)
+                    raw = await self._transport_for(a).dial(a)
                     chan = await secure_outbound(raw, self.identity, self.config, expected)
                 return self._add_connection(chan, outbound=True)
             except SecurityError:
@@ -338,7 +351,7 @@ class Host:
             raise DialError(f"dial {addrs[0]} failed: {errors[0]}", errors) from errors[0]
         raise DialError(f"all {len(addrs)} addresses failed", errors)
 
-    async def _on_raw_inbound(self, raw: TcpConnection) -> None:
+    async def _on_raw_inbound(self, raw: RawConnection) -> None:
         if self._closing or (
             self._count(outbound=False) + self._pending_inbound
             >= self.config.max_inbound_connections
@@ -476,11 +489,19 @@ class Host:
             with contextlib.suppress(P2PError):
                 await stream.aclose()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the host cancels and awaits when it closes."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    _spawn = spawn
+
+    async def wait_identified(self, conn: Connection) -> None:
+        """Wait until identify on ``conn`` finished (at once if identify is off)."""
+        if self._identify is not None:
+            await self._identify.wait_identified(conn)
 
     def _check_running(self) -> None:
         if not self._running or self._closing:

@@ -19,7 +19,7 @@ from fastp2p.errors import P2PError
 from fastp2p.transport import shm
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
     from fastp2p.transport.conn import Connection
 
@@ -31,7 +31,7 @@ log = logging.getLogger("fastp2p.datapaths")
 class DataPaths:
     """Upgrades connections to the shared-memory path when both peers can."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: ServiceHost) -> None:
         self.host = host
         self.cfg = host.config.shm
         self.enabled = "shm" in host.config.data_paths
@@ -52,7 +52,7 @@ class DataPaths:
         fut = asyncio.get_running_loop().create_future()
         self._done[conn] = fut
         conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
-        self.host._spawn(self._upgrade(conn, fut))
+        self.host.spawn(self._upgrade(conn, fut))
 
     async def wait_settled(self, conn: Connection) -> None:
         """Wait until the upgrade attempt on ``conn`` finished (either way)."""
@@ -63,9 +63,8 @@ class DataPaths:
     async def _upgrade(self, conn: Connection, fut: asyncio.Future[None]) -> None:
         stream = None
         try:
-            identify = self.host._identify
-            if identify is not None:
-                await identify.wait_identified(conn)
+            if self.host.config.enable_identify:
+                await self.host.wait_identified(conn)
                 protos = self.host.peerstore.record(conn.remote_peer).protocols
                 if shm.PROTOCOL_ID not in (protos or ()):
                     conn.data_path_reason = f"peer does not offer {shm.PROTOCOL_ID}"

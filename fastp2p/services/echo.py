@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
 
 PROTOCOL_ID = "/echo/1.0.0"
@@ -21,6 +21,6 @@ async def echo_handler(stream: Stream) -> None:
     await stream.close_write()
 
 
-def serve_echo(host: Host) -> None:
+def serve_echo(host: ServiceHost) -> None:
     """Register the echo handler on ``host``."""
     host.set_handler(PROTOCOL_ID, echo_handler)

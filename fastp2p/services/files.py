@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from fastp2p.errors import P2PError, RemoteProtocolError
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
     from fastp2p.peer import PeerID
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
 
 __all__ = ["PROTOCOL_ID", "FileShare", "FileNotFoundOnPeerError", "HashMismatchError", "FetchResult"]
@@ -124,7 +124,7 @@ class FileShare:
         result = await FileShare(other_host).fetch(peer, digest, "copy.bin")
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: ServiceHost) -> None:
         self.host = host
         self._files: dict[bytes, str] = {}
         host.set_handler(PROTOCOL_ID, self._serve)

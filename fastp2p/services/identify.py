@@ -23,7 +23,7 @@ from fastp2p.proto.identify import (
 from fastp2p.proto.protobuf import length_prefixed
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
     from fastp2p.transport.conn import Connection
 
@@ -37,7 +37,7 @@ log = logging.getLogger("fastp2p.identify")
 class Identify:
     """The identify service of one Host (created by the Host itself)."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: ServiceHost) -> None:
         self.host = host
         self._done: dict[Connection, asyncio.Future[None]] = {}
         self._push_pending = False
@@ -61,7 +61,7 @@ class Identify:
         fut = asyncio.get_running_loop().create_future()
         self._done[conn] = fut
         conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
-        self.host._spawn(self._identify(conn, fut))
+        self.host.spawn(self._identify(conn, fut))
 
     async def wait_identified(self, conn: Connection) -> None:
         """Wait until identify with ``conn``'s peer finished (successfully or not)."""
@@ -137,7 +137,7 @@ class Identify:
             self._push_pending = False
             await self.push()
 
-        self.host._spawn(later())
+        self.host.spawn(later())
 
     async def push(self) -> None:
         """Send our current identify info to every connected peer."""

@@ -14,8 +14,8 @@ from fastp2p.errors import RemoteProtocolError
 from fastp2p.proto.perf import PROTOCOL_ID, decode_download_size, encode_download_size
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
     from fastp2p.peer import PeerID
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
 
 __all__ = ["PROTOCOL_ID", "PerfResult", "perf", "serve_perf"]
@@ -61,12 +61,12 @@ async def _perf_handler(stream: Stream) -> None:
     await stream.close_write()
 
 
-def serve_perf(host: Host) -> None:
+def serve_perf(host: ServiceHost) -> None:
     """Register the perf server on ``host``."""
     host.set_handler(PROTOCOL_ID, _perf_handler)
 
 
-async def perf(host: Host, peer: PeerID, upload: int, download: int) -> PerfResult:
+async def perf(host: ServiceHost, peer: PeerID, upload: int, download: int) -> PerfResult:
     """Run one perf exchange against ``peer``.
 
     Raises:

@@ -12,8 +12,8 @@ from fastp2p.errors import RemoteProtocolError
 from fastp2p.proto.ping import PING_SIZE, PROTOCOL_ID
 
 if TYPE_CHECKING:
-    from fastp2p.host import Host
     from fastp2p.peer import PeerID
+    from fastp2p.services.base import ServiceHost
     from fastp2p.stream import Stream
 
 __all__ = ["Ping", "PROTOCOL_ID"]
@@ -27,7 +27,7 @@ class Ping:
         rtt = await fastp2p.services.Ping(host)(peer)   # seconds
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: ServiceHost) -> None:
         self.host = host
         self._streams: dict[PeerID, Stream] = {}
         self._locks: dict[PeerID, asyncio.Lock] = {}

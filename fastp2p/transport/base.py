@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastp2p.multiaddr import Multiaddr
 
@@ -108,3 +109,31 @@ class DataPath(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the path's resources. Idempotent."""
+
+
+class Transport(abc.ABC):
+    """Makes raw connections: dials multiaddrs and listens on them (go-libp2p ``Transport``).
+
+    A Host holds a list of transports; it dials with the first whose
+    ``can_dial`` accepts the address and listens with the first whose
+    ``can_listen`` does. Security and multiplexing are added above, by the
+    upgrader, the same way for every transport.
+    """
+
+    @abc.abstractmethod
+    def can_dial(self, addr: Multiaddr) -> bool:
+        """Whether this transport handles ``addr``."""
+
+    def can_listen(self, addr: Multiaddr) -> bool:
+        """Whether this transport can listen on ``addr`` (default: as ``can_dial``)."""
+        return self.can_dial(addr)
+
+    @abc.abstractmethod
+    async def dial(self, addr: Multiaddr) -> RawConnection:
+        """Open a raw connection to ``addr`` (``DialError`` on failure)."""
+
+    @abc.abstractmethod
+    async def listen(
+        self, addr: Multiaddr, on_connection: Callable[[RawConnection], Coroutine[Any, Any, None]]
+    ) -> Listener:
+        """Listen on ``addr``; each accepted raw connection goes to ``on_connection``."""

@@ -442,44 +442,40 @@ class Connection:
         streams = self.streams
         transient = self._rx_transient
         while (ev := session.next_event()) is not None:
-            t = type(ev)
-            if t is DataReceived:
-                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+            # isinstance on final event classes: as fast as a type() table, and typed.
+            if isinstance(ev, DataReceived):
+                st = streams.get(ev.stream_id)
                 if st is not None:
-                    st.feed_data(ev.data, transient)  # type: ignore[union-attr]
+                    st.feed_data(ev.data, transient)
                 else:
-                    session.acknowledge_received(ev.stream_id, len(ev.data), _now())  # type: ignore[union-attr]
-            elif t is WindowUpdated:
-                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+                    session.acknowledge_received(ev.stream_id, len(ev.data), _now())
+            elif isinstance(ev, WindowUpdated):
+                st = streams.get(ev.stream_id)
                 if st is not None:
                     st.window_updated()
-            elif t is StreamOpened:
-                st = Stream(self, ev.stream_id, inbound=True)  # type: ignore[union-attr]
+            elif isinstance(ev, StreamOpened):
+                st = Stream(self, ev.stream_id, inbound=True)
                 streams[st.id] = st
                 self.stats.streams_accepted += 1
                 self._on_inbound_stream(st)
-            elif t is StreamEnded:
-                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+            elif isinstance(ev, StreamEnded):
+                st = streams.get(ev.stream_id)
                 if st is not None:
                     st.feed_eof()
-            elif t is StreamReset:
-                st = streams.get(ev.stream_id)  # type: ignore[union-attr]
+            elif isinstance(ev, StreamReset):
+                st = streams.get(ev.stream_id)
                 if st is not None:
-                    st.set_reset(
-                        StreamResetError("stream reset by peer", code=ev.code, remote=True)  # type: ignore[union-attr]
-                    )
-            elif t is PingAcknowledged:
-                self.stats.rtt = ev.rtt  # type: ignore[union-attr]
-                fut = self._pings.pop(ev.opaque, None)  # type: ignore[union-attr]
+                    st.set_reset(StreamResetError("stream reset by peer", code=ev.code, remote=True))
+            elif isinstance(ev, PingAcknowledged):
+                self.stats.rtt = ev.rtt
+                fut = self._pings.pop(ev.opaque, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(ev.rtt)  # type: ignore[union-attr]
-            elif t is GoAwayReceived:
+                    fut.set_result(ev.rtt)
+            elif isinstance(ev, GoAwayReceived):
                 self.goaway_received = True
-            elif t is ConnectionTerminated:
+            elif isinstance(ev, ConnectionTerminated):
                 err = ConnectionClosedError(
-                    f"connection terminated: {ev.reason or ev.code}",  # type: ignore[union-attr]
-                    code=ev.code,  # type: ignore[union-attr]
-                    remote=ev.remote,  # type: ignore[union-attr]
+                    f"connection terminated: {ev.reason or ev.code}", code=ev.code, remote=ev.remote
                 )
                 self._transmit()
                 self._terminate(err)

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastp2p.errors import BrokenResourceError, ClosedResourceError, DialError
 from fastp2p.multiaddr import Multiaddr
-from fastp2p.transport.base import Listener, RawConnection
+from fastp2p.transport.base import Listener, RawConnection, Transport
 
 __all__ = ["TcpTransport", "TcpConnection", "TcpListener"]
 
@@ -239,7 +240,7 @@ class TcpListener(Listener):
             await self._server.wait_closed()
 
 
-class TcpTransport:
+class TcpTransport(Transport):
     """Dials and listens on /ip4|ip6|dns*/.../tcp/N multiaddrs."""
 
     @staticmethod
@@ -269,7 +270,7 @@ class TcpTransport:
         return TcpConnection(proto, outbound=True)
 
     async def listen(
-        self, addr: Multiaddr, on_connection: Callable[[TcpConnection], Awaitable[None]]
+        self, addr: Multiaddr, on_connection: Callable[[RawConnection], Coroutine[Any, Any, None]]
     ) -> TcpListener:
         """Listen on ``addr`` (port 0 picks a free port)."""
         host, port = addr.tcp_host_port()
@@ -283,7 +284,7 @@ class TcpTransport:
             def made(transport: asyncio.BaseTransport) -> None:
                 orig(transport)
                 t: asyncio.Task[None] = loop.create_task(
-                    on_connection(TcpConnection(proto, outbound=False))  # type: ignore[arg-type]
+                    on_connection(TcpConnection(proto, outbound=False))
                 )
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)

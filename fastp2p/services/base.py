@@ -1,0 +1,60 @@
+"""The small host interface that services see (never a Host's private members).
+
+``Host`` implements it; a service (identify, ping, data paths, pubsub, ...)
+is constructed with the host and may use only these members, so the facade
+can change without touching its services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fastp2p._typing import Handler
+    from fastp2p.config import HostConfig
+    from fastp2p.multiaddr import Multiaddr
+    from fastp2p.peer import Ed25519PrivateKey, PeerID
+    from fastp2p.peerstore import Peerstore
+    from fastp2p.transport.conn import Connection
+    from fastp2p.transport.stream import Stream
+
+__all__ = ["ServiceHost"]
+
+
+class ServiceHost(Protocol):
+    """What a service may use of the Host that owns it."""
+
+    peer_id: PeerID
+    identity: Ed25519PrivateKey
+    config: HostConfig
+    peerstore: Peerstore
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Listen addresses."""
+
+    @property
+    def protocols(self) -> list[str]:
+        """Protocols served."""
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every open connection."""
+
+    def set_handler(self, protocol: str, handler: Handler, *, match: Callable[[str], bool] | None = None) -> None:
+        """Serve ``protocol``."""
+
+    def on_connection(self, callback: Callable[[Connection], Any]) -> None:
+        """Be told of every new connection."""
+
+    async def open_stream(self, peer: PeerID, *protocols: str) -> Stream:
+        """Open a negotiated stream."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the host cancels and awaits when it closes."""
+
+    async def wait_identified(self, conn: Connection) -> None:
+        """Wait until identify on ``conn`` finished (at once if identify is off)."""
