@@ -32,8 +32,9 @@ want=(build-essential libssl-dev libgmp-dev clang iperf3 libibverbs-dev rdma-cor
 # shellcheck disable=SC2206
 want+=(${CI_APT_EXTRA:-})
 
-# Python headers for the python actually in use (pyenv or a venv may have its own)
-if ! "$PY" - <<'EOF'
+# Python headers for the python actually in use (pyenv or a venv may have its own);
+# no python at all (a bare machine): python3-dev and python3-venv bring Debian's
+if ! "$PY" - 2>/dev/null <<'EOF'
 import os, sys, sysconfig
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
 EOF

@@ -54,12 +54,12 @@ optout() {  # is suite $1 opted out?
     [[ "$list" == *",$1,"* ]]
 }
 
-"$PY" ci/summary.py optouts >/dev/null  # unknown suite names fail now, not after the run
 rm -rf "$FASTP2P_CI_OUT"
 mkdir -p "$FASTP2P_CI_OUT"
 
 step "system packages"
 PYTHON="$PY" bash ci/install_system_deps.sh
+"$PY" ci/summary.py optouts >/dev/null  # unknown suite names fail now, not after the run
 
 if ! optout interop; then
     step "Node.js >= 20"
