@@ -17,8 +17,12 @@ Rules
       eventfd L) with SCM_RIGHTS; L checks SO_PEERCRED pid == HELLO's pid and
       attaches the rings. The pid each side keeps for the other is the one the
       kernel reported, never a claimed one.
-      L -> D  SWITCH                       | REFUSE(reason)
+      L -> D  SWITCH(sealed)               | REFUSE(reason)
       D -> L  SWITCH
+
+  The rings are sealed with the connection's Noise ciphers when either side
+  asked for it (HELLO's ``sealed`` or the listener's own setting, which its
+  SWITCH carries).
 
   ``SWITCH`` is the last muxer byte its sender puts on TCP: every later frame
   in that direction goes through the ring, and the receiver starts reading

@@ -462,7 +462,8 @@ async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> 
         if not hand.done():
             raise RemoteProtocolError("peer switched without collecting the shared memory")
         peer_pid = hand.result()
-        path = _make_path(conn, seg, efd_me, efd_peer, peer_pid, cfg, cfg.sealed)
+        # Sealed if either side asked for it (the listener says so in its SWITCH).
+        path = _make_path(conn, seg, efd_me, efd_peer, peer_pid, cfg, cfg.sealed or reply.sealed)
         # The peer sends through the ring from now on.
         conn.switch_rx(path, transient=path.transient)
         conn.switch_tx(stream.id, msgs.encode(ShmMessage(Kind.SWITCH)), path)
@@ -534,9 +535,10 @@ async def serve_upgrade(
         conn.data_path_reason = why
         await ch.send(ShmMessage(Kind.REFUSE, reason=why))
         return None
-    path = _make_path(conn, seg, my_efd, peer_efd, hello.pid, cfg, hello.sealed)
+    sealed = hello.sealed or cfg.sealed
+    path = _make_path(conn, seg, my_efd, peer_efd, hello.pid, cfg, sealed)
     try:
-        conn.switch_tx(stream.id, msgs.encode(ShmMessage(Kind.SWITCH)), path)
+        conn.switch_tx(stream.id, msgs.encode(ShmMessage(Kind.SWITCH, sealed=sealed)), path)
         msg = await ch.recv()
         if msg.kind is not Kind.SWITCH:
             raise RemoteProtocolError(f"expected SWITCH, got {msg.kind.name}")

@@ -773,16 +773,7 @@ async def test_sealed_mode_echo_8mib_and_what_lands_in_the_ring(sealed: bool) ->
     ("dialer_sealed", "listener_sealed"),
     [
         pytest.param(True, False, id="dialer_sealed"),
-        pytest.param(
-            False,
-            True,
-            id="listener_sealed",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="serve_upgrade builds the listener's path with hello.sealed and ignores "
-                "its own ShmConfig.sealed=True: the listener's frames go unsealed",
-            ),
-        ),
+        pytest.param(False, True, id="listener_sealed"),
     ],
 )
 async def test_sealing_wanted_by_either_side_is_honoured(
