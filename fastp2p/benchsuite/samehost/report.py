@@ -42,7 +42,7 @@ def machine_info(backends: list[Backend]) -> dict[str, Any]:
     except (AttributeError, OSError):
         pass
     info["pinning"] = ("off (FASTP2P_SAMEHOST_NO_PIN)" if os.environ.get("FASTP2P_SAMEHOST_NO_PIN")
-                       else "server side on the first allowed CPU, client side on the second")
+                       else "ucx_perftest (taskset), iceoryx2 and memcpy: server side on the first allowed CPU, client side on the second; pyzmq and fastp2p unpinned (event-driven, scheduled by the kernel)")
     return info
 
 

@@ -33,7 +33,6 @@ from ..proc import (
     dest_array,
     mem_breakdown,
     pack,
-    pin_cpu,
     source_array,
     unpack,
 )
@@ -107,7 +106,6 @@ async def _read_exact(s: Any, buf: memoryview) -> bool:
 
 class _Server:
     def __init__(self, paths: tuple[str, ...], params: dict[str, Any]) -> None:
-        pin_cpu(0)
         self.paths = paths
         self.dst = memoryview(dest_array(int(params["bulk_total"])))
         self.host: Any = None
@@ -176,7 +174,6 @@ class _Server:
 
 class _Client:
     def __init__(self, paths: tuple[str, ...], params: dict[str, Any]) -> None:
-        pin_cpu(1)
         self.paths = paths
         self.src = memoryview(source_array())
         self.runner = asyncio.Runner(loop_factory=_loop_factory())

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from ..proc import ACK, OP_BULK, OP_ECHO, dest_array, pack, pin_cpu, source_array, unpack
+from ..proc import ACK, OP_BULK, OP_ECHO, dest_array, pack, source_array, unpack
 from . import Backend, percentiles_us
 
 
@@ -48,7 +48,6 @@ class ZmqIpc(Backend):
 
 class _Server:
     def __init__(self, params: dict[str, Any]) -> None:
-        pin_cpu(0)
         self.dst = dest_array(int(params["bulk_total"]))
 
     def serve(self, ready: Any) -> None:
@@ -95,7 +94,6 @@ class _Client:
     def __init__(self, params: dict[str, Any]) -> None:
         import zmq
 
-        pin_cpu(1)
         self.zmq = zmq
         self.ctx = zmq.Context()
         self.s: Any = None
