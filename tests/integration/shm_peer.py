@@ -140,7 +140,7 @@ class _Regions:
             else:
                 raise ValueError(kind)
             if "seed" in cmd:
-                memoryview(region)[:] = pattern(size, cmd["seed"])
+                region.view()[:] = pattern(size, cmd["seed"])
             self.regions[name] = region
             return {"ok": True, "nbytes": region.nbytes}
         region = self.regions[name]
@@ -164,15 +164,15 @@ class _Regions:
         if op == "crc":
             off = cmd.get("offset", 0)
             n = cmd.get("length", region.nbytes - off)
-            with memoryview(region) as mv:
+            with region.view() as mv:
                 return {"crc": crc(mv[off : off + n])}
         if op == "read":
             off, n = cmd["offset"], cmd["length"]
-            with memoryview(region) as mv:
+            with region.view() as mv:
                 return {"hex": bytes(mv[off : off + n]).hex()}
         if op == "fill":
             off, n = cmd["offset"], cmd["length"]
-            with memoryview(region) as mv:
+            with region.view() as mv:
                 mv[off : off + n] = pattern(n, cmd["seed"])
             return {"ok": True}
         if op == "close":

@@ -14,7 +14,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 import fastp2p
@@ -22,7 +21,10 @@ from fastp2p.config import HostConfig
 from fastp2p.errors import AccessDeniedError, ConnectionClosedError, RegionBoundsError
 from fastp2p.memory import TOKEN_SIZE
 from fastp2p.transport import shm
-from tests.integration.shm_peer import Child, RegionControl, crc, pattern
+
+np = pytest.importorskip("numpy", reason="numpy is in bench/requirements.txt, not [test]")
+
+from tests.integration.shm_peer import Child, RegionControl, crc, pattern  # noqa: E402
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -110,8 +112,8 @@ async def test_put_get_whole_region(
     local = _local(side.host, local_kind, SIZE, tmp_path, keep)
     try:
         assert await side.conn.get(local, rtok) == SIZE
-        assert crc(memoryview(local)) == crc(pattern(SIZE, 5))
-        memoryview(local)[:] = pattern(SIZE, 6)
+        assert crc(local.view()) == crc(pattern(SIZE, 5))
+        local.view()[:] = pattern(SIZE, 6)
         assert await side.conn.put(local, wtok) == SIZE
         assert await side.ctl.crc(name) == crc(pattern(SIZE, 6))
         if local_kind == "numpy":  # the registered array itself holds the bytes
@@ -129,7 +131,7 @@ async def test_offsets_local_offset_and_length_subsets(side: Side) -> None:
     g_off, g_len = 4096, 64 * KiB
     tok = await side.ctl.grant(name, write=True, offset=g_off, length=g_len)
     with side.host.alloc(128 * KiB) as local:
-        lv = memoryview(local)
+        lv = local.view()
         lv[:] = b"\xee" * len(lv)
         # get 1000 bytes at 100 within the grant into local[5000:6000]
         assert await side.conn.get(local, tok, offset=100, length=1000, local_offset=5000) == 1000
@@ -165,7 +167,7 @@ async def test_revoked_token(side: Side) -> None:
     other = await side.ctl.grant(name, write=True)
     await side.ctl(op="revoke", name=name, token=tok.hex())
     with side.host.alloc(4 * KiB) as local:
-        memoryview(local)[:] = b"\x01" * 4096
+        local.view()[:] = b"\x01" * 4096
         with pytest.raises(AccessDeniedError, match="revoked"):
             await side.conn.put(local, tok)
         await _unchanged(side, name, before)
@@ -192,7 +194,7 @@ async def test_expired_token(side: Side) -> None:
     with side.host.alloc(4 * KiB) as local:
         assert await side.conn.get(local, tok) == 4096
         await asyncio.sleep(0.3)
-        memoryview(local)[:] = b"\x02" * 4096
+        local.view()[:] = b"\x02" * 4096
         with pytest.raises(AccessDeniedError, match="expired"):
             await side.conn.put(local, tok)
         with pytest.raises(AccessDeniedError):
@@ -205,7 +207,7 @@ async def test_out_of_bounds(side: Side) -> None:
     before = await side.ctl.crc(name)
     tok = await side.ctl.grant(name, write=True, offset=SIZE - 8 * KiB, length=4 * KiB)
     with side.host.alloc(16 * KiB) as local:
-        memoryview(local)[:] = b"\x03" * len(memoryview(local))
+        local.view()[:] = b"\x03" * len(local.view())
         cases = [
             {"offset": 4000, "length": 200},  # crosses the end of the grant
             {"offset": 0, "length": 4 * KiB + 1},  # one byte too long
@@ -234,14 +236,14 @@ async def test_missing_right(side: Side) -> None:
     ro = await side.ctl.grant(name)  # read only
     wo = await side.ctl.grant(name, read=False, write=True)
     with side.host.alloc(4 * KiB) as local:
-        memoryview(local)[:] = b"\x04" * 4096
+        local.view()[:] = b"\x04" * 4096
         with pytest.raises(AccessDeniedError, match="writ"):
             await side.conn.put(local, ro)
         await _unchanged(side, name, before)
-        memoryview(local)[:] = b"\x05" * 4096
+        local.view()[:] = b"\x05" * 4096
         with pytest.raises(AccessDeniedError, match="read"):
             await side.conn.get(local, wo)
-        assert bytes(memoryview(local)) == b"\x05" * 4096  # nothing landed locally
+        assert bytes(local.view()) == b"\x05" * 4096  # nothing landed locally
         assert await side.conn.get(local, ro) == 4096
 
 
@@ -262,13 +264,13 @@ async def test_forged_token(side: Side, where: str) -> None:
         tok[at[where]] ^= 0x02 if where == "rights" else 0x01  # rights: read -> read|write
         forged = bytes(tok)
     with side.host.alloc(4 * KiB) as local:
-        memoryview(local)[:] = b"\x06" * 4096
+        local.view()[:] = b"\x06" * 4096
         with pytest.raises(AccessDeniedError):
             await side.conn.put(local, forged)
         with pytest.raises(AccessDeniedError):
             await side.conn.get(local, forged)
         await _unchanged(side, name, before)
-        assert bytes(memoryview(local)) == b"\x06" * 4096
+        assert bytes(local.view()) == b"\x06" * 4096
 
 
 async def test_token_for_another_peer(side: Side, child: Child) -> None:
@@ -278,7 +280,7 @@ async def test_token_for_another_peer(side: Side, child: Child) -> None:
     async with fastp2p.Host() as x:
         tok = await side.ctl.grant(name, write=True, peer=str(x.peer_id))
         with side.host.alloc(4 * KiB) as local:
-            memoryview(local)[:] = b"\x07" * 4096
+            local.view()[:] = b"\x07" * 4096
             with pytest.raises(AccessDeniedError, match="another peer"):
                 await side.conn.put(local, tok)
             with pytest.raises(AccessDeniedError):
@@ -287,7 +289,7 @@ async def test_token_for_another_peer(side: Side, child: Child) -> None:
             # X itself may use it
             peer = await x.connect(child.addr)
             with x.alloc(4 * KiB) as xl:
-                memoryview(xl)[:] = b"\x08" * 4096
+                xl.view()[:] = b"\x08" * 4096
                 assert await x.connection(peer).put(xl, tok, length=4096) == 4096
             assert (await side.ctl(op="read", name=name, offset=0, length=4))["hex"] == "08" * 4
 
@@ -319,7 +321,7 @@ async def test_errors_leave_the_connection_usable(side: Side) -> None:
             )
         )
         assert results == [4096] * 16
-        assert bytes(memoryview(local)) == pattern(SIZE, 13)[: 64 * KiB].tobytes()
+        assert bytes(local.view()) == pattern(SIZE, 13)[: 64 * KiB].tobytes()
     assert not side.conn.is_closed
 
 
@@ -342,7 +344,7 @@ async def test_large_put_get_above_the_thread_threshold(side: Side) -> None:
     tok = await side.ctl.grant(name, write=True)
     with side.host.alloc(n) as local:
         assert await side.conn.get(local, tok) == n
-        assert crc(memoryview(local)) == crc(pattern(n, 15))
-        memoryview(local)[:] = pattern(n, 16)
+        assert crc(local.view()) == crc(pattern(n, 15))
+        local.view()[:] = pattern(n, 16)
         assert await side.conn.put(local, tok) == n
         assert await side.ctl.crc(name) == crc(pattern(n, 16))

@@ -24,7 +24,6 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import fastp2p
@@ -35,7 +34,10 @@ from fastp2p.proto.shm import Kind, ShmMessage
 from fastp2p.services import serve_echo
 from fastp2p.testing import host_pair
 from fastp2p.transport import shm
-from tests.integration.shm_peer import (
+
+np = pytest.importorskip("numpy", reason="numpy is in bench/requirements.txt, not [test]")
+
+from tests.integration.shm_peer import (  # noqa: E402
     SINK,
     SOURCE,
     STALL,
@@ -46,7 +48,9 @@ from tests.integration.shm_peer import (
     readinto_exactly,
 )
 
-pytestmark = pytest.mark.skipif(not shm.available()[0], reason=shm.available()[1])
+SHM_OK, SHM_WHY = shm.available()
+# Every test here needs the native core but the pure-build checks at the end.
+needs_shm = pytest.mark.skipif(not SHM_OK, reason=SHM_WHY)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -173,6 +177,7 @@ async def _read_from_source(host: fastp2p.Host, peer: fastp2p.PeerID, nbytes: in
     assert np.array_equal(dst[:MiB], want[:MiB]) and np.array_equal(dst[-MiB:], want[-MiB:])
 
 
+@needs_shm
 @pytest.mark.parametrize(
     ("dialer", "flow", "nbytes"),
     [
@@ -211,6 +216,7 @@ async def test_bulk_numpy_readinto_across_processes(
 # -- kill -9 of the peer mid-transfer ----------------------------------------------------
 
 
+@needs_shm
 @pytest.mark.parametrize("dialer", ["parent", "child"])
 async def test_kill9_mid_transfer_fails_every_pending_op_without_leaks(dialer: str) -> None:
     c = Child()
@@ -303,6 +309,7 @@ async def test_kill9_mid_transfer_fails_every_pending_op_without_leaks(dialer: s
 HOSTILE = ["head_beyond_capacity", "head_behind_tail", "head_max_u64", "garbage_frame"]
 
 
+@needs_shm
 @pytest.mark.parametrize("garbage", HOSTILE)
 async def test_hostile_ring_header_closes_only_that_connection(garbage: str) -> None:
     async with host_pair() as (a1, b1, p1), host_pair() as (a2, b2, p2):
@@ -392,6 +399,7 @@ ATTACKER = textwrap.dedent(
 )
 
 
+@needs_shm
 @pytest.mark.parametrize("mode", ["wrong", "silent"])
 async def test_third_process_on_handoff_socket_gets_nothing(
     mode: str, monkeypatch: pytest.MonkeyPatch
@@ -488,6 +496,7 @@ class _FakeListener:
             self.done.set()
 
 
+@needs_shm
 @pytest.mark.parametrize("mode", ["wrong_secret", "short_secret", "no_collect"])
 async def test_dialer_hands_no_fds_to_an_unproven_listener(mode: str) -> None:
     gc.collect()
@@ -509,6 +518,7 @@ async def test_dialer_hands_no_fds_to_an_unproven_listener(mode: str) -> None:
     await settle_resources(fds0)
 
 
+@needs_shm
 @pytest.mark.parametrize(
     "mode", ["claims_other_pid", "no_fds", "not_a_ring", "foreign_socket_name"]
 )
@@ -601,6 +611,7 @@ async def test_listener_attaches_nothing_from_an_unproven_dialer(mode: str) -> N
 # -- fallback to TCP ----------------------------------------------------------------------
 
 
+@needs_shm
 async def test_listener_without_shm_keeps_tcp_with_reason() -> None:
     tcp_only = HostConfig(data_paths=("tcp",))
     async with fastp2p.Host(listen=[LISTEN], config=tcp_only) as b, fastp2p.Host() as a:
@@ -617,6 +628,7 @@ async def test_listener_without_shm_keeps_tcp_with_reason() -> None:
         await echo_check(a, peer, 1 * MiB)
 
 
+@needs_shm
 async def test_dialer_without_shm_does_not_upgrade() -> None:
     tcp_only = HostConfig(data_paths=("tcp",))
     async with fastp2p.Host(listen=[LISTEN]) as b, fastp2p.Host(config=tcp_only) as a:
@@ -640,6 +652,7 @@ async def test_dialer_without_shm_does_not_upgrade() -> None:
         assert conn.peer_process is None
 
 
+@needs_shm
 async def test_peer_on_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Different kernel boot ids (simulated: the dialer's HELLO carries another)."""
     real = shm.boot_id
@@ -662,6 +675,7 @@ async def test_peer_on_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) 
     assert calls >= 2
 
 
+@needs_shm
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to run the child as another user")
 async def test_peer_running_as_another_user_is_refused() -> None:
     c = Child({"setuid": 65534})
@@ -738,6 +752,7 @@ def _ring_bytes(conn) -> bytes:
         return bytes(m)
 
 
+@needs_shm
 @pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "unsealed"])
 async def test_sealed_mode_echo_8mib_and_what_lands_in_the_ring(sealed: bool) -> None:
     cfg = HostConfig(shm=ShmConfig(sealed=sealed))
@@ -769,6 +784,7 @@ async def test_sealed_mode_echo_8mib_and_what_lands_in_the_ring(sealed: bool) ->
         assert (marker in _ring_bytes(conn)) is not sealed
 
 
+@needs_shm
 @pytest.mark.parametrize(
     ("dialer_sealed", "listener_sealed"),
     [
@@ -801,6 +817,7 @@ async def test_sealing_wanted_by_either_side_is_honoured(
 # -- resources ------------------------------------------------------------------------------
 
 
+@needs_shm
 async def test_resources_released_after_hosts_close() -> None:
     gc.collect()
     fds0 = open_fds()
@@ -815,11 +832,24 @@ async def test_resources_released_after_hosts_close() -> None:
             assert ring_maps()
             await echo_check(a, peer, 2 * MiB)
             ra, rb = a.alloc(1 * MiB), b.alloc(1 * MiB)
-            memoryview(ra)[:] = os.urandom(1 * MiB)
+            ra.view()[:] = os.urandom(1 * MiB)
             token = rb.grant(a.peer_id, write=True)
             assert await a.connection(peer).put(ra, token) == 1 * MiB
-            assert bytes(memoryview(rb)) == bytes(memoryview(ra))
+            assert bytes(rb.view()) == bytes(ra.view())
             regions += [ra, rb]
         assert all(r.closed for r in regions)
     await settle_resources(fds0)
     assert not thread_ids() - threads0
+
+
+@pytest.mark.skipif(SHM_OK, reason="covered by the subprocess test when the native core is loaded")
+async def test_in_process_without_the_native_core() -> None:
+    """The pure pass (FASTP2P_NO_EXTENSIONS=1): no shm, and every connection says why."""
+    assert "native core" in SHM_WHY
+    async with host_pair() as (a, b, peer):
+        serve_echo(b)
+        conn = a.connection(peer)
+        assert conn.data_path == "tcp" and conn.data_path_reason == SHM_WHY
+        assert conn.statistics()["data_path_reason"] == SHM_WHY
+        assert shm.PROTOCOL_ID not in b.protocols
+        await echo_check(a, peer)
