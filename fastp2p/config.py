@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastp2p._version import __version__
+
+if TYPE_CHECKING:
+    from fastp2p.proto.gossipsub.rpc_pb import RPCLimits
+    from fastp2p.proto.gossipsub.score import PeerScoreParams, PeerScoreThresholds
 
 
 def _default_muxers() -> tuple[str, ...]:
@@ -44,6 +52,8 @@ class MplexConfig:
 class NoiseConfig:
     """Noise handshake settings."""
 
+    #: bound on the whole security upgrade of a raw connection (multistream
+    #: ``/noise`` selection, the XX handshake and the muxer choice)
     handshake_timeout: float = 10.0
 
 
@@ -65,6 +75,86 @@ class ShmConfig:
     write_high_water: int = 4 * 1024 * 1024
 
 
+def _default_score_params() -> PeerScoreParams:
+    from fastp2p.proto.gossipsub.score import PeerScoreParams
+
+    return PeerScoreParams()
+
+
+def _default_score_thresholds() -> PeerScoreThresholds:
+    from fastp2p.proto.gossipsub.score import PeerScoreThresholds
+
+    return PeerScoreThresholds()
+
+
+def _default_rpc_limits() -> RPCLimits:
+    from fastp2p.proto.gossipsub.rpc_pb import RPCLimits
+
+    return RPCLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class GossipsubConfig:
+    """Pubsub (gossipsub v1.2/v1.1/v1.0, floodsub) settings; defaults follow the specs
+    and go-libp2p-pubsub. See ``fastp2p/proto/gossipsub/router.py`` for each rule."""
+
+    enabled: bool = True
+    #: protocols offered, in order of preference
+    protocols: tuple[str, ...] = ("/meshsub/1.2.0", "/meshsub/1.1.0", "/meshsub/1.0.0", "/floodsub/1.0.0")
+    d: int = 6
+    d_lo: int = 5
+    d_hi: int = 12
+    d_lazy: int = 6
+    d_score: int = 4
+    d_out: int = 2
+    heartbeat_interval: float = 1.0
+    heartbeat_initial_delay: float = 0.1
+    fanout_ttl: float = 60.0
+    mcache_len: int = 5
+    mcache_gossip: int = 3
+    seen_ttl: float = 120.0
+    prune_backoff: float = 60.0
+    unsubscribe_backoff: float = 10.0
+    #: heartbeats added to a backoff before regrafting (v1.1 "plus some slack")
+    backoff_slack: int = 1
+    graft_flood_threshold: float = 10.0
+    do_px: bool = True
+    prune_peers: int = 16
+    flood_publish: bool = True
+    gossip_factor: float = 0.25
+    gossip_retransmission: int = 3
+    max_ihave_length: int = 5000
+    max_ihave_messages: int = 10
+    #: IWANT ids answered per peer per heartbeat
+    max_iwant_ids: int = 5000
+    iwant_followup_time: float = 3.0
+    opportunistic_graft_ticks: int = 60
+    opportunistic_graft_peers: int = 2
+    enable_idontwant: bool = True
+    #: IDONTWANT is sent for messages whose data is at least this large (v1.2)
+    idontwant_message_size_threshold: int = 1024
+    max_idontwant_messages: int = 1000
+    idontwant_ttl_heartbeats: int = 3
+    #: "strict_sign" (default) or "strict_no_sign" (libp2p-pubsub.md "Signature Policy")
+    signature_policy: str = "strict_sign"
+    #: ``fn(message) -> bytes``; default from + seqno (data hash with strict_no_sign)
+    msg_id_fn: Callable[[Any], bytes] | None = None
+    max_message_size: int = 1024 * 1024
+    #: topics one peer may be subscribed to, as we track them
+    max_peer_topics: int = 1024
+    #: messages waiting in one Subscription before the oldest is dropped
+    subscription_queue_size: int = 1024
+    #: RPC frames queued for one peer before new ones are dropped (slow peer)
+    peer_queue_size: int = 4096
+    #: concurrent asynchronous validations before new messages are ignored
+    max_pending_validations: int = 8192
+    emit_self: bool = False
+    allow_publish_to_zero_peers: bool = True
+    score: PeerScoreParams = field(default_factory=_default_score_params)
+    thresholds: PeerScoreThresholds = field(default_factory=_default_score_thresholds)
+    limits: RPCLimits = field(default_factory=_default_rpc_limits)
+
+
 @dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
@@ -80,7 +170,8 @@ class HostConfig:
     max_outbound_connections: int = 1024
     negotiation_timeout: float = 10.0
     dial_timeout: float = 10.0
-    agent_version: str = "fastp2p/0.1.0"
+    agent_version: str = f"fastp2p/{__version__}"
     protocol_version: str = "ipfs/0.1.0"
     enable_identify: bool = True
     enable_ping: bool = True
+    pubsub: GossipsubConfig = field(default_factory=GossipsubConfig)

@@ -156,7 +156,9 @@ async def secure_outbound(
     Raises:
         NegotiationError: the peer speaks neither Noise nor any of our muxers.
         HandshakeError, PeerIDMismatchError: the Noise handshake failed.
-        TimeoutError: the peer stalled beyond ``config.negotiation_timeout``.
+        TimeoutError: the upgrade (security selection, Noise handshake, muxer)
+            took longer than ``config.noise.handshake_timeout`` or
+            ``config.negotiation_timeout``, whichever is smaller.
 
     Cancellation: the raw connection is aborted.
     """
@@ -179,7 +181,7 @@ async def _secure(
     dialer: bool,
 ) -> SecuredChannel:
     try:
-        async with asyncio.timeout(config.negotiation_timeout):
+        async with asyncio.timeout(min(config.noise.handshake_timeout, config.negotiation_timeout)):
             hs = NoiseHandshake(
                 initiator=dialer,
                 identity=identity,
