@@ -246,6 +246,9 @@ async def _main(pipe: Any, spec: dict[str, Any]) -> None:
                     if cmd["op"] == "stall_regions":
                         host.set_handler(regions_mod.PROTOCOL_ID, stall)
                         out: dict[str, Any] = {"ok": True}
+                    elif cmd["op"] == "serve_regions":
+                        host.set_handler(regions_mod.PROTOCOL_ID, host._serve_region)
+                        out = {"ok": True}
                     else:
                         try:
                             out = regions.run(cmd, s.conn.remote_peer)

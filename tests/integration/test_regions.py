@@ -348,3 +348,49 @@ async def test_large_put_get_above_the_thread_threshold(side: Side) -> None:
         local.view()[:] = pattern(n, 16)
         assert await side.conn.put(local, tok) == n
         assert await side.ctl.crc(name) == crc(pattern(n, 16))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="transport/regions.py _op passes offset unchecked to proto/region.py encode_request, whose "
+    "uvarint_encode raises ValueError for offset < 0 or >= 2**63; local_offset/length give "
+    "RegionBoundsError and the docstring promises RegionBoundsError for ranges outside the grant",
+)
+@pytest.mark.parametrize("offset", [-1, 1 << 63], ids=["negative", "2**63"])
+async def test_remote_offset_out_of_range_is_a_bounds_error(side: Side, offset: int) -> None:
+    name = await side.remote(seed=17)
+    tok = await side.ctl.grant(name, write=True)
+    with side.host.alloc(4 * KiB) as local:
+        with pytest.raises(RegionBoundsError):
+            await side.conn.put(local, tok, offset=offset)
+        with pytest.raises(RegionBoundsError):
+            await side.conn.get(local, tok, offset=offset)
+    assert not side.conn.is_closed
+
+
+async def test_cancelled_get_keeps_the_local_region_leased(side: Side) -> None:
+    """DESIGN boundary rule 4: the in-flight operation, not the cancelled caller,
+    holds the local region until the owner answers or the connection ends."""
+    name = await side.remote(seed=18)
+    tok = await side.ctl.grant(name, write=True)
+    await side.ctl(op="stall_regions")
+    try:
+        local = side.host.alloc(64 * KiB)
+        tasks = [
+            asyncio.create_task(side.conn.get(local, tok, length=4096)),
+            asyncio.create_task(side.conn.put(local, tok, length=4096, local_offset=4096)),
+        ]
+        await asyncio.sleep(0.1)
+        for t in tasks:
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        local.close()
+        assert local.closed and not local.freed
+    finally:
+        await side.ctl(op="serve_regions")
+    await side.conn.aclose()  # ends the stalled operations
+    async with asyncio.timeout(2):
+        while not local.freed:
+            await asyncio.sleep(0.01)

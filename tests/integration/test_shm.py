@@ -310,26 +310,36 @@ HOSTILE = ["head_beyond_capacity", "head_behind_tail", "head_max_u64", "garbage_
 
 
 @needs_shm
+@pytest.mark.parametrize("victim_side", ["listener", "dialer"])
 @pytest.mark.parametrize("garbage", HOSTILE)
-async def test_hostile_ring_header_closes_only_that_connection(garbage: str) -> None:
+async def test_hostile_ring_header_closes_only_that_connection(
+    garbage: str, victim_side: str
+) -> None:
+    """The peer's end is played by a second mapping of the victim's memfd that
+    scribbles over the header (or writes a well-indexed garbage frame)."""
     async with host_pair() as (a1, b1, p1), host_pair() as (a2, b2, p2):
         for h in (a1, b1, a2, b2):
             serve_echo(h)
-        victim = await wait_path(b1, a1.peer_id)
-        victim_dialer = await wait_path(a1, p1)
+        lconn = await wait_path(b1, a1.peer_id)
+        dconn = await wait_path(a1, p1)
+        victim, other_end = (lconn, dconn) if victim_side == "listener" else (dconn, lconn)
         bystander = await wait_path(b2, a2.peer_id)
         # a pending read on the victim's side
-        s = await b1.open_stream(a1.peer_id, ECHO)
+        if victim_side == "listener":
+            s = await b1.open_stream(a1.peer_id, ECHO)
+        else:
+            s = await a1.open_stream(p1, ECHO)
         pending = asyncio.create_task(s.readinto(bytearray(100)))
         await asyncio.sleep(0.01)
 
         rx = victim._rx
         seg = rx.segment
-        assert not seg.is_creator  # the listener consumes ring 0
+        ring = 1 if seg.is_creator else 0  # the ring this side consumes
+        assert seg.is_creator is (victim_side == "dialer")
         cap = seg.capacity
-        with mmap.mmap(seg.fd, PAGE + cap) as m:
-            head = struct.unpack_from("<Q", m, _off_head(0))[0]
-            tail = struct.unpack_from("<Q", m, _off_tail(0))[0]
+        with mmap.mmap(seg.fd, PAGE + 2 * cap) as m:
+            head = struct.unpack_from("<Q", m, _off_head(ring))[0]
+            tail = struct.unpack_from("<Q", m, _off_tail(ring))[0]
             if garbage == "head_beyond_capacity":
                 new = (tail + cap + 1) % (1 << 64)
             elif garbage == "head_behind_tail":
@@ -338,15 +348,15 @@ async def test_hostile_ring_header_closes_only_that_connection(garbage: str) -> 
                 new = (1 << 64) - 1
             else:
                 # a well-indexed frame of garbage: yamux version 0xff
-                at = PAGE + (head & (cap - 1))
+                at = PAGE + ring * cap + (head & (cap - 1))
                 m[at : at + 12] = b"\xff" * 12
                 new = head + 12
-            struct.pack_into("<Q", m, _off_head(0), new)
+            struct.pack_into("<Q", m, _off_head(ring), new)
         os.eventfd_write(rx._my_efd, 1)  # wake the consumer
 
         async with asyncio.timeout(2):
             await victim.closed
-            await victim_dialer.closed
+            await other_end.closed
         with pytest.raises(ConnectionClosedError) as ei:
             victim.check_open()
         cause = ei.value.__cause__
@@ -364,6 +374,25 @@ async def test_hostile_ring_header_closes_only_that_connection(garbage: str) -> 
         await a1.connect(b1.full_addrs[0])
         await wait_path(a1, p1)
         await echo_check(a1, p1)
+
+
+@needs_shm
+async def test_hostile_wakeup_flags_and_static_header_are_harmless() -> None:
+    """Scribbling over the armed-wakeup flags, magic and capacities after attach
+    may cost spurious wake-ups but never a crash, a hang or corrupted data."""
+    async with host_pair() as (a, b, peer):
+        serve_echo(b)
+        conn = await wait_path(a, peer)
+        await wait_path(b, a.peer_id)
+        seg = conn._rx.segment
+        with mmap.mmap(seg.fd, PAGE) as m:
+            for ring in (0, 1):
+                for off in (_off_tail(ring) + RING_LINE, _off_tail(ring) + 2 * RING_LINE):
+                    struct.pack_into("<Q", m, off, 0xDEADBEEFDEADBEEF)
+            m[0:32] = os.urandom(32)  # magic, version, capacities
+        for _ in range(3):
+            await echo_check(a, peer, 2 * MiB)
+        assert not conn.is_closed and conn.data_path == "shm"
 
 
 # -- a third local process on the hand-off socket -----------------------------------------
