@@ -919,6 +919,43 @@ async def test_streams_busy_across_the_switch(sealed: bool) -> None:
         await echo_check(a, peer)
 
 
+@pytest.mark.parametrize("path", ["tcp", pytest.param("shm", marks=needs_shm)])
+async def test_bytes_written_before_the_peer_closes_are_delivered(path: str) -> None:
+    """The peer writes, half-closes and closes its host at once: on shm its last
+    frames sit in the ring when TCP reports the close, and must still arrive."""
+    cfg = HostConfig(data_paths=("tcp",)) if path == "tcp" else HostConfig()
+    data = os.urandom(1 * MiB)
+    got: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+
+    async def reader(s: fastp2p.Stream) -> None:
+        buf = bytearray()
+        try:
+            while chunk := await s.read(65536):
+                buf += chunk
+            end = "eof"
+        except Exception as exc:
+            end = repr(exc)
+        await got.put((bytes(buf), end))
+
+    b = fastp2p.Host(listen=[LISTEN], config=cfg)
+    await b.start()
+    try:
+        async with fastp2p.Host(config=cfg) as a:
+            a.set_handler("/shmtest/read/1.0.0", reader)
+            peer = await a.connect(b.full_addrs[0])
+            await wait_path(a, peer, path)
+            await wait_path(b, a.peer_id, path)
+            s = await b.open_stream(a.peer_id, "/shmtest/read/1.0.0")
+            await s.write(data)
+            await s.close_write()
+            await b.aclose()
+            async with asyncio.timeout(5):
+                received, end = await got.get()
+            assert end == "eof" and received == data
+    finally:
+        await b.aclose()
+
+
 # -- resources ------------------------------------------------------------------------------
 
 
