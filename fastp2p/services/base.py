@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from fastp2p._typing import Handler
     from fastp2p.config import HostConfig
+    from fastp2p.memory import MemoryManager
     from fastp2p.multiaddr import Multiaddr
     from fastp2p.peer import Ed25519PrivateKey, PeerID
     from fastp2p.peerstore import Peerstore
@@ -31,6 +32,7 @@ class ServiceHost(Protocol):
     identity: Ed25519PrivateKey
     config: HostConfig
     peerstore: Peerstore
+    memory: MemoryManager
 
     @property
     def addrs(self) -> list[Multiaddr]:

@@ -81,6 +81,9 @@ class DataPath(abc.ABC):
 
     #: ``"tcp"``, ``"shm"`` or ``"rdma"``
     name: str = ""
+    #: receive windows larger than this only queue bytes in front of the path
+    #: (a shared ring's size); None: no such limit
+    window_hint: int | None = None
 
     @abc.abstractmethod
     def send(self, bufs: list[memoryview]) -> int:

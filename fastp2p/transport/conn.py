@@ -272,6 +272,9 @@ class Connection:
         self.check_open()
         self._rx = path
         self._rx_transient = transient
+        hint = getattr(path, "window_hint", None)
+        if hint:
+            self._session.limit_receive_window(hint)
         path.start(self._deliver_alt, self._path_failed)
 
     @property
@@ -333,6 +336,39 @@ class Connection:
         from fastp2p.transport import regions
 
         return await regions.get(self, region, token, offset=offset, length=length, local_offset=local_offset)
+
+    @property
+    def tx_path(self) -> DataPath:
+        """The path frames are sent on now (an ``RdmaPath`` also carries one-sided ops)."""
+        return self._tx
+
+    async def atomic_cas(self, token: bytes, offset: int, compare: int, swap: int) -> int:
+        """Compare-and-swap the 8-byte slot at ``offset`` of a region the peer granted us.
+
+        The slot holds an unsigned 64-bit integer in the owner's byte order; if it
+        equals ``compare`` it becomes ``swap``. Returns the old value. Needs the
+        read and write rights and an 8-byte aligned slot; runs as an RDMA atomic
+        on the NIC (atomic against other RDMA atomics on the slot).
+
+        Raises:
+            AccessDeniedError, RegionBoundsError: refused by the owner.
+            TransportUnavailableError: the connection is not on the RDMA path.
+            RDMAError subclasses: the operation failed on the NIC.
+
+        Cancellation: the operation continues until its completion.
+        """
+        from fastp2p.transport import regions
+
+        return await regions.atomic(self, "cas", token, offset, compare, swap)
+
+    async def atomic_fetch_add(self, token: bytes, offset: int, add: int) -> int:
+        """Add ``add`` (mod 2**64) to the granted 8-byte slot at ``offset``; returns the old value.
+
+        Raises and cancellation: as :meth:`atomic_cas`.
+        """
+        from fastp2p.transport import regions
+
+        return await regions.atomic(self, "faa", token, offset, 0, add)
 
     def uses_path(self, path: object) -> bool:
         """True if ``path`` is the sending or the receiving path."""

@@ -112,6 +112,7 @@ class ShmPath(DataPath):
         self.segment = segment
         self._writer = segment.writer
         self._reader = segment.reader
+        self.window_hint = segment.capacity
         self._my_efd = my_efd
         self._peer_efd = peer_efd
         self.peer_pid = peer_pid
@@ -132,6 +133,7 @@ class ShmPath(DataPath):
         self.bytes_received = 0
         self.wakeups_sent = 0
         self.wakeups_received = 0
+        self.bytes_spilled = 0
 
     # -- sending ------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class ShmPath(DataPath):
     def _queue(self, b: memoryview) -> None:
         self._pending.append(memoryview(bytes(b)))
         self._pending_bytes += len(b)
+        self.bytes_spilled += len(b)
 
     def _flush_pending(self) -> None:
         pending = self._pending
@@ -245,12 +248,20 @@ class ShmPath(DataPath):
         reader = self._reader
         deliver = self._deliver
         assert deliver is not None
+        # A producer waiting for space is woken once half the ring is free (or
+        # before we stop), not after every consume: each wake-up is a syscall
+        # and a cross-CPU interrupt.
+        owed = False
+        half = reader.capacity // 2
         try:
             while True:
                 whole = reader.peek()
                 n = len(whole)
                 if n == 0:
                     whole.release()
+                    if owed:
+                        owed = False
+                        self._wake_peer()
                     if reader.arm():
                         continue
                     break
@@ -271,6 +282,9 @@ class ShmPath(DataPath):
                 if self._closed:
                     return
                 if reader.consume(n):
+                    owed = True
+                if owed and reader.readable <= half:
+                    owed = False
                     self._wake_peer()
                 if self._paused:
                     break
@@ -278,6 +292,8 @@ class ShmPath(DataPath):
             self._fail(exc)
         finally:
             self._polling = False
+            if owed and not self._closed:
+                self._wake_peer()
 
     def _fail(self, exc: BaseException) -> None:
         cb = self._on_failed
@@ -320,6 +336,7 @@ class ShmPath(DataPath):
             "wakeups_sent": self.wakeups_sent,
             "wakeups_received": self.wakeups_received,
             "pending": self._pending_bytes,
+            "bytes_spilled": self.bytes_spilled,
         }
 
 

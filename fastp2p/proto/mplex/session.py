@@ -131,6 +131,10 @@ class MplexSession(StreamTable[_Stream]):
     supports_ping = False
     rtt: float | None = None
 
+
+    def limit_receive_window(self, n: int) -> None:
+        """mplex has no flow-control windows: nothing to limit."""
+
     def __init__(
         self,
         *,

@@ -197,6 +197,8 @@ class YamuxSession(StreamTable[_Stream]):
         self.config = config if config is not None else YamuxConfig()
         if kernels is None:
             kernels = _default_kernels()
+        # Ceiling of receive-window auto-tuning (``limit_receive_window`` lowers it).
+        self._max_window = self.config.max_window
         self._encode = kernels.encode_header
         self._decoder = kernels.YamuxDecoder()
         self.is_client = is_client
@@ -267,6 +269,17 @@ class YamuxSession(StreamTable[_Stream]):
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
+
+    def limit_receive_window(self, n: int) -> None:
+        """Stop auto-tuning receive windows above ``n`` bytes (never below the
+        spec's 256 KiB); windows already larger stay as they are.
+
+        Used when the data path has a fixed buffer (a shared-memory ring): a
+        window larger than the ring only makes the sender queue the excess.
+        """
+        self._max_window = max(min(self._max_window, n), 256 * 1024)
+        for st in self._streams.values():
+            st.recv.max_window_limit = max(min(st.recv.max_window_limit, self._max_window), st.recv.max_window)
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None when there is none."""
@@ -357,7 +370,7 @@ class YamuxSession(StreamTable[_Stream]):
         if sid > MAX_STREAM_ID:
             raise ResourceLimitExceededError("yamux stream ids exhausted")
         self._next_id = sid + 2
-        recv = WindowManager(self.config.initial_window, self.config.max_window, self._now)
+        recv = WindowManager(self.config.initial_window, self._max_window, self._now)
         stream = _Stream(sid, True, _PENDING_SYN, recv)
         self._streams[sid] = stream
         self._n_outbound += 1
@@ -585,7 +598,7 @@ class YamuxSession(StreamTable[_Stream]):
             self._history.remember(sid, _H_RESET, int(StreamErrorCode.RESOURCE_LIMIT), False)
             self.stats["streams_rejected"] += 1
             return None
-        recv = WindowManager(config.initial_window, config.max_window, self._now)
+        recv = WindowManager(config.initial_window, self._max_window, self._now)
         stream = _Stream(sid, False, _ESTABLISHED, recv)
         self._streams[sid] = stream
         self._n_inbound += 1
