@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fastp2p.services.datapaths import DataPaths
     from fastp2p.services.identify import Identify
     from fastp2p.services.ping import Ping
+    from fastp2p.services.pubsub import Pubsub
 
 __all__ = ["Host"]
 
@@ -100,6 +101,7 @@ class Host:
         self._identify: Identify | None = None
         self._ping: Ping | None = None
         self._datapaths: DataPaths | None = None
+        self._pubsub: Pubsub | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -128,6 +130,10 @@ class Host:
 
         self._datapaths = DataPaths(self)
         self.set_handler(regions.PROTOCOL_ID, self._serve_region)
+        if self.config.pubsub.enabled:
+            from fastp2p.services.pubsub import Pubsub
+
+            self._pubsub = Pubsub(self, self.config.pubsub)
         try:
             for addr in self._listen:
                 lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)
@@ -141,6 +147,8 @@ class Host:
         if self._closing:
             return
         self._closing = True
+        if self._pubsub is not None:
+            self._pubsub.close()
         for lst in self._listeners:
             await lst.aclose()
         self._listeners.clear()
@@ -159,6 +167,17 @@ class Host:
         self.memory.close()
         # Let transports run their connection_lost callbacks so sockets are freed.
         await asyncio.sleep(0)
+
+    @property
+    def pubsub(self) -> Pubsub:
+        """The pubsub service (gossipsub; ``HostConfig.pubsub``).
+
+        Raises:
+            ClosedResourceError: pubsub is disabled or the host is not started.
+        """
+        if self._pubsub is None:
+            raise ClosedResourceError("pubsub is disabled or the host is not started")
+        return self._pubsub
 
     # -- memory regions -------------------------------------------------------------
 
