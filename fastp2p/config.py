@@ -73,6 +73,12 @@ class ShmConfig:
     upgrade_timeout: float = 5.0
     # Unsent bytes the path holds beyond the ring before writers wait (backpressure).
     write_high_water: int = 4 * 1024 * 1024
+    #: after traffic, poll the ring this long (in slices that let other tasks
+    #: run) before sleeping on the eventfd: a reply that comes back within it
+    #: costs no system call on either side. 0 disables; the price is up to this
+    #: much CPU per burst of traffic. Off by default: on a machine with spare
+    #: cores it trades CPU for latency; with none it only adds contention.
+    spin_us: float = 0.0
 
 
 def _default_score_params() -> PeerScoreParams:
@@ -156,6 +162,33 @@ class GossipsubConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RdmaConfig:
+    """RDMA verbs data path (``/fastp2p/rdma/1.0.0``); see ``fastp2p.transport.rdma``.
+
+    Frames are authenticated by the Noise-secured upgrade (queue pair numbers
+    go only to the verified PeerId) but not encrypted (DESIGN decision 4).
+    ``same_host="shm"`` (default): a peer on this host (same kernel boot id)
+    is refused RDMA so the connection takes shared memory, whatever the
+    order in ``HostConfig.data_paths``; ``"rdma"`` lets the order decide
+    (Soft-RoCE loopback tests use it).
+    """
+
+    device: str | None = None  # None: FASTP2P_RDMA_DEVICE or the first device
+    recv_credits: int = 16  # receive slots pre-posted per connection (>= 2)
+    send_slots: int = 16
+    buf_size: int = 256 * 1024  # bytes per slot (largest stream message)
+    rma_depth: int = 32  # one-sided operations in flight per connection
+    write_high_water: int = 4 * 1024 * 1024
+    busy_poll_us: int = 20  # adaptive busy-poll budget after a completion (0: off)
+    qp_timeout: int = 16  # IB local ack timeout exponent: 4.096 us * 2**16 = 268 ms
+    retry_count: int = 7  # transport retries before RETRY_EXC_ERR (dead peer)
+    rnr_retry: int = 7
+    upgrade_timeout: float = 10.0
+    grant_timeout: float = 120.0  # owner keeps a one-sided rkey alive at most this long
+    same_host: str = "shm"
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -164,8 +197,9 @@ class HostConfig:
     mplex: MplexConfig = field(default_factory=MplexConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     #: data paths in order of preference; TCP (Noise) is always the fallback
-    data_paths: tuple[str, ...] = ("shm", "tcp")
+    data_paths: tuple[str, ...] = ("rdma", "shm", "tcp")
     shm: ShmConfig = field(default_factory=ShmConfig)
+    rdma: RdmaConfig = field(default_factory=RdmaConfig)
     max_inbound_connections: int = 1024
     max_outbound_connections: int = 1024
     negotiation_timeout: float = 10.0

@@ -33,6 +33,7 @@ import os
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,8 @@ PROTOCOL_ID = msgs.PROTOCOL_ID
 # Bytes handed to the connection per delivery, as a TCP read would: a stream
 # that pauses reading (mplex backpressure) then stops the flow within this much.
 MAX_DELIVERY = 256 * 1024
+# Busy-poll slice while spinning: short enough that other tasks barely wait.
+_SPIN_SLICE_NS = 3_000
 _SOCKET_PREFIX = b"\0fastp2p-shm-"
 _MAX_ACCEPTS = 4
 
@@ -105,6 +108,7 @@ class ShmPath(DataPath):
         *,
         peer_pid: int,
         high_water: int,
+        spin_us: float = 0.0,
         seal: Any = None,
         open_: Any = None,
     ) -> None:
@@ -119,6 +123,9 @@ class ShmPath(DataPath):
         self._seal = seal
         self._open = open_
         self._high_water = high_water
+        self._spin_s = spin_us / 1e6
+        self._spin_until = 0.0
+        self._spinning = False
         # Bytes that did not fit in the ring (copies: the caller reuses its buffers).
         self._pending: collections.deque[memoryview] = collections.deque()
         self._pending_bytes = 0
@@ -157,6 +164,9 @@ class ShmPath(DataPath):
             raise
         if self._writer.wake_needed():
             self._wake_peer()
+        if self._spin_s:
+            # A request just went out: its answer is worth polling for.
+            self._start_spin()
         if n < total:
             # Ring full: keep a copy of the rest (the caller may reuse its buffers)
             # and wait for the consumer to make space.
@@ -262,6 +272,8 @@ class ShmPath(DataPath):
                     if owed:
                         owed = False
                         self._wake_peer()
+                    if self._spin_s and self._start_spin():
+                        break  # polling instead of sleeping: the producer need not wake us
                     if reader.arm():
                         continue
                     break
@@ -294,6 +306,43 @@ class ShmPath(DataPath):
             self._polling = False
             if owed and not self._closed:
                 self._wake_peer()
+
+    def _start_spin(self) -> bool:
+        """Poll for ``spin_us`` more (re-armed by traffic); False if not reading."""
+        if not self._reading or self._closed:
+            return False
+        self._spin_until = time.monotonic() + self._spin_s
+        if not self._spinning:
+            self._spinning = True
+            self.loop.call_soon(self._spin)
+        return True
+
+    def _spin(self) -> None:
+        # One short slice per loop iteration, so other ready tasks keep running.
+        if self._closed or not self._reading:
+            self._spinning = False
+            return
+        try:
+            got = self._reader.spin(_SPIN_SLICE_NS)
+        except P2PError as exc:
+            self._spinning = False
+            self._fail(exc)
+            return
+        if got and not self._paused:
+            self._spinning = False
+            self.poll()  # re-arms the spin itself
+            return
+        if time.monotonic() < self._spin_until and not self._paused:
+            self.loop.call_soon(self._spin)
+            return
+        self._spinning = False
+        if self._paused:
+            return
+        try:
+            if self._reader.arm():
+                self.poll()
+        except P2PError as exc:
+            self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         cb = self._on_failed
@@ -400,6 +449,7 @@ def _make_path(conn: Connection, seg: Any, my_efd: int, peer_efd: int, peer_pid:
         peer_efd,
         peer_pid=peer_pid,
         high_water=cfg.write_high_water,
+        spin_us=cfg.spin_us,
         seal=send if sealed else None,
         open_=recv if sealed else None,
     )
