@@ -45,7 +45,9 @@ Commands::
     summary.py report                          table + gate (exit 1 on failure)
 
 ``--out DIR`` (default ``$FASTP2P_CI_OUT`` or ``build/ci-results``) goes before
-the command.
+the command. ``FASTP2P_CI_PATHS_<SUITE>="path ..."`` (e.g.
+``FASTP2P_CI_PATHS_CONFORMANCE=/tmp/empty``) points a pytest suite at other
+paths, to see the gate fail on a suite that runs nothing.
 """
 
 from __future__ import annotations
