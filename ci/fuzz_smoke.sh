@@ -17,7 +17,9 @@
 # ci/summary.py (suite "fuzz").
 #
 # Env: FUZZ_SECONDS per harness (default 20; ci/test.sh uses 10), FUZZ_MODE=libfuzzer|driver
-#      (force one), FUZZ_MAX_LEN (default 4096), FUZZ_CORPUS_OUT, FUZZ_ONLY="fuzz_frame ..."
+#      (force one), FUZZ_MAX_LEN (default 4096), FUZZ_CORPUS_OUT, FUZZ_ONLY="fuzz_frame ...",
+#      FUZZ_REQUIRE_LIBFUZZER=1 (fail instead of falling back to the gcc driver; ci/test.sh
+#      sets it when it runs as root, i.e. when it could install clang itself)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +72,12 @@ if [[ -z "$mode" ]]; then
         record 0 "${#harnesses[@]}" 1 "no fuzzing compiler"
         exit 1
     fi
+fi
+if [[ "${FUZZ_REQUIRE_LIBFUZZER:-0}" == 1 && "$mode" != libfuzzer ]]; then
+    echo "fuzz_smoke: FUZZ_REQUIRE_LIBFUZZER=1 but clang cannot build libFuzzer targets (mode=$mode): every harness fails"
+    echo "0 passed, ${#harnesses[@]} failed"
+    record 0 "${#harnesses[@]}" 1 "libFuzzer required, mode=$mode"
+    exit 1
 fi
 if [[ "$mode" == libfuzzer ]]; then CC=clang; else CC=${FUZZ_CC:-gcc}; fi
 echo "fuzz_smoke: mode=$mode compiler=$CC ${SECONDS_PER}s per harness: ${harnesses[*]}"
