@@ -68,7 +68,7 @@ _MEMLOCK_FIX = (
 
 
 def _verbs() -> Any:
-    from fastp2p._native import verbs  # type: ignore[attr-defined]
+    from fastp2p._native import verbs
 
     return verbs
 

@@ -165,6 +165,13 @@ async def _op(
         view, address = _local_view(region, local_offset, length)
         with view:
             n = len(view)
+            if n and conn.data_path == "rdma" and _rdma_usable(conn):
+                # one-sided: the owner scopes an rkey to the checked range
+                from fastp2p.proto.rdma import Op as RdmaOp
+                from fastp2p.transport import rdma
+
+                rop = RdmaOp.PUT if op is Op.PUT else RdmaOp.GET
+                return await rdma.rma(conn, rop, region, token, offset, n, local_offset)
             direct = conn.peer_process is not None and n > 0
             while True:
                 stream = conn.open_stream()
@@ -203,9 +210,39 @@ async def _op(
 
 async def _run(conn: Connection, op: Op, region: Any, token: bytes, offset: int, length: int | None, local_offset: int) -> int:
     conn.check_open()
+    if not 0 <= offset < 1 << 63:
+        raise RegionBoundsError(f"remote offset {offset} out of range")
     task = conn.loop.create_task(_op(conn, op, region, token, offset, length, local_offset))
     # The task, not the caller, owns the lease: a cancelled caller leaves it
     # running until the owner answers or the connection ends.
+    conn.track_task(task)
+    return await asyncio.shield(task)
+
+
+def _rdma_usable(conn: Connection) -> bool:
+    from fastp2p.transport.rdma import RdmaPath
+
+    return isinstance(conn.tx_path, RdmaPath)
+
+
+async def atomic(conn: Connection, kind: str, token: bytes, offset: int, compare: int, operand: int) -> int:
+    """``conn.atomic_cas``/``atomic_fetch_add``: an RDMA atomic on a granted 8-byte slot."""
+    from fastp2p.errors import TransportUnavailableError
+    from fastp2p.proto.rdma import Op as RdmaOp
+    from fastp2p.transport import rdma
+
+    conn.check_open()
+    if conn.data_path != "rdma" or not _rdma_usable(conn):
+        raise TransportUnavailableError(
+            f"atomics need the RDMA data path (this connection uses {conn.data_path})"
+        )
+    for name, v in (("compare", compare), ("operand", operand)):
+        if not 0 <= v < 1 << 64:
+            raise ValueError(f"{name} must be an unsigned 64-bit integer")
+    rop = RdmaOp.CAS if kind == "cas" else RdmaOp.FAA
+    task = conn.loop.create_task(
+        rdma.rma(conn, rop, None, token, offset, 8, 0, compare=compare, operand=operand)
+    )
     conn.track_task(task)
     return await asyncio.shield(task)
 
