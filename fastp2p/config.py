@@ -57,6 +57,9 @@ class NoiseConfig:
     handshake_timeout: float = 10.0
 
 
+SHM_MAX_RING = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ShmConfig:
     """Same-host shared-memory data path (``/fastp2p/shm/1.0.0``).
@@ -79,6 +82,16 @@ class ShmConfig:
     #: much CPU per burst of traffic. Off by default: on a machine with spare
     #: cores it trades CPU for latency; with none it only adds contention.
     spin_us: float = 0.0
+
+    def __post_init__(self) -> None:
+        cap = self.ring_capacity
+        # fp_ring: a power of two, at least one 4 KiB page, at most 256 MiB.
+        if cap < 4096 or cap > SHM_MAX_RING or cap & (cap - 1):
+            raise ValueError(
+                f"ShmConfig.ring_capacity must be a power of two between 4 KiB and 256 MiB, got {cap}"
+            )
+        if self.write_high_water < 0 or self.spin_us < 0 or self.upgrade_timeout <= 0:
+            raise ValueError("ShmConfig: write_high_water and spin_us >= 0, upgrade_timeout > 0")
 
 
 def _default_score_params() -> PeerScoreParams:

@@ -58,7 +58,7 @@ __all__ = [
 PROTOCOL_ID = "/fastp2p/shm/1.0.0"
 MAX_MESSAGE = 4096
 SECRET_SIZE = 32
-MAX_CAPACITY = 1 << 30
+MAX_CAPACITY = 256 * 1024 * 1024  # fp_ring's FP_RING_MAX_CAP
 
 
 class Kind(enum.IntEnum):
@@ -100,7 +100,7 @@ def encode(msg: ShmMessage) -> bytes:
     if msg.sealed:
         fields.append((_SEALED, 1))
     if msg.reason:
-        fields.append((_REASON, msg.reason[:512]))
+        fields.append((_REASON, msg.reason.encode()[:512].decode("utf-8", "ignore")))
     if msg.socket:
         fields.append((_SOCKET, msg.socket))
     if msg.secret:

@@ -459,29 +459,61 @@ async def _hand_over(
     lsock: socket.socket, secret: bytes, fds: list[int], timeout: float
 ) -> int:
     """Accept on the hand-off socket until a process presents ``secret``; pass it
-    ``fds``. Returns that process's pid as the kernel reports it."""
+    ``fds``. Returns that process's pid as the kernel reports it.
+
+    Connections are checked concurrently, each with a short deadline, so a
+    local process that connects first and stays silent delays nobody.
+    """
     loop = asyncio.get_running_loop()
-    for _ in range(_MAX_ACCEPTS):
-        csock, _addr = await loop.sock_accept(lsock)
-        with csock:
+    winner: asyncio.Future[tuple[socket.socket, int]] = loop.create_future()
+    checks: set[asyncio.Task[None]] = set()
+
+    async def check(csock: socket.socket) -> None:
+        keep = False
+        try:
             pid, uid, _gid = _peercred(csock)
             got = b""
-            with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(timeout):
-                    while len(got) < msgs.SECRET_SIZE:
-                        chunk = await loop.sock_recv(csock, msgs.SECRET_SIZE - len(got))
-                        if not chunk:
-                            break
-                        got += chunk
-            if not hmac.compare_digest(got, secret) or uid != os.getuid():
+            async with asyncio.timeout(min(1.0, timeout)):
+                while len(got) < msgs.SECRET_SIZE:
+                    chunk = await loop.sock_recv(csock, msgs.SECRET_SIZE - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+            if hmac.compare_digest(got, secret) and uid == os.getuid() and not winner.done():
+                keep = True
+                winner.set_result((csock, pid))
+            else:
                 log.warning(
                     "shm upgrade: refused local process pid %d uid %d on the hand-off socket", pid, uid
                 )
-                continue
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if not keep:
+                csock.close()
+
+    async def accept() -> None:
+        for _ in range(_MAX_ACCEPTS * 4):
+            csock, _addr = await loop.sock_accept(lsock)
+            t = loop.create_task(check(csock))
+            checks.add(t)
+            t.add_done_callback(checks.discard)
+
+    acceptor = loop.create_task(accept())
+    try:
+        await asyncio.wait((acceptor, winner), return_when=asyncio.FIRST_COMPLETED)
+        if not winner.done():
+            raise UpgradeRefused("no process holding the secret collected the shared memory")
+        csock, pid = winner.result()
+        with csock:
             csock.setblocking(True)
             socket.send_fds(csock, [b"F"], fds)
-            return pid
-    raise UpgradeRefused("no process holding the secret collected the shared memory")
+        return pid
+    finally:
+        acceptor.cancel()
+        for t in list(checks):
+            t.cancel()
+        await asyncio.gather(acceptor, *checks, return_exceptions=True)
 
 
 async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> ShmPath:
@@ -526,9 +558,9 @@ async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> 
             raise UpgradeRefused(f"peer refused: {reply.reason}")
         if reply.kind is not Kind.SWITCH:
             raise RemoteProtocolError(f"expected SWITCH, got {reply.kind.name}")
-        if not hand.done():
-            raise RemoteProtocolError("peer switched without collecting the shared memory")
-        peer_pid = hand.result()
+        # The peer collected the descriptors before its SWITCH, so the hand-off
+        # task is finishing (a peer that lies about it runs into the timeout).
+        peer_pid = await hand
         # Sealed if either side asked for it (the listener says so in its SWITCH).
         path = _make_path(conn, seg, efd_me, efd_peer, peer_pid, cfg, cfg.sealed or reply.sealed)
         # The peer sends through the ring from now on.

@@ -350,13 +350,6 @@ async def test_large_put_get_above_the_thread_threshold(side: Side) -> None:
         assert await side.ctl.crc(name) == crc(pattern(n, 16))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="transport/regions.py _op passes offset unchecked to proto/region.py encode_request, whose "
-    "uvarint_encode raises ValueError for offset < 0 or >= 2**63; local_offset/length give "
-    "RegionBoundsError and the docstring promises RegionBoundsError for ranges outside the grant",
-)
 @pytest.mark.parametrize("offset", [-1, 1 << 63], ids=["negative", "2**63"])
 async def test_remote_offset_out_of_range_is_a_bounds_error(side: Side, offset: int) -> None:
     name = await side.remote(seed=17)

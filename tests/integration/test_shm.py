@@ -855,13 +855,6 @@ async def test_one_page_rings_carry_frames_larger_than_the_ring() -> None:
 
 
 @needs_shm
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/datapaths.py DataPaths._upgrade catches only P2PError/OSError/TimeoutError: "
-    "ShmSegment.create's ValueError for a bad ShmConfig.ring_capacity escapes the task "
-    "('Task exception was never retrieved') and data_path_reason stays 'upgrade in progress'; "
-    "ShmConfig does not validate ring_capacity either",
-)
 async def test_invalid_ring_capacity_falls_back_with_a_reason() -> None:
     try:
         cfg = HostConfig(shm=ShmConfig(ring_capacity=12345))
