@@ -188,12 +188,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    rest = list(args.rest)
+    if "--same-host" in rest:
+        # The same-host suite: shm data path vs ucx_perftest, iceoryx2, pyzmq ipc, memcpy.
+        rest.remove("--same-host")
+        from fastp2p.benchsuite.samehost import main as samehost_main
+
+        return int(samehost_main(rest))
     try:
         from fastp2p.benchsuite import main as bench_main
     except ImportError as exc:
         print(f"fastp2p bench: the bench suite is unavailable: {exc}", file=sys.stderr)
         return 1
-    return int(bench_main(args.rest))
+    return int(bench_main(rest))
 
 
 def build_parser() -> argparse.ArgumentParser:
