@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastp2p import _accel
 from fastp2p.errors import BrokenResourceError, ClosedResourceError, DialError
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.transport.base import Listener, RawConnection, Transport
@@ -49,7 +50,9 @@ def _receive_buffer() -> memoryview:
     """
     view: memoryview | None = getattr(_shared_rx, "view", None)
     if view is None:
-        view = _shared_rx.view = memoryview(bytearray(RECV_BUFFER_SIZE))
+        # From the one pool (page-aligned, registrable), held for the thread's life.
+        _shared_rx.buf = _accel.get_default_pool().acquire(RECV_BUFFER_SIZE)
+        view = _shared_rx.view = _shared_rx.buf.view
     return view
 
 
