@@ -204,6 +204,7 @@ async def _fastp2p_dials(host, ping, kind: str, muxer: str) -> None:
         _check_our_view_of_them(rec, kind, ref.addr)
 
         sha = await _echo_client(host, peer)
+        _check_stays_on_tcp(host, peer)
 
         # Their side: they identified us and served exactly our bytes.
         ev = await ref.next_event("identify", timeout=STEP)
@@ -235,3 +236,17 @@ async def _fastp2p_listens(host, echo: EchoServer, kind: str, muxer: str) -> Non
         peer = _peer_id(host, ref.peer_id)
         rec = await _identified(host, peer)
         _check_our_view_of_them(rec, kind, ref.addr)
+        _check_stays_on_tcp(host, peer)
+
+
+def _check_stays_on_tcp(host: fastp2p.Host, peer: fastp2p.PeerID) -> None:
+    """Other implementations never see fastp2p's data-path upgrade: the
+    connection stays on Noise over TCP, and says why."""
+    conn = host.connection(peer)
+    if conn is None:  # the reference peer already hung up (it exits when done)
+        return
+    assert conn.data_path == "tcp"
+    if conn.outbound:
+        assert conn.data_path_reason and "does not offer" in conn.data_path_reason, (
+            conn.data_path_reason
+        )
