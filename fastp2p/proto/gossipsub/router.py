@@ -174,6 +174,7 @@ class _Peer:
         "iwant_served",
         "idontwant_count",
         "raw_id",
+        "graylisted_rpcs",
     )
 
     def __init__(self, peer_id: Hashable, protocol: str, outbound: bool) -> None:
@@ -185,6 +186,7 @@ class _Peer:
         self.iasked = 0
         self.iwant_served = 0
         self.idontwant_count = 0
+        self.graylisted_rpcs = 0
         to_bytes = getattr(peer_id, "to_bytes", None)
         self.raw_id: bytes | None = to_bytes() if to_bytes is not None else None
         self.protocol = ""
@@ -372,6 +374,11 @@ class GossipsubRouter:
         """Our mesh for ``topic``."""
         return set(self.mesh.get(topic, ()))
 
+    def graylisted_rpcs(self, peer: Hashable) -> int:
+        """RPCs of ``peer`` ignored because its score was below the graylist threshold."""
+        p = self.peers.get(peer)
+        return p.graylisted_rpcs if p is not None else 0
+
     def backoff_active(self, topic: str, peer: Hashable, now: float) -> bool:
         return self._backoff.active(topic, peer, now)
 
@@ -504,6 +511,7 @@ class GossipsubRouter:
             return
         if peer not in self.direct and self.score(peer, now) < self._th.graylist_threshold:
             self.stats.graylisted_rpcs += 1
+            p.graylisted_rpcs += 1
             return
         for sub in rpc.subscriptions:
             self._handle_subscription(p, sub, now)
