@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
+    from fastp2p.cli_pubsub import register as register_pubsub
+
+    register_pubsub(sub)
     return p
 
 

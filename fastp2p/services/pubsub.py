@@ -335,6 +335,16 @@ class Pubsub:
             self._check_open()
         return self.topic_peers(topic)
 
+    async def flush(self) -> None:
+        """Wait until every frame queued so far has been written to its peer's stream.
+
+        Frames for a peer whose stream cannot be opened are dropped, not waited for.
+
+        Cancellation: frames keep going out in the background.
+        """
+        while any(link.queue and link.task is not None and not link.task.done() for link in self._links.values()):
+            await asyncio.sleep(0.005)
+
     def close(self) -> None:
         """Close every subscription and stop (called by the Host). Idempotent."""
         if self._closed:
