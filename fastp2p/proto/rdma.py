@@ -65,7 +65,7 @@ __all__ = [
 
 PROTOCOL_ID = "/fastp2p/rdma/1.0.0"
 MAX_MESSAGE = 4096
-_U64 = (1 << 64) - 1
+_U63 = (1 << 63) - 1  # uvarint limit (multiformats)
 _U24 = (1 << 24) - 1
 
 
@@ -139,12 +139,12 @@ _FIELDS = (
     (12, "reason", str, 512),
     (13, "op", int, 255),
     (14, "token", bytes, 512),
-    (15, "offset", int, _U64),
-    (16, "length", int, _U64),
-    (17, "address", int, _U64),
+    (15, "offset", int, _U63),
+    (16, "length", int, _U63),
+    (17, "address", int, _U63),
     (18, "rkey", int, 0xFFFFFFFF),
-    (19, "compare", int, _U64),
-    (20, "operand", int, _U64),
+    (19, "compare", "u64", 8),  # 8 bytes big-endian: full 64-bit range
+    (20, "operand", "u64", 8),
     (21, "status", int, 255),
 )
 
@@ -152,10 +152,12 @@ _FIELDS = (
 def encode(msg: RdmaMessage) -> bytes:
     """The length-prefixed wire form of ``msg``."""
     fields: list[tuple[int, int | bytes | str]] = [(1, int(msg.kind))]
-    for num, attr, _kind, limit in _FIELDS:
+    for num, attr, kind, limit in _FIELDS:
         v = getattr(msg, attr)
         if v:
-            if isinstance(v, str):
+            if kind == "u64":
+                v = int(v).to_bytes(8, "big")
+            elif isinstance(v, str):
                 v = v[:limit]
             fields.append((num, v))
     return protobuf.length_prefixed(protobuf.encode(fields))
@@ -168,7 +170,11 @@ def _decode(body: bytes) -> RdmaMessage:
         if num not in f:
             continue
         v = f[num][-1]
-        if kind is int:
+        if kind == "u64":
+            if not isinstance(v, bytes) or len(v) != 8:
+                raise ProtobufError(f"rdma message field {attr} malformed")
+            kw[attr] = int.from_bytes(v, "big")
+        elif kind is int:
             if not isinstance(v, int) or not 0 <= v <= limit:
                 raise ProtobufError(f"rdma message field {attr} out of range")
             kw[attr] = v
