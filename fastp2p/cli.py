@@ -1,4 +1,4 @@
-"""The ``fastp2p`` command line: id, listen, ping, perf, demo, bench."""
+"""The ``fastp2p`` command line: id, listen, ping, perf, demo, bench, doctor."""
 
 from __future__ import annotations
 
@@ -99,6 +99,14 @@ async def _listen(args: argparse.Namespace) -> int:
     async with Host(_load_key(args.key), listen=addrs, config=_config(args.muxer, args.data_path)) as host:
         serve_echo(host)
         serve_perf(host)
+        metrics_server = None
+        if args.metrics:
+            from fastp2p.metrics import serve_prometheus
+
+            mhost, mport = _host_port(args.metrics)
+            metrics_server = await serve_prometheus(host.metrics_registry, mhost, mport)
+            bound = metrics_server.sockets[0].getsockname()
+            print(f"metrics: http://{bound[0]}:{bound[1]}/metrics", file=sys.stderr, flush=True)
         for a in host.full_addrs:
             print(a, flush=True)
         stop = asyncio.Event()
@@ -119,7 +127,17 @@ async def _listen(args: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.remove_signal_handler(sig)
+            if metrics_server is not None:
+                metrics_server.close()
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT`` (all interfaces) for ``--metrics``."""
+    addr, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--metrics wants ADDR:PORT, got {text!r}")
+    return addr.strip("[]") or "0.0.0.0", int(port)
 
 
 async def _ping(args: argparse.Namespace) -> int:
@@ -187,6 +205,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fastp2p.doctor import format_checks, run_checks
+
+    checks = run_checks()
+    if args.json:
+        import json
+
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        print(format_checks(checks))
+    return 0
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=kw.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from fastp2p.doctor import version_lines
+
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     if "--same-host" in rest:
@@ -205,6 +247,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastp2p", description=__doc__)
+    p.add_argument("--version", action=_VersionAction,
+                   help="print the version, native core and verbs status, OpenSSL in use")
+    p.add_argument("--log-level", default=None, metavar="LEVEL",
+                   help="log fastp2p records at LEVEL and above to stderr (debug, info, warning, ...)")
+    p.add_argument("--log-json", action="store_true",
+                   help="log one JSON object per record (with peer and conn_id)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("id", help="print the PeerId of a key (a new key file is created)")
@@ -218,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
     s.add_argument("--data-path", choices=sorted(DATA_PATHS), default="auto",
                    help="tcp: never upgrade; shm/auto: shared memory when on one host")
+    s.add_argument("--metrics", metavar="ADDR:PORT", default=None,
+                   help='serve Prometheus metrics at http://ADDR:PORT/metrics (needs "fastp2p[metrics]")')
     s.set_defaults(func=_guard(_listen))
 
     s = sub.add_parser("ping", help="ping a peer and print one RTT per line")
@@ -248,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tcp: never upgrade; shm/auto: shared memory when on one host")
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser("doctor", help="what this machine supports (native core, RDMA, ...) and why not")
+    s.add_argument("--json", action="store_true", help="one JSON object per check")
+    s.set_defaults(func=cmd_doctor)
+
     s = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_bench)
@@ -264,6 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The bench suite owns its whole option set (including --help).
         return cmd_bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
+    if args.log_level is not None or args.log_json:
+        from fastp2p.logs import configure
+
+        try:
+            configure(args.log_level or "INFO", json_format=args.log_json)
+        except ValueError as exc:
+            print(f"fastp2p: error: {exc}", file=sys.stderr)
+            return 2
     return int(args.func(args))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,9 @@ from fastp2p.errors import (
     SecurityError,
     StreamErrorCode,
 )
+from fastp2p.logs import conn_extra
 from fastp2p.memory import MemoryManager
+from fastp2p.metrics import HostMetrics, MetricsRegistry
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
@@ -103,6 +106,9 @@ class Host:
         self._datapaths: DataPaths | None = None
         self._pubsub: Pubsub | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
+        #: This host's metrics; services register their own figures here.
+        self.metrics_registry = MetricsRegistry()
+        self._metrics = HostMetrics(self.metrics_registry, lambda: self.connections)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -178,6 +184,18 @@ class Host:
         if self._pubsub is None:
             raise ClosedResourceError("pubsub is disabled or the host is not started")
         return self._pubsub
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Counters, gauges and histograms of this host, as plain data.
+
+        Connections by direction and data path, streams by protocol, wire bytes
+        and muxer frames, handshake and dial latency, errors by type, and every
+        figure a service registered on :attr:`metrics_registry`. The shape is
+        ``{name: {"type", "help", "samples": [{"labels": {...}, "value": ...}]}}``
+        (see :meth:`fastp2p.metrics.MetricsRegistry.snapshot`); the same figures
+        in Prometheus text format: :func:`fastp2p.metrics.prometheus_text`.
+        """
+        return self.metrics_registry.snapshot()
 
     # -- memory regions -------------------------------------------------------------
 
@@ -357,14 +375,23 @@ class Host:
             raise ResourceLimitExceededError("max_outbound_connections reached")
         errors: list[BaseException] = []
         for a in addrs:
+            t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(self.config.dial_timeout):
                     raw = await self._transport_for(a).dial(a)
+                    t1 = time.perf_counter()
                     chan = await secure_outbound(raw, self.identity, self.config, expected)
+                t2 = time.perf_counter()
+                self._metrics.handshake.observe(t2 - t1, "outbound")
+                self._metrics.dial.observe(t2 - t0, "ok")
                 return self._add_connection(chan, outbound=True)
-            except SecurityError:
+            except SecurityError as exc:
+                self._metrics.dial.observe(time.perf_counter() - t0, "error")
+                self._metrics.error(exc, "dial")
                 raise  # the peer is not who we asked for: never try other addresses
             except (P2PError, OSError, TimeoutError) as exc:
+                self._metrics.dial.observe(time.perf_counter() - t0, "error")
+                self._metrics.error(exc, "dial")
                 errors.append(exc)
         if len(errors) == 1:
             raise DialError(f"dial {addrs[0]} failed: {errors[0]}", errors) from errors[0]
@@ -378,10 +405,14 @@ class Host:
             raw.abort()
             return
         self._pending_inbound += 1
+        t0 = time.perf_counter()
         try:
             chan = await secure_inbound(raw, self.identity, self.config)
+            self._metrics.handshake.observe(time.perf_counter() - t0, "inbound")
         except (P2PError, OSError, TimeoutError) as exc:
-            log.info("inbound upgrade from %s failed: %s", raw.remote_addr, exc)
+            self._metrics.error(exc, "inbound_upgrade")
+            log.info("inbound upgrade from %s failed: %s", raw.remote_addr, exc,
+                     extra={"peer": "-", "conn_id": "-", "remote_addr": str(raw.remote_addr)})
             return
         except asyncio.CancelledError:
             raw.abort()
@@ -420,14 +451,19 @@ class Host:
         if outbound and chan.raw.remote_addr is not None:
             self.peerstore.add_addrs(conn.remote_peer, [chan.raw.remote_addr])
         conn.start(chan.plaintext_leftover)
+        self._metrics.connection_opened(conn)
+        log.debug("connection %s %s via %s (%s)", "to" if outbound else "from", conn.remote_peer,
+                  conn.remote_addr, conn.muxer, extra=conn.log_extra)
         for cb in self._on_connect:
             try:
                 cb(conn)
             except Exception:
-                log.exception("on_connection callback failed")
+                log.exception("on_connection callback failed", extra=conn.log_extra)
         return conn
 
     def _on_conn_closed(self, conn: Connection) -> None:
+        self._metrics.connection_closed(conn)
+        log.debug("connection with %s closed: %s", conn.remote_peer, conn.close_error, extra=conn.log_extra)
         conns = self._conns.get(conn.remote_peer)
         if conns is not None:
             with contextlib.suppress(ValueError):
@@ -470,10 +506,13 @@ class Host:
         try:
             async with asyncio.timeout(self.config.negotiation_timeout):
                 stream.protocol = await negotiate_outbound(stream, protocols)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self._metrics.error(exc, "negotiation")
             stream.reset(StreamErrorCode.PROTOCOL)
             await stream.aclose()
             raise
+        self._metrics.stream_opened(False, stream.protocol)
         return stream
 
     def _on_inbound_stream(self, stream: Stream) -> None:
@@ -486,7 +525,8 @@ class Host:
                     proto = await negotiate_inbound(stream, self._supports)
             except (NegotiationError, RemoteProtocolError, TimeoutError) as exc:
                 # go-libp2p resets streams whose negotiation fails, malformed or not.
-                log.debug("inbound stream negotiation failed: %s", exc)
+                self._metrics.error(exc, "negotiation")
+                log.debug("inbound stream negotiation failed: %s", exc, extra=conn_extra(stream.conn))
                 stream.reset(StreamErrorCode.PROTOCOL)
                 return
             stream.protocol = proto
@@ -494,16 +534,19 @@ class Host:
             if handler is None:
                 stream.reset(StreamErrorCode.PROTOCOL)
                 return
+            self._metrics.stream_opened(True, proto)
             try:
                 await handler(stream)
             except (P2PError, OSError) as exc:
-                log.debug("handler for %s ended with %r", proto, exc)
+                self._metrics.error(exc, "handler")
+                log.debug("handler for %s ended with %r", proto, exc, extra=conn_extra(stream.conn))
                 stream.reset(StreamErrorCode.INTERNAL)
-            except Exception:
-                log.exception("handler for %s failed", proto)
+            except Exception as exc:
+                self._metrics.error(exc, "handler")
+                log.exception("handler for %s failed", proto, extra=conn_extra(stream.conn))
                 stream.reset(StreamErrorCode.INTERNAL)
         except (P2PError, OSError) as exc:
-            log.debug("inbound stream failed: %r", exc)
+            log.debug("inbound stream failed: %r", exc, extra=conn_extra(stream.conn))
         finally:
             with contextlib.suppress(P2PError):
                 await stream.aclose()

@@ -8,6 +8,8 @@ MAX_PLAINTEXT: int
 MAX_NONCE: int
 NOGIL_THRESHOLD: int
 
+def openssl_version() -> str: ...
+
 class NoiseCipher:
     def __init__(self, key: bytes, nonce: int = 0) -> None: ...
     @property

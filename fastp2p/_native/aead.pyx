@@ -55,6 +55,15 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
     int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
 
+cdef extern from "openssl/crypto.h" nogil:
+    const char *OpenSSL_version(int t)
+
+
+def openssl_version():
+    """The version of the libcrypto this module runs with (``OpenSSL_version(OPENSSL_VERSION)``)."""
+    return OpenSSL_version(0).decode("ascii", "replace")
+
+
 MAX_FRAME = 65535
 TAG_SIZE = 16
 MAX_PLAINTEXT = 65519

@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastp2p.errors import AccessDeniedError, P2PError
+from fastp2p.logs import conn_extra
 from fastp2p.transport import shm
 
 if TYPE_CHECKING:
@@ -126,12 +127,12 @@ class DataPaths:
                 stream = conn.open_stream()
                 bid = shm.boot_id() if self.rdma_cfg.same_host == "shm" else b""
                 await rdma_path.upgrade_outbound(conn, stream, self.rdma_cfg, bid)
-            log.debug("connection to %s upgraded to RDMA", conn.remote_peer)
+            log.debug("connection to %s upgraded to RDMA", conn.remote_peer, extra=conn_extra(conn))
             return None
         except rdma_path.UpgradeRefused as exc:
             return f"rdma: {exc}"
         except (P2PError, OSError, TimeoutError) as exc:
-            log.info("rdma upgrade with %s failed: %r", conn.remote_peer, exc)
+            log.info("rdma upgrade with %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))
             return f"RDMA upgrade failed: {exc!r}"
         finally:
             if stream is not None:
@@ -158,7 +159,7 @@ class DataPaths:
         except (P2PError, OSError, TimeoutError) as exc:
             if conn.data_path == "tcp":
                 conn.data_path_reason = f"RDMA upgrade failed: {exc!r}"
-            log.info("rdma stream from %s failed: %r", conn.remote_peer, exc)
+            log.info("rdma stream from %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))
 
     async def _try_shm(self, conn: Connection, protos: tuple[str, ...] | None) -> str | None:
         """One shared-memory upgrade attempt: None on success, else why not."""
@@ -169,12 +170,12 @@ class DataPaths:
             async with asyncio.timeout(self.cfg.upgrade_timeout):
                 stream = conn.open_stream()
                 await shm.upgrade_outbound(conn, stream, self.cfg)
-            log.debug("connection to %s upgraded to shared memory", conn.remote_peer)
+            log.debug("connection to %s upgraded to shared memory", conn.remote_peer, extra=conn_extra(conn))
             return None
         except shm.UpgradeRefused as exc:
             return str(exc)
         except (P2PError, OSError, TimeoutError) as exc:
-            log.info("shm upgrade with %s failed: %r", conn.remote_peer, exc)
+            log.info("shm upgrade with %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))
             return f"shared-memory upgrade failed: {exc!r}"
         finally:
             if stream is not None:
@@ -191,4 +192,4 @@ class DataPaths:
             conn.data_path_reason = str(exc)
         except (P2PError, OSError, TimeoutError) as exc:
             conn.data_path_reason = f"shared-memory upgrade failed: {exc!r}"
-            log.info("shm upgrade from %s failed: %r", conn.remote_peer, exc)
+            log.info("shm upgrade from %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastp2p.errors import FrameTooLargeError, P2PError
+from fastp2p.logs import conn_extra
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.proto.identify import (
     PROTOCOL_ID,
@@ -75,7 +76,7 @@ class Identify:
             async with stream:
                 await self._read_info(stream, conn)
         except (P2PError, OSError, TimeoutError, EOFError) as exc:
-            log.debug("identify with %s failed: %r", conn.remote_peer, exc)
+            log.debug("identify with %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))
         finally:
             if not fut.done():
                 fut.set_result(None)
@@ -148,4 +149,4 @@ class Identify:
                 async with stream:
                     await stream.write(data)
             except (P2PError, OSError) as exc:
-                log.debug("identify push to %s failed: %r", conn.remote_peer, exc)
+                log.debug("identify push to %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))

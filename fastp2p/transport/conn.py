@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sys
 import time
@@ -62,6 +63,8 @@ __all__ = ["Connection", "ConnectionStats", "NoisePath"]
 log = logging.getLogger("fastp2p.conn")
 
 _now = time.monotonic
+# Connection ids: unique within the process, in log records and metrics.
+_conn_ids = itertools.count(1)
 
 
 class ConnectionStats:
@@ -188,6 +191,10 @@ class Connection:
         self.data_path_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.remote_peer = remote_peer
+        #: Process-unique id of this connection (log records carry it as ``conn_id``).
+        self.id = next(_conn_ids)
+        #: ``extra=`` for log records about this connection: ``peer`` and ``conn_id``.
+        self.log_extra: dict[str, Any] = {"peer": str(remote_peer), "conn_id": self.id}
         self.remote_public_key = remote_public_key
         self.muxer = muxer
         self.outbound = outbound
@@ -384,6 +391,11 @@ class Connection:
     def is_closed(self) -> bool:
         return self._closed
 
+    @property
+    def close_error(self) -> ConnectionClosedError | None:
+        """Why the connection closed (its ``__cause__`` is the failure, if any); None while open."""
+        return self._close_exc
+
     def __repr__(self) -> str:
         d = "out" if self.outbound else "in"
         return f"<Connection {d} {self.remote_peer} via {self.remote_addr} {self.muxer}>"
@@ -438,17 +450,18 @@ class Connection:
         if self._closed:
             return
         if isinstance(exc, RemoteProtocolError):
-            log.info("protocol error from %s: %s", self.remote_peer, exc)
+            log.info("protocol error from %s: %s", self.remote_peer, exc, extra=self.log_extra)
             # The session queued its GoAway before raising: flush it, but do not
             # drain events, whose ConnectionTerminated would drop the typed cause.
             with contextlib.suppress(Exception):
                 self._transmit()
             code = int(getattr(exc, "error_code", GoAwayCode.PROTOCOL_ERROR))
         elif isinstance(exc, SecurityError):
-            log.warning("security failure on connection to %s: %s", self.remote_peer, exc)
+            log.warning("security failure on connection to %s: %s", self.remote_peer, exc,
+                        extra=self.log_extra)
             code = GoAwayCode.PROTOCOL_ERROR
         else:
-            log.info("connection to %s failed: %s", self.remote_peer, exc)
+            log.info("connection to %s failed: %s", self.remote_peer, exc, extra=self.log_extra)
             code = GoAwayCode.INTERNAL_ERROR
         err = ConnectionClosedError(f"connection failed: {exc}", code=code, remote=True)
         err.__cause__ = exc
@@ -613,7 +626,8 @@ class Connection:
         stream = self._blocked_on
         self._slow_timer = None
         if stream is not None:
-            log.info("resetting stream %s: reader stalled with %d bytes unread", stream.id, stream.buffered)
+            log.info("resetting stream %s: reader stalled with %d bytes unread", stream.id, stream.buffered,
+                     extra=self.log_extra)
             stream.reset(StreamErrorCode.RESOURCE_LIMIT)
         self._unblock()
 

@@ -1,0 +1,307 @@
+"""What this machine and build support, and why not: ``fastp2p doctor`` and ``--version``.
+
+Each check returns a :class:`Check`: a name, a status (``ok``, ``no`` or
+``info``), what was found, and -- when something is missing -- why and how to
+fix it. Checks never raise; a check that fails unexpectedly reports the
+exception as its reason.
+
+Example:
+
+    >>> from fastp2p.doctor import run_checks
+    >>> names = [c.name for c in run_checks()]
+    >>> "native core" in names and "shared memory" in names
+    True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["Check", "run_checks", "openssl_version", "version_lines", "format_checks"]
+
+Status = Literal["ok", "no", "info"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``fastp2p doctor``."""
+
+    name: str
+    status: Status
+    detail: str
+    why_not: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _accel() -> Any:
+    from fastp2p import _accel
+
+    return _accel
+
+
+def openssl_version() -> tuple[str, str]:
+    """(version, source): the libcrypto the native AEAD runs with, else Python's ``ssl``.
+
+    ``source`` is ``"native aead"`` when the version came from
+    ``fastp2p._native.aead.openssl_version()`` (the library fastp2p's own
+    ChaCha20-Poly1305 uses, bundled in a wheel); otherwise it is
+    ``ssl.OPENSSL_VERSION`` (Python's own OpenSSL, which the pure build does
+    not use for frames either: it uses ``cryptography``) and says so.
+    """
+    try:
+        if _accel().HAVE_NATIVE:
+            from fastp2p._native import aead
+
+            return str(aead.openssl_version()), "native aead"
+    except (ImportError, AttributeError):
+        pass
+    return ssl.OPENSSL_VERSION, "Python's ssl module; the native core is not loaded"
+
+
+def _native_status() -> tuple[bool, str]:
+    try:
+        acc = _accel()
+    except ImportError as exc:
+        return False, str(exc)
+    if acc.HAVE_NATIVE:
+        return True, ""
+    if os.environ.get("FASTP2P_NO_EXTENSIONS", "") not in ("", "0"):
+        return False, "FASTP2P_NO_EXTENSIONS is set: the pure-Python twins run"
+    return False, str(acc.NATIVE_IMPORT_ERROR or "the native modules are missing")
+
+
+def _verbs_status() -> tuple[bool, str]:
+    try:
+        acc = _accel()
+    except ImportError as exc:
+        return False, str(exc)
+    if acc.HAVE_VERBS:
+        return True, ""
+    if not acc.HAVE_NATIVE:
+        return False, "needs the native core"
+    err = acc.VERBS_IMPORT_ERROR
+    if err is not None and "No module named" not in str(err):
+        return False, (
+            f"the verbs module is present but could not be loaded ({err}); install rdma-core's "
+            "libibverbs (apt-get install libibverbs1 ibverbs-providers)"
+        )
+    return False, (
+        "this build has no verbs module (no rdma-core headers at build time: apt-get install "
+        "libibverbs-dev, rebuild with FASTP2P_WITH_VERBS=1)"
+    )
+
+
+def version_lines() -> list[str]:
+    """What ``fastp2p --version`` prints: version, native core, verbs, OpenSSL."""
+    from fastp2p._version import __version__
+
+    native, why = _native_status()
+    verbs, vwhy = _verbs_status()
+    ver, src = openssl_version()
+    return [
+        f"fastp2p {__version__}",
+        f"native core: {'loaded' if native else 'not loaded (' + why + ')'}",
+        f"verbs: {'loaded' if verbs else 'not loaded (' + vwhy + ')'}",
+        f"OpenSSL: {ver} (from {src})",
+    ]
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def check_native() -> Check:
+    ok, why = _native_status()
+    if ok:
+        return Check("native core", "ok", "C kernels loaded (fastp2p._native)")
+    return Check("native core", "no", "pure-Python twins", why)
+
+
+def check_openssl() -> Check:
+    ver, src = openssl_version()
+    return Check("OpenSSL", "info", f"{ver} (from {src})")
+
+
+def check_uvloop() -> Check:
+    if importlib.util.find_spec("uvloop") is None:
+        return Check("uvloop", "no", "asyncio's default loop is used",
+                     'not installed: pip install "fastp2p[fast]"')
+    import uvloop
+
+    return Check("uvloop", "ok", f"uvloop {getattr(uvloop, '__version__', '?')}")
+
+
+def check_verbs() -> Check:
+    ok, why = _verbs_status()
+    if not ok:
+        return Check("RDMA verbs", "no", "no RDMA data path", why)
+    try:
+        from fastp2p import rdma
+    except ImportError as exc:  # pragma: no cover - depends on the tree
+        return Check("RDMA verbs", "no", "verbs module loaded", f"fastp2p.rdma unavailable: {exc}")
+    devs = rdma.devices()
+    names = ", ".join(d["name"] for d in devs) or "none"
+    usable, rwhy = rdma.available()
+    if usable:
+        return Check("RDMA verbs", "ok", f"devices: {names}")
+    return Check("RDMA verbs", "no", f"devices: {names}", rwhy)
+
+
+def check_hugepages() -> Check:
+    try:
+        with open("/proc/sys/vm/nr_hugepages") as f:
+            total = int(f.read().strip() or 0)
+    except OSError as exc:
+        return Check("huge pages", "no", "unknown", f"cannot read /proc/sys/vm/nr_hugepages: {exc}")
+    free, size_kb = None, None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("HugePages_Free:"):
+                    free = int(line.split()[1])
+                elif line.startswith("Hugepagesize:"):
+                    size_kb = int(line.split()[1])
+    except OSError:
+        pass
+    size = f"{size_kb // 1024} MiB" if size_kb else "?"
+    if total <= 0:
+        return Check("huge pages", "no", f"0 reserved (page size {size})",
+                     "host.alloc(..., hugepages=True) falls back to normal pages; reserve some: "
+                     "echo 512 > /proc/sys/vm/nr_hugepages (as root)")
+    return Check("huge pages", "ok", f"{total} reserved, {free if free is not None else '?'} free, {size} each")
+
+
+def check_memlock() -> Check:
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+
+    def fmt(v: int) -> str:
+        return "unlimited" if v == resource.RLIM_INFINITY else f"{v // 1024} KiB"
+
+    detail = f"soft {fmt(soft)}, hard {fmt(hard)}"
+    try:
+        from fastp2p.rdma import memlock_problem
+    except ImportError:  # pragma: no cover
+        return Check("RLIMIT_MEMLOCK", "info", detail)
+    problem = memlock_problem()
+    if problem is None:
+        extra = "" if soft == resource.RLIM_INFINITY else " (enough for RDMA, or CAP_IPC_LOCK held)"
+        return Check("RLIMIT_MEMLOCK", "ok", detail + extra)
+    return Check("RLIMIT_MEMLOCK", "no", detail, problem)
+
+
+def check_netns() -> Check:
+    if not os.path.exists("/proc/self/ns/net"):
+        return Check("network namespaces", "no", "unsupported", "/proc/self/ns/net is missing (not Linux?)")
+    ip = shutil.which("ip") or next(
+        (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip") if os.path.exists(p)), None
+    )
+    if ip is None:
+        return Check("network namespaces", "no", "kernel supports them",
+                     "the `ip` tool is missing (apt-get install iproute2)")
+    try:
+        r = subprocess.run([ip, "netns", "list"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("network namespaces", "no", "kernel supports them", f"`ip netns list` failed: {exc}")
+    if r.returncode != 0:
+        return Check("network namespaces", "no", "kernel supports them",
+                     f"`ip netns list` failed: {r.stderr.strip() or r.returncode}")
+    if os.geteuid() != 0:
+        return Check("network namespaces", "no", "`ip netns` can list",
+                     "creating namespaces (`ip netns add`) needs root or CAP_SYS_ADMIN")
+    n = len([ln for ln in r.stdout.splitlines() if ln.strip()])
+    return Check("network namespaces", "ok", f"`ip netns` usable as root ({n} existing)")
+
+
+_IFF_UP, _IFF_LOOPBACK, _IFF_MULTICAST = 0x1, 0x8, 0x1000
+
+
+def _multicast_interfaces() -> list[str]:
+    out: list[str] = []
+    try:
+        names = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            with open(f"/sys/class/net/{name}/flags") as f:
+                flags = int(f.read().strip(), 16)
+        except (OSError, ValueError):
+            continue
+        if flags & _IFF_UP and flags & _IFF_MULTICAST and not flags & _IFF_LOOPBACK:
+            out.append(name)
+    return out
+
+
+def check_multicast() -> Check:
+    ifaces = _multicast_interfaces()
+    if not ifaces:
+        return Check("multicast (mDNS)", "no", "no up, multicast-capable, non-loopback interface",
+                     "mDNS discovery (224.0.0.251:5353) cannot reach other hosts")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        mreq = struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("0.0.0.0"))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except OSError as exc:
+        return Check("multicast (mDNS)", "no", f"interfaces: {', '.join(ifaces)}",
+                     f"joining 224.0.0.251 failed: {exc} (no multicast route?)")
+    finally:
+        s.close()
+    return Check("multicast (mDNS)", "ok", f"interfaces: {', '.join(ifaces)}; joined 224.0.0.251")
+
+
+def check_shm() -> Check:
+    try:
+        from fastp2p.transport import shm
+    except ImportError as exc:
+        return Check("shared memory", "no", "TCP only between local peers", str(exc))
+    ok, why = shm.available()
+    if ok:
+        return Check("shared memory", "ok", "same-host peers upgrade to /fastp2p/shm/1.0.0")
+    return Check("shared memory", "no", "TCP only between local peers", why)
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_native,
+    check_openssl,
+    check_uvloop,
+    check_shm,
+    check_verbs,
+    check_hugepages,
+    check_memlock,
+    check_netns,
+    check_multicast,
+)
+
+
+def run_checks() -> list[Check]:
+    """Run every check; one that raises becomes a ``no`` with the exception as reason."""
+    out = []
+    for fn in CHECKS:
+        try:
+            out.append(fn())
+        except Exception as exc:  # a doctor must not crash on an odd machine
+            name = fn.__name__.removeprefix("check_")
+            out.append(Check(name, "no", "check failed", f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def format_checks(checks: list[Check]) -> str:
+    """The text report: one line per check, a ``why:`` line under each ``no``."""
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status:<4} {c.name:<{width}}  {c.detail}")
+        if c.why_not:
+            lines.append(f"     {'':<{width}}  why: {c.why_not}")
+    return "\n".join(lines)
