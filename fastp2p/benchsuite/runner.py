@@ -232,7 +232,8 @@ class Runner:
         conns = self.p.idle_conns
         if b.idle_conns_cap is not None and conns > b.idle_conns_cap:
             conns = b.idle_conns_cap
-            self.note(b.name, f"idle: {conns} idle connections instead of {self.p.idle_conns} (slow dial)")
+            self.note(b.name, f"idle: {conns} idle connections instead of {self.p.idle_conns} "
+                              "(backend cap: each needs its own client host)")
         sc, cc = self._idle_one(b, conns, 0)
         out = {"srv KiB/conn": sc, "cli KiB/conn": cc}
         if b.streams_are_connections:
