@@ -13,7 +13,7 @@ here; when it cannot, ``reason`` names the cause and the fix:
 ``devices()`` lists devices with their ports and GIDs. ``open_device()``
 returns the process-wide :class:`RdmaDevice` (context, protection domain,
 chosen port, GID, MTU) that every RDMA connection of the process shares; the
-protection domain caches registrations of ``MemoryRegion``s (lazily, once per
+protection domain caches registrations of ``MemoryRegion`` objects (lazily, once per
 region, never per message).
 
 ``FASTP2P_RDMA_DEVICE`` (a device name, e.g. ``rxe0``) picks the device;
