@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Fuzz smoke of every C harness: csrc/fuzz/fuzz_*.c, each linked with every
-# csrc/fp_*.c and -lcrypto (a source may add "// ci-ldflags: -lfoo"), so new
-# harnesses and kernels are picked up without editing this script.
+# Fuzz smoke of every C harness: csrc/fuzz/fuzz_*.c, each linked against an
+# archive of every csrc/fp_*.c (instrumented) and -lcrypto, so new harnesses and
+# kernels are picked up without editing this script and a harness pulls in only
+# the kernels it uses (a source may add "// ci-ldflags: -lfoo"; a kernel's flags
+# go on every link after -Wl,--as-needed). A kernel that does not compile fails
+# every harness.
 #
 #   clang with libFuzzer -> coverage-guided libFuzzer + ASan/UBSan. Seeds: the committed
 #                           corpus csrc/fuzz/corpus/<harness>/ when it exists (read only;
@@ -82,10 +85,37 @@ fi
 if [[ "$mode" == libfuzzer ]]; then CC=clang; else CC=${FUZZ_CC:-gcc}; fi
 echo "fuzz_smoke: mode=$mode compiler=$CC ${SECONDS_PER}s per harness: ${harnesses[*]}"
 
-libs="-lcrypto $(ldflags_of "${kernels[@]}")"
+libs="-lcrypto -Wl,--as-needed $(ldflags_of "${kernels[@]}")"
 passed=0
 failed=0
 notes=()
+# the kernels once, instrumented like the harnesses, into an archive
+if [[ "$mode" == libfuzzer ]]; then
+    KFLAGS="-std=c11 -g -O1 -Icsrc -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+    HFLAGS="-std=c11 -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+else
+    KFLAGS="-std=c11 -g -O1 -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+    HFLAGS="$KFLAGS"
+fi
+objs=()
+kernel_errors=()
+for k in "${kernels[@]}"; do
+    o="$WORK/$(basename "${k%.c}").o"
+    # shellcheck disable=SC2086
+    if $CC $KFLAGS -c -o "$o" "$k"; then
+        objs+=("$o")
+    else
+        kernel_errors+=("$(basename "$k")")
+    fi
+done
+lib="$WORK/libfp.a"
+[[ ${#objs[@]} -gt 0 ]] && ar rcs "$lib" "${objs[@]}"
+if [[ ${#kernel_errors[@]} -gt 0 ]]; then
+    echo "fuzz_smoke: kernels that do not compile: ${kernel_errors[*]}: every harness fails"
+    echo "0 passed, ${#harnesses[@]} failed"
+    record 0 "${#harnesses[@]}" 1 "mode=$mode; kernels do not compile: ${kernel_errors[*]}"
+    exit 1
+fi
 for h in "${harnesses[@]}"; do
     src="$OUT/$h.c"
     bin="$WORK/$h.bin"
@@ -93,8 +123,7 @@ for h in "${harnesses[@]}"; do
     ok=0
     if [[ "$mode" == libfuzzer ]]; then
         # shellcheck disable=SC2086
-        if clang -std=c11 -g -O1 -Icsrc -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=undefined -o "$bin" "$src" "${kernels[@]}" $libs $(ldflags_of "$src"); then
+        if $CC $HFLAGS -o "$bin" "$src" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src"); then
             corpus="${FUZZ_CORPUS_OUT:+$FUZZ_CORPUS_OUT/$h}"
             corpus="${corpus:-$SCRATCH/corpus-$h}"  # outside the tree unless asked
             mkdir -p "$corpus" "$WORK/artifacts-$h"
@@ -112,8 +141,7 @@ for h in "${harnesses[@]}"; do
         fi
     else
         # shellcheck disable=SC2086
-        if $CC -std=c11 -g -O1 -Icsrc -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-                -o "$bin" "$src" "$OUT/driver.c" "${kernels[@]}" $libs $(ldflags_of "$src"); then
+        if $CC $HFLAGS -o "$bin" "$src" "$OUT/driver.c" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src"); then
             if ASAN_OPTIONS=abort_on_error=1 "$bin" "$SECONDS_PER" >"$log" 2>&1; then
                 ok=1
             fi

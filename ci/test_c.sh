@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # C unit tests for csrc/ under AddressSanitizer + UndefinedBehaviorSanitizer.
 #
-# Every csrc/tests/test_*.c is a test program (its own main) linked with every
-# csrc/fp_*.c and -lcrypto, so a new test or a new kernel file is built without
-# editing this script. A source may ask for more link flags with a line
+# Every csrc/tests/test_*.c is a test program (its own main) linked against an
+# archive of every csrc/fp_*.c plus -lcrypto, so a new test or a new kernel file
+# is built without editing this script; the archive means a test pulls in only
+# the kernels it uses (a test of the frame codec needs no libibverbs). A source
+# may ask for more link flags with a line
 #     // ci-ldflags: -lfoo
+# (a kernel's flags go on every link, after -Wl,--as-needed).
 # Each binary counts as one test (a kernel that does not compile counts as one
 # failed test); all run even when one fails. Ends with the
 # line "N passed, M failed" and, when FASTP2P_CI_OUT is set, records the counts
@@ -62,7 +65,10 @@ for k in "${kernels[@]}"; do
         failed_names+=("compile:$(basename "$k")")
     fi
 done
-libs="-lcrypto $(ldflags_of "${kernels[@]}")"
+lib="$OBJ/libfp.a"
+rm -f "$lib"
+[[ ${#objs[@]} -gt 0 ]] && ar rcs "$lib" "${objs[@]}"
+libs="-lcrypto -Wl,--as-needed $(ldflags_of "${kernels[@]}")"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -71,7 +77,7 @@ for t in "${tests[@]}"; do
     bin="$BIN/$name.bin"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
-    if $CC $CFLAGS -o "$bin" "$t" "${objs[@]}" $libs $(ldflags_of "$t") \
+    if $CC $CFLAGS -o "$bin" "$t" ${objs[@]:+"$lib"} $libs $(ldflags_of "$t") \
         && timeout "${C_TEST_TIMEOUT:-300}" "$bin"; then
         passed=$((passed + 1))
         awk -v n="$name" -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "ci/test_c.sh: PASS %s (%.1fs)\n", n, b - a }'
