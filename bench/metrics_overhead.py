@@ -26,7 +26,28 @@ async def _sink(stream: fastp2p.Stream) -> None:
     await stream.close_write()
 
 
-async def one_run(nbytes: int) -> float:
+def _count_metric_calls() -> list[int]:
+    """Count every Counter.inc / Histogram.observe from now on (None: no metrics module)."""
+    calls = [0]
+    try:
+        from fastp2p import metrics
+    except ImportError:
+        return calls
+    for cls, name in ((metrics.Counter, "inc"), (metrics.Histogram, "observe")):
+        orig = getattr(cls, name)
+
+        def wrapped(self: object, *a: object, _orig: object = orig, **kw: object) -> None:
+            calls[0] += 1
+            _orig(self, *a, **kw)  # type: ignore[operator]
+
+        setattr(cls, name, wrapped)
+    return calls
+
+
+CALLS = _count_metric_calls()
+
+
+async def one_run(nbytes: int) -> tuple[float, float, int]:
     cfg = fastp2p.HostConfig(data_paths=("tcp",))
     async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"], config=cfg) as server, \
             fastp2p.Host(config=cfg) as client:
@@ -34,6 +55,8 @@ async def one_run(nbytes: int) -> float:
         peer = await client.connect(server.full_addrs[0])
         stream = await client.open_stream(peer, "/sink/1.0.0")
         data = memoryview(bytearray(CHUNK))
+        calls0 = CALLS[0]
+        c0 = time.process_time()
         t0 = time.perf_counter()
         sent = 0
         while sent < nbytes:
@@ -42,9 +65,11 @@ async def one_run(nbytes: int) -> float:
         await stream.close_write()
         got = int.from_bytes(await stream.read_exactly(8), "big")
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        calls = CALLS[0] - calls0
         await stream.aclose()
         assert got == sent, (got, sent)
-        return sent / dt / 1e9
+        return sent / dt / 1e9, cpu / (sent / (1 << 30)), calls
 
 
 def main() -> None:
@@ -58,12 +83,17 @@ def main() -> None:
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover
         factory = None
-    rates = []
+    rates, cpus, calls = [], [], []
     for _ in range(args.runs):
         with asyncio.Runner(loop_factory=factory) as r:
-            rates.append(r.run(one_run(int(args.gib * (1 << 30)))))
+            rate, cpu, n = r.run(one_run(int(args.gib * (1 << 30))))
+        rates.append(rate)
+        cpus.append(cpu)
+        calls.append(n)
     print("GB/s per run:", " ".join(f"{x:.3f}" for x in rates))
-    print(f"median {statistics.median(rates):.3f} GB/s  best {max(rates):.3f} GB/s")
+    print(f"median {statistics.median(rates):.3f} GB/s  best {max(rates):.3f} GB/s  "
+          f"CPU {statistics.median(cpus):.3f} s/GiB (median; both hosts, one process)  "
+          f"metric calls during the transfer: {max(calls)}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,12 @@ async def _listen(args: argparse.Namespace) -> int:
             from fastp2p.metrics import serve_prometheus
 
             mhost, mport = _host_port(args.metrics)
-            metrics_server = await serve_prometheus(host.metrics_registry, mhost, mport)
+            try:
+                metrics_server = await serve_prometheus(host.metrics_registry, mhost, mport)
+            except ImportError:
+                raise ValueError(
+                    '--metrics needs prometheus-client: pip install "fastp2p[metrics]"'
+                ) from None
             bound = metrics_server.sockets[0].getsockname()
             print(f"metrics: http://{bound[0]}:{bound[1]}/metrics", file=sys.stderr, flush=True)
         for a in host.full_addrs:

@@ -24,7 +24,7 @@ from fastp2p import _accel
 from fastp2p.logs import TEXT_FORMAT, ContextFilter, JsonFormatter
 from fastp2p.transport import shm
 
-CONN_LOGGERS = ("fastp2p.host", "fastp2p.conn", "fastp2p.datapaths", "fastp2p.identify")
+CONN_LOGGERS = ("fastp2p.host", "fastp2p.conn", "fastp2p.datapaths", "fastp2p.identify", "fastp2p.shm")
 
 
 class _Capture(logging.Handler):

@@ -239,3 +239,17 @@ def test_cli_metrics_address_is_validated() -> None:
     assert _host_port("[::1]:9100") == ("::1", 9100)
     with pytest.raises(ValueError):
         _host_port("9100x")
+
+
+def test_cli_metrics_without_prometheus_client(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastp2p import metrics
+    from fastp2p.cli import main
+
+    async def missing(*a: object) -> None:
+        raise ImportError("No module named 'prometheus_client'")
+
+    monkeypatch.setattr(metrics, "serve_prometheus", missing)
+    assert main(["listen", "--metrics", "127.0.0.1:0", "--timeout", "0.1"]) == 1
+    assert 'pip install "fastp2p[metrics]"' in capsys.readouterr().err

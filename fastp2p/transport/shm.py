@@ -456,7 +456,8 @@ def _make_path(conn: Connection, seg: Any, my_efd: int, peer_efd: int, peer_pid:
 
 
 async def _hand_over(
-    lsock: socket.socket, secret: bytes, fds: list[int], timeout: float
+    lsock: socket.socket, secret: bytes, fds: list[int], timeout: float,
+    log_extra: dict[str, Any] | None = None,
 ) -> int:
     """Accept on the hand-off socket until a process presents ``secret``; pass it
     ``fds``. Returns that process's pid as the kernel reports it.
@@ -484,7 +485,8 @@ async def _hand_over(
                 winner.set_result((csock, pid))
             else:
                 log.warning(
-                    "shm upgrade: refused local process pid %d uid %d on the hand-off socket", pid, uid
+                    "shm upgrade: refused local process pid %d uid %d on the hand-off socket", pid, uid,
+                    extra=log_extra,
                 )
         except (OSError, TimeoutError):
             pass
@@ -539,7 +541,8 @@ async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> 
         lsock.setblocking(False)
         secret = secrets.token_bytes(msgs.SECRET_SIZE)
         hand = asyncio.get_running_loop().create_task(
-            _hand_over(lsock, secret, [seg.fd, efd_me, efd_peer], cfg.upgrade_timeout)
+            _hand_over(lsock, secret, [seg.fd, efd_me, efd_peer], cfg.upgrade_timeout,
+                       getattr(conn, "log_extra", None))
         )
         hello = ShmMessage(
             Kind.HELLO,
