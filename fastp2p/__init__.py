@@ -7,13 +7,14 @@ Public API: ``Host``, ``Stream``, ``PeerID``, ``Multiaddr``, key classes,
 from fastp2p import services
 from fastp2p._accel import HAVE_NATIVE, HAVE_VERBS, Buffer, BufferPool
 from fastp2p._version import __version__
-from fastp2p.config import HostConfig, MplexConfig, NoiseConfig, YamuxConfig
+from fastp2p.config import GossipsubConfig, HostConfig, MplexConfig, NoiseConfig, YamuxConfig
 from fastp2p.errors import *  # noqa: F403
 from fastp2p.errors import __all__ as _errors_all
 from fastp2p.host import Host
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, Ed25519PublicKey, PeerID, PublicKey
 from fastp2p.peerstore import PeerInfo, Peerstore
+from fastp2p.services.pubsub import PublishError, PubsubMessage, Subscription, ValidationResult
 from fastp2p.stream import Stream
 
 __all__ = [
@@ -35,6 +36,11 @@ __all__ = [
     "YamuxConfig",
     "MplexConfig",
     "NoiseConfig",
+    "GossipsubConfig",
+    "Subscription",
+    "PubsubMessage",
+    "ValidationResult",
+    "PublishError",
     "services",
     *_errors_all,
 ]

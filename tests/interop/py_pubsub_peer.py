@@ -66,6 +66,9 @@ class Peer:
         self.pubsub = pubsub
         self.quiet = False
         self.received = 0
+        self.first_ms: float | None = None
+        self.last_ms: float | None = None
+        self.lats: list[float] = []
         self.subscribed: set[str] = set()
 
     async def reader(self, sub) -> None:  # type: ignore[no-untyped-def]
@@ -74,6 +77,14 @@ class Peer:
             recv_ms = time.time() * 1000
             self.received += 1
             if self.quiet:
+                # bench mode: payloads start with "<send time ms>;"
+                try:
+                    self.lats.append(recv_ms - float(msg.data[:32].split(b";")[0]))
+                except ValueError:
+                    pass
+                if self.first_ms is None:
+                    self.first_ms = recv_ms
+                self.last_ms = recv_ms
                 continue
             try:
                 from_id = str(multiaddr_peer(msg.from_id))
@@ -142,7 +153,24 @@ async def commands(peer: Peer, nursery) -> None:  # type: ignore[no-untyped-def]
             elif c == "quiet":
                 peer.quiet = True
                 peer.received = 0
+                peer.first_ms = peer.last_ms = None
+                peer.lats = []
                 emit("quiet")
+            elif c == "bench_publish":
+                t0 = time.time() * 1000
+                pad = b"x" * int(cmd["size"])
+                for _ in range(int(cmd["n"])):
+                    head = b"%.3f;" % (time.time() * 1000)
+                    await peer.pubsub.publish(cmd["topic"], (head + pad)[: int(cmd["size"])])
+                emit("bench_published", n=cmd["n"], start_ms=t0, end_ms=time.time() * 1000)
+            elif c == "stats":
+                s = sorted(peer.lats)
+
+                def q(f: float, s: list[float] = s) -> float | None:
+                    return s[min(len(s) - 1, int(f * len(s)))] if s else None
+
+                emit("stats", received=peer.received, first_ms=peer.first_ms, last_ms=peer.last_ms,
+                     p50_ms=q(0.5), p99_ms=q(0.99))
             elif c == "count":
                 emit("count", received=peer.received)
             elif c == "exit":

@@ -72,6 +72,9 @@ const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: false })
 let quiet = false
 let received = 0
+let firstMs = null
+let lastMs = null
+let lats = []
 const waiters = []
 
 function checkWaiters () {
@@ -89,6 +92,12 @@ pubsub.addEventListener('message', (evt) => {
   const recvMs = performance.timeOrigin + performance.now()
   received++
   if (quiet) {
+    // bench mode: payloads start with "<send time ms>;"
+    const head = decoder.decode(msg.data.subarray(0, 32)).split(';')[0]
+    const sent = Number(head)
+    if (!Number.isNaN(sent)) lats.push(recvMs - sent)
+    if (firstMs === null) firstMs = recvMs
+    lastMs = recvMs
     return
   }
   emit('message', {
@@ -153,7 +162,22 @@ rl.on('line', async (line) => {
     } else if (cmd.cmd === 'quiet') {
       quiet = true
       received = 0
+      firstMs = lastMs = null
+      lats = []
       emit('quiet', {})
+    } else if (cmd.cmd === 'bench_publish') {
+      const t0 = performance.timeOrigin + performance.now()
+      const pad = 'x'.repeat(cmd.size)
+      for (let i = 0; i < cmd.n; i++) {
+        const now = performance.timeOrigin + performance.now()
+        const text = (now.toFixed(3) + ';' + pad).slice(0, cmd.size)
+        await pubsub.publish(cmd.topic, encoder.encode(text))
+      }
+      emit('bench_published', { n: cmd.n, start_ms: t0, end_ms: performance.timeOrigin + performance.now() })
+    } else if (cmd.cmd === 'stats') {
+      const s = [...lats].sort((a, b) => a - b)
+      const q = (f) => s.length ? s[Math.min(s.length - 1, Math.floor(f * s.length))] : null
+      emit('stats', { received, first_ms: firstMs, last_ms: lastMs, p50_ms: q(0.5), p99_ms: q(0.99) })
     } else if (cmd.cmd === 'count') {
       emit('count', { received })
     } else if (cmd.cmd === 'exit') {
