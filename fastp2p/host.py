@@ -28,7 +28,7 @@ from fastp2p.errors import (
 )
 from fastp2p.logs import conn_extra
 from fastp2p.memory import MemoryManager
-from fastp2p.metrics import HostMetrics, MetricsRegistry
+from fastp2p.metrics import HostMetrics, MetricsRegistry, pubsub_collector
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
@@ -140,6 +140,7 @@ class Host:
             from fastp2p.services.pubsub import Pubsub
 
             self._pubsub = Pubsub(self, self.config.pubsub)
+            self.metrics_registry.add_collector(pubsub_collector(self._pubsub))
         try:
             for addr in self._listen:
                 lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)

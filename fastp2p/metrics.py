@@ -437,3 +437,35 @@ def _conn_io(conn: Any) -> tuple[int, int, int, int]:
         int(mux.get("frames_out", 0)),
         int(mux.get("frames_in", 0)),
     )
+
+
+def pubsub_collector(pubsub: Any) -> Collector:
+    """Scrape-time figures of a pubsub service (gossipsub router counters, mesh sizes).
+
+    Reads only the service's public surface (``router.stats``,
+    ``router.subscriptions``, ``router.mesh_peers``, ``pubsub.score``), so the
+    router keeps counting as it does and nothing is added to its hot path.
+    """
+
+    def collect() -> list[MetricFamily]:
+        r = pubsub.router
+        events = MetricFamily(
+            "fastp2p_pubsub_events_total", "counter",
+            "Gossipsub router counts: received, delivered, duplicates, rejected, forwarded, ...",
+            ("event",), {(k,): v for k, v in r.stats.as_dict().items()},
+        )
+        topics = sorted(r.subscriptions)
+        mesh = MetricFamily("fastp2p_pubsub_mesh_peers", "gauge", "Mesh peers per subscribed topic.",
+                            ("topic",), {(t,): len(r.mesh_peers(t)) for t in topics})
+        peers: set[Any] = set()
+        for t in topics:
+            peers |= set(r.topic_peers(t))
+        scores = MetricFamily("fastp2p_pubsub_peers_by_score", "gauge",
+                              "Peers in subscribed topics by the sign of their score.", ("sign",),
+                              {("negative",): 0, ("zero",): 0, ("positive",): 0})
+        for p in peers:
+            s = pubsub.score(p)
+            scores.samples[("negative" if s < 0 else "positive" if s > 0 else "zero",)] += 1
+        return [events, mesh, scores]
+
+    return collect

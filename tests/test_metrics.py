@@ -253,3 +253,30 @@ def test_cli_metrics_without_prometheus_client(
     monkeypatch.setattr(metrics, "serve_prometheus", missing)
     assert main(["listen", "--metrics", "127.0.0.1:0", "--timeout", "0.1"]) == 1
     assert 'pip install "fastp2p[metrics]"' in capsys.readouterr().err
+
+
+async def test_pubsub_figures_in_host_metrics() -> None:
+    from dataclasses import replace
+
+    from fastp2p.config import GossipsubConfig
+
+    fast = GossipsubConfig(heartbeat_interval=0.1, heartbeat_initial_delay=0.01)
+    cfg = HostConfig(data_paths=("tcp",), pubsub=replace(fast))
+    async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"], config=cfg) as a, fastp2p.Host(
+        listen=["/ip4/127.0.0.1/tcp/0"], config=cfg
+    ) as b:
+        await b.connect(a.full_addrs[0])
+        sa = await a.pubsub.subscribe("t")
+        await b.pubsub.subscribe("t")
+        await b.pubsub.wait_for_peers("t", 1)
+        await b.pubsub.publish("t", b"hello")
+        async with asyncio.timeout(5):
+            await sa.get()
+            while a.pubsub.mesh("t") != [b.peer_id]:
+                await asyncio.sleep(0.01)
+        reg = a.metrics_registry
+        assert reg.value("fastp2p_pubsub_events_total", event="delivered") >= 1
+        assert reg.value("fastp2p_pubsub_events_total", event="messages_received") >= 1
+        assert reg.value("fastp2p_pubsub_mesh_peers", topic="t") == 1
+        assert reg.value("fastp2p_pubsub_peers_by_score") == 1
+        assert "fastp2p_pubsub_events_total" in a.metrics()
