@@ -47,7 +47,8 @@ __all__ = [
     "conn_extra",
 ]
 
-#: The loggers fastp2p writes to (stable names: configure them by name).
+#: The loggers fastp2p writes to (stable names: configure them by name; every one is
+#: a literal ``fastp2p.<name>``, checked by tests/test_logging_secrets.py).
 LOGGER_NAMES: tuple[str, ...] = (
     "fastp2p.host",         # connections opened/closed, handler failures, inbound upgrades
     "fastp2p.conn",         # connection failures (protocol/security errors), stalled readers
@@ -57,6 +58,9 @@ LOGGER_NAMES: tuple[str, ...] = (
     "fastp2p.rdma",         # RDMA data path
     "fastp2p.memory",       # memory regions (huge-page fallbacks)
     "fastp2p.pubsub",       # gossipsub driver (validators, malformed RPCs, PX)
+    "fastp2p.dht",          # Kademlia DHT
+    "fastp2p.bootstrap",    # bootstrap peers
+    "fastp2p.files",        # file sharing / fetching
 )
 
 #: The CLI's text format: time, level, logger, connection context, message.

@@ -173,19 +173,21 @@ async def test_no_secret_in_debug_logs(
 
 
 def test_logger_names_are_stable() -> None:
-    """Every logger fastp2p creates is listed in fastp2p.logs.LOGGER_NAMES."""
+    """Every logger is created with a literal ``fastp2p.<name>`` (stable, configurable by name)."""
     import pathlib
     import re
 
     from fastp2p.logs import LOGGER_NAMES
 
     root = pathlib.Path(fastp2p.__file__).parent
-    names = set()
+    names = {}
     for path in root.rglob("*.py"):
         if path.name == "logs.py":  # configures the parent "fastp2p" logger (and a doctest's)
             continue
-        for m in re.finditer(r"logging\.getLogger\((?:\"([^\"]+)\"|(__name__))\)", path.read_text()):
-            names.add(m.group(1) or ".".join(path.relative_to(root.parent).with_suffix("").parts))
+        for m in re.finditer(r"logging\.getLogger\(([^)]*)\)", path.read_text()):
+            names[m.group(1)] = path.relative_to(root).as_posix()
     assert names, "no loggers found"
-    assert names <= set(LOGGER_NAMES), names - set(LOGGER_NAMES)
+    for arg, where in names.items():
+        assert re.fullmatch(r'"fastp2p\.[a-z_.]+"', arg), f"{where}: logging.getLogger({arg})"
     assert all(n.startswith("fastp2p.") for n in LOGGER_NAMES)
+    assert {'"fastp2p.host"', '"fastp2p.conn"'} <= set(names)
