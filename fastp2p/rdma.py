@@ -18,6 +18,22 @@ region, never per message).
 
 ``FASTP2P_RDMA_DEVICE`` (a device name, e.g. ``rxe0``) picks the device;
 ``FASTP2P_RDMA_PORT`` the port (default: the first active one).
+
+Trying it on an ordinary Linux machine (Soft-RoCE, no RDMA NIC)::
+
+    apt-get install libibverbs-dev rdma-core ibverbs-providers   # headers + rxe provider
+    FASTP2P_WITH_VERBS=1 pip install -e .                         # builds fastp2p._native.verbs
+    modprobe rdma_rxe && rdma link add rxe0 type rxe netdev eth0  # needs a kernel with rdma_rxe
+    ulimit -l unlimited                                           # or run as root
+    python -c "import fastp2p.rdma as r; print(r.available())"
+
+Two hosts then upgrade their connections by themselves (``HostConfig.data_paths``
+defaults to ``("rdma", "shm", "tcp")``); peers on one host keep shared memory
+unless ``RdmaConfig(same_host="rdma")``. ``conn.data_path`` says which path a
+connection uses and ``conn.data_path_reason`` why not a faster one. Where the
+kernel has no rdma_rxe (containers, this project's sandbox), the QEMU guest of
+``../shared/rdma-vm`` provides one: ``ci/rdma_tests.sh`` runs the RDMA tests there
+and ``python -m fastp2p.benchsuite.rdma`` benchmarks against perftest.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Objects: ``Context`` (an opened device) -> ``ProtectionDomain`` ->
 ``MemoryRegistration`` (of a fastp2p ``MemoryRegion`` or any writable buffer)
 and ``QueuePair`` (RC); ``Context`` -> ``CompletionQueue`` (with a completion
-channel whose fd an asyncio loop watches). Every object has an idempotent
+channel whose fd an event loop watches). Every object has an idempotent
 ``close()`` and is a context manager; a parent's ``close()`` closes its
 children first; a child keeps its parent alive.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -45,11 +46,16 @@ SERVER_IP = os.environ.get("FASTP2P_BENCH_RDMA_IP", "10.99.0.1")
 def _perftest(tool: str, args: list[str], port: int) -> str:
     dev = _device()
     common = ["-d", dev.name, "-i", str(dev.port), "-x", str(dev.gid_index), "-p", str(port), "-F", *args]
-    server = subprocess.Popen([tool, *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([tool, *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)
-        client = subprocess.run([tool, *common, SERVER_IP], capture_output=True, text=True, timeout=600)
-        server.wait(60)
+        # the server needs a moment to listen (seconds under emulation): retry the client
+        for attempt in range(4):
+            time.sleep(1.0 + 2 * attempt)
+            client = subprocess.run([tool, *common, SERVER_IP], capture_output=True, text=True, timeout=600)
+            if client.returncode == 0 or server.poll() is not None:
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(30)
     finally:
         if server.poll() is None:
             server.kill()
@@ -320,15 +326,28 @@ async def host_bench(path: str, total: int, rtt_iters: int) -> dict[str, float]:
 # -- the run ----------------------------------------------------------------------------------
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, rounds: int = 3) -> dict[str, Any]:
+    """``rounds`` interleaved rounds of every row; the medians (raw rounds under "rounds")."""
     from fastp2p import rdma
 
     ok, why = rdma.available()
     if not ok:
         raise SystemExit(f"fastp2p.benchsuite.rdma: RDMA unavailable: {why}")
-    scale = 8 if quick else 1
+    all_rounds = [_round(quick, 18600 + 20 * i) for i in range(rounds)]
+
+    def med(vals: list[Any]) -> Any:
+        if isinstance(vals[0], dict):
+            return {k: med([v[k] for v in vals]) for k in vals[0]}
+        return statistics.median(vals)
+
+    res: dict[str, Any] = {k: med([r[k] for r in all_rounds]) for k in all_rounds[0] if k not in ("device", "quick")}
+    res.update(device=_device().name, quick=quick, rounds=all_rounds)
+    return res
+
+
+def _round(quick: bool, port: int) -> dict[str, Any]:
+    scale = 8 if quick else 2
     res: dict[str, Any] = {"device": _device().name, "quick": quick}
-    port = 18600
     for size, total in ((64 * KiB, 128 * MiB), (MiB, 128 * MiB)):
         t = total // scale
         label = f"{size // KiB} KiB"
@@ -417,12 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastp2p.benchsuite.rdma", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1/8 of the sizes (smoke run)")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--peer", choices=("rdma", "tcp"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.peer:
         asyncio.run(_peer_main(a.peer))
         return 0
-    res = run(a.quick)
+    res = run(a.quick, a.rounds)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -234,10 +234,15 @@ class RdmaPath(DataPath):
         self.device = ep.dev
         self._B = ep.buf
         self._send_cap = min(ep.buf, peer.buf_size or ep.buf)
-        self._credits = peer.credits
-        self._peer_window = peer.credits
+        # Both sides use the smaller of the two receive windows, so each sender's
+        # queue stays within its size and each receiver's credit threshold is
+        # reachable by what the sender may have outstanding.
+        window = min(peer.credits, ep.nrecv)
+        if window < 2 or self._send_cap < 4096:
+            raise RemoteProtocolError(f"rdma peer offered {peer.credits} receive slots of {peer.buf_size} bytes")
+        self._credits = window
         self._owed = 0
-        self._credit_threshold = max(1, ep.nrecv // 2)
+        self._credit_threshold = max(1, window // 2)
         self._free_slots: list[int] = list(range(ep.nsend - 1, -1, -1))
         self._open_slot = -1
         self._open_fill = 0
