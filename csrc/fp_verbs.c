@@ -1,5 +1,6 @@
 /* fp_verbs.c - batches, polling and QP transitions over libibverbs.
  * See fp_verbs.h for the ownership contract. */
+// ci-ldflags: -libverbs
 #define _GNU_SOURCE
 #include "fp_verbs.h"
 
