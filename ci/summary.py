@@ -74,7 +74,9 @@ class Suite:
     name: str
     kind: str  # "pytest" (owns files under tests/) or "counts" (a step writes its counts)
     globs: tuple[str, ...] = ()  # pytest: file patterns relative to the repo root
-    required: str = "yes"  # "yes" | "if-files" (required once it owns a file) | "no"
+    # "yes" | "no" | "if-files" (required once it owns a file) |
+    # "env:NAME" (required when $NAME is 1, i.e. when ci/test.sh was asked to run that step)
+    required: str = "yes"
     no_skip: bool = False  # every collected test must run
     env: dict[str, str] = field(default_factory=dict)
     all_tests: bool = False  # pytest: the whole tests/ tree (a second pass), owns no files
@@ -104,8 +106,9 @@ SUITES: tuple[Suite, ...] = (
     Suite("fuzz", "counts", what="fuzz smoke, one run per harness"),
     Suite("bench-smoke", "counts", what="bench --quick runs every backend without an error "
                                          "(numbers not gated)"),
-    # --- planned required suites: flip to required="yes" once their step exists
-    Suite("rdma", "counts", required="no", what="RDMA verbs in the VM (planned)"),
+    # --- required when their step runs; flip to required="yes" once CI always runs them
+    Suite("rdma", "counts", required="env:FASTP2P_CI_RDMA", no_skip=True,
+          what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; FASTP2P_CI_RDMA=1)"),
     Suite("netns", "counts", required="no", what="network-namespace testbed (planned)"),
 )
 BY_NAME = {s.name: s for s in SUITES}
@@ -276,9 +279,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_required(s: Suite, owned: int | None) -> bool:
+    if s.required.startswith("env:"):
+        return os.environ.get(s.required[4:], "0") == "1"
+    return s.required == "yes" or (s.required == "if-files" and (owned or 0) > 0)
+
+
 def judge(s: Suite, r: dict[str, Any] | None, owned: int | None, opted: bool) -> tuple[str, bool]:
     """(status text, gate failure?) for one suite."""
-    required = s.required == "yes" or (s.required == "if-files" and (owned or 0) > 0)
+    required = is_required(s, owned)
     if s.required == "if-files" and not owned:
         return "no test files yet (required once there are)", False
     if r is None:
@@ -326,7 +335,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         status, bad = judge(s, r, owned.get(s.name), s.name in opted)
         if bad:
             failed.append(s.name)
-        req = {"yes": "yes", "if-files": "if files", "no": "no"}[s.required]
+        req = {"yes": "yes", "if-files": "if files", "no": "no"}.get(s.required, "")
+        if s.required.startswith("env:"):
+            req = "yes" if is_required(s, None) else f"if {s.required[4:]}=1"
         if s.name in opted:
             req = "OPTED OUT"
         elif s.no_skip:

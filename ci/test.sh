@@ -17,6 +17,7 @@
 #   FASTP2P_CI_OPTOUT="interop,rdma"  suites that do not gate this run (printed loudly);
 #                                     opting out of interop also skips step 4
 #   FASTP2P_CI_RUNSLOW=1              also run tests marked slow
+#   FASTP2P_CI_RDMA=1                 also run ci/rdma_tests.sh (Soft-RoCE VM); rdma is then required
 #   FASTP2P_CI_OUT=DIR                results (default build/ci-results)
 #   FUZZ_SECONDS (10), CI_TIME_BUDGET (seconds, 1200), PYTHON (python3)
 set -euo pipefail
@@ -106,6 +107,12 @@ req_lf=0
 [[ $(id -u) -eq 0 ]] && req_lf=1
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} FUZZ_REQUIRE_LIBFUZZER=${FUZZ_REQUIRE_LIBFUZZER:-$req_lf} \
     bash ci/fuzz_smoke.sh || true  # counted by the gate
+
+if [[ "${FASTP2P_CI_RDMA:-0}" == 1 ]]; then
+    # the rdma suite is required when asked for (ci/summary.py: required="env:FASTP2P_CI_RDMA")
+    step "RDMA tests (Soft-RoCE VM, ci/rdma_tests.sh)"
+    bash ci/rdma_tests.sh || true  # records its counts; the gate judges them
+fi
 
 step "bench smoke (numbers not gated)"
 b0=$(now)
