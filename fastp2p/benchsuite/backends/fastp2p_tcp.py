@@ -25,7 +25,8 @@ def _loop_factory() -> Any:
 
 # Bench overrides of the defaults, recorded in the results: the 10 000-stream
 # scenario needs max_streams above 10 000.
-CONFIG_NOTE = "HostConfig overrides: max_streams=20000 (yamux, mplex)"
+CONFIG_NOTE = ("HostConfig overrides: max_streams=20000 (yamux, mplex); data_paths=('tcp',) "
+               "(this bench measures the TCP path; the same-host suite measures shm)")
 
 
 def _config(muxer: str) -> Any:
@@ -35,7 +36,7 @@ def _config(muxer: str) -> Any:
 
     d = HostConfig()
     # no fallback: the results say these overrides were applied, so they must be
-    return HostConfig(muxers=(MUXERS[muxer],),
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",),
                       yamux=dataclasses.replace(d.yamux, max_streams=20_000),
                       mplex=dataclasses.replace(d.mplex, max_streams=20_000))
 
