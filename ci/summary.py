@@ -106,9 +106,12 @@ SUITES: tuple[Suite, ...] = (
     Suite("fuzz", "counts", what="fuzz smoke, one run per harness"),
     Suite("bench-smoke", "counts", what="bench --quick runs every backend without an error "
                                          "(numbers not gated)"),
-    # --- required when their step runs; flip to required="yes" once CI always runs them
+    Suite("wheel", "counts", what="sdist + manylinux wheel, installed --no-index without a "
+                                   "compiler, demo run (ci/wheel_smoke.sh)"),
+    Suite("docs", "counts", what="Sphinx docs with -W and their doctest examples (ci/docs.sh)"),
+    # --- required when their step runs: ci/test.sh runs it by default as root
     Suite("rdma", "counts", required="env:FASTP2P_CI_RDMA", no_skip=True,
-          what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; FASTP2P_CI_RDMA=1)"),
+          what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; on by default as root)"),
     Suite("netns", "counts", required="no", what="network-namespace testbed (planned)"),
 )
 BY_NAME = {s.name: s for s in SUITES}

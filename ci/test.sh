@@ -17,7 +17,8 @@
 #   FASTP2P_CI_OPTOUT="interop,rdma"  suites that do not gate this run (printed loudly);
 #                                     opting out of interop also skips step 4
 #   FASTP2P_CI_RUNSLOW=1              also run tests marked slow
-#   FASTP2P_CI_RDMA=1                 also run ci/rdma_tests.sh (Soft-RoCE VM); rdma is then required
+#   FASTP2P_CI_RDMA=1|0               run ci/rdma_tests.sh (Soft-RoCE VM; default 1 as root),
+#                                     rdma is then required
 #   FASTP2P_CI_OUT=DIR                results (default build/ci-results)
 #   FUZZ_SECONDS (10), CI_TIME_BUDGET (seconds, 1200), PYTHON (python3)
 set -euo pipefail
@@ -108,7 +109,13 @@ req_lf=0
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} FUZZ_REQUIRE_LIBFUZZER=${FUZZ_REQUIRE_LIBFUZZER:-$req_lf} \
     bash ci/fuzz_smoke.sh || true  # counted by the gate
 
-if [[ "${FASTP2P_CI_RDMA:-0}" == 1 ]]; then
+# As root (CI) the Soft-RoCE VM can be set up, so the RDMA suite runs and is required
+# unless opted out (FASTP2P_CI_OPTOUT=rdma or FASTP2P_CI_RDMA=0).
+if [[ -z "${FASTP2P_CI_RDMA:-}" ]]; then
+    if [[ $(id -u) -eq 0 ]] && ! optout rdma; then FASTP2P_CI_RDMA=1; else FASTP2P_CI_RDMA=0; fi
+fi
+export FASTP2P_CI_RDMA
+if [[ "${FASTP2P_CI_RDMA}" == 1 ]]; then
     # the rdma suite is required when asked for (ci/summary.py: required="env:FASTP2P_CI_RDMA")
     step "RDMA tests (Soft-RoCE VM, ci/rdma_tests.sh)"
     bash ci/rdma_tests.sh || true  # records its counts; the gate judges them
@@ -125,6 +132,18 @@ else
 fi
 "$PY" ci/summary.py record bench-smoke --passed $(( brc == 0 )) --failed $(( brc != 0 )) \
     --rc "$brc" --seconds "$(( $(now) - b0 ))"
+
+step "wheel smoke (sdist + manylinux wheel installed with no compiler; demo)"
+w0=$(now)
+if PYTHON="$PY" bash ci/wheel_smoke.sh; then wrc=0; else wrc=$?; fi
+"$PY" ci/summary.py record wheel --passed $(( wrc == 0 )) --failed $(( wrc != 0 )) \
+    --rc "$wrc" --seconds "$(( $(now) - w0 ))"
+
+step "docs (sphinx-build -W, doctest builder)"
+d0=$(now)
+if PYTHON="$PY" bash ci/docs.sh; then drc=0; else drc=$?; fi
+"$PY" ci/summary.py record docs --passed $(( drc == 0 )) --failed $(( drc != 0 )) \
+    --rc "$drc" --seconds "$(( $(now) - d0 ))"
 step_end
 
 echo
