@@ -86,6 +86,7 @@ class Suite:
 SUITES: tuple[Suite, ...] = (
     # --- native pass: each test file in exactly one of these (first match wins)
     Suite("shm", "pytest", ("tests/integration/test_shm*.py", "tests/native/test_shm*.py",
+                            "tests/integration/test_regions.py", "tests/native/test_region.py",
                             "tests/shm/*"), required="if-files",
           what="shared-memory rings and grants"),
     Suite("hostile", "pytest", ("tests/integration/test_bad_input.py",), no_skip=True,
