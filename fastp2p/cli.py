@@ -96,7 +96,10 @@ async def _listen(args: argparse.Namespace) -> int:
     from fastp2p.services import serve_echo, serve_perf
 
     addrs = args.addr or ["/ip4/127.0.0.1/tcp/0"]
-    async with Host(_load_key(args.key), listen=addrs, config=_config(args.muxer, args.data_path)) as host:
+    from fastp2p.cli_dht import apply_listen_options
+
+    config = apply_listen_options(args, _config(args.muxer, args.data_path))
+    async with Host(_load_key(args.key), listen=addrs, config=config) as host:
         serve_echo(host)
         serve_perf(host)
         metrics_server = None
@@ -313,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fastp2p.cli_pubsub import register as register_pubsub
 
     register_pubsub(sub)
+    from fastp2p.cli_dht import register as register_dht
+
+    register_dht(sub)
     return p
 
 

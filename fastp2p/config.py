@@ -202,6 +202,49 @@ class RdmaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DhtConfig:
+    """Kademlia DHT (``/ipfs/kad/1.0.0``) settings; see ``fastp2p.services.kad``.
+
+    ``mode``: "server" answers DHT queries and is added to other peers'
+    routing tables; "client" only queries; "auto" starts as a client and
+    becomes a server once a peer that dialled us reports (identify's observed
+    address) one of our listen addresses, i.e. we are reachable.
+    """
+
+    enabled: bool = False
+    mode: str = "auto"
+    protocol: str = "/ipfs/kad/1.0.0"
+    k: int = 20
+    alpha: int = 3
+    #: disjoint lookup paths (S/Kademlia); 1 = a plain lookup
+    disjoint_paths: int = 1
+    rpc_timeout: float = 10.0
+    query_timeout: float = 60.0
+    refresh_interval: float = 600.0
+    #: GET_VALUE answers collected before a get_value returns
+    quorum: int = 3
+    provider_expiry: float = 48 * 3600.0
+    provider_republish: float = 22 * 3600.0
+    provider_addr_ttl: float = 30 * 60.0
+    record_ttl: float = 36 * 3600.0
+    max_records: int = 10_000
+    max_records_per_peer: int = 256
+    max_provider_keys: int = 100_000
+    max_providers_per_key: int = 64
+    max_keys_per_provider: int = 10_000
+    #: largest value accepted in the default ``/fastp2p/`` namespace
+    max_value_size: int = 16 * 1024
+    #: concurrent inbound DHT streams served per peer
+    max_streams_per_peer: int = 16
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("server", "client", "auto"):
+            raise ValueError(f"DhtConfig.mode must be server, client or auto, got {self.mode!r}")
+        if self.k < 1 or self.alpha < 1 or self.disjoint_paths < 1 or self.quorum < 1:
+            raise ValueError("DhtConfig: k, alpha, disjoint_paths and quorum must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -222,3 +265,6 @@ class HostConfig:
     enable_identify: bool = True
     enable_ping: bool = True
     pubsub: GossipsubConfig = field(default_factory=GossipsubConfig)
+    dht: DhtConfig = field(default_factory=DhtConfig)
+    #: multiaddrs (with ``/p2p/``) dialled at start, with retries; they seed the DHT
+    bootstrap: tuple[str, ...] = ()

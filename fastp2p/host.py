@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from fastp2p._native.buffer import MemoryRegion
     from fastp2p.services.datapaths import DataPaths
     from fastp2p.services.identify import Identify
+    from fastp2p.services.kad import Dht
     from fastp2p.services.ping import Ping
     from fastp2p.services.pubsub import Pubsub
 
@@ -105,6 +106,7 @@ class Host:
         self._ping: Ping | None = None
         self._datapaths: DataPaths | None = None
         self._pubsub: Pubsub | None = None
+        self._dht: Dht | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
         #: This host's metrics; services register their own figures here.
         self.metrics_registry = MetricsRegistry()
@@ -141,10 +143,18 @@ class Host:
 
             self._pubsub = Pubsub(self, self.config.pubsub)
             self.metrics_registry.add_collector(pubsub_collector(self._pubsub))
+        if self.config.dht.enabled:
+            from fastp2p.services.kad import Dht
+
+            self._dht = Dht(self, self.config.dht)
         try:
             for addr in self._listen:
                 lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)
                 self._listeners.append(lst)
+            if self.config.bootstrap:
+                from fastp2p.services.bootstrap import start_bootstrap
+
+                start_bootstrap(self, self.config.bootstrap)
         except BaseException:
             await self.aclose()
             raise
@@ -156,6 +166,8 @@ class Host:
         self._closing = True
         if self._pubsub is not None:
             self._pubsub.close()
+        if self._dht is not None:
+            self._dht.close()
         for lst in self._listeners:
             await lst.aclose()
         self._listeners.clear()
@@ -185,6 +197,17 @@ class Host:
         if self._pubsub is None:
             raise ClosedResourceError("pubsub is disabled or the host is not started")
         return self._pubsub
+
+    @property
+    def dht(self) -> Dht:
+        """The Kademlia DHT (``HostConfig.dht.enabled``; see :mod:`fastp2p.services.kad`).
+
+        Raises:
+            ClosedResourceError: the DHT is disabled or the host is not started.
+        """
+        if self._dht is None:
+            raise ClosedResourceError("the DHT is disabled (HostConfig.dht.enabled) or the host is not started")
+        return self._dht
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Counters, gauges and histograms of this host, as plain data.
@@ -315,12 +338,14 @@ class Host:
     def _count(self, outbound: bool) -> int:
         return sum(1 for c in self.connections if c.outbound == outbound)
 
-    async def connect(self, addr: str | Multiaddr | PeerInfo) -> PeerID:
+    async def connect(self, addr: str | Multiaddr | PeerInfo | PeerID) -> PeerID:
         """Connect to a peer (no-op if already connected) and wait for identify.
 
         Args:
             addr: a multiaddr ending in ``/p2p/<id>`` (the id is then verified),
-                a plain multiaddr (any peer accepted), or a ``PeerInfo``.
+                a plain multiaddr (any peer accepted), a ``PeerInfo``, or a
+                ``PeerID`` (string or object): with no address known, the DHT
+                (when enabled) is asked for one (``host.dht.find_peer``).
 
         Returns:
             The authenticated remote ``PeerID``.
@@ -333,9 +358,15 @@ class Host:
         Cancellation: a half-open connection is aborted.
         """
         self._check_running()
+        if isinstance(addr, PeerID):
+            addr = PeerInfo(addr)
+        elif isinstance(addr, str) and not addr.startswith("/"):
+            addr = PeerInfo(PeerID.from_string(addr))
         if isinstance(addr, PeerInfo):
             expected: PeerID | None = addr.peer_id
             addrs = list(addr.addrs) or self.peerstore.addrs(addr.peer_id)
+            if not addrs and self._dht is not None and self.connection(addr.peer_id) is None:
+                addrs = list((await self._dht.find_peer(addr.peer_id)).addrs)
         else:
             ma = Multiaddr(addr) if not isinstance(addr, Multiaddr) else addr
             expected = ma.peer_id()

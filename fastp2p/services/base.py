@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fastp2p.memory import MemoryManager
     from fastp2p.multiaddr import Multiaddr
     from fastp2p.peer import Ed25519PrivateKey, PeerID
-    from fastp2p.peerstore import Peerstore
+    from fastp2p.peerstore import PeerInfo, Peerstore
     from fastp2p.transport.conn import Connection
     from fastp2p.transport.stream import Stream
 
@@ -49,8 +49,17 @@ class ServiceHost(Protocol):
     def set_handler(self, protocol: str, handler: Handler, *, match: Callable[[str], bool] | None = None) -> None:
         """Serve ``protocol``."""
 
+    def remove_handler(self, protocol: str) -> None:
+        """Stop serving ``protocol``."""
+
     def on_connection(self, callback: Callable[[Connection], Any]) -> None:
         """Be told of every new connection."""
+
+    def connection(self, peer: PeerID) -> Connection | None:
+        """An open connection to ``peer``, or None."""
+
+    async def connect(self, addr: str | Multiaddr | PeerInfo) -> PeerID:
+        """Connect to a peer (no-op if connected); its authenticated PeerID."""
 
     async def open_stream(self, peer: PeerID, *protocols: str) -> Stream:
         """Open a negotiated stream."""

@@ -35,6 +35,7 @@ bucket is refreshed through the lookup of our own key).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Iterable
@@ -70,17 +71,42 @@ def common_prefix_length(a: bytes, b: bytes) -> int:
     return KEY_BITS - d.bit_length()
 
 
-def random_key_with_cpl(local_key: bytes, cpl: int, rng: random.Random) -> bytes:
-    """A random identity-multihash-shaped key whose SHA-256 shares exactly ``cpl`` bits.
+@functools.lru_cache(maxsize=1)
+def _prefix_table() -> tuple[bytes, ...]:
+    """For every 16-bit prefix, a PeerId-shaped key whose SHA-256 starts with it.
 
-    ``cpl`` is capped at 15 (about 2^16 hashes in the worst case).
+    Built once per process (about 7 x 10^5 hashes, deterministic: keys are
+    ``identity-multihash header + counter``); go-libp2p-kbucket ships the
+    same kind of table pre-generated.
+    """
+    table: list[bytes | None] = [None] * 65536
+    missing = 65536
+    counter = 0
+    header = b"\x00\x24\x08\x01\x12\x20" + bytes(24)
+    sha = hashlib.sha256
+    while missing:
+        candidate = header + counter.to_bytes(8, "big")
+        counter += 1
+        h = sha(candidate).digest()
+        i = h[0] << 8 | h[1]
+        if table[i] is None:
+            table[i] = candidate
+            missing -= 1
+    return tuple(t for t in table if t is not None)
+
+
+def random_key_with_cpl(local_key: bytes, cpl: int, rng: random.Random) -> bytes:
+    """A PeerId-shaped key whose SHA-256 shares exactly ``cpl`` bits with ``local_key``.
+
+    ``cpl`` is capped at 15: the key comes from a table of 2^16 prefixes.
     """
     cpl = min(cpl, MAX_REFRESH_CPL)
-    while True:
-        # 0x00 0x24 + 36 random bytes: the shape of an identity-hashed Ed25519 PeerId.
-        candidate = b"\x00\x24\x08\x01\x12\x20" + rng.randbytes(32)
-        if common_prefix_length(kad_key(candidate), local_key) == cpl:
-            return candidate
+    mine = local_key[0] << 8 | local_key[1]
+    keep = (0xFFFF << (16 - cpl)) & 0xFFFF  # the cpl shared bits
+    flip = 1 << (15 - cpl)  # the first differing bit
+    low = rng.getrandbits(16) & (flip - 1)
+    prefix = (mine & keep) | ((mine & flip) ^ flip) | low
+    return _prefix_table()[prefix]
 
 
 @dataclass(slots=True)
@@ -114,8 +140,8 @@ class RoutingTable:
         self._buckets: list[dict[bytes, Entry]] = [{} for _ in range(KEY_BITS)]
         self._replacements: list[dict[bytes, float]] = [{} for _ in range(KEY_BITS)]
         self._index: dict[bytes, int] = {}
-        #: when each bucket last had a lookup (for refresh); 0 = never
-        self._refreshed: list[float] = [0.0] * KEY_BITS
+        #: when each bucket last had a lookup (for refresh); -inf = never
+        self._refreshed: list[float] = [float("-inf")] * KEY_BITS
 
     # -- queries ------------------------------------------------------------------------
 
