@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fastp2p.cli_pubsub import register as register_pubsub
 
     register_pubsub(sub)
+    from fastp2p.cli_files import register as register_files
+
+    register_files(sub)
     from fastp2p.cli_dht import register as register_dht
 
     register_dht(sub)

@@ -245,6 +245,40 @@ class DhtConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FilesConfig:
+    """File sharing (``host.files``): announcements on pubsub, multi-provider fetch.
+
+    See ``fastp2p/services/files.py`` for the protocol and announcement format.
+    """
+
+    #: pubsub topic of announcements
+    topic: str = "fastp2p/files/1.0.0"
+    #: bytes per chunk of new manifests (a power of two, 4 KiB .. 64 MiB)
+    chunk_size: int = 1 << 20
+    #: re-announce every shared file this often (seconds); also on new topic peers
+    announce_interval: float = 30.0
+    #: forget an announcement not heard again within this many seconds
+    announcement_ttl: float = 120.0
+    #: announcements kept (least recently heard dropped first)
+    max_announcements: int = 4096
+    #: chunk bytes requested but not yet received, per provider
+    pipeline_bytes: int = 8 << 20
+    #: a provider that delivers no chunk for this long is dropped
+    stall_timeout: float = 15.0
+    #: how long a fetch waits for a (new) provider when it has none
+    provider_wait: float = 10.0
+    #: threads hashing chunks (share, verify, resume)
+    hash_threads: int = 2
+
+    def __post_init__(self) -> None:
+        cs = self.chunk_size
+        if cs < 4096 or cs > 64 << 20 or cs & (cs - 1):
+            raise ValueError(f"FilesConfig.chunk_size must be a power of two in [4 KiB, 64 MiB], got {cs}")
+        if self.max_announcements < 1 or self.hash_threads < 1 or self.pipeline_bytes < 1:
+            raise ValueError("FilesConfig: max_announcements, hash_threads and pipeline_bytes must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -265,6 +299,7 @@ class HostConfig:
     enable_identify: bool = True
     enable_ping: bool = True
     pubsub: GossipsubConfig = field(default_factory=GossipsubConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
     #: multiaddrs (with ``/p2p/``) dialled at start, with retries; they seed the DHT
     bootstrap: tuple[str, ...] = ()

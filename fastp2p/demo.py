@@ -3,9 +3,13 @@
 The orchestrator (this process) starts one seeding peer and one (or two)
 fetching peers as child processes, each a full fastp2p Host on loopback. They
 talk libp2p: TCP, multistream-select, Noise XX, yamux or mplex, identify, ping
-and the content-addressed file protocol. Children report progress as JSON
-lines on stdout; the orchestrator prints a summary and exits 0 only if every
-step succeeded (including the SHA-256 check of every fetched copy).
+and content-addressed file sharing (``host.files``: a chunk manifest whose
+CIDv1 names the file, announced on the ``fastp2p/files/1.0.0`` pubsub topic,
+fetched from every provider at once with each chunk verified). Children
+report progress as JSON lines on stdout; the orchestrator prints a summary
+and exits 0 only if every step succeeded (including the SHA-256 check of
+every chunk of every fetched copy). With ``--peers 3`` the third peer fetches
+from the first two in parallel.
 """
 
 from __future__ import annotations
@@ -50,17 +54,15 @@ def _host_config(muxer: str, data_path: str) -> Any:
 async def _seed(path: str, muxer: str, data_path: str) -> int:
     from fastp2p import HAVE_NATIVE
     from fastp2p.host import Host
-    from fastp2p.services.files import FileShare
 
     async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=_host_config(muxer, data_path)) as host:
-        share = FileShare(host)
-        digest = share.add_file(path)
+        info = await host.files.share(path)
         _emit(
             event="ready",
             peer_id=str(host.peer_id),
             addrs=[str(a) for a in host.full_addrs],
-            digest=digest,
-            size=os.path.getsize(path),
+            cid=info.cid,
+            size=info.size,
             native=HAVE_NATIVE,
             loop=_loop_name(),
         )
@@ -68,14 +70,15 @@ async def _seed(path: str, muxer: str, data_path: str) -> int:
     return 0
 
 
-async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool, data_path: str) -> int:
+async def _fetch(
+    addrs: list[str], cid: str, out: str, muxer: str, serve: bool, data_path: str
+) -> int:
     from fastp2p.host import Host
-    from fastp2p.services.files import FileShare
 
     listen = ["/ip4/127.0.0.1/tcp/0"] if serve else []
     async with Host(listen=listen, config=_host_config(muxer, data_path)) as host:
         t0 = time.perf_counter()
-        peer = await host.connect(addr)
+        peer = await host.connect(addrs[0])
         connect_s = time.perf_counter() - t0
         conn = host.connection(peer)
         assert conn is not None
@@ -94,7 +97,8 @@ async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool, data
         )
         rtts = [await host.ping(peer) for _ in range(5)]
         _emit(event="ping", rtt_ms=sorted(rtts)[len(rtts) // 2] * 1000)
-        share = FileShare(host)
+        for other in addrs[1:]:
+            await host.connect(other)
         last = [0.0]
 
         def progress(got: int, size: int) -> None:
@@ -103,17 +107,19 @@ async def _fetch(addr: str, digest: str, out: str, muxer: str, serve: bool, data
                 last[0] = now
                 _emit(event="progress", got=got, size=size)
 
-        res = await share.fetch(peer, digest, out, progress=progress)
+        # Providers: those announced on the topic and the peers just dialled.
+        res = await host.files.fetch(cid, out, progress=progress)
         _emit(
             event="fetched",
             size=res.size,
             seconds=res.seconds,
-            digest=res.digest,
+            cid=res.cid,
             verified=True,
             data_path=conn.data_path,
+            providers={str(p): n for p, n in res.bytes_per_provider.items()},
         )
         if serve:
-            share.add_file(out, digest)
+            await host.files.share(out)
             _emit(event="ready", peer_id=str(host.peer_id), addrs=[str(a) for a in host.full_addrs])
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     return 0
@@ -127,8 +133,8 @@ def _child_main(argv: list[str]) -> int:
     s.add_argument("--muxer", required=True)
     s.add_argument("--data-path", default="auto")
     f = sub.add_parser("fetch")
-    f.add_argument("--addr", required=True)
-    f.add_argument("--digest", required=True)
+    f.add_argument("--addr", required=True, action="append")
+    f.add_argument("--cid", required=True)
     f.add_argument("--out", required=True)
     f.add_argument("--muxer", required=True)
     f.add_argument("--serve", action="store_true")
@@ -137,7 +143,7 @@ def _child_main(argv: list[str]) -> int:
     try:
         if a.role == "seed":
             return _run(_seed(a.file, a.muxer, a.data_path))
-        return _run(_fetch(a.addr, a.digest, a.out, a.muxer, a.serve, a.data_path))
+        return _run(_fetch(a.addr, a.cid, a.out, a.muxer, a.serve, a.data_path))
     except Exception as exc:  # reported to the orchestrator, which decides the exit code
         _emit(event="error", error=f"{type(exc).__name__}: {exc}")
         return 1
@@ -234,25 +240,29 @@ def run_demo(args: argparse.Namespace) -> int:
         seed = _Child("peer A", ["seed", "--file", src, "--muxer", muxer, "--data-path", dp])
         children.append(seed)
         ready = seed.next_event("ready")
-        digest = ready["digest"]
+        cid = ready["cid"]
         size = int(ready["size"])
         print(f"peer A  {ready['peer_id']}  listening on {ready['addrs'][0]}")
-        print(f"        sharing {size} bytes, sha256 {digest}")
+        print(f"        sharing {size} bytes as {cid}")
+        print("        (CIDv1 of a manifest of SHA-256 chunk hashes, announced on fastp2p/files/1.0.0)")
 
         summaries = []
-        source = ready["addrs"][0]
+        sources = [ready["addrs"][0]]
+        names_by_id = {ready["peer_id"]: "peer A"}
         names = ["peer B", "peer C"][: args.peers - 1]
         for i, name in enumerate(names):
             out = os.path.join(tmp, f"fetched-{i}.bin")
             serve = i + 1 < len(names)
             child = _Child(
                 name,
-                ["fetch", "--addr", source, "--digest", digest, "--out", out, "--muxer", muxer]
+                ["fetch", *[x for s in sources for x in ("--addr", s)], "--cid", cid, "--out", out]
+                + ["--muxer", muxer]
                 + ["--data-path", dp]
                 + (["--serve"] if serve else []),
             )
             children.append(child)
             conn = child.next_event("connected")
+            names_by_id[conn["peer_id"]] = name
             print(f"{name}  {conn['peer_id']}  connected to {conn['remote']}")
             print(
                 f"        secured with Noise XX (ChaCha20-Poly1305), muxer {conn['muxer']}, "
@@ -269,17 +279,20 @@ def run_demo(args: argparse.Namespace) -> int:
             child.on_progress = lambda got, sz, n=name, t=t0: _bar(n, got, sz, t, show)
             fetched = child.next_event("fetched", timeout=600)
             mbps = fetched["size"] / fetched["seconds"] / 1e6
+            frm = ", ".join(
+                f"{names_by_id.get(p, p)} {n / 1e6:.1f} MB" for p, n in fetched["providers"].items()
+            )
             print(
                 f"        fetched {fetched['size']} bytes in {fetched['seconds']:.3f} s "
-                f"= {mbps:.1f} MB/s ({mbps * 8 / 1000:.2f} Gbit/s) over {fetched['data_path']}, "
-                "sha256 verified"
+                f"= {mbps:.1f} MB/s ({mbps * 8 / 1000:.2f} Gbit/s) over {fetched['data_path']} "
+                f"from {frm}, sha256 verified (every chunk and the manifest CID)"
             )
-            if fetched["digest"] != digest or os.path.getsize(out) != size:
+            if fetched["cid"] != cid or os.path.getsize(out) != size:
                 print(f"fastp2p demo: error: {name} copy does not match", file=sys.stderr)
                 return 1
             summaries.append((name, fetched, ping))
             if serve:
-                source = child.next_event("ready")["addrs"][0]
+                sources.insert(0, child.next_event("ready")["addrs"][0])
 
         print("\nsummary")
         kernel = "native C (OpenSSL EVP)" if HAVE_NATIVE else "pure Python (cryptography)"

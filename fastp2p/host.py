@@ -49,6 +49,7 @@ from fastp2p.transport.upgrader import (
 if TYPE_CHECKING:
     from fastp2p._native.buffer import MemoryRegion
     from fastp2p.services.datapaths import DataPaths
+    from fastp2p.services.files import Files
     from fastp2p.services.identify import Identify
     from fastp2p.services.kad import Dht
     from fastp2p.services.ping import Ping
@@ -106,6 +107,7 @@ class Host:
         self._ping: Ping | None = None
         self._datapaths: DataPaths | None = None
         self._pubsub: Pubsub | None = None
+        self._files: Files | None = None
         self._dht: Dht | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
         #: This host's metrics; services register their own figures here.
@@ -164,6 +166,8 @@ class Host:
         if self._closing:
             return
         self._closing = True
+        if self._files is not None:
+            self._files.close()
         if self._pubsub is not None:
             self._pubsub.close()
         if self._dht is not None:
@@ -208,6 +212,22 @@ class Host:
         if self._dht is None:
             raise ClosedResourceError("the DHT is disabled (HostConfig.dht.enabled) or the host is not started")
         return self._dht
+
+    @property
+    def files(self) -> Files:
+        """Content-addressed file sharing (``HostConfig.files``): share, announce, fetch.
+
+        Created on first use (hosts that never share or fetch load none of it).
+
+        Raises:
+            ClosedResourceError: the host is not started or is closing.
+        """
+        if self._files is None:
+            self._check_running()
+            from fastp2p.services.files import Files
+
+            self._files = Files(self, self.config.files)
+        return self._files
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Counters, gauges and histograms of this host, as plain data.

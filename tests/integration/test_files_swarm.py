@@ -1,0 +1,262 @@
+"""host.files: share, announce over pubsub, multi-provider verified fetch (TCP loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fastp2p.config import FilesConfig, HostConfig
+from fastp2p.host import Host
+from fastp2p.proto.manifest import Manifest, ManifestError
+from fastp2p.services.files import NoProvidersError, parse_announcement, safe_name
+
+CHUNK = 64 << 10
+
+
+def _config(**files: object) -> HostConfig:
+    fc = FilesConfig(**{"chunk_size": CHUNK, "pipeline_bytes": 4 * CHUNK, "provider_wait": 2.0, **files})  # type: ignore[arg-type]
+    return HostConfig(files=fc)
+
+
+@contextlib.asynccontextmanager
+async def _hosts(n: int, **files: object) -> AsyncIterator[list[Host]]:
+    hosts = [Host(listen=["/ip4/127.0.0.1/tcp/0"], config=_config(**files)) for _ in range(n)]
+    try:
+        for h in hosts:
+            await h.start()
+        yield hosts
+    finally:
+        for h in hosts:
+            await h.aclose()
+
+
+def _write(path: pathlib.Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+async def _wait_providers(host: Host, cid: str, n: int, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while len(host.files.providers_table(cid)) < n:
+            await asyncio.sleep(0.05)
+
+
+async def test_three_providers_announce_and_share_the_fetch(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "src.bin", 8 * 1024 * 1024 + 12345)
+    async with _hosts(4) as hosts:
+        provs, me = hosts[:3], hosts[3]
+        for p in provs:
+            await me.connect(p.full_addrs[0])
+        infos = [await p.files.share(tmp_path / "src.bin") for p in provs]
+        assert len({i.cid for i in infos}) == 1
+        info = infos[0]
+        assert info.name == "src.bin" and info.size == len(data)
+        assert info.cid == Manifest.from_bytes(data, CHUNK).cid
+        seen: list[str] = []
+
+        async def watch() -> None:
+            async for a in me.files.announcements():
+                seen.append(str(a.peer))
+
+        task = asyncio.create_task(watch())
+        await _wait_providers(me, info.cid, 3)
+        progress: list[int] = []
+        res = await me.files.fetch(info.cid, tmp_path / "dst.bin", progress=lambda g, s: progress.append(g))
+        task.cancel()
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        assert res.size == res.bytes == len(data) and res.cid == info.cid and res.resumed == 0
+        assert sum(res.bytes_per_provider.values()) == len(data)
+        assert set(res.providers) == {p.peer_id for p in provs}, res.bytes_per_provider
+        assert not res.dropped
+        assert progress[-1] == len(data) and progress == sorted(progress)
+        assert set(seen) == {str(p.peer_id) for p in provs}
+        ann = me.files.providers_table(info.cid)[0]
+        assert ann.name == "src.bin" and ann.size == len(data)
+        assert all(a.endswith(f"/p2p/{ann.peer}") for a in ann.addrs)
+
+
+async def test_lying_provider_is_dropped_and_its_chunks_refetched(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "good.bin", 4 * 1024 * 1024)
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(data)
+    async with _hosts(3) as (honest, liar, me):
+        info = await honest.files.share(tmp_path / "good.bin")
+        assert (await liar.files.share(bad)).cid == info.cid
+        bad.write_bytes(bytes(len(data)))  # same size, every chunk now wrong
+        res = await me.files.fetch(
+            info.cid, tmp_path / "dst.bin", providers=[liar.full_addrs[0], honest.full_addrs[0]]
+        )
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        assert liar.peer_id in res.dropped and "does not match" in res.dropped[liar.peer_id]
+        assert res.bytes_per_provider == {honest.peer_id: len(data)}
+
+
+async def test_only_liars_fails_and_keeps_nothing_unverified(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 1024 * 1024)
+    async with _hosts(2) as (liar, me):
+        info = await liar.files.share(tmp_path / "f.bin")
+        (tmp_path / "f.bin").write_bytes(b"\xff" * len(data))
+        with pytest.raises(NoProvidersError, match="does not match"):
+            await me.files.fetch(info.cid, tmp_path / "dst.bin", providers=[liar.full_addrs[0]])
+
+
+async def test_resume_keeps_verified_chunks(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 2 * 1024 * 1024 + 7)
+    dst = tmp_path / "dst.bin"
+    # half right, then garbage in one chunk of the first half, short file
+    partial = bytearray(data[: len(data) // 2])
+    partial[CHUNK * 3 : CHUNK * 3 + 10] = b"0123456789"
+    dst.write_bytes(bytes(partial))
+    async with _hosts(2) as (prov, me):
+        info = await prov.files.share(tmp_path / "f.bin")
+        res = await me.files.fetch(info.cid, dst, providers=[prov.full_addrs[0]])
+        assert dst.read_bytes() == data
+        assert res.resumed == (len(partial) // CHUNK - 1) * CHUNK
+        assert res.bytes_per_provider[prov.peer_id] == len(data) - res.resumed
+        again = await me.files.fetch(info.cid, dst, providers=[prov.full_addrs[0]])
+        assert again.resumed == len(data) and not again.bytes_per_provider
+
+
+async def test_cancelled_fetch_resumes(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 8 * 1024 * 1024)
+    dst = tmp_path / "dst.bin"
+    async with _hosts(2) as (prov, me):
+        info = await prov.files.share(tmp_path / "f.bin")
+        half = asyncio.Event()
+
+        def progress(got: int, size: int) -> None:
+            if got >= size // 3:
+                half.set()
+
+        task = asyncio.create_task(
+            me.files.fetch(info.cid, dst, providers=[prov.full_addrs[0]], progress=progress)
+        )
+        await half.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        res = await me.files.fetch(info.cid, dst, providers=[prov.full_addrs[0]])
+        assert dst.read_bytes() == data
+        assert len(data) // 3 <= res.resumed < len(data)
+
+
+async def test_provider_closing_mid_fetch_others_finish(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 16 * 1024 * 1024)
+    async with _hosts(3) as (a, b, me):
+        info = await a.files.share(tmp_path / "f.bin")
+        await b.files.share(tmp_path / "f.bin")
+        killed = asyncio.Event()
+
+        def progress(got: int, size: int) -> None:
+            if got >= size // 4 and not killed.is_set():
+                killed.set()
+                asyncio.get_running_loop().create_task(b.aclose())
+
+        res = await me.files.fetch(
+            info.cid, tmp_path / "dst.bin", providers=[a.full_addrs[0], b.full_addrs[0]], progress=progress
+        )
+        assert killed.is_set()
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        assert b.peer_id in res.dropped
+        assert res.bytes_per_provider[a.peer_id] > 0
+
+
+async def test_new_subscriber_hears_existing_shares_at_once(tmp_path: pathlib.Path) -> None:
+    _write(tmp_path / "f.bin", 100_000)
+    # announce_interval far away: only the new-subscriber trigger can explain a quick announcement
+    async with _hosts(2, announce_interval=3600.0) as (prov, me):
+        info = await prov.files.share(tmp_path / "f.bin")
+        await me.connect(prov.full_addrs[0])
+        async with asyncio.timeout(8):
+            async for ann in me.files.announcements():
+                assert ann.cid == info.cid and ann.peer == prov.peer_id
+                break
+        res = await me.files.fetch(info.cid, tmp_path / "dst.bin")  # providers from the table
+        assert res.providers == (prov.peer_id,)
+
+
+async def test_fetch_without_announcements_asks_connected_peers(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 300_000)
+    async with _hosts(2) as (prov, me):
+        info = await prov.files.share(tmp_path / "f.bin")
+        await me.connect(prov.full_addrs[0])
+        me.files._table.clear()  # as if no announcement had arrived yet
+        await asyncio.sleep(0)
+        res = await me.files.fetch(info.cid, tmp_path / "dst.bin")
+        assert (tmp_path / "dst.bin").read_bytes() == data and res.providers == (prov.peer_id,)
+
+
+async def test_unknown_cid_and_unshare(tmp_path: pathlib.Path) -> None:
+    _write(tmp_path / "f.bin", 200_000)
+    async with _hosts(2, provider_wait=0.5) as (prov, me):
+        info = await prov.files.share(tmp_path / "f.bin")
+        assert [i.cid for i in prov.files.shared()] == [info.cid]
+        assert prov.files.unshare(info.cid) and not prov.files.unshare(info.cid)
+        with pytest.raises(NoProvidersError, match="does not have"):
+            await me.files.fetch(info.cid, tmp_path / "dst.bin", providers=[prov.full_addrs[0]])
+        with pytest.raises(ManifestError):
+            await me.files.fetch("not-a-cid", tmp_path / "x")
+
+
+async def test_empty_file(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "e").write_bytes(b"")
+    async with _hosts(2) as (prov, me):
+        info = await prov.files.share(tmp_path / "e")
+        res = await me.files.fetch(info.cid, tmp_path / "dst", providers=[prov.full_addrs[0]])
+        assert res.size == 0 and (tmp_path / "dst").read_bytes() == b""
+
+
+async def test_malformed_announcements_rejected_and_table_bounded(tmp_path: pathlib.Path) -> None:
+    async with _hosts(2, max_announcements=3) as (spammer, me):
+        await me.connect(spammer.full_addrs[0])
+        agen = me.files.announcements()
+        waiter = asyncio.create_task(agen.__anext__())
+        await spammer.pubsub.wait_for_peers("fastp2p/files/1.0.0", 1)
+        topic = "fastp2p/files/1.0.0"
+        await spammer.pubsub.publish(topic, b"{not json")
+        other = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"
+        await spammer.pubsub.publish(topic, json.dumps(
+            {"name": "x", "size": 1, "cid": Manifest.from_bytes(b"x", 4096).cid, "addrs": [other]}
+        ).encode())
+        cids = [Manifest.from_bytes(bytes([i]), 4096).cid for i in range(5)]
+        for i, cid in enumerate(cids):
+            await spammer.pubsub.publish(topic, json.dumps(
+                {"name": f"f{i}", "size": 1, "cid": cid, "addrs": []}
+            ).encode())
+        first = await asyncio.wait_for(waiter, 10)
+        assert first.cid == cids[0]
+        async with asyncio.timeout(10):
+            while me.files.announcements_heard < 5:
+                await asyncio.sleep(0.05)
+        assert me.files.announcements_rejected == 2
+        assert [a.cid for a in me.files.providers_table()] == cids[2:]
+        await agen.aclose()
+
+
+def test_parse_announcement_and_safe_name() -> None:
+    from fastp2p.peer import Ed25519PrivateKey, PeerID
+
+    pid = PeerID.from_public_key(Ed25519PrivateKey.generate().public_key())
+    cid = Manifest.from_bytes(b"abc", 4096).cid
+    ok = json.dumps({"name": "a.txt", "size": 3, "cid": cid, "addrs": ["/ip4/10.0.0.1/tcp/4001"]})
+    assert parse_announcement(ok.encode(), pid) == (cid, "a.txt", 3, (f"/ip4/10.0.0.1/tcp/4001/p2p/{pid}",))
+    for bad in (
+        b"[]",
+        json.dumps({"name": "a", "size": -1, "cid": cid}).encode(),
+        json.dumps({"name": "a", "size": True, "cid": cid}).encode(),
+        json.dumps({"name": "a", "size": 1, "cid": "bogus"}).encode(),
+        json.dumps({"name": "a" * 300, "size": 1, "cid": cid}).encode(),
+        json.dumps({"name": "a", "size": 1, "cid": cid, "addrs": ["/nonsense"]}).encode(),
+    ):
+        with pytest.raises(ValueError):
+            parse_announcement(bad, pid)
+    assert safe_name("../../etc/passwd", "x") == "passwd"
+    assert safe_name("..", "fallback") == "fallback"
+    assert safe_name("a\\b\\c.txt", "x") == "c.txt"
