@@ -31,6 +31,7 @@ __all__ = [
     "NegotiationError",
     "SecurityError",
     "HandshakeError",
+    "IdentityProofError",
     "PeerIDMismatchError",
     "DecryptError",
     "StreamResetError",
@@ -172,6 +173,12 @@ class SecurityError(P2PError):
 
 class HandshakeError(SecurityError):
     """The Noise handshake failed (malformed message, bad signature, ...)."""
+
+
+class IdentityProofError(HandshakeError):
+    """The peer's Noise payload did not prove its identity (bad identity key, or a
+    signature that does not cover its static key): whoever answers at that address is
+    not a genuine libp2p peer, so a multi-address dial stops there."""
 
 
 class PeerIDMismatchError(SecurityError):

@@ -19,11 +19,12 @@ from fastp2p.config import HostConfig
 from fastp2p.errors import (
     ClosedResourceError,
     DialError,
+    IdentityProofError,
     NegotiationError,
     P2PError,
+    PeerIDMismatchError,
     RemoteProtocolError,
     ResourceLimitExceededError,
-    SecurityError,
     StreamErrorCode,
 )
 from fastp2p.logs import conn_extra
@@ -371,8 +372,13 @@ class Host:
             The authenticated remote ``PeerID``.
 
         Raises:
-            DialError: every address failed; ``.errors`` has one exception each.
-            PeerIDMismatchError: the peer is not the one named by ``/p2p/``.
+            DialError: every address failed; ``.errors`` has one exception each
+                (refused, reset or closed during the upgrade, timed out, malformed
+                handshake, no common protocol: the next address is tried).
+            PeerIDMismatchError: the peer is not the one named by ``/p2p/``
+                (no further address is tried).
+            IdentityProofError: the peer's handshake signature is forged (no
+                further address is tried).
             ResourceLimitExceededError: ``max_outbound_connections`` reached.
 
         Cancellation: a half-open connection is aborted.
@@ -437,10 +443,13 @@ class Host:
                 self._metrics.handshake.observe(t2 - t1, "outbound")
                 self._metrics.dial.observe(t2 - t0, "ok")
                 return self._add_connection(chan, outbound=True)
-            except SecurityError as exc:
+            except (PeerIDMismatchError, IdentityProofError) as exc:
                 self._metrics.dial.observe(time.perf_counter() - t0, "error")
                 self._metrics.error(exc, "dial")
-                raise  # the peer is not who we asked for: never try other addresses
+                # Not who we asked for, or an impostor: never try other addresses. Any
+                # other failure (a clean close or reset during the upgrade included)
+                # moves on to the next address.
+                raise
             except (P2PError, OSError, TimeoutError) as exc:
                 self._metrics.dial.observe(time.perf_counter() - t0, "error")
                 self._metrics.error(exc, "dial")

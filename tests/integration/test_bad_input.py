@@ -35,6 +35,7 @@ from fastp2p.errors import (
     FrameVersionError,
     GoAwayCode,
     HandshakeError,
+    IdentityProofError,
     P2PError,
     RemoteProtocolError,
     StreamErrorCode,
@@ -411,9 +412,10 @@ async def test_bad_noise_signature_from_listener_raises_handshake_error(no_fd_le
     async with BadSignatureListener() as bad, fastp2p.Host() as a:
         with pytest.raises(HandshakeError) as ei:
             await a.connect(bad.addr)
-        # Precisely HandshakeError (not DialError, not PeerIDMismatchError): a security
-        # failure is never retried on other addresses (Host._dial_addrs).
-        assert type(ei.value) is HandshakeError
+        # Precisely IdentityProofError (a HandshakeError; not DialError, not
+        # PeerIDMismatchError): a forged identity is never retried on other addresses
+        # (Host._dial_addrs).
+        assert type(ei.value) is IdentityProofError
         assert "signature" in str(ei.value)
         assert a.connections == [] and bad.peer_id not in a.peerstore.peers()
         async with asyncio.timeout(5):
