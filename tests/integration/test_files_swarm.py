@@ -15,6 +15,7 @@ from fastp2p.config import FilesConfig, HostConfig
 from fastp2p.host import Host
 from fastp2p.proto.manifest import Manifest, ManifestError
 from fastp2p.services.files import NoProvidersError, parse_announcement, safe_name
+from fastp2p.stream import Stream
 
 CHUNK = 64 << 10
 
@@ -260,3 +261,30 @@ def test_parse_announcement_and_safe_name() -> None:
     assert safe_name("../../etc/passwd", "x") == "passwd"
     assert safe_name("..", "fallback") == "fallback"
     assert safe_name("a\\b\\c.txt", "x") == "c.txt"
+
+
+async def test_stalled_provider_loses_its_chunks_to_end_game_stealing(tmp_path: pathlib.Path) -> None:
+    from fastp2p.services import files as files_mod
+
+    data = _write(tmp_path / "f.bin", 2 * 1024 * 1024)
+    async with _hosts(3, stall_timeout=30.0) as (fast, slow, me):
+        info = await fast.files.share(tmp_path / "f.bin")
+        await slow.files.share(tmp_path / "f.bin")
+        stalled = asyncio.Event()
+
+        async def stall(stream: Stream) -> None:  # answers the header, then never a chunk
+            n = await files_mod._read_uvarint(stream)
+            await stream.readexactly(n + 1)
+            entry = next(iter(slow.files._shared.values()))
+            await stream.write(b"\x00" + files_mod.uvarint_encode(len(entry.encoded)) + entry.encoded)
+            stalled.set()
+            await asyncio.sleep(3600)
+
+        slow.set_handler(files_mod.CHUNKS_PROTOCOL_ID, stall)
+        async with asyncio.timeout(20):  # far below stall_timeout: stealing, not the timeout, finishes it
+            res = await me.files.fetch(
+                info.cid, tmp_path / "dst.bin", providers=[slow.full_addrs[0], fast.full_addrs[0]]
+            )
+        assert stalled.is_set()
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        assert res.bytes_per_provider == {fast.peer_id: len(data)}
