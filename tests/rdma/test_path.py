@@ -15,7 +15,14 @@ import pytest
 
 from fastp2p.config import HostConfig, RdmaConfig
 from fastp2p.errors import AccessDeniedError, RegionBoundsError, TransportUnavailableError
-from fastp2p.testing import STREAM_CHECKS, check_stream, host_pair, stream_pair
+from fastp2p.testing import (
+    MUXER_SUBTESTS,
+    STREAM_CHECKS,
+    check_muxer,
+    check_stream,
+    host_pair,
+    stream_pair,
+)
 
 pytestmark = pytest.mark.rdma
 
@@ -245,8 +252,45 @@ async def test_hash_verified_stream_64mib() -> None:
         assert await asyncio.wait_for(digest, 120) == h.hexdigest()
 
 
+MPLEX = HostConfig(muxers=("/mplex/6.7.0",), data_paths=("rdma", "tcp"), rdma=RdmaConfig(same_host="rdma"))
+
+
+@pytest.mark.parametrize("mux", ["yamux", "mplex"])
 @pytest.mark.parametrize("check", STREAM_CHECKS)
-async def test_conformance_check_stream(check: str) -> None:
+async def test_conformance_check_stream(check: str, mux: str) -> None:
+    # mplex has no flow control: the driver pauses the RDMA path's delivery instead
+    pair = functools.partial(rdma_pair, MPLEX) if mux == "mplex" else rdma_pair
     await check_stream(
-        functools.partial(stream_pair, make_host_pair=rdma_pair), only=[check], large_size=1 << 20, timeout=120
+        functools.partial(stream_pair, make_host_pair=pair), only=[check], large_size=1 << 20, timeout=120
     )
+
+
+@pytest.mark.parametrize("subtest", MUXER_SUBTESTS)
+async def test_conformance_check_muxer(subtest: str) -> None:
+    await check_muxer(rdma_pair, only=[subtest], timeout=240)
+
+
+async def test_mplex_slow_reader_pauses_rdma_delivery() -> None:
+    """mplex has no windows: a stalled reader pauses the path's delivery (receive
+    slots stay un-reposted, the sender runs out of credits) and nothing is lost."""
+    async with rdma_pair(MPLEX) as (a, b, peer):
+        got = asyncio.get_running_loop().create_future()
+        paused = []
+
+        async def slow(stream) -> None:
+            await asyncio.sleep(1.5)
+            lconn = b.connection(a.peer_id)
+            paused.append(lconn.tx_path._paused)
+            h = hashlib.sha256()
+            buf = bytearray(1 << 20)
+            while n := await stream.readinto(buf):
+                h.update(memoryview(buf)[:n])
+            got.set_result(h.hexdigest())
+
+        b.set_handler("/slow/1", slow)
+        s = await a.open_stream(peer, "/slow/1")
+        data = os.urandom(12 * MiB)
+        await s.write(data)
+        await s.close_write()
+        assert await asyncio.wait_for(got, 120) == hashlib.sha256(data).hexdigest()
+        assert paused == [True]
