@@ -89,7 +89,7 @@ SUITES: tuple[Suite, ...] = (
                             "tests/integration/test_regions.py", "tests/native/test_region.py",
                             "tests/shm/*"), required="if-files",
           what="shared-memory rings and grants"),
-    Suite("hostile", "pytest", ("tests/integration/test_bad_input.py",), no_skip=True,
+    Suite("hostile", "pytest", ("tests/integration/test_bad_input*.py",), no_skip=True,
           what="hostile raw-socket peers against a real Host"),
     Suite("interop", "pytest", ("tests/interop/*",), no_skip=True,
           what="py-libp2p and js-libp2p reference peers"),

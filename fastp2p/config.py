@@ -292,6 +292,10 @@ class HostConfig:
     rdma: RdmaConfig = field(default_factory=RdmaConfig)
     max_inbound_connections: int = 1024
     max_outbound_connections: int = 1024
+    #: inbound connections still in multistream/Noise at once (not counted against
+    #: ``max_inbound_connections``); a newcomer over the bound evicts the oldest, so
+    #: sockets stalled mid-handshake cannot lock honest peers out
+    max_pending_inbound: int = 256
     negotiation_timeout: float = 10.0
     dial_timeout: float = 10.0
     agent_version: str = f"fastp2p/{__version__}"

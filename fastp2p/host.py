@@ -101,7 +101,8 @@ class Host:
         self._conns: dict[PeerID, list[Connection]] = {}
         self._dialing: dict[PeerID, asyncio.Task[Connection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pending_inbound = 0
+        #: inbound connections in the upgrade, oldest first (dict as an ordered set)
+        self._pending_inbound: dict[RawConnection, None] = {}
         self._running = False
         self._closing = False
         self._identify: Identify | None = None
@@ -459,13 +460,20 @@ class Host:
         raise DialError(f"all {len(addrs)} addresses failed", errors)
 
     async def _on_raw_inbound(self, raw: RawConnection) -> None:
-        if self._closing or (
-            self._count(outbound=False) + self._pending_inbound
-            >= self.config.max_inbound_connections
-        ):
+        if self._closing or self._count(outbound=False) >= self.config.max_inbound_connections:
             raw.abort()
             return
-        self._pending_inbound += 1
+        # Handshakes in progress have their own bound, and a newcomer evicts the oldest:
+        # an honest peer finishes in a few round trips, a stalled socket never does, so
+        # stalled sockets (in multistream or Noise) cannot lock honest peers out.
+        pending = self._pending_inbound
+        while len(pending) >= max(1, self.config.max_pending_inbound):
+            oldest = next(iter(pending))
+            del pending[oldest]
+            log.debug("evicting the oldest pending inbound handshake (from %s)", oldest.remote_addr,
+                      extra={"peer": "-", "conn_id": "-", "remote_addr": str(oldest.remote_addr)})
+            oldest.abort()  # its upgrade fails with a closed connection
+        pending[raw] = None
         t0 = time.perf_counter()
         try:
             chan = await secure_inbound(raw, self.identity, self.config)
@@ -479,8 +487,8 @@ class Host:
             raw.abort()
             raise
         finally:
-            self._pending_inbound -= 1
-        if self._closing:
+            pending.pop(raw, None)
+        if self._closing or self._count(outbound=False) >= self.config.max_inbound_connections:
             raw.abort()
             return
         self._add_connection(chan, outbound=False)

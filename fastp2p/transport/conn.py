@@ -438,6 +438,11 @@ class Connection:
         self._receive(data, transient)
 
     def _receive(self, plain: Any, transient: bool) -> None:
+        session = self._session
+        if hasattr(session, "drop_pongs"):
+            # yamux: while the transport takes no more bytes, PINGs go unanswered
+            # instead of queueing a PING|ACK for each (a flooding peer that never reads)
+            session.drop_pongs = self._tx.write_paused
         try:
             self._session.receive_data(plain, _now())
             self._process_events()

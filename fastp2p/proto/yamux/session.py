@@ -234,7 +234,13 @@ class YamuxSession(StreamTable[_Stream]):
             "streams_opened": 0,
             "streams_accepted": 0,
             "streams_rejected": 0,
+            "pings_dropped": 0,
         }
+        #: Set by the driver while its transport takes no more bytes (write buffer over
+        #: its high-water mark): a PING|SYN is then not answered (counted in
+        #: ``stats["pings_dropped"]``), like go-yamux dropping ping replies beyond its
+        #: backlog, so a peer that floods pings and never reads cannot grow our buffers.
+        self.drop_pongs = False
 
     # -- driver interface ------------------------------------------------------
 
@@ -648,6 +654,9 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _on_ping(self, flags: int, opaque: int, now: float) -> None:
         if flags & FLAG_SYN:
+            if self.drop_pongs:
+                self.stats["pings_dropped"] += 1
+                return
             # yamux spec: the length "Contains an opaque value, echoed back".
             self._frame(TYPE_PING, FLAG_ACK, 0, opaque)
         elif flags & FLAG_ACK:
