@@ -51,7 +51,25 @@ async def _serve(path: str, data_path: str) -> int:
     return 0
 
 
-async def _client(addr: str, cid: str, size: int, rounds: int, data_path: str, dest_dir: str) -> dict[str, Any]:
+def _cpu_self() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_pid(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` (Linux /proc), 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+async def _client(addr: str, cid: str, size: int, rounds: int, data_path: str, dest_dir: str,
+                  server_pid: int = 0) -> dict[str, Any]:
     from fastp2p.cli import DATA_PATHS
     from fastp2p.config import HostConfig
     from fastp2p.host import Host
@@ -60,24 +78,32 @@ async def _client(addr: str, cid: str, size: int, rounds: int, data_path: str, d
     cfg = HostConfig(data_paths=DATA_PATHS[data_path])
     perf_mbps: list[float] = []
     fetch_mbps: list[float] = []
+    gib = size / 2**30
+    cpu: dict[str, list[tuple[float, float]]] = {"perf": [], "fetch": []}
     async with Host(config=cfg) as host:
         peer = await host.connect(addr)
         conn = host.connection(peer)
         path = conn.data_path if conn is not None else "?"
         dest = os.path.join(dest_dir, "fetched.bin")
         for r in range(rounds):
+            c0, s0 = _cpu_self(), _cpu_pid(server_pid)
             res = await perf(host, peer, 0, size)
+            cpu["perf"].append(((_cpu_self() - c0) / gib, (_cpu_pid(server_pid) - s0) / gib))
             perf_mbps.append(size / res.download_seconds / 1e6)
             if os.path.exists(dest):
                 os.unlink(dest)
+            c0, s0 = _cpu_self(), _cpu_pid(server_pid)
             t0 = time.perf_counter()
             fr = await host.files.fetch(cid, dest, providers=[peer])
             dt = time.perf_counter() - t0
+            cpu["fetch"].append(((_cpu_self() - c0) / gib, (_cpu_pid(server_pid) - s0) / gib))
             assert fr.size == size and fr.resumed == 0
             fetch_mbps.append(size / dt / 1e6)
+            (pc, ps), (fc, fs) = cpu["perf"][-1], cpu["fetch"][-1]
             print(
-                f"round {r + 1}: perf download {perf_mbps[-1]:8.1f} MB/s   "
-                f"files fetch {fetch_mbps[-1]:8.1f} MB/s (verified)",
+                f"round {r + 1}: perf download {perf_mbps[-1]:8.1f} MB/s "
+                f"(CPU s/GiB client {pc:.2f} server {ps:.2f})   files fetch {fetch_mbps[-1]:8.1f} MB/s "
+                f"verified (CPU s/GiB client {fc:.2f} server {fs:.2f})",
                 flush=True,
             )
         os.unlink(dest)
@@ -90,6 +116,8 @@ async def _client(addr: str, cid: str, size: int, rounds: int, data_path: str, d
         "perf_median_MBps": p,
         "fetch_median_MBps": f,
         "ratio": f / p,
+        "cpu_s_per_GiB": {k: {"client": statistics.median(c for c, _ in v),
+                              "server": statistics.median(x for _, x in v)} for k, v in cpu.items()},
     }
 
 
@@ -113,7 +141,7 @@ def run(size: int, rounds: int, data_path: str, dest_dir: str | None = None) -> 
             out: dict[str, Any] = {}
 
             async def go() -> int:
-                out.update(await _client(info["addr"], info["cid"], size, rounds, data_path, tmp))
+                out.update(await _client(info["addr"], info["cid"], size, rounds, data_path, tmp, prov.pid))
                 return 0
 
             _run(go())
@@ -150,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{res['size'] / 2**30:.2f} GiB over {res['data_path']}: perf download "
             f"{res['perf_median_MBps']:.1f} MB/s, files fetch {res['fetch_median_MBps']:.1f} MB/s "
             f"(median of {a.rounds}) -> fetch/perf = {res['ratio']:.2f}x"
+        )
+        c = res["cpu_s_per_GiB"]
+        print(
+            f"CPU s/GiB (median): perf client {c['perf']['client']:.2f} server {c['perf']['server']:.2f}; "
+            f"fetch client {c['fetch']['client']:.2f} server {c['fetch']['server']:.2f} "
+            "(the fetch adds SHA-256 of every chunk and writing a new file)"
         )
     return 0
 

@@ -84,15 +84,19 @@ _POPULATE_STEP = 16 << 20
 
 
 class _Prefaulter:
-    """Fault in the destination's pages ahead of the receiver, on its own thread.
+    """Allocate and fault in the destination's pages ahead of the receiver, on its own thread.
 
     Writing into a fresh file mapping takes one page fault per page on the
-    event loop thread; ``madvise(MADV_POPULATE_WRITE)`` (through ctypes, so
-    the GIL is released) does the same work in bulk, in parallel with the
-    network. Where the kernel lacks it the receiver simply faults as before.
+    event loop thread, and on ext4 each first write to a hole also allocates
+    its block. Here ``fallocate`` (blocks, in extents) and
+    ``madvise(MADV_POPULATE_WRITE)`` (page tables, in bulk) do that work
+    ahead of the data, through ctypes so the GIL is released, in parallel
+    with the network: on ext4 this is ~10x cheaper than faulting page by
+    page. Where the file system or kernel lacks either call, the receiver
+    simply faults as before.
     """
 
-    def __init__(self, mm: mmap.mmap, ranges: list[tuple[int, int]]) -> None:
+    def __init__(self, mm: mmap.mmap, ranges: list[tuple[int, int]], fd: int = -1) -> None:
         import ctypes
         import threading
 
@@ -106,6 +110,12 @@ class _Prefaulter:
             self._base = ctypes.addressof(anchor)
             del anchor  # the address stays valid while the mapping is open
             self._madvise = fn
+            self._fd = fd
+            self._fallocate = None
+            if fd >= 0 and hasattr(libc, "fallocate64"):
+                fa = libc.fallocate64
+                fa.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+                self._fallocate = fa
         except (OSError, AttributeError, TypeError, ValueError):
             self._thread = None
             return
@@ -114,14 +124,20 @@ class _Prefaulter:
 
     def _run(self) -> None:
         page = mmap.PAGESIZE
+        fallocate = self._fallocate
+        populate = True
         for start, end in self._ranges:
             start -= start % page
             for off in range(start, end, _POPULATE_STEP):
                 if self._stop:
                     return
                 n = min(_POPULATE_STEP, end - off)
-                if self._madvise(self._base + off, n, _MADV_POPULATE_WRITE) != 0:
-                    return  # EINVAL on older kernels: nothing to gain
+                if fallocate is not None and fallocate(self._fd, 0, off, n) != 0:
+                    fallocate = None  # EOPNOTSUPP (no emulation: glibc's would write zeros)
+                if populate and self._madvise(self._base + off, n, _MADV_POPULATE_WRITE) != 0:
+                    populate = False  # EINVAL before Linux 5.14
+                if fallocate is None and not populate:
+                    return
 
     def stop(self) -> None:
         self._stop = True
@@ -226,11 +242,14 @@ class Swarm:
             self.manifest_ready.set()
             self.notify()
 
-    async def attach(self, view: memoryview | None, old_size: int, mm: mmap.mmap | None = None) -> None:
+    async def attach(
+        self, view: memoryview | None, old_size: int, mm: mmap.mmap | None = None, fd: int = -1
+    ) -> None:
         """Map the destination; chunks already there and valid count as done.
 
-        With ``mm`` (the mapping behind ``view``) its missing pages are
-        faulted in ahead of the receiver on a helper thread.
+        With ``mm`` (the mapping behind ``view``, of file descriptor ``fd``)
+        its missing blocks and pages are allocated ahead of the receiver on
+        a helper thread.
         """
         m = self.manifest
         assert m is not None
@@ -255,7 +274,7 @@ class Swarm:
         self.resumed = self.done_bytes
         self.pending.extend(i for i in range(n) if self.state[i] != DONE)
         if mm is not None and self.pending:
-            self._prefaulter = _Prefaulter(mm, _pending_runs(self.state, m))
+            self._prefaulter = _Prefaulter(mm, _pending_runs(self.state, m), fd)
         self.ready.set()
         if self.progress is not None:
             self.progress(self.done_bytes, m.size)
@@ -504,17 +523,21 @@ class Swarm:
     def _verify(self, w: _Worker, i: int, view: memoryview, spare: bytearray | None) -> None:
         self.verifying += 1
         fut = self.loop.run_in_executor(self.pool, _sha256_release, view)
-        fut.add_done_callback(lambda f: self._verified(w, i, f, spare))
+        fut.add_done_callback(lambda f: self._hashed(w, i, f, spare))
 
-    def _verified(self, w: _Worker, i: int, fut: asyncio.Future[bytes], spare: bytearray | None) -> None:
+    def _hashed(self, w: _Worker, i: int, fut: asyncio.Future[bytes], spare: bytearray | None) -> None:
         self.verifying -= 1
+        try:
+            digest: bytes | None = fut.result()
+        except BaseException as exc:  # the hash itself failed (pool shut down)
+            digest = None
+            log.debug("hashing chunk %d failed: %r", i, exc)
+        self._verified(w, i, digest, spare)
+
+    def _verified(self, w: _Worker, i: int, digest: bytes | None, spare: bytearray | None) -> None:
         m = self.manifest
         assert m is not None
-        try:
-            ok = fut.result() == m.digest(i)
-        except BaseException as exc:  # the hash itself failed (pool shut down)
-            ok = False
-            log.debug("hashing chunk %d failed: %r", i, exc)
+        ok = digest == m.digest(i)
         if spare is None:  # the owner's bytes, in place
             self.busy[i] = 0
             if ok:

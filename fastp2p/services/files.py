@@ -725,6 +725,10 @@ class Files:
         lock = self._map_locks.setdefault(entry.path, asyncio.Lock())
         async with lock:
             view = await asyncio.get_running_loop().run_in_executor(None, entry.map)
+        key = cid_to_bytes(entry.info.cid)
+        if (self._closed or self._shared.get(key) is not entry) and not entry.streams:
+            entry.unmap()  # unshared (or closed) while it was being mapped
+            return None
         if view is None and entry.manifest.size:
             log.warning("shared file %s changed size; no longer serving it", entry.path)
             self._shared.pop(cid_to_bytes(entry.info.cid), None)
@@ -795,7 +799,7 @@ class Files:
             self._remember_manifest(key, m)
             f, mm, old = open_destination(dest, m.size)
             view = memoryview(mm) if mm is not None else None
-            await sw.attach(view, old, mm)
+            await sw.attach(view, old, mm, f.fileno())
             await sw.run(cfg.provider_wait, lambda: sw.complete and not sw.verifying)
         finally:
             await sw.shutdown()

@@ -111,7 +111,7 @@ class Node:
         self.lab._shape(self, rate_mbit, delay_ms, loss_pct)
 
     def kill(self) -> None:
-        """SIGKILL every process started in this node."""
+        """SIGKILL every process started in this node and close its pipes."""
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -119,6 +119,10 @@ class Node:
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
+            for pipe in (p.stdin, p.stdout, p.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
 
 class NetnsLab:

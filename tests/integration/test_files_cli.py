@@ -44,10 +44,10 @@ def sharer(tmp_path: pathlib.Path) -> Iterator[tuple[str, list[dict[str, object]
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.communicate()
     assert proc.returncode in (0, -15), proc.returncode
 
 
