@@ -1,0 +1,1 @@
+"""Integrations of fastp2p with other frameworks (optional extras)."""

@@ -1,0 +1,1 @@
+"""Tests of fastp2p integrations with other frameworks (Dask)."""
