@@ -520,6 +520,9 @@ class Files:
         self.host.spawn(self._source_view(self._shared[key]))
         await self._join()
         await self._announce([self._shared[key]])
+        dht = self._dht()
+        if dht is not None:
+            self._tasks.append(self.host.spawn(self._provide(dht, info.cid)))
         return info
 
     def unshare(self, cid: str) -> bool:
@@ -752,9 +755,10 @@ class Files:
                 chunks that already match are kept) and resized.
             providers: peers to fetch from (PeerIDs, multiaddrs with ``/p2p/``
                 or ``PeerInfo``). None: the providers announced on the topic
-                (joining it first), those announced while the fetch runs and,
-                when none is known yet, connected peers that serve
-                ``/fastp2p/chunks/1.0.0``.
+                (joining it first), those announced while the fetch runs, the
+                DHT's providers when ``HostConfig.dht`` is enabled (``share``
+                provides each CID's multihash there) and, when none is known
+                yet, connected peers that serve ``/fastp2p/chunks/1.0.0``.
             progress: ``progress(verified_bytes, size)`` after each verified chunk.
 
         Returns:
@@ -783,12 +787,16 @@ class Files:
         sw.auto_providers = providers is None
         self._swarms.setdefault(cid, []).append(sw)
         f = mm = view = None
+        lookup: asyncio.Task[Any] | None = None
         try:
             if providers is None:
                 await self._join()
                 refs = [ProviderRef(a.peer, a.addrs) for a in self.providers_table(cid)]
                 if not refs:
                     refs = self._connected_candidates()
+                dht = self._dht()
+                if dht is not None:
+                    lookup = self.host.spawn(self._dht_providers(dht, sw))
             else:
                 refs = [await self._provider_ref(p) for p in providers]
             for r in refs:
@@ -802,6 +810,8 @@ class Files:
             await sw.attach(view, old, mm, f.fileno())
             await sw.run(cfg.provider_wait, lambda: sw.complete and not sw.verifying)
         finally:
+            if lookup is not None:
+                lookup.cancel()
             await sw.shutdown()
             self._swarms[cid].remove(sw)
             if not self._swarms[cid]:
@@ -853,6 +863,30 @@ class Files:
         self._manifests.move_to_end(key)
         while len(self._manifests) > 64:
             self._manifests.popitem(last=False)
+
+    def _dht(self) -> Any:
+        """The host's DHT when enabled (``HostConfig.dht``), else None."""
+        host: Any = self.host
+        try:
+            return host.dht
+        except (AttributeError, P2PError):
+            return None
+
+    async def _provide(self, dht: Any, cid: str) -> None:
+        """Tell the DHT we provide ``cid`` (keyed by its multihash, as IPFS does)."""
+        try:
+            n = await dht.provide(_dht_key(cid))
+            log.debug("provided %s to %d DHT peers", cid, n)
+        except Exception as exc:  # no DHT peers yet: announcements still work
+            log.debug("DHT provide of %s failed: %r", cid, exc)
+
+    async def _dht_providers(self, dht: Any, sw: Swarm) -> None:
+        """Add the DHT's providers of ``sw.cid`` to the fetch as they are found."""
+        try:
+            async for info in dht.find_providers(_dht_key(sw.cid)):
+                sw.add_provider(ProviderRef(info.peer_id, tuple(str(a) for a in info.addrs)))
+        except Exception as exc:
+            log.debug("DHT provider lookup for %s failed: %r", sw.cid, exc)
 
     def _pubsub(self) -> Pubsub:
         host: Any = self.host  # ``pubsub`` is a Host member, not part of ServiceHost
@@ -959,3 +993,10 @@ def _close_map(view: memoryview | None, mm: mmap.mmap | None) -> None:
 
         holders = [type(r).__name__ for r in gc.get_referrers(mm)] if mm is not None else []
         log.debug("mapping still exported (%s); closed when released", holders)
+
+
+def _dht_key(cid: str) -> bytes:
+    """The DHT provider key of a file CID: its multihash (``cid.Hash()`` in go-libp2p)."""
+    from fastp2p.multibase import multihash_encode
+
+    return multihash_encode(0x12, cid_digest(cid))

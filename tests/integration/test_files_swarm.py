@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pathlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from fastp2p.config import FilesConfig, HostConfig
 from fastp2p.host import Host
 from fastp2p.proto.manifest import Manifest, ManifestError
-from fastp2p.services.files import NoProvidersError, parse_announcement, safe_name
+from fastp2p.services.files import NoProvidersError, _dht_key, parse_announcement, safe_name
 from fastp2p.stream import Stream
 
 CHUNK = 64 << 10
@@ -288,3 +289,35 @@ async def test_stalled_provider_loses_its_chunks_to_end_game_stealing(tmp_path: 
         assert stalled.is_set()
         assert (tmp_path / "dst.bin").read_bytes() == data
         assert res.bytes_per_provider == {fast.peer_id: len(data)}
+
+
+async def test_providers_found_through_the_dht(tmp_path: pathlib.Path) -> None:
+    """Provider and fetcher on different announcement topics: only the DHT can introduce them."""
+    from fastp2p.config import DhtConfig
+
+    data = _write(tmp_path / "f.bin", 1024 * 1024 + 1)
+    dht = DhtConfig(enabled=True, mode="server")
+
+    def cfg(topic: str) -> HostConfig:
+        return HostConfig(dht=dht, files=FilesConfig(chunk_size=CHUNK, topic=topic, provider_wait=5.0))
+
+    hosts = [Host(listen=["/ip4/127.0.0.1/tcp/0"], config=cfg(t)) for t in ("a", "hub", "b")]
+    try:
+        for h in hosts:
+            await h.start()
+        prov, hub, me = hosts
+        await prov.connect(hub.full_addrs[0])
+        await me.connect(hub.full_addrs[0])
+        info = await prov.files.share(tmp_path / "f.bin")
+        key = _dht_key(info.cid)
+        async with asyncio.timeout(10):  # the provider record reached the hub
+            while not hub.dht.providers.get(key, time.monotonic()):
+                await asyncio.sleep(0.05)
+        await me.disconnect(prov.peer_id)  # the DHT's own queries may have connected them
+        assert not me.files.providers_table() and me.connection(prov.peer_id) is None
+        res = await me.files.fetch(info.cid, tmp_path / "dst.bin")
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        assert res.providers == (prov.peer_id,)
+    finally:
+        for h in hosts:
+            await h.aclose()
