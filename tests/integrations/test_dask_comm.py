@@ -320,3 +320,53 @@ def test_address_helpers():
     assert get_local_address_for("fastp2p:///ip4/127.0.0.1/tcp/1").startswith("fastp2p:///ip4/127.0.0.1/")
     with pytest.raises(ValueError):
         get_address_host("fastp2p:///not/a/multiaddr")
+
+
+async def test_identity_file_keeps_peer_id(tmp_path):
+    key = tmp_path / "dask.key"
+    ids = []
+    for _ in range(2):
+        with dask.config.set({"distributed.comm.fastp2p.identity": str(key)}):
+            async def handle_comm(comm):
+                await comm.close()
+
+            async with listen(LOCAL, handle_comm) as listener:
+                ids.append(listener.contact_address.rsplit("/", 1)[1])
+            await fdask.close_hosts()
+    assert key.exists() and ids[0] == ids[1]
+
+
+async def test_two_event_loops_in_one_process(data_path):
+    """A loop in another thread (as Client's sync loop) gets its own Host and works."""
+    import threading
+
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    main_loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def serve() -> None:
+        async def run() -> None:
+            async def echo(comm):
+                await comm.write(await comm.read())
+                await comm.close()
+
+            async with listen(LOCAL, echo) as listener:
+                main_loop.call_soon_threadsafe(ready.set_result, listener.contact_address)
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)
+            await fdask.close_hosts()
+
+        asyncio.run(run())
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        addr = await asyncio.wait_for(ready, 10)
+        assert fdask.local_host() is None or str(fdask.local_host().peer_id) not in addr
+        comm = await connect(addr)
+        await comm.write({"from": "main loop"})
+        assert await comm.read() == {"from": "main loop"}
+        await comm.close()
+    finally:
+        stop.set()
+        await asyncio.to_thread(t.join, 10)
