@@ -591,7 +591,7 @@ class Files:
             return
         try:
             cid, name, size, addrs = parse_announcement(msg.data, msg.from_peer)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return
         self.announcements_heard += 1
         key = (cid, msg.from_peer)
@@ -610,7 +610,7 @@ class Files:
     def _validate(self, msg: PubsubMessage) -> str:
         try:
             parse_announcement(msg.data, msg.from_peer)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self.announcements_rejected += 1
             return "reject"
         return "accept"

@@ -259,6 +259,13 @@ def test_parse_announcement_and_safe_name() -> None:
     ):
         with pytest.raises(ValueError):
             parse_announcement(bad, pid)
+    from fastp2p.services.files import Files
+    from fastp2p.services.pubsub import PubsubMessage
+
+    files = Files.__new__(Files)
+    files.announcements_rejected = 0
+    deep = PubsubMessage(b"[" * 100_000 + b"]" * 100_000, "t", pid, 1, b"id", pid)
+    assert files._validate(deep) == "reject" and files.announcements_rejected == 1
     assert safe_name("../../etc/passwd", "x") == "passwd"
     assert safe_name("..", "fallback") == "fallback"
     assert safe_name("a\\b\\c.txt", "x") == "c.txt"
