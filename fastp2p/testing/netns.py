@@ -7,7 +7,9 @@ namespace is never touched):
 - one namespace per node, joined to the bridge by a veth pair (``eth0`` in
   the node, ``v<N>`` on the switch), addressed ``10.77.0.<N>/24``;
 - optionally ``tc`` shaping on a node's link (token-bucket rate in both
-  directions, netem delay/loss).
+  directions; delay/loss with ``netem``, which needs the ``sch_netem``
+  kernel module: :meth:`Node.shape` raises ``RuntimeError`` where it is
+  missing).
 
 Processes run inside a node with :meth:`Node.popen`. Everything (processes,
 namespaces, and with them every veth and the bridge) is removed by
