@@ -328,3 +328,42 @@ async def test_providers_found_through_the_dht(tmp_path: pathlib.Path) -> None:
     finally:
         for h in hosts:
             await h.aclose()
+
+
+async def test_verified_duplicate_rescues_a_chunk_its_owner_corrupts() -> None:
+    """End-game race at the state-machine level: a stealer's verified copy wins while the
+    owner is still writing the region in place; the owner's bytes then fail and are replaced."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastp2p.peer import Ed25519PrivateKey, PeerID
+    from fastp2p.services.fetcher import DONE, INFLIGHT, ProviderRef, Swarm, _Worker
+
+    data = os.urandom(3 * CHUNK)
+    m = Manifest.from_bytes(data, CHUNK)
+
+    class _Host:
+        peer_id = PeerID.from_public_key(Ed25519PrivateKey.generate().public_key())
+
+    with ThreadPoolExecutor(1) as pool:
+        sw = Swarm(_Host(), "/x", m.cid, b"", pipeline_bytes=CHUNK, stall_timeout=5, pool=pool,  # type: ignore[arg-type]
+                   manifest=m, progress=None)
+        dest = bytearray(len(data))
+        await sw.attach(memoryview(dest), 0)
+        pids = [PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
+        owner, stealer = _Worker(ProviderRef(pids[0])), _Worker(ProviderRef(pids[1]))
+        sw.workers = {pids[0]: owner, pids[1]: stealer}
+        i = sw._take(owner)
+        assert i == 0 and sw.state[0] == INFLIGHT
+        sw.busy[0] = 1  # the owner is writing chunk 0 in place
+        good = bytearray(data[:CHUNK])
+        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
+        assert sw.state[0] == DONE and 0 in sw.rescue  # kept aside, not copied under the owner
+        dest[:CHUNK] = bytes(CHUNK)  # the owner's (lying) bytes land
+        sw._verified(owner, 0, hashlib.sha256(bytes(CHUNK)).digest(), None)
+        assert bytes(dest[:CHUNK]) == data[:CHUNK] and not sw.rescue
+        assert owner.dropped and "does not match" in owner.dropped
+        assert stealer.bytes_used == CHUNK and sw.done_chunks == 1
+        # a duplicate that arrives after the chunk is done changes nothing
+        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
+        assert sw.done_chunks == 1
