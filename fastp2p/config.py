@@ -263,7 +263,7 @@ class FilesConfig:
     max_announcements: int = 4096
     #: chunk bytes requested but not yet received, per provider
     pipeline_bytes: int = 8 << 20
-    #: a provider that delivers no chunk for this long is dropped
+    #: a provider that sends no byte of a requested chunk for this long is dropped
     stall_timeout: float = 15.0
     #: how long a fetch waits for a (new) provider when it has none
     provider_wait: float = 10.0

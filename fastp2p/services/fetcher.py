@@ -480,7 +480,8 @@ class Swarm:
                 w.inflight.popleft()
 
     async def _receive(self, w: _Worker, stream: Stream, m: Manifest, i: int, stolen: bool) -> None:
-        async with asyncio.timeout(self.stall_timeout):
+        stall = asyncio.timeout(self.stall_timeout)  # pushed back on every byte received
+        async with stall:
             status = (await stream.readexactly(1))[0]
             if status != 0:
                 raise _NotHere(f"{w.ref.peer} no longer serves {self.cid}")
@@ -502,6 +503,7 @@ class Swarm:
                     if k == 0:
                         raise asyncio.IncompleteReadError(b"", n)
                     got += k
+                    stall.reschedule(self.loop.time() + self.stall_timeout)
                 w.bytes_received += n
             except BaseException:
                 target.release()

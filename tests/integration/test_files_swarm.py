@@ -298,6 +298,26 @@ async def test_stalled_provider_loses_its_chunks_to_end_game_stealing(tmp_path: 
         assert res.bytes_per_provider == {fast.peer_id: len(data)}
 
 
+async def test_stalled_sole_provider_is_dropped_after_stall_timeout(tmp_path: pathlib.Path) -> None:
+    from fastp2p.services import files as files_mod
+
+    _write(tmp_path / "f.bin", 1024 * 1024)
+    async with _hosts(2, stall_timeout=0.5, provider_wait=0.5) as (slow, me):
+        info = await slow.files.share(tmp_path / "f.bin")
+
+        async def stall(stream: Stream) -> None:
+            n = await files_mod._read_uvarint(stream)
+            await stream.readexactly(n + 1)
+            entry = next(iter(slow.files._shared.values()))
+            await stream.write(b"\x00" + files_mod.uvarint_encode(len(entry.encoded)) + entry.encoded)
+            await asyncio.sleep(3600)
+
+        slow.set_handler(files_mod.CHUNKS_PROTOCOL_ID, stall)
+        with pytest.raises(NoProvidersError, match="TimeoutError"):
+            async with asyncio.timeout(10):
+                await me.files.fetch(info.cid, tmp_path / "dst.bin", providers=[slow.full_addrs[0]])
+
+
 async def test_providers_found_through_the_dht(tmp_path: pathlib.Path) -> None:
     """Provider and fetcher on different announcement topics: only the DHT can introduce them."""
     from fastp2p.config import DhtConfig
