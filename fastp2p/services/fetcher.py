@@ -426,7 +426,14 @@ class Swarm:
         host: Any = self.host
         peer = w.ref.peer
         if w.ref.addrs and not any(c.remote_peer == peer for c in host.connections):
-            await host.connect(PeerInfo(peer, tuple(Multiaddr(a) for a in w.ref.addrs)))
+            # Announced addresses that can be dialled, then whatever the peerstore knows
+            # (a provider listening on 0.0.0.0 announces an address nobody can dial).
+            addrs: list[Multiaddr] = []
+            for a in (*map(Multiaddr, w.ref.addrs), *host.peerstore.addrs(peer)):
+                a = a.without_peer_id()
+                if a not in addrs and not _unspecified(a):
+                    addrs.append(a)
+            await host.connect(PeerInfo(peer, tuple(addrs)))
         return await host.open_stream(peer, self.protocol)
 
     async def _worker(self, w: _Worker) -> None:
@@ -606,6 +613,11 @@ class Swarm:
             await self.wait_changed(0.05)
         if self._prefaulter is not None:
             await self.loop.run_in_executor(None, self._prefaulter.stop)
+
+
+def _unspecified(addr: Any) -> bool:
+    host = addr.value_for("ip4") or addr.value_for("ip6")
+    return host in ("0.0.0.0", "::")
 
 
 class _NotHere(P2PError):

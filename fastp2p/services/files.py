@@ -637,7 +637,11 @@ class Files:
     def _announcement_bytes(self, s: _Shared) -> bytes:
         import json
 
-        addrs = [str(a) for a in getattr(self.host, "full_addrs", [])][:_MAX_ADDRS]
+        from fastp2p.services.fetcher import _unspecified
+
+        # 0.0.0.0 / :: listeners announce nothing dialable; receivers fall back to
+        # the connection or the peerstore
+        addrs = [str(a) for a in getattr(self.host, "full_addrs", []) if not _unspecified(a)][:_MAX_ADDRS]
         return json.dumps(
             {"name": s.info.name, "size": s.info.size, "cid": s.info.cid, "addrs": addrs},
             separators=(",", ":"),

@@ -387,3 +387,24 @@ async def test_verified_duplicate_rescues_a_chunk_its_owner_corrupts() -> None:
         # a duplicate that arrives after the chunk is done changes nothing
         sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
         assert sw.done_chunks == 1
+
+
+async def test_provider_listening_on_all_interfaces(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "f.bin", 300_000)
+    prov = Host(listen=["/ip4/0.0.0.0/tcp/0"], config=_config())
+    me = Host(config=_config())
+    await prov.start()
+    await me.start()
+    try:
+        port = prov.addrs[0].value_for("tcp")
+        await me.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{prov.peer_id}")
+        info = await prov.files.share(tmp_path / "f.bin")
+        async with asyncio.timeout(10):
+            ann = await anext(aiter(me.files.announcements()))
+        assert ann.cid == info.cid and ann.addrs == ()  # 0.0.0.0 is not announced
+        await me.disconnect(prov.peer_id)
+        res = await me.files.fetch(info.cid, tmp_path / "dst.bin")  # redials from the peerstore
+        assert (tmp_path / "dst.bin").read_bytes() == data and res.providers == (prov.peer_id,)
+    finally:
+        await me.aclose()
+        await prov.aclose()
