@@ -105,6 +105,8 @@ SUITES: tuple[Suite, ...] = (
     # --- non-pytest steps
     Suite("c", "counts", what="C unit tests under ASan/UBSan (one test per binary)"),
     Suite("fuzz", "counts", what="fuzz smoke, one run per harness"),
+    Suite("asan", "counts", what="tests/native against the Cython extensions built with "
+                                  "AddressSanitizer (ci/asan_native.sh)"),
     Suite("bench-smoke", "counts", what="bench --quick runs every backend without an error "
                                          "(numbers not gated)"),
     Suite("wheel", "counts", what="sdist + manylinux wheel, installed --no-index without a "

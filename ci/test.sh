@@ -8,7 +8,8 @@
 #   5. pytest, native kernels: one run per suite (ci/summary.py owns the split:
 #      unit, proto, native, integration, hostile, conformance, interop, shm)
 #   6. pytest, pure-Python twins (FASTP2P_NO_EXTENSIONS=1): all of tests/ once more
-#   7. C unit tests under ASan/UBSan, 8. fuzz smoke (libFuzzer), 9. bench smoke
+#   7. C unit tests under ASan/UBSan, 8. fuzz smoke (libFuzzer, committed corpora and
+#      dictionaries), 8b. tests/native against ASan-built extensions, 9. bench smoke
 #   10. ci/summary.py report: the per-suite table and the gate. The job FAILS when a
 #       required suite did not run, ran zero tests, failed, or (interop, conformance,
 #       hostile) skipped a test.
@@ -108,6 +109,9 @@ req_lf=0
 [[ $(id -u) -eq 0 ]] && req_lf=1
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} FUZZ_REQUIRE_LIBFUZZER=${FUZZ_REQUIRE_LIBFUZZER:-$req_lf} \
     bash ci/fuzz_smoke.sh || true  # counted by the gate
+
+step "Cython extensions built with ASan, tests/native (ci/asan_native.sh)"
+bash ci/asan_native.sh || true  # counted by the gate (suite asan)
 
 # As root (CI) the Soft-RoCE VM can be set up, so the RDMA suite runs and is required
 # unless opted out (FASTP2P_CI_OPTOUT=rdma or FASTP2P_CI_RDMA=0).

@@ -608,6 +608,11 @@ class Connection:
         finally:
             if not drain.done():
                 drain.cancel()
+            elif not drain.cancelled():
+                # Finished with an error while we were cancelled or interrupted: mark it
+                # retrieved (no "Task exception was never retrieved"); the caller's own
+                # outcome is what counts.
+                drain.exception()
 
     def stream_ack(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` bytes of the stream: return credit."""

@@ -328,7 +328,7 @@ class BadSignatureListener:
         self.sent_message2 = 0
         self.dialer_closed = 0  # connections the dialer closed after our message 2
         self.errors: list[BaseException] = []
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def __aenter__(self) -> BadSignatureListener:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -338,8 +338,10 @@ class BadSignatureListener:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
-        for t in list(self._handlers):
-            t.cancel()
+        # Abort the sockets rather than cancel the handlers: Python 3.11's start_server
+        # callback logs an error for a cancelled client_connected_cb task.
+        for w in list(self._handlers.values()):
+            w.transport.abort()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self.server.wait_closed()
 
@@ -350,7 +352,7 @@ class BadSignatureListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._handlers[task] = writer
         try:
             async with asyncio.timeout(10):
                 ms = MultistreamListener(["/noise"])
@@ -384,4 +386,4 @@ class BadSignatureListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)
-            self._handlers.discard(task)
+            self._handlers.pop(task, None)
