@@ -796,7 +796,11 @@ async def serve(
         conn.data_path_reason = why
         await ch.send(RdmaMessage(Kind.REFUSE, reason=why))
         return None
-    path = RdmaPath(ep, first, cfg)
+    try:
+        path = RdmaPath(ep, first, cfg)
+    except BaseException:
+        ep.close()
+        raise
     try:
         await ch.send(ep.info(Kind.ACCEPT))
         msg = await ch.recv()

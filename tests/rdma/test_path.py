@@ -267,7 +267,10 @@ async def test_conformance_check_stream(check: str, mux: str) -> None:
 
 @pytest.mark.parametrize("subtest", MUXER_SUBTESTS)
 async def test_conformance_check_muxer(subtest: str) -> None:
-    await check_muxer(rdma_pair, only=[subtest], timeout=240)
+    # 1000 streams as go-libp2p's suite, but at most 100 opening at once: under
+    # emulation (10-20x slower) 1000 concurrent negotiations outlast the 10 s
+    # negotiation timeout on a loaded host whatever the data path.
+    await check_muxer(rdma_pair, only=[subtest], timeout=240, stress_concurrency=100)
 
 
 async def test_mplex_slow_reader_pauses_rdma_delivery() -> None:
