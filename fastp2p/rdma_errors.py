@@ -1,10 +1,10 @@
-"""Typed RDMA completion errors (subclasses of ``fastp2p.errors.RDMAError``).
+"""Typed RDMA completion errors: the map from a verbs completion status to its exception.
 
 A work request that completes with an error status surfaces as one of these on
 the future of the operation that posted it (DESIGN boundary rule 1: defined in
 Python, raised by the native binding and the transport alike). They live here
-rather than in ``fastp2p/errors.py`` only because that file is shared; they
-are re-exported by ``fastp2p.rdma``.
+in ``fastp2p/errors.py`` with the rest of the tree; this module maps verbs
+completion statuses to them (``completion_error``) and re-exports them.
 
 =========================  ===================================================
 ``IBV_WC_*`` status         exception
@@ -22,7 +22,16 @@ anything else              ``CompletionError``
 
 from __future__ import annotations
 
-from fastp2p.errors import AccessDeniedError, RDMAError
+from fastp2p.errors import (
+    WC_STATUS_NAMES,
+    CompletionError,
+    FlushError,
+    LocalProtectionError,
+    RemoteAccessError,
+    RemoteOperationError,
+    RetryExceededError,
+    RNRRetryExceededError,
+)
 
 __all__ = [
     "CompletionError",
@@ -35,72 +44,6 @@ __all__ = [
     "completion_error",
     "WC_STATUS_NAMES",
 ]
-
-# enum ibv_wc_status (infiniband/verbs.h), stable ABI values
-WC_STATUS_NAMES = {
-    0: "SUCCESS",
-    1: "LOC_LEN_ERR",
-    2: "LOC_QP_OP_ERR",
-    3: "LOC_EEC_OP_ERR",
-    4: "LOC_PROT_ERR",
-    5: "WR_FLUSH_ERR",
-    6: "MW_BIND_ERR",
-    7: "BAD_RESP_ERR",
-    8: "LOC_ACCESS_ERR",
-    9: "REM_INV_REQ_ERR",
-    10: "REM_ACCESS_ERR",
-    11: "REM_OP_ERR",
-    12: "RETRY_EXC_ERR",
-    13: "RNR_RETRY_EXC_ERR",
-    14: "LOC_RDD_VIOL_ERR",
-    15: "REM_INV_RD_REQ_ERR",
-    16: "REM_ABORT_ERR",
-    17: "INV_EECN_ERR",
-    18: "INV_EEC_STATE_ERR",
-    19: "FATAL_ERR",
-    20: "RESP_TIMEOUT_ERR",
-    21: "GENERAL_ERR",
-}
-
-
-class CompletionError(RDMAError):
-    """A work request completed with an error status.
-
-    ``status`` is the ``IBV_WC_*`` value, ``status_name`` its name, ``wr_id``
-    the request's id, ``vendor_err`` the provider's detail code.
-    """
-
-    def __init__(self, message: str, *, status: int = 0, wr_id: int = 0, vendor_err: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-        self.status_name = WC_STATUS_NAMES.get(status, str(status))
-        self.wr_id = wr_id
-        self.vendor_err = vendor_err
-
-
-class RemoteAccessError(CompletionError, AccessDeniedError):
-    """The remote NIC refused the access: rkey invalid (revoked), out of bounds or no right."""
-
-
-class RetryExceededError(CompletionError):
-    """Transport retries exhausted: the peer is unreachable or dead."""
-
-
-class RNRRetryExceededError(CompletionError):
-    """The peer had no receive buffer posted for too long."""
-
-
-class FlushError(CompletionError):
-    """The work request was flushed: its queue pair went to the error state or was closed."""
-
-
-class LocalProtectionError(CompletionError):
-    """The local buffer or key did not cover the request."""
-
-
-class RemoteOperationError(CompletionError):
-    """The responder could not execute the request (invalid request or operation error)."""
-
 
 _BY_STATUS: dict[int, type[CompletionError]] = {
     10: RemoteAccessError,
