@@ -510,13 +510,13 @@ class FastP2PListener(BaseListener):
         return asyncio.ensure_future(lst.aclose())
 
     def _check_started(self) -> Multiaddr:
-        if self._bound is None or self._state is None and self._tcp is None:
+        if self._bound is None or self._tcp is None:
             raise ValueError("invalid operation on a fastp2p listener that is not started")
         return self._bound
 
     @property
     def peer_id(self) -> PeerID:
-        assert self._state is not None or self._bound is not None
+        """The PeerId of the Host this listener serves."""
         st = self._state
         if st is None:
             raise ValueError("listener is not started")

@@ -104,3 +104,26 @@ def test_worker_killed_mid_computation():
             assert time.monotonic() < deadline, "the scheduler never noticed the dead worker"
             time.sleep(0.2)
         assert "Remove worker" in c.log("scheduler") or "remove worker" in c.log("scheduler").lower()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_few_gib_array_rechunk_and_dataframe(cluster: tuple[ProcessCluster, str]):
+    """The issue's "few GiB": a 2 GiB array reduction and rechunk, a 1.5 GiB dataframe shuffle."""
+    with Client(cluster[0].address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+        x = da.random.RandomState(1).random((16384, 16384), chunks=(2048, 2048))  # 2 GiB
+        y = x.rechunk((16384, 256))  # every output chunk gathers from every input row band
+        got = y.sum(axis=0).compute()
+        want = x.sum(axis=0).compute()
+        np.testing.assert_allclose(got, want)
+        ddf = dd.from_map(_part, range(24))  # 24 x 4M rows x 2 cols, ~1.5 GiB
+        res = ddf.groupby("k").v.sum(split_out=8).compute().sort_index()
+        exp = pd.concat([_part(i) for i in range(24)]).groupby("k").v.sum().sort_index()
+        pd.testing.assert_series_equal(res, exp, check_exact=False)
+
+
+def _part(i: int) -> pd.DataFrame:
+    rng = np.random.default_rng(i)
+    n = 4_000_000
+    return pd.DataFrame({"k": rng.integers(0, 100_000, n), "v": rng.random(n)})
