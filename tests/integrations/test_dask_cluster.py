@@ -14,6 +14,7 @@ dd = pytest.importorskip("dask.dataframe")
 
 from distributed import Client  # noqa: E402
 
+from fastp2p import _accel  # noqa: E402
 from fastp2p.peer import Ed25519PrivateKey, PeerID  # noqa: E402
 from fastp2p.testing.dask_cluster import ProcessCluster, process_cluster  # noqa: E402
 
@@ -25,6 +26,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module", params=["shm", "tcp"])
 def cluster(request: pytest.FixtureRequest):
+    if request.param == "shm" and not _accel.HAVE_NATIVE:
+        pytest.skip("the shared-memory path needs the native core (FASTP2P_NO_EXTENSIONS set)")
     env = {} if request.param == "shm" else {"DASK_DISTRIBUTED__COMM__FASTP2P__DATA_PATHS": '["tcp"]'}
     with process_cluster("fastp2p", 2, env=env) as c:
         yield c, request.param

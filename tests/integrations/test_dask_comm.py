@@ -35,6 +35,7 @@ from distributed.comm.registry import get_backend  # noqa: E402
 from distributed.protocol import Serialized, deserialize, serialize, to_serialize  # noqa: E402
 from distributed.utils import get_ip  # noqa: E402
 
+from fastp2p import _accel  # noqa: E402
 from fastp2p.integrations import dask as fdask  # noqa: E402
 from fastp2p.peer import Ed25519PrivateKey, PeerID  # noqa: E402
 
@@ -46,6 +47,8 @@ LOCAL = "fastp2p:///ip4/127.0.0.1/tcp/0"
 @pytest.fixture(params=["tcp", "shm"])
 async def data_path(request: pytest.FixtureRequest):
     """Every check on both data paths; each test gets (and closes) a fresh Host."""
+    if request.param == "shm" and not _accel.HAVE_NATIVE:
+        pytest.skip("the shared-memory path needs the native core (FASTP2P_NO_EXTENSIONS set)")
     paths = ["tcp"] if request.param == "tcp" else ["shm", "tcp"]
     with dask.config.set({"distributed.comm.fastp2p.data-paths": paths}):
         yield request.param
