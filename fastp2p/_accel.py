@@ -28,30 +28,40 @@ Kernel contract (identical for both implementations):
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+import types
+from typing import TYPE_CHECKING
 
 __all__ = [
     "HAVE_NATIVE",
     "HAVE_VERBS",
     "NATIVE_IMPORT_ERROR",
     "VERBS_IMPORT_ERROR",
-    "uvarint_encode",
-    "uvarint_decode",
-    "encode_header",
-    "YamuxDecoder",
-    "mplex_encode_header",
-    "MplexDecoder",
-    "NoiseCipher",
-    "BufferPool",
-    "Buffer",
-    "get_default_pool",
-    "MemoryRegion",
-    "RegionLease",
-    "alloc_region",
-    "register_region",
+    "KERNELS",
     "pure",
+    "native",
 ]
+
+# The one list of kernels: name -> (pure twin's module, native module). The
+# attribute has the same name in both; everything below is derived from it.
+KERNELS: dict[str, tuple[str, str]] = {
+    "uvarint_encode": ("fastp2p.proto.varint", "fastp2p._native.frame"),
+    "uvarint_decode": ("fastp2p.proto.varint", "fastp2p._native.frame"),
+    "encode_header": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
+    "YamuxDecoder": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
+    "mplex_encode_header": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
+    "MplexDecoder": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
+    "NoiseCipher": ("fastp2p.proto.noise.cipher", "fastp2p._native.aead"),
+    "BufferPool": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
+    "Buffer": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
+    "get_default_pool": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
+    "MemoryRegion": ("fastp2p._region_pure", "fastp2p._native.buffer"),
+    "RegionLease": ("fastp2p._region_pure", "fastp2p._native.buffer"),
+    "alloc_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
+    "register_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
+}
+__all__ += list(KERNELS)
 
 _NO_EXT = os.environ.get("FASTP2P_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -59,43 +69,22 @@ NATIVE_IMPORT_ERROR: BaseException | None = None
 VERBS_IMPORT_ERROR: BaseException | None = None
 
 
-class _Pure:
-    """The pure-Python twins, always importable (used by parity tests)."""
-
-    def __init__(self) -> None:
-        from fastp2p import _region_pure, bufferpool
-        from fastp2p.proto import varint
-        from fastp2p.proto.mplex import frame as mplex_frame
-        from fastp2p.proto.noise import cipher
-        from fastp2p.proto.yamux import frame as yamux_frame
-
-        self.uvarint_encode = varint.uvarint_encode
-        self.uvarint_decode = varint.uvarint_decode
-        self.encode_header = yamux_frame.encode_header
-        self.YamuxDecoder = yamux_frame.YamuxDecoder
-        self.mplex_encode_header = mplex_frame.mplex_encode_header
-        self.MplexDecoder = mplex_frame.MplexDecoder
-        self.NoiseCipher = cipher.NoiseCipher
-        self.BufferPool = bufferpool.BufferPool
-        self.Buffer = bufferpool.Buffer
-        self.get_default_pool = bufferpool.get_default_pool
-        self.MemoryRegion = _region_pure.MemoryRegion
-        self.RegionLease = _region_pure.RegionLease
-        self.alloc_region = _region_pure.alloc_region
-        self.register_region = _region_pure.register_region
+def _load(which: int) -> types.SimpleNamespace:
+    return types.SimpleNamespace(
+        **{name: getattr(importlib.import_module(mods[which]), name) for name, mods in KERNELS.items()}
+    )
 
 
-pure = _Pure()
+#: The pure-Python twins, always importable (used by parity tests).
+pure = _load(0)
+#: The native kernels, or None in the pure build.
+native: types.SimpleNamespace | None = None
 
-_impl: Any
 if _NO_EXT:
     HAVE_NATIVE = False
-    _impl = pure
 else:
     try:
-        from fastp2p._native import aead as _aead
-        from fastp2p._native import buffer as _buffer
-        from fastp2p._native import frame as _frame
+        native = _load(1)
     except ImportError as exc:  # pragma: no cover - depends on the build
         NATIVE_IMPORT_ERROR = exc
         raise ImportError(
@@ -107,44 +96,24 @@ else:
         ) from exc
     HAVE_NATIVE = True
 
-    class _Native:
-        uvarint_encode = _frame.uvarint_encode
-        uvarint_decode = _frame.uvarint_decode
-        encode_header = _frame.encode_header
-        YamuxDecoder = _frame.YamuxDecoder
-        mplex_encode_header = _frame.mplex_encode_header
-        MplexDecoder = _frame.MplexDecoder
-        NoiseCipher = _aead.NoiseCipher
-        BufferPool = _buffer.BufferPool
-        Buffer = _buffer.Buffer
-        get_default_pool = _buffer.get_default_pool
-        MemoryRegion = _buffer.MemoryRegion
-        RegionLease = _buffer.RegionLease
-        alloc_region = _buffer.alloc_region
-        register_region = _buffer.register_region
-
-    _impl = _Native()
-
 HAVE_VERBS = False
 if not _NO_EXT:
     try:
-        from fastp2p._native import verbs as _verbs  # type: ignore[attr-defined]  # noqa: F401
-
+        importlib.import_module("fastp2p._native.verbs")
         HAVE_VERBS = True
     except ImportError as exc:
         VERBS_IMPORT_ERROR = exc
 
-uvarint_encode = _impl.uvarint_encode
-uvarint_decode = _impl.uvarint_decode
-encode_header = _impl.encode_header
-YamuxDecoder = _impl.YamuxDecoder
-mplex_encode_header = _impl.mplex_encode_header
-MplexDecoder = _impl.MplexDecoder
-NoiseCipher = _impl.NoiseCipher
-BufferPool = _impl.BufferPool
-Buffer = _impl.Buffer
-get_default_pool = _impl.get_default_pool
-MemoryRegion = _impl.MemoryRegion
-RegionLease = _impl.RegionLease
-alloc_region = _impl.alloc_region
-register_region = _impl.register_region
+#: The implementation in use (``native`` unless FASTP2P_NO_EXTENSIONS).
+_impl: types.SimpleNamespace = native if native is not None else pure
+
+if TYPE_CHECKING:
+    # Typed by the pure twins, whose signatures the native kernels share.
+    from fastp2p._region_pure import MemoryRegion, RegionLease, alloc_region, register_region  # noqa: F401
+    from fastp2p.bufferpool import Buffer, BufferPool, get_default_pool  # noqa: F401
+    from fastp2p.proto.mplex.frame import MplexDecoder, mplex_encode_header  # noqa: F401
+    from fastp2p.proto.noise.cipher import NoiseCipher  # noqa: F401
+    from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
+    from fastp2p.proto.yamux.frame import YamuxDecoder, encode_header  # noqa: F401
+else:
+    globals().update(vars(_impl))
