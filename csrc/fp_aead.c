@@ -1,4 +1,4 @@
-/* fp_aead.c - Noise ChaChaPoly over OpenSSL EVP; see fp_aead.h. */
+/* fp_aead.c - Noise ChaChaPoly / AESGCM over OpenSSL EVP; see fp_aead.h. */
 #include "fp_aead.h"
 
 #include <limits.h>
@@ -6,13 +6,33 @@
 
 #define CTX(a) ((EVP_CIPHER_CTX *)(a)->ctx)
 
+static inline void fp_aead_store_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
 int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce, int encrypt) {
+    return fp_aead_init_kind(a, FP_AEAD_CHACHAPOLY, key, nonce, encrypt);
+}
+
+int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce,
+                      int encrypt) {
     a->ctx = NULL;
     a->nonce = nonce;
     a->encrypt = encrypt ? 1 : 0;
+    a->kind = kind;
+    const EVP_CIPHER *c;
+    if (kind == FP_AEAD_CHACHAPOLY)
+        c = EVP_chacha20_poly1305();
+    else if (kind == FP_AEAD_AESGCM)
+        c = EVP_aes_256_gcm(); /* default IV length is 12 bytes */
+    else
+        return FP_EINVAL;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (!ctx) return FP_ENOMEM;
-    if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, NULL, a->encrypt) != 1) {
+    if (EVP_CipherInit_ex(ctx, c, NULL, key, NULL, a->encrypt) != 1) {
         EVP_CIPHER_CTX_free(ctx);
         return FP_ECRYPTO;
     }
@@ -37,7 +57,10 @@ static int fp_aead_start(fp_aead *a, int enc) {
     uint8_t iv[12];
     if (FP_UNLIKELY(a->nonce == FP_AEAD_MAX_NONCE)) return FP_ENONCE;
     memset(iv, 0, 4);
-    fp_store_le64(iv + 4, a->nonce);
+    if (a->kind == FP_AEAD_AESGCM)
+        fp_aead_store_be64(iv + 4, a->nonce); /* Noise spec 12.4: big-endian counter */
+    else
+        fp_store_le64(iv + 4, a->nonce); /* Noise spec 12.3: little-endian counter */
     if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1) return FP_ECRYPTO;
     a->nonce++;
     return FP_OK;

@@ -1,8 +1,12 @@
-/* fp_aead.h - Noise ChaChaPoly transport cipher over OpenSSL EVP (no Python.h).
+/* fp_aead.h - Noise transport ciphers over OpenSSL EVP (no Python.h).
  *
- * Noise spec 'ChaChaPoly': ChaCha20-Poly1305 (IETF); the 96-bit nonce is 4
- * zero bytes followed by the 64-bit little-endian counter; empty associated
- * data. Nonce 2^64-1 is reserved and never used (FP_ENONCE).
+ * Noise spec 'ChaChaPoly' (FP_AEAD_CHACHAPOLY, the libp2p default):
+ * ChaCha20-Poly1305 (IETF); the 96-bit nonce is 4 zero bytes followed by the
+ * 64-bit little-endian counter; empty associated data.
+ * Noise spec 'AESGCM' (FP_AEAD_AESGCM, fastp2p-to-fastp2p only, see
+ * fastp2p/proto/noise/handshake.py): AES-256-GCM; the 96-bit nonce is 4 zero
+ * bytes followed by the 64-bit BIG-endian counter; 16-byte tag.
+ * Nonce 2^64-1 is reserved and never used (FP_ENONCE).
  * libp2p noise spec: transport frames are a 2-byte big-endian length followed
  * by a noise message of at most 65535 bytes (ciphertext + 16-byte tag).
  *
@@ -31,10 +35,14 @@
 #define FP_AEAD_LEN_SIZE 2
 #define FP_AEAD_MAX_NONCE UINT64_MAX
 
+#define FP_AEAD_CHACHAPOLY 0
+#define FP_AEAD_AESGCM 1
+
 typedef struct {
     void *ctx;      /* EVP_CIPHER_CTX * (opaque here so callers need no OpenSSL headers) */
     uint64_t nonce; /* next nonce to use */
     int encrypt;    /* initial direction (informational; each call sets its own) */
+    int kind;       /* FP_AEAD_CHACHAPOLY or FP_AEAD_AESGCM (nonce byte order differs) */
 } fp_aead;
 
 typedef struct {
@@ -42,8 +50,11 @@ typedef struct {
     size_t len;
 } fp_iovec;
 
-/* 0, FP_ENOMEM or FP_ECRYPTO. */
+/* ChaChaPoly; 0, FP_ENOMEM or FP_ECRYPTO. */
 int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce, int encrypt);
+/* Either cipher (kind FP_AEAD_CHACHAPOLY / FP_AEAD_AESGCM; FP_EINVAL otherwise). */
+int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce,
+                      int encrypt);
 void fp_aead_free(fp_aead *a);
 
 /* Framed size of n plaintext bytes: n + 18 * ceil(n / 65519). */

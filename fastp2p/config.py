@@ -55,6 +55,16 @@ class NoiseConfig:
     #: bound on the whole security upgrade of a raw connection (multistream
     #: ``/noise`` selection, the XX handshake and the muxer choice)
     handshake_timeout: float = 10.0
+    #: transport ciphers in preference order. ``ChaChaPoly`` is the libp2p cipher
+    #: every peer gets; ``AESGCM`` (AES-256-GCM) is negotiated only with fastp2p
+    #: peers inside the handshake, and offered only on CPUs with AES instructions
+    #: (fastp2p/proto/noise/handshake.py, "Transport cipher negotiation").
+    ciphers: tuple[str, ...] = ("AESGCM", "ChaChaPoly")
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.ciphers if c not in ("ChaChaPoly", "AESGCM")]
+        if bad:
+            raise ValueError(f"NoiseConfig.ciphers: unknown cipher(s) {bad}")
 
 
 SHM_MAX_RING = 256 * 1024 * 1024

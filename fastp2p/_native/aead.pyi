@@ -7,11 +7,13 @@ TAG_SIZE: int
 MAX_PLAINTEXT: int
 MAX_NONCE: int
 NOGIL_THRESHOLD: int
+CIPHERS: tuple[str, ...]
 
 def openssl_version() -> str: ...
 
 class NoiseCipher:
-    def __init__(self, key: bytes, nonce: int = 0) -> None: ...
+    cipher: str
+    def __init__(self, key: bytes, nonce: int = 0, cipher: str = "ChaChaPoly") -> None: ...
     @property
     def nonce(self) -> int: ...
     @property

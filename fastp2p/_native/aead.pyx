@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Noise ChaChaPoly transport cipher: thin bindings over csrc/fp_aead.c (OpenSSL EVP).
+"""Noise transport ciphers (ChaChaPoly, AESGCM): thin bindings over csrc/fp_aead.c (OpenSSL EVP).
 
 Same API and semantics as the pure twin fastp2p/proto/noise/cipher.py. Sealing
 a list of buffers is one C call into a recycled pool block of exact length;
@@ -39,6 +39,8 @@ cdef extern from "fp_aead.h" nogil:
         FP_EAUTH
         FP_ENONCE
         FP_ENOMEM
+        FP_AEAD_CHACHAPOLY
+        FP_AEAD_AESGCM
     ctypedef struct fp_aead:
         void *ctx
         uint64_t nonce
@@ -46,6 +48,7 @@ cdef extern from "fp_aead.h" nogil:
         const uint8_t *base
         size_t len
     int fp_aead_init(fp_aead *a, const uint8_t *key, uint64_t nonce, int encrypt)
+    int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t *key, uint64_t nonce, int encrypt)
     void fp_aead_free(fp_aead *a)
     size_t fp_aead_sealed_size(size_t n)
     int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
@@ -69,6 +72,8 @@ TAG_SIZE = 16
 MAX_PLAINTEXT = 65519
 MAX_NONCE = (1 << 64) - 1
 NOGIL_THRESHOLD = 16 * 1024
+#: Noise cipher names this module implements (Noise spec 12.3 / 12.4)
+CIPHERS = ("ChaChaPoly", "AESGCM")
 
 cdef enum:
     _NOGIL = 16 * 1024
@@ -154,22 +159,31 @@ cdef FrameBlock _new_block(size_t n):
 
 
 cdef class NoiseCipher:
-    """ChaChaPoly CipherState for one direction of a Noise transport session."""
+    """CipherState (ChaChaPoly or AESGCM) for one direction of a Noise transport session."""
 
     cdef fp_aead _a
     cdef bytearray _pending
     cdef object _error
     cdef bint _busy
+    cdef readonly str cipher
 
-    def __cinit__(self, key, nonce=0):
+    def __cinit__(self, key, nonce=0, cipher="ChaChaPoly"):
         self._a.ctx = NULL
         cdef const uint8_t[::1] k = key
+        cdef int kind
+        if cipher == "ChaChaPoly":
+            kind = FP_AEAD_CHACHAPOLY
+        elif cipher == "AESGCM":
+            kind = FP_AEAD_AESGCM
+        else:
+            raise ValueError(f"unknown Noise cipher {cipher!r}")
         if k.shape[0] != FP_AEAD_KEY_SIZE:
-            raise ValueError("ChaChaPoly key must be 32 bytes")
+            raise ValueError(f"{cipher} key must be 32 bytes")
         if not 0 <= nonce <= MAX_NONCE:
             raise ValueError(f"nonce out of range: {nonce}")
-        if fp_aead_init(&self._a, &k[0], nonce, 1) != 0:
+        if fp_aead_init_kind(&self._a, kind, &k[0], nonce, 1) != 0:
             raise MemoryError("EVP_CIPHER_CTX setup failed")
+        self.cipher = cipher
         self._pending = bytearray()
         self._error = None
         self._busy = False

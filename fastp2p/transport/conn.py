@@ -676,6 +676,8 @@ class Connection:
         out = self.stats.as_dict()
         out["open_streams"] = len(self.streams)
         out["muxer"] = self.muxer
+        #: the Noise transport cipher ("ChaChaPoly", or "AESGCM" between fastp2p peers)
+        out["cipher"] = getattr(self._base.ciphers[0], "cipher", "ChaChaPoly")
         out["data_path"] = self.data_path
         out["data_path_reason"] = self.data_path_reason
         out["muxer_stats"] = dict(getattr(self._session, "stats", {}))

@@ -18,6 +18,7 @@ from fastp2p.errors import HandshakeError, NegotiationError
 from fastp2p.proto.mplex import session as _mplex_session
 from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
 from fastp2p.proto.noise import handshake as _noise_handshake
+from fastp2p.proto.noise.cipher import usable_ciphers
 from fastp2p.proto.noise.handshake import NoiseHandshake
 from fastp2p.proto.yamux import session as _yamux_session
 
@@ -187,13 +188,15 @@ async def _secure(
                 identity=identity,
                 expected_peer=expected_peer,
                 muxers=config.muxers,
+                ciphers=usable_ciphers(config.noise.ciphers),
             )
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)
             leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover)
             k1, k2 = hs.split()
-            send = _accel.NoiseCipher(k1)
-            recv = _accel.NoiseCipher(k2)
+            # the cipher agreed in the handshake (fastp2p peers only; others: ChaChaPoly)
+            send = _accel.NoiseCipher(k1, 0, hs.transport_cipher)
+            recv = _accel.NoiseCipher(k2, 0, hs.transport_cipher)
             early = _early_muxer(config.muxers, hs.remote_muxers, dialer)
             if early is not None:
                 muxer = early

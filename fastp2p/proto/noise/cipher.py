@@ -1,8 +1,10 @@
-"""Noise transport cipher (ChaChaPoly) with libp2p framing; pure twin of csrc/fp_aead.c.
+"""Noise transport ciphers with libp2p framing; pure twin of csrc/fp_aead.c.
 
-Noise spec 'ChaChaPoly': ChaCha20-Poly1305 (IETF), 96-bit nonce = 32 zero bits
-followed by the 64-bit little-endian message counter; associated data is empty
-for transport messages. Nonce 2**64-1 is reserved (Noise spec 5.1), so reaching
+Noise spec 'ChaChaPoly' (12.3, the libp2p cipher): ChaCha20-Poly1305 (IETF),
+96-bit nonce = 32 zero bits followed by the 64-bit little-endian message
+counter. Noise spec 'AESGCM' (12.4, only between fastp2p peers, see
+handshake.py): AES-256-GCM, 96-bit nonce = 32 zero bits followed by the 64-bit
+BIG-endian counter. Associated data is empty for transport messages. Nonce 2**64-1 is reserved (Noise spec 5.1), so reaching
 it raises SecurityError.
 
 libp2p noise spec: transport messages are framed with a 2-byte big-endian length
@@ -17,16 +19,17 @@ A failed tag check kills the cipher: every later call raises DecryptError.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
-__all__ = ["MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT", "MAX_NONCE", "NoiseCipher"]
+__all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT", "MAX_NONCE", "NoiseCipher"]
 
 MAX_FRAME = 65535
 TAG_SIZE = 16
@@ -35,20 +38,76 @@ MAX_NONCE = (1 << 64) - 1  # reserved; never used to encrypt
 KEY_SIZE = 32
 
 _LEN = struct.Struct(">H")
-_NONCE = struct.Struct("<4xQ")
+_NONCE = struct.Struct("<4xQ")  # ChaChaPoly
+_NONCE_BE = struct.Struct(">4xQ")  # AESGCM
+#: Noise cipher names implemented here (and by the native twin)
+CIPHERS = ("ChaChaPoly", "AESGCM")
+
+
+def cpu_has_aes() -> bool:
+    """True when the CPU has AES instructions (Linux ``/proc/cpuinfo`` flag ``aes``).
+
+    Without them AES-GCM is slower than ChaCha20-Poly1305 (and not constant
+    time in software), so fastp2p offers ``AESGCM`` only where this is True.
+    Other platforms: False (ChaChaPoly only). Override with
+    ``FASTP2P_NOISE_AES=0|1``.
+    """
+    forced = os.environ.get("FASTP2P_NOISE_AES")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _CPU_AES
+
+
+def _read_cpu_aes() -> bool:
+    # read once at import, in binary: a process that later drops privileges or
+    # enters a sandbox may no longer open /proc or import codecs
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            for line in f:
+                if line.startswith((b"flags", b"Features")):
+                    return b"aes" in line.split(b":", 1)[-1].split()
+    except OSError:
+        pass
+    return False
+
+
+_CPU_AES = _read_cpu_aes()
+
+
+def usable_ciphers(preference: Sequence[str]) -> tuple[str, ...]:
+    """``preference`` without the ciphers this machine should not offer (AESGCM without AES-NI)."""
+    aes = None
+    out = []
+    for c in preference:
+        if c == "AESGCM":
+            if aes is None:
+                aes = cpu_has_aes()
+            if not aes:
+                continue
+        out.append(c)
+    return tuple(out)
 
 
 class NoiseCipher:
-    """ChaChaPoly CipherState for one direction of a Noise transport session."""
+    """CipherState (ChaChaPoly or AESGCM) for one direction of a Noise transport session."""
 
-    __slots__ = ("_aead", "_nonce", "_pending", "_error")
+    __slots__ = ("_aead", "_nonce", "_pack", "_pending", "_error", "cipher")
 
-    def __init__(self, key: bytes, nonce: int = 0) -> None:
+    def __init__(self, key: bytes, nonce: int = 0, cipher: str = "ChaChaPoly") -> None:
+        if cipher not in CIPHERS:
+            raise ValueError(f"unknown Noise cipher {cipher!r}")
         if len(key) != KEY_SIZE:
-            raise ValueError("ChaChaPoly key must be 32 bytes")
+            raise ValueError(f"{cipher} key must be 32 bytes")
         if not 0 <= nonce <= MAX_NONCE:
             raise ValueError(f"nonce out of range: {nonce}")
-        self._aead = ChaCha20Poly1305(bytes(key))
+        self.cipher = cipher
+        self._aead: ChaCha20Poly1305 | AESGCM
+        if cipher == "AESGCM":
+            self._aead = AESGCM(bytes(key))
+            self._pack = _NONCE_BE.pack
+        else:
+            self._aead = ChaCha20Poly1305(bytes(key))
+            self._pack = _NONCE.pack
         self._nonce = nonce
         self._pending = bytearray()  # partial incoming frame (<= 2 + MAX_FRAME bytes)
         self._error: P2PError | None = None
@@ -84,7 +143,7 @@ class NoiseCipher:
         if n >= MAX_NONCE:
             raise SecurityError("Noise nonce exhausted; the session must be rekeyed or closed")
         self._nonce = n + 1
-        return _NONCE.pack(n)
+        return self._pack(n)
 
     def encrypt(self, plaintext: ReadableBuffer) -> bytes:
         """Encrypt one message (no framing); returns ciphertext + tag."""

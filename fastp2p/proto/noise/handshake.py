@@ -35,6 +35,31 @@ Responder::
 
     AWAIT_MSG1 --msg1--> queue msg2 -> AWAIT_MSG3 --msg3 (verify initiator)--> DONE
 
+Transport cipher negotiation (fastp2p extension)
+------------------------------------------------
+The handshake itself is always ``Noise_XX_25519_ChaChaPoly_SHA256`` (the
+libp2p spec, byte for byte). Between two fastp2p peers the *transport*
+cipher may then be AES-256-GCM (Noise spec 12.4 ``AESGCM``), agreed inside
+the handshake, so it costs no round trip and changes nothing for others:
+
+- ``NoiseExtensions`` carries a fastp2p-only field ``fastp2p_ciphers``
+  (number 26224; other implementations skip it as an unknown protobuf field):
+  the sender's transport ciphers in preference order.
+- The responder lists its ciphers in message 2 when it has any besides
+  ``ChaChaPoly``. The initiator lists its own in message 3 only if the
+  responder listed some, so a fastp2p dialer never sends the field to
+  another implementation. (A fastp2p *listener* cannot know who dials it, so
+  its message 2 carries the field to everyone; it is inert there.)
+- Choice: the first entry of the initiator's list that the responder also
+  lists; ``ChaChaPoly`` when either list is absent or they share nothing.
+  Both lists travel encrypted and are mixed into ``h``, so an attacker can
+  neither read nor downgrade them.
+- ``ChaChaPoly`` keys are the plain Noise ``Split()`` (libp2p-compatible).
+  Any other cipher ``C`` uses ``HKDF(ck, b"fastp2p/noise-transport/" + C + h)``
+  (Noise spec 4.3 HKDF, two outputs, initiator->responder first): a distinct
+  label, so two peers that disagreed on the cipher fail on the first frame
+  instead of talking with one key under two ciphers.
+
 Implementation
 --------------
 :class:`SymmetricState` and :class:`CipherState` follow Noise spec sections
@@ -55,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fastp2p._typing import ReadableBuffer
@@ -84,6 +109,10 @@ __all__ = [
 
 PROTOCOL_ID = "/noise"
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+#: the libp2p transport cipher; always acceptable, needs no negotiation
+DEFAULT_CIPHER = "ChaChaPoly"
+#: label of the transport-key derivation for negotiated non-default ciphers
+CIPHER_KDF_LABEL = b"fastp2p/noise-transport/"
 SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
 MAX_MESSAGE_LENGTH = 65535
 DHLEN = 32
@@ -117,13 +146,19 @@ def _dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
 
 
 class CipherState:
-    """Noise spec 5.1: a key (maybe empty) and a 64-bit nonce."""
+    """Noise spec 5.1: a key (maybe empty) and a 64-bit nonce.
 
-    __slots__ = ("_aead", "key", "n")
+    ``cipher`` is ``"ChaChaPoly"`` (libp2p) or ``"AESGCM"`` (test vectors).
+    """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    __slots__ = ("_aead", "cipher", "key", "n")
+
+    def __init__(self, key: bytes | None = None, cipher: str = DEFAULT_CIPHER) -> None:
+        if cipher not in ("ChaChaPoly", "AESGCM"):
+            raise ValueError(f"unknown Noise cipher {cipher!r}")
+        self.cipher = cipher
         self.key: bytes | None = None
-        self._aead: ChaCha20Poly1305 | None = None
+        self._aead: ChaCha20Poly1305 | AESGCM | None = None
         self.n = 0
         if key is not None:
             self.initialize_key(key)
@@ -131,7 +166,7 @@ class CipherState:
     def initialize_key(self, key: bytes) -> None:
         """InitializeKey(k): sets the key and resets the nonce."""
         self.key = key
-        self._aead = ChaCha20Poly1305(key)
+        self._aead = AESGCM(key) if self.cipher == "AESGCM" else ChaCha20Poly1305(key)
         self.n = 0
 
     def has_key(self) -> bool:
@@ -139,9 +174,12 @@ class CipherState:
         return self._aead is not None
 
     def _nonce(self) -> bytes:
-        # Noise spec 12.3 ChaChaPoly: 32 bits of zeros then the 64-bit little-endian nonce.
+        # Noise spec 12.3 ChaChaPoly: 32 bits of zeros then the 64-bit little-endian nonce;
+        # 12.4 AESGCM: 32 bits of zeros then the 64-bit big-endian nonce.
         if self.n >= _MAX_NONCE:
             raise HandshakeError("nonce exhausted")
+        if self.cipher == "AESGCM":
+            return b"\x00\x00\x00\x00" + self.n.to_bytes(8, "big")
         return b"\x00\x00\x00\x00" + self.n.to_bytes(8, "little")
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
@@ -179,7 +217,8 @@ class SymmetricState:
         else:
             self.h = _hash(protocol_name)
         self.ck = self.h
-        self.cs = CipherState()
+        # the cipher named in the protocol name (Noise spec 8: Noise_XX_25519_<cipher>_SHA256)
+        self.cs = CipherState(cipher="AESGCM" if b"_AESGCM_" in protocol_name else DEFAULT_CIPHER)
 
     def mix_key(self, ikm: bytes) -> None:
         """MixKey(input_key_material)."""
@@ -327,6 +366,9 @@ class NoiseHandshake:
         expected_peer: when dialling ``/p2p/<id>``, the PeerID that must answer.
         muxers: stream muxers to offer through the early-negotiation extension
             (omitted from the payload when empty).
+        ciphers: transport ciphers in preference order for the fastp2p-only
+            negotiation (see "Transport cipher negotiation"); not sent at all
+            when it names nothing but ``ChaChaPoly``.
         static_key: the Noise static X25519 key; a fresh one by default.
         ephemeral_key: fixed ephemeral key, for test vectors only.
         webtransport_certhashes: extension field for WebTransport.
@@ -342,6 +384,7 @@ class NoiseHandshake:
         identity: Any,
         expected_peer: PeerID | None = None,
         muxers: Sequence[str] = (),
+        ciphers: Sequence[str] = (),
         static_key: X25519PrivateKey | None = None,
         ephemeral_key: X25519PrivateKey | None = None,
         webtransport_certhashes: Sequence[bytes] = (),
@@ -350,6 +393,11 @@ class NoiseHandshake:
         self._identity = identity
         self._expected_peer = expected_peer
         self._muxers = tuple(muxers)
+        self._ciphers = tuple(ciphers)
+        #: the remote's ``fastp2p_ciphers`` (empty: not a fastp2p peer, or none offered)
+        self.remote_ciphers: tuple[str, ...] = ()
+        #: the transport cipher agreed (``ChaChaPoly`` unless both ends negotiated another)
+        self.transport_cipher = DEFAULT_CIPHER
         self._certhashes = tuple(webtransport_certhashes)
         self._state = XXHandshakeState(
             initiator=initiator,
@@ -419,6 +467,10 @@ class NoiseHandshake:
         if self._keys is None:
             raise LocalProtocolError("handshake not complete")
         k1, k2 = self._keys
+        if self.transport_cipher != DEFAULT_CIPHER:
+            assert self._handshake_hash is not None
+            label = CIPHER_KDF_LABEL + self.transport_cipher.encode("ascii")
+            k1, k2 = _hkdf2(self._state.ss.ck, label + self._handshake_hash)
         return (k1, k2) if self.initiator else (k2, k1)
 
     # -- input ---------------------------------------------------------------
@@ -466,6 +518,8 @@ class NoiseHandshake:
     def _discard_remote(self) -> None:
         # libp2p noise spec: early data MUST be discarded if the handshake fails.
         self.remote_muxers = ()
+        self.remote_ciphers = ()
+        self.transport_cipher = DEFAULT_CIPHER
         self.remote_extensions = None
         self.remote_peer = None
         self.remote_public_key = None
@@ -474,10 +528,17 @@ class NoiseHandshake:
     def _our_payload(self) -> bytes:
         sig = self._identity.sign(SIGNATURE_PREFIX + self._state.s_pub)
         ext = None
-        if self._muxers or self._certhashes:
+        ciphers: list[str] = []
+        if any(c != DEFAULT_CIPHER for c in self._ciphers) and (
+            not self.initiator or self.remote_ciphers
+        ):
+            # the initiator answers only a fastp2p responder that offered ciphers
+            ciphers = list(self._ciphers)
+        if self._muxers or self._certhashes or ciphers:
             ext = NoiseExtensions(
                 webtransport_certhashes=list(self._certhashes),
                 stream_muxers=list(self._muxers),
+                fastp2p_ciphers=ciphers,
             )
         return NoiseHandshakePayload(
             identity_key=self._identity.public_key().to_protobuf(),
@@ -534,8 +595,23 @@ class NoiseHandshake:
         self.remote_extensions = decoded.extensions
         if decoded.extensions is not None:
             self.remote_muxers = tuple(decoded.extensions.stream_muxers)
+            self.remote_ciphers = tuple(decoded.extensions.fastp2p_ciphers)
+
+    def _choose_cipher(self) -> str:
+        ours = self._ciphers if any(c != DEFAULT_CIPHER for c in self._ciphers) else ()
+        if not ours or not self.remote_ciphers:
+            return DEFAULT_CIPHER
+        initiator, responder = (ours, self.remote_ciphers) if self.initiator else (
+            self.remote_ciphers,
+            ours,
+        )
+        for c in initiator:
+            if c in responder:
+                return c
+        return DEFAULT_CIPHER
 
     def _finish(self) -> None:
+        self.transport_cipher = self._choose_cipher()
         self._keys = self._state.ss.split()
         self._handshake_hash = self._state.ss.h
         self._stage = _Stage.DONE

@@ -5,6 +5,10 @@ libp2p noise spec::
     message NoiseExtensions {
         repeated bytes webtransport_certhashes = 1;
         repeated string stream_muxers = 2;
+        // fastp2p only (not in the libp2p spec; other implementations skip it
+        // as an unknown field): transport ciphers in preference order, see
+        // fastp2p/proto/noise/handshake.py "Transport cipher negotiation".
+        repeated string fastp2p_ciphers = 26224;
     }
     message NoiseHandshakePayload {
         optional bytes identity_key = 1;
@@ -23,7 +27,10 @@ from fastp2p.errors import ProtobufError
 from fastp2p.proto import protobuf
 from fastp2p.proto.protobuf import WIRE_BYTES
 
-__all__ = ["NoiseExtensions", "NoiseHandshakePayload"]
+__all__ = ["FASTP2P_CIPHERS_FIELD", "NoiseExtensions", "NoiseHandshakePayload"]
+
+#: field number of NoiseExtensions.fastp2p_ciphers (0x6670, "fp")
+FASTP2P_CIPHERS_FIELD = 26224
 
 
 def _bytes_value(number: int, wire: int, value: int | bytes) -> bytes:
@@ -38,12 +45,14 @@ class NoiseExtensions:
 
     webtransport_certhashes: list[bytes] = field(default_factory=list)
     stream_muxers: list[str] = field(default_factory=list)
+    fastp2p_ciphers: list[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         """Serialize to protobuf bytes."""
         fields: list[tuple[int, int | bytes | str]] = []
         fields += [(1, h) for h in self.webtransport_certhashes]
         fields += [(2, m) for m in self.stream_muxers]
+        fields += [(FASTP2P_CIPHERS_FIELD, c) for c in self.fastp2p_ciphers]
         return protobuf.encode(fields)
 
     @classmethod
@@ -63,6 +72,12 @@ class NoiseExtensions:
                     out.stream_muxers.append(raw.decode("utf-8"))
                 except UnicodeDecodeError as exc:
                     raise ProtobufError("stream_muxers entry is not UTF-8") from exc
+            elif number == FASTP2P_CIPHERS_FIELD:
+                raw = _bytes_value(number, wire, value)
+                try:
+                    out.fastp2p_ciphers.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise ProtobufError("fastp2p_ciphers entry is not UTF-8") from exc
         return out
 
 

@@ -1,0 +1,51 @@
+"""The Noise transport cipher between two fastp2p hosts over TCP (issue 12 item 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from fastp2p import Host
+from fastp2p.config import HostConfig, NoiseConfig
+from fastp2p.proto.noise.cipher import cpu_has_aes
+from fastp2p.services import serve_echo
+
+TCP = ("tcp",)
+
+
+async def _echo_cipher(dialer: HostConfig, listener: HostConfig) -> tuple[str, str]:
+    async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=listener) as b, Host(config=dialer) as a:
+        peer = await a.connect(b.full_addrs[0])
+        serve_echo(b)
+        data = os.urandom(300_000)
+        st = await a.open_stream(peer, "/echo/1.0.0")
+        await st.write(data)
+        await st.close_write()
+        got = await st.read()
+        await st.aclose()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        ca, cb = a.connection(peer), b.connection(a.peer_id)
+        assert ca is not None and cb is not None
+        return ca.statistics()["cipher"], cb.statistics()["cipher"]
+
+
+@pytest.mark.skipif(not cpu_has_aes(), reason="CPU without AES instructions: AESGCM is not offered")
+async def test_fastp2p_peers_use_aesgcm_by_default() -> None:
+    cfg = HostConfig(data_paths=TCP)
+    assert await _echo_cipher(cfg, cfg) == ("AESGCM", "AESGCM")
+
+
+@pytest.mark.parametrize("side", ["dialer", "listener"])
+async def test_either_side_can_keep_chachapoly(side: str) -> None:
+    plain = HostConfig(data_paths=TCP, noise=NoiseConfig(ciphers=("ChaChaPoly",)))
+    both = HostConfig(data_paths=TCP, noise=NoiseConfig(ciphers=("AESGCM", "ChaChaPoly")))
+    d, lis = (plain, both) if side == "dialer" else (both, plain)
+    assert await _echo_cipher(d, lis) == ("ChaChaPoly", "ChaChaPoly")
+
+
+async def test_no_aes_instructions_means_chachapoly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTP2P_NOISE_AES", "0")
+    cfg = HostConfig(data_paths=TCP)
+    assert await _echo_cipher(cfg, cfg) == ("ChaChaPoly", "ChaChaPoly")
