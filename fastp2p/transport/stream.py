@@ -154,18 +154,22 @@ class Stream:
         n = len(data)
         into = self._read_into
         if into is not None and not self._chunks:
+            # The lent buffer stays lent until the reader runs again: every frame
+            # of this receive batch fills it (one wake-up, one read call per batch).
             w = self._read_waiter
-            if w is not None and not w.done():
-                k = min(n, len(into))
-                into[:k] = data[:k]
-                self._read_got = k
-                self._read_into = None
-                self._buffered += k
-                w.set_result(None)
-                if k == n:
-                    return
-                data = data[k:]
-                n -= k
+            if w is not None and not w.cancelled():
+                got = self._read_got
+                k = min(n, len(into) - got)
+                if k:
+                    into[got : got + k] = data[:k]
+                    self._read_got = got + k
+                    self._buffered += k
+                    if not w.done():
+                        w.set_result(None)
+                    if k == n:
+                        return
+                    data = data[k:]
+                    n -= k
         self._chunks.append(memoryview(bytes(data)) if transient else data)
         self._buffered += n
         if self._buffered > self.conn.recv_soft_limit:
