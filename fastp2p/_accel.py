@@ -12,7 +12,7 @@ Kernel contract (identical for both implementations):
 - ``YamuxDecoder().feed(buf) -> list[(type, flags, stream_id, length, payload)]``
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
-- ``NoiseCipher(key)``: ``seal_frames(bufs)`` and ``open_frames(buf)`` return read-only
+- ``NoiseCipher(key, nonce=0, cipher="ChaChaPoly"|"AESGCM")`` (``.cipher`` names it): ``seal_frames(bufs)`` and ``open_frames(buf)`` return read-only
   byte buffers (``bytes``/``bytearray`` pure; recycled ``FrameBlock`` native): use them
   through the buffer protocol, never as ``bytes``
 - ``BufferPool``, ``Buffer``; ``get_default_pool()`` -> the one process-wide pool that
