@@ -79,7 +79,7 @@ if [[ -f "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EX
     echo "using a venv of the system python: $PY"
 fi
 export PYTHON="$PY"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]" -r bench/requirements.txt
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,dask]" -r bench/requirements.txt
 "$PY" -c 'import fastp2p, fastp2p._accel as a; print("fastp2p", fastp2p.__version__, "native:", a.HAVE_NATIVE)'
 
 if optout interop; then
