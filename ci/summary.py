@@ -95,6 +95,10 @@ SUITES: tuple[Suite, ...] = (
           what="py-libp2p and js-libp2p reference peers"),
     Suite("conformance", "pytest", ("tests/conformance/*",), no_skip=True,
           what="stream/muxer conformance kit"),
+    Suite("netns", "pytest", ("tests/integration/test_files_netns.py",
+                              "tests/integration/test_netns_lab.py", "tests/netns/*"),
+          required="env:FASTP2P_CI_NETNS", no_skip=True,
+          what="network-namespace testbed (veth, bridge, tc); needs root: on by default there"),
     Suite("dask", "pytest", ("tests/integrations/*",), no_skip=True,
           what="Dask comm backend: distributed's comm behaviours and a real cluster over fastp2p://"),
     Suite("integration", "pytest", ("tests/integration/*",), what="hosts, CLI, demo"),
@@ -117,7 +121,6 @@ SUITES: tuple[Suite, ...] = (
     # --- required when their step runs: ci/test.sh runs it by default as root
     Suite("rdma", "counts", required="env:FASTP2P_CI_RDMA", no_skip=True,
           what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; on by default as root)"),
-    Suite("netns", "counts", required="no", what="network-namespace testbed (planned)"),
 )
 BY_NAME = {s.name: s for s in SUITES}
 
