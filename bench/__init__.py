@@ -1,1 +1,2 @@
-"""fastp2p benchmarks: ``bench/micro`` (pytest-benchmark) and ``bench/e2e`` (see README.md)."""
+"""fastp2p benchmarks: ``bench/micro`` (pytest-benchmark); the end-to-end harnesses live in
+``fastp2p.benchsuite`` (``python -m bench.run`` / ``fastp2p bench``; see README.md)."""
