@@ -239,12 +239,16 @@ class _VersionAction(argparse.Action):
 
 def cmd_bench(args: argparse.Namespace) -> int:
     rest = list(args.rest)
-    if "--same-host" in rest:
-        # The same-host suite: shm data path vs ucx_perftest, iceoryx2, pyzmq ipc, memcpy.
-        rest.remove("--same-host")
-        from fastp2p.benchsuite.samehost import main as samehost_main
+    # The other suites: same host (shm vs ucx_perftest, iceoryx2, pyzmq ipc, memcpy),
+    # RDMA (vs perftest; needs a verbs device), pubsub (vs js/py-libp2p), files (fetch vs perf).
+    suites = {"--same-host": "samehost", "--rdma": "rdma", "--pubsub": "pubsub", "--files": "files"}
+    for flag, module in suites.items():
+        if flag in rest:
+            rest.remove(flag)
+            import importlib
 
-        return int(samehost_main(rest))
+            suite = importlib.import_module(f"fastp2p.benchsuite.{module}")
+            return int(suite.main(rest))
     try:
         from fastp2p.benchsuite import main as bench_main
     except ImportError as exc:
