@@ -67,6 +67,7 @@ from fastp2p.errors import (
 from fastp2p.proto import rdma as msgs
 from fastp2p.proto.rdma import DenyStatus, Kind, Op, RdmaMessage
 from fastp2p.rdma_errors import CompletionError, FlushError, completion_error
+from fastp2p.transport._upgrade import UpgradeChannel, UpgradeRefused
 from fastp2p.transport.base import DataPath
 
 if TYPE_CHECKING:
@@ -94,10 +95,6 @@ def _v() -> Any:
     from fastp2p._native import verbs
 
     return verbs
-
-
-class UpgradeRefused(Exception):
-    """The upgrade did not happen; ``str(exc)`` is the reason (not an error)."""
 
 
 # -- per-connection verbs resources ---------------------------------------------------
@@ -634,7 +631,7 @@ class RdmaPath(DataPath):
             try:
                 msg = self.ep.info(Kind.RECONNECT)
                 stream.protocol = await negotiate_outbound(stream, [PROTOCOL_ID], early_data=msgs.encode(msg))
-                reply = await _Channel(stream).recv()
+                reply = await UpgradeChannel[RdmaMessage](stream, msgs, "rdma").recv()
                 if reply.kind is not Kind.RECONNECTED:
                     raise RemoteProtocolError(f"expected RECONNECTED, got {reply.kind.name}")
                 self.ep._connect_qp(self.ep.rma_qp, reply.rma_qpn, reply.rma_psn, self.ep.rma_psn, reply)
@@ -687,26 +684,6 @@ class RdmaPath(DataPath):
 # -- the upgrade -----------------------------------------------------------------------
 
 
-class _Channel:
-    """Messages of ``/fastp2p/rdma/1.0.0`` over one stream."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.reader = msgs.MessageReader()
-        self.queue: collections.deque[RdmaMessage] = collections.deque()
-
-    async def send(self, msg: RdmaMessage) -> None:
-        await self.stream.write(msgs.encode(msg))
-
-    async def recv(self) -> RdmaMessage:
-        while not self.queue:
-            data = await self.stream.read(4096)
-            if not data:
-                raise UpgradeRefused("peer closed the rdma stream")
-            self.queue.extend(self.reader.receive_data(data))
-        return self.queue.popleft()
-
-
 async def upgrade_outbound(conn: Connection, stream: Stream, cfg: RdmaConfig, boot_id: bytes = b"") -> RdmaPath:
     """Dialer side of the upgrade. Returns the path; raises ``UpgradeRefused``
     (or a ``P2PError``/``OSError``) when the connection stays where it was."""
@@ -719,7 +696,7 @@ async def upgrade_outbound(conn: Connection, stream: Stream, cfg: RdmaConfig, bo
     try:
         hello = ep.info(Kind.HELLO, boot_id=boot_id)
         stream.protocol = await negotiate_outbound(stream, [PROTOCOL_ID], early_data=msgs.encode(hello))
-        ch = _Channel(stream)
+        ch = UpgradeChannel[RdmaMessage](stream, msgs, "rdma")
         reply = await ch.recv()
         if reply.kind is Kind.REFUSE:
             raise UpgradeRefused(f"peer refused: {reply.reason}")
@@ -759,7 +736,7 @@ async def serve(
     ``refuse_same_host``: this host's boot id when a same-host peer should use
     shared memory instead.
     """
-    ch = _Channel(stream)
+    ch = UpgradeChannel[RdmaMessage](stream, msgs, "rdma")
     first = await ch.recv()
     if first.kind is Kind.RMA_REQUEST:
         await _serve_rma(conn, ch, first, check, cfg)
@@ -819,7 +796,7 @@ async def serve(
 
 
 async def _serve_rma(
-    conn: Connection, ch: _Channel, req: RdmaMessage, check: Callable[..., tuple[Any, int]], cfg: RdmaConfig
+    conn: Connection, ch: UpgradeChannel[RdmaMessage], req: RdmaMessage, check: Callable[..., tuple[Any, int]], cfg: RdmaConfig
 ) -> None:
     v = _v()
     path = conn.tx_path
@@ -909,7 +886,7 @@ async def rma(
             compare=compare, operand=operand,
         )
         stream.protocol = await negotiate_outbound(stream, [PROTOCOL_ID], early_data=msgs.encode(req))
-        ch = _Channel(stream)
+        ch = UpgradeChannel[RdmaMessage](stream, msgs, "rdma")
         grant = await ch.recv()
         if grant.kind is Kind.RMA_DENIED:
             if grant.status == DenyStatus.BOUNDS:

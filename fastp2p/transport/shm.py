@@ -46,6 +46,7 @@ from fastp2p.errors import (
 )
 from fastp2p.proto import shm as msgs
 from fastp2p.proto.shm import Kind, ShmMessage
+from fastp2p.transport._upgrade import UpgradeChannel, UpgradeRefused
 from fastp2p.transport.base import DataPath
 
 if TYPE_CHECKING:
@@ -392,30 +393,6 @@ class ShmPath(DataPath):
 # -- the upgrade -----------------------------------------------------------------
 
 
-class UpgradeRefused(Exception):
-    """The upgrade did not happen; ``str(exc)`` is the reason (not an error)."""
-
-
-class _Channel:
-    """Upgrade messages over one stream."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.reader = msgs.MessageReader()
-        self.queue: list[ShmMessage] = []
-
-    async def send(self, msg: ShmMessage) -> None:
-        await self.stream.write(msgs.encode(msg))
-
-    async def recv(self) -> ShmMessage:
-        while not self.queue:
-            data = await self.stream.read(4096)
-            if not data:
-                raise UpgradeRefused("peer closed the upgrade stream")
-            self.queue.extend(self.reader.receive_data(data))
-        return self.queue.pop(0)
-
-
 def _peercred(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
@@ -555,7 +532,7 @@ async def upgrade_outbound(conn: Connection, stream: Stream, cfg: ShmConfig) -> 
             secret=secret,
         )
         stream.protocol = await negotiate_outbound(stream, [PROTOCOL_ID], early_data=msgs.encode(hello))
-        ch = _Channel(stream)
+        ch = UpgradeChannel[ShmMessage](stream, msgs, "upgrade")
         reply = await ch.recv()
         if reply.kind is Kind.REFUSE:
             raise UpgradeRefused(f"peer refused: {reply.reason}")
@@ -594,7 +571,7 @@ async def serve_upgrade(
     from fastp2p._native.shm import ShmSegment
 
     loop = asyncio.get_running_loop()
-    ch = _Channel(stream)
+    ch = UpgradeChannel[ShmMessage](stream, msgs, "upgrade")
     hello = await ch.recv()
     if hello.kind is not Kind.HELLO:
         raise RemoteProtocolError(f"expected HELLO, got {hello.kind.name}")

@@ -171,6 +171,7 @@ async def test_stale_rkey_fails_on_the_nic_and_streams_survive() -> None:
     from fastp2p.proto.rdma import Kind, Op, RdmaMessage
     from fastp2p.rdma import RemoteAccessError
     from fastp2p.transport import rdma as rp
+    from fastp2p.transport._upgrade import UpgradeChannel
     from fastp2p.transport.upgrader import negotiate_outbound
 
     async with rdma_pair() as (a, b, peer):
@@ -182,7 +183,7 @@ async def test_stale_rkey_fails_on_the_nic_and_streams_survive() -> None:
         stream = conn.open_stream()
         req = RdmaMessage(Kind.RMA_REQUEST, op=int(Op.GET), token=tok, offset=0, length=4096)
         stream.protocol = await negotiate_outbound(stream, [rp.PROTOCOL_ID], early_data=msgs.encode(req))
-        ch = rp._Channel(stream)
+        ch = UpgradeChannel[RdmaMessage](stream, msgs, "rdma")
         grant = await ch.recv()
         assert grant.kind is Kind.RMA_GRANT
         path = conn.tx_path
