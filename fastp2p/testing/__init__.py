@@ -15,17 +15,9 @@ from collections.abc import AsyncIterator
 from fastp2p.config import HostConfig
 from fastp2p.host import Host
 from fastp2p.peer import PeerID
-from fastp2p.testing._conformance import (
-    CONFORMANCE_PROTOCOL,
-    MUXER_SUBTESTS,
-    STREAM_CHECKS,
-    MakeHostPair,
-    MakeStreamPair,
-    assert_stream_tables_empty,
-    check_muxer,
-    check_stream,
-    stream_pair,
-)
+from fastp2p.testing._helpers import CONFORMANCE_PROTOCOL, MakeHostPair, MakeStreamPair
+from fastp2p.testing.muxer_checks import MUXER_SUBTESTS, assert_stream_tables_empty, check_muxer
+from fastp2p.testing.stream_checks import STREAM_CHECKS, check_stream, stream_pair
 
 __all__ = [
     "CONFORMANCE_PROTOCOL",

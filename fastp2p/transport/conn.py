@@ -681,6 +681,8 @@ class Connection:
         out["data_path"] = self.data_path
         out["data_path_reason"] = self.data_path_reason
         out["muxer_stats"] = dict(getattr(self._session, "stats", {}))
+        #: streams the muxer session still tracks (not yet closed both ways or reset)
+        out["muxer_streams"] = self._session.stream_count()
         rtt = getattr(self._session, "rtt", None)
         if out["rtt"] is None and rtt is not None:
             out["rtt"] = rtt

@@ -1,18 +1,8 @@
-"""Conformance checks for fastp2p streams and stream muxers.
+"""The two-way byte-stream contract of :class:`fastp2p.Stream` (trio's ``check_two_way_stream``).
 
-Two reusable suites, meant to be run by fastp2p's own tests and by anyone who
-builds a transport, a muxer or a stream wrapper on top of fastp2p:
-
-- :func:`check_stream` ports trio's ``check_two_way_stream``: the byte-stream
-  contract of one :class:`fastp2p.Stream` pair (data, EOF, half-close, reset,
-  conflict detection, cancellation).
-- :func:`check_muxer` ports go-libp2p's ``p2p/muxer/testsuite`` (``SubtestAll``)
-  onto a pair of connected :class:`fastp2p.Host` objects: many streams on one
-  connection, resets, closes, a 1000-stream stress run, and that every stream
-  table is empty again afterwards.
-
-Both raise ``AssertionError`` (or the unexpected exception) on the first
-violation; every sub-check runs under its own ``asyncio.timeout``.
+:func:`check_stream` runs every sub-check on fresh stream pairs from a factory
+such as :func:`stream_pair`; it raises ``AssertionError`` (or the unexpected
+exception) on the first violation, each sub-check under its own timeout.
 """
 
 from __future__ import annotations
@@ -26,88 +16,22 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastp2p.config import HostConfig
-from fastp2p.errors import (
-    BusyResourceError,
-    ClosedResourceError,
-    ConnectionClosedError,
-    StreamResetError,
-)
+from fastp2p.errors import BusyResourceError, ClosedResourceError, StreamResetError
 from fastp2p.host import Host
 from fastp2p.peer import PeerID
-from fastp2p.proto.ping import PROTOCOL_ID as PING_PROTOCOL_ID
 from fastp2p.stream import Stream
+from fastp2p.testing._helpers import (
+    CONFORMANCE_PROTOCOL,
+    MakeHostPair,
+    MakeStreamPair,
+    assert_eof,
+    expect_reset,
+    recv_exactly,
+    select_names,
+    until_pending,
+)
 
-__all__ = [
-    "CONFORMANCE_PROTOCOL",
-    "MUXER_SUBTESTS",
-    "MakeHostPair",
-    "MakeStreamPair",
-    "STREAM_CHECKS",
-    "assert_stream_tables_empty",
-    "check_muxer",
-    "check_stream",
-    "stream_pair",
-]
-
-#: Protocol id served by :func:`stream_pair` and the echo of :func:`check_muxer`.
-CONFORMANCE_PROTOCOL = "/fastp2p/conformance/1.0.0"
-_ECHO_PROTOCOL = "/fastp2p/conformance/echo/1.0.0"
-_RESET_PROTOCOL = "/fastp2p/conformance/reset/1.0.0"
-_HOLD_PROTOCOL = "/fastp2p/conformance/hold/1.0.0"
-_PING_PROTOCOL = PING_PROTOCOL_ID
-
-#: ``make_pair()`` for :func:`check_stream`: yields two connected streams ``(a, b)``.
-MakeStreamPair = Callable[[], AbstractAsyncContextManager[tuple[Stream, Stream]]]
-#: ``make_host_pair()`` for :func:`check_muxer`: yields ``(dialer, listener, listener_id)``.
-MakeHostPair = Callable[[], AbstractAsyncContextManager[tuple[Host, Host, PeerID]]]
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-async def _recv_exactly(stream: Stream, n: int, *, chunk: int = 65537) -> bytes:
-    """Read exactly ``n`` bytes with ``readinto`` (odd buffer sizes on purpose)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = await stream.readinto(view[got : got + chunk])
-        assert k > 0, f"unexpected end of stream after {got} of {n} bytes"
-        got += k
-    return bytes(buf)
-
-
-async def _assert_eof(stream: Stream, *, times: int = 3) -> None:
-    """``readinto`` returns 0 repeatedly and ``read`` returns b"" at end of stream."""
-    buf = bytearray(16)
-    for _ in range(times):
-        assert await stream.readinto(buf) == 0, "readinto must return 0 at end of stream"
-    assert await stream.read() == b"", "read() must return b'' at end of stream"
-    assert await stream.read(10) == b"", "read(n) must return b'' at end of stream"
-
-
-async def _until_pending(task: asyncio.Task[Any]) -> None:
-    """Let ``task`` run one step; assert it is suspended (blocked) afterwards."""
-    await asyncio.sleep(0)
-    assert not task.done(), f"expected {task.get_coro()!r} to block, it completed"
-
-
-async def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for: {what}") from None
-
-
-async def _echo(stream: Stream) -> None:
-    """Echo until EOF, then half-close (the handler's return closes the stream)."""
-    buf = bytearray(64 * 1024)
-    view = memoryview(buf)
-    while n := await stream.readinto(buf):
-        await stream.write(view[:n])
-    await stream.close_write()
+__all__ = ["STREAM_CHECKS", "check_stream", "stream_pair"]
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +131,7 @@ async def check_stream(
 
     Cancellation: the pair in use is closed by its context manager.
     """
-    for name in _select_names(STREAM_CHECKS, only, skip):
+    for name in select_names(STREAM_CHECKS, only, skip):
         check = _STREAM_CHECKS[name]
         args = (large_size,) if check is _check_large_concurrent else ()
         try:
@@ -220,21 +144,21 @@ async def check_stream(
 
 async def _check_send_both_ways(a: Stream, b: Stream) -> None:
     await a.write(b"x")
-    assert await _recv_exactly(b, 1) == b"x"
+    assert await recv_exactly(b, 1) == b"x"
     await b.write(b"y")
-    assert await _recv_exactly(a, 1) == b"y"
+    assert await recv_exactly(a, 1) == b"y"
     # every buffer type, interleaved, several messages in flight
     msgs: list[Any] = [b"hello", bytearray(b"world"), memoryview(b"!!" * 100)]
     for m in msgs:
         await a.write(m)
         await b.write(m)
     expect = b"".join(bytes(m) for m in msgs)
-    assert await _recv_exactly(b, len(expect), chunk=7) == expect
+    assert await recv_exactly(b, len(expect), chunk=7) == expect
     assert await a.readexactly(len(expect)) == expect
     # a memoryview that is not bytes-shaped is sent as its raw bytes
     arr = memoryview(bytearray(range(16))).cast("I")
     await a.write(arr)
-    assert await _recv_exactly(b, 16) == bytes(range(16))
+    assert await recv_exactly(b, 16) == bytes(range(16))
 
 
 async def _check_large_concurrent(a: Stream, b: Stream, size: int = 4 << 20) -> None:
@@ -254,8 +178,8 @@ async def _check_large_concurrent(a: Stream, b: Stream, size: int = 4 << 20) -> 
         await s.close_write()
 
     async def recv(s: Stream, n: int) -> bytes:
-        got = await _recv_exactly(s, n, chunk=65537)
-        await _assert_eof(s, times=1)
+        got = await recv_exactly(s, n, chunk=65537)
+        await assert_eof(s, times=1)
         return got
 
     async with asyncio.TaskGroup() as tg:
@@ -286,31 +210,31 @@ async def _check_zero_length_write(a: Stream, b: Stream) -> None:
     # and a zero-length write does not disturb the other direction
     await b.write(b"")
     await b.write(b"ok")
-    assert await _recv_exactly(a, 2) == b"ok"
+    assert await recv_exactly(a, 2) == b"ok"
 
 
 async def _check_eof_and_half_close(a: Stream, b: Stream) -> None:
     buf = bytearray(16)
     # EOF reaches a reader that is already waiting
     pending = asyncio.create_task(b.readinto(buf))
-    await _until_pending(pending)
+    await until_pending(pending)
     await a.write(b"hello")
     assert await pending == 5 and buf[:5] == b"hello"
     pending = asyncio.create_task(b.readinto(buf))
-    await _until_pending(pending)
+    await until_pending(pending)
     await a.write(b" world")
     await a.close_write()
     got = await pending
     rest = await b.read()  # to EOF
     assert bytes(buf[:got]) + rest == b" world"
-    await _assert_eof(b)
+    await assert_eof(b)
     # half-close: the other direction still works both ways of reading
     await b.write(b"still open")
-    assert await _recv_exactly(a, 10) == b"still open"
+    assert await recv_exactly(a, 10) == b"still open"
     await b.write(b"more")
     await b.close_write()
     assert await a.read() == b"more"
-    await _assert_eof(a)
+    await assert_eof(a)
     assert not a.is_closed and not b.is_closed
 
 
@@ -328,33 +252,22 @@ async def _check_close_write_idempotent_then_write_fails(a: Stream, b: Stream) -
                 f"write({payload!r}) after close_write must raise ClosedResourceError"
             )
     assert await b.read() == b"data"
-    await _assert_eof(b)
+    await assert_eof(b)
     await b.write(b"reply")  # the peer's direction is unaffected
-    assert await _recv_exactly(a, 5) == b"reply"
-
-
-async def _expect_reset(op: Awaitable[Any], *, remote: bool, what: str) -> StreamResetError:
-    try:
-        res = await op
-    except StreamResetError as exc:
-        assert exc.remote is remote, (
-            f"{what}: StreamResetError.remote is {exc.remote}, want {remote}"
-        )
-        return exc
-    raise AssertionError(f"{what}: expected StreamResetError, got {res!r}")
+    assert await recv_exactly(a, 5) == b"reply"
 
 
 async def _check_reset(a: Stream, b: Stream) -> None:
     await a.write(b"before")
-    assert await _recv_exactly(b, 6) == b"before"
+    assert await recv_exactly(b, 6) == b"before"
     a.reset()
     a.reset()  # idempotent
     assert a.is_closed
-    await _expect_reset(b.readinto(bytearray(8)), remote=True, what="peer readinto after reset")
-    await _expect_reset(b.read(), remote=True, what="peer read after reset")
-    await _expect_reset(b.write(b"x"), remote=True, what="peer write after reset")
-    await _expect_reset(a.write(b"x"), remote=False, what="own write after reset")
-    await _expect_reset(a.readinto(bytearray(8)), remote=False, what="own readinto after reset")
+    await expect_reset(b.readinto(bytearray(8)), remote=True, what="peer readinto after reset")
+    await expect_reset(b.read(), remote=True, what="peer read after reset")
+    await expect_reset(b.write(b"x"), remote=True, what="peer write after reset")
+    await expect_reset(a.write(b"x"), remote=False, what="own write after reset")
+    await expect_reset(a.readinto(bytearray(8)), remote=False, what="own readinto after reset")
     assert b.is_closed
     # closing a reset stream never raises
     await a.aclose()
@@ -380,11 +293,11 @@ async def _check_reset_wakes_pending_reads(a: Stream, b: Stream) -> None:
     # a pending read on the peer and a pending read on the resetting side both wake up
     peer_read = asyncio.create_task(b.readinto(bytearray(8)))
     own_read = asyncio.create_task(a.readinto(bytearray(8)))
-    await _until_pending(peer_read)
-    await _until_pending(own_read)
+    await until_pending(peer_read)
+    await until_pending(own_read)
     a.reset()
-    await _expect_reset(own_read, remote=False, what="own pending readinto")
-    await _expect_reset(peer_read, remote=True, what="peer pending readinto")
+    await expect_reset(own_read, remote=False, what="own pending readinto")
+    await expect_reset(peer_read, remote=True, what="peer pending readinto")
 
 
 async def _check_reset_fails_pending_write(a: Stream, b: Stream) -> None:
@@ -417,7 +330,7 @@ async def _check_aclose_wakes_pending_ops(a: Stream, b: Stream) -> None:
     # trio check_two_way_stream: closing a stream under a blocked receive_some /
     # send_all makes them raise ClosedResourceError.
     read = asyncio.create_task(a.readinto(bytearray(8)))
-    await _until_pending(read)
+    await until_pending(read)
     blocked, _ = await _block_a_write(a)
     try:
         await a.aclose()
@@ -481,15 +394,15 @@ async def _check_concurrent_write_is_busy(a: Stream, b: Stream) -> None:
         blocked.cancel()
     assert got == total
     await a.write(b"after")  # the guard was released
-    assert await _recv_exactly(b, 5) == b"after"
-    assert await _recv_exactly(a, 4) == b"pong"
+    assert await recv_exactly(b, 5) == b"after"
+    assert await recv_exactly(a, 4) == b"pong"
 
 
 async def _check_concurrent_readinto_is_busy(a: Stream, b: Stream) -> None:
     buf = bytearray(8)
     pending = asyncio.create_task(b.readinto(buf))
     try:
-        await _until_pending(pending)
+        await until_pending(pending)
         for op in (b.readinto(bytearray(8)), b.read(8), b.read()):
             try:
                 await op
@@ -499,7 +412,7 @@ async def _check_concurrent_readinto_is_busy(a: Stream, b: Stream) -> None:
                 raise AssertionError("a second concurrent read must raise BusyResourceError")
         # writing while a read is pending is allowed (full duplex)
         await b.write(b"dup")
-        assert await _recv_exactly(a, 3) == b"dup"
+        assert await recv_exactly(a, 3) == b"dup"
         await a.write(b"q")
         assert await pending == 1 and buf[:1] == b"q"
     finally:
@@ -514,7 +427,7 @@ async def _check_aclose_idempotent(a: Stream, b: Stream) -> None:
     await a.aclose()
     assert a.is_closed
     assert await b.read() == b"bye"
-    await _assert_eof(b)
+    await assert_eof(b)
     for op, name in ((a.write(b"x"), "write"), (a.readinto(bytearray(4)), "readinto")):
         try:
             await op
@@ -533,7 +446,7 @@ async def _check_async_with_closes(a: Stream, b: Stream) -> None:
         await a.write(b"ctx")
     assert a.is_closed
     assert await b.read() == b"ctx"
-    await _assert_eof(b)
+    await assert_eof(b)
 
 
 class _Boom(Exception):
@@ -563,13 +476,13 @@ async def _check_cancelled_read_leaves_stream_usable(a: Stream, b: Stream) -> No
     buf = bytearray(16)
     # explicit cancel of a pending readinto
     t = asyncio.create_task(b.readinto(buf))
-    await _until_pending(t)
+    await until_pending(t)
     t.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await t
     assert t.cancelled(), "a cancelled pending readinto must raise CancelledError"
     await a.write(b"after-cancel")
-    assert await _recv_exactly(b, 12) == b"after-cancel"
+    assert await recv_exactly(b, 12) == b"after-cancel"
     # a timeout around readinto, then data arrives
     try:
         async with asyncio.timeout(0.02):
@@ -578,281 +491,26 @@ async def _check_cancelled_read_leaves_stream_usable(a: Stream, b: Stream) -> No
     except TimeoutError:
         pass
     await a.write(b"late")
-    assert await _recv_exactly(b, 4) == b"late"
+    assert await recv_exactly(b, 4) == b"late"
     # a cancelled read(n) consumes nothing either
     t2 = asyncio.create_task(b.read(4))
-    await _until_pending(t2)
+    await until_pending(t2)
     t2.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await t2
     await a.write(b"kept")
     await a.close_write()
     assert await b.read() == b"kept"
-    await _assert_eof(b)
+    await assert_eof(b)
     # the cancelled reader left the other direction intact too
     await b.write(b"rev")
-    assert await _recv_exactly(a, 3) == b"rev"
+    assert await recv_exactly(a, 3) == b"rev"
 
 
 # -- check_muxer -------------------------------------------------------------------------
 
 
-async def check_muxer(
-    make_host_pair: MakeHostPair,
-    *,
-    stress_streams: int = 1000,
-    stress_msgs: int = 10,
-    stress_msg_size: int = 2048,
-    stress_concurrency: int = 1000,
-    both_ways_streams: int = 100,
-    timeout: float = 60.0,
-    only: Collection[str] | None = None,
-    skip: Collection[str] = (),
-) -> None:
-    """Port of go-libp2p's muxer ``SubtestAll`` onto a pair of connected Hosts.
-
-    Sub-tests, each on a fresh host pair under its own timeout: SimpleWrite
-    (echo one message); StreamReset (the dialer resets, the listener's write
-    fails with a remote ``StreamResetError``); WriteAfterClose (writes after
-    ``close_write`` and ``aclose`` raise ``ClosedResourceError``); StreamClose
-    then read (half-close, read the echo to EOF, reading after ``aclose``
-    raises); Stress1Conn1000Stream10Msg (``stress_streams`` streams of
-    ``stress_msgs`` messages of ``stress_msg_size`` bytes, echoed byte-exact);
-    streams opened from both sides of one connection concurrently;
-    StreamLeftOpen (a connection closed under open streams fails them with
-    ``ConnectionClosedError`` and cleans up). After each sub-test every
-    connection's stream table (``Connection.streams`` and the muxer session's)
-    must drain to empty, except for a cached ``/ipfs/ping/1.0.0`` stream.
-
-    Args:
-        make_host_pair: a factory of async context managers yielding
-            ``(dialer, listener, listener_id)`` with the dialer connected, e.g.
-            ``functools.partial(fastp2p.testing.host_pair, config)``.
-        stress_streams: streams in the stress sub-test (go: 1000).
-        stress_msgs: messages per stream (go: 10).
-        stress_msg_size: bytes per message.
-        stress_concurrency: at most this many stress streams open at once.
-        both_ways_streams: streams opened from each side concurrently.
-        timeout: seconds allowed per sub-test.
-        only: run only these sub-tests (names from :data:`MUXER_SUBTESTS`).
-        skip: sub-tests not to run.
-
-    Raises:
-        ValueError: ``only`` or ``skip`` names an unknown sub-test.
-        AssertionError: a check failed (the message says which).
-        TimeoutError: a sub-test hung for ``timeout`` seconds.
-
-    Cancellation: the host pair in use is stopped by its context manager.
-    """
-    params = {
-        "stress_1conn_1000stream_10msg": (
-            stress_streams,
-            stress_msgs,
-            stress_msg_size,
-            stress_concurrency,
-        ),
-        "many_streams_both_directions": (both_ways_streams,),
-    }
-    for name in _select_names(MUXER_SUBTESTS, only, skip):
-        sub = _MUXER_SUBTESTS[name]
-        try:
-            async with asyncio.timeout(timeout), make_host_pair() as (a, b, peer):
-                a.set_handler(_ECHO_PROTOCOL, _echo)
-                b.set_handler(_ECHO_PROTOCOL, _echo)
-                await sub(a, b, peer, *params.get(name, ()))
-                await assert_stream_tables_empty(a, b)
-        except Exception as exc:
-            exc.add_note(f"in fastp2p.testing.check_muxer sub-test {name!r}")
-            raise
-
-
-async def assert_stream_tables_empty(*hosts: Host, timeout: float = 5.0) -> None:
-    """Wait until no connection of ``hosts`` has a stream left (but a ping stream).
-
-    Checks both ``Connection.streams`` (streams the application has not closed)
-    and the muxer session's table (streams not yet closed both ways or reset).
-
-    Raises:
-        AssertionError: streams remained after ``timeout`` seconds.
-    """
-
-    def leftovers() -> list[str]:
-        out = []
-        for h in hosts:
-            for c in h.connections:
-                if c.is_closed:
-                    continue
-                pings = [s for s in c.streams.values() if s.protocol == _PING_PROTOCOL]
-                others = [s for s in c.streams.values() if s.protocol != _PING_PROTOCOL]
-                in_session = c._session.stream_count()
-                if others or in_session > len(pings):
-                    out.append(f"{c!r}: streams={others!r}, session table size={in_session}")
-        return out
-
-    try:
-        await _wait_for(lambda: not leftovers(), "stream tables to drain", timeout)
-    except AssertionError:
-        raise AssertionError("stream tables not empty: " + "; ".join(leftovers())) from None
-
-
-async def _sub_simple_write(a: Host, b: Host, peer: PeerID) -> None:
-    s = await a.open_stream(peer, _ECHO_PROTOCOL)
-    msg = b"Hello World, this is the simple write subtest" * 8
-    await s.write(msg)
-    assert await _recv_exactly(s, len(msg)) == msg
-    await s.close_write()
-    await _assert_eof(s)
-    await s.aclose()
-
-
-async def _sub_stream_reset(a: Host, b: Host, peer: PeerID) -> None:
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[BaseException | None] = loop.create_future()
-
-    async def handler(s: Stream) -> None:
-        try:
-            async with asyncio.timeout(10):
-                while True:  # go: the listener's write after the dialer's reset fails
-                    await s.write(b"foo")
-                    await asyncio.sleep(0.005)
-        except BaseException as exc:
-            outcome.set_result(exc)
-            raise
-
-    b.set_handler(_RESET_PROTOCOL, handler)
-    s = await a.open_stream(peer, _RESET_PROTOCOL)
-    s.reset()
-    exc = await outcome
-    assert isinstance(exc, StreamResetError), f"listener write after reset raised {exc!r}"
-    assert exc.remote, "the listener's StreamResetError must say the peer reset"
-    await _expect_reset(s.write(b"x"), remote=False, what="dialer write after own reset")
-    await s.aclose()
-    # the connection survives: a new stream works
-    await _sub_simple_write(a, b, peer)
-
-
-async def _sub_write_after_close(a: Host, b: Host, peer: PeerID) -> None:
-    s = await a.open_stream(peer, _ECHO_PROTOCOL)
-    await s.close_write()
-    try:
-        await s.write(b"x")
-    except ClosedResourceError:
-        pass
-    else:
-        raise AssertionError("write after close_write must raise ClosedResourceError")
-    await _assert_eof(s)  # the echo closed its side after our EOF
-    await s.aclose()
-    try:
-        await s.write(b"x")
-    except ClosedResourceError:
-        pass
-    else:
-        raise AssertionError("write after aclose must raise ClosedResourceError")
-
-
-async def _sub_stream_close_then_read(a: Host, b: Host, peer: PeerID) -> None:
-    s = await a.open_stream(peer, _ECHO_PROTOCOL)
-    msg = os.urandom(100_000)
-    await s.write(msg)
-    await s.close_write()
-    assert await s.read() == msg  # reading continues after our half-close
-    await _assert_eof(s)
-    await s.aclose()
-    try:
-        await s.readinto(bytearray(4))
-    except ClosedResourceError:
-        pass
-    else:
-        raise AssertionError("readinto after aclose must raise ClosedResourceError")
-
-
-async def _sub_stress(
-    a: Host,
-    b: Host,
-    peer: PeerID,
-    n_streams: int = 1000,
-    n_msgs: int = 10,
-    size: int = 2048,
-    concurrency: int = 1000,
-) -> None:
-    sem = asyncio.Semaphore(concurrency)
-    pool = os.urandom(size * 64)
-
-    async def one(i: int) -> None:
-        async with sem:
-            s = await a.open_stream(peer, _ECHO_PROTOCOL)
-            msgs = [pool[(i * 7 + k) % 63 * size :][:size] for k in range(n_msgs)]
-
-            async def write_all() -> None:
-                for m in msgs:
-                    await s.write(m)
-                await s.close_write()
-
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(write_all())
-                for k, m in enumerate(msgs):
-                    got = await _recv_exactly(s, size)
-                    assert got == m, f"stream {i} message {k} corrupted"
-            await _assert_eof(s, times=1)
-            await s.aclose()
-
-    async with asyncio.TaskGroup() as tg:
-        for i in range(n_streams):
-            tg.create_task(one(i))
-
-
-async def _sub_both_directions(a: Host, b: Host, peer: PeerID, n: int = 100) -> None:
-    async def one(src: Host, dst: PeerID, i: int) -> None:
-        s = await src.open_stream(dst, _ECHO_PROTOCOL)
-        msg = f"{src.peer_id}:{i}:".encode() * 8
-        await s.write(msg)
-        await s.close_write()
-        assert await s.read() == msg
-        await s.aclose()
-
-    async with asyncio.TaskGroup() as tg:
-        for i in range(n):
-            tg.create_task(one(a, peer, i))
-            tg.create_task(one(b, a.peer_id, i))
-
-
-async def _sub_stream_left_open(a: Host, b: Host, peer: PeerID) -> None:
-    held: list[Stream] = []
-
-    async def hold(s: Stream) -> None:
-        held.append(s)
-        await _echo(s)
-
-    b.set_handler(_HOLD_PROTOCOL, hold)
-    streams = []
-    for _ in range(10):
-        s = await a.open_stream(peer, _HOLD_PROTOCOL)
-        await s.write(b"left open")
-        assert await _recv_exactly(s, 9) == b"left open"
-        streams.append(s)
-    conn = a.connection(peer)
-    assert conn is not None
-    await a.disconnect(peer)
-    async with asyncio.timeout(10):
-        await conn.closed
-    for s in streams:
-        for op, name in ((s.write(b"x"), "write"), (s.read(), "read")):
-            try:
-                await op
-            except (ConnectionClosedError, StreamResetError, ClosedResourceError):
-                pass
-            else:
-                raise AssertionError(f"{name} on a stream of a closed connection must raise")
-        await s.aclose()
-    # the listener's handlers end (their streams fail) and its connection goes away
-    await _wait_for(lambda: b.connection(a.peer_id) is None, "listener to drop the connection")
-    await _wait_for(
-        lambda: all(s.is_closed for s in held), "listener's streams to fail after the close"
-    )
-    assert a.connection(peer) is None
-
-
-# -- registry --------------------------------------------------------------------------
+# -- registry ---------------------------------------------------------------------------
 
 _STREAM_CHECKS: dict[str, Callable[..., Awaitable[None]]] = {
     "send_both_ways": _check_send_both_ways,
@@ -875,24 +533,3 @@ _STREAM_CHECKS: dict[str, Callable[..., Awaitable[None]]] = {
 }
 #: Names of :func:`check_stream`'s sub-checks, in the order they run.
 STREAM_CHECKS: tuple[str, ...] = tuple(_STREAM_CHECKS)
-
-_MUXER_SUBTESTS: dict[str, Callable[..., Awaitable[None]]] = {
-    "simple_write": _sub_simple_write,
-    "stream_reset": _sub_stream_reset,
-    "write_after_close": _sub_write_after_close,
-    "stream_close_then_read": _sub_stream_close_then_read,
-    "stress_1conn_1000stream_10msg": _sub_stress,
-    "many_streams_both_directions": _sub_both_directions,
-    "stream_left_open": _sub_stream_left_open,
-}
-#: Names of :func:`check_muxer`'s sub-tests, in the order they run.
-MUXER_SUBTESTS: tuple[str, ...] = tuple(_MUXER_SUBTESTS)
-
-
-def _select_names(
-    names: tuple[str, ...], only: Collection[str] | None, skip: Collection[str]
-) -> list[str]:
-    unknown = (set(only or ()) | set(skip)) - set(names)
-    if unknown:
-        raise ValueError(f"unknown sub-check names: {sorted(unknown)}; known: {list(names)}")
-    return [n for n in names if (only is None or n in only) and n not in skip]
