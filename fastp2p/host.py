@@ -153,8 +153,7 @@ class Host:
             self._dht = Dht(self, self.config.dht)
         try:
             for addr in self._listen:
-                lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)
-                self._listeners.append(lst)
+                await self._start_listener(addr)
             if self.config.bootstrap:
                 from fastp2p.services.bootstrap import start_bootstrap
 
@@ -283,6 +282,33 @@ class Host:
         return rtt
 
     # -- addresses -------------------------------------------------------------------
+
+    async def listen(self, addr: str | Multiaddr) -> Listener:
+        """Listen on one more address of a running host.
+
+        Connections accepted there are the host's like any other (same handlers,
+        limits and services); :attr:`addrs` includes the new ones. Returns the
+        listener, whose ``addrs`` say where it is bound (a ``/tcp/0`` port filled in).
+
+        Raises:
+            ClosedResourceError: the host is not running.
+            DialError: no transport can listen on ``addr``.
+            OSError: the address cannot be bound.
+        """
+        if not self._running or self._closing:
+            raise ClosedResourceError("listen() needs a running host (start it first)")
+        return await self._start_listener(Multiaddr(addr) if isinstance(addr, str) else addr)
+
+    async def stop_listening(self, listener: Listener) -> None:
+        """Stop accepting on ``listener`` (from :meth:`listen`); its connections stay open."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        await listener.aclose()
+
+    async def _start_listener(self, addr: Multiaddr) -> Listener:
+        lst = await self._transport_for(addr, listen=True).listen(addr, self._on_raw_inbound)
+        self._listeners.append(lst)
+        return lst
 
     @property
     def addrs(self) -> list[Multiaddr]:

@@ -481,10 +481,7 @@ class FastP2PListener(BaseListener):
     async def start(self) -> None:
         st = await _state()
         host = st.host
-        # Host has no public "listen after start" yet: use its transport's listener
-        # with the host's own inbound path (the same calls Host.start makes).
-        lst = await host._transport_for(self._addr, listen=True).listen(self._addr, host._on_raw_inbound)
-        host._listeners.append(lst)
+        lst = await host.listen(self._addr)
         self._tcp = lst
         self._bound = lst.addrs[0]
         self._port = self._bound.tcp_host_port()[1]
@@ -499,15 +496,7 @@ class FastP2PListener(BaseListener):
             return None
         if st.listeners.get(self._port) is self:
             del st.listeners[self._port]
-        with contextlib.suppress(ValueError):
-            st.host._listeners.remove(lst)
-        server = getattr(lst, "_server", None)
-        if server is not None:
-            # Stop accepting now; TcpListener.aclose would also wait (Python >= 3.11.?)
-            # for every accepted connection to end, and the host keeps those open.
-            server.close()
-            return None
-        return asyncio.ensure_future(lst.aclose())
+        return asyncio.ensure_future(st.host.stop_listening(lst))
 
     def _check_started(self) -> Multiaddr:
         if self._bound is None or self._tcp is None:

@@ -238,9 +238,10 @@ class TcpListener(Listener):
         self.addrs = addrs
 
     async def aclose(self) -> None:
+        # close() stops accepting and closes the listening sockets at once. Not
+        # Server.wait_closed(): from Python 3.12 it also waits for every accepted
+        # connection to end, and those belong to the host, which closes them itself.
         self._server.close()
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
 
 
 class TcpTransport(Transport):

@@ -18,6 +18,7 @@ from fastp2p.errors import (
 )
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.services import Ping, perf, serve_echo, serve_perf
+from fastp2p.services.echo import PROTOCOL_ID as ECHO_PROTOCOL
 from fastp2p.testing import host_pair
 
 MUXERS = ["/yamux/1.0.0", "/mplex/6.7.0"]
@@ -427,3 +428,32 @@ async def test_ping_forgets_peers_whose_connection_closed() -> None:
         async with asyncio.timeout(5):
             while peer in ping._streams or peer in ping._locks:
                 await asyncio.sleep(0.01)
+
+
+async def test_listen_after_start_and_stop_listening(no_fd_leak: None) -> None:
+    """Host.listen adds a listener to a running host; stop_listening keeps its connections."""
+    async with fastp2p.Host() as b, fastp2p.Host() as a:
+        assert b.addrs == []
+        serve_echo(b)
+        lst = await b.listen("/ip4/127.0.0.1/tcp/0")
+        assert lst.addrs and lst.addrs[0].tcp_host_port()[1] != 0
+        assert b.addrs == lst.addrs
+        peer = await a.connect(lst.addrs[0].with_peer_id(b.peer_id))
+        s = await a.open_stream(peer, ECHO_PROTOCOL)
+        await s.write(b"before")
+        assert await s.readexactly(6) == b"before"
+        await b.stop_listening(lst)
+        assert b.addrs == []
+        with pytest.raises(fastp2p.DialError):
+            await _dial_once(lst.addrs[0])
+        # the connection accepted there stays open
+        await s.write(b"after")
+        assert await s.readexactly(5) == b"after"
+        await s.aclose()
+    with pytest.raises(fastp2p.ClosedResourceError):
+        await b.listen("/ip4/127.0.0.1/tcp/0")
+
+
+async def _dial_once(addr: fastp2p.Multiaddr) -> None:
+    async with fastp2p.Host() as c:
+        await c.connect(addr)
