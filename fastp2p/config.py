@@ -289,6 +289,33 @@ class FilesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionManagerConfig:
+    """Connection manager (``host.connection_manager``; ``fastp2p.services.connmgr``).
+
+    Above ``high_watermark`` connections the lowest-value unprotected ones
+    older than ``grace_period`` seconds are closed until ``low_watermark``
+    remain; defaults are go-libp2p's. The hard bounds stay
+    ``HostConfig.max_inbound_connections`` / ``max_outbound_connections``.
+    """
+
+    enabled: bool = True
+    high_watermark: int = 192
+    low_watermark: int = 160
+    grace_period: float = 60.0
+    #: seconds between checks once the host went above the high watermark
+    trim_interval: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_watermark <= self.high_watermark:
+            raise ValueError(
+                "ConnectionManagerConfig: need 0 <= low_watermark <= high_watermark, got "
+                f"{self.low_watermark}, {self.high_watermark}"
+            )
+        if self.grace_period < 0 or self.trim_interval <= 0:
+            raise ValueError("ConnectionManagerConfig: grace_period >= 0 and trim_interval > 0")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -315,5 +342,6 @@ class HostConfig:
     pubsub: GossipsubConfig = field(default_factory=GossipsubConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
+    connection_manager: ConnectionManagerConfig = field(default_factory=ConnectionManagerConfig)
     #: multiaddrs (with ``/p2p/``) dialled at start, with retries; they seed the DHT
     bootstrap: tuple[str, ...] = ()

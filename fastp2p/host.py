@@ -115,6 +115,10 @@ class Host:
         #: This host's metrics; services register their own figures here.
         self.metrics_registry = MetricsRegistry()
         self._metrics = HostMetrics(self.metrics_registry, lambda: self.connections)
+        from fastp2p.services.connmgr import ConnectionManager
+
+        #: Trims connections between watermarks; ``protect``/``tag_peer`` steer it.
+        self.connection_manager = ConnectionManager(self, self.config.connection_manager)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class Host:
             self._identify = Identify(self)
         if self.config.enable_ping:
             self._ping = Ping(self)
+        from fastp2p.services import connmgr
         from fastp2p.services.datapaths import DataPaths
         from fastp2p.transport import regions
 
@@ -147,10 +152,12 @@ class Host:
 
             self._pubsub = Pubsub(self, self.config.pubsub)
             self.metrics_registry.add_collector(pubsub_collector(self._pubsub))
+            self.connection_manager.add_protector(connmgr.PUBSUB_MESH_TAG, connmgr.pubsub_mesh_peers(self._pubsub))
         if self.config.dht.enabled:
             from fastp2p.services.kad import Dht
 
             self._dht = Dht(self, self.config.dht)
+            self.connection_manager.add_protector(connmgr.KAD_TAG, connmgr.dht_closest_peers(self._dht))
         try:
             for addr in self._listen:
                 await self._start_listener(addr)
@@ -167,6 +174,7 @@ class Host:
         if self._closing:
             return
         self._closing = True
+        self.connection_manager.close()
         if self._files is not None:
             self._files.close()
         if self._pubsub is not None:
