@@ -26,6 +26,7 @@ __all__ = [
     "FlowControlError",
     "VarintError",
     "ProtobufError",
+    "DnsError",
     "MultiaddrError",
     "InvalidKeyError",
     "NegotiationError",
@@ -141,6 +142,10 @@ class VarintError(RemoteProtocolError):
 
 class ProtobufError(RemoteProtocolError):
     """A protobuf message could not be decoded."""
+
+
+class DnsError(RemoteProtocolError):
+    """A DNS (mDNS) message was malformed, too large or had too many records."""
 
 
 class MultiaddrError(P2PError, ValueError):
