@@ -33,7 +33,7 @@ def scenarios(draw: st.DrawFn) -> tuple[TrimPolicy, list[TrimCandidate], set[int
     return TrimPolicy(high, low, grace), conns, protected, values, draw(st.booleans())
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_policy_invariants(sc: tuple[TrimPolicy, list[TrimCandidate], set[int], dict[int, int], bool]) -> None:
     policy, conns, protected, values, active = sc

@@ -25,9 +25,11 @@ Rules (the decision is :class:`TrimPolicy`, a pure function of its inputs):
   period of a pending candidate ends, and every ``trim_interval`` seconds
   once the host first went above the high watermark. A closed connection
   sends GoAway and resets its streams, like ``Connection.aclose``.
-- Tags last until ``untag_peer`` or until a trim pass finds the peer with no
-  connection (go-libp2p drops a peer's tags on disconnect); protections last
-  until ``unprotect``.
+- Tags last until ``untag_peer`` or until a trim pass (or a table of tagged
+  peers grown to twice the connections) finds the peer with no connection
+  (go-libp2p drops a peer's tags on disconnect); protections last until
+  ``unprotect``. Tagging a peer before connecting to it works when the
+  connection comes before the next trim.
 """
 
 from __future__ import annotations
@@ -223,6 +225,16 @@ class ConnectionManager:
     def tag_peer(self, peer: PeerID, tag: str, value: int) -> None:
         """Set ``peer``'s ``tag`` to ``value``; its value is the sum of its tags."""
         self._tags.setdefault(peer, {})[tag] = int(value)
+        if len(self._tags) > 2 * max(64, len(self.host.connections)):
+            # Bound the table on hosts that never trim: forget disconnected peers'
+            # tags (amortised: the table at least halves each time).
+            self._prune_tags(keep=peer)
+
+    def _prune_tags(self, keep: PeerID | None = None) -> None:
+        live = {c.remote_peer for c in self.host.connections}
+        live.add(keep)
+        for peer in [p for p in self._tags if p not in live]:
+            del self._tags[peer]
 
     def untag_peer(self, peer: PeerID, tag: str) -> None:
         """Remove one tag of ``peer``."""
@@ -269,9 +281,7 @@ class ConnectionManager:
         if self._closed:
             return 0
         conns = [c for c in self.host.connections if not c.is_closed]
-        live = {c.remote_peer for c in conns}
-        for peer in [p for p in self._tags if p not in live]:
-            del self._tags[peer]
+        self._prune_tags()
         protected: set[Any] = set(self._protected)
         for fn in self._protectors.values():
             protected.update(fn())

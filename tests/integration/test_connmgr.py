@@ -12,6 +12,7 @@ import pytest
 from fastp2p.config import ConnectionManagerConfig, DhtConfig, GossipsubConfig, HostConfig
 from fastp2p.errors import P2PError
 from fastp2p.host import Host
+from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.services import serve_echo
 from fastp2p.services.connmgr import KAD_TAG, PUBSUB_MESH_TAG
 
@@ -94,11 +95,25 @@ async def test_below_high_watermark_nothing_is_trimmed_and_manual_trim() -> None
             await extra.connect(server.full_addrs[0])
             # automatic, shortly after the sixth connection (grace 0)
             await wait_until(lambda: len(server.connections) == 2, 5.0)
-        assert server.connection_manager.stats()["trimmed"] == 4
+        cm = server.connection_manager
+        assert cm.stats()["trimmed"] == 4
+        # tags: summed per peer; those of peers without a connection do not pile up
+        kept = server.connections[0].remote_peer
+        cm.tag_peer(kept, "a", 3)
+        cm.tag_peer(kept, "b", 4)
+        assert cm.value(kept) == 7 and cm.tags(kept) == {"a": 3, "b": 4}
+        cm.untag_peer(kept, "a")
+        assert cm.tags(kept) == {"b": 4}
+        for c in clients:
+            cm.tag_peer(c.peer_id, "x", 1)
+        gone = [Ed25519PrivateKey.generate() for _ in range(200)]
+        for k in gone:
+            cm.tag_peer(PeerID.from_public_key(k.public_key()), "x", 1)
+        assert cm.stats()["tagged_peers"] <= 2 * 64 + 1
+        assert cm.value(kept) == 5  # a connected peer keeps its tags
 
 
 async def test_disabled_manager_never_trims() -> None:
-    cfg = config(2, 1, 0.0)
     cfg = HostConfig(data_paths=("tcp",), connection_manager=ConnectionManagerConfig(
         enabled=False, high_watermark=2, low_watermark=1, grace_period=0.0))
     async with Host(listen=[LOOPBACK], config=cfg) as server, hosts(4) as clients:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from fastp2p.config import DhtConfig, HostConfig
-from fastp2p.errors import ClosedResourceError
+from fastp2p.errors import ClosedResourceError, MultiaddrError
 from fastp2p.host import Host
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.proto.kad.records import RecordValidationError
@@ -158,3 +158,29 @@ async def test_bootstrap_list_retries_with_backoff() -> None:
             assert boot.connected == [a.peer_id]
             assert a.peer_id in b.dht.routing_table()
             assert boot.attempts[dead] >= 2
+
+
+async def test_bootstrap_list_refills_an_empty_routing_table() -> None:
+    hub = MemoryHub()
+    async with Host(listen=["/memory/0"], config=config(), transports=[MemoryTransport(hub)]) as a:
+        cfg = replace(config(), bootstrap=(str(a.full_addrs[0]),))
+        async with Host(config=cfg, transports=[MemoryTransport(hub)]) as b:
+            boot = b.bootstrapper  # type: ignore[attr-defined]
+            boot.refill_interval = 0.05
+            async with asyncio.timeout(10):
+                await boot.done.wait()
+            assert b.dht.routing_table() == [a.peer_id]
+            # the only peer leaves the table and the connection closes: dialled again
+            await b.disconnect(a.peer_id)
+            b.dht.table.remove(a.peer_id.to_bytes())
+            async with asyncio.timeout(10):
+                while not (boot.refills >= 1 and b.dht.routing_table() == [a.peer_id]):
+                    await asyncio.sleep(0.02)
+            assert b.connection(a.peer_id) is not None
+            assert boot.connected == [a.peer_id]
+
+
+async def test_bootstrap_list_rejects_a_malformed_multiaddr() -> None:
+    with pytest.raises(MultiaddrError):
+        async with Host(config=replace(config(), bootstrap=("/ip4/not-an-ip/tcp/1",))):
+            pass
