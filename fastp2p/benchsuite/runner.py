@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import wire
-from .backends.base import SCENARIOS, Backend, BenchError, Session, fastp2p_io_limits
+from .backends.base import SCENARIOS, Backend, Session, fastp2p_io_limits
+from .workerproc import BenchError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

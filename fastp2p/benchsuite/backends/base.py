@@ -37,22 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
-import queue
-import subprocess
 import sys
-import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from ..workerproc import Worker
+
 SCENARIOS = ("bulk1", "bulk8", "rtt", "connect", "streams1k", "streams10k", "idle")
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 class BaseServer(ABC):
@@ -202,84 +195,16 @@ class Session:
         pass
 
 
-class _Worker:
-    def __init__(self, cmd: list[str], env: dict[str, str], name: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, env=env,
-        )
-        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.err_tail: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.q.put(json.loads(line))
-            except ValueError:
-                pass
-        self.q.put(None)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err_tail.append(line.rstrip())
-            del self.err_tail[:-30]
-
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps(obj) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            raise BenchError(f"{self.name} worker is gone: {self.tail()}") from e
-
-    def recv(self, timeout: float) -> dict[str, Any]:
-        try:
-            msg = self.q.get(timeout=timeout)
-        except queue.Empty:
-            raise BenchError(f"{self.name} worker: no answer within {timeout:.0f}s") from None
-        if msg is None:
-            time.sleep(0.05)
-            raise BenchError(f"{self.name} worker exited: {self.tail()}")
-        if msg.get("event") == "error":
-            raise BenchError(f"{self.name}: {msg.get('error')}\n{msg.get('trace', '')[-1500:]}")
-        return msg
-
-    def tail(self) -> str:
-        return " | ".join(self.err_tail[-6:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send({"cmd": "quit"})
-                self.proc.wait(timeout=2)
-            except Exception:  # noqa: BLE001
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                if f:
-                    f.close()
-            except Exception:  # noqa: BLE001
-                pass
-
-
 class WorkerSession(Session):
     def __init__(self, backend: Backend, start_timeout: float = 60.0) -> None:
         env = dict(os.environ)
         env.update(backend.worker_env())
-        self.server = _Worker(backend.worker_cmd("server"), env, f"{backend.name}/server")
-        self.client: _Worker | None = None
+        self.server = Worker(backend.worker_cmd("server"), env, f"{backend.name}/server")
+        self.client: Worker | None = None
         try:
             ready = self.server.recv(start_timeout)
             self.addr = ready["addr"]
-            self.client = _Worker(backend.worker_cmd("client"), env, f"{backend.name}/client")
+            self.client = Worker(backend.worker_cmd("client"), env, f"{backend.name}/client")
             self.client.recv(start_timeout)
         except BaseException:
             self.close()

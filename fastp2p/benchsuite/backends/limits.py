@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from .. import wire
-from .base import Backend, BenchError, Session
+from ..workerproc import BenchError
+from .base import Backend, Session
 
 
 def _free_port() -> int:

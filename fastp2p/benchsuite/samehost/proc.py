@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import struct
-import subprocess
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from ..wire import cpu_seconds, raise_nofile, rss_bytes
+from ..workerproc import Worker
 
 # Bench header on every bench stream / first message:  op u8 | pad | a u32 | b u64
 HEADER = struct.Struct("!BxxxIQ")
@@ -35,10 +33,6 @@ ACK = b"K"
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SRC_BYTES = 64 * MiB  # senders cycle through slices of one 64 MiB numpy array
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def pack(op: int, a: int = 0, b: int = 0) -> bytes:
@@ -166,72 +160,6 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
     except Exception:  # noqa: BLE001
         pass
     os._exit(0)
-
-
-class Worker:
-    def __init__(self, cmd: list[str], env: dict[str, str], name: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
-        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.err_tail: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.q.put(json.loads(line))
-            except ValueError:
-                pass
-        self.q.put(None)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err_tail.append(line.rstrip())
-            del self.err_tail[:-30]
-
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps(obj) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            raise BenchError(f"{self.name} worker is gone: {self.tail()}") from e
-
-    def recv(self, timeout: float) -> dict[str, Any]:
-        try:
-            msg = self.q.get(timeout=timeout)
-        except queue.Empty:
-            raise BenchError(f"{self.name}: no answer within {timeout:.0f}s") from None
-        if msg is None:
-            time.sleep(0.05)
-            raise BenchError(f"{self.name} exited: {self.tail()}")
-        if msg.get("event") == "error":
-            raise BenchError(f"{self.name}: {msg.get('error')}")
-        return msg
-
-    def tail(self) -> str:
-        return " | ".join(self.err_tail[-4:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send({"cmd": "quit"})
-                self.proc.wait(timeout=3)
-            except Exception:  # noqa: BLE001
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                if f:
-                    f.close()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def worker_env() -> dict[str, str]:
