@@ -11,35 +11,18 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from .peers import HERE, JS_DIR, VENV_PY, PeerError, PeerProcess, missing
+from .peers import HERE, JS_DIR, PeerError, PeerProcess, missing, spawn
 
 PY_DHT_PEER = HERE / "py_dht_peer.py"
 JS_DHT_PEER = JS_DIR / "dht_peer.mjs"
 
 
 def missing_dht(kind: str) -> str | None:
-    """Why the DHT reference peer ``kind`` cannot run here, or None."""
-    reason = missing(kind)
-    if reason:
-        return reason
-    if kind == "js" and not (JS_DIR / "node_modules" / "@libp2p" / "kad-dht").is_dir():
-        return "@libp2p/kad-dht not installed in tests/interop/js: run ci/setup_interop.sh"
-    return None
-
-
-def dht_command(kind: str, *args: str) -> list[str]:
-    if kind == "py":
-        return [str(VENV_PY), str(PY_DHT_PEER), *args]
-    if kind == "js":
-        return [shutil.which("node") or "node", str(JS_DHT_PEER), *args]
-    raise ValueError(kind)
+    """Why the dht reference peer ``kind`` cannot run here, or None."""
+    return missing(kind, "@libp2p/kad-dht")
 
 
 class DhtPeer(PeerProcess):
@@ -69,26 +52,8 @@ class DhtPeer(PeerProcess):
 @contextlib.asynccontextmanager
 async def spawn_dht(kind: str, *args: str, start_timeout: float = 60.0) -> AsyncIterator[DhtPeer]:
     """Start a DHT reference peer; wait for ``listening``; always kill it on exit."""
-    reason = missing_dht(kind)
-    if reason:
-        raise RuntimeError(reason)
-    fd, name = tempfile.mkstemp(prefix=f"interop-dht-{kind}-", suffix=".stderr")
-    stderr_path = Path(name)
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env.setdefault("NODE_NO_WARNINGS", "1")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *dht_command(kind, *args), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=fd, env=env, limit=16 * 1024 * 1024,
-        )
-    finally:
-        os.close(fd)
-    peer = DhtPeer(kind, proc, stderr_path)
-    try:
-        peer.listening = await peer.next_event("listening", timeout=start_timeout)
+    async with spawn(
+        kind, *args, start_timeout=start_timeout, py_script=PY_DHT_PEER, js_script=JS_DHT_PEER,
+        js_package="@libp2p/kad-dht", cls=DhtPeer, stdin=True, limit=16 * 1024 * 1024,
+    ) as peer:
         yield peer
-    finally:
-        await peer.kill()
-        with contextlib.suppress(OSError):
-            stderr_path.unlink()

@@ -17,7 +17,7 @@ import signal
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -34,8 +34,12 @@ AGENT_PREFIX = {"py": "py-libp2p/", "js": "js-libp2p/"}
 SETUP_HINT = "run ci/setup_interop.sh"
 
 
-def missing(kind: str) -> str | None:
-    """Why the reference peer ``kind`` cannot run here, or None when it can."""
+def missing(kind: str, js_package: str = "libp2p") -> str | None:
+    """Why the reference peer ``kind`` cannot run here, or None when it can.
+
+    ``js_package``: the npm package (under tests/interop/js/node_modules) the js
+    peer needs besides libp2p itself, e.g. ``"@libp2p/gossipsub"``.
+    """
     if kind == "py":
         if not VENV_PY.exists():
             return f"py-libp2p venv missing ({VENV_PY}): {SETUP_HINT}"
@@ -46,17 +50,19 @@ def missing(kind: str) -> str | None:
     if kind == "js":
         if shutil.which("node") is None:
             return "node not on PATH (js-libp2p needs Node >= 20)"
-        if not (JS_DIR / "node_modules" / "libp2p").is_dir():
-            return f"js-libp2p not installed ({JS_DIR / 'node_modules'} missing): {SETUP_HINT}"
+        for pkg in dict.fromkeys(("libp2p", js_package)):
+            if not (JS_DIR / "node_modules" / pkg).is_dir():
+                return f"{pkg} not installed in {JS_DIR / 'node_modules'}: {SETUP_HINT}"
         return None
     raise ValueError(kind)
 
 
-def command(kind: str, *args: str) -> list[str]:
+def command(kind: str, *args: str, py_script: Path = PY_PEER, js_script: Path = JS_PEER) -> list[str]:
+    """The command line of reference peer ``kind`` running ``py_script``/``js_script``."""
     if kind == "py":
-        return [str(VENV_PY), str(PY_PEER), *args]
+        return [str(VENV_PY), str(py_script), *args]
     if kind == "js":
-        return [shutil.which("node") or "node", str(JS_PEER), *args]
+        return [shutil.which("node") or "node", str(js_script), *args]
     raise ValueError(kind)
 
 
@@ -181,33 +187,49 @@ class PeerProcess:
                 await self.proc.wait()
 
 
+_P = TypeVar("_P", bound="PeerProcess")
+
+
 @contextlib.asynccontextmanager
-async def spawn(kind: str, *args: str, start_timeout: float = 30.0) -> AsyncIterator[PeerProcess]:
+async def spawn(
+    kind: str,
+    *args: str,
+    start_timeout: float = 30.0,
+    py_script: Path = PY_PEER,
+    js_script: Path = JS_PEER,
+    js_package: str = "libp2p",
+    cls: type[_P] = PeerProcess,  # type: ignore[assignment]
+    stdin: bool = False,
+    limit: int = 1 << 20,
+) -> AsyncIterator[_P]:
     """Start reference peer ``kind`` with CLI ``args``; wait for its ``listening`` event.
 
     The ``listening`` event is available as ``peer.listening``. The child is killed on exit.
+    ``py_script``/``js_script`` pick the peer program (the echo/ping peer by default),
+    ``cls`` the PeerProcess subclass that drives it, ``stdin`` whether it reads
+    commands from a pipe, ``limit`` the longest stdout line accepted.
     """
-    reason = missing(kind)
+    reason = missing(kind, js_package)
     if reason:
         raise RuntimeError(reason)
-    fd, name = tempfile.mkstemp(prefix=f"interop-{kind}-", suffix=".stderr")
+    fd, name = tempfile.mkstemp(prefix=f"interop-{kind}-{Path(py_script if kind == 'py' else js_script).stem}-", suffix=".stderr")
     stderr_path = Path(name)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the venv must not see our tree's packages
     env.setdefault("NODE_NO_WARNINGS", "1")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command(kind, *args),
-            stdin=asyncio.subprocess.DEVNULL,
+            *command(kind, *args, py_script=py_script, js_script=js_script),
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=fd,
             cwd=str(JS_DIR if kind == "js" else HERE),
             env=env,
-            limit=1 << 20,
+            limit=limit,
         )
     finally:
         os.close(fd)
-    peer = PeerProcess(kind, proc, stderr_path)
+    peer = cls(kind, proc, stderr_path)
     try:
         peer.listening = await peer.next_event("listening", timeout=start_timeout)
         yield peer
