@@ -55,6 +55,7 @@ if not NO_EXT:
         native("frame", "fp_frame.c"),
         native("aead", "fp_aead.c", libraries=["crypto"]),
         native("shm", "fp_ring.c"),
+        native("xsalsa20", "fp_xsalsa20.c"),
     ]
     if WITH_VERBS == "1" or (WITH_VERBS == "auto" and have_header("infiniband/verbs.h")):
         if os.path.exists("fastp2p/_native/verbs.pyx"):

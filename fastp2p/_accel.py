@@ -24,6 +24,8 @@ Kernel contract (identical for both implementations):
   ``hugepages``, ``hugepage_fallback_reason``, ``grant``/``revoke``/``revoke_all`` (through
   ``fastp2p.memory.MemoryManager``). The native region exports PEP 3118 itself; the pure
   one only through ``view()`` on Python 3.11 (``__buffer__`` on 3.12+)
+- ``XSalsa20(key32, nonce24)`` (pnet): one keystream, position kept across calls;
+  ``apply(writable)`` XORs in place, ``apply_copy(buf) -> bytearray``
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "RegionLease": ("fastp2p._region_pure", "fastp2p._native.buffer"),
     "alloc_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
     "register_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
+    "XSalsa20": ("fastp2p.proto.xsalsa20", "fastp2p._native.xsalsa20"),
 }
 __all__ += list(KERNELS)
 
@@ -114,6 +117,7 @@ if TYPE_CHECKING:
     from fastp2p.proto.mplex.frame import MplexDecoder, mplex_encode_header  # noqa: F401
     from fastp2p.proto.noise.cipher import NoiseCipher  # noqa: F401
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
+    from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401
     from fastp2p.proto.yamux.frame import YamuxDecoder, encode_header  # noqa: F401
 else:
     globals().update(vars(_impl))

@@ -110,6 +110,13 @@ def seeds() -> dict[str, list[bytes]]:
         bytes([1]) + b"fp2pring" + bytes([1, 0, 0, 0]) + bytes(20),
         bytes([0]) + bytes([7, 0xFF, 0x7F]) * 10 + bytes([16]) * 4,
     ]
+    # fuzz_xsalsa20: key[32] nonce[24] [split count] [big-endian u16 chunk lengths] message
+    key, nonce = bytes(range(32)), bytes(range(100, 124))
+    out["fuzz_xsalsa20"] = [
+        key + nonce + bytes([0]) + b"x",
+        key + nonce + bytes([3, 0, 1, 0, 63, 2, 1]) + bytes(range(256)) * 3,
+        bytes(56) + bytes([7]) + bytes([0, 64, 0, 65, 1, 255, 2, 0, 0, 0, 3, 1, 0, 7]) + b"pnet" * 200,
+    ]
     return out
 
 
