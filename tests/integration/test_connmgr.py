@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -57,6 +58,7 @@ async def test_trims_to_low_watermark_after_grace_keeping_protected_and_valued()
         # the lower-valued ones (still above 0) must go before the valued ones
         for p in (c.peer_id for c in clients[10:15]):
             cm.tag_peer(p, "meh", 1)
+        fds0 = len(os.listdir("/proc/self/fd"))
         t_open = time.monotonic()
         await asyncio.gather(*(c.connect(server.full_addrs[0]) for c in clients))
         # a stream on a connection that will be trimmed
@@ -78,6 +80,8 @@ async def test_trims_to_low_watermark_after_grace_keeping_protected_and_valued()
             await doomed.write(b"x")
             await doomed.read(1)
         await doomed.aclose()
+        # both ends of every trimmed connection released their socket
+        await wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds0 + 2 * 10, 5.0)
         # protection by several tags
         cm.protect(protected[0], "other")
         assert cm.unprotect(protected[0], "test") is True
