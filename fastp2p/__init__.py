@@ -7,7 +7,14 @@ Public API: ``Host``, ``Stream``, ``PeerID``, ``Multiaddr``, key classes,
 from fastp2p import services
 from fastp2p._accel import HAVE_NATIVE, HAVE_VERBS, Buffer, BufferPool
 from fastp2p._version import __version__
-from fastp2p.config import GossipsubConfig, HostConfig, MplexConfig, NoiseConfig, YamuxConfig
+from fastp2p.config import (
+    GossipsubConfig,
+    HostConfig,
+    MdnsConfig,
+    MplexConfig,
+    NoiseConfig,
+    YamuxConfig,
+)
 from fastp2p.errors import *  # noqa: F403
 from fastp2p.errors import __all__ as _errors_all
 from fastp2p.host import Host
@@ -37,6 +44,7 @@ __all__ = [
     "MplexConfig",
     "NoiseConfig",
     "GossipsubConfig",
+    "MdnsConfig",
     "Subscription",
     "PubsubMessage",
     "ValidationResult",

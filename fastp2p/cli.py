@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -99,9 +101,16 @@ async def _listen(args: argparse.Namespace) -> int:
     from fastp2p.cli_dht import apply_listen_options
 
     config = apply_listen_options(args, _config(args.muxer, args.data_path))
+    if args.mdns:
+        from fastp2p.config import MdnsConfig
+
+        config = dataclasses.replace(config, mdns=MdnsConfig(interval=args.mdns_interval))
+    t0 = time.monotonic()
     async with Host(_load_key(args.key), listen=addrs, config=config) as host:
         serve_echo(host)
         serve_perf(host)
+        if args.mdns:
+            host.on_peer_discovered(_mdns_reporter(host, t0, dial=args.mdns_dial))
         metrics_server = None
         if args.metrics:
             from fastp2p.metrics import serve_prometheus
@@ -138,6 +147,32 @@ async def _listen(args: argparse.Namespace) -> int:
             if metrics_server is not None:
                 metrics_server.close()
     return 0
+
+
+def _mdns_reporter(host: Any, t0: float, *, dial: bool) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``fastp2p listen --mdns``: one JSON line per discovery (and, with ``--mdns-dial``,
+    per connection made to a discovered peer, with a ping's RTT)."""
+    from fastp2p.errors import P2PError
+    from fastp2p.peerstore import PeerInfo
+
+    def emit(**fields: Any) -> None:
+        print(json.dumps(fields), flush=True)
+
+    async def report(peer: Any, addrs: list[Any]) -> None:
+        emit(event="mdns:discovered", peer_id=str(peer), addrs=[str(a) for a in addrs],
+             elapsed_s=round(time.monotonic() - t0, 3))
+        if not dial:
+            return
+        try:
+            await host.connect(PeerInfo(peer, tuple(addrs)))
+            rtt = await host.ping(peer)
+        except (P2PError, OSError, TimeoutError) as exc:
+            emit(event="mdns:dial_failed", peer_id=str(peer), error=f"{type(exc).__name__}: {exc}")
+            return
+        emit(event="mdns:connected", peer_id=str(peer), rtt_ms=round(rtt * 1000, 3),
+             elapsed_s=round(time.monotonic() - t0, 3))
+
+    return report
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -280,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tcp: never upgrade; shm/auto: shared memory when on one host")
     s.add_argument("--metrics", metavar="ADDR:PORT", default=None,
                    help='serve Prometheus metrics at http://ADDR:PORT/metrics (needs "fastp2p[metrics]")')
+    s.add_argument("--mdns", action="store_true",
+                   help="discover peers on the LAN with mDNS; prints one JSON line per discovery")
+    s.add_argument("--mdns-interval", type=float, default=10.0, metavar="S",
+                   help="seconds between mDNS queries (default 10)")
+    s.add_argument("--mdns-dial", action="store_true",
+                   help="connect to (and ping) each peer mDNS discovers")
     s.set_defaults(func=_guard(_listen))
 
     s = sub.add_parser("ping", help="ping a peer and print one RTT per line")

@@ -316,6 +316,41 @@ class ConnectionManagerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MdnsConfig:
+    """mDNS peer discovery on the LAN (``HostConfig.mdns``); see ``fastp2p.services.mdns``.
+
+    ``HostConfig(mdns=True)`` is ``MdnsConfig()``. Discoveries go into the
+    peerstore and to ``host.on_peer_discovered`` callbacks; ``auto_dial``
+    also connects to each discovered peer.
+    """
+
+    enabled: bool = True
+    #: seconds between "find all peers" queries (js-libp2p's default)
+    interval: float = 10.0
+    #: DNS-SD service name (``_p2p-<fingerprint>._udp.local`` for a private network)
+    service_name: str = "_p2p._udp.local"
+    #: our instance label; random 32 characters when None (the spec's advice)
+    peer_name: str | None = None
+    #: TTL of our records (seconds)
+    ttl: int = 120
+    port: int = 5353
+    #: interface names to join; () = every interface that is up, multicast and not loopback
+    interfaces: tuple[str, ...] = ()
+    auto_dial: bool = False
+    #: discovered peers remembered at once
+    max_peers: int = 1024
+    #: announce and accept loopback addresses (peers on one machine, e.g. with
+    #: ``interfaces=("lo",)``); the spec leaves them out
+    loopback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or not 0 < self.ttl < 2**31 or self.max_peers < 1:
+            raise ValueError("MdnsConfig: interval > 0, 0 < ttl < 2**31, max_peers >= 1")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"MdnsConfig.port out of range: {self.port}")
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     """Everything a Host needs; every field has a sane default."""
 
@@ -345,3 +380,5 @@ class HostConfig:
     connection_manager: ConnectionManagerConfig = field(default_factory=ConnectionManagerConfig)
     #: multiaddrs (with ``/p2p/``) dialled at start, with retries; they seed the DHT
     bootstrap: tuple[str, ...] = ()
+    #: mDNS discovery: True (defaults), an ``MdnsConfig``, or False (off)
+    mdns: MdnsConfig | bool = False

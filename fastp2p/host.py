@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastp2p import _accel
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from fastp2p.services.files import Files
     from fastp2p.services.identify import Identify
     from fastp2p.services.kad import Dht
+    from fastp2p.services.mdns import Mdns
     from fastp2p.services.ping import Ping
     from fastp2p.services.pubsub import Pubsub
 
@@ -112,6 +114,8 @@ class Host:
         self._files: Files | None = None
         self._dht: Dht | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
+        self._mdns: Mdns | None = None
+        self._on_discovered: list[Callable[[PeerID, list[Multiaddr]], Any]] = []
         #: This host's metrics; services register their own figures here.
         self.metrics_registry = MetricsRegistry()
         self._metrics = HostMetrics(self.metrics_registry, lambda: self.connections)
@@ -165,6 +169,14 @@ class Host:
                 from fastp2p.services.bootstrap import start_bootstrap
 
                 start_bootstrap(self, self.config.bootstrap)
+            mdns = self.config.mdns
+            if mdns is True or (mdns and mdns.enabled):
+                from fastp2p.config import MdnsConfig
+                from fastp2p.services.mdns import Mdns
+
+                self._mdns = Mdns(self, mdns if isinstance(mdns, MdnsConfig) else MdnsConfig(),
+                                  self._peer_discovered)
+                await self._mdns.start()
         except BaseException:
             await self.aclose()
             raise
@@ -175,6 +187,8 @@ class Host:
             return
         self._closing = True
         self.connection_manager.close()
+        if self._mdns is not None:
+            self._mdns.close()
         if self._files is not None:
             self._files.close()
         if self._pubsub is not None:
@@ -378,6 +392,35 @@ class Host:
         self._on_connect.append(callback)
 
     # -- connections -----------------------------------------------------------------
+
+    def on_peer_discovered(self, callback: Callable[[PeerID, list[Multiaddr]], Any]) -> None:
+        """Call ``callback(peer_id, addrs)`` for each peer discovery finds (mDNS, ``HostConfig.mdns``).
+
+        Called again when a peer's addresses change or it reappears after its
+        record expired. The addresses are already in the peerstore. An async
+        callback runs as a task the host owns; exceptions are logged.
+        """
+        self._on_discovered.append(callback)
+
+    def _peer_discovered(self, peer: PeerID, addrs: list[Multiaddr]) -> None:
+        self.peerstore.add_addrs(peer, addrs)
+        for cb in list(self._on_discovered):
+            try:
+                res = cb(peer, list(addrs))
+            except Exception:
+                log.exception("on_peer_discovered callback failed")
+                continue
+            if inspect.isawaitable(res):
+                self.spawn(self._await_callback(res))
+
+    @staticmethod
+    async def _await_callback(aw: Awaitable[Any]) -> None:
+        try:
+            await aw
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("on_peer_discovered callback failed")
 
     def connection(self, peer: PeerID) -> Connection | None:
         """An open connection to ``peer``, or None."""

@@ -98,11 +98,13 @@ def _ip_of(addr: Multiaddr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return None
 
 
-def _announceable(addr: Multiaddr) -> bool:
+def _announceable(addr: Multiaddr, loopback: bool = False) -> bool:
     ip = _ip_of(addr)
     if ip is None:  # a /dns* name may still resolve on the LAN; /unix and the like never do
         return addr.protocols()[:1] in (["dns"], ["dns4"], ["dns6"])
-    return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast)
+    if ip.is_loopback:
+        return loopback
+    return not (ip.is_unspecified or ip.is_multicast)
 
 
 def query_message(service: str = SERVICE_NAME) -> dns.Message:
@@ -110,8 +112,10 @@ def query_message(service: str = SERVICE_NAME) -> dns.Message:
     return dns.Message(questions=(dns.Question(service, dns.TYPE_PTR),))
 
 
-def parse_response(msg: dns.Message, service: str = SERVICE_NAME) -> list[Discovery]:
-    """Every peer a response announces, with its addresses (loopback ones dropped).
+def parse_response(msg: dns.Message, service: str = SERVICE_NAME, *,
+                   loopback: bool = False) -> list[Discovery]:
+    """Every peer a response announces, with its addresses (loopback ones dropped
+    unless ``loopback``).
 
     An instance whose TXT strings carry no usable ``dnsaddr=`` with a ``/p2p/``
     id is skipped; addresses naming another peer than the instance's first one
@@ -145,7 +149,7 @@ def parse_response(msg: dns.Message, service: str = SERVICE_NAME) -> list[Discov
                 if pid != peer:
                     continue
                 bare = ma.without_peer_id()
-                if _announceable(bare) and bare not in addrs and len(addrs) < MAX_ADDRS:
+                if _announceable(bare, loopback) and bare not in addrs and len(addrs) < MAX_ADDRS:
                     addrs.append(bare)
         if peer is not None and addrs and peer not in seen:
             seen.add(peer)
@@ -172,11 +176,14 @@ class MdnsState:
             answer's own TTL is larger.
         port: the mDNS port (queries from any other port are "legacy unicast").
         max_peers: discovered peers remembered at once.
+        loopback: announce and accept loopback addresses too (peers on one
+            machine only, e.g. tests; the spec leaves them out).
     """
 
     def __init__(self, peer_id: PeerID, now: float, *, service: str = SERVICE_NAME,
                  peer_name: str | None = None, interval: float = DEFAULT_INTERVAL,
-                 ttl: int = DEFAULT_TTL, port: int = MDNS_PORT, max_peers: int = 1024) -> None:
+                 ttl: int = DEFAULT_TTL, port: int = MDNS_PORT, max_peers: int = 1024,
+                 loopback: bool = False) -> None:
         if interval <= 0 or max_peers < 1 or not 0 < ttl < 2**31:
             raise ValueError("MdnsState: interval > 0, max_peers >= 1, 0 < ttl < 2**31")
         self.peer_id = peer_id
@@ -190,6 +197,7 @@ class MdnsState:
         self.ttl = ttl
         self.port = port
         self.max_peers = max_peers
+        self.loopback = loopback
         self._addrs: tuple[Multiaddr, ...] = ()
         self._next_query = now
         self._last_multicast_answer = float("-inf")
@@ -207,7 +215,7 @@ class MdnsState:
         out: list[Multiaddr] = []
         for a in addrs:
             bare = a.without_peer_id()
-            if _announceable(bare) and bare not in out:
+            if _announceable(bare, self.loopback) and bare not in out:
                 out.append(bare)
         self._addrs = tuple(out[:MAX_ANNOUNCED])
 
@@ -271,7 +279,7 @@ class MdnsState:
         ttl = min((r.ttl for r in msg.answers + msg.additionals if r.type in (dns.TYPE_PTR, dns.TYPE_TXT)),
                   default=self.ttl)
         found = []
-        for d in parse_response(msg, self.service):
+        for d in parse_response(msg, self.service, loopback=self.loopback):
             if d.peer_id == self.peer_id:
                 continue
             if ttl == 0:  # goodbye (RFC 6762 section 10.1)

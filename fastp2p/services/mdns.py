@@ -1,0 +1,312 @@
+"""mDNS peer discovery driver: multicast UDP around :class:`fastp2p.proto.mdns.MdnsState`.
+
+One IPv4 UDP socket bound to ``0.0.0.0:5353`` with ``SO_REUSEADDR`` and
+``SO_REUSEPORT`` (other responders on this machine, e.g. Avahi or a js-libp2p
+node, keep working), joined to ``224.0.0.251`` on every interface that is up,
+multicast-capable and not loopback (or on ``MdnsConfig.interfaces``). Joins
+name the interface by index (``ip_mreqn``) and each multicast datagram is
+sent once per joined interface with ``IP_MULTICAST_IF``, so no multicast
+route is needed. The interface list is re-read at every query, so interfaces
+that come up later are joined then. IPv6 (``ff02::fb``) is not served.
+
+The host's listen addresses are announced with wildcards (``0.0.0.0``,
+``::``) expanded to the interfaces' addresses. Discoveries go to the
+callback the Host passes (peerstore, ``host.on_peer_discovered``) and, with
+``MdnsConfig.auto_dial``, are dialled. Everything is released by
+:meth:`Mdns.close` (a goodbye is multicast first, RFC 6762 section 10.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastp2p.errors import DnsError, P2PError
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.peerstore import PeerInfo
+from fastp2p.proto.mdns import MDNS_GROUP_V4, Discovery, MdnsState, Send
+
+if TYPE_CHECKING:
+    from fastp2p.config import MdnsConfig
+    from fastp2p.peer import PeerID
+    from fastp2p.services.base import ServiceHost
+
+__all__ = ["Mdns", "multicast_interfaces", "interface_addresses"]
+
+log = logging.getLogger("fastp2p.mdns")
+
+_IFF_UP, _IFF_LOOPBACK, _IFF_MULTICAST = 0x1, 0x8, 0x1000
+_SIOCGIFADDR = 0x8915
+MAX_DATAGRAMS_PER_WAKEUP = 64  # then yield to the loop (a flood cannot starve it)
+RECV_SIZE = 9000 + 1  # one more than the largest mDNS message, so larger ones are seen as such
+MAX_DIALS = 16  # concurrent auto-dials
+
+
+def _flags(name: str) -> int:
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return int(f.read().strip(), 16)
+    except (OSError, ValueError):
+        return 0
+
+
+def multicast_interfaces(names: tuple[str, ...] = ()) -> list[tuple[int, str]]:
+    """``(index, name)`` of the interfaces to join: ``names`` if given (those that
+    exist), else every one that is up, multicast-capable and not loopback (Linux)."""
+    try:
+        all_ifs = socket.if_nameindex()
+    except OSError:
+        return []
+    if names:
+        return [(i, n) for i, n in all_ifs if n in names]
+    out = []
+    for i, n in all_ifs:
+        fl = _flags(n)
+        if fl & _IFF_UP and fl & _IFF_MULTICAST and not fl & _IFF_LOOPBACK:
+            out.append((i, n))
+    return out
+
+
+def _ipv4_of(name: str) -> str | None:
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(res[20:24])
+
+
+def _ipv6_addrs() -> list[tuple[str, str]]:
+    """(address, interface) of global-scope IPv6 addresses, from /proc/net/if_inet6."""
+    out = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[3] == "00":  # scope global
+                    raw = bytes.fromhex(parts[0])
+                    out.append((socket.inet_ntop(socket.AF_INET6, raw), parts[5]))
+    except OSError:
+        pass
+    return out
+
+
+def interface_addresses() -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 addresses of the up, non-loopback interfaces (what ``0.0.0.0``/``::`` mean)."""
+    v4, v6 = [], []
+    for _, name in multicast_interfaces():
+        ip = _ipv4_of(name)
+        if ip is not None:
+            v4.append(ip)
+    up = {n for _, n in multicast_interfaces()}
+    v6 = [a for a, n in _ipv6_addrs() if n in up]
+    return v4, v6
+
+
+def expand_wildcards(addrs: list[Multiaddr]) -> list[Multiaddr]:
+    """``addrs`` with ``/ip4/0.0.0.0`` and ``/ip6/::`` replaced by this machine's addresses."""
+    out: list[Multiaddr] = []
+    v4: list[str] | None = None
+    v6: list[str] = []
+    for a in addrs:
+        text = str(a)
+        if text.startswith(("/ip4/0.0.0.0/", "/ip6/::/")):
+            if v4 is None:
+                v4, v6 = interface_addresses()
+            if text.startswith("/ip4/"):
+                out += [Multiaddr(f"/ip4/{ip}/" + text[len("/ip4/0.0.0.0/"):]) for ip in v4]
+            else:
+                out += [Multiaddr(f"/ip6/{ip}/" + text[len("/ip6/::/"):]) for ip in v6]
+        else:
+            out.append(a)
+    return out
+
+
+class Mdns:
+    """The mDNS service of one host (``HostConfig.mdns``)."""
+
+    def __init__(self, host: ServiceHost, config: MdnsConfig,
+                 on_discovery: Callable[[PeerID, list[Multiaddr]], None]) -> None:
+        self.host = host
+        self.config = config
+        self._on_discovery = on_discovery
+        self.state = MdnsState(host.peer_id, time.monotonic(), service=config.service_name,
+                               peer_name=config.peer_name, interval=config.interval, ttl=config.ttl,
+                               port=config.port, max_peers=config.max_peers,
+                               loopback=config.loopback)
+        self._sock: socket.socket | None = None
+        self._joined: dict[int, str] = {}
+        self._task: asyncio.Task[Any] | None = None
+        self._wake = asyncio.Event()
+        self._dials: set[PeerID] = set()
+        self._closed = False
+        #: datagrams received / malformed / sent (tests and logs)
+        self.received = 0
+        self.malformed = 0
+        self.sent = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the socket, join the group, start querying."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            sock.setblocking(False)
+            sock.bind(("", self.config.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._refresh_interfaces()
+        loop.add_reader(sock.fileno(), self._on_readable)
+        self._task = self.host.spawn(self._run())
+        log.info("mDNS on %s, interfaces %s, as %s", self.config.port,
+                 ", ".join(self._joined.values()) or "none", self.state.instance)
+
+    def close(self) -> None:
+        """Say goodbye, close the socket, stop the timer task. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(P2PError, OSError):
+                self._update_addrs()
+                bye = self.state.goodbye()
+                if bye is not None:
+                    self._send(bye)
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def interfaces(self) -> list[str]:
+        """Names of the interfaces joined."""
+        return list(self._joined.values())
+
+    # -- sockets ----------------------------------------------------------------------
+
+    def _refresh_interfaces(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        group = socket.inet_aton(MDNS_GROUP_V4)
+        current = dict(multicast_interfaces(tuple(self.config.interfaces)))
+        for idx in [i for i in self._joined if i not in current]:
+            del self._joined[idx]  # gone: the kernel dropped the membership with it
+        for idx, name in current.items():
+            if idx in self._joined:
+                continue
+            mreqn = struct.pack("4s4si", group, b"\0\0\0\0", idx)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:  # already a member
+                    log.debug("mDNS: cannot join %s on %s: %s", MDNS_GROUP_V4, name, exc)
+                    continue
+            self._joined[idx] = name
+
+    def _send(self, msg: Send) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            if msg.dest is not None:
+                sock.sendto(msg.data, msg.dest)
+                self.sent += 1
+                return
+            dest = (MDNS_GROUP_V4, self.config.port)
+            for idx in list(self._joined):
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                struct.pack("4s4si", b"\0\0\0\0", b"\0\0\0\0", idx))
+                sock.sendto(msg.data, dest)
+                self.sent += 1
+        except OSError as exc:  # full buffer, interface gone: the next query retries
+            log.debug("mDNS send failed: %s", exc)
+
+    def _update_addrs(self) -> None:
+        self.state.set_addrs(expand_wildcards(list(self.host.addrs)))
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        updated = False
+        for _ in range(MAX_DATAGRAMS_PER_WAKEUP):
+            try:
+                data, src = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("mDNS recv failed: %s", exc)
+                break
+            self.received += 1
+            if not updated:
+                self._update_addrs()
+                updated = True
+            try:
+                sends, found = self.state.receive(data, (src[0], src[1]), time.monotonic())
+            except DnsError as exc:
+                self.malformed += 1
+                log.debug("mDNS: malformed datagram from %s: %s", src, exc)
+                continue
+            for s in sends:
+                self._send(s)
+            for d in found:
+                self._discovered(d)
+        self._wake.set()  # a held-back answer may now be due
+
+    # -- discoveries ------------------------------------------------------------------
+
+    def _discovered(self, d: Discovery) -> None:
+        log.info("mDNS discovered %s at %s", d.peer_id, " ".join(map(str, d.addrs)))
+        self._on_discovery(d.peer_id, list(d.addrs))
+        if (self.config.auto_dial and d.peer_id not in self._dials and len(self._dials) < MAX_DIALS
+                and self.host.connection(d.peer_id) is None):
+            self._dials.add(d.peer_id)
+            self.host.spawn(self._dial(d))
+
+    async def _dial(self, d: Discovery) -> None:
+        try:
+            await self.host.connect(PeerInfo(d.peer_id, d.addrs))
+        except (P2PError, OSError, TimeoutError) as exc:
+            log.info("mDNS: dialling %s failed: %s", d.peer_id, exc)
+        finally:
+            self._dials.discard(d.peer_id)
+
+    async def _run(self) -> None:
+        while not self._closed:
+            now = time.monotonic()
+            before = self.state.queries_sent
+            self._update_addrs()
+            for s in self.state.poll(now):
+                if self.state.queries_sent != before:
+                    self._refresh_interfaces()  # once per query: join interfaces that came up
+                    before = self.state.queries_sent
+                self._send(s)
+            delay = max(0.0, self.state.next_deadline() - time.monotonic())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
