@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,8 +81,8 @@ TRIM_DEBOUNCE = 0.1
 class TrimCandidate:
     """What the policy knows of one open connection."""
 
-    conn: Hashable
-    peer: Hashable
+    conn: Any
+    peer: Any
     outbound: bool
     opened_at: float
     streams: int
@@ -119,8 +119,8 @@ class TrimPolicy:
         conns: Sequence[TrimCandidate],
         *,
         now: float,
-        protected: Collection[Hashable] = (),
-        values: Mapping[Hashable, int] | None = None,
+        protected: Collection[Any] = (),
+        values: Mapping[Any, int] | None = None,
         active: bool = False,
     ) -> TrimPlan:
         """Connections to close so the count falls to the low watermark.
