@@ -13,9 +13,11 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
-from fastp2p.errors import ProtobufError
+from fastp2p._typing import ReadableBuffer
+from fastp2p.errors import FrameTooLargeError, ProtobufError
 from fastp2p.proto.varint import uvarint_decode, uvarint_encode
 
 WIRE_VARINT = 0
@@ -105,3 +107,59 @@ def fields_by_number(data: bytes | bytearray | memoryview) -> dict[int, list[int
 def length_prefixed(message: bytes) -> bytes:
     """Prefix ``message`` with its uvarint length (libp2p's usual message framing)."""
     return uvarint_encode(len(message)) + message
+
+
+_M = TypeVar("_M")
+
+
+class LengthPrefixedReader(Generic[_M]):
+    """Splits a stream of uvarint-length-prefixed messages (libp2p's usual framing).
+
+    Args:
+        decode: turns one message body into its object (raises on malformed input).
+        max_size: the largest body accepted; a longer length prefix is an error
+            before any of the body is buffered.
+        what: the message's name in error texts (e.g. ``"RPC"``).
+    """
+
+    def __init__(self, decode: Callable[[bytes], _M], max_size: int, what: str) -> None:
+        self._decode = decode
+        self._max = max_size
+        self._what = what
+        self._buf = bytearray()
+
+    def receive_data(self, data: ReadableBuffer) -> list[_M]:
+        """Feed stream bytes; returns every message completed by them.
+
+        Raises:
+            FrameTooLargeError: a length prefix above ``max_size``.
+            VarintError: a malformed length prefix.
+            ProtobufError: (or whatever ``decode`` raises) a malformed message.
+        """
+        self._buf += data
+        out: list[_M] = []
+        buf = self._buf
+        pos = 0
+        limit = self._max
+        while pos < len(buf):
+            r = uvarint_decode(buf, pos)
+            if r is None:
+                # 5 bytes of varint already exceed any limit we accept (< 2**28)
+                if len(buf) - pos >= 5:
+                    raise FrameTooLargeError(f"{self._what} length prefix exceeds {limit}")
+                break
+            length, start = r
+            if length > limit:
+                raise FrameTooLargeError(f"{self._what} of {length} bytes exceeds {limit}")
+            if len(buf) < start + length:
+                break
+            out.append(self._decode(bytes(buf[start : start + length])))
+            pos = start + length
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message held."""
+        return len(self._buf)

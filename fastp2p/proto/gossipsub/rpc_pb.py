@@ -38,7 +38,7 @@ from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import FrameTooLargeError, ProtobufError
 from fastp2p.proto import protobuf
 from fastp2p.proto.protobuf import WIRE_BYTES, WIRE_FIXED32, WIRE_FIXED64, WIRE_VARINT
-from fastp2p.proto.varint import uvarint_decode, uvarint_encode
+from fastp2p.proto.varint import uvarint_encode
 
 __all__ = [
     "RPCLimits",
@@ -453,7 +453,7 @@ def encode_rpc_obj(rpc: RPC) -> bytes:
     return encode_rpc(rpc.subscriptions, [m.encode() for m in rpc.publish], rpc.control)
 
 
-class RPCReader:
+class RPCReader(protobuf.LengthPrefixedReader[RPC]):
     """Splits an inbound pubsub stream into RPCs (uvarint length prefix each).
 
     Args:
@@ -461,40 +461,4 @@ class RPCReader:
     """
 
     def __init__(self, limits: RPCLimits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
-        self._buf = bytearray()
-
-    def receive_data(self, data: ReadableBuffer) -> list[RPC]:
-        """Feed stream bytes; returns every RPC completed by them.
-
-        Raises:
-            FrameTooLargeError: a length prefix above ``max_rpc_size``.
-            VarintError: a malformed length prefix.
-            ProtobufError: a malformed RPC.
-        """
-        self._buf += data
-        out: list[RPC] = []
-        buf = self._buf
-        pos = 0
-        limit = self._limits.max_rpc_size
-        while pos < len(buf):
-            r = uvarint_decode(buf, pos)
-            if r is None:
-                if len(buf) - pos >= 5:
-                    raise FrameTooLargeError(f"RPC length prefix exceeds {limit}")
-                break
-            length, start = r
-            if length > limit:
-                raise FrameTooLargeError(f"RPC of {length} bytes exceeds {limit}")
-            if len(buf) < start + length:
-                break
-            out.append(decode_rpc(bytes(buf[start : start + length]), self._limits))
-            pos = start + length
-        if pos:
-            del buf[:pos]
-        return out
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete RPC held."""
-        return len(self._buf)
+        super().__init__(lambda body: decode_rpc(body, limits), limits.max_rpc_size, "RPC")

@@ -34,7 +34,7 @@ from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import FrameTooLargeError, ProtobufError
 from fastp2p.proto import protobuf
 from fastp2p.proto.protobuf import WIRE_BYTES, WIRE_VARINT
-from fastp2p.proto.varint import uvarint_decode, uvarint_encode
+from fastp2p.proto.varint import uvarint_encode
 
 __all__ = [
     "MessageType",
@@ -243,7 +243,7 @@ def frame(msg: KadMessage) -> bytes:
     return uvarint_encode(len(body)) + body
 
 
-class KadReader:
+class KadReader(protobuf.LengthPrefixedReader[KadMessage]):
     """Splits a kad stream into messages (uvarint length prefix each).
 
     Args:
@@ -251,40 +251,4 @@ class KadReader:
     """
 
     def __init__(self, limits: KadLimits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
-        self._buf = bytearray()
-
-    def receive_data(self, data: ReadableBuffer) -> list[KadMessage]:
-        """Feed stream bytes; returns every message completed by them.
-
-        Raises:
-            FrameTooLargeError: a length prefix above ``max_message_size``.
-            VarintError: a malformed length prefix.
-            ProtobufError: a malformed message.
-        """
-        self._buf += data
-        out: list[KadMessage] = []
-        buf = self._buf
-        pos = 0
-        limit = self._limits.max_message_size
-        while pos < len(buf):
-            r = uvarint_decode(buf, pos)
-            if r is None:
-                if len(buf) - pos >= 5:
-                    raise FrameTooLargeError(f"kad length prefix exceeds {limit}")
-                break
-            length, start = r
-            if length > limit:
-                raise FrameTooLargeError(f"kad message of {length} bytes exceeds {limit}")
-            if len(buf) < start + length:
-                break
-            out.append(decode_message(bytes(buf[start : start + length]), self._limits))
-            pos = start + length
-        if pos:
-            del buf[:pos]
-        return out
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete message held."""
-        return len(self._buf)
+        super().__init__(lambda body: decode_message(body, limits), limits.max_message_size, "kad message")
