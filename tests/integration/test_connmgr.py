@@ -45,7 +45,7 @@ async def wait_until(cond: Callable[[], bool], timeout: float) -> float:
 
 
 async def test_trims_to_low_watermark_after_grace_keeping_protected_and_valued() -> None:
-    grace = 1.5
+    grace = 2.0
     async with Host(listen=[LOOPBACK], config=config(20, 10, grace)) as server, hosts(30) as clients:
         serve_echo(server)
         cm = server.connection_manager
@@ -131,7 +131,7 @@ async def test_disabled_manager_never_trims() -> None:
 async def test_dht_and_pubsub_mesh_peers_are_protected() -> None:
     topic = "connmgr-test"
     dht = DhtConfig(enabled=True, mode="server", rpc_timeout=2.0, query_timeout=5.0)
-    scfg = config(4, 2, 2.5, dht=dht, pubsub=FAST_PUBSUB)
+    scfg = config(4, 2, 0.5, dht=dht, pubsub=FAST_PUBSUB)
     async with (
         Host(listen=[LOOPBACK], config=scfg) as server,
         hosts(2, HostConfig(data_paths=("tcp",), dht=dht)) as dht_peers,
@@ -142,16 +142,20 @@ async def test_dht_and_pubsub_mesh_peers_are_protected() -> None:
         await server.pubsub.subscribe(topic)
         for m in mesh_peers:
             await m.pubsub.subscribe(topic)
-        await asyncio.gather(*(h.connect(server.full_addrs[0]) for h in [*dht_peers, *mesh_peers, *plain]))
-        assert len(server.connections) == 8
+        # the protected peers first (at the high watermark, no trim yet) ...
+        await asyncio.gather(*(h.connect(server.full_addrs[0]) for h in [*dht_peers, *mesh_peers]))
         dht_ids = {h.peer_id for h in dht_peers}
         mesh_ids = {h.peer_id for h in mesh_peers}
-        await wait_until(lambda: dht_ids <= set(server.dht.routing_table()), 2.0)
-        await wait_until(lambda: mesh_ids <= set(server.pubsub.mesh(topic)), 2.0)
+        await wait_until(lambda: dht_ids <= set(server.dht.routing_table()), 5.0)
+        await wait_until(lambda: mesh_ids <= set(server.pubsub.mesh(topic)), 5.0)
         for p in dht_ids:
             assert cm.is_protected(p) and cm.is_protected(p, KAD_TAG) and not cm.is_protected(p, PUBSUB_MESH_TAG)
         for p in mesh_ids:
             assert cm.is_protected(p, PUBSUB_MESH_TAG)
+        await asyncio.sleep(0.6)  # their grace period is over
+        # ... then 4 more take the host above it
+        await asyncio.gather(*(h.connect(server.full_addrs[0]) for h in plain))
+        assert len(server.connections) == 8
         assert not any(cm.is_protected(h.peer_id) for h in plain)
         # after the grace period the 4 plain peers go; the low watermark (2) cannot
         # be reached without closing protected peers, so it is not
