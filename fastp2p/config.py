@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -382,3 +383,22 @@ class HostConfig:
     bootstrap: tuple[str, ...] = ()
     #: mDNS discovery: True (defaults), an ``MdnsConfig``, or False (off)
     mdns: MdnsConfig | bool = False
+    #: private network (pnet): the 32-byte pre-shared key, the bytes of a
+    #: ``/key/swarm/psk/1.0.0/`` key file, or the path of one (read once, here);
+    #: None: the public network. Every connection is then protected below multistream.
+    psk: bytes | str | os.PathLike[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.psk is not None:
+            object.__setattr__(self, "psk", _load_psk(self.psk))
+
+
+def _load_psk(psk: bytes | str | os.PathLike[str]) -> bytes:
+    """A PSK as 32 bytes: raw key, key-file bytes, or a key-file path (PskFormatError if bad)."""
+    from fastp2p.proto.pnet import MAX_PSK_FILE, PSK_SIZE, decode_psk_file
+
+    if isinstance(psk, bytes | bytearray | memoryview):
+        raw = bytes(psk)
+        return raw if len(raw) == PSK_SIZE else decode_psk_file(raw)
+    with open(psk, "rb") as f:
+        return decode_psk_file(f.read(MAX_PSK_FILE + 1))

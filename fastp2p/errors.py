@@ -29,10 +29,12 @@ __all__ = [
     "DnsError",
     "MultiaddrError",
     "InvalidKeyError",
+    "PskFormatError",
     "NegotiationError",
     "SecurityError",
     "HandshakeError",
     "IdentityProofError",
+    "PnetError",
     "PeerIDMismatchError",
     "DecryptError",
     "StreamResetError",
@@ -160,6 +162,9 @@ class InvalidKeyError(P2PError, ValueError):
     """A key could not be decoded or is of an unsupported type."""
 
 
+class PskFormatError(InvalidKeyError):
+    """A private-network key file is not a valid ``/key/swarm/psk/1.0.0/`` file."""
+
 
 class NegotiationError(P2PError):
     """multistream-select found no protocol both sides support."""
@@ -191,6 +196,11 @@ class IdentityProofError(HandshakeError):
     """The peer's Noise payload did not prove its identity (bad identity key, or a
     signature that does not cover its static key): whoever answers at that address is
     not a genuine libp2p peer, so a multi-address dial stops there."""
+
+
+class PnetError(HandshakeError):
+    """The private-network (pnet) layer failed: the peer has another pre-shared key,
+    none at all, or is not in a private network (its bytes decrypt to garbage)."""
 
 
 class PeerIDMismatchError(SecurityError):

@@ -24,6 +24,7 @@ from fastp2p.errors import (
     NegotiationError,
     P2PError,
     PeerIDMismatchError,
+    PnetError,
     RemoteProtocolError,
     ResourceLimitExceededError,
     StreamErrorCode,
@@ -532,6 +533,8 @@ class Host:
                 self._metrics.dial.observe(time.perf_counter() - t0, "error")
                 self._metrics.error(exc, "dial")
                 errors.append(exc)
+        if errors and all(isinstance(e, PnetError) for e in errors):
+            raise errors[0]  # a private network we are not in: say so, typed
         if len(errors) == 1:
             raise DialError(f"dial {addrs[0]} failed: {errors[0]}", errors) from errors[0]
         raise DialError(f"all {len(addrs)} addresses failed", errors)

@@ -8,19 +8,28 @@ inbound stream dispatcher. Every step is a sans-IO state machine from
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastp2p import _accel
 from fastp2p.config import HostConfig
-from fastp2p.errors import HandshakeError, NegotiationError
+from fastp2p.errors import (
+    HandshakeError,
+    IdentityProofError,
+    NegotiationError,
+    P2PError,
+    PeerIDMismatchError,
+    PnetError,
+)
 from fastp2p.proto.mplex import session as _mplex_session
 from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
 from fastp2p.proto.noise import handshake as _noise_handshake
 from fastp2p.proto.noise.cipher import usable_ciphers
 from fastp2p.proto.noise.handshake import NoiseHandshake
 from fastp2p.proto.yamux import session as _yamux_session
+from fastp2p.transport.pnet import PnetConnection
 
 if TYPE_CHECKING:
     from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
@@ -43,6 +52,8 @@ __all__ = [
 NOISE_PROTOCOL_ID = _noise_handshake.PROTOCOL_ID
 YAMUX_PROTOCOL_ID = _yamux_session.PROTOCOL_ID
 MPLEX_PROTOCOL_ID = _mplex_session.PROTOCOL_ID
+#: the pnet safeguard (spec): with "1", refuse to connect without a PSK
+FORCE_PNET_ENV = "LIBP2P_FORCE_PNET"
 
 
 @dataclass
@@ -181,6 +192,13 @@ async def _secure(
     *,
     dialer: bool,
 ) -> SecuredChannel:
+    if config.psk is not None:
+        # pnet: everything from here on (multistream included) is XSalsa20-protected
+        raw = PnetConnection(raw, config.psk)  # type: ignore[arg-type]  # bytes after HostConfig
+    elif os.environ.get(FORCE_PNET_ENV) == "1":
+        raw.abort()
+        raise PnetError(f"{FORCE_PNET_ENV}=1 but no private-network key is configured (HostConfig.psk)")
+    noise_done = False
     try:
         async with asyncio.timeout(min(config.noise.handshake_timeout, config.negotiation_timeout)):
             hs = NoiseHandshake(
@@ -193,6 +211,7 @@ async def _secure(
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)
             leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover)
+            noise_done = True
             k1, k2 = hs.split()
             # the cipher agreed in the handshake (fastp2p peers only; others: ChaChaPoly)
             send = _accel.NoiseCipher(k1, 0, hs.transport_cipher)
@@ -205,6 +224,15 @@ async def _secure(
                 muxer, plain_left = await _select_muxer(
                     raw, send, recv, leftover_cipher, config.muxers, dialer
                 )
+    except (P2PError, TimeoutError) as exc:
+        raw.abort()
+        if config.psk is None or noise_done or isinstance(exc, PnetError | IdentityProofError | PeerIDMismatchError):
+            raise
+        # Before Noise completes, a peer with another PSK (or none) shows up as
+        # garbage: a failed negotiation, a bad handshake message or a closed socket.
+        raise PnetError(
+            f"private network handshake failed: wrong or missing PSK? ({type(exc).__name__}: {exc})"
+        ) from exc
     except BaseException:
         raw.abort()
         raise

@@ -153,3 +153,14 @@ def test_multistream_both_sides(data: bytes, step: int) -> None:
             continue
         # a machine that did not fail holds at most a bounded amount of input
         assert len(machine.unused_data()) <= len(data)
+
+
+@SETTINGS
+@given(ANY)
+def test_psk_key_file(data: bytes) -> None:
+    from fastp2p.proto.pnet import decode_psk_file
+
+    try:
+        assert len(decode_psk_file(data)) == 32
+    except OK:
+        pass
