@@ -89,7 +89,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _process_singletons() -> None:
     """Create what a process creates once and keeps (not a per-test leak) before the
-    first check: libuv's global signal pipe, made by the first uvloop loop."""
+    first check: libuv's global signal pipe, made by the first uvloop loop, and the
+    pipe to multiprocessing's resource tracker, made by the first "spawn" child."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     try:
         import uvloop
     except ImportError:
