@@ -223,41 +223,36 @@ def check_netns() -> Check:
     return Check("network namespaces", "ok", f"`ip netns` usable as root ({n} existing)")
 
 
-_IFF_UP, _IFF_LOOPBACK, _IFF_MULTICAST = 0x1, 0x8, 0x1000
+def _multicast_interfaces() -> list[tuple[int, str]]:
+    from fastp2p.services.mdns import multicast_interfaces
 
-
-def _multicast_interfaces() -> list[str]:
-    out: list[str] = []
-    try:
-        names = sorted(os.listdir("/sys/class/net"))
-    except OSError:
-        return out
-    for name in names:
-        try:
-            with open(f"/sys/class/net/{name}/flags") as f:
-                flags = int(f.read().strip(), 16)
-        except (OSError, ValueError):
-            continue
-        if flags & _IFF_UP and flags & _IFF_MULTICAST and not flags & _IFF_LOOPBACK:
-            out.append(name)
-    return out
+    return multicast_interfaces()
 
 
 def check_multicast() -> Check:
+    # the same interfaces and the same per-interface join (ip_mreqn by index, no
+    # multicast route needed) as the mDNS driver, fastp2p.services.mdns
     ifaces = _multicast_interfaces()
     if not ifaces:
         return Check("multicast (mDNS)", "no", "no up, multicast-capable, non-loopback interface",
                      "mDNS discovery (224.0.0.251:5353) cannot reach other hosts")
+    joined, failed = [], []
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        mreq = struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("0.0.0.0"))
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-    except OSError as exc:
-        return Check("multicast (mDNS)", "no", f"interfaces: {', '.join(ifaces)}",
-                     f"joining 224.0.0.251 failed: {exc} (no multicast route?)")
+        for idx, name in ifaces:
+            mreqn = struct.pack("4s4si", socket.inet_aton("224.0.0.251"), b"\0\0\0\0", idx)
+            try:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                joined.append(name)
+            except OSError as exc:
+                failed.append(f"{name}: {exc}")
     finally:
         s.close()
-    return Check("multicast (mDNS)", "ok", f"interfaces: {', '.join(ifaces)}; joined 224.0.0.251")
+    if not joined:
+        return Check("multicast (mDNS)", "no", f"interfaces: {', '.join(n for _, n in ifaces)}",
+                     f"joining 224.0.0.251 failed ({'; '.join(failed)})")
+    return Check("multicast (mDNS)", "ok",
+                 f"HostConfig.mdns can join 224.0.0.251 on {', '.join(joined)}")
 
 
 def check_shm() -> Check:

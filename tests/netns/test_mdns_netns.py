@@ -146,6 +146,12 @@ def _node(lab: NetnsLab) -> Node:
 
 def test_three_fastp2p_nodes_discover_each_other(lab: NetnsLab) -> None:
     nodes = [_node(lab) for _ in range(3)]
+    # fastp2p doctor tells the truth about the node: eth0 can take the group
+    r = nodes[0].run([sys.executable, "-m", "fastp2p", "doctor", "--json"], capture_output=True,
+                     text=True, env=_env(), timeout=60)
+    checks = {c["name"]: c for c in json.loads(r.stdout)}
+    mc = checks["multicast (mDNS)"]
+    assert mc["status"] == "ok" and "eth0" in mc["detail"], mc
     procs: list[Proc] = []
     try:
         ids = []
