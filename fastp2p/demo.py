@@ -20,9 +20,11 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -125,7 +127,24 @@ async def _fetch(
     return 0
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this child when the orchestrator dies, however it dies
+    (a SIGKILLed orchestrator runs no cleanup; an orphaned fetcher would run on)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the orchestrator died before prctl took effect
+        os._exit(1)
+
+
 def _child_main(argv: list[str]) -> int:
+    _die_with_parent()
     p = argparse.ArgumentParser(prog="fastp2p.demo")
     sub = p.add_subparsers(dest="role", required=True)
     s = sub.add_parser("seed")
@@ -159,14 +178,34 @@ class _Child:
             [sys.executable, "-m", "fastp2p.demo", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
         )
+        self._buf = b""
+
+    def _readline(self, deadline: float) -> bytes:
+        """One line of the child's stdout, or TimeoutError at ``deadline``."""
+        import select
+
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"{self.name}: no answer in time")
+            data = os.read(fd, 65536)
+            if not data:
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line + b"\n"
 
     def next_event(self, want: str, timeout: float = 120.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+        while True:
+            try:
+                line = self._readline(deadline)
+            except TimeoutError:
+                raise TimeoutError(f"{self.name}: no {want!r} within {timeout} s") from None
             if not line:
                 raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}) before {want!r}")
             ev: dict[str, Any] = json.loads(line)
@@ -176,19 +215,22 @@ class _Child:
                 return ev
             if ev.get("event") == "progress" and self.on_progress is not None:
                 self.on_progress(ev["got"], ev["size"])
-        raise TimeoutError(f"{self.name}: no {want!r} within {timeout} s")
 
     on_progress: Any = None
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """End the child: EOF on stdin lets it close its host; killed if it does not
+        exit within 10 s, or at once when ``graceful`` is false (a failed demo)."""
         with contextlib.suppress(Exception):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         try:
-            self.proc.wait(10)
+            self.proc.wait(10 if graceful else 0.001)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _bar(label: str, got: int, size: int, t0: float, enabled: bool) -> None:
@@ -225,6 +267,12 @@ def run_demo(args: argparse.Namespace) -> int:
     show = not args.no_progress and sys.stderr.isatty()
     tmp = tempfile.mkdtemp(prefix="fastp2p-demo-")
     children: list[_Child] = []
+    ok = False
+    old_term = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a test's timeout, a supervisor) unwinds through ``finally`` below,
+        # so the children are killed rather than orphaned.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if args.file:
             src = os.path.abspath(args.file)
@@ -303,14 +351,21 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{fetched['size'] / fetched['seconds'] / 1e6:.1f} MB/s, verified"
             )
         print("demo OK")
+        ok = True
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"\nfastp2p demo: error: {exc}", file=sys.stderr)
         return 1
     finally:
         for c in reversed(children):
-            c.stop()
+            c.stop(graceful=ok)
         shutil.rmtree(tmp, ignore_errors=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

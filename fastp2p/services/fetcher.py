@@ -519,7 +519,11 @@ class Swarm:
                     self.busy[i] = 0
                 raise
         if in_place:
-            self.state[i] = VERIFYING
+            # A stolen duplicate may have been verified (DONE, its copy kept in
+            # ``rescue``) while these bytes landed: DONE must stay DONE, or the
+            # chunk would be accepted, and counted, twice.
+            if self.state[i] == INFLIGHT:
+                self.state[i] = VERIFYING
             self._verify(w, i, target, None)
             return
         target.release()

@@ -389,6 +389,78 @@ async def test_verified_duplicate_rescues_a_chunk_its_owner_corrupts() -> None:
         assert sw.done_chunks == 1
 
 
+class _ScriptedStream:
+    """The two reads ``Swarm._receive`` makes, fed by the test, so it can interleave a
+    stealer's verified copy with the owner's in-place write at an exact point."""
+
+    def __init__(self) -> None:
+        self.feed: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self.feed.get()
+        assert len(data) == n
+        return data
+
+    async def readinto(self, buf: memoryview) -> int:
+        data = await self.feed.get()
+        buf[: len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize("owner_honest", [True, False])
+async def test_duplicate_verified_while_owner_receives_counts_once(owner_honest: bool) -> None:
+    """The pure build's 3-peer demo hang: a stolen duplicate was verified while the owner was
+    still receiving the chunk in place; the owner then set the DONE chunk back to VERIFYING and
+    its own verification accepted it again, so ``done_chunks`` overshot and the fetch never
+    completed. Now DONE stays DONE and the chunk counts once (a lying owner is still dropped
+    and the verified copy restored)."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastp2p.peer import Ed25519PrivateKey, PeerID
+    from fastp2p.services.fetcher import DONE, ProviderRef, Swarm, _Worker
+
+    data = os.urandom(2 * CHUNK)
+    m = Manifest.from_bytes(data, CHUNK)
+
+    class _Host:
+        peer_id = PeerID.from_public_key(Ed25519PrivateKey.generate().public_key())
+
+    with ThreadPoolExecutor(1) as pool:
+        sw = Swarm(_Host(), "/x", m.cid, b"", pipeline_bytes=CHUNK, stall_timeout=5, pool=pool,  # type: ignore[arg-type]
+                   manifest=m, progress=None)
+        dest = bytearray(len(data))
+        await sw.attach(memoryview(dest), 0)
+        pids = [PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
+        owner, stealer = _Worker(ProviderRef(pids[0])), _Worker(ProviderRef(pids[1]))
+        sw.workers = {pids[0]: owner, pids[1]: stealer}
+        assert sw._take(owner) == 0 and sw._take(stealer) == 1
+        owner.inflight.append((0, False))
+        assert sw._steal(stealer) == 0
+        stream = _ScriptedStream()
+        receiving = asyncio.ensure_future(sw._receive(owner, stream, m, 0, False))  # type: ignore[arg-type]
+        half = CHUNK // 2
+        stream.feed.put_nowait(b"\x00")
+        stream.feed.put_nowait(data[:half])
+        async with asyncio.timeout(10):
+            while not sw.busy[0]:
+                await asyncio.sleep(0)
+        good = bytearray(data[:CHUNK])  # the stealer's copy is verified first
+        sw.steals[0] -= 1
+        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
+        assert sw.state[0] == DONE and sw.done_chunks == 1 and 0 in sw.rescue
+        rest = data[half:CHUNK] if owner_honest else bytes(CHUNK - half)
+        stream.feed.put_nowait(rest)
+        async with asyncio.timeout(10):
+            await receiving
+            while sw.verifying:
+                await sw.wait_changed(0.05)
+        assert sw.state[0] == DONE and sw.done_chunks == 1 and sw.done_bytes == CHUNK
+        assert bytes(dest[:CHUNK]) == data[:CHUNK] and not sw.rescue and not sw.busy[0]
+        assert (owner.dropped is None) == owner_honest
+        assert stealer.bytes_used == CHUNK and owner.bytes_used == 0
+
+
 async def test_provider_listening_on_all_interfaces(tmp_path: pathlib.Path) -> None:
     data = _write(tmp_path / "f.bin", 300_000)
     prov = Host(listen=["/ip4/0.0.0.0/tcp/0"], config=_config())
