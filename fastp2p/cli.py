@@ -1,10 +1,11 @@
-"""The ``fastp2p`` command line: id, listen, ping, perf, demo, bench, doctor."""
+"""The ``fastp2p`` command line: id, psk, listen, ping, perf, demo, bench, doctor."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import json
 import os
@@ -56,10 +57,29 @@ def _load_key(path: str | None) -> Ed25519PrivateKey:
 DATA_PATHS = {"auto": ("shm", "tcp"), "shm": ("shm", "tcp"), "tcp": ("tcp",)}
 
 
+#: ``--psk FILE`` of the command being run: set by ``_guard``, applied by ``_config``,
+#: so every command that builds a Host joins the private network in one place
+_PSK_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastp2p_cli_psk", default=None)
+#: the commands (and their subcommands) that listen or dial, hence take ``--psk``
+PSK_COMMANDS = ("listen", "ping", "perf", "pubsub", "share", "files", "get", "dht")
+
+
 def _config(muxer: str, data_path: str = "auto") -> HostConfig:
     from fastp2p.config import HostConfig
 
-    return HostConfig(muxers=(MUXERS[muxer],), data_paths=DATA_PATHS[data_path])
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=DATA_PATHS[data_path], psk=_PSK_FILE.get())
+
+
+def _add_psk_option(parser: argparse.ArgumentParser) -> None:
+    """``--psk FILE`` on ``parser``, or on each of its subcommands."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for child in subs[0].choices.values():
+            _add_psk_option(child)
+        return
+    parser.add_argument("--psk", metavar="FILE", default=None,
+                        help="private network: a /key/swarm/psk/1.0.0/ key file (swarm.key); "
+                             "only peers with the same key can connect")
 
 
 def _data_path_line(conn: Any) -> str:
@@ -90,6 +110,18 @@ def cmd_id(args: argparse.Namespace) -> int:
 
     key = _load_key(args.key)
     print(PeerID.from_public_key(key.public_key()))
+    return 0
+
+
+def cmd_psk(args: argparse.Namespace) -> int:
+    from fastp2p.pnet import write_psk_file
+
+    try:
+        write_psk_file(args.file)
+    except OSError as exc:
+        print(f"fastp2p psk: error: {exc}", file=sys.stderr)
+        return 1
+    print(args.file)
     return 0
 
 
@@ -228,6 +260,7 @@ def _guard(
     def run(args: argparse.Namespace) -> int:
         from fastp2p.errors import P2PError
 
+        _PSK_FILE.set(getattr(args, "psk", None))
         try:
             return _run(coro_fn(args))
         except KeyboardInterrupt:
@@ -323,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect to (and ping) each peer mDNS discovers")
     s.set_defaults(func=_guard(_listen))
 
+    s = sub.add_parser("psk", help="write a new private-network key file (/key/swarm/psk/1.0.0/)")
+    s.add_argument("file", help="where to write it (mode 0600; an existing file is never overwritten)")
+    s.set_defaults(func=cmd_psk)
+
     s = sub.add_parser("ping", help="ping a peer and print one RTT per line")
     s.add_argument("addr", help="multiaddr of the peer, ideally with /p2p/<id>")
     s.add_argument("--count", type=int, default=4)
@@ -367,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fastp2p.cli_dht import register as register_dht
 
     register_dht(sub)
+    for name in PSK_COMMANDS:
+        if name in sub.choices:
+            _add_psk_option(sub.choices[name])
     return p
 
 

@@ -395,10 +395,10 @@ class HostConfig:
 
 def _load_psk(psk: bytes | str | os.PathLike[str]) -> bytes:
     """A PSK as 32 bytes: raw key, key-file bytes, or a key-file path (PskFormatError if bad)."""
-    from fastp2p.proto.pnet import MAX_PSK_FILE, PSK_SIZE, decode_psk_file
+    from fastp2p.pnet import load_psk_file
+    from fastp2p.proto.pnet import PSK_SIZE, decode_psk_file
 
     if isinstance(psk, bytes | bytearray | memoryview):
         raw = bytes(psk)
         return raw if len(raw) == PSK_SIZE else decode_psk_file(raw)
-    with open(psk, "rb") as f:
-        return decode_psk_file(f.read(MAX_PSK_FILE + 1))
+    return load_psk_file(psk)

@@ -7,7 +7,8 @@ output -- the text format, the JSON format and the raw record attributes --
 may contain any secret in any common encoding: private keys, Noise transport
 keys, the shm hand-off secret, the host's grant-signing secret, grant tokens.
 
-(fastp2p has no private-network PSK; a ``pnet`` PSK would join this list.)
+The hosts run in a private network (pnet): its pre-shared key is on the list, and
+so is the key of an intruder whose connection attempt fails (and is logged).
 """
 
 from __future__ import annotations
@@ -108,7 +109,14 @@ async def test_no_secret_in_debug_logs(
         shm, "secrets", types.SimpleNamespace(token_bytes=token_bytes, token_hex=_secrets.token_hex)
     )
 
-    async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"]) as owner, fastp2p.Host() as user:
+    psk, intruder_psk = _secrets.token_bytes(32), _secrets.token_bytes(32)
+    cfg = fastp2p.HostConfig(psk=psk)
+    async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"], config=cfg) as owner, fastp2p.Host(
+        config=cfg
+    ) as user:
+        async with fastp2p.Host(config=fastp2p.HostConfig(psk=intruder_psk)) as intruder:
+            with pytest.raises(fastp2p.PnetError):
+                await intruder.connect(owner.full_addrs[0])
         owner.set_handler("/sink/1.0.0", _sink)
         peer = await user.connect(owner.full_addrs[0])
         conn = user.connection(peer)
@@ -147,6 +155,8 @@ async def test_no_secret_in_debug_logs(
             ("grant secret (user)", user.memory._secret),
             ("grant token", token),
             ("forged token", bytes(forged)),
+            ("pnet PSK", psk),
+            ("pnet PSK (intruder)", intruder_psk),
             *(("noise key / shm secret", b) for b in found),
         ]
         await user.disconnect(peer)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -31,6 +34,8 @@ OTHER = bytes(range(1, 33))
 NBYTES = (1 << 20) if _accel.HAVE_NATIVE else (32 << 10)
 TCP_ONLY = ("tcp",)
 MUXERS = ["/yamux/1.0.0", "/mplex/6.7.0"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 async def echo_roundtrip(host: fastp2p.Host, peer: fastp2p.PeerID, nbytes: int = NBYTES) -> None:
@@ -196,3 +201,56 @@ async def test_raw_socket_garbage_is_dropped() -> None:
             with contextlib.suppress(ConnectionResetError):
                 await writer.wait_closed()
         assert not b.connections and not b._pending_inbound
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fastp2p", *args], capture_output=True, text=True, timeout=timeout, env=CLI_ENV
+    )
+
+
+async def test_cli_psk_listen_ping_and_wrong_key(tmp_path: pathlib.Path) -> None:
+    good, bad = tmp_path / "swarm.key", tmp_path / "other.key"
+    for f in (good, bad):
+        r = await asyncio.to_thread(_cli, "psk", str(f))
+        assert r.returncode == 0, r.stderr
+        assert oct(f.stat().st_mode & 0o777) == "0o600"
+    r = await asyncio.to_thread(_cli, "psk", str(good))  # never overwrites
+    assert r.returncode == 1 and "exists" in r.stderr
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fastp2p", "listen", "--timeout", "60", "--psk", str(good),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=CLI_ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            addr = (await proc.stdout.readline()).decode().strip()
+        assert "/p2p/12D3KooW" in addr, addr
+        r = await asyncio.to_thread(_cli, "ping", addr, "--count", "2", "--psk", str(good))
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.strip().splitlines()) == 2
+        perf_bytes = "1MiB" if _accel.HAVE_NATIVE else "16KiB"
+        r = await asyncio.to_thread(
+            _cli, "perf", addr, "--upload", perf_bytes, "--download", perf_bytes, "--data-path", "tcp",
+            "--psk", str(good),
+        )
+        assert r.returncode == 0, r.stderr
+        for key_args in (["--psk", str(bad)], []):
+            t0 = time.monotonic()
+            r = await asyncio.to_thread(_cli, "ping", addr, "--count", "1", *key_args)
+            assert r.returncode == 1, r.stdout
+            assert time.monotonic() - t0 < 20
+            if key_args:
+                assert "PnetError" in r.stderr and "wrong or missing PSK" in r.stderr, r.stderr
+        broken = tmp_path / "broken.key"
+        broken.write_text("/key/swarm/psk/1.0.0/\n/base16/\nabc\n")
+        r = await asyncio.to_thread(_cli, "ping", addr, "--psk", str(broken))
+        assert r.returncode == 1 and "PskFormatError" in r.stderr, r.stderr
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(10):
+            await proc.wait()
+    assert proc.returncode == 0
