@@ -15,6 +15,8 @@ What it does (specs/libp2p-mdns.md, RFC 6762):
   is sent when that second is over, not dropped. A query from a port other
   than the mDNS port is a "legacy unicast" one (RFC 6762 section 6.7): it is
   answered to its sender only, echoing its id and question, with TTL 10.
+  Direct-question and legacy answers are rate-limited together
+  (:data:`DIRECT_ANSWER_RATE`), so a query flood cannot make us a traffic source.
 - **Discover**: every response (from the mDNS port) whose answers or
   additionals hold ``<service> PTR <instance>`` and TXT records of that
   instance with ``dnsaddr=`` strings yields a :class:`Discovery` (peer id and
@@ -62,6 +64,9 @@ DEFAULT_INTERVAL = 10.0  # js-libp2p @libp2p/mdns
 DEFAULT_TTL = 120  # RFC 6762 section 10: records with host names or addresses
 LEGACY_TTL = 10  # RFC 6762 section 6.7
 MIN_MULTICAST_GAP = 1.0  # RFC 6762 section 6: one multicast of a record per second
+#: direct-question and legacy unicast answers: a burst of this many, then this many a second
+#: (a legacy answer goes to whatever source address the query claims: no amplifier)
+DIRECT_ANSWER_RATE = 10.0
 MAX_ADDRS = 32  # addresses kept per discovered peer
 MAX_ANNOUNCED = 16  # addresses we put in one answer (keeps it well inside one datagram)
 PEER_NAME_LEN = 32
@@ -203,10 +208,13 @@ class MdnsState:
         self._last_multicast_answer = float("-inf")
         self._answer_due: float | None = None
         self._peers: OrderedDict[PeerID, _Known] = OrderedDict()
+        self._tokens = DIRECT_ANSWER_RATE
+        self._tokens_at = now
         #: counters (for metrics and tests)
         self.queries_sent = 0
         self.answers_sent = 0
         self.malformed = 0
+        self.rate_limited = 0
 
     # -- our addresses ----------------------------------------------------------------
 
@@ -320,6 +328,14 @@ class MdnsState:
         if not full and not answers:
             return []
         legacy = src[1] != self.port
+        if legacy or not full:
+            self._tokens = min(DIRECT_ANSWER_RATE,
+                               self._tokens + (now - self._tokens_at) * DIRECT_ANSWER_RATE)
+            self._tokens_at = now
+            if self._tokens < 1.0:
+                self.rate_limited += 1
+                return []
+            self._tokens -= 1.0
         if legacy:
             return [self._legacy_answer(msg, full, answers, src)]
         if not full:

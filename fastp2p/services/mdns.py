@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastp2p.errors import DnsError, P2PError
+from fastp2p.metrics import MetricFamily
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peerstore import PeerInfo
 from fastp2p.proto.mdns import MDNS_GROUP_V4, Discovery, MdnsState, Send
@@ -178,6 +179,9 @@ class Mdns:
         self._refresh_interfaces()
         loop.add_reader(sock.fileno(), self._on_readable)
         self._task = self.host.spawn(self._run())
+        registry = getattr(self.host, "metrics_registry", None)
+        if registry is not None:
+            registry.add_collector(self._collect)
         log.info("mDNS on %s, interfaces %s, as %s", self.config.port,
                  ", ".join(self._joined.values()) or "none", self.state.instance)
 
@@ -198,6 +202,20 @@ class Mdns:
             self._sock = None
         if self._task is not None:
             self._task.cancel()
+        registry = getattr(self.host, "metrics_registry", None)
+        if registry is not None:
+            registry.remove_collector(self._collect)
+
+    def _collect(self) -> list[MetricFamily]:
+        st = self.state
+        return [
+            MetricFamily("fastp2p_mdns_datagrams_total", "counter",
+                         "mDNS datagrams by what happened to them.", ("kind",),
+                         {("received",): self.received, ("malformed",): self.malformed,
+                          ("sent",): self.sent, ("rate_limited",): st.rate_limited}),
+            MetricFamily("fastp2p_mdns_peers", "gauge", "Peers mDNS currently knows (not expired).",
+                         (), {(): len(st.peers())}),
+        ]
 
     @property
     def interfaces(self) -> list[str]:

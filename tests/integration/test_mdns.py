@@ -88,6 +88,10 @@ async def test_two_hosts_discover_each_other_and_auto_dial() -> None:
             assert got_b.qsize() == 0
             mdns_a = a._mdns
             assert mdns_a is not None and mdns_a.interfaces == ["lo"] and mdns_a.malformed == 0
+            m = a.metrics()
+            assert m["fastp2p_mdns_peers"]["samples"][0]["value"] == 1
+            kinds = {s["labels"]["kind"]: s["value"] for s in m["fastp2p_mdns_datagrams_total"]["samples"]}
+            assert kinds["received"] > 0 and kinds["sent"] > 0 and kinds["malformed"] == 0
         # b said goodbye on close: a forgets it at once
         async with asyncio.timeout(5):
             while b.peer_id in mdns_a.state.peers():

@@ -351,3 +351,12 @@ def test_bad_params() -> None:
     with pytest.raises(ValueError):
         mdns.MdnsState(_id(), 0.0, interval=0)
     assert len(mdns.random_peer_name()) == 32
+
+
+def test_direct_and_legacy_answers_rate_limited() -> None:
+    _, b = _pair()
+    q = dns.encode(dns.Message(id=1, questions=(dns.Question(mdns.SERVICE_NAME, dns.TYPE_PTR),)))
+    sent = sum(len(b.receive(q, ("10.0.0.9", 40000), 5.0)[0]) for _ in range(100))
+    assert sent == int(mdns.DIRECT_ANSWER_RATE) and b.rate_limited == 100 - sent
+    # refilled a second later
+    assert len(b.receive(q, ("10.0.0.9", 40000), 6.0)[0]) == 1
