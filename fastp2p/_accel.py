@@ -10,6 +10,9 @@ Kernel contract (identical for both implementations):
 - ``uvarint_encode(n) -> bytes``; ``uvarint_decode(buf, offset=0) -> (value, end) | None``
 - ``encode_header(type, flags, stream_id, length) -> bytes`` (yamux, 12 bytes)
 - ``YamuxDecoder().feed(buf) -> list[(type, flags, stream_id, length, payload)]``
+- ``YamuxDemux()``: a ``YamuxDecoder`` with a stream-id table (``attach``/``detach``/
+  ``take``/``set_credit``) whose ``feed(buf) -> (fast, records)`` delivers plain DATA on
+  attached streams within their credit and returns the rest (see its pure twin)
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
 - ``NoiseCipher(key, nonce=0, cipher="ChaChaPoly"|"AESGCM")`` (``.cipher`` names it): ``seal_frames(bufs)`` and ``open_frames(buf)`` return read-only
@@ -52,6 +55,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "uvarint_decode": ("fastp2p.proto.varint", "fastp2p._native.frame"),
     "encode_header": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
     "YamuxDecoder": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
+    "YamuxDemux": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
     "mplex_encode_header": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "MplexDecoder": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "NoiseCipher": ("fastp2p.proto.noise.cipher", "fastp2p._native.aead"),
@@ -118,6 +122,6 @@ if TYPE_CHECKING:
     from fastp2p.proto.noise.cipher import NoiseCipher  # noqa: F401
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
     from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401
-    from fastp2p.proto.yamux.frame import YamuxDecoder, encode_header  # noqa: F401
+    from fastp2p.proto.yamux.frame import YamuxDecoder, YamuxDemux, encode_header  # noqa: F401
 else:
     globals().update(vars(_impl))

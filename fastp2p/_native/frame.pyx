@@ -14,6 +14,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.sequence cimport PySequence_GetSlice
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.string cimport memcpy
+cimport cython
 
 from fastp2p.errors import (
     FrameError,
@@ -35,6 +38,7 @@ cdef extern from "fp_frame.h" nogil:
         FP_E2BIG
         FP_EOVERLONG
         FP_ENONMINIMAL
+        FP_YAMUX_TYPE_DATA
     size_t FP_NO_PAYLOAD
 
     int fp_uvarint_encode(uint64_t v, uint8_t *out, size_t cap)
@@ -279,3 +283,142 @@ cdef class MplexDecoder:
         finally:
             PyBuffer_Release(&view)
         return out
+
+
+@cython.final
+cdef class _Route:
+    cdef object deliver
+    cdef long long credit
+    cdef long long delivered
+
+
+@cython.final
+cdef class YamuxDemux:
+    """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
+
+    One C pass decodes the whole input; a second walks the records, charging
+    plain DATA on attached streams to their credit and handing the payload
+    (a zero-copy slice) to the stream's ``deliver``, until the first record the
+    session must see; that one and all after it are returned as tuples.
+    """
+
+    cdef fp_yamux_decoder _dec
+    cdef dict _routes
+
+    def __cinit__(self):
+        fp_yamux_decoder_init(&self._dec)
+        self._routes = {}
+
+    @property
+    def buffered(self):
+        """Bytes held internally (an incomplete header; never payload)."""
+        return self._dec.hdr_len
+
+    def attach(self, stream_id, deliver, long long credit):
+        """Route plain DATA of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
+        cdef _Route r = _Route.__new__(_Route)
+        r.deliver = deliver
+        r.credit = credit
+        r.delivered = 0
+        self._routes[stream_id] = r
+
+    def detach(self, stream_id):
+        """Stop routing ``stream_id``; returns the bytes delivered and not yet taken."""
+        r = self._routes.pop(stream_id, None)
+        return 0 if r is None else (<_Route>r).delivered
+
+    def attached(self, stream_id):
+        return stream_id in self._routes
+
+    def take(self, stream_id):
+        """Bytes delivered to ``stream_id`` since the last ``take`` (0 if not attached)."""
+        cdef long long n
+        r = self._routes.get(stream_id)
+        if r is None:
+            return 0
+        n = (<_Route>r).delivered
+        (<_Route>r).delivered = 0
+        return n
+
+    def set_credit(self, stream_id, long long credit):
+        r = self._routes.get(stream_id)
+        if r is not None:
+            (<_Route>r).credit = credit
+
+    def clear(self):
+        """Detach every stream."""
+        self._routes.clear()
+
+    def __len__(self):
+        return len(self._routes)
+
+    def feed(self, data):
+        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
+        cdef Py_buffer view
+        cdef fp_yamux_record stack_recs[BATCH]
+        cdef fp_yamux_record *recs = stack_recs
+        cdef fp_yamux_record *grown
+        cdef fp_yamux_record *rec
+        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
+        cdef int rc
+        cdef _Route r
+        cdef object ro
+        cdef list out
+        mv = _byte_view(data)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            # pass 1: decode everything (an error delivers nothing)
+            while True:
+                rc = fp_yamux_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
+                                           <size_t>view.len - pos, &consumed, recs + total,
+                                           cap - total, &nout)
+                if rc < 0:
+                    _raise_status(rc, "yamux")
+                for i in range(total, total + nout):
+                    if recs[i].offset != FP_NO_PAYLOAD:
+                        recs[i].offset += pos  # make offsets absolute
+                total += nout
+                pos += consumed
+                if total < cap:
+                    break
+                grown = <fp_yamux_record *>PyMem_Malloc(2 * cap * sizeof(fp_yamux_record))
+                if grown == NULL:
+                    raise MemoryError()
+                memcpy(grown, recs, cap * sizeof(fp_yamux_record))
+                if recs != stack_recs:
+                    PyMem_Free(recs)
+                recs = grown
+                cap *= 2
+            # pass 2: the fast way, up to the first record the session must see
+            i = 0
+            while i < total:
+                rec = &recs[i]
+                if rec.type != FP_YAMUX_TYPE_DATA or rec.flags != 0:
+                    break
+                ro = self._routes.get(rec.stream_id)
+                if ro is None:
+                    break
+                r = <_Route>ro
+                if rec.length > r.credit:
+                    break
+                i += 1
+                if rec.length:
+                    r.credit -= rec.length
+                    r.delivered += rec.length
+                    off = rec.offset
+                    r.deliver(PySequence_GetSlice(mv, off, off + rec.length))
+            out = []
+            while i < total:
+                rec = &recs[i]
+                if rec.offset == FP_NO_PAYLOAD:
+                    out.append((rec.type, rec.flags, rec.stream_id, rec.length, None))
+                else:
+                    off = rec.offset
+                    out.append((rec.type, rec.flags, rec.stream_id, rec.length,
+                                PySequence_GetSlice(mv, off, off + rec.length)))
+                i += 1
+            return total - len(out), out
+        finally:
+            PyBuffer_Release(&view)
+            if recs != stack_recs:
+                PyMem_Free(recs)

@@ -63,6 +63,8 @@ __all__ = ["Connection", "ConnectionStats", "NoisePath"]
 log = logging.getLogger("fastp2p.conn")
 
 _now = time.monotonic
+# Credit a yamux stream returns per session call, at most (Stream._consume).
+ACK_BATCH = 16 * 1024
 # Connection ids: unique within the process, in log records and metrics.
 _conn_ids = itertools.count(1)
 
@@ -218,6 +220,13 @@ class Connection:
         self.slow_reader_timeout = 5.0
         self._blocked_on: Stream | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
+        # yamux: plain DATA frames go from the session's demux straight to the
+        # stream (``Stream.feed_data``), in C with the native kernels, without an
+        # event each. Off for transient paths (shared rings: payloads must be copied).
+        self._attach: Callable[[int, Any], bool] | None = getattr(session, "attach", None)
+        #: consumed bytes a stream holds back before acknowledging (StreamDriver): yamux
+        #: sends a window update only once half the window (>= 128 KiB) is consumed
+        self.ack_batch = ACK_BATCH if self._attach is not None else 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -279,6 +288,10 @@ class Connection:
         self.check_open()
         self._rx = path
         self._rx_transient = transient
+        if transient and self._attach is not None:
+            self._attach = None
+            for sid in self.streams:
+                self._session.detach(sid)  # type: ignore[attr-defined]
         hint = getattr(path, "window_hint", None)
         if hint:
             self._session.limit_receive_window(hint)
@@ -510,6 +523,8 @@ class Connection:
             elif isinstance(ev, StreamOpened):
                 st = Stream(self, ev.stream_id, inbound=True)
                 streams[st.id] = st
+                if self._attach is not None:
+                    self._attach(st.id, st.feed_data)
                 self.stats.streams_accepted += 1
                 self._on_inbound_stream(st)
             elif isinstance(ev, StreamEnded):
@@ -665,7 +680,8 @@ class Connection:
 
     def stream_released(self, stream: Stream) -> None:
         """The application is done with ``stream``."""
-        self.streams.pop(stream.id, None)
+        if self.streams.pop(stream.id, None) is not None and self._attach is not None:
+            self._session.detach(stream.id)  # type: ignore[attr-defined]
         if self._blocked_on is stream:
             self._unblock()
 
@@ -699,6 +715,8 @@ class Connection:
         sid = self._session.open_stream()
         st = Stream(self, sid, inbound=False)
         self.streams[sid] = st
+        if self._attach is not None:
+            self._attach(sid, st.feed_data)
         self.stats.streams_opened += 1
         self._transmit()
         return st

@@ -42,6 +42,10 @@ class StreamDriver(Protocol):
     remote_peer: PeerID
     #: unread bytes per stream above which the connection is told (mplex backpressure)
     recv_soft_limit: int
+    #: consumed bytes a stream may hold back before ``stream_ack`` (0: ack every read);
+    #: must stay well below half the smallest receive window, or a reader could
+    #: keep the credit a blocked sender waits for
+    ack_batch: int
 
     def check_open(self) -> None:
         """Raise the connection's ``ConnectionClosedError`` if it is closed."""
@@ -115,6 +119,9 @@ class Stream:
         # Bytes in ``_chunks`` that never counted against the peer's send window
         # (multistream leftovers pushed back by ``unread``): no credit to return.
         self._uncredited = 0
+        # Consumed bytes not yet acknowledged (credit is returned in batches).
+        self._unacked = 0
+        self._ack_batch: int = getattr(conn, "ack_batch", 0)
         self._eof = False
         self._write_closed = False
         self._reset: BaseException | None = None
@@ -240,6 +247,13 @@ class Stream:
             self._uncredited = unc - take
             n -= take
         if n:
+            n += self._unacked
+            if n < self._ack_batch:
+                # The window update is sent only once half the window is consumed
+                # anyway: ack every read would cost a session call per message.
+                self._unacked = n
+                return
+            self._unacked = 0
             self.conn.stream_ack(self.id, n)
 
     async def readinto(self, buf: WritableBuffer) -> int:
@@ -464,14 +478,16 @@ class Stream:
         self.conn.stream_released(self)
 
     def _drop_buffers(self) -> None:
+        n = self._unacked
+        self._unacked = 0
         if self._buffered:
-            n = self._buffered
             self._chunks.clear()
-            self._buffered = 0
             unc = self._uncredited
             self._uncredited = 0
-            if n - unc > 0:
-                self.conn.stream_ack(self.id, n - unc)
+            n += self._buffered - unc
+            self._buffered = 0
+        if n > 0:
+            self.conn.stream_ack(self.id, n)
 
     @property
     def is_closed(self) -> bool:

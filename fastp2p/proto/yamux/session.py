@@ -200,7 +200,11 @@ class YamuxSession(StreamTable[_Stream]):
         # Ceiling of receive-window auto-tuning (``limit_receive_window`` lowers it).
         self._max_window = self.config.max_window
         self._encode = kernels.encode_header
-        self._decoder = kernels.YamuxDecoder()
+        # The demux is the decoder plus a table of streams whose plain DATA it
+        # delivers itself (``attach``); kernels without one decode only.
+        demux = getattr(kernels, "YamuxDemux", None)
+        self._demux: Any = demux() if demux is not None else None
+        self._decoder: Any = self._demux if demux is not None else kernels.YamuxDecoder()
         self.is_client = is_client
         self._local_parity = 1 if is_client else 0
         self._next_id = 1 if is_client else 2
@@ -259,8 +263,12 @@ class YamuxSession(StreamTable[_Stream]):
         stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
         self._backlog_full = self._unaccepted >= self.config.accept_backlog
         try:
-            records = self._decoder.feed(data)
-            stats["frames_in"] += len(records)
+            if self._demux is not None:
+                fast, records = self._demux.feed(data)
+                stats["frames_in"] += fast + len(records)
+            else:
+                records = self._decoder.feed(data)
+                stats["frames_in"] += len(records)
             for ftype, flags, sid, length, payload in records:
                 if ftype == TYPE_DATA:
                     self._on_data(flags, sid, payload)
@@ -286,6 +294,45 @@ class YamuxSession(StreamTable[_Stream]):
         self._max_window = max(min(self._max_window, n), 256 * 1024)
         for st in self._streams.values():
             st.recv.max_window_limit = max(min(st.recv.max_window_limit, self._max_window), st.recv.max_window)
+
+    def attach(self, stream_id: int, deliver: Any) -> bool:
+        """Deliver the stream's plain DATA payloads by calling ``deliver(payload)``.
+
+        From now on a DATA frame without flags for ``stream_id`` that fits its
+        receive window is charged to the window and handed to ``deliver`` inside
+        :meth:`receive_data` (the kernel's demux walks the batch: in C with the
+        native kernels) instead of becoming a ``DataReceived`` event; the
+        payload views the input buffer, as ``DataReceived.data`` does. Every
+        other frame, and every frame after it in the same batch, takes the
+        normal path, so events keep their order. Credit still returns only
+        through :meth:`acknowledge_received`. Ends when the stream is removed,
+        the peer half-closes it, or :meth:`detach`. Returns False (nothing
+        attached) for kernels without a demux or a stream that cannot receive.
+        """
+        demux = self._demux
+        stream = self._streams.get(stream_id)
+        if demux is None or stream is None or stream.remote_closed or self._terminated is not None:
+            return False
+        demux.attach(stream_id, deliver, stream.recv.credit)
+        return True
+
+    def detach(self, stream_id: int) -> None:
+        """Stop :meth:`attach`'s delivery: ``DataReceived`` events again."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._sync(stream)
+        if self._demux is not None:
+            self._demux.detach(stream_id)
+
+    def _sync(self, stream: _Stream) -> WindowManager:
+        """Charge DATA the demux delivered to the stream's window manager."""
+        recv = stream.recv
+        if self._demux is not None:
+            n = self._demux.take(stream.stream_id)
+            if n:
+                recv.credit -= n
+                recv.buffered += n
+        return recv
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None when there is none."""
@@ -504,7 +551,9 @@ class YamuxSession(StreamTable[_Stream]):
         stream = self._streams.get(stream_id)
         if stream is None or self._terminated is not None:
             return
-        delta = stream.recv.data_consumed(n, self._now, self.rtt)
+        delta = self._sync(stream).data_consumed(n, self._now, self.rtt)
+        if delta and self._demux is not None:
+            self._demux.set_credit(stream_id, stream.recv.credit)
         if delta and not stream.remote_closed:
             self._frame(TYPE_WINDOW_UPDATE, 0, stream_id, delta)
 
@@ -552,7 +601,9 @@ class YamuxSession(StreamTable[_Stream]):
         if payload is not None and len(payload):
             if stream.remote_closed:
                 raise RemoteProtocolError(f"DATA on stream {sid} after the peer's FIN")
-            stream.recv.data_received(len(payload))
+            self._sync(stream).data_received(len(payload))
+            if self._demux is not None:
+                self._demux.set_credit(sid, stream.recv.credit)
             if type(payload) is not memoryview:
                 payload = memoryview(payload)
             self._events.append(DataReceived(sid, payload))
@@ -627,6 +678,10 @@ class YamuxSession(StreamTable[_Stream]):
         if stream.remote_closed:
             return
         stream.remote_closed = True
+        if self._demux is not None:
+            # DATA after the peer's FIN is a protocol error: the slow path says so.
+            self._sync(stream)
+            self._demux.detach(stream.stream_id)
         self._events.append(StreamEnded(stream.stream_id))
         if stream.local_closed:
             self._remove(stream, _H_CLOSED, 0, True)
@@ -689,7 +744,9 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _send_syn(self, stream: _Stream) -> None:
         flags = FLAG_SYN | FLAG_FIN if stream.local_closed else FLAG_SYN
-        self._frame(TYPE_WINDOW_UPDATE, flags, stream.stream_id, stream.recv.initial_delta())
+        self._frame(TYPE_WINDOW_UPDATE, flags, stream.stream_id, self._sync(stream).initial_delta())
+        if self._demux is not None:
+            self._demux.set_credit(stream.stream_id, stream.recv.credit)
         stream.state = _SYN_SENT
         self._syn_backlog += 1
 
@@ -716,6 +773,8 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _remove(self, stream: _Stream, kind: bool, code: int, remote: bool) -> None:
         del self._streams[stream.stream_id]
+        if self._demux is not None:
+            self._demux.detach(stream.stream_id)
         self._history.remember(stream.stream_id, kind, code, remote)
         if stream.outbound:
             self._n_outbound -= 1
@@ -745,6 +804,8 @@ class YamuxSession(StreamTable[_Stream]):
         for sid in list(self._streams):
             self._history.remember(sid, _H_RESET, int(StreamErrorCode.NONE), remote)
         self._streams.clear()
+        if self._demux is not None:
+            self._demux.clear()
         self._pending_syn.clear()
         self._n_inbound = self._n_outbound = self._syn_backlog = 0
         self._pings.clear()
