@@ -338,6 +338,8 @@ class MdnsConfig:
     #: interface names to join; () = every interface that is up, multicast and not loopback
     interfaces: tuple[str, ...] = ()
     auto_dial: bool = False
+    #: also query and answer on ff02::fb (IPv6), where the machine has IPv6
+    ipv6: bool = True
     #: discovered peers remembered at once
     max_peers: int = 1024
     #: announce and accept loopback addresses (peers on one machine, e.g. with

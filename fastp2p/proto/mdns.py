@@ -109,6 +109,8 @@ def _announceable(addr: Multiaddr, loopback: bool = False) -> bool:
         return addr.protocols()[:1] in (["dns"], ["dns4"], ["dns6"])
     if ip.is_loopback:
         return loopback
+    if ip.version == 6 and ip.is_link_local:
+        return False  # fe80::/10 needs the receiver's zone; a bare one is not dialable
     return not (ip.is_unspecified or ip.is_multicast)
 
 

@@ -1,13 +1,16 @@
 """mDNS peer discovery driver: multicast UDP around :class:`fastp2p.proto.mdns.MdnsState`.
 
-One IPv4 UDP socket bound to ``0.0.0.0:5353`` with ``SO_REUSEADDR`` and
-``SO_REUSEPORT`` (other responders on this machine, e.g. Avahi or a js-libp2p
-node, keep working), joined to ``224.0.0.251`` on every interface that is up,
-multicast-capable and not loopback (or on ``MdnsConfig.interfaces``). Joins
-name the interface by index (``ip_mreqn``) and each multicast datagram is
-sent once per joined interface with ``IP_MULTICAST_IF``, so no multicast
-route is needed. The interface list is re-read at every query, so interfaces
-that come up later are joined then. IPv6 (``ff02::fb``) is not served.
+One IPv4 UDP socket bound to ``0.0.0.0:5353`` and (``MdnsConfig.ipv6``, where
+the machine has IPv6) one IPv6 socket bound to ``[::]:5353``, both with
+``SO_REUSEADDR`` and ``SO_REUSEPORT`` (other responders on this machine, e.g.
+Avahi or a js-libp2p node, keep working), joined to ``224.0.0.251`` and
+``ff02::fb`` on every interface that is up, multicast-capable and not loopback
+(or on ``MdnsConfig.interfaces``). Joins name the interface by index
+(``ip_mreqn``, ``ipv6_mreq``) and each multicast datagram is sent once per
+joined interface and family (``IP_MULTICAST_IF``, the IPv6 scope id), so no
+multicast route is needed. The interface list is re-read at every query, so
+interfaces that come up later are joined then. Both families carry the same
+answer (all our addresses); js-libp2p's ``@libp2p/mdns`` uses IPv4 only.
 
 The host's listen addresses are announced with wildcards (``0.0.0.0``,
 ``::``) expanded to the interfaces' addresses. Discoveries go to the
@@ -32,7 +35,7 @@ from fastp2p.errors import DnsError, P2PError
 from fastp2p.metrics import MetricFamily
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peerstore import PeerInfo
-from fastp2p.proto.mdns import MDNS_GROUP_V4, Discovery, MdnsState, Send
+from fastp2p.proto.mdns import MDNS_GROUP_V4, MDNS_GROUP_V6, Discovery, MdnsState, Send
 
 if TYPE_CHECKING:
     from fastp2p.config import MdnsConfig
@@ -146,8 +149,10 @@ class Mdns:
                                peer_name=config.peer_name, interval=config.interval, ttl=config.ttl,
                                port=config.port, max_peers=config.max_peers,
                                loopback=config.loopback)
-        self._sock: socket.socket | None = None
-        self._joined: dict[int, str] = {}
+        #: one socket per address family (AF_INET always, AF_INET6 with ``config.ipv6``)
+        self._socks: dict[int, socket.socket] = {}
+        #: per family: interface index -> name of the interfaces whose group we joined
+        self._joined: dict[int, dict[int, str]] = {}
         self._task: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
         self._dials: set[PeerID] = set()
@@ -160,51 +165,77 @@ class Mdns:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the socket, join the group, start querying."""
+        """Open the sockets, join the groups, start querying.
+
+        Raises:
+            OSError: the IPv4 socket cannot bind the mDNS port. (An IPv6 one
+                that cannot is logged and left out.)
+        """
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        self._socks[socket.AF_INET] = self._open(socket.AF_INET)
+        if self.config.ipv6 and socket.has_ipv6:
+            try:
+                self._socks[socket.AF_INET6] = self._open(socket.AF_INET6)
+            except OSError as exc:
+                log.info("mDNS: no IPv6 (%s); IPv4 only", exc)
+        self._refresh_interfaces()
+        for fam, sock in self._socks.items():
+            loop.add_reader(sock.fileno(), self._on_readable, fam)
+        self._task = self.host.spawn(self._run())
+        registry = getattr(self.host, "metrics_registry", None)
+        if registry is not None:
+            registry.add_collector(self._collect)
+        log.info("mDNS on port %s, interfaces %s, as %s", self.config.port,
+                 ", ".join(self.interfaces) or "none", self.state.instance)
+
+    def _open(self, family: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                sock.bind(("", self.config.port))
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+                sock.bind(("::", self.config.port))
             sock.setblocking(False)
-            sock.bind(("", self.config.port))
         except BaseException:
             sock.close()
             raise
-        self._sock = sock
-        self._refresh_interfaces()
-        loop.add_reader(sock.fileno(), self._on_readable)
-        self._task = self.host.spawn(self._run())
-        registry = getattr(self.host, "metrics_registry", None)
-        if registry is not None:
-            registry.add_collector(self._collect)
-        log.info("mDNS on %s, interfaces %s, as %s", self.config.port,
-                 ", ".join(self._joined.values()) or "none", self.state.instance)
+        return sock
 
     def close(self) -> None:
-        """Say goodbye, close the socket, stop the timer task. Idempotent."""
+        """Say goodbye, close the sockets, stop the timer task. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._sock is not None:
+        if self._socks:
             with contextlib.suppress(P2PError, OSError):
                 self._update_addrs()
                 bye = self.state.goodbye()
                 if bye is not None:
                     self._send(bye)
+        for sock in self._socks.values():
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        self._socks.clear()
         if self._task is not None:
             self._task.cancel()
         registry = getattr(self.host, "metrics_registry", None)
         if registry is not None:
             registry.remove_collector(self._collect)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran (every socket is closed then)."""
+        return self._closed and not self._socks
 
     def _collect(self) -> list[MetricFamily]:
         st = self.state
@@ -219,54 +250,65 @@ class Mdns:
 
     @property
     def interfaces(self) -> list[str]:
-        """Names of the interfaces joined."""
-        return list(self._joined.values())
+        """Names of the interfaces joined (in either family)."""
+        return list(dict.fromkeys(n for j in self._joined.values() for n in j.values()))
+
+    def joined(self, family: int) -> list[str]:
+        """Names of the interfaces whose group of ``family`` (``socket.AF_INET[6]``) we joined."""
+        return list(self._joined.get(family, {}).values())
 
     # -- sockets ----------------------------------------------------------------------
 
     def _refresh_interfaces(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        group = socket.inet_aton(MDNS_GROUP_V4)
         current = dict(multicast_interfaces(tuple(self.config.interfaces)))
-        for idx in [i for i in self._joined if i not in current]:
-            del self._joined[idx]  # gone: the kernel dropped the membership with it
-        for idx, name in current.items():
-            if idx in self._joined:
-                continue
-            mreqn = struct.pack("4s4si", group, b"\0\0\0\0", idx)
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:  # already a member
-                    log.debug("mDNS: cannot join %s on %s: %s", MDNS_GROUP_V4, name, exc)
+        for fam, sock in self._socks.items():
+            joined = self._joined.setdefault(fam, {})
+            for idx in [i for i in joined if i not in current]:
+                del joined[idx]  # gone: the kernel dropped the membership with it
+            for idx, name in current.items():
+                if idx in joined:
                     continue
-            self._joined[idx] = name
+                if fam == socket.AF_INET:
+                    level, opt = socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP
+                    req = struct.pack("4s4si", socket.inet_aton(MDNS_GROUP_V4), b"\0\0\0\0", idx)
+                else:
+                    level, opt = socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP
+                    req = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, MDNS_GROUP_V6), idx)
+                try:
+                    sock.setsockopt(level, opt, req)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:  # EADDRINUSE: already a member
+                        log.debug("mDNS: cannot join the group on %s (%s): %s", name, fam, exc)
+                        continue
+                joined[idx] = name
 
-    def _send(self, msg: Send) -> None:
-        sock = self._sock
-        if sock is None:
-            return
+    def _send(self, msg: Send, reply_to: Any = None) -> None:
+        """Multicast ``msg`` on every joined interface of every family, or send it
+        to its ``dest`` (``reply_to``: the sender's full address, for IPv6 scopes)."""
         try:
             if msg.dest is not None:
-                sock.sendto(msg.data, msg.dest)
-                self.sent += 1
+                to = self._socks.get(socket.AF_INET6 if ":" in msg.dest[0] else socket.AF_INET)
+                if to is not None:
+                    to.sendto(msg.data, reply_to if reply_to is not None else msg.dest)
+                    self.sent += 1
                 return
-            dest = (MDNS_GROUP_V4, self.config.port)
-            for idx in list(self._joined):
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                                struct.pack("4s4si", b"\0\0\0\0", b"\0\0\0\0", idx))
-                sock.sendto(msg.data, dest)
-                self.sent += 1
-        except OSError as exc:  # full buffer, interface gone: the next query retries
+            for fam, sock in self._socks.items():
+                for idx in list(self._joined.get(fam, {})):
+                    if fam == socket.AF_INET:
+                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                        struct.pack("4s4si", b"\0\0\0\0", b"\0\0\0\0", idx))
+                        sock.sendto(msg.data, (MDNS_GROUP_V4, self.config.port))
+                    else:
+                        sock.sendto(msg.data, (MDNS_GROUP_V6, self.config.port, 0, idx))
+                    self.sent += 1
+        except OSError as exc:  # full buffer, interface gone or unaddressed: the next query retries
             log.debug("mDNS send failed: %s", exc)
 
     def _update_addrs(self) -> None:
         self.state.set_addrs(expand_wildcards(list(self.host.addrs)))
 
-    def _on_readable(self) -> None:
-        sock = self._sock
+    def _on_readable(self, family: int) -> None:
+        sock = self._socks.get(family)
         if sock is None:
             return
         updated = False
@@ -289,7 +331,7 @@ class Mdns:
                 log.debug("mDNS: malformed datagram from %s: %s", src, exc)
                 continue
             for s in sends:
-                self._send(s)
+                self._send(s, src if s.dest is not None else None)
             for d in found:
                 self._discovered(d)
         self._wake.set()  # a held-back answer may now be due

@@ -238,3 +238,39 @@ def test_fastp2p_discovers_and_dials_js(lab: NetnsLab) -> None:
         err_fp, err_js = fp.stop(), js.stop()
     assert fp.p.returncode == 0, err_fp
     assert js.p.returncode == 0, err_js
+
+
+def test_ipv6_only_nodes_discover_each_other(lab: NetnsLab) -> None:
+    """Nodes without IPv4 on eth0 find each other through ff02::fb (fastp2p only:
+    js-libp2p's mDNS is IPv4-only)."""
+    nodes = [lab.add_node() for _ in range(2)]
+    ips = []
+    for n in nodes:
+        ip6 = f"fd77::{n.index}"
+        for cmd in (["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"],
+                    ["ip", "-4", "addr", "flush", "dev", "eth0"],
+                    ["ip", "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"]):
+            r = n.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"no IPv6 in the lab's namespaces: {' '.join(cmd)}: {r.stderr.strip()}")
+        ips.append(ip6)
+    procs = []
+    try:
+        ids = []
+        for n, ip6 in zip(nodes, ips, strict=True):
+            p = Proc(n, [sys.executable, "-m", "fastp2p", "listen", "--mdns", "--mdns-dial",
+                         "--addr", f"/ip6/{ip6}/tcp/4001", "--data-path", "tcp"])
+            procs.append(p)
+            addr = p.line(30)
+            assert addr.startswith(f"/ip6/{ip6}/tcp/4001/p2p/"), addr
+            ids.append(addr.rsplit("/", 1)[1])
+        for i, p in enumerate(procs):
+            other = 1 - i
+            ev = p.wait_for(lambda e: e.get("event") == "mdns:discovered", 15)
+            assert ev["peer_id"] == ids[other] and ev["addrs"] == [f"/ip6/{ips[other]}/tcp/4001"], ev
+            conn = p.wait_for(lambda e: e.get("event") in ("mdns:connected", "mdns:dial_failed"), 15)
+            assert conn["event"] == "mdns:connected", conn
+    finally:
+        errs = [p.stop() for p in procs]
+    for p, err in zip(procs, errs, strict=True):
+        assert p.p.returncode == 0, err
