@@ -129,7 +129,8 @@ async def _listen(args: argparse.Namespace) -> int:
     from fastp2p.host import Host
     from fastp2p.services import serve_echo, serve_perf
 
-    addrs = args.addr or ["/ip4/127.0.0.1/tcp/0"]
+    # mDNS announces no loopback address: with --mdns the default is every interface
+    addrs = args.addr or (["/ip4/0.0.0.0/tcp/0"] if args.mdns else ["/ip4/127.0.0.1/tcp/0"])
     from fastp2p.cli_dht import apply_listen_options
 
     config = apply_listen_options(args, _config(args.muxer, args.data_path))

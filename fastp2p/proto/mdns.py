@@ -85,6 +85,8 @@ class Discovery:
 
     peer_id: PeerID
     addrs: tuple[Multiaddr, ...]
+    #: the smallest TTL of the PTR and TXT records it came from (0: a goodbye)
+    ttl: int = DEFAULT_TTL
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +131,14 @@ def parse_response(msg: dns.Message, service: str = SERVICE_NAME, *,
     are dropped.
     """
     records = msg.answers + msg.additionals
-    instances = [r.data for r in records
-                 if r.type == dns.TYPE_PTR and isinstance(r.data, str) and dns.name_eq(r.name, service)]
+    ptr_ttl: dict[str, int] = {}
+    for r in records:
+        if r.type == dns.TYPE_PTR and isinstance(r.data, str) and dns.name_eq(r.name, service):
+            inst = dns.normalize_name(r.data)
+            ptr_ttl[inst] = min(r.ttl, ptr_ttl.get(inst, r.ttl))
     out: list[Discovery] = []
     seen: set[PeerID] = set()
-    for inst in dict.fromkeys(dns.normalize_name(i) for i in instances):
+    for inst, ttl in ptr_ttl.items():
         peer: PeerID | None = None
         addrs: list[Multiaddr] = []
         for r in records:
@@ -141,6 +146,7 @@ def parse_response(msg: dns.Message, service: str = SERVICE_NAME, *,
                 continue
             if dns.normalize_name(r.name) != inst:
                 continue
+            ttl = min(ttl, r.ttl)
             for s in r.data:
                 if not s.startswith(DNSADDR):
                     continue
@@ -160,7 +166,7 @@ def parse_response(msg: dns.Message, service: str = SERVICE_NAME, *,
                     addrs.append(bare)
         if peer is not None and addrs and peer not in seen:
             seen.add(peer)
-            out.append(Discovery(peer, tuple(addrs)))
+            out.append(Discovery(peer, tuple(addrs), ttl))
     return out
 
 
@@ -286,17 +292,15 @@ class MdnsState:
         return self._on_query(msg, src, now), []
 
     def _on_response(self, msg: dns.Message, now: float) -> list[Discovery]:
-        ttl = min((r.ttl for r in msg.answers + msg.additionals if r.type in (dns.TYPE_PTR, dns.TYPE_TXT)),
-                  default=self.ttl)
         found = []
         for d in parse_response(msg, self.service, loopback=self.loopback):
             if d.peer_id == self.peer_id:
                 continue
-            if ttl == 0:  # goodbye (RFC 6762 section 10.1)
+            if d.ttl == 0:  # goodbye (RFC 6762 section 10.1)
                 self._peers.pop(d.peer_id, None)
                 continue
             known = self._peers.get(d.peer_id)
-            expires = now + min(ttl, self.ttl)
+            expires = now + min(d.ttl, self.ttl)
             if known is not None:
                 self._peers.move_to_end(d.peer_id)
                 known.expires = max(known.expires, expires)

@@ -187,6 +187,10 @@ class Mdns:
             registry.add_collector(self._collect)
         log.info("mDNS on port %s, interfaces %s, as %s", self.config.port,
                  ", ".join(self.interfaces) or "none", self.state.instance)
+        self._update_addrs()
+        if not self.state.addrs:
+            log.warning("mDNS: no address to announce (loopback ones are left out; listen on "
+                        "0.0.0.0 or a LAN address); discovering others only")
 
     def _open(self, family: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)

@@ -164,3 +164,16 @@ def test_psk_key_file(data: bytes) -> None:
         assert len(decode_psk_file(data)) == 32
     except OK:
         pass
+
+
+@SETTINGS
+@given(ANY)
+def test_dns_message(data: bytes) -> None:
+    # structured DNS inputs and the mDNS state machine: tests/proto/test_mdns.py
+    from fastp2p.proto import dns
+
+    try:
+        msg = dns.decode(data)
+    except P2PError:
+        return
+    assert len(msg.questions) + len(msg.records()) <= dns.MAX_RECORDS

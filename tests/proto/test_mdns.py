@@ -87,7 +87,7 @@ def test_decode_js_response() -> None:
     assert txt2.type == dns.TYPE_TXT and txt2.name == f"{JS_NAME}._p2p._udp.local"
     found = mdns.parse_response(m)
     # the loopback address is dropped on receipt (spec, "Issues")
-    assert found == [mdns.Discovery(PeerID.from_string(JS_ID), (Multiaddr("/ip4/10.77.0.2/tcp/4002"),))]
+    assert found == [mdns.Discovery(PeerID.from_string(JS_ID), (Multiaddr("/ip4/10.77.0.2/tcp/4002"),), 120)]
 
 
 def test_decode_js_srv_a_aaaa_flush() -> None:
@@ -108,7 +108,7 @@ def test_decode_compressed() -> None:
     assert m.answers[1].name == "bob._p2p._udp.local" and m.answers[1].cache_flush
     assert m.answers[1].ttl == 60
     (d,) = mdns.parse_response(m)
-    assert d.addrs == (Multiaddr("/ip4/10.0.0.9/tcp/1"),)
+    assert d.addrs == (Multiaddr("/ip4/10.0.0.9/tcp/1"),) and d.ttl == 60  # the TXT's TTL
 
 
 def test_encoder_compresses() -> None:
@@ -360,3 +360,12 @@ def test_direct_and_legacy_answers_rate_limited() -> None:
     assert sent == int(mdns.DIRECT_ANSWER_RATE) and b.rate_limited == 100 - sent
     # refilled a second later
     assert len(b.receive(q, ("10.0.0.9", 40000), 6.0)[0]) == 1
+
+
+def test_goodbye_of_another_service_in_the_same_packet_is_not_ours() -> None:
+    a, b = _pair()
+    full = b.full_answer()
+    other = dns.Record("_printer._tcp.local", dns.TYPE_PTR, "x._printer._tcp.local", 0)
+    msg = dns.Message(flags=full.flags, answers=full.answers + (other,), additionals=full.additionals)
+    (d,) = a.receive(dns.encode(msg), ("10.0.0.2", 5353), 0.0)[1]
+    assert d.peer_id == b.peer_id and d.ttl == 120
