@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def _fastp2p(node: Node, *extra: str, port: int = 4001) -> tuple[Proc, str]:
 
 
 def _js(node: Node, *extra: str, port: int = 4002) -> tuple[Proc, str]:
-    proc = Proc(node, ["node", str(JS_MDNS), "--listen", f"/ip4/{node.ip}/tcp/{port}", "--timeout", "100",
+    proc = Proc(node, [shutil.which("node") or "node", str(JS_MDNS), "--listen", f"/ip4/{node.ip}/tcp/{port}", "--timeout", "100",
                        *extra])
     ev = json.loads(proc.line(60))
     assert ev["event"] == "listening", ev
@@ -247,8 +248,7 @@ def test_ipv6_only_nodes_discover_each_other(lab: NetnsLab) -> None:
     ips = []
     for n in nodes:
         ip6 = f"fd77::{n.index}"
-        for cmd in (["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"],
-                    ["ip", "-4", "addr", "flush", "dev", "eth0"],
+        for cmd in (["ip", "-4", "addr", "flush", "dev", "eth0"],
                     ["ip", "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"]):
             r = n.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
