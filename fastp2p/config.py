@@ -389,6 +389,9 @@ class HostConfig:
     #: ``/key/swarm/psk/1.0.0/`` key file, or the path of one (read once, here);
     #: None: the public network. Every connection is then protected below multistream.
     psk: bytes | str | os.PathLike[str] | None = field(default=None, repr=False)
+    #: with a PSK: seconds from sending our nonce until the peer's first bytes must
+    #: have proved the same key (a peer with another key may never answer)
+    pnet_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.psk is not None:

@@ -64,6 +64,7 @@ from fastp2p.proto.varint import uvarint_decode, uvarint_encode
 
 __all__ = [
     "PROTOCOL_ID",
+    "HEADER_MESSAGE",
     "MAX_MESSAGE_LENGTH",
     "MAX_NA_ROUNDS",
     "NA",
@@ -94,6 +95,10 @@ def encode_message(message: str) -> bytes:
     if len(payload) > MAX_MESSAGE_LENGTH:
         raise LocalProtocolError(f"multistream message too long ({len(payload)} bytes)")
     return uvarint_encode(len(payload)) + payload
+
+
+#: the first bytes every multistream-select peer sends
+HEADER_MESSAGE = encode_message(PROTOCOL_ID)
 
 
 def encode_ls_response(protocols: Sequence[str]) -> bytes:
@@ -218,6 +223,8 @@ class _Negotiator:
             while self._state is not _State.DONE:
                 r = _parse_message(self._inbuf, pos, MAX_MESSAGE_LENGTH)
                 if r is None:
+                    if self._state is _State.AWAIT_HEADER:
+                        self._check_header_prefix()
                     break
                 line, pos = r
                 self._handle(line)
@@ -229,6 +236,20 @@ class _Negotiator:
             self._inbuf.clear()
         else:
             del self._inbuf[:pos]
+
+    def _check_header_prefix(self) -> None:
+        # An incomplete first message: fail on the first wrong byte rather than
+        # wait for the rest of a "message" whose length is garbage (a peer that
+        # speaks something else, e.g. one in a private network: its first bytes
+        # are its pnet nonce).
+        n = min(len(self._inbuf), len(HEADER_MESSAGE))
+        if self._inbuf[:n] != HEADER_MESSAGE[:n]:
+            raise NegotiationError(
+                f"peer does not speak {PROTOCOL_ID}: its first bytes are {bytes(self._inbuf[:8]).hex()}, "
+                "not the header (a peer in a private network, or not libp2p?)",
+                offered=(),
+                supported=(PROTOCOL_ID,),
+            )
 
     def _check_header(self, line: str) -> None:
         if line != PROTOCOL_ID:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from fastp2p.errors import PnetError, PskFormatError
-from fastp2p.proto.multistream import PROTOCOL_ID as _MULTISTREAM
+from fastp2p.proto.multistream import HEADER_MESSAGE
 
 __all__ = [
     "PSK_CODEC",
@@ -45,8 +45,8 @@ NONCE_SIZE = 24
 ENCODINGS = ("/base16/", "/base64/", "/bin/")
 #: a key file is a few lines; anything longer is not one (bounds what we read)
 MAX_PSK_FILE = 1024
-#: what every libp2p peer sends first (a varint length, the id, a newline)
-MULTISTREAM_HEADER = bytes([len(_MULTISTREAM) + 1]) + _MULTISTREAM.encode() + b"\n"
+#: what every libp2p peer sends first, inside pnet as without it
+MULTISTREAM_HEADER = HEADER_MESSAGE
 
 
 def _line(data: bytes, start: int) -> tuple[bytes, int]:
@@ -160,6 +160,11 @@ class PnetCodec:
     def preamble(self) -> bytes:
         """The bytes to send before anything else: our nonce."""
         return self._local_nonce
+
+    @property
+    def verified(self) -> bool:
+        """Whether the peer's first bytes decrypted to ``expect`` (same key: it is in our network)."""
+        return self._recv is not None and self._checked >= len(self._expect)
 
     @property
     def remote_nonce_received(self) -> bool:

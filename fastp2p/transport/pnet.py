@@ -15,6 +15,7 @@ that already proved the same PSK; their bytes do not pass through this layer.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
@@ -23,14 +24,20 @@ from fastp2p.errors import PnetError
 from fastp2p.proto.pnet import NONCE_SIZE, PnetCodec
 from fastp2p.transport.base import RawConnection
 
-__all__ = ["PnetConnection"]
+__all__ = ["PnetConnection", "DEFAULT_TIMEOUT"]
+
+#: seconds from sending our nonce until the peer's first bytes must have proved
+#: the same key (``HostConfig.pnet_timeout``); one round trip when it has it
+DEFAULT_TIMEOUT = 5.0
 
 
 class PnetConnection(RawConnection):
     """``inner`` with every byte each way XORed with XSalsa20(psk, sender's nonce)."""
 
-    def __init__(self, inner: RawConnection, psk: bytes) -> None:
+    def __init__(self, inner: RawConnection, psk: bytes, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.inner = inner
+        self._deadline = asyncio.get_running_loop().time() + timeout
+        self._timeout = timeout
         self.outbound = inner.outbound
         self.local_addr = inner.local_addr
         self.remote_addr = inner.remote_addr
@@ -49,9 +56,23 @@ class PnetConnection(RawConnection):
             view = memoryview(bytearray(view))
         return self._codec.decrypt_in_place(view)
 
+    async def _read_inner(self) -> bytes:
+        if self._codec.verified:
+            return await self.inner.read_some()
+        # A peer with another key may never answer: js-libp2p, for one, waits for
+        # the rest of a garbage multistream message until its 10 s upgrade timeout.
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await self.inner.read_some()
+        except TimeoutError:
+            raise PnetError(
+                f"private network handshake failed: no valid answer within {self._timeout:g} s "
+                "of our nonce: wrong or missing PSK?"
+            ) from None
+
     async def read_some(self) -> bytes:
         while True:
-            data = await self.inner.read_some()
+            data = await self._read_inner()
             if not data:
                 return b""
             plain = self._decrypt(data)

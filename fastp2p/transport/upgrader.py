@@ -194,7 +194,7 @@ async def _secure(
 ) -> SecuredChannel:
     if config.psk is not None:
         # pnet: everything from here on (multistream included) is XSalsa20-protected
-        raw = PnetConnection(raw, config.psk)  # type: ignore[arg-type]  # bytes after HostConfig
+        raw = PnetConnection(raw, config.psk, timeout=config.pnet_timeout)  # type: ignore[arg-type]
     elif os.environ.get(FORCE_PNET_ENV) == "1":
         raw.abort()
         raise PnetError(f"{FORCE_PNET_ENV}=1 but no private-network key is configured (HostConfig.psk)")

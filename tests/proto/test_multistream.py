@@ -307,3 +307,14 @@ def test_roundtrip_property(protos: list[str], data: st.DataObject) -> None:
     listener = MultistreamListener([choice])
     run(d, listener)
     assert d.selected == listener.selected == choice
+
+
+def test_incomplete_foreign_first_bytes_fail_at_once() -> None:
+    """A peer whose first bytes are not the header (a pnet nonce, say) is refused on the
+    first wrong byte, not after waiting for a garbage-length message."""
+    for side in (MultistreamDialer(["/p"]), MultistreamListener(["/p"])):
+        side.receive_data(HEADER[:7])  # a correct prefix: keep waiting
+        with pytest.raises(NegotiationError, match="private network"):
+            side.receive_data(b"\x00xyz")  # still incomplete, but already wrong
+    with pytest.raises(NegotiationError):
+        MultistreamListener(["/p"]).receive_data(b"\x7f" + b"r" * 30)  # length 127, incomplete

@@ -2,6 +2,7 @@
 //
 //   node peer.mjs --listen [--muxer yamux|mplex]
 //   node peer.mjs --dial /ip4/127.0.0.1/tcp/PORT/p2p/PEER [--muxer yamux|mplex] [--pings N]
+//   either with --psk FILE: a private network (@libp2p/pnet) with that swarm.key
 //
 // TCP + Noise only, exactly one muxer offered. Serves /echo/1.0.0 (echo until EOF,
 // then close); ping and identify services are enabled.
@@ -29,6 +30,7 @@ if (typeof Promise.withResolvers !== 'function') {
 }
 
 const { createHash, randomBytes } = await import('node:crypto')
+const { readFileSync } = await import('node:fs')
 const { parseArgs } = await import('node:util')
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
@@ -38,6 +40,7 @@ const { mplex } = await import('@libp2p/mplex')
 const { ping } = await import('@libp2p/ping')
 const { identify } = await import('@libp2p/identify')
 const { multiaddr } = await import('@multiformats/multiaddr')
+const { preSharedKey } = await import('@libp2p/pnet')
 
 const ECHO = '/echo/1.0.0'
 const ECHO_SIZE = 1024 * 1024
@@ -63,6 +66,8 @@ const { values: args } = parseArgs({
     timeout: { type: 'string', default: '60' },
     // dialer: seconds to stay connected after "done" so the listener can identify us
     linger: { type: 'string', default: '1' },
+    // private network: a /key/swarm/psk/1.0.0/ key file
+    psk: { type: 'string' },
     // @libp2p/mplex aborts the whole connection once a remote opens more than
     // `disconnectThreshold` streams in one second (default 5, counted for every
     // NEW_STREAM, not only those over the inbound limit). A ping + identify + echo
@@ -106,6 +111,7 @@ const node = await createLibp2p({
   streamMuxers: [args.muxer === 'yamux'
     ? yamux()
     : mplex({ disconnectThreshold: Number(args['mplex-disconnect-threshold']) })],
+  ...(args.psk !== undefined ? { connectionProtector: preSharedKey({ psk: readFileSync(args.psk) }) } : {}),
   services: {
     identify: identify(),
     ping: ping()
