@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastp2p.errors import DnsError, P2PError
+from fastp2p.errors import P2PError
 from fastp2p.metrics import MetricFamily
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peerstore import PeerInfo
@@ -118,8 +118,10 @@ def interface_addresses() -> tuple[list[str], list[str]]:
     return v4, v6
 
 
-def expand_wildcards(addrs: list[Multiaddr]) -> list[Multiaddr]:
-    """``addrs`` with ``/ip4/0.0.0.0`` and ``/ip6/::`` replaced by this machine's addresses."""
+def expand_wildcards(addrs: list[Multiaddr],
+                     local: tuple[list[str], list[str]] | None = None) -> list[Multiaddr]:
+    """``addrs`` with ``/ip4/0.0.0.0`` and ``/ip6/::`` replaced by this machine's
+    addresses (``local``: :func:`interface_addresses`, read when None)."""
     out: list[Multiaddr] = []
     v4: list[str] | None = None
     v6: list[str] = []
@@ -127,7 +129,7 @@ def expand_wildcards(addrs: list[Multiaddr]) -> list[Multiaddr]:
         text = str(a)
         if text.startswith(("/ip4/0.0.0.0/", "/ip6/::/")):
             if v4 is None:
-                v4, v6 = interface_addresses()
+                v4, v6 = local if local is not None else interface_addresses()
             if text.startswith("/ip4/"):
                 out += [Multiaddr(f"/ip4/{ip}/" + text[len("/ip4/0.0.0.0/"):]) for ip in v4]
             else:
@@ -153,6 +155,8 @@ class Mdns:
         self._socks: dict[int, socket.socket] = {}
         #: per family: interface index -> name of the interfaces whose group we joined
         self._joined: dict[int, dict[int, str]] = {}
+        #: this machine's addresses (for wildcard listen addresses), re-read at each query
+        self._local: tuple[list[str], list[str]] = ([], [])
         self._task: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
         self._dials: set[PeerID] = set()
@@ -264,6 +268,7 @@ class Mdns:
     # -- sockets ----------------------------------------------------------------------
 
     def _refresh_interfaces(self) -> None:
+        self._local = interface_addresses()
         current = dict(multicast_interfaces(tuple(self.config.interfaces)))
         for fam, sock in self._socks.items():
             joined = self._joined.setdefault(fam, {})
@@ -309,7 +314,8 @@ class Mdns:
             log.debug("mDNS send failed: %s", exc)
 
     def _update_addrs(self) -> None:
-        self.state.set_addrs(expand_wildcards(list(self.host.addrs)))
+        # wildcards expand to the addresses read at the last query (no syscalls per datagram)
+        self.state.set_addrs(expand_wildcards(list(self.host.addrs), self._local))
 
     def _on_readable(self, family: int) -> None:
         sock = self._socks.get(family)
@@ -330,7 +336,7 @@ class Mdns:
                 updated = True
             try:
                 sends, found = self.state.receive(data, (src[0], src[1]), time.monotonic())
-            except DnsError as exc:
+            except P2PError as exc:  # DnsError (the fuzz tests allow no other kind)
                 self.malformed += 1
                 log.debug("mDNS: malformed datagram from %s: %s", src, exc)
                 continue

@@ -112,14 +112,15 @@ class Proc:
         return err[-3000:] if err else ""
 
 
-def _fastp2p(node: Node, *extra: str, port: int = 4001) -> tuple[Proc, str]:
-    """A ``fastp2p listen --mdns`` process; its ``started`` is when it printed its
-    address (mDNS is running by then)."""
+def _fastp2p(node: Node, *extra: str, port: int = 4001, wildcard: bool = False) -> tuple[Proc, str]:
+    """A ``fastp2p listen --mdns`` process (on ``0.0.0.0`` with ``wildcard``); its
+    ``started`` is when it printed its address (mDNS is running by then)."""
+    ip = "0.0.0.0" if wildcard else node.ip
     proc = Proc(node, [sys.executable, "-m", "fastp2p", "listen", "--mdns", "--addr",
-                       f"/ip4/{node.ip}/tcp/{port}", "--data-path", "tcp", *extra])
+                       f"/ip4/{ip}/tcp/{port}", "--data-path", "tcp", *extra])
     addr = proc.line(30)
     proc.started = proc.last_at
-    assert addr.startswith(f"/ip4/{node.ip}/tcp/{port}/p2p/"), addr
+    assert addr.startswith(f"/ip4/{ip}/tcp/{port}/p2p/"), addr
     return proc, addr.rsplit("/", 1)[1]
 
 
@@ -160,7 +161,8 @@ def test_three_fastp2p_nodes_discover_each_other(lab: NetnsLab) -> None:
         for i, node in enumerate(nodes):
             # default query interval (10 s): discovery must come from the start-up
             # query and the answers, not from a fast re-query
-            p, pid = _fastp2p(node, *(["--mdns-dial"] if i == 0 else []))
+            # the last one listens on 0.0.0.0: it must announce eth0's address
+            p, pid = _fastp2p(node, *(["--mdns-dial"] if i == 0 else []), wildcard=i == 2)
             procs.append(p)
             ids.append(pid)
         latencies = []
