@@ -6,10 +6,12 @@ namespace is never touched):
 - a *switch* namespace holding a Linux bridge ``br0``;
 - one namespace per node, joined to the bridge by a veth pair (``eth0`` in
   the node, ``v<N>`` on the switch), addressed ``10.77.0.<N>/24``;
-- optionally ``tc`` shaping on a node's link (token-bucket rate in both
-  directions; delay/loss with ``netem``, which needs the ``sch_netem``
-  kernel module: :meth:`Node.shape` raises ``RuntimeError`` where it is
-  missing).
+- optionally ``tc`` shaping on a node's link: a token-bucket rate, and
+  delay, jitter and loss with ``netem`` (the ``sch_netem`` kernel module;
+  :meth:`Node.shape` raises ``RuntimeError`` where it is missing, and
+  ``unavailable(netem=True)`` says so). Shaping applies to both directions
+  of the link, or with ``egress_only`` to what the node sends (then a path
+  between two shaped nodes crosses the shaping once per direction).
 
 Processes run inside a node with :meth:`Node.popen`. Everything (processes,
 namespaces, and with them every veth and the bridge) is removed by
@@ -19,7 +21,8 @@ lab. Traffic stays between addresses inside the lab's namespaces.
 
 Needs root (``CAP_NET_ADMIN``/``CAP_SYS_ADMIN``), ``ip`` with ``netns``
 support and, for shaping, ``tc`` (iproute2) with the ``tbf``/``netem``
-qdiscs. :func:`unavailable` returns the reason a lab cannot run here (for
+qdiscs. Hosts without ``sch_netem`` run netem labs in a VM:
+``ci/testbed_vm.sh``. :func:`unavailable` returns the reason a lab cannot run here (for
 ``pytest.skip``) or None.
 
 Example::
@@ -53,15 +56,19 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
-def unavailable(*, shaping: bool = True) -> str | None:
-    """Why a lab cannot run on this machine, or None when it can."""
+def unavailable(*, shaping: bool = True, netem: bool = False) -> str | None:
+    """Why a lab cannot run on this machine, or None when it can.
+
+    ``shaping``: tc with the tbf qdisc (rate); ``netem``: also the netem qdisc
+    (delay, jitter, loss), which needs the kernel's ``sch_netem`` module.
+    """
     if os.name != "posix" or not hasattr(os, "geteuid"):
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "network namespaces need root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is not installed"
-    if shaping and shutil.which("tc") is None:
+    if (shaping or netem) and shutil.which("tc") is None:
         return "the tc command (iproute2) is not installed"
     probe = f"{_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     r = _ip("netns", "add", probe, check=False)
@@ -79,6 +86,15 @@ def unavailable(*, shaping: bool = True) -> str | None:
             )
             if t.returncode != 0:
                 return f"tc cannot add a tbf qdisc: {t.stderr.strip()}"
+        if netem:
+            t = subprocess.run(
+                ["tc", "-n", probe, "qdisc", "add", "dev", "v1", "root", "netem", "delay", "1ms",
+                 "1ms", "loss", "1%"],
+                capture_output=True, text=True, timeout=30,
+            )
+            if t.returncode != 0:
+                return (f"no sch_netem: this kernel cannot add a netem qdisc (delay/jitter/loss) "
+                        f"({t.stderr.strip() or t.returncode}); ci/testbed_vm.sh runs netem labs in a VM")
     finally:
         _ip("netns", "del", probe, check=False)
     return None
@@ -108,9 +124,15 @@ class Node:
         return subprocess.run(["ip", "netns", "exec", self.ns, *argv], **kw)
 
     def shape(self, *, rate_mbit: float | None = None, delay_ms: float | None = None,
-              loss_pct: float | None = None) -> None:
-        """Shape this node's link in both directions (replaces earlier shaping)."""
-        self.lab._shape(self, rate_mbit, delay_ms, loss_pct)
+              jitter_ms: float | None = None, loss_pct: float | None = None,
+              egress_only: bool = False) -> None:
+        """Shape this node's link (replaces earlier shaping).
+
+        Both directions, or with ``egress_only`` only what the node sends.
+        ``delay_ms``/``jitter_ms``/``loss_pct`` need netem; ``loss_pct=100``
+        black-holes the link (a host that vanished without closing anything).
+        """
+        self.lab._shape(self, rate_mbit, delay_ms, jitter_ms, loss_pct, egress_only)
 
     def kill(self) -> None:
         """SIGKILL every process started in this node and close its pipes."""
@@ -163,7 +185,8 @@ class NetnsLab:
         self._ipn(name, "link", "set", "lo", "up")
 
     def add_node(self, *, rate_mbit: float | None = None, delay_ms: float | None = None,
-                 loss_pct: float | None = None) -> Node:
+                 jitter_ms: float | None = None, loss_pct: float | None = None,
+                 egress_only: bool = False) -> Node:
         """A new namespace on the switch, addressed ``10.77.0.<index>``."""
         index = len(self.nodes) + 1
         if index > 250:
@@ -179,20 +202,27 @@ class NetnsLab:
         self._ipn(ns, "link", "set", "eth0", "up")
         node = Node(self, index, ns, ip)
         self.nodes.append(node)
-        if rate_mbit or delay_ms or loss_pct:
-            node.shape(rate_mbit=rate_mbit, delay_ms=delay_ms, loss_pct=loss_pct)
+        if rate_mbit or delay_ms or jitter_ms or loss_pct:
+            node.shape(rate_mbit=rate_mbit, delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
+                       egress_only=egress_only)
         return node
 
     def _shape(self, node: Node, rate_mbit: float | None, delay_ms: float | None,
-               loss_pct: float | None) -> None:
-        for ns, dev in ((node.ns, "eth0"), (self.switch, f"v{node.index}")):
+               jitter_ms: float | None, loss_pct: float | None, egress_only: bool = False) -> None:
+        if jitter_ms and not delay_ms:
+            raise ValueError("jitter_ms needs delay_ms (netem varies the delay by the jitter)")
+        links = [(node.ns, "eth0"), (self.switch, f"v{node.index}")]
+        for ns, dev in links[:1] if egress_only else links:
             subprocess.run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"],
                            capture_output=True, timeout=30)
             parent = ["root"]
             if delay_ms or loss_pct:
+                # netem's own rate, not a tbf child: one qdisc shapes all of it
                 netem = ["netem"]
                 if delay_ms:
                     netem += ["delay", f"{delay_ms}ms"]
+                    if jitter_ms:
+                        netem += [f"{jitter_ms}ms"]
                 if loss_pct:
                     netem += ["loss", f"{loss_pct}%"]
                 if rate_mbit:

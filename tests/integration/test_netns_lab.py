@@ -63,3 +63,23 @@ def test_cleanup_on_failure_and_stale_labs_removed() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
     assert _namespaces() == before
+
+
+def test_netem_shaping_or_the_reason_it_is_missing() -> None:
+    """Where sch_netem exists, delay/jitter/loss land on the link; elsewhere the reason says so."""
+    reason = unavailable(netem=True)
+    if reason is not None:
+        assert "no sch_netem" in reason and "ci/testbed_vm.sh" in reason, reason
+        with NetnsLab() as lab:
+            with pytest.raises(RuntimeError, match="netem"):
+                lab.add_node(delay_ms=40, jitter_ms=10, loss_pct=1)
+        return
+    with NetnsLab() as lab:
+        a = lab.add_node(delay_ms=40, jitter_ms=10, loss_pct=1, egress_only=True)
+        out = subprocess.run(["tc", "-n", a.ns, "qdisc", "show", "dev", "eth0"], capture_output=True, text=True)
+        assert "netem" in out.stdout and "delay 40ms  10ms" in out.stdout and "loss 1%" in out.stdout
+        sw = subprocess.run(["tc", "-n", lab.switch, "qdisc", "show", "dev", f"v{a.index}"],
+                            capture_output=True, text=True)
+        assert "netem" not in sw.stdout  # egress_only: the switch side is not shaped
+        with pytest.raises(ValueError, match="jitter_ms needs delay_ms"):
+            a.shape(jitter_ms=5)
