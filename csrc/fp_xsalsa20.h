@@ -47,6 +47,11 @@ void fp_xsalsa20_init(fp_xsalsa20 *s, const uint8_t key[32], const uint8_t nonce
 /* dst[i] = src[i] ^ keystream, continuing the stream; returns 0 or FP_ENONCE. */
 int fp_xsalsa20_xor(fp_xsalsa20 *s, uint8_t *dst, const uint8_t *src, size_t len);
 
+/* Which bulk code runs: 1 asks for the AVX-512 one (x86-64 gcc builds, CPUs with
+ * AVX-512F), 0 for the 8-lane one, -1 for the automatic choice (the default).
+ * Returns whether AVX-512 is now used. For tests and benchmarks; not thread-safe. */
+int fp_xsalsa20_use_avx512(int on);
+
 /* Zero the state (key material). */
 void fp_xsalsa20_wipe(fp_xsalsa20 *s);
 

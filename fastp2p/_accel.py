@@ -28,7 +28,7 @@ Kernel contract (identical for both implementations):
   ``fastp2p.memory.MemoryManager``). The native region exports PEP 3118 itself; the pure
   one only through ``view()`` on Python 3.11 (``__buffer__`` on 3.12+)
 - ``XSalsa20(key32, nonce24)`` (pnet): one keystream, position kept across calls;
-  ``apply(writable)`` XORs in place, ``apply_copy(buf) -> bytearray``
+  ``apply(writable)`` XORs in place, ``apply_into(src, dst)``, ``apply_copy(buf) -> bytearray``
 """
 
 from __future__ import annotations

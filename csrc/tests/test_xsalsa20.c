@@ -144,11 +144,18 @@ static void test_counter_end(void) {
 }
 
 int main(void) {
-    test_nacl_stream3();
-    test_nacl_stream4();
-    test_cryptopp_set();
-    test_bulk_vs_bytewise();
-    test_counter_end();
-    puts("test_xsalsa20: ok");
+    /* every test with each bulk code this build and CPU have */
+    for (int simd = 0; simd <= 1; simd++) {
+        if (fp_xsalsa20_use_avx512(simd) != simd) {
+            printf("test_xsalsa20: no AVX-512 code or CPU here; 8-lane code only\n");
+            break;
+        }
+        test_nacl_stream3();
+        test_nacl_stream4();
+        test_cryptopp_set();
+        test_bulk_vs_bytewise();
+        test_counter_end();
+        printf("test_xsalsa20: ok (%s)\n", simd ? "AVX-512" : "8-lane");
+    }
     return 0;
 }

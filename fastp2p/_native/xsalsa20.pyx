@@ -4,9 +4,9 @@
 Same API and semantics as the pure twin fastp2p/proto/xsalsa20.py. One
 ``XSalsa20`` is one direction of a connection: it keeps its keystream position,
 so calls of any lengths continue the stream. ``apply`` XORs a writable buffer
-in place (the receive path: the socket's buffer, no copy); ``apply_copy``
-returns a new ``bytearray`` (the send path: the input may be a read-only,
-recycled frame block). The GIL is released for at least ``NOGIL_THRESHOLD`` bytes.
+in place (the receive path: the socket's buffer, no copy); ``apply_into``
+writes into a caller's buffer (the send path: from a read-only, recycled frame
+block into a pool block); ``apply_copy`` returns a new ``bytearray``. The GIL is released for at least ``NOGIL_THRESHOLD`` bytes.
 """
 
 from libc.stdint cimport uint8_t, uint32_t
@@ -77,6 +77,24 @@ cdef class XSalsa20:
             self._xor(<uint8_t *>view.buf, <const uint8_t *>view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
+
+    def apply_into(self, src, dst):
+        """Write ``src`` XOR the keystream into the writable ``dst`` (same length; may be ``src``)."""
+        cdef Py_buffer s
+        cdef Py_buffer d
+        PyObject_GetBuffer(src, &s, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(dst, &d, PyBUF_SIMPLE | PyBUF_WRITABLE)
+            try:
+                if d.len != s.len:
+                    raise ValueError(f"apply_into: dst has {d.len} bytes, src {s.len}")
+                if d.buf != s.buf and (<char *>d.buf < <char *>s.buf + s.len) and (<char *>s.buf < <char *>d.buf + d.len):
+                    raise ValueError("apply_into: src and dst overlap")
+                self._xor(<uint8_t *>d.buf, <const uint8_t *>s.buf, <size_t>s.len)
+            finally:
+                PyBuffer_Release(&d)
+        finally:
+            PyBuffer_Release(&s)
 
     def apply_copy(self, data):
         """Return ``data`` XOR the keystream as a new ``bytearray``."""

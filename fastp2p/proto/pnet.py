@@ -117,6 +117,7 @@ class StreamCipher(Protocol):
     """The XSalsa20 kernel contract (``fastp2p._accel.XSalsa20``)."""
 
     def apply(self, buf: bytearray | memoryview) -> None: ...
+    def apply_into(self, src: bytes | bytearray | memoryview, dst: bytearray | memoryview) -> None: ...
     def apply_copy(self, data: bytes | bytearray | memoryview) -> bytearray: ...
 
 
@@ -174,6 +175,10 @@ class PnetCodec:
     def encrypt(self, data: bytes | bytearray | memoryview) -> bytearray:
         """``data`` XOR our keystream, as a new buffer (the input may be read-only)."""
         return self._send.apply_copy(data)
+
+    def encrypt_into(self, data: bytes | bytearray | memoryview, out: bytearray | memoryview) -> None:
+        """Write ``data`` XOR our keystream into the writable ``out`` of the same length."""
+        self._send.apply_into(data, out)
 
     def decrypt_in_place(self, view: memoryview) -> memoryview:
         """Decrypt received bytes in the writable ``view``; returns the plaintext part.

@@ -8,7 +8,8 @@ nonce bytes and a 64-bit block counter starting at 0. libp2p private networks
 
 Same API as the native kernel (fastp2p/_native/xsalsa20.pyx, csrc/fp_xsalsa20.c),
 which ``fastp2p._accel.XSalsa20`` selects: one object is one direction, keeps
-its position, ``apply`` works in place and ``apply_copy`` returns a bytearray.
+its position, ``apply`` works in place, ``apply_into`` writes into a caller's
+buffer and ``apply_copy`` returns a bytearray.
 Slow (about 1 MB/s): fine for tests and the pure build, not for bulk traffic.
 """
 
@@ -137,6 +138,15 @@ class XSalsa20:
             return bytearray()
         ks = self._keystream(n)
         return bytearray((int.from_bytes(mv, "little") ^ int.from_bytes(ks, "little")).to_bytes(n, "little"))
+
+    def apply_into(self, src: bytes | bytearray | memoryview, dst: bytearray | memoryview) -> None:
+        """Write ``src`` XOR the keystream into the writable ``dst`` (same length; may be ``src``)."""
+        out = memoryview(dst).cast("B")
+        if out.readonly:
+            raise TypeError("XSalsa20.apply_into needs a writable dst")
+        if len(out) != memoryview(src).nbytes:
+            raise ValueError(f"apply_into: dst has {len(out)} bytes, src {memoryview(src).nbytes}")
+        out[:] = self.apply_copy(src)
 
     def apply(self, buf: bytearray | memoryview) -> None:
         """XOR the keystream into the writable buffer ``buf``, in place."""

@@ -6,8 +6,8 @@ and XORs everything after with XSalsa20 (``fastp2p._accel.XSalsa20``, the C
 kernel unless FASTP2P_NO_EXTENSIONS). multistream, Noise and the muxer run
 unchanged on top. Received bytes are decrypted in place in the transport's
 receive buffer (one kernel call per read, no copy) when it is writable; sent
-bytes go through one kernel call into a new buffer, since what is sent may be
-a recycled, read-only Noise frame block.
+bytes go through one kernel call into another buffer, since what is sent may be
+a recycled, read-only Noise frame block: into a recycled pool block.
 
 The shared-memory and RDMA data paths are negotiated after Noise, between peers
 that already proved the same PSK; their bytes do not pass through this layer.
@@ -81,8 +81,14 @@ class PnetConnection(RawConnection):
             # only (part of) the peer's nonce so far
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if len(data):
-            self.inner.write(self._codec.encrypt(data))
+        n = memoryview(data).nbytes
+        if not n:
+            return
+        # Into a recycled pool block (resident, no page faults, unlike a fresh
+        # multi-megabyte bytearray); the view keeps it until the transport sent it.
+        out = _accel.get_default_pool().acquire(n).view
+        self._codec.encrypt_into(data, out)
+        self.inner.write(out)
 
     @property
     def write_paused(self) -> bool:

@@ -184,3 +184,26 @@ def test_native_releases_gil_and_refuses_concurrent_use():
     t.join(60)
     assert not errors
     assert seen_busy, "the main thread never ran while the worker was inside the kernel"
+
+
+def test_apply_into(impl):
+    msg = bytes(32) + NACL_STREAM4_M
+    x = impl.XSalsa20(NACL_KEY, NACL_NONCE)
+    out = bytearray(len(msg))
+    x.apply_into(msg[:40], memoryview(out)[:40])  # from read-only bytes
+    x.apply_into(msg[40:], memoryview(out)[40:])
+    assert bytes(out[32:]) == NACL_STREAM4_C
+    same = bytearray(msg)
+    impl.XSalsa20(NACL_KEY, NACL_NONCE).apply_into(same, same)  # in place is allowed
+    assert bytes(same) == bytes(out)
+    with pytest.raises(ValueError):
+        x.apply_into(b"abc", bytearray(4))
+    with pytest.raises((TypeError, BufferError)):
+        x.apply_into(b"abc", b"xyz")
+
+
+@needs_native
+def test_native_overlap_refused():
+    buf = bytearray(100)
+    with pytest.raises(ValueError, match="overlap"):
+        _accel.native.XSalsa20(bytes(32), bytes(24)).apply_into(memoryview(buf)[:50], memoryview(buf)[10:60])
