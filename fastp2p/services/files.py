@@ -790,7 +790,7 @@ class Files:
         )
         sw.auto_providers = providers is None
         self._swarms.setdefault(cid, []).append(sw)
-        f = mm = view = None
+        f = None
         lookup: asyncio.Task[Any] | None = None
         try:
             if providers is None:
@@ -809,9 +809,8 @@ class Files:
             m = sw.manifest
             assert m is not None
             self._remember_manifest(key, m)
-            f, mm, old = open_destination(dest, m.size)
-            view = memoryview(mm) if mm is not None else None
-            await sw.attach(view, old, mm, f.fileno())
+            f, old = open_destination(dest, m.size)
+            await sw.attach(f.fileno(), old)
             await sw.run(cfg.provider_wait, lambda: sw.complete and not sw.verifying)
         finally:
             if lookup is not None:
@@ -820,7 +819,6 @@ class Files:
             self._swarms[cid].remove(sw)
             if not self._swarms[cid]:
                 del self._swarms[cid]
-            _close_map(view, mm)
             if f is not None:
                 f.close()
         used = {w.ref.peer: w.bytes_used for w in sw.workers.values() if w.bytes_used}

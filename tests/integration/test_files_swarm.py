@@ -9,6 +9,7 @@ import os
 import pathlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -350,48 +351,9 @@ async def test_providers_found_through_the_dht(tmp_path: pathlib.Path) -> None:
             await h.aclose()
 
 
-async def test_verified_duplicate_rescues_a_chunk_its_owner_corrupts() -> None:
-    """End-game race at the state-machine level: a stealer's verified copy wins while the
-    owner is still writing the region in place; the owner's bytes then fail and are replaced."""
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    from fastp2p.peer import Ed25519PrivateKey, PeerID
-    from fastp2p.services.fetcher import DONE, INFLIGHT, ProviderRef, Swarm, _Worker
-
-    data = os.urandom(3 * CHUNK)
-    m = Manifest.from_bytes(data, CHUNK)
-
-    class _Host:
-        peer_id = PeerID.from_public_key(Ed25519PrivateKey.generate().public_key())
-
-    with ThreadPoolExecutor(1) as pool:
-        sw = Swarm(_Host(), "/x", m.cid, b"", pipeline_bytes=CHUNK, stall_timeout=5, pool=pool,  # type: ignore[arg-type]
-                   manifest=m, progress=None)
-        dest = bytearray(len(data))
-        await sw.attach(memoryview(dest), 0)
-        pids = [PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
-        owner, stealer = _Worker(ProviderRef(pids[0])), _Worker(ProviderRef(pids[1]))
-        sw.workers = {pids[0]: owner, pids[1]: stealer}
-        i = sw._take(owner)
-        assert i == 0 and sw.state[0] == INFLIGHT
-        sw.busy[0] = 1  # the owner is writing chunk 0 in place
-        good = bytearray(data[:CHUNK])
-        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
-        assert sw.state[0] == DONE and 0 in sw.rescue  # kept aside, not copied under the owner
-        dest[:CHUNK] = bytes(CHUNK)  # the owner's (lying) bytes land
-        sw._verified(owner, 0, hashlib.sha256(bytes(CHUNK)).digest(), None)
-        assert bytes(dest[:CHUNK]) == data[:CHUNK] and not sw.rescue
-        assert owner.dropped and "does not match" in owner.dropped
-        assert stealer.bytes_used == CHUNK and sw.done_chunks == 1
-        # a duplicate that arrives after the chunk is done changes nothing
-        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
-        assert sw.done_chunks == 1
-
-
 class _ScriptedStream:
     """The two reads ``Swarm._receive`` makes, fed by the test, so it can interleave a
-    stealer's verified copy with the owner's in-place write at an exact point."""
+    stealer's copy with the owner's at an exact point."""
 
     def __init__(self) -> None:
         self.feed: asyncio.Queue[bytes] = asyncio.Queue()
@@ -407,20 +369,14 @@ class _ScriptedStream:
         return len(data)
 
 
-@pytest.mark.parametrize("owner_honest", [True, False])
-async def test_duplicate_verified_while_owner_receives_counts_once(owner_honest: bool) -> None:
-    """The pure build's 3-peer demo hang: a stolen duplicate was verified while the owner was
-    still receiving the chunk in place; the owner then set the DONE chunk back to VERIFYING and
-    its own verification accepted it again, so ``done_chunks`` overshot and the fetch never
-    completed. Now DONE stays DONE and the chunk counts once (a lying owner is still dropped
-    and the verified copy restored)."""
-    import hashlib
+@contextlib.asynccontextmanager
+async def _swarm(tmp_path: pathlib.Path, data: bytes) -> AsyncIterator[tuple[Any, Manifest, Any, Any, Any]]:
+    """A Swarm on a real destination file with two workers (owner, stealer), no network."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fastp2p.peer import Ed25519PrivateKey, PeerID
-    from fastp2p.services.fetcher import DONE, ProviderRef, Swarm, _Worker
+    from fastp2p.services.fetcher import ProviderRef, Swarm, _Worker, open_destination
 
-    data = os.urandom(2 * CHUNK)
     m = Manifest.from_bytes(data, CHUNK)
 
     class _Host:
@@ -429,36 +385,89 @@ async def test_duplicate_verified_while_owner_receives_counts_once(owner_honest:
     with ThreadPoolExecutor(1) as pool:
         sw = Swarm(_Host(), "/x", m.cid, b"", pipeline_bytes=CHUNK, stall_timeout=5, pool=pool,  # type: ignore[arg-type]
                    manifest=m, progress=None)
-        dest = bytearray(len(data))
-        await sw.attach(memoryview(dest), 0)
-        pids = [PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
-        owner, stealer = _Worker(ProviderRef(pids[0])), _Worker(ProviderRef(pids[1]))
-        sw.workers = {pids[0]: owner, pids[1]: stealer}
+        f, old = open_destination(tmp_path / "dst.bin", m.size)
+        try:
+            await sw.attach(f.fileno(), old)
+            pids = [PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]
+            owner, stealer = _Worker(ProviderRef(pids[0])), _Worker(ProviderRef(pids[1]))
+            sw.workers = {pids[0]: owner, pids[1]: stealer}
+            yield sw, m, owner, stealer, f
+            async with asyncio.timeout(10):
+                await sw.shutdown()
+        finally:
+            f.close()
+
+
+async def _drain(sw: Any) -> None:
+    async with asyncio.timeout(10):
+        while sw.verifying:
+            await sw.wait_changed(0.05)
+
+
+@pytest.mark.parametrize("owner_honest", [True, False])
+@pytest.mark.parametrize("stealer_first", [True, False])
+async def test_end_game_race_counts_each_chunk_once(
+    tmp_path: pathlib.Path, owner_honest: bool, stealer_first: bool
+) -> None:
+    """End-game race at the state-machine level, through ``_receive``: the owner and a
+    stealer both deliver chunk 0, in either order, the owner honest or lying. The first
+    verified copy counts, only verified bytes reach the file, a liar whose copy is hashed
+    is dropped, and the chunk counts once. (The pure build's 3-peer demo hang: a duplicate verified while the
+    owner was still receiving was accepted a second time when the owner's copy verified,
+    so ``done_chunks`` overshot and the fetch never completed.)"""
+    from fastp2p.services.fetcher import DONE
+
+    data = os.urandom(2 * CHUNK)
+    async with _swarm(tmp_path, data) as (sw, m, owner, stealer, f):
         assert sw._take(owner) == 0 and sw._take(stealer) == 1
         owner.inflight.append((0, False))
         assert sw._steal(stealer) == 0
-        stream = _ScriptedStream()
-        receiving = asyncio.ensure_future(sw._receive(owner, stream, m, 0, False))  # type: ignore[arg-type]
+        o_stream, s_stream = _ScriptedStream(), _ScriptedStream()
+        o_recv = asyncio.ensure_future(sw._receive(owner, o_stream, m, 0, False))  # type: ignore[arg-type]
         half = CHUNK // 2
-        stream.feed.put_nowait(b"\x00")
-        stream.feed.put_nowait(data[:half])
-        async with asyncio.timeout(10):
-            while not sw.busy[0]:
-                await asyncio.sleep(0)
-        good = bytearray(data[:CHUNK])  # the stealer's copy is verified first
-        sw.steals[0] -= 1
-        sw._verified(stealer, 0, hashlib.sha256(good).digest(), good)
-        assert sw.state[0] == DONE and sw.done_chunks == 1 and 0 in sw.rescue
+        o_stream.feed.put_nowait(b"\x00")
+        o_stream.feed.put_nowait(data[:half])  # the owner is mid-chunk ...
+        s_recv = asyncio.ensure_future(sw._receive(stealer, s_stream, m, 0, True))  # type: ignore[arg-type]
         rest = data[half:CHUNK] if owner_honest else bytes(CHUNK - half)
-        stream.feed.put_nowait(rest)
-        async with asyncio.timeout(10):
-            await receiving
-            while sw.verifying:
-                await sw.wait_changed(0.05)
+        first, second = (s_stream, o_stream) if stealer_first else (o_stream, s_stream)
+        for stream in (first, second):
+            if stream is s_stream:
+                s_stream.feed.put_nowait(b"\x00")
+                s_stream.feed.put_nowait(data[:CHUNK])
+                await s_recv
+            else:
+                o_stream.feed.put_nowait(rest)
+                await o_recv
+            await _drain(sw)
         assert sw.state[0] == DONE and sw.done_chunks == 1 and sw.done_bytes == CHUNK
-        assert bytes(dest[:CHUNK]) == data[:CHUNK] and not sw.rescue and not sw.busy[0]
-        assert (owner.dropped is None) == owner_honest
-        assert stealer.bytes_used == CHUNK and owner.bytes_used == 0
+        assert os.pread(f.fileno(), CHUNK, 0) == data[:CHUNK]
+        # A copy that arrives after the chunk is done is dropped unhashed (no CPU spent on
+        # it), so a lying owner that loses the race is only caught on a chunk it wins.
+        assert (owner.dropped is None) == (owner_honest or stealer_first)
+        assert owner.bytes_used + stealer.bytes_used == CHUNK
+        if stealer_first or not owner_honest:
+            assert stealer.bytes_used == CHUNK
+        # a duplicate that arrives after the chunk is done changes nothing
+        if owner.dropped is None:
+            sw._verified(stealer, 0, True, False)
+        assert sw.done_chunks == 1 and sw._buffers <= 2 and len(sw._free) == sw._buffers
+
+
+async def test_bad_chunk_is_never_written_and_goes_back_to_the_queue(tmp_path: pathlib.Path) -> None:
+    from fastp2p.services.fetcher import PENDING
+
+    data = os.urandom(2 * CHUNK)
+    async with _swarm(tmp_path, data) as (sw, m, owner, _stealer, f):
+        assert sw._take(owner) == 0
+        owner.inflight.append((0, False))
+        stream = _ScriptedStream()
+        stream.feed.put_nowait(b"\x00")
+        stream.feed.put_nowait(b"\x01" * CHUNK)
+        await sw._receive(owner, stream, m, 0, False)  # type: ignore[arg-type]
+        await _drain(sw)
+        assert owner.dropped and "does not match" in owner.dropped
+        assert sw.state[0] == PENDING and list(sw.pending)[0] == 0 and sw.done_chunks == 0
+        assert os.pread(f.fileno(), CHUNK, 0) == bytes(CHUNK)  # the lie never reached the file
 
 
 async def test_provider_listening_on_all_interfaces(tmp_path: pathlib.Path) -> None:
