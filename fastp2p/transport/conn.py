@@ -120,8 +120,11 @@ class NoisePath(DataPath):
         return self.raw.start_push(self._on_wire, on_lost)
 
     def _on_wire(self, view: memoryview) -> None:
+        # receive_wire inlined: this runs once per socket read
         try:
-            self.receive_wire(view)
+            plain = self._recv.open_frames(view)
+            if plain:
+                self._deliver(plain, False)  # type: ignore[misc]
         except P2PError as exc:
             assert self._on_failed is not None
             self._on_failed(exc)
@@ -166,6 +169,16 @@ class Connection:
     Created by the upgrader; use ``Host.open_stream`` rather than
     ``open_stream`` here unless you already hold the connection.
     """
+
+    # Slots: over 30 attributes an instance dict stops sharing its keys and costs
+    # ~1.5 KiB per connection. ``__dict__`` stays for attributes set from outside.
+    __slots__ = ('loop', '_raw', '_session', '_base', '_tx', '_rx', '_rx_transient',
+                 'data_path_reason', '_tasks', 'remote_peer', 'id', 'log_extra',
+                 'remote_public_key', 'muxer', 'outbound', 'local_addr', 'remote_addr',
+                 'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
+                 '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
+                 'recv_soft_limit', 'slow_reader_timeout', '_blocked_on', '_slow_timer',
+                 '_attach', 'ack_batch', '__dict__', '__weakref__')
 
     def __init__(
         self,
@@ -227,6 +240,10 @@ class Connection:
         #: consumed bytes a stream holds back before acknowledging (StreamDriver): yamux
         #: sends a window update only once half the window (>= 128 KiB) is consumed
         self.ack_batch = ACK_BATCH if self._attach is not None else 0
+        if hasattr(session, "pong_gate"):
+            # yamux: while the transport takes no more bytes, PINGs go unanswered
+            # instead of queueing a PING|ACK for each (a flooding peer that never reads)
+            session.pong_gate = self._tx_paused
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -442,7 +459,16 @@ class Connection:
             # After the peer's switch marker nothing may come over TCP.
             self._fail(RemoteProtocolError("peer sent muxer frames over TCP after switching data path"))
             return
-        self._receive(plain, False)
+        # _receive inlined: this runs once per socket read
+        try:
+            self._session.receive_data(plain, _now())
+            self._process_events()
+            self._transmit()
+        except P2PError as exc:
+            self._fail(exc)
+
+    def _tx_paused(self) -> bool:
+        return self._tx.write_paused
 
     def _deliver_alt(self, data: Any, transient: bool) -> None:
         if self._closed:
@@ -451,11 +477,6 @@ class Connection:
         self._receive(data, transient)
 
     def _receive(self, plain: Any, transient: bool) -> None:
-        session = self._session
-        if hasattr(session, "drop_pongs"):
-            # yamux: while the transport takes no more bytes, PINGs go unanswered
-            # instead of queueing a PING|ACK for each (a flooding peer that never reads)
-            session.drop_pongs = self._tx.write_paused
         try:
             self._session.receive_data(plain, _now())
             self._process_events()

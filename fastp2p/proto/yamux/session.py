@@ -86,6 +86,7 @@ while such events are alive.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -183,6 +184,16 @@ class YamuxSession(StreamTable[_Stream]):
         rtt: the last measured ping round-trip time, or None.
     """
 
+    # Slots: over 30 attributes an instance dict stops sharing its keys and costs
+    # ~1.5 KiB per connection (StreamTable has no slots: a dict is still there,
+    # empty, for attributes set from outside).
+    __slots__ = ('config', '_max_window', '_encode', '_demux', '_decoder', 'is_client',
+                 '_local_parity', '_next_id', '_max_peer_id', '_streams', '_history',
+                 '_n_inbound', '_n_outbound', '_syn_backlog', '_pending_syn', '_unaccepted',
+                 '_backlog_full', '_events', '_out', '_now', '_next_opaque', '_pings',
+                 '_rtt_probe_sent', '_next_keepalive', 'rtt', '_local_goaway', '_remote_goaway',
+                 '_terminated', 'stats', 'drop_pongs', 'pong_gate')
+
     MUXER_NAME = "yamux"
 
     supports_ping = True
@@ -214,7 +225,9 @@ class YamuxSession(StreamTable[_Stream]):
         self._n_inbound = 0
         self._n_outbound = 0
         self._syn_backlog = 0  # our streams in SYN_SENT
-        self._pending_syn: deque[int] = deque()
+        # Made on first use: an empty deque costs a 64-slot block, and most
+        # connections never defer a SYN.
+        self._pending_syn: deque[int] | None = None
         self._unaccepted = 0  # StreamOpened events not yet returned by next_event
         self._backlog_full = False  # _unaccepted >= accept_backlog before this receive_data
         self._events: deque[MuxerEvent] = deque()
@@ -245,6 +258,9 @@ class YamuxSession(StreamTable[_Stream]):
         #: ``stats["pings_dropped"]``), like go-yamux dropping ping replies beyond its
         #: backlog, so a peer that floods pings and never reads cannot grow our buffers.
         self.drop_pongs = False
+        #: Or a callable the session asks, only when a PING|SYN arrives, whether to drop
+        #: it (the driver's ``lambda: transport_write_paused``): no per-batch bookkeeping.
+        self.pong_gate: Callable[[], bool] | None = None
 
     # -- driver interface ------------------------------------------------------
 
@@ -431,6 +447,8 @@ class YamuxSession(StreamTable[_Stream]):
         if self._syn_backlog < self.config.accept_backlog:
             self._send_syn(stream)
         else:
+            if self._pending_syn is None:
+                self._pending_syn = deque()
             self._pending_syn.append(sid)
         return sid
 
@@ -709,7 +727,8 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _on_ping(self, flags: int, opaque: int, now: float) -> None:
         if flags & FLAG_SYN:
-            if self.drop_pongs:
+            gate = self.pong_gate
+            if self.drop_pongs or (gate is not None and gate()):
                 self.stats["pings_dropped"] += 1
                 return
             # yamux spec: the length "Contains an opaque value, echoed back".
@@ -752,6 +771,8 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _release_pending(self) -> None:
         pending = self._pending_syn
+        if pending is None:
+            return
         limit = self.config.accept_backlog
         while pending and self._syn_backlog < limit:
             stream = self._streams.get(pending.popleft())
@@ -806,7 +827,7 @@ class YamuxSession(StreamTable[_Stream]):
         self._streams.clear()
         if self._demux is not None:
             self._demux.clear()
-        self._pending_syn.clear()
+        self._pending_syn = None
         self._n_inbound = self._n_outbound = self._syn_backlog = 0
         self._pings.clear()
         self._events.append(ConnectionTerminated(code, remote, reason))
