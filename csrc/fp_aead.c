@@ -66,19 +66,47 @@ static int fp_aead_start(fp_aead *a, int enc) {
     return FP_OK;
 }
 
+int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
+    dst->ctx = NULL;
+    dst->nonce = src->nonce;
+    dst->encrypt = src->encrypt;
+    dst->kind = src->kind;
+    if (!src->ctx) return FP_EINVAL;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return FP_ENOMEM;
+    if (EVP_CIPHER_CTX_copy(ctx, CTX(src)) != 1) {
+        EVP_CIPHER_CTX_free(ctx);
+        return FP_ECRYPTO;
+    }
+    dst->ctx = ctx;
+    return FP_OK;
+}
+
 int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
                         size_t *outlen) {
+    size_t total = 0;
+    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
+    return fp_aead_seal_range(a, iov, iovcnt, 0, total, out, cap, outlen);
+}
+
+int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
+                       uint8_t *out, size_t cap, size_t *outlen) {
     size_t total = 0;
     *outlen = 0;
     if (!a->ctx) return FP_EINVAL;
     for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
-    size_t need = fp_aead_sealed_size(total);
+    if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
+    size_t need = fp_aead_sealed_size(len);
     FP_CHECK_BOUNDS(need, cap);
-    size_t frames = (total + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    size_t frames = (len + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
 
     EVP_CIPHER_CTX *ctx = CTX(a);
-    size_t vi = 0, voff = 0, opos = 0, left = total;
+    size_t vi = 0, voff = skip, opos = 0, left = len;
+    while (vi < iovcnt && voff >= iov[vi].len) { /* find the iovec holding byte `skip` */
+        voff -= iov[vi].len;
+        vi++;
+    }
     while (left) {
         size_t chunk = left < FP_AEAD_MAX_PLAINTEXT ? left : FP_AEAD_MAX_PLAINTEXT;
         int rc = fp_aead_start(a, 1);

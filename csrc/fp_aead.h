@@ -66,6 +66,19 @@ size_t fp_aead_sealed_size(size_t n);
 int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
                         size_t *outlen);
 
+/* Seals bytes [skip, skip + len) of the iovec concatenation as frames, the
+ * first with a->nonce: frames are independent (each has its own nonce), so
+ * disjoint ranges that start on frame boundaries (skip a multiple of
+ * FP_AEAD_MAX_PLAINTEXT) may be sealed on several threads, one fp_aead each
+ * (fp_aead_clone), with nonce = first nonce + skip / FP_AEAD_MAX_PLAINTEXT.
+ * FP_EINVAL (range outside the data), then as fp_aead_seal_frames. */
+int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
+                       uint8_t *out, size_t cap, size_t *outlen);
+
+/* A second context with src's key, cipher, direction and nonce; free it with
+ * fp_aead_free. 0, FP_EINVAL (src freed), FP_ENOMEM, FP_ECRYPTO. */
+int fp_aead_clone(fp_aead *dst, const fp_aead *src);
+
 /* Opens every complete frame in in[0..n) into out[0..cap) (cap >= n always
  * suffices). *consumed = bytes of whole frames used (a trailing partial frame
  * is left for the caller), *outlen = plaintext bytes written.

@@ -61,11 +61,31 @@ class NoiseConfig:
     #: peers inside the handshake, and offered only on CPUs with AES instructions
     #: (fastp2p/proto/noise/handshake.py, "Transport cipher negotiation").
     ciphers: tuple[str, ...] = ("AESGCM", "ChaChaPoly")
+    #: seal large writes (>= ``parallel_seal_min`` bytes) as frame ranges on a small
+    #: process-wide thread pool with the GIL released (frames are independent: each
+    #: has its own nonce; the wire bytes are the same). None: on with 4 or more
+    #: usable CPUs, off below (on 2 cores the other core runs the peer or the loop).
+    parallel_seal: bool | None = None
+    #: pool threads besides the writer's own (0: min(4, CPUs - 1))
+    parallel_seal_threads: int = 0
+    parallel_seal_min: int = 1 << 20
 
     def __post_init__(self) -> None:
         bad = [c for c in self.ciphers if c not in ("ChaChaPoly", "AESGCM")]
         if bad:
             raise ValueError(f"NoiseConfig.ciphers: unknown cipher(s) {bad}")
+        if self.parallel_seal_threads < 0 or self.parallel_seal_min < 0:
+            raise ValueError("NoiseConfig.parallel_seal_threads/_min must be >= 0")
+
+    def seal_threads(self) -> int:
+        """Pool threads sealing large writes on this machine (0: serial sealing)."""
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        if self.parallel_seal is False or (self.parallel_seal is None and cpus < 4):
+            return 0
+        return self.parallel_seal_threads or max(1, min(4, cpus - 1))
 
 
 SHM_MAX_RING = 256 * 1024 * 1024

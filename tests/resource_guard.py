@@ -75,7 +75,9 @@ def _task_names(ids: set[int]) -> list[str]:
 
 
 def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.is_alive()}
+    # fastp2p-seal-*: the process-wide parallel-sealing pool (fastp2p/_native/aead.pyx),
+    # made once on machines with >= 4 cores and kept, like a process singleton
+    return {t for t in threading.enumerate() if t.is_alive() and not t.name.startswith("fastp2p-seal")}
 
 
 def pytest_configure(config: pytest.Config) -> None:

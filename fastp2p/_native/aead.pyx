@@ -20,6 +20,9 @@ cimport cython
 
 from fastp2p._native.buffer cimport BufferPool, default_pool, fp_block
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as _wait_all
+
 from fastp2p.errors import (
     BusyResourceError,
     ClosedResourceError,
@@ -53,6 +56,9 @@ cdef extern from "fp_aead.h" nogil:
     size_t fp_aead_sealed_size(size_t n)
     int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
                             size_t cap, size_t *outlen)
+    int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
+                           size_t len, uint8_t *out, size_t cap, size_t *outlen)
+    int fp_aead_clone(fp_aead *dst, const fp_aead *src)
     int fp_aead_open_frames(fp_aead *a, const uint8_t *inp, size_t n, size_t *consumed,
                             uint8_t *out, size_t cap, size_t *outlen)
     int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
@@ -158,6 +164,50 @@ cdef FrameBlock _new_block(size_t n):
     return b
 
 
+# -- parallel sealing -----------------------------------------------------------------
+#
+# Noise frames are independent (each has its own nonce), so a large write can be
+# sealed as disjoint frame ranges on several threads with the GIL released, each
+# with its own copy of the EVP context (fp_aead_clone). The pool is process-wide,
+# made on first use and grown to the largest thread count any cipher asked for.
+
+cdef object _SEAL_POOL = None
+cdef int _SEAL_POOL_THREADS = 0
+
+
+cdef object _seal_pool(int threads):
+    global _SEAL_POOL, _SEAL_POOL_THREADS
+    if _SEAL_POOL is None or _SEAL_POOL_THREADS < threads:
+        old = _SEAL_POOL
+        _SEAL_POOL = ThreadPoolExecutor(threads, thread_name_prefix="fastp2p-seal")
+        _SEAL_POOL_THREADS = threads
+        if old is not None:
+            old.shutdown(wait=False)
+    return _SEAL_POOL
+
+
+@cython.final
+cdef class _SealJob:
+    """One frame range of a parallel seal (pointers borrowed from the sealing call)."""
+
+    cdef fp_aead *a
+    cdef const fp_iovec *iov
+    cdef size_t iovcnt, skip, length, cap
+    cdef uint8_t *out
+    cdef int rc
+
+    def run(self):
+        cdef size_t outlen = 0
+        cdef fp_aead *a = self.a
+        cdef const fp_iovec *iov = self.iov
+        cdef size_t iovcnt = self.iovcnt, skip = self.skip, length = self.length, cap = self.cap
+        cdef uint8_t *out = self.out
+        cdef int rc
+        with nogil:
+            rc = fp_aead_seal_range(a, iov, iovcnt, skip, length, out, cap, &outlen)
+        self.rc = rc
+
+
 cdef class NoiseCipher:
     """CipherState (ChaChaPoly or AESGCM) for one direction of a Noise transport session."""
 
@@ -166,9 +216,17 @@ cdef class NoiseCipher:
     cdef object _error
     cdef bint _busy
     cdef readonly str cipher
+    # parallel sealing: contexts for the pool threads, and when to use them
+    cdef fp_aead *_clones
+    cdef int _nclones
+    cdef int _par_threads
+    cdef size_t _par_min
 
     def __cinit__(self, key, nonce=0, cipher="ChaChaPoly"):
         self._a.ctx = NULL
+        self._clones = NULL
+        self._nclones = 0
+        self._par_threads = 0
         cdef const uint8_t[::1] k = key
         cdef int kind
         if cipher == "ChaChaPoly":
@@ -190,12 +248,92 @@ cdef class NoiseCipher:
 
     def __dealloc__(self):
         fp_aead_free(&self._a)
+        self._free_clones()
+
+    cdef void _free_clones(self):
+        cdef int i
+        if self._clones != NULL:
+            for i in range(self._nclones):
+                fp_aead_free(&self._clones[i])
+            PyMem_Free(self._clones)
+            self._clones = NULL
+        self._nclones = 0
+
+    def parallel_seal(self, int threads, size_t min_bytes=1 << 20):
+        """Seal writes of at least ``min_bytes`` in parallel: frame ranges on ``threads``
+        threads of a process-wide pool plus the calling one, the GIL released (0: off).
+
+        The wire bytes are identical to a serial seal. Worth it only with spare
+        cores (``NoiseConfig.parallel_seal``).
+        """
+        if threads < 0:
+            raise ValueError("threads must be >= 0")
+        self._par_threads = threads
+        self._par_min = max(min_bytes, 2 * FP_AEAD_MAX_PLAINTEXT)
+
+    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t total, uint8_t *dst,
+                            size_t need) except? -999:
+        cdef size_t nframes = (total + FP_AEAD_MAX_PLAINTEXT - 1) // FP_AEAD_MAX_PLAINTEXT
+        cdef size_t k = min(<size_t>self._par_threads + 1, nframes)
+        cdef size_t per = (nframes + k - 1) // k  # frames per range
+        cdef size_t j, skip, fbytes = FP_AEAD_MAX_FRAME + 2, outlen = 0
+        cdef uint64_t base = self._a.nonce
+        cdef int rc, i
+        cdef _SealJob job
+        cdef fp_aead *grown
+        k = (nframes + per - 1) // per
+        if nframes > MAX_NONCE - base:
+            return FP_ENONCE
+        if self._nclones < <int>(k - 1):
+            grown = <fp_aead *>PyMem_Malloc((k - 1) * sizeof(fp_aead))
+            if grown == NULL:
+                raise MemoryError()
+            self._free_clones()
+            self._clones = grown
+            for i in range(<int>(k - 1)):
+                rc = fp_aead_clone(&self._clones[i], &self._a)
+                if rc:
+                    self._nclones = i
+                    return rc
+                self._nclones = i + 1
+        jobs = []
+        for j in range(1, k):
+            job = _SealJob.__new__(_SealJob)
+            skip = j * per * FP_AEAD_MAX_PLAINTEXT
+            job.a = &self._clones[j - 1]
+            job.a.nonce = base + j * per
+            job.iov = iov
+            job.iovcnt = cnt
+            job.skip = skip
+            job.length = min(per * FP_AEAD_MAX_PLAINTEXT, total - skip)
+            job.out = dst + j * per * fbytes
+            job.cap = need - j * per * fbytes
+            job.rc = 0
+            jobs.append(job)
+        pool = _seal_pool(self._par_threads)
+        futures = [pool.submit(jb.run) for jb in jobs]
+        try:
+            with nogil:
+                rc = fp_aead_seal_range(&self._a, iov, cnt, 0, per * FP_AEAD_MAX_PLAINTEXT, dst,
+                                        need, &outlen)
+        finally:
+            # the ranges borrow the caller's buffers: never return before every one ended
+            _wait_all(futures)
+        for f in futures:
+            f.result()
+        for jb in jobs:
+            if rc == 0 and (<_SealJob>jb).rc:
+                rc = (<_SealJob>jb).rc
+        if rc == 0:
+            self._a.nonce = base + nframes
+        return rc
 
     def close(self):
         """Free the EVP context (and the key in it); later calls raise ClosedResourceError."""
         if self._busy:
             raise BusyResourceError("NoiseCipher is in use")
         fp_aead_free(&self._a)
+        self._free_clones()
         self._error = ClosedResourceError
         self._pending = bytearray()
 
@@ -299,7 +437,9 @@ cdef class NoiseCipher:
             need = fp_aead_sealed_size(total)
             out = _new_block(need)
             dst = (<FrameBlock>out).data
-            if total >= _NOGIL:
+            if self._par_threads and total >= self._par_min:
+                rc = self._seal_parallel(iov, cnt, total, dst, need)
+            elif total >= _NOGIL:
                 with nogil:
                     rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
             else:

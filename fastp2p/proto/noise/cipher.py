@@ -117,6 +117,13 @@ class NoiseCipher:
         """The counter the next message will use."""
         return self._nonce
 
+    def parallel_seal(self, threads: int, min_bytes: int = 1 << 20) -> None:
+        """Accepted for API parity with the native cipher, which seals writes of at
+        least ``min_bytes`` on ``threads`` pool threads; here sealing stays serial
+        (pure Python holds the GIL, so threads could not help)."""
+        if threads < 0 or min_bytes < 0:
+            raise ValueError("threads and min_bytes must be >= 0")
+
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete incoming frame held internally."""
