@@ -185,6 +185,14 @@ class GossipsubConfig:
     idontwant_message_size_threshold: int = 1024
     max_idontwant_messages: int = 1000
     idontwant_ttl_heartbeats: int = 3
+    #: also send IDONTWANT to mesh peers for large messages we publish (v1.2 leaves this
+    #: to the user, for networks where several messages share one message id)
+    idontwant_on_publish: bool = False
+    #: explicit peering (v1.1): multiaddrs with ``/p2p/``; always forwarded to, never
+    #: in the mesh, kept connected (redialled every ``direct_connect_interval`` s)
+    direct_peers: tuple[str, ...] = ()
+    direct_connect_interval: float = 300.0
+    direct_connect_initial_delay: float = 1.0
     #: "strict_sign" (default) or "strict_no_sign" (libp2p-pubsub.md "Signature Policy")
     signature_policy: str = "strict_sign"
     #: ``fn(message) -> bytes``; default from + seqno (data hash with strict_no_sign)

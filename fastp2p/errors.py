@@ -27,6 +27,7 @@ __all__ = [
     "VarintError",
     "ProtobufError",
     "DnsError",
+    "PeerRecordError",
     "MultiaddrError",
     "InvalidKeyError",
     "PskFormatError",
@@ -144,6 +145,10 @@ class VarintError(RemoteProtocolError):
 
 class ProtobufError(RemoteProtocolError):
     """A protobuf message could not be decoded."""
+
+
+class PeerRecordError(RemoteProtocolError):
+    """A signed peer record (envelope) was malformed, forged or about another peer."""
 
 
 class DnsError(RemoteProtocolError):

@@ -38,6 +38,7 @@ from fastp2p.errors import (
     RemoteProtocolError,
     StreamErrorCode,
 )
+from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import PeerID
 from fastp2p.proto.gossipsub.events import (
     MessageDelivered,
@@ -237,6 +238,12 @@ class Pubsub:
         self._topic_waiters: list[tuple[str, int, asyncio.Future[None]]] = []
         self._heartbeat_task: asyncio.Task[Any] | None = None
         self._px_dialing: set[PeerID] = set()
+        self._direct_task: asyncio.Task[Any] | None = None
+        #: explicit peers (``GossipsubConfig.direct_peers``) and where to dial them
+        self.direct_peers: dict[PeerID, tuple[Multiaddr, ...]] = _parse_direct_peers(config.direct_peers)
+        for pid, addrs in self.direct_peers.items():
+            self.router.add_direct_peer(pid)
+            host.peerstore.add_addrs(pid, addrs)
         #: pubsub bytes written to / read from peers' streams
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -359,6 +366,8 @@ class Pubsub:
                 fut.set_result(None)
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self._direct_task is not None:
+            self._direct_task.cancel()
         for link in self._links.values():
             if link.task is not None:
                 link.task.cancel()
@@ -377,6 +386,8 @@ class Pubsub:
             return
         self._active = True
         self._heartbeat_task = self.host.spawn(self._heartbeat())
+        if self.direct_peers:
+            self._direct_task = self.host.spawn(self._keep_direct_peers())
         for conn in self.host.connections:
             self._ensure_link(conn.remote_peer)
 
@@ -390,6 +401,18 @@ class Pubsub:
             if not self._closed:
                 self.router.unsubscribe(sub.topic, self._now())
                 self._process()
+
+    async def _keep_direct_peers(self) -> None:
+        """v1.1 explicit peering: connect to every direct peer soon after start, then
+        redial the ones not connected every ``direct_connect_interval`` seconds."""
+        cfg = self.config
+        await asyncio.sleep(cfg.direct_connect_initial_delay)
+        while not self._closed:
+            for pid in self.direct_peers:
+                if self._conn_of(pid) is None and pid not in self._px_dialing:
+                    self._px_dialing.add(pid)
+                    self.host.spawn(self._dial(pid, "direct peer"))
+            await asyncio.sleep(cfg.direct_connect_interval)
 
     async def _heartbeat(self) -> None:
         cfg = self.config
@@ -595,7 +618,11 @@ class Pubsub:
             stream.reset(StreamErrorCode.PROTOCOL)
 
     def _on_px(self, ev: PeerExchangeReceived) -> None:
-        """Connect to PX peers we have addresses for (signed records are not parsed)."""
+        """Connect to PX peers we have addresses for: from their signed peer records
+        (verified by the router against each peer's own key) or the peerstore."""
+        for rec in ev.records:
+            if rec.peer_id != self.host.peer_id and rec.addrs:
+                self.host.peerstore.add_addrs(rec.peer_id, rec.addrs)
         for info in ev.peers:
             try:
                 pid = PeerID.from_bytes(info.peer_id or b"")
@@ -606,9 +633,9 @@ class Pubsub:
             if not self.host.peerstore.addrs(pid):
                 continue
             self._px_dialing.add(pid)
-            self.host.spawn(self._px_connect(pid))
+            self.host.spawn(self._dial(pid, "PX"))
 
-    async def _px_connect(self, pid: PeerID) -> None:
+    async def _dial(self, pid: PeerID, why: str) -> None:
         from fastp2p.peerstore import PeerInfo
 
         try:
@@ -616,9 +643,22 @@ class Pubsub:
             if connect is not None:
                 await connect(PeerInfo(pid))
         except (P2PError, OSError, TimeoutError) as exc:
-            log.debug("PX connect to %s failed: %r", pid, exc)
+            log.debug("%s connect to %s failed: %r", why, pid, exc)
         finally:
             self._px_dialing.discard(pid)
 
     def __repr__(self) -> str:
         return f"<Pubsub topics={self.topics} peers={len(self.router.peers)}>"
+
+
+def _parse_direct_peers(addrs: tuple[str, ...]) -> dict[PeerID, tuple[Multiaddr, ...]]:
+    """``GossipsubConfig.direct_peers`` as ``{peer: dialable addresses}``; each
+    multiaddr must name its peer with ``/p2p/`` (else ``ValueError``)."""
+    out: dict[PeerID, tuple[Multiaddr, ...]] = {}
+    for text in addrs:
+        ma = Multiaddr(text)
+        pid = ma.peer_id()
+        if pid is None:
+            raise ValueError(f"GossipsubConfig.direct_peers: {text!r} has no /p2p/ peer id")
+        out[pid] = (*out.get(pid, ()), ma.without_peer_id())
+    return out

@@ -218,3 +218,41 @@ async def test_message_fields_without_signing() -> None:
             m = await sa.get()
         assert m.from_peer is None and m.seqno is None and m.data == b"anon"
         assert isinstance(Message(topic=T), Message)
+
+
+async def test_direct_peers_connect_redial_and_stay_out_of_the_mesh() -> None:
+    """GossipsubConfig.direct_peers (v1.1 explicit peering) on real hosts: the configured
+    peer is dialled without a connect() call, messages flow both ways, neither side meshes
+    the other, and a dropped connection is redialled on the next interval."""
+    async with hosts(1, cfg()) as (b,):
+        direct = cfg(direct_peers=(str(b.full_addrs[0]),), direct_connect_interval=0.3,
+                     direct_connect_initial_delay=0.05)
+        async with hosts(1, direct) as (a,):
+            assert list(a.pubsub.direct_peers) == [b.peer_id]
+            sa = await a.pubsub.subscribe(T)  # starts pubsub, and with it the direct dialling
+            sb = await b.pubsub.subscribe(T)
+            await until(lambda: a.connection(b.peer_id) is not None)
+            await a.pubsub.wait_for_peers(T, 1)
+            await b.pubsub.wait_for_peers(T, 1)
+            await b.pubsub.publish(T, b"b to a")
+            await a.pubsub.publish(T, b"a to b")
+            async with asyncio.timeout(5):
+                assert (await sa.get()).data == b"b to a"
+                assert (await sb.get()).data == b"a to b"
+            await asyncio.sleep(0.5)  # several heartbeats: a never grafts its direct peer
+            assert b.peer_id not in a.pubsub.mesh(T) and a.peer_id not in b.pubsub.mesh(T)
+            await b.disconnect(a.peer_id)
+            await until(lambda: a.connection(b.peer_id) is None)
+            await until(lambda: a.connection(b.peer_id) is not None, timeout=10)  # redialled
+            await a.pubsub.wait_for_peers(T, 1)
+            await b.pubsub.wait_for_peers(T, 1)
+            await b.pubsub.publish(T, b"again")
+            async with asyncio.timeout(5):
+                assert (await sa.get()).data == b"again"
+
+
+def test_direct_peers_need_a_peer_id() -> None:
+    from fastp2p.services.pubsub import _parse_direct_peers
+
+    with pytest.raises(ValueError, match="/p2p/"):
+        _parse_direct_peers(("/ip4/127.0.0.1/tcp/4001",))

@@ -177,3 +177,16 @@ def test_dns_message(data: bytes) -> None:
     except P2PError:
         return
     assert len(msg.questions) + len(msg.records()) <= dns.MAX_RECORDS
+
+
+@SETTINGS
+@given(ANY)
+def test_signed_peer_record(data: bytes) -> None:
+    from fastp2p.errors import PeerRecordError
+    from fastp2p.proto.peer_record import PeerRecord, open_peer_record
+
+    for fn in (open_peer_record, PeerRecord.decode):
+        try:
+            fn(data)
+        except PeerRecordError:
+            pass

@@ -917,3 +917,133 @@ def test_router_rejects_bad_config() -> None:
         GossipsubRouter(pid, GossipsubConfig(signature_policy="lax"))
     with pytest.raises(ValueError):
         GossipsubRouter(pid, replace(GossipsubConfig(), d_out=5))
+
+
+# -- PX signed peer records, direct peers, IDONTWANT on publish (issue 10 spec gaps) ----------
+
+
+def _px_entry(key: Ed25519PrivateKey | None = None, *, addrs: tuple[str, ...] = ("/ip4/10.1.2.3/tcp/4001",),
+              seq: int = 1) -> tuple[PeerID, PeerInfoPB]:
+    from fastp2p.multiaddr import Multiaddr
+    from fastp2p.proto.peer_record import PeerRecord, seal_peer_record
+
+    key = key or Ed25519PrivateKey.generate()
+    pid = PeerID.from_public_key(key.public_key())
+    env = seal_peer_record(key, PeerRecord(pid, seq, tuple(Multiaddr(a) for a in addrs)))
+    return pid, PeerInfoPB(pid.to_bytes(), env)
+
+
+def test_px_signed_records_verified_and_forgeries_dropped() -> None:
+    """PRUNE PX carrying signed peer records: a valid record's addresses reach the driver;
+    a record with a broken signature, one signed by a third key for the named peer, and
+    garbage are dropped (the entry stays, without addresses)."""
+    thresholds = PeerScoreThresholds(accept_px_threshold=0.0)
+    net, a, b = pair(GossipsubConfig(thresholds=thresholds))
+    a.router.subscribe(T, 0)
+    b.router.subscribe(T, 0)
+    net.heartbeat(1)
+    good_id, good = _px_entry()
+    tampered_id, tampered = _px_entry()
+    assert tampered.signed_peer_record is not None
+    raw = bytearray(tampered.signed_peer_record)
+    raw[-1] ^= 1  # last byte of the signature
+    tampered = PeerInfoPB(tampered.peer_id, bytes(raw))
+    # a record validly signed by mallory, presented as victim's
+    mallory_id, mallory_rec = _px_entry()
+    victim = PeerID.from_public_key(Ed25519PrivateKey.generate().public_key())
+    impostor = PeerInfoPB(victim.to_bytes(), mallory_rec.signed_peer_record)
+    junk = PeerInfoPB(PeerID.from_public_key(Ed25519PrivateKey.generate().public_key()).to_bytes(), b"\x0a\x05junk!")
+    prune = ControlPrune(T, [good, tampered, impostor, junk], backoff=30)
+    a.router.handle_rpc(b.id, RPC(control=ControlMessage(prune=[prune])), 2)
+    a.pump_events(2)
+    (px,) = a.of(PeerExchangeReceived)
+    assert len(px.peers) == 4  # type: ignore[attr-defined]
+    recs = px.records  # type: ignore[attr-defined]
+    assert [r.peer_id for r in recs] == [good_id]
+    assert [str(x) for x in recs[0].addrs] == ["/ip4/10.1.2.3/tcp/4001"]
+    assert a.router.stats.px_records_verified == 1 and a.router.stats.px_records_rejected == 3
+    assert tampered_id not in [r.peer_id for r in recs] and mallory_id not in [r.peer_id for r in recs]
+
+
+def test_px_records_not_parsed_below_accept_px_threshold() -> None:
+    net, a, b = pair()  # accept_px_threshold 10: a fresh peer scores ~0
+    a.router.subscribe(T, 0)
+    b.router.subscribe(T, 0)
+    net.heartbeat(1)
+    _, good = _px_entry()
+    a.router.handle_rpc(b.id, RPC(control=ControlMessage(prune=[ControlPrune(T, [good], backoff=30)])), 2)
+    a.pump_events(2)
+    assert not a.of(PeerExchangeReceived) and a.router.stats.px_records_verified == 0
+
+
+def test_direct_peers_forwarded_to_never_meshed() -> None:
+    """v1.1 explicit peering: a and d are direct peers; a's mesh is {b, c}. d gets every
+    message a publishes or forwards, never enters a mesh (a GRAFT from it is answered with
+    PRUNE), gets no gossip, and is not graylisted however badly it scores."""
+    net = Net()
+    a, b, c, d = (net.add(Node(i)) for i in range(4))
+    for x in (b, c, d):
+        net.connect(a, x)
+    a.router.add_direct_peer(d.id)
+    d.router.add_direct_peer(a.id)
+    for n in (a, b, c, d):
+        n.router.subscribe(T, 0)
+    for t in range(1, 4):
+        net.heartbeat(float(t))
+    assert a.router.mesh_peers(T) == {b.id, c.id} and a.id not in d.router.mesh_peers(T)
+    got_before = len(d.delivered)
+    a.router.publish(T, b"from a", 4)
+    b.router.publish(T, b"from b", 4)  # reaches d only through a's forwarding
+    net.run(4)
+    assert [bytes(e.message.data) for e in d.delivered[got_before:]] == [b"from a", b"from b"]
+    # an unsolicited GRAFT from the direct peer is refused with a PRUNE
+    d.router.handle_rpc(a.id, RPC(), 5)  # no-op keeps d's view
+    a.router.handle_rpc(d.id, RPC(control=ControlMessage(graft=[ControlGraft(T)])), 5)
+    a.pump_events(5)
+    assert d.id not in a.router.mesh_peers(T)
+    prunes = [p for ctl in [a.router._box(d.id).control()] for p in ctl.prune]
+    assert prunes and prunes[0].topic == T and not prunes[0].peers  # no PX to a direct peer
+    # no IHAVE gossip to direct peers
+    net.heartbeat(6)
+    assert not any(s == a.id and dd == d.id and r.control and r.control.ihave for s, dd, r in net.sent)
+    # never graylisted: penalise d far below the graylist threshold, its RPCs still count
+    a.router.peer_score.add_penalty(d.id, 10_000)
+    assert a.router.score(d.id, 7) < a.router._th.graylist_threshold
+    msg = d.router.build_message(T, b"from d")
+    a.router.handle_rpc(d.id, RPC(publish=[msg]), 7)
+    a.pump_events(7)
+    assert any(bytes(e.message.data) == b"from d" for e in a.delivered)
+
+
+def test_add_direct_peer_leaves_the_mesh() -> None:
+    net, a, b = pair()
+    a.router.subscribe(T, 0)
+    b.router.subscribe(T, 0)
+    net.heartbeat(1)
+    assert b.id in a.router.mesh_peers(T)
+    a.router.add_direct_peer(b.id)
+    a.pump_events(1)
+    assert b.id not in a.router.mesh_peers(T) and a.of(PeerPruned)
+    for t in range(2, 6):
+        net.heartbeat(float(t))
+    assert b.id not in a.router.mesh_peers(T)
+
+
+@pytest.mark.parametrize("on_publish", [False, True])
+def test_idontwant_on_publish_is_opt_in(on_publish: bool) -> None:
+    """v1.2 sends IDONTWANT for received messages; for published ones only "on networks
+    where multiple messages share the same messageId, a user may choose to" (opt-in)."""
+    cfg = GossipsubConfig(idontwant_message_size_threshold=10, idontwant_on_publish=on_publish)
+    net, a, b = pair(cfg)
+    a.router.subscribe(T, 0)
+    b.router.subscribe(T, 0)
+    net.heartbeat(1)
+    net.sent.clear()
+    mid = a.router.publish(T, b"y" * 100, 2)
+    a.router.publish(T, b"tiny", 2)  # below the size threshold: never
+    net.run(2)
+    idw = [r.control.idontwant for s, d, r in net.sent if s == a.id and r.control and r.control.idontwant]
+    assert bool(idw) == on_publish
+    if on_publish:
+        assert [i.message_ids for i in idw[0]] == [[mid]]
+        assert mid in b.router.peers[a.id].dont_send

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastp2p.proto.gossipsub.rpc_pb import Message, PeerInfoPB
+from fastp2p.proto.peer_record import PeerRecord
 
 __all__ = [
     "GossipsubEvent",
@@ -85,11 +86,16 @@ class PeerPruned:
 
 @dataclass(frozen=True, slots=True)
 class PeerExchangeReceived:
-    """A PRUNE from a peer scoring at least ``accept_px_threshold`` suggested these peers."""
+    """A PRUNE from a peer scoring at least ``accept_px_threshold`` suggested these peers.
+
+    ``records``: the signed peer records among them whose envelope signature
+    verified under the suggested peer's own key (their addresses can be dialled).
+    """
 
     topic: str
     peers: tuple[PeerInfoPB, ...]
     received_from: Any
+    records: tuple[PeerRecord, ...] = ()
 
 
 GossipsubEvent = (

@@ -70,7 +70,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastp2p.errors import InvalidKeyError, LocalProtocolError, P2PError
+from fastp2p.errors import InvalidKeyError, LocalProtocolError, P2PError, PeerRecordError
 from fastp2p.peer import PeerID, PrivateKey, public_key_from_protobuf
 from fastp2p.proto.gossipsub.backoff import BackoffTable
 from fastp2p.proto.gossipsub.events import (
@@ -100,6 +100,7 @@ from fastp2p.proto.gossipsub.rpc_pb import (
     signing_bytes,
 )
 from fastp2p.proto.gossipsub.score import PeerScore
+from fastp2p.proto.peer_record import PeerRecord, open_peer_record
 from fastp2p.proto.protobuf import length_prefixed
 
 if TYPE_CHECKING:
@@ -225,6 +226,8 @@ class RouterStats:
     ignored: int = 0
     graylisted_rpcs: int = 0
     idontwant_sent: int = 0
+    px_records_verified: int = 0
+    px_records_rejected: int = 0
     idontwant_skipped: int = 0
     iwant_sent: int = 0
     ihave_sent: int = 0
@@ -352,8 +355,20 @@ class GossipsubRouter:
             self._score.remove_peer(peer, now)
 
     def add_direct_peer(self, peer: Hashable) -> None:
-        """Explicit peering (v1.1): always forward to ``peer``, never mesh it."""
+        """Explicit peering (v1.1): always forward to ``peer``, never mesh it.
+
+        A peer already in a mesh leaves it (without a PRUNE: direct peers are
+        configured on both sides and never graft each other).
+        """
         self.direct.add(peer)
+        for topic, mesh in self.mesh.items():
+            if peer in mesh:
+                mesh.discard(peer)
+                if self._score_enabled:
+                    self._score.prune(peer, topic, 0.0)
+                self._events.append(PeerPruned(peer, topic))
+        for fan in self.fanout.values():
+            fan.discard(peer)
 
     def score(self, peer: Hashable, now: float) -> float:
         """``peer``'s current score (0 when scoring is off)."""
@@ -467,6 +482,14 @@ class GossipsubRouter:
             self._events.append(MessageDelivered(msg_id, msg, None))
         for p in targets:
             self._box(p).msgs.append(raw)
+        cfg = self.config
+        if cfg.enable_idontwant and cfg.idontwant_on_publish and len(msg.data) >= cfg.idontwant_message_size_threshold:
+            # v1.2 "on networks where multiple messages share the same messageId, a user
+            # may choose to broadcast IDONTWANT when publishing": opt-in.
+            for q in self.mesh.get(topic, ()):
+                if self.peers[q].v12:
+                    self._box(q).control().idontwant.append(ControlIDontWant([msg_id]))
+                    self.stats.idontwant_sent += 1
         return msg_id
 
     def _publish_targets(self, topic: str, now: float) -> set[Hashable]:
@@ -794,7 +817,24 @@ class GossipsubRouter:
             if pr.peers and score >= self._th.accept_px_threshold:
                 peers = tuple(i for i in pr.peers[: cfg.prune_peers] if i.peer_id)
                 if peers:
-                    self._events.append(PeerExchangeReceived(topic, peers, peer))
+                    records = tuple(r for i in peers if (r := self._px_record(i)) is not None)
+                    self._events.append(PeerExchangeReceived(topic, peers, peer, records))
+
+    def _px_record(self, info: PeerInfoPB) -> PeerRecord | None:
+        """The verified signed peer record of a PX entry, None when absent or invalid
+        (bad signature, another peer's record): the entry then carries no addresses."""
+        if not info.signed_peer_record:
+            return None
+        try:
+            rec = open_peer_record(info.signed_peer_record)
+        except PeerRecordError:
+            self.stats.px_records_rejected += 1
+            return None
+        if rec.peer_id.to_bytes() != info.peer_id:
+            self.stats.px_records_rejected += 1
+            return None
+        self.stats.px_records_verified += 1
+        return rec
 
     def _handle_idontwant(self, p: _Peer, items: list[ControlIDontWant]) -> None:
         cfg = self.config
