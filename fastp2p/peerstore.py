@@ -35,6 +35,10 @@ class PeerRecord:
     listen_addrs: list[Multiaddr] = field(default_factory=list)
     observed_addr: Multiaddr | None = None
     identified: bool = False
+    #: the peer's latest signed peer record (envelope bytes, verified) and its seq;
+    #: relayed as is (gossipsub PX) so others can check it came from the peer
+    signed_record: bytes | None = None
+    signed_record_seq: int = -1
 
 
 class Peerstore:

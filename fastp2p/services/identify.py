@@ -42,6 +42,8 @@ class Identify:
         self.host = host
         self._done: dict[Connection, asyncio.Future[None]] = {}
         self._push_pending = False
+        self._own_record: tuple[tuple[Multiaddr, ...], bytes] | None = None
+        self._own_seq = 0
         host.set_handler(PROTOCOL_ID, self._handle_request)
         host.set_handler(PUSH_PROTOCOL_ID, self._handle_push)
         host.on_connection(self._on_connection)
@@ -56,7 +58,24 @@ class Identify:
             listen_addrs=[a.to_bytes() for a in host.addrs],
             observed_addr=conn.remote_addr.to_bytes() if conn and conn.remote_addr else None,
             protocols=sorted(host.protocols),
+            signed_peer_record=self._signed_record(),
         )
+
+    def _signed_record(self) -> bytes | None:
+        """Our listen addresses in a signed peer record, re-signed only when they change."""
+        addrs = tuple(self.host.addrs)
+        if not addrs:
+            return None
+        if self._own_record is None or self._own_record[0] != addrs:
+            import time
+
+            from fastp2p.proto.peer_record import PeerRecord, seal_peer_record
+
+            # seq must grow across restarts too: unix time in ms (RFC 0003 allows it)
+            self._own_seq = max(self._own_seq + 1, int(time.time() * 1000))
+            rec = PeerRecord(self.host.peer_id, self._own_seq, addrs)
+            self._own_record = (addrs, seal_peer_record(self.host.identity, rec))
+        return self._own_record[1]
 
     def _on_connection(self, conn: Connection) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -118,6 +137,17 @@ class Identify:
                     if isinstance(info.observed_addr, Multiaddr)
                     else Multiaddr.from_bytes(info.observed_addr)
                 )
+        if info.signed_peer_record:
+            from fastp2p.proto.peer_record import open_peer_record
+
+            try:
+                signed = open_peer_record(info.signed_peer_record)
+            except P2PError as exc:
+                log.debug("bad signed peer record from %s: %s", conn.remote_peer, exc, extra=conn_extra(conn))
+            else:
+                if signed.peer_id == conn.remote_peer and signed.seq > rec.signed_record_seq:
+                    rec.signed_record = info.signed_peer_record
+                    rec.signed_record_seq = signed.seq
         rec.identified = True
 
     async def _handle_request(self, stream: Stream) -> None:

@@ -244,6 +244,7 @@ class Pubsub:
         for pid, addrs in self.direct_peers.items():
             self.router.add_direct_peer(pid)
             host.peerstore.add_addrs(pid, addrs)
+        self.router.signed_record_of = self._signed_record_of
         #: pubsub bytes written to / read from peers' streams
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -616,6 +617,10 @@ class Pubsub:
         except RemoteProtocolError as exc:
             log.info("pubsub peer %s sent a malformed RPC: %s", peer, exc)
             stream.reset(StreamErrorCode.PROTOCOL)
+
+    def _signed_record_of(self, peer: Any) -> bytes | None:
+        rec = self.host.peerstore.get(peer) if isinstance(peer, PeerID) else None
+        return rec.signed_record if rec is not None else None
 
     def _on_px(self, ev: PeerExchangeReceived) -> None:
         """Connect to PX peers we have addresses for: from their signed peer records

@@ -256,3 +256,24 @@ def test_direct_peers_need_a_peer_id() -> None:
 
     with pytest.raises(ValueError, match="/p2p/"):
         _parse_direct_peers(("/ip4/127.0.0.1/tcp/4001",))
+
+
+async def test_identify_exchanges_signed_peer_records() -> None:
+    """Hosts send their listen addresses in a signed peer record over identify and keep
+    the other's (verified) in the peerstore: what gossipsub relays in its PRUNE PX."""
+    from fastp2p.proto.peer_record import open_peer_record
+
+    async with hosts(2) as (a, b):
+        await b.connect(a.full_addrs[0])
+        def identified(h: Host, o: Host) -> bool:
+            r = h.peerstore.get(o.peer_id)
+            return r is not None and r.identified
+
+        await until(lambda: identified(a, b) and identified(b, a))
+        for h, other in ((a, b), (b, a)):
+            rec = h.peerstore.get(other.peer_id)
+            assert rec is not None and rec.signed_record is not None
+            opened = open_peer_record(rec.signed_record)
+            assert opened.peer_id == other.peer_id and list(opened.addrs) == list(other.addrs)
+            assert rec.signed_record_seq == opened.seq > 0
+        assert a.pubsub._signed_record_of(b.peer_id) == a.peerstore.get(b.peer_id).signed_record  # type: ignore[union-attr]

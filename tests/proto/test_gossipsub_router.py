@@ -1047,3 +1047,29 @@ def test_idontwant_on_publish_is_opt_in(on_publish: bool) -> None:
     if on_publish:
         assert [i.message_ids for i in idw[0]] == [[mid]]
         assert mid in b.router.peers[a.id].dont_send
+
+
+def test_our_px_carries_the_suggested_peers_own_signed_records() -> None:
+    """A PRUNE with PX includes, for each suggested peer, the signed record that peer gave us
+    (via ``signed_record_of``), and the receiver verifies and accepts it."""
+    thresholds = PeerScoreThresholds(accept_px_threshold=0.0)
+    cfg = GossipsubConfig(thresholds=thresholds, d=1, d_lo=1, d_hi=1, d_score=0, d_out=0)
+    net = Net()
+    a, b, c = (net.add(Node(i, cfg)) for i in range(3))
+    net.connect(b, a)  # inbound at a: a refuses their GRAFTs when its mesh is full
+    net.connect(c, a)
+    records = {n.id: _px_entry(n.key, addrs=(f"/ip4/10.9.9.{k}/tcp/4001",))[1].signed_peer_record
+               for k, n in enumerate((b, c))}
+    a.router.signed_record_of = lambda q: records.get(q) if isinstance(q, PeerID) else None
+    for n in (a, b, c):
+        n.router.subscribe(T, 0)
+    net.heartbeat(1)
+    net.heartbeat(2)
+    (kept,) = [n for n in (b, c) if n.id in a.router.mesh_peers(T)]
+    pruned = c if kept is b else b
+    prunes = [p for s, d, r in net.sent if s == a.id and d == pruned.id and r.control for p in r.control.prune]
+    entries = [i for p in prunes for i in p.peers]
+    assert entries and {i.peer_id for i in entries} == {kept.id.to_bytes()}
+    assert all(i.signed_peer_record == records[kept.id] for i in entries)
+    recs = [r for ev in pruned.of(PeerExchangeReceived) for r in ev.records]  # type: ignore[attr-defined]
+    assert recs and {r.peer_id for r in recs} == {kept.id}

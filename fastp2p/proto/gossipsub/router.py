@@ -284,6 +284,9 @@ class GossipsubRouter:
         self._fanout_last_pub: dict[str, float] = {}
         self.subscriptions: set[str] = set()
         self.direct: set[Hashable] = set()
+        #: ``fn(peer) -> envelope bytes | None``: a peer's own signed peer record, sent
+        #: with it in our PRUNE PX (set by the driver; None: bare peer ids)
+        self.signed_record_of: Callable[[Hashable], bytes | None] | None = None
         self._backoff = BackoffTable()
         self._mcache = MessageCache(config.mcache_len, config.mcache_gossip)
         self._seen = SeenCache(config.seen_ttl)
@@ -901,8 +904,10 @@ class GossipsubRouter:
                 if q != p.peer_id and self.score(q, now) >= 0 and self.peers[q].raw_id is not None
             ]
             self._rng.shuffle(cands)
+            rec = self.signed_record_of
             prune.peers = [
-                PeerInfoPB(peer_id=self.peers[q].raw_id) for q in cands[: self.config.prune_peers]
+                PeerInfoPB(peer_id=self.peers[q].raw_id, signed_peer_record=rec(q) if rec else None)
+                for q in cands[: self.config.prune_peers]
             ]
         return prune
 
