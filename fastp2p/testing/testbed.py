@@ -107,7 +107,7 @@ def _prime_prefix_table() -> None:
             for i, t in enumerate(table)
         )
         if ok:
-            rt._prefix_table = functools.lru_cache(maxsize=1)(lambda: table)  # type: ignore[assignment]
+            rt._prefix_table = functools.lru_cache(maxsize=1)(lambda: table)
             return
     rt._prefix_table()
 
@@ -342,6 +342,8 @@ class Worker:
 
 class Testbed:
     """``n`` hosts on a netem-shaped switch, one worker process each."""
+
+    __test__ = False  # not a pytest test class
 
     def __init__(self, n: int, *, delay_ms: float | None = None, jitter_ms: float | None = None,
                  loss_pct: float | None = None, config: Any = None, start_timeout: float = 120.0) -> None:

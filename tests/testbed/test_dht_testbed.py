@@ -149,7 +149,7 @@ def test_find_peer_from_every_host(testbed: Testbed) -> None:
     results: list[tuple[Worker, dict[str, Any] | Exception]] = []
     for _ in range(5):  # five rounds: every host looks up one random other host at once
         calls = [(w, "find_peer", {"peer": rng.choice([x for x in ws if x is not w]).peer_id}) for w in ws]
-        for (w, _op, _a), r in zip(calls, _gather(calls, QUERY_TIMEOUT)):
+        for (w, _op, _a), r in zip(calls, _gather(calls, QUERY_TIMEOUT), strict=True):
             results.append((w, r))
     ok = [r for _w, r in results if not isinstance(r, Exception)]
     _record("find_peer", _summary(ok, len(results)))
@@ -169,7 +169,7 @@ def test_find_providers_from_every_host(testbed: Testbed) -> None:
     results: list[tuple[Worker, Worker, dict[str, Any] | Exception]] = []
     for key, provider in keys.items():
         calls = [(w, "find_providers", {"key": key, "limit": 1}) for w in ws if w is not provider]
-        for (w, _op, _a), r in zip(calls, _gather(calls, QUERY_TIMEOUT)):
+        for (w, _op, _a), r in zip(calls, _gather(calls, QUERY_TIMEOUT), strict=True):
             results.append((w, provider, r))
     ok = [r for _w, p, r in results if not isinstance(r, Exception) and r["providers"] == [p.peer_id]]
     fig = _summary(ok, len(results))
@@ -252,7 +252,7 @@ def test_hosts_killed_mid_lookup_do_not_stall_queries(testbed: Testbed) -> None:
     elapsed = time.monotonic() - t0
     # a lookup ends by its own query timeout at the latest; never stuck waiting for a dead host
     assert elapsed <= QUERY_TIMEOUT + 10, elapsed
-    for (_w, _op, a), r in zip(calls[:-1], results[:-1]):
+    for (_w, _op, a), r in zip(calls[:-1], results[:-1], strict=True):
         assert not isinstance(r, Exception), (a, r)
     last = results[-1]  # the vanished host: stale addresses or "not found", but an answer
     assert isinstance(last, dict) or getattr(last, "kind", "") == "PeerNotFoundError", last
