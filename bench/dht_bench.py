@@ -11,7 +11,9 @@ generator, written with fastp2p, drives each in turn: ``--connections``
 client hosts (each one connection; DHT servers themselves, so the server under
 test adds them to its routing table and its answers carry them) each run
 ``--concurrency`` loops of FIND_NODE for random keys, one stream per RPC, as
-the fastp2p and js-libp2p clients do. After a warm-up second, the figure is
+the fastp2p and js-libp2p clients do (the js server's answers carried no
+peers in our runs: its routing table did not take the clients, so its
+figure is for lighter answers). After a warm-up second, the figure is
 answers received per second of wall time, and per second of the server
 process's CPU time (``/proc/PID/stat``), which does not depend on whether the
 load generator could saturate the server's core.
@@ -68,19 +70,20 @@ class Result:
 
 @contextlib.asynccontextmanager
 async def _server(kind: str, core: int | None) -> Any:
-    """Start one DHT server; yields (multiaddr with /p2p/, pid)."""
+    """Start one DHT server; yields (multiaddr with /p2p/, process)."""
     pin = ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
     env = dict(os.environ)
     if kind == "fastp2p":
         argv = [sys.executable, "-m", "fastp2p", "listen", "--dht", "server", "--data-path", "tcp",
                 "--addr", "/ip4/127.0.0.1/tcp/0"]
     else:
-        from tests.interop.dht_harness import dht_command, missing_dht
+        from tests.interop.dht_harness import JS_DHT_PEER, PY_DHT_PEER, missing_dht
+        from tests.interop.peers import command
 
         reason = missing_dht(kind)
         if reason:
             raise RuntimeError(f"{kind} DHT server unavailable: {reason}")
-        argv = dht_command(kind)
+        argv = command(kind, py_script=PY_DHT_PEER, js_script=JS_DHT_PEER)
         env.pop("PYTHONPATH", None)
         env.setdefault("NODE_NO_WARNINGS", "1")
     proc = await asyncio.create_subprocess_exec(*pin, *argv, stdin=asyncio.subprocess.PIPE,
@@ -104,10 +107,7 @@ async def _server(kind: str, core: int | None) -> Any:
                         if "/p2p/" not in addr:
                             addr += f"/p2p/{ev['peer_id']}"
                         break
-        # drain stdout so the server never blocks on a full pipe
-        drain = asyncio.ensure_future(proc.stdout.read())
-        yield addr, proc.pid
-        drain.cancel()
+        yield addr, proc
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -125,7 +125,8 @@ async def measure(kind: str, *, seconds: float, connections: int, concurrency: i
     res = Result(kind)
     cfg = HostConfig(data_paths=("tcp",), enable_ping=False, pubsub=GossipsubConfig(enabled=False),
                      dht=DhtConfig(enabled=True, mode="server", rpc_timeout=10.0))
-    async with _server(kind, core) as (addr, pid), contextlib.AsyncExitStack() as stack:
+    async with _server(kind, core) as (addr, proc), contextlib.AsyncExitStack() as stack:
+        pid = proc.pid
         server = Multiaddr(addr).peer_id()
         assert server is not None
         hosts = []
@@ -134,7 +135,10 @@ async def measure(kind: str, *, seconds: float, connections: int, concurrency: i
             await stack.enter_async_context(h)
             await h.connect(addr)
             hosts.append(h)
-        await asyncio.sleep(1.0)  # identify both ways: the server learns the clients
+        await asyncio.sleep(3.0)  # identify both ways: the server learns the clients
+        # drain stdout so the server never blocks on a full pipe
+        drain = asyncio.ensure_future(proc.stdout.read())
+        stack.callback(drain.cancel)
         rng = random.Random(1)
         measuring = False
         stop = False
