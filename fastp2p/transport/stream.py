@@ -107,6 +107,13 @@ class Stream:
         peer: the remote ``PeerID``.
     """
 
+    # Slots: a stream's attributes in a fixed layout instead of an instance dict
+    # (idle streams are many); ``__dict__`` stays for attributes set from outside.
+    __slots__ = ("conn", "id", "inbound", "protocol", "_chunks", "_buffered", "_uncredited",
+                 "_unacked", "_ack_batch", "_eof", "_write_closed", "_reset", "_closed",
+                 "_read_waiter", "_read_into", "_read_got", "_write_waiter", "_read_guard",
+                 "_write_guard", "__dict__", "__weakref__")
+
     def __init__(self, conn: StreamDriver, stream_id: int, *, inbound: bool) -> None:
         # Typed as the public Connection for users; the stream itself only uses
         # the StreamDriver methods.
