@@ -86,7 +86,7 @@ class _Worker:
 
 #: chunk buffers in use at once beyond the workers' own: hashing and writing run
 #: behind the receivers by at most this many chunks (then receivers wait)
-_SPARE_BUFFERS = 4
+_SPARE_BUFFERS = 8
 
 
 def _fallocate(fd: int, ranges: list[tuple[int, int]]) -> None:

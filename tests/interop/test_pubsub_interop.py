@@ -171,3 +171,44 @@ async def test_mixed_mesh_six_peers_exactly_once() -> None:
                 scores = ev["scores"]
                 assert isinstance(scores, dict)
                 assert all(v >= 0 for v in scores.values()), scores
+
+
+@pytest.mark.parametrize("js_direct", [True, False], ids=["both-direct", "fastp2p-only"])
+async def test_direct_peers_with_js(js_direct: bool) -> None:
+    """Explicit peering (gossipsub v1.1 directPeers) with js-libp2p: each side dials the
+    other by itself, messages flow both ways and fastp2p never meshes js. With directPeers
+    on the js side too, js never GRAFTs us; configured on our side only, js grafts us as any
+    topic peer and we refuse (PRUNE) - the control that shows the first case is js's doing."""
+    import socket
+
+    from fastp2p.peer import Ed25519PrivateKey
+
+    _need("js")
+    key = Ed25519PrivateKey.generate()
+    me = PeerID.from_public_key(key.public_key())
+    with socket.socket() as s:  # a free loopback port, so js can be told where we will be
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--muxer", "yamux", "--topic", T]
+    if js_direct:
+        args += ["--direct", f"/ip4/127.0.0.1/tcp/{port}/p2p/{me}"]
+    async with spawn_pubsub("js", *args) as peer:
+        cfg = _config("yamux")
+        cfg = replace(cfg, pubsub=replace(cfg.pubsub, direct_peers=(peer.addr,), direct_connect_initial_delay=0.05))
+        async with Host(key, listen=[f"/ip4/127.0.0.1/tcp/{port}"], config=cfg) as host:
+            sub = await host.pubsub.subscribe(T)
+            js = PeerID.from_string(peer.peer_id)
+            assert list(host.pubsub.direct_peers) == [js]
+            async with asyncio.timeout(30):
+                await host.pubsub.wait_for_peers(T, 1)
+            await _wait_peer_sees(peer)
+            await asyncio.sleep(1.5)  # heartbeats on both sides
+            await host.pubsub.publish(T, b"to-direct-js")
+            await _message(peer, "to-direct-js")
+            await peer.send("publish", topic=T, data="from-direct-js", id=1)
+            async with asyncio.timeout(20):
+                assert (await sub.get()).data == b"from-direct-js"
+            assert js not in host.pubsub.mesh(T)
+            refused = host.pubsub.router.stats.direct_grafts_refused
+            assert (refused == 0) if js_direct else (refused > 0)
+            assert host.pubsub.score(js) >= 0 and host.pubsub.router.stats.rejected == 0

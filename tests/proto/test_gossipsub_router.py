@@ -1000,7 +1000,7 @@ def test_direct_peers_forwarded_to_never_meshed() -> None:
     d.router.handle_rpc(a.id, RPC(), 5)  # no-op keeps d's view
     a.router.handle_rpc(d.id, RPC(control=ControlMessage(graft=[ControlGraft(T)])), 5)
     a.pump_events(5)
-    assert d.id not in a.router.mesh_peers(T)
+    assert d.id not in a.router.mesh_peers(T) and a.router.stats.direct_grafts_refused == 1
     prunes = [p for ctl in [a.router._box(d.id).control()] for p in ctl.prune]
     assert prunes and prunes[0].topic == T and not prunes[0].peers  # no PX to a direct peer
     # no IHAVE gossip to direct peers

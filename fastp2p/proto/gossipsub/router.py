@@ -227,6 +227,8 @@ class RouterStats:
     graylisted_rpcs: int = 0
     idontwant_sent: int = 0
     px_records_verified: int = 0
+    #: GRAFTs from direct peers (answered with PRUNE: direct peers are never meshed)
+    direct_grafts_refused: int = 0
     px_records_rejected: int = 0
     idontwant_skipped: int = 0
     iwant_sent: int = 0
@@ -771,6 +773,7 @@ class GossipsubRouter:
             if peer in mesh:
                 continue
             if peer in self.direct:
+                self.stats.direct_grafts_refused += 1
                 prunes.append(topic)
                 do_px = False
                 continue

@@ -1,6 +1,8 @@
 // js-libp2p 3.3 + @libp2p/gossipsub reference pubsub peer for fastp2p interop tests.
 //
-//   node pubsub_peer.mjs [--muxer yamux|mplex] [--topic T]... [--dial MA]...
+//   node pubsub_peer.mjs [--muxer yamux|mplex] [--topic T]... [--dial MA]... [--direct MA/p2p/ID]...
+//
+// --direct: gossipsub explicit peering (directPeers) with that peer.
 //
 // Listens on 127.0.0.1 (TCP, Noise, one muxer), runs gossipsub (StrictSign, the
 // library's defaults otherwise) and speaks JSON lines:
@@ -33,6 +35,7 @@ const { mplex } = await import('@libp2p/mplex')
 const { identify } = await import('@libp2p/identify')
 const { gossipsub } = await import('@libp2p/gossipsub')
 const { multiaddr } = await import('@multiformats/multiaddr')
+const { peerIdFromString } = await import('@libp2p/peer-id')
 
 function emit (event, fields = {}) {
   process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
@@ -48,7 +51,8 @@ const { values: args } = parseArgs({
   options: {
     muxer: { type: 'string', default: 'yamux' },
     topic: { type: 'string', multiple: true, default: [] },
-    dial: { type: 'string', multiple: true, default: [] }
+    dial: { type: 'string', multiple: true, default: [] },
+    direct: { type: 'string', multiple: true, default: [] }
   }
 })
 
@@ -62,7 +66,11 @@ const node = await createLibp2p({
     pubsub: gossipsub({
       allowPublishToZeroTopicPeers: true,
       emitSelf: false,
-      heartbeatInterval: 200
+      heartbeatInterval: 200,
+      directPeers: args.direct.map(a => {
+        const [addr, id] = a.split('/p2p/')
+        return { id: peerIdFromString(id), addrs: [multiaddr(addr)] }
+      })
     })
   }
 }).catch(fail)
