@@ -272,3 +272,39 @@ def test_session_window_violation_on_fast_path(impl):
     assert b"".join(bytes(b) for b in s2.data_to_send()) == hdr(1, 0, 1, WINDOW)
     s2.receive_data(hdr(0, 0, 1, WINDOW) + bytes(WINDOW), 0.0)
     assert s2.next_event() is None and sum(map(len, got2)) == 2 * WINDOW
+
+
+@st.composite
+def _yamux_soup(draw: st.DrawFn) -> bytes:
+    """Header-shaped bytes: any version/type/flags, ids near the open ones, lying lengths."""
+    out = bytearray(b"".join(hdr(1, 1, sid, 0) for sid in (1, 3)))
+    for _ in range(draw(st.integers(0, 40))):
+        body = draw(st.binary(max_size=draw(st.sampled_from([0, 16, 2048]))))
+        length = draw(st.sampled_from([len(body), len(body), 0, 1, WINDOW + 1, 0xFFFFFFFF]))
+        out += struct.pack(">BBHII", draw(st.sampled_from([0, 0, 0, 1])), draw(st.integers(0, 5)),
+                           draw(st.sampled_from([0, 0, 1, 2, 4, 8, 15, 0xFFFF])),
+                           draw(st.sampled_from([0, 1, 2, 3, 5, 0xFFFFFFFF])), length) + body
+    return bytes(out)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(st.binary(max_size=16 * KIB), _yamux_soup()), step=st.integers(1, 4096))
+def test_fuzz_attached_session(impl, data, step):
+    # arbitrary input: the session returns or raises a typed protocol error, never more
+    # bytes delivered than the windows allowed
+    s = YamuxSession(is_client=False, kernels=impl)
+    got = [0]
+
+    def deliver(p):
+        got[0] += len(p)
+
+    for off in range(0, len(data), step):
+        try:
+            s.receive_data(data[off:off + step], 0.0)
+        except RemoteProtocolError:
+            break
+        while (ev := s.next_event()) is not None:
+            if type(ev).__name__ == "StreamOpened":
+                s.attach(ev.stream_id, deliver)
+    assert got[0] <= 2 * WINDOW
