@@ -44,6 +44,7 @@ from fastp2p.transport.upgrader import (
     SecuredChannel,
     make_session,
     negotiate_inbound,
+    negotiate_lazy,
     negotiate_outbound,
     secure_inbound,
     secure_outbound,
@@ -655,9 +656,13 @@ class Host:
             if conn is None:
                 raise DialError(f"could not connect to {peer}")
         stream = conn.open_stream()
+        known = self._known_protocol(peer, protocols)
         try:
             async with asyncio.timeout(self.config.negotiation_timeout):
-                stream.protocol = await negotiate_outbound(stream, protocols)
+                if known is not None:
+                    stream.protocol = await negotiate_lazy(stream, known)
+                else:
+                    stream.protocol = await negotiate_outbound(stream, protocols)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._metrics.error(exc, "negotiation")
@@ -666,6 +671,17 @@ class Host:
             raise
         self._metrics.stream_opened(False, stream.protocol)
         return stream
+
+    def _known_protocol(self, peer: PeerID, protocols: Sequence[str]) -> str | None:
+        """The first of ``protocols`` the peer's identify listed, else None."""
+        rec = self.peerstore.get(peer)
+        if rec is None or not rec.protocols:
+            return None
+        theirs = rec.protocols
+        for p in protocols:
+            if p in theirs:
+                return p
+        return None
 
     def _on_inbound_stream(self, stream: Stream) -> None:
         self._spawn(self._serve_stream(stream))

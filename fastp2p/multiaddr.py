@@ -307,6 +307,27 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
     return tuple(out)
 
 
+#: host text -> its first component (one per peer address, not per connection)
+_HOST_COMPONENTS: dict[str, _Component] = {}
+
+
+def _host_component(host: str) -> _Component:
+    """``/ip4|ip6|dns/<host>`` as a component (``from_host_port``'s first half)."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        family = "dns"
+    else:
+        family = "ip4" if ip.version == 4 else "ip6"
+        host = ip.compressed
+    if not host or "/" in host:
+        raise MultiaddrError(f"bad host {host!r}")
+    parts = _parse_text(f"/{family}/{host}")
+    return parts[0]
+
+
 def _component_from_value(proto: Protocol, value: bytes, index: int, offset: int) -> _Component:
     if proto.size == VAR:
         pass
@@ -568,19 +589,14 @@ class Multiaddr:
             raise MultiaddrError(f"unsupported transport {transport!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise MultiaddrError(f"port {port!r} out of range 0..65535")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            family = "dns"
-        else:
-            family = "ip4" if ip.version == 4 else "ip6"
-            host = ip.compressed
-        if not host or "/" in host:
-            raise MultiaddrError(f"bad host {host!r}")
-        layer = "tcp" if transport == "tcp" else "udp"
-        text = f"/{family}/{host}/{layer}/{port}"
+        head = _HOST_COMPONENTS.get(host)
+        if head is None:
+            head = _host_component(host)
+            if len(_HOST_COMPONENTS) >= 256:
+                _HOST_COMPONENTS.clear()
+            _HOST_COMPONENTS[host] = head
+        layer = _BY_NAME["tcp" if transport == "tcp" else "udp"]
+        parts = (head, _Component(layer, port.to_bytes(2, "big"), str(port)))
         if transport == "quic-v1":
-            text += "/quic-v1"
-        return cls(text)
+            parts += (_Component(_BY_NAME["quic-v1"], b"", None),)
+        return cls._from_parts(parts)

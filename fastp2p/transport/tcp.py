@@ -28,6 +28,11 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
 # Handshake-phase inbox bound: no legitimate peer sends this much before the upgrade ends.
 MAX_INBOX = 256 * 1024
+# Writes up to this size made in one pass of the event loop go out in one send():
+# a SYN, a protocol proposal and the first data, or the answers of many handler
+# tasks woken by one receive batch, cost one syscall (and one wake-up of the peer)
+# instead of one each. Larger writes go straight to the transport.
+COALESCE_MAX = 16 * 1024
 
 
 def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
@@ -36,6 +41,8 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
     host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
     return Multiaddr.from_host_port(host, port)
 
+
+_UNSET: Any = object()
 
 _shared_rx = threading.local()
 
@@ -144,9 +151,32 @@ class TcpConnection(RawConnection):
         self.outbound = outbound
         assert protocol.transport is not None
         self._transport = protocol.transport
-        self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
-        self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
+        self._local: Any = _UNSET
+        self._remote: Any = _UNSET
         self._closed = False
+        #: small writes of this loop pass, sent together by ``_flush`` (see COALESCE_MAX)
+        self._pend: bytearray | None = None
+
+    # Multiaddrs built on first use: most connections never ask for them.
+    @property  # type: ignore[override]
+    def local_addr(self) -> Multiaddr | None:
+        if self._local is _UNSET:
+            self._local = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
+        return self._local  # type: ignore[no-any-return]
+
+    @local_addr.setter
+    def local_addr(self, value: Multiaddr | None) -> None:
+        self._local = value
+
+    @property  # type: ignore[override]
+    def remote_addr(self) -> Multiaddr | None:
+        if self._remote is _UNSET:
+            self._remote = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
+        return self._remote  # type: ignore[no-any-return]
+
+    @remote_addr.setter
+    def remote_addr(self, value: Multiaddr | None) -> None:
+        self._remote = value
 
     @property
     def bytes_received(self) -> int:
@@ -174,11 +204,31 @@ class TcpConnection(RawConnection):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")
+        n = data.nbytes if type(data) is memoryview else len(data)
+        pend = self._pend
+        if n <= COALESCE_MAX:
+            if pend is None:
+                self._pend = bytearray(data)
+                self._p._loop.call_soon(self._flush)
+            else:
+                pend += data
+                if len(pend) > COALESCE_MAX:
+                    self._flush()
+            return
+        if pend is not None:  # keep the order: what was queued goes first
+            self._flush()
         if type(data) is not bytes:
             # Transports accept only bytes-like builtins; a memoryview keeps a
             # recycled FrameBlock alive until the loop has sent it.
             data = memoryview(data)
         self._transport.write(data)
+
+    def _flush(self) -> None:
+        pend = self._pend
+        if pend is not None:
+            self._pend = None
+            if not self._closed and not self._p.lost:
+                self._transport.write(pend)
 
     @property
     def write_paused(self) -> bool:
@@ -218,11 +268,13 @@ class TcpConnection(RawConnection):
 
     def close(self) -> None:
         if not self._closed:
+            self._flush()
             self._closed = True
             self._transport.close()
 
     def abort(self) -> None:
         self._closed = True
+        self._pend = None
         self._transport.abort()
 
     @property

@@ -17,6 +17,7 @@ from fastp2p import _accel
 from fastp2p.config import HostConfig
 from fastp2p.errors import (
     HandshakeError,
+    StreamErrorCode,
     IdentityProofError,
     NegotiationError,
     P2PError,
@@ -30,11 +31,11 @@ from fastp2p.proto.noise.cipher import usable_ciphers
 from fastp2p.proto.noise.handshake import NoiseHandshake
 from fastp2p.proto.yamux import session as _yamux_session
 from fastp2p.transport.pnet import PnetConnection
+from fastp2p.transport.stream import Stream
 
 if TYPE_CHECKING:
     from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
     from fastp2p.proto.muxer import MuxerSession
-    from fastp2p.stream import Stream
     from fastp2p.transport.base import RawConnection
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "secure_inbound",
     "make_session",
     "negotiate_outbound",
+    "negotiate_lazy",
     "negotiate_inbound",
 ]
 
@@ -201,9 +203,12 @@ async def _secure(
     noise_done = False
     try:
         async with asyncio.timeout(min(config.noise.handshake_timeout, config.negotiation_timeout)):
+            static, static_sig = _noise_static(identity)
             hs = NoiseHandshake(
                 initiator=dialer,
                 identity=identity,
+                static_key=static,
+                static_signature=static_sig,
                 expected_peer=expected_peer,
                 muxers=config.muxers,
                 ciphers=usable_ciphers(config.noise.ciphers),
@@ -246,6 +251,32 @@ async def _secure(
         muxer=muxer,
         plaintext_leftover=plain_left,
     )
+
+
+#: Noise static keys by identity public key (a host's connections share one)
+_STATIC_KEYS: dict[bytes, tuple[Any, bytes]] = {}
+_STATIC_KEYS_MAX = 64
+
+
+def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:
+    """This identity's Noise static key and its signature, made once.
+
+    The static key only authenticates (forward secrecy comes from the
+    per-handshake ephemeral keys), so like js-libp2p one key serves every
+    connection of a host; the signature over it is then per host too.
+    """
+    pub = identity.public_key().to_protobuf()
+    got = _STATIC_KEYS.get(pub)
+    if got is None:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        key = X25519PrivateKey.generate()
+        raw = key.public_key().public_bytes_raw()
+        got = (key, _noise_handshake.sign_static_key(identity, raw))
+        if len(_STATIC_KEYS) >= _STATIC_KEYS_MAX:
+            _STATIC_KEYS.pop(next(iter(_STATIC_KEYS)))
+        _STATIC_KEYS[pub] = got
+    return got
 
 
 def _early_muxer(ours: Sequence[str], theirs: Sequence[str], dialer: bool) -> str | None:
@@ -299,6 +330,58 @@ async def negotiate_outbound(stream: Stream, protocols: Sequence[str], *, early_
             raise ValueError("early_data needs exactly one protocol")
         await stream.write(ms.data_to_send() + early_data)
     await _drive(stream, ms)
+    assert ms.selected is not None
+    return ms.selected
+
+
+class _LazyStream(Stream):
+    """A stream whose protocol was proposed optimistically (see :func:`negotiate_lazy`).
+
+    The first read takes the listener's answer off the stream, then the stream
+    is a plain ``Stream`` again; a refusal surfaces there as NegotiationError
+    (and the stream is reset).
+    """
+
+    _lazy_ms: MultistreamDialer
+
+    async def _settle(self) -> None:
+        ms = self._lazy_ms
+        self.__class__ = Stream  # type: ignore[assignment]  # from here on an ordinary stream
+        del self._lazy_ms
+        try:
+            await _drive(self, ms)
+        except NegotiationError:
+            self.reset(StreamErrorCode.PROTOCOL)
+            raise
+
+    async def read(self, max_bytes: int | None = -1) -> bytes:
+        await self._settle()
+        return await Stream.read(self, max_bytes)
+
+    async def readinto(self, buf: Any) -> int:
+        await self._settle()
+        return await Stream.readinto(self, buf)
+
+    async def readexactly(self, n: int) -> bytes:
+        await self._settle()
+        return await Stream.readexactly(self, n)
+
+    read_exactly = readexactly
+
+
+async def negotiate_lazy(stream: Stream, protocol: str) -> str:
+    """Propose ``protocol`` and return at once, without waiting for the answer.
+
+    For a protocol the peer is known to support (its identify listed it), as
+    go-libp2p does: the header, the proposal and the caller's first data leave
+    together, saving a round trip. The listener's answer is consumed by the
+    first read; a listener that refuses after all resets the stream (it reads
+    our data as a malformed proposal) or answers ``na``, and that read raises.
+    """
+    ms = MultistreamDialer([protocol], lazy=True)
+    await stream.write(ms.data_to_send())
+    stream.__class__ = _LazyStream  # type: ignore[assignment]
+    stream._lazy_ms = ms  # type: ignore[attr-defined]
     assert ms.selected is not None
     return ms.selected
 

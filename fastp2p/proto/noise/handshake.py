@@ -72,6 +72,7 @@ Bytes that arrive behind the final handshake message are transport frames;
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
 import hmac
@@ -105,6 +106,7 @@ __all__ = [
     "SymmetricState",
     "XXHandshakeState",
     "NoiseHandshake",
+    "sign_static_key",
 ]
 
 PROTOCOL_ID = "/noise"
@@ -119,6 +121,20 @@ DHLEN = 32
 HASHLEN = 32
 TAGLEN = 16
 _MAX_NONCE = 2**64 - 1
+
+
+#: how many verified (identity key, signature, static key) triples are remembered
+VERIFIED_MEMO_SIZE = 512
+# Checking a signature is a pure function of these three byte strings; peers that
+# keep one static key per host (js-libp2p, fastp2p) present the same triple on
+# every connection, so a bounded memo of successes saves a verify per handshake.
+_VERIFIED: collections.OrderedDict[tuple[bytes, bytes, bytes], None] = collections.OrderedDict()
+
+
+def sign_static_key(identity: Any, static_public: bytes) -> bytes:
+    """The libp2p identity signature over a Noise static public key."""
+    sig: bytes = identity.sign(SIGNATURE_PREFIX + static_public)
+    return sig
 
 
 def _hash(data: bytes) -> bytes:
@@ -370,6 +386,9 @@ class NoiseHandshake:
             negotiation (see "Transport cipher negotiation"); not sent at all
             when it names nothing but ``ChaChaPoly``.
         static_key: the Noise static X25519 key; a fresh one by default.
+        static_signature: ``identity``'s signature over
+            ``SIGNATURE_PREFIX + static public key`` (see :func:`sign_static_key`),
+            for a host that reuses one static key: saves a signature per handshake.
         ephemeral_key: fixed ephemeral key, for test vectors only.
         webtransport_certhashes: extension field for WebTransport.
 
@@ -386,10 +405,14 @@ class NoiseHandshake:
         muxers: Sequence[str] = (),
         ciphers: Sequence[str] = (),
         static_key: X25519PrivateKey | None = None,
+        static_signature: bytes | None = None,
         ephemeral_key: X25519PrivateKey | None = None,
         webtransport_certhashes: Sequence[bytes] = (),
     ) -> None:
+        if static_signature is not None and static_key is None:
+            raise ValueError("static_signature needs the static_key it signs")
         self.initiator = initiator
+        self._static_sig = static_signature
         self._identity = identity
         self._expected_peer = expected_peer
         self._muxers = tuple(muxers)
@@ -526,7 +549,7 @@ class NoiseHandshake:
         self._keys = None
 
     def _our_payload(self) -> bytes:
-        sig = self._identity.sign(SIGNATURE_PREFIX + self._state.s_pub)
+        sig = self._static_sig or sign_static_key(self._identity, self._state.s_pub)
         ext = None
         ciphers: list[str] = []
         if any(c != DEFAULT_CIPHER for c in self._ciphers) and (
@@ -580,12 +603,19 @@ class NoiseHandshake:
             raise IdentityProofError(f"bad identity key in handshake payload: {exc}") from exc
         rs = self._state.rs
         assert rs is not None
-        try:
-            valid = public_key.verify(decoded.identity_sig, SIGNATURE_PREFIX + rs)
-        except Exception as exc:  # a verifier must never let the peer crash us
-            raise IdentityProofError(f"identity signature check failed: {exc}") from exc
-        if not valid:
-            raise IdentityProofError("identity signature does not cover the Noise static key")
+        memo = (decoded.identity_key, decoded.identity_sig, rs)
+        if memo in _VERIFIED:
+            _VERIFIED.move_to_end(memo)
+        else:
+            try:
+                valid = public_key.verify(decoded.identity_sig, SIGNATURE_PREFIX + rs)
+            except Exception as exc:  # a verifier must never let the peer crash us
+                raise IdentityProofError(f"identity signature check failed: {exc}") from exc
+            if not valid:
+                raise IdentityProofError("identity signature does not cover the Noise static key")
+            _VERIFIED[memo] = None
+            if len(_VERIFIED) > VERIFIED_MEMO_SIZE:
+                _VERIFIED.popitem(last=False)
         peer = PeerID.from_public_key(public_key)
         if self._expected_peer is not None and peer != self._expected_peer:
             raise PeerIDMismatchError(self._expected_peer, peer)
