@@ -95,7 +95,7 @@ class Host:
         self.config = config or HostConfig()
         self.peer_id: PeerID = PeerID.from_public_key(self.identity.public_key())
         self.peerstore = Peerstore()
-        self.buffers = _accel.BufferPool()
+        self._buffers: Any = None  # a BufferPool, made on first use (``buffers``)
         self.memory = MemoryManager()
         self._listen = [Multiaddr(a) if not isinstance(a, Multiaddr) else a for a in listen]
         self._listeners: list[Listener] = []
@@ -211,10 +211,19 @@ class Host:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self.buffers.close()
+        if self._buffers is not None:
+            self._buffers.close()
         self.memory.close()
         # Let transports run their connection_lost callbacks so sockets are freed.
         await asyncio.sleep(0)
+
+    @property
+    def buffers(self) -> Any:
+        """This host's ``BufferPool``, created on first use (a pool reserves native
+        memory; most hosts never lease from their own)."""
+        if self._buffers is None:
+            self._buffers = _accel.BufferPool()
+        return self._buffers
 
     @property
     def pubsub(self) -> Pubsub:
