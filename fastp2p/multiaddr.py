@@ -596,7 +596,7 @@ class Multiaddr:
                 _HOST_COMPONENTS.clear()
             _HOST_COMPONENTS[host] = head
         layer = _BY_NAME["tcp" if transport == "tcp" else "udp"]
-        parts = (head, _Component(layer, port.to_bytes(2, "big"), str(port)))
+        parts: tuple[_Component, ...] = (head, _Component(layer, port.to_bytes(2, "big"), str(port)))
         if transport == "quic-v1":
             parts += (_Component(_BY_NAME["quic-v1"], b"", None),)
         return cls._from_parts(parts)

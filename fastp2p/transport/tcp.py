@@ -42,8 +42,6 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
     return Multiaddr.from_host_port(host, port)
 
 
-_UNSET: Any = object()
-
 _shared_rx = threading.local()
 
 
@@ -151,32 +149,11 @@ class TcpConnection(RawConnection):
         self.outbound = outbound
         assert protocol.transport is not None
         self._transport = protocol.transport
-        self._local: Any = _UNSET
-        self._remote: Any = _UNSET
+        self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
+        self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
         self._closed = False
         #: small writes of this loop pass, sent together by ``_flush`` (see COALESCE_MAX)
         self._pend: bytearray | None = None
-
-    # Multiaddrs built on first use: most connections never ask for them.
-    @property  # type: ignore[override]
-    def local_addr(self) -> Multiaddr | None:
-        if self._local is _UNSET:
-            self._local = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
-        return self._local  # type: ignore[no-any-return]
-
-    @local_addr.setter
-    def local_addr(self, value: Multiaddr | None) -> None:
-        self._local = value
-
-    @property  # type: ignore[override]
-    def remote_addr(self) -> Multiaddr | None:
-        if self._remote is _UNSET:
-            self._remote = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
-        return self._remote  # type: ignore[no-any-return]
-
-    @remote_addr.setter
-    def remote_addr(self, value: Multiaddr | None) -> None:
-        self._remote = value
 
     @property
     def bytes_received(self) -> int:

@@ -17,12 +17,12 @@ from fastp2p import _accel
 from fastp2p.config import HostConfig
 from fastp2p.errors import (
     HandshakeError,
-    StreamErrorCode,
     IdentityProofError,
     NegotiationError,
     P2PError,
     PeerIDMismatchError,
     PnetError,
+    StreamErrorCode,
 )
 from fastp2p.proto.mplex import session as _mplex_session
 from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
@@ -342,6 +342,7 @@ class _LazyStream(Stream):
     (and the stream is reset).
     """
 
+    __slots__ = ()  # the same layout as Stream, so a stream can switch classes
     _lazy_ms: MultistreamDialer
 
     async def _settle(self) -> None:
@@ -380,7 +381,7 @@ async def negotiate_lazy(stream: Stream, protocol: str) -> str:
     """
     ms = MultistreamDialer([protocol], lazy=True)
     await stream.write(ms.data_to_send())
-    stream.__class__ = _LazyStream  # type: ignore[assignment]
+    stream.__class__ = _LazyStream
     stream._lazy_ms = ms  # type: ignore[attr-defined]
     assert ms.selected is not None
     return ms.selected

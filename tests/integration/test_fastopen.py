@@ -1,0 +1,144 @@
+"""Connection setup and stream opening in fewer round trips and syscalls (issue 12).
+
+- ``open_stream`` for a protocol the peer's identify listed proposes it lazily:
+  it returns before the listener answers, and a refusal surfaces on the first read.
+- Small writes made in one pass of the event loop leave in one ``send()``.
+- One Noise static key (and signature) per host identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import fastp2p
+from fastp2p.errors import NegotiationError, StreamResetError
+from fastp2p.transport import tcp, upgrader
+
+ECHO = "/test/echo/1.0.0"
+LISTEN = ["/ip4/127.0.0.1/tcp/0"]
+
+
+async def _echo(stream: fastp2p.Stream) -> None:
+    while data := await stream.read(65536):
+        await stream.write(data)
+    await stream.close_write()
+
+
+async def _pair() -> tuple[fastp2p.Host, fastp2p.Host]:
+    srv = fastp2p.Host(listen=LISTEN)
+    cli = fastp2p.Host()
+    await srv.start()
+    await cli.start()
+    srv.set_handler(ECHO, _echo)
+    return srv, cli
+
+
+async def test_known_protocol_is_proposed_without_waiting_for_the_answer() -> None:
+    srv, cli = await _pair()
+    try:
+        peer = await cli.connect(srv.full_addrs[0])  # identify done: ECHO is known
+        assert ECHO in cli.peerstore.record(peer).protocols
+        # The listener stops reading: a full negotiation could never finish now.
+        srv_conn = srv.connection(cli.peer_id)
+        assert srv_conn is not None
+        srv_conn._raw.pause_reading()
+        async with asyncio.timeout(5):
+            st = await cli.open_stream(peer, ECHO)
+        assert st.protocol == ECHO
+        await st.write(b"ping")
+        srv_conn._raw.resume_reading()
+        async with asyncio.timeout(10):
+            assert await st.readexactly(4) == b"ping"  # the answer was taken off first
+            await st.close_write()
+            assert await st.read() == b""
+        await st.aclose()
+    finally:
+        await cli.aclose()
+        await srv.aclose()
+
+
+async def test_unknown_protocol_is_negotiated_fully() -> None:
+    srv, cli = await _pair()
+    try:
+        peer = await cli.connect(srv.full_addrs[0])
+        with pytest.raises(NegotiationError):
+            async with asyncio.timeout(10):
+                await cli.open_stream(peer, "/not/served/1.0.0")
+    finally:
+        await cli.aclose()
+        await srv.aclose()
+
+
+async def test_lazy_refusal_surfaces_on_the_first_read() -> None:
+    srv, cli = await _pair()
+    try:
+        peer = await cli.connect(srv.full_addrs[0])
+        # The peerstore still lists ECHO, but the listener no longer serves it.
+        srv._handlers.pop(ECHO)
+        async with asyncio.timeout(5):
+            st = await cli.open_stream(peer, ECHO)
+        with pytest.raises((NegotiationError, StreamResetError)):
+            async with asyncio.timeout(10):
+                await st.read(10)
+        await st.aclose()
+        # the connection itself is fine
+        async with asyncio.timeout(10):
+            assert await cli.ping(peer) >= 0
+    finally:
+        await cli.aclose()
+        await srv.aclose()
+
+
+async def test_small_writes_of_one_loop_pass_leave_in_one_send() -> None:
+    got = bytearray()
+    done = asyncio.Event()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        got.extend(await r.read())
+        done.set()
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        raw = await tcp.TcpTransport().dial(fastp2p.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}"))
+        sends: list[int] = []
+        real = raw._transport.write
+        raw._transport.write = lambda d: (sends.append(len(d)), real(d))[1]  # type: ignore[method-assign]
+        raw.write(b"a" * 10)
+        raw.write(bytearray(b"b" * 20))
+        raw.write(memoryview(b"c" * 30))
+        assert sends == []  # not yet: the pass is not over
+        await asyncio.sleep(0)
+        assert sends == [60]
+        # A large write first sends what is queued, in order; close flushes the rest.
+        raw.write(b"d" * 5)
+        raw.write(b"e" * (tcp.COALESCE_MAX + 1))
+        raw.write(b"f" * 7)
+        raw.close()
+        assert sends == [60, 5, tcp.COALESCE_MAX + 1, 7]
+        async with asyncio.timeout(10):
+            await done.wait()
+        assert bytes(got) == b"a" * 10 + b"b" * 20 + b"c" * 30 + b"d" * 5 + b"e" * (
+            tcp.COALESCE_MAX + 1
+        ) + b"f" * 7
+    finally:
+        server.close()
+
+
+async def test_one_noise_static_key_per_identity() -> None:
+    key = fastp2p.Ed25519PrivateKey.generate()
+    s1, sig1 = upgrader._noise_static(key)
+    s2, sig2 = upgrader._noise_static(key)
+    assert s1 is s2 and sig1 == sig2
+    other, _ = upgrader._noise_static(fastp2p.Ed25519PrivateKey.generate())
+    assert other is not s1
+
+
+async def test_host_buffer_pool_is_made_on_first_use() -> None:
+    async with fastp2p.Host() as h:
+        assert h._buffers is None
+        pool = h.buffers
+        assert h.buffers is pool
