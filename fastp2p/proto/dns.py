@@ -199,7 +199,9 @@ class _Writer:
     def name(self, name: str) -> None:
         labels = _split(name)
         for i in range(len(labels)):
-            key = tuple(lab.lower() for lab in labels[i:])
+            # Exact bytes, not DNS's case-insensitive match: a pointer must give back the
+            # very spelling (libp2p peer-name labels are random mixed-case strings).
+            key = tuple(labels[i:])
             at = self._suffixes.get(key)
             if at is not None:
                 self.buf += struct.pack("!H", 0xC000 | at)
