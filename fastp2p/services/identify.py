@@ -7,9 +7,10 @@ the host's peerstore. ``push()`` tells connected peers about changes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastp2p.errors import FrameTooLargeError, P2PError
 from fastp2p.logs import conn_extra
@@ -33,6 +34,28 @@ __all__ = ["Identify", "PROTOCOL_ID", "PUSH_PROTOCOL_ID"]
 MAX_IDENTIFY_BYTES = 64 * 1024 + 16
 
 log = logging.getLogger("fastp2p.identify")
+
+
+#: how many verified signed peer records (envelope bytes) are remembered
+RECORD_MEMO_SIZE = 256
+# A host signs its record once per address change, so every connection to it
+# carries the same envelope: verifying it again is a wasted signature check
+# (pure function of the bytes; only successes are kept).
+_OPENED: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+
+
+def _open_record(envelope: bytes) -> Any:
+    """``open_peer_record`` with a bounded memo of envelopes that verified."""
+    got = _OPENED.get(envelope)
+    if got is not None:
+        _OPENED.move_to_end(envelope)
+        return got
+    from fastp2p.proto.peer_record import open_peer_record
+
+    got = _OPENED[envelope] = open_peer_record(envelope)
+    if len(_OPENED) > RECORD_MEMO_SIZE:
+        _OPENED.popitem(last=False)
+    return got
 
 
 class Identify:
@@ -138,10 +161,8 @@ class Identify:
                     else Multiaddr.from_bytes(info.observed_addr)
                 )
         if info.signed_peer_record:
-            from fastp2p.proto.peer_record import open_peer_record
-
             try:
-                signed = open_peer_record(info.signed_peer_record)
+                signed = _open_record(bytes(info.signed_peer_record))
             except P2PError as exc:
                 log.debug("bad signed peer record from %s: %s", conn.remote_peer, exc, extra=conn_extra(conn))
             else:

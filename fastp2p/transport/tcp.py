@@ -154,6 +154,7 @@ class TcpConnection(RawConnection):
         self._closed = False
         #: small writes of this loop pass, sent together by ``_flush`` (see COALESCE_MAX)
         self._pend: bytearray | None = None
+        self._hold = False
 
     @property
     def bytes_received(self) -> int:
@@ -190,17 +191,34 @@ class TcpConnection(RawConnection):
             else:
                 pend += data
                 if len(pend) > COALESCE_MAX:
-                    self._flush()
+                    self._send_pending()
             return
         if pend is not None:  # keep the order: what was queued goes first
-            self._flush()
+            self._send_pending()
         if type(data) is not bytes:
             # Transports accept only bytes-like builtins; a memoryview keeps a
             # recycled FrameBlock alive until the loop has sent it.
             data = memoryview(data)
         self._transport.write(data)
 
+    def hold_flush(self) -> None:
+        """Send this pass's small writes together with the next pass's.
+
+        For the end of the upgrade: the dialer's last handshake message then
+        leaves with what the tasks started for the new connection (identify)
+        write first, in one packet.
+        """
+        self._hold = True
+
     def _flush(self) -> None:
+        if self._hold:
+            self._hold = False
+            if self._pend is not None:
+                self._p._loop.call_soon(self._flush)
+                return
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         pend = self._pend
         if pend is not None:
             self._pend = None
@@ -245,7 +263,7 @@ class TcpConnection(RawConnection):
 
     def close(self) -> None:
         if not self._closed:
-            self._flush()
+            self._send_pending()
             self._closed = True
             self._transport.close()
 

@@ -242,6 +242,9 @@ async def _secure(
         raw.abort()
         raise
     assert hs.remote_peer is not None  # set once the handshake is done
+    hold = getattr(raw, "hold_flush", None)
+    if hold is not None:
+        hold()  # the last handshake bytes go out with the new connection's first writes
     return SecuredChannel(
         raw=raw,
         send_cipher=send,
