@@ -28,10 +28,11 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
 # Handshake-phase inbox bound: no legitimate peer sends this much before the upgrade ends.
 MAX_INBOX = 256 * 1024
-# Writes up to this size made in one pass of the event loop go out in one send():
-# a SYN, a protocol proposal and the first data, or the answers of many handler
-# tasks woken by one receive batch, cost one syscall (and one wake-up of the peer)
-# instead of one each. Larger writes go straight to the transport.
+# The first write of a pass of the event loop goes out at once; the small writes
+# (up to this size) that follow it in the same pass leave together in one send()
+# at the end of the pass: the answers of many handler tasks woken by one receive
+# batch cost two syscalls (and peer wake-ups) instead of one each. Larger writes
+# go straight to the transport, after what is queued.
 COALESCE_MAX = 16 * 1024
 
 
@@ -152,8 +153,9 @@ class TcpConnection(RawConnection):
         self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
         self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
         self._closed = False
-        #: small writes of this loop pass, sent together by ``_flush`` (see COALESCE_MAX)
+        #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
         self._pend: bytearray | None = None
+        self._in_pass = False  # a write was made in this loop pass (see write)
         self._hold = False
 
     @property
@@ -182,18 +184,22 @@ class TcpConnection(RawConnection):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")
-        n = data.nbytes if type(data) is memoryview else len(data)
         pend = self._pend
-        if n <= COALESCE_MAX:
-            if pend is None:
+        if pend is None:
+            if not self._in_pass:
+                # The first write of a loop pass leaves at once (no added latency);
+                # a marker at the end of the pass sends what follows it.
+                self._in_pass = True
+                self._p._loop.call_soon(self._end_pass)
+            elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
                 self._pend = bytearray(data)
-                self._p._loop.call_soon(self._flush)
-            else:
-                pend += data
-                if len(pend) > COALESCE_MAX:
-                    self._send_pending()
+                return
+        elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
+            pend += data
+            if len(pend) > COALESCE_MAX:
+                self._send_pending()
             return
-        if pend is not None:  # keep the order: what was queued goes first
+        else:  # keep the order: what was queued goes first
             self._send_pending()
         if type(data) is not bytes:
             # Transports accept only bytes-like builtins; a memoryview keeps a
@@ -202,20 +208,24 @@ class TcpConnection(RawConnection):
         self._transport.write(data)
 
     def hold_flush(self) -> None:
-        """Send this pass's small writes together with the next pass's.
+        """Queue every write from now to the end of the next loop pass, then send
+        them in one go.
 
-        For the end of the upgrade: the dialer's last handshake message then
-        leaves with what the tasks started for the new connection (identify)
-        write first, in one packet.
+        For the upgrade's step boundaries: the listener's multistream answer
+        leaves with Noise message 2, the dialer's message 3 with the first
+        writes of the tasks started for the new connection (identify).
         """
+        if not self._in_pass:
+            self._in_pass = True
+            self._p._loop.call_soon(self._end_pass)
         self._hold = True
 
-    def _flush(self) -> None:
+    def _end_pass(self) -> None:
         if self._hold:
             self._hold = False
-            if self._pend is not None:
-                self._p._loop.call_soon(self._flush)
-                return
+            self._p._loop.call_soon(self._end_pass)
+            return
+        self._in_pass = False
         self._send_pending()
 
     def _send_pending(self) -> None:

@@ -105,10 +105,19 @@ async def _run_plain(
             machine.receive_data(data)
             out = machine.data_to_send()
             if out:
+                if machine.done:
+                    _hold(raw)  # a step's last message leaves with what the next step writes
                 raw.write(out)
         if machine.done:
             return machine.unused_data()
         data = await _read_raw(raw, what)
+
+
+def _hold(raw: RawConnection) -> None:
+    """Queue writes until the end of the next loop pass (``TcpConnection.hold_flush``)."""
+    hold = getattr(raw, "hold_flush", None)
+    if hold is not None:
+        hold()
 
 
 async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"") -> bytes:
@@ -242,9 +251,7 @@ async def _secure(
         raw.abort()
         raise
     assert hs.remote_peer is not None  # set once the handshake is done
-    hold = getattr(raw, "hold_flush", None)
-    if hold is not None:
-        hold()  # the last handshake bytes go out with the new connection's first writes
+    _hold(raw)  # the new connection's first writes (identify) leave together
     return SecuredChannel(
         raw=raw,
         send_cipher=send,

@@ -2,7 +2,8 @@
 
 - ``open_stream`` for a protocol the peer's identify listed proposes it lazily:
   it returns before the listener answers, and a refusal surfaces on the first read.
-- Small writes made in one pass of the event loop leave in one ``send()``.
+- The first write of a pass of the event loop leaves at once, the small writes
+  after it in one ``send()`` at the end of the pass.
 - One Noise static key (and signature) per host identity.
 """
 
@@ -91,7 +92,7 @@ async def test_lazy_refusal_surfaces_on_the_first_read() -> None:
         await srv.aclose()
 
 
-async def test_small_writes_of_one_loop_pass_leave_in_one_send() -> None:
+async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -> None:
     got = bytearray()
     done = asyncio.Event()
 
@@ -107,23 +108,35 @@ async def test_small_writes_of_one_loop_pass_leave_in_one_send() -> None:
         sends: list[int] = []
         real = raw._transport.write
         raw._transport.write = lambda d: (sends.append(len(d)), real(d))[1]  # type: ignore[method-assign]
-        raw.write(b"a" * 10)
+        raw.write(b"a" * 10)  # the first write of a pass leaves at once
         raw.write(bytearray(b"b" * 20))
         raw.write(memoryview(b"c" * 30))
-        assert sends == []  # not yet: the pass is not over
+        assert sends == [10]
+        await asyncio.sleep(0)  # the rest of the pass: one send
+        assert sends == [10, 50]
         await asyncio.sleep(0)
-        assert sends == [60]
+        # hold_flush: everything until the end of the next pass goes together
+        raw.hold_flush()
+        raw.write(b"g" * 3)
+        await asyncio.sleep(0)
+        raw.write(b"h" * 4)
+        assert sends == [10, 50]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert sends == [10, 50, 7]
         # A large write first sends what is queued, in order; close flushes the rest.
         raw.write(b"d" * 5)
+        raw.write(b"i" * 6)
         raw.write(b"e" * (tcp.COALESCE_MAX + 1))
         raw.write(b"f" * 7)
         raw.close()
-        assert sends == [60, 5, tcp.COALESCE_MAX + 1, 7]
+        assert sends == [10, 50, 7, 5, 6, tcp.COALESCE_MAX + 1, 7]
         async with asyncio.timeout(10):
             await done.wait()
-        assert bytes(got) == b"a" * 10 + b"b" * 20 + b"c" * 30 + b"d" * 5 + b"e" * (
-            tcp.COALESCE_MAX + 1
-        ) + b"f" * 7
+        assert bytes(got) == (
+            b"a" * 10 + b"b" * 20 + b"c" * 30 + b"g" * 3 + b"h" * 4 + b"d" * 5 + b"i" * 6
+            + b"e" * (tcp.COALESCE_MAX + 1) + b"f" * 7
+        )
     finally:
         server.close()
 
