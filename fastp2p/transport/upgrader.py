@@ -353,12 +353,13 @@ class _LazyStream(Stream):
     """
 
     __slots__ = ()  # the same layout as Stream, so a stream can switch classes
-    _lazy_ms: MultistreamDialer
-
     async def _settle(self) -> None:
-        ms = self._lazy_ms
+        # Nothing is kept per idle stream but its class: the dialer is made here,
+        # for ``protocol`` (set when it was proposed).
+        assert self.protocol is not None
+        ms = MultistreamDialer([self.protocol], lazy=True)
+        ms.data_to_send()  # the proposal went out when the stream was opened
         self.__class__ = Stream  # type: ignore[assignment]  # from here on an ordinary stream
-        del self._lazy_ms
         try:
             await _drive(self, ms)
         except NegotiationError:
@@ -391,8 +392,8 @@ async def negotiate_lazy(stream: Stream, protocol: str) -> str:
     """
     ms = MultistreamDialer([protocol], lazy=True)
     await stream.write(ms.data_to_send())
+    stream.protocol = protocol
     stream.__class__ = _LazyStream
-    stream._lazy_ms = ms  # type: ignore[attr-defined]
     assert ms.selected is not None
     return ms.selected
 
