@@ -46,6 +46,7 @@ from fastp2p.transport.upgrader import (
     negotiate_inbound,
     negotiate_lazy,
     negotiate_outbound,
+    prepare_identity,
     secure_inbound,
     secure_outbound,
 )
@@ -140,6 +141,7 @@ class Host:
         if self._running:
             return
         self._running = True
+        prepare_identity(self.identity)  # Noise static key + signature, once per host
         from fastp2p.services.identify import Identify
         from fastp2p.services.ping import Ping
 

@@ -49,6 +49,7 @@ __all__ = [
     "negotiate_outbound",
     "negotiate_lazy",
     "negotiate_inbound",
+    "prepare_identity",
 ]
 
 NOISE_PROTOCOL_ID = _noise_handshake.PROTOCOL_ID
@@ -266,6 +267,12 @@ async def _secure(
 #: Noise static keys by identity public key (a host's connections share one)
 _STATIC_KEYS: dict[bytes, tuple[Any, bytes]] = {}
 _STATIC_KEYS_MAX = 64
+
+
+def prepare_identity(identity: Ed25519PrivateKey) -> None:
+    """Make ``identity``'s Noise static key and signature now (a host's start),
+    not during its first handshake."""
+    _noise_static(identity)
 
 
 def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:

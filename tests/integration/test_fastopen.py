@@ -148,6 +148,9 @@ async def test_one_noise_static_key_per_identity() -> None:
     assert s1 is s2 and sig1 == sig2
     other, _ = upgrader._noise_static(fastp2p.Ed25519PrivateKey.generate())
     assert other is not s1
+    # a started host made its key at start, not in its first handshake
+    async with fastp2p.Host() as h:
+        assert h.identity.public_key().to_protobuf() in upgrader._STATIC_KEYS
 
 
 async def test_host_buffer_pool_is_made_on_first_use() -> None:
