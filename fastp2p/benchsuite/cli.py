@@ -13,6 +13,7 @@ from typing import Any
 from . import report
 from .backends import BASELINE, all_backends
 from .backends.base import SCENARIOS
+from .ceiling import ceilings, describe
 from .runner import GiB, KiB, MiB, Params, Runner, quick_params
 
 
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r["backend"] == args.baseline for r in rows):
         runner.note(args.baseline, "baseline not measured in this run: no ratios")
     absent = runner.absent()
+    ceil = ceilings(rows, args.baseline) if "bulk1" in runner.scenarios else []
+    for c in ceil:
+        runner.note("all", describe(c))
     txt = report.table(rows, args.baseline, runner.notes, absent=absent,
                        scenarios=runner.scenarios, backends=[b.name for b in backends])
     print(txt)
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": args.baseline, "params": runner.params_dict(), "scenarios": runner.scenarios,
         "backends": [{"name": b.name, "title": b.title, "kind": b.kind, "loop": b.loop,
                       "streams_are_connections": b.streams_are_connections} for b in backends],
-        "summary": rows, "records": runner.records, "notes": runner.notes,
+        "summary": rows, "records": runner.records, "notes": runner.notes, "ceilings": ceil,
         "missing": runner.missing,
         "absent": [{"scenario": k[0], "case": k[1], "backend": k[2], "why": v}
                    for k, v in absent.items()],
