@@ -121,6 +121,8 @@ SUITES: tuple[Suite, ...] = (
     # --- required when their step runs: ci/test.sh runs it by default as root
     Suite("rdma", "counts", required="env:FASTP2P_CI_RDMA", no_skip=True,
           what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; on by default as root)"),
+    Suite("testbed", "counts", required="env:FASTP2P_CI_TESTBED", no_skip=True,
+          what="20-host DHT testbed under netem, in a VM (ci/testbed_vm.sh; on by default as root)"),
 )
 BY_NAME = {s.name: s for s in SUITES}
 
