@@ -117,8 +117,12 @@ async def _warm(config: Any) -> None:
     from fastp2p.host import Host
     from fastp2p.peer import Ed25519PrivateKey
 
+    from fastp2p.errors import P2PError
+
     async with Host(Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"], config=config) as h:
-        _ = h.files, h.pubsub, h.dht
+        for service in ("files", "pubsub", "dht"):
+            with contextlib.suppress(P2PError):  # a service this config disables
+                getattr(h, service)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -131,6 +135,15 @@ class _Agent:
         self.host = host
         self.subs: dict[str, list[bytes]] = {}
         self._sub_tasks: list[asyncio.Task[None]] = []
+        #: peers discovery (mDNS, ``HostConfig.mdns``) reported, with their addresses
+        self.discovered: dict[str, list[str]] = {}
+        host.on_peer_discovered(self._on_discovered)
+
+    def _on_discovered(self, peer: Any, addrs: list[Any]) -> None:
+        self.discovered[str(peer)] = [str(a) for a in addrs]
+
+    async def op_discovered(self) -> dict[str, Any]:
+        return {"peers": dict(self.discovered)}
 
     async def op_info(self) -> dict[str, Any]:
         return {"peer_id": str(self.host.peer_id), "addrs": [str(a) for a in self.host.full_addrs]}
