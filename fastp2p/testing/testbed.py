@@ -9,8 +9,9 @@ gossipsub, the Kademlia DHT in server mode, file sharing) listening on
 and returns its figures.
 
 Workers are forked from the test process, which imported fastp2p once, and
-then enter their namespace with ``setns(2)``: every socket they create lives
-in that namespace, exactly as for a process started with ``ip netns exec``.
+then enter their namespace as ``ip netns exec`` does (``setns(2)``, and
+``/sys`` remounted in a private mount namespace): every socket they create
+lives in that namespace, and ``/sys/class/net`` lists its interfaces.
 Forking matters where the testbed runs: in the emulated VM of
 ``ci/testbed_vm.sh`` a fresh ``python -m fastp2p`` spends ~20 s importing,
 a fork a fraction of a second.
@@ -29,6 +30,7 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -41,6 +43,8 @@ __all__ = ["Testbed", "Worker", "WorkerError", "PORT", "dump_prefix_table"]
 
 PORT = 4001
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS = 0x00020000
+_MS_REC, _MS_SLAVE, _MNT_DETACH = 0x4000, 1 << 19, 2
 #: a file written by :func:`dump_prefix_table`: the DHT's bucket-refresh key table, precomputed
 PREFIX_TABLE_ENV = "FASTP2P_KAD_PREFIX_TABLE"
 _PREFIX_ENTRY = 38  # bytes per entry: identity-multihash header (6) + 24 zero bytes + counter (8)
@@ -50,18 +54,29 @@ class WorkerError(RuntimeError):
     """A worker's operation raised (the message carries its type and text)."""
 
 
-def _setns(path: str) -> None:
+def _enter_netns(path: str) -> None:
+    """Move this (single-threaded, just forked) process into a network namespace.
+
+    As ``ip netns exec`` does: ``setns(2)`` into the namespace, then a private
+    mount namespace with ``/sys`` mounted afresh, so that ``/sys/class/net``
+    shows this namespace's interfaces (mDNS, for one, reads interface flags there).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
     fd = os.open(path, os.O_RDONLY)
     try:
-        if hasattr(os, "setns"):  # Python >= 3.12
-            os.setns(fd, _CLONE_NEWNET)
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+        check(libc.setns(fd, _CLONE_NEWNET), f"setns({path})")
     finally:
         os.close(fd)
+    check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_SLAVE, None), "mount --make-rslave /")
+    check(libc.umount2(b"/sys", _MNT_DETACH), "umount -l /sys")
+    check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mount -t sysfs /sys")
 
 
 def _ns_path(ns: str) -> str:
@@ -114,10 +129,9 @@ def _prime_prefix_table() -> None:
 
 async def _warm(config: Any) -> None:
     """Start and stop one host: the modules hosts import lazily are then loaded before forking."""
+    from fastp2p.errors import P2PError
     from fastp2p.host import Host
     from fastp2p.peer import Ed25519PrivateKey
-
-    from fastp2p.errors import P2PError
 
     async with Host(Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"], config=config) as h:
         for service in ("files", "pubsub", "dht"):
@@ -230,6 +244,9 @@ class _Agent:
     async def op_received(self, topic: str) -> dict[str, Any]:
         return {"messages": [m.decode() for m in self.subs.get(topic, [])]}
 
+    async def op_interfaces(self) -> dict[str, Any]:
+        return {"sys": sorted(os.listdir("/sys/class/net")), "kernel": sorted(n for _i, n in socket.if_nameindex())}
+
     async def op_stats(self) -> dict[str, Any]:
         st = self.host.dht.stats
         return {"rpcs_sent": dict(st.rpcs_sent), "rpcs_received": dict(st.rpcs_received),
@@ -297,7 +314,7 @@ async def _serve(conn: multiprocessing.connection.Connection, listen: str, confi
 
 
 def _worker_main(ns_path: str, conn: multiprocessing.connection.Connection, listen: str, config: Any) -> None:
-    _setns(ns_path)
+    _enter_netns(ns_path)
     asyncio.run(_serve(conn, listen, config))
 
 

@@ -281,6 +281,9 @@ def test_teardown_leaves_nothing() -> None:
         names = {tb.lab.switch, *(w.node.ns for w in tb.workers)}
         assert names <= _namespaces()
         procs = [w.proc for w in tb.workers]
+        # each worker sees its namespace as ip netns exec would: sockets and /sys alike
+        ifs = tb.workers[0].call("interfaces", timeout=30)
+        assert ifs["sys"] == ifs["kernel"] == ["eth0", "lo"], ifs
         assert tb.workers[1].call("bootstrap", peers=[tb.workers[0].addr], timeout=60)["table"] >= 1
     finally:
         tb.close()
