@@ -14,7 +14,7 @@
 # Env: RDMA_VM_DIR (default ../shared/rdma-vm), PYTHON (python3), FASTP2P_CI_OUT
 #      (default build/ci-results; under the repository: the VM writes it through the
 #      read-write share of the working directory), TESTBED_VM_TIMEOUT_S (900),
-#      TESTBED_PYTEST_ARGS (extra pytest arguments, e.g. -k find_peer)
+#      TESTBED_K (a pytest -k expression), TESTBED_PYTEST_ARGS (extra pytest arguments, e.g. -x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -57,7 +57,7 @@ TESTBED_KDIR="$KDIR" FASTP2P_TESTBED=1 FASTP2P_KAD_PREFIX_TABLE="$MODS/kad-prefi
     /bin/bash -c "$GUEST" testbed-guest \
     "$PY" -m pytest tests/testbed \
     tests/integration/test_netns_lab.py::test_netem_shaping_or_the_reason_it_is_missing -p no:cacheprovider -q -rs -s --timeout 900 \
-    --junitxml="$XML" -o junit_family=xunit2 ${TESTBED_PYTEST_ARGS:-}
+    --junitxml="$XML" -o junit_family=xunit2 ${TESTBED_K:+-k "$TESTBED_K"} ${TESTBED_PYTEST_ARGS:-}
 rc=$?
 set -e
 secs=$(( $(date +%s) - t0 ))
