@@ -16,14 +16,7 @@
 //           {"cmd":"get","key","id"}                     -> value
 //           {"cmd":"routing_table","id"}                 -> peers
 
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import { emit, fail } from './common.mjs'
 
 const { parseArgs } = await import('node:util')
 const { createInterface } = await import('node:readline')
@@ -38,16 +31,6 @@ const { peerIdFromString } = await import('@libp2p/peer-id')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { CID } = await import('multiformats/cid')
 const Digest = await import('multiformats/hashes/digest')
-
-function emit (event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-function fail (err) {
-  emit('error', { msg: `${err?.name ?? 'Error'}: ${err?.message ?? String(err)}` })
-  console.error(err)
-  process.stdout.write('', () => process.exit(1))
-}
 
 const { values: args } = parseArgs({
   options: {

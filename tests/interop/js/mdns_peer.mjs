@@ -17,16 +17,7 @@
 //   {"event":"error","msg":...}                                          exit 1
 // Exits 0 on SIGTERM/SIGINT or after --timeout seconds.
 
-// Node 20 lacks Promise.withResolvers (used by libp2p 3.x); polyfill it before any
-// libp2p module is evaluated, hence the dynamic imports below.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import { emit, fail, announceListening, exitOnSignals } from './common.mjs'
 
 const { parseArgs } = await import('node:util')
 const { createLibp2p } = await import('libp2p')
@@ -38,16 +29,6 @@ const { identify } = await import('@libp2p/identify')
 const { mdns } = await import('@libp2p/mdns')
 
 const t0 = performance.now()
-
-function emit (event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-function fail (err) {
-  emit('error', { msg: `${err?.name ?? 'Error'}: ${err?.message ?? String(err)}` })
-  console.error(err)
-  process.stdout.write('', () => process.exit(1))
-}
 
 const { values: args } = parseArgs({
   options: {
@@ -73,14 +54,7 @@ try {
   fail(err)
 }
 
-const peerId = node.peerId.toString()
-emit('listening', {
-  addrs: node.getMultiaddrs().map((a) => {
-    const s = a.toString()
-    return s.includes('/p2p/') ? s : `${s}/p2p/${peerId}`
-  }),
-  peer_id: peerId
-})
+announceListening(node)
 
 const dialing = new Set()
 // @libp2p/mdns's own event: this peer was found in an mDNS response (libp2p's
@@ -120,13 +94,5 @@ node.addEventListener('peer:identify', (evt) => {
   })
 })
 
-async function shutdown (code) {
-  try {
-    await Promise.race([node.stop(), new Promise((resolve) => setTimeout(resolve, 2000))])
-  } finally {
-    process.stdout.write('', () => process.exit(code))
-  }
-}
-process.on('SIGTERM', () => { shutdown(0) })
-process.on('SIGINT', () => { shutdown(0) })
+const shutdown = exitOnSignals(node)
 setTimeout(() => { shutdown(0) }, Number(args.timeout) * 1000)

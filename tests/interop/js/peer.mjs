@@ -18,16 +18,7 @@
 //   {"event":"done"}                                                      dialer, exit 0
 //   {"event":"error","msg":...}                                           exit 1
 
-// Node 20 lacks Promise.withResolvers (used by libp2p 3.x); polyfill it before any
-// libp2p module is evaluated, hence the dynamic imports below.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import { emit, fail, announceListening, exitOnSignals } from './common.mjs'
 
 const { createHash, randomBytes } = await import('node:crypto')
 const { readFileSync } = await import('node:fs')
@@ -45,17 +36,6 @@ const { preSharedKey } = await import('@libp2p/pnet')
 const ECHO = '/echo/1.0.0'
 const ECHO_SIZE = 1024 * 1024
 const CHUNK = 64 * 1024
-
-function emit (event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-function fail (err) {
-  emit('error', { msg: `${err?.name ?? 'Error'}: ${err?.message ?? String(err)}` })
-  console.error(err)
-  // Let stdout drain before exiting.
-  process.stdout.write('', () => process.exit(1))
-}
 
 const { values: args } = parseArgs({
   options: {
@@ -136,24 +116,9 @@ await node.handle(ECHO, async (stream, connection) => {
   }
 })
 
-const peerId = node.peerId.toString()
-emit('listening', {
-  addrs: node.getMultiaddrs().map((a) => {
-    const s = a.toString()
-    return s.includes('/p2p/') ? s : `${s}/p2p/${peerId}`
-  }),
-  peer_id: peerId
-})
+announceListening(node)
 
-async function shutdown (code) {
-  try {
-    await Promise.race([node.stop(), new Promise((resolve) => setTimeout(resolve, 2000))])
-  } finally {
-    process.stdout.write('', () => process.exit(code))
-  }
-}
-process.on('SIGTERM', () => { shutdown(0) })
-process.on('SIGINT', () => { shutdown(0) })
+const shutdown = exitOnSignals(node)
 
 if (args.listen) {
   // Inbound peers are identified automatically when they connect.

@@ -17,14 +17,7 @@
 //   {"event":"done"}                                                  client, exit 0
 //   {"event":"error","msg":...}                                       exit 1
 
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import { emit, fail, announceListening, exitOnSignals } from './common.mjs'
 
 const { parseArgs } = await import('node:util')
 const { createLibp2p } = await import('libp2p')
@@ -38,16 +31,6 @@ const CHUNK = 64 * 1024
 // The spec allows any size; a test peer must not be made to send forever.
 const MAX_DOWNLOAD = 2n ** 40n
 const ZEROS = new Uint8Array(CHUNK)
-
-function emit (event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-function fail (err) {
-  emit('error', { msg: `${err?.name ?? 'Error'}: ${err?.message ?? String(err)}` })
-  console.error(err)
-  process.stdout.write('', () => process.exit(1))
-}
 
 const { values: args } = parseArgs({
   options: {
@@ -119,24 +102,9 @@ await node.handle(PERF, async (stream) => {
   }
 }, { maxInboundStreams: 64 })
 
-const peerId = node.peerId.toString()
-emit('listening', {
-  addrs: node.getMultiaddrs().map((a) => {
-    const s = a.toString()
-    return s.includes('/p2p/') ? s : `${s}/p2p/${peerId}`
-  }),
-  peer_id: peerId
-})
+announceListening(node)
 
-async function shutdown (code) {
-  try {
-    await Promise.race([node.stop(), new Promise((resolve) => setTimeout(resolve, 2000))])
-  } finally {
-    process.stdout.write('', () => process.exit(code))
-  }
-}
-process.on('SIGTERM', () => { shutdown(0) })
-process.on('SIGINT', () => { shutdown(0) })
+const shutdown = exitOnSignals(node)
 
 if (!args.listen) {
   const deadline = setTimeout(() => fail(new Error(`timed out after ${args.timeout}s`)), Number(args.timeout) * 1000)

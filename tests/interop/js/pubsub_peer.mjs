@@ -16,14 +16,7 @@
 //           {"cmd":"wait_peers","topic","n"} {"cmd":"dial","addr"} {"cmd":"scores"}
 //           {"cmd":"quiet"} (stop emitting message events; count them: {"cmd":"count"})
 
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import { emit, fail } from './common.mjs'
 
 const { parseArgs } = await import('node:util')
 const { createInterface } = await import('node:readline')
@@ -36,16 +29,6 @@ const { identify } = await import('@libp2p/identify')
 const { gossipsub } = await import('@libp2p/gossipsub')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
-
-function emit (event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-function fail (err) {
-  emit('error', { msg: `${err?.name ?? 'Error'}: ${err?.message ?? String(err)}` })
-  console.error(err)
-  process.stdout.write('', () => process.exit(1))
-}
 
 const { values: args } = parseArgs({
   options: {
