@@ -292,6 +292,17 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_junit_counts(args: argparse.Namespace) -> int:
+    """Print "passed failed skipped errors" of a JUnit file (0 0 0 1 when unreadable)."""
+    try:
+        c = parse_junit(Path(args.xml))
+    except (OSError, ET.ParseError):
+        print(0, 0, 0, 1)
+        return 0
+    print(c["passed"], c["failed"], c["skipped"], c["errors"])
+    return 0
+
+
 def is_required(s: Suite, owned: int | None) -> bool:
     if s.required.startswith("env:"):
         return os.environ.get(s.required[4:], "0") == "1"
@@ -427,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rc", type=int, default=0)
     p.add_argument("--detail", default="")
     p.set_defaults(func=cmd_record)
+    p = sub.add_parser("junit-counts", help="passed failed skipped errors of a JUnit file (VM steps)")
+    p.add_argument("xml")
+    p.set_defaults(func=cmd_junit_counts)
     p = sub.add_parser("report")
     p.set_defaults(func=cmd_report)
     args = ap.parse_args(argv)

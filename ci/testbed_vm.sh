@@ -62,20 +62,7 @@ rc=$?
 set -e
 secs=$(( $(date +%s) - t0 ))
 
-read -r passed failed skipped errors < <("$PY" - "$XML" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError):
-    print(0, 0, 0, 1); raise SystemExit
-suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-t = sum(int(s.get("tests", 0)) for s in suites)
-f = sum(int(s.get("failures", 0)) for s in suites)
-sk = sum(int(s.get("skipped", 0)) for s in suites)
-e = sum(int(s.get("errors", 0)) for s in suites)
-print(t - f - sk - e, f, sk, e)
-PY
-)
+read -r passed failed skipped errors < <("$PY" ci/summary.py junit-counts "$XML")
 echo "testbed_vm: ${passed} passed, ${failed} failed, ${skipped} skipped, ${errors} errors in ${secs} s (VM exit code ${rc})"
 [[ -f "$FIG" ]] && echo "testbed_vm: figures in $FIG" && cat "$FIG"
 if [[ -f ci/summary.py ]]; then
