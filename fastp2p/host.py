@@ -646,10 +646,11 @@ class Host:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it supports.
 
         ``peer`` may be a PeerID we are connected to (or have addresses for) or a
-        multiaddr, which is dialled first. When the peer's identify listed one of
-        ``protocols``, that one is proposed without waiting for the answer (as
-        go-libp2p does): the proposal leaves with the first write, and should the
-        peer refuse after all, the first read raises NegotiationError.
+        multiaddr, which is dialled first. On yamux, when the peer's identify listed
+        one of ``protocols``, that one is proposed without waiting for the answer
+        (as go-libp2p does): the proposal leaves with the first write, and should
+        the peer refuse after all, the first read raises NegotiationError. Over
+        mplex the answer is awaited first (see the comment in the body).
 
         Raises:
             NegotiationError: the peer supports none of ``protocols``.
