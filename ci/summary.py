@@ -21,7 +21,8 @@ suite still runs where it can; its result just does not gate.
 Pytest suites own test files by path pattern, first match wins, in the order of
 ``SUITES``; ``unit`` is the catch-all, so a test file added anywhere under
 ``tests/`` lands in some suite and runs exactly once per pass. ``pure`` reruns the
-whole of ``tests/`` with ``FASTP2P_NO_EXTENSIONS=1`` (the pure-Python twins).
+files of the suites it names (``rerun``) with ``FASTP2P_NO_EXTENSIONS=1`` (the
+pure-Python twins).
 
 Adding a required suite:
 
@@ -79,7 +80,9 @@ class Suite:
     required: str = "yes"
     no_skip: bool = False  # every collected test must run
     env: dict[str, str] = field(default_factory=dict)
-    all_tests: bool = False  # pytest: the whole tests/ tree (a second pass), owns no files
+    all_tests: bool = False  # pytest: a second pass over other suites' files, owns none
+    #: all_tests: the native-pass suites whose files the second pass reruns
+    rerun: tuple[str, ...] = ()
     what: str = ""
 
 
@@ -106,8 +109,13 @@ SUITES: tuple[Suite, ...] = (
     Suite("proto", "pytest", ("tests/proto/*",), what="sans-IO protocol state machines"),
     Suite("unit", "pytest", ("tests/*",), what="everything else under tests/ (catch-all)"),
     # --- second pass over everything
+    # interop, netns and dask run once (native): they drive the same wire code, which
+    # the parity tests (tests/native, tests/proto) prove byte-for-byte equal on both
+    # twins, and together they took 215 s of a 450 s pure pass
     Suite("pure", "pytest", all_tests=True, env={"FASTP2P_NO_EXTENSIONS": "1"},
-          what="all of tests/ on the pure-Python twins (native-only cases skip)"),
+          rerun=("shm", "hostile", "conformance", "integration", "native", "proto", "unit"),
+          what="the pure-Python twins (native-only cases skip) over shm, hostile, conformance, "
+               "integration, native, proto, unit"),
     # --- non-pytest steps
     Suite("c", "counts", what="C unit tests under ASan/UBSan (one test per binary)"),
     Suite("fuzz", "counts", what="fuzz smoke, one run per harness"),
@@ -120,11 +128,15 @@ SUITES: tuple[Suite, ...] = (
     Suite("docs", "counts", what="Sphinx docs with -W and their doctest examples (ci/docs.sh)"),
     # --- required when their step runs: ci/test.sh runs it by default as root
     Suite("rdma", "counts", required="env:FASTP2P_CI_RDMA", no_skip=True,
-          what="RDMA verbs in the Soft-RoCE VM (ci/rdma_tests.sh; on by default as root)"),
+          what="RDMA verbs in the Soft-RoCE VM (ci/vm_tests.sh; on by default as root)"),
     Suite("testbed", "counts", required="env:FASTP2P_CI_TESTBED", no_skip=True,
-          what="20-host DHT testbed under netem, in a VM (ci/testbed_vm.sh; on by default as root)"),
+          what="20-host DHT testbed under netem, in a VM (ci/vm_tests.sh, the same boot; on by default as root)"),
 )
 BY_NAME = {s.name: s for s in SUITES}
+for _s in SUITES:  # a second pass names native-pass pytest suites only
+    for _r in _s.rerun:
+        if _r not in BY_NAME or BY_NAME[_r].kind != "pytest" or BY_NAME[_r].all_tests:
+            raise SystemExit(f"summary.py: suite {_s.name} reruns {_r!r}, not a native-pass pytest suite")
 
 
 # --------------------------------------------------------------------------- ownership
@@ -163,7 +175,8 @@ def ownership() -> dict[str, list[str]]:
 
 def suite_files(s: Suite) -> list[str]:
     if s.all_tests:
-        return ["tests"]
+        owned = ownership()
+        return [f for name in s.rerun for f in owned[name]]
     override = os.environ.get(f"FASTP2P_CI_PATHS_{s.name.upper().replace('-', '_')}")
     if override is not None:  # for trying the gate: point a suite somewhere else
         return override.split()

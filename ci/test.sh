@@ -7,7 +7,8 @@
 #   4. the reference peers: py-libp2p venv, js-libp2p node_modules (ci/setup_interop.sh)
 #   5. pytest, native kernels: one run per suite (ci/summary.py owns the split:
 #      unit, proto, native, integration, hostile, conformance, interop, shm)
-#   6. pytest, pure-Python twins (FASTP2P_NO_EXTENSIONS=1): all of tests/ once more
+#   6. pytest, pure-Python twins (FASTP2P_NO_EXTENSIONS=1): the suites summary.py names
+#      for it once more (all but interop, netns, dask)
 #   7. C unit tests under ASan/UBSan, 8. fuzz smoke (libFuzzer, committed corpora and
 #      dictionaries), 8b. tests/native against ASan-built extensions, 9. bench smoke
 #   10. ci/summary.py report: the per-suite table and the gate. The job FAILS when a
@@ -18,10 +19,10 @@
 #   FASTP2P_CI_OPTOUT="interop,rdma"  suites that do not gate this run (printed loudly);
 #                                     opting out of interop also skips step 4
 #   FASTP2P_CI_RUNSLOW=1              also run tests marked slow
-#   FASTP2P_CI_RDMA=1|0               run ci/rdma_tests.sh (Soft-RoCE VM; default 1 as root),
-#                                     rdma is then required
-#   FASTP2P_CI_TESTBED=1|0            run ci/testbed_vm.sh (20-host DHT testbed under netem in
-#                                     the same VM; default 1 as root), testbed is then required
+#   FASTP2P_CI_RDMA=1|0               run the RDMA suite in the Soft-RoCE VM (ci/vm_tests.sh;
+#                                     default 1 as root), rdma is then required
+#   FASTP2P_CI_TESTBED=1|0            run the 20-host DHT testbed under netem in the same VM
+#                                     boot (default 1 as root), testbed is then required
 #   FASTP2P_CI_OUT=DIR                results (default build/ci-results)
 #   FUZZ_SECONDS (10), CI_TIME_BUDGET (seconds, 1200), PYTHON (python3)
 set -euo pipefail
@@ -106,7 +107,7 @@ for suite in $("$PY" ci/summary.py list --kind pytest --native-pass); do
     "$PY" ci/summary.py run "$suite" -- "${runslow[@]}"
 done
 
-step "pytest suite pure (pure-Python twins, FASTP2P_NO_EXTENSIONS=1, all of tests/)"
+step "pytest suite pure (pure-Python twins, FASTP2P_NO_EXTENSIONS=1)"
 "$PY" ci/summary.py run pure -- "${runslow[@]}"
 
 step "C unit tests (ASan/UBSan)"
@@ -122,26 +123,23 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} FUZZ_REQUIRE_LIBFUZZER=${FUZZ_REQUIRE_LIBFUZZER
 step "Cython extensions built with ASan, tests/native (ci/asan_native.sh)"
 bash ci/asan_native.sh || true  # counted by the gate (suite asan)
 
-# As root (CI) the Soft-RoCE VM can be set up, so the RDMA suite runs and is required
-# unless opted out (FASTP2P_CI_OPTOUT=rdma or FASTP2P_CI_RDMA=0).
+# As root (CI) the QEMU guest of ../shared/rdma-vm can run: the RDMA suite (Soft-RoCE)
+# and the netem testbed run there, in one boot, and are required unless opted out
+# (FASTP2P_CI_OPTOUT=rdma / testbed or FASTP2P_CI_RDMA=0 / FASTP2P_CI_TESTBED=0).
 if [[ -z "${FASTP2P_CI_RDMA:-}" ]]; then
     if [[ $(id -u) -eq 0 ]] && ! optout rdma; then FASTP2P_CI_RDMA=1; else FASTP2P_CI_RDMA=0; fi
 fi
-export FASTP2P_CI_RDMA
-if [[ "${FASTP2P_CI_RDMA}" == 1 ]]; then
-    # the rdma suite is required when asked for (ci/summary.py: required="env:FASTP2P_CI_RDMA")
-    step "RDMA tests (Soft-RoCE VM, ci/rdma_tests.sh)"
-    bash ci/rdma_tests.sh || true  # records its counts; the gate judges them
-fi
-
-# The DHT testbed needs sch_netem, which the host kernel may lack: one boot of the same VM.
 if [[ -z "${FASTP2P_CI_TESTBED:-}" ]]; then
     if [[ $(id -u) -eq 0 ]] && ! optout testbed; then FASTP2P_CI_TESTBED=1; else FASTP2P_CI_TESTBED=0; fi
 fi
-export FASTP2P_CI_TESTBED
-if [[ "${FASTP2P_CI_TESTBED}" == 1 ]]; then
-    step "DHT testbed (20 hosts, netem, one VM boot: ci/testbed_vm.sh)"
-    bash ci/testbed_vm.sh || true  # records its counts; the gate judges them
+export FASTP2P_CI_RDMA FASTP2P_CI_TESTBED
+vm_suites=()
+[[ "${FASTP2P_CI_RDMA}" == 1 ]] && vm_suites+=(rdma)
+[[ "${FASTP2P_CI_TESTBED}" == 1 ]] && vm_suites+=(testbed)
+if (( ${#vm_suites[@]} )); then
+    # required when asked for (ci/summary.py: required="env:FASTP2P_CI_RDMA" / "..._TESTBED")
+    step "VM suites: ${vm_suites[*]} (one boot of the Soft-RoCE/netem guest, ci/vm_tests.sh)"
+    bash ci/vm_tests.sh "${vm_suites[@]}" || true  # records their counts; the gate judges them
 fi
 
 step "bench smoke (numbers not gated)"
