@@ -144,7 +144,8 @@ EOF
 if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
     say "a machine without rdma-core: libibverbs hidden in a private mount namespace"
     lib=$("$VPY" -c 'import ctypes.util, sys; n = ctypes.util.find_library("ibverbs"); print(n or "")')
-    libpath=$(ldconfig -p | awk -v n="$lib" '$1 == n {print $NF; exit}')
+    # no early exit in awk: ldconfig would die of SIGPIPE and pipefail + set -e end the script
+    libpath=$(ldconfig -p | awk -v n="$lib" '$1 == n && !found {print $NF; found = 1}')
     if [[ -n "$libpath" ]]; then
         unshare -m sh -c "mount --bind /dev/null '$libpath' && exec '$OUT/venv/bin/fastp2p' --version" \
             | tee noverbs.txt
