@@ -105,6 +105,8 @@ class DhtStats:
     rpcs_sent: dict[str, int] = field(default_factory=dict)
     rpcs_received: dict[str, int] = field(default_factory=dict)
     rpc_failures: int = 0
+    #: failures that were timeouts (part of rpc_failures)
+    rpc_timeouts: int = 0
     queries: int = 0
 
 
@@ -313,7 +315,9 @@ class Dht:
                         exc = task.exception()
                         if exc is not None or task.result() is None:
                             self.stats.rpc_failures += 1
-                            q.on_failure(p, now, timeout=isinstance(exc, TimeoutError))
+                            timed_out = isinstance(exc, TimeoutError)
+                            self.stats.rpc_timeouts += timed_out
+                            q.on_failure(p, now, timeout=timed_out)
                             self.table.mark_failed(p)
                             continue
                         resp = task.result()

@@ -100,6 +100,9 @@ class MemoryConnection(RawConnection):
         self._on_data: Callable[[memoryview], None] | None = None
         self._on_lost: Callable[[BaseException | None], None] | None = None
         self._held: deque[bytes] = deque()  # received while reading is paused
+        # what we sent, in order, until its latency has passed
+        self._pipe: deque[tuple[float, Callable[..., None], tuple[Any, ...]]] = deque()
+        self._pipe_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
         self._closed = False  # our side: no more writes
         self._eof = False  # the peer will send no more
@@ -113,10 +116,28 @@ class MemoryConnection(RawConnection):
     # -- sending --------------------------------------------------------------------------
 
     def _schedule(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._latency > 0:
-            self._loop.call_later(self._latency, fn, *args)
-        else:
-            self._loop.call_soon(fn, *args)
+        if self._latency <= 0:
+            self._loop.call_soon(fn, *args)  # FIFO
+            return
+        # One timer per direction over a FIFO of (due, call): timers due at the same
+        # instant carry no order in the loop's heap (they do under a simulated clock,
+        # fastp2p.testing.simclock), and the bytes of a connection must stay in order.
+        pipe = self._pipe
+        pipe.append((self._loop.time() + self._latency, fn, args))
+        if self._pipe_timer is None:
+            self._pipe_timer = self._loop.call_at(pipe[0][0], self._run_pipe)
+
+    def _run_pipe(self) -> None:
+        self._pipe_timer = None
+        pipe = self._pipe
+        now = self._loop.time()
+        _, fn, args = pipe.popleft()  # the timer was set for the head: it is due
+        fn(*args)
+        while pipe and pipe[0][0] <= now:
+            _, fn, args = pipe.popleft()
+            fn(*args)
+        if pipe:
+            self._pipe_timer = self._loop.call_at(pipe[0][0], self._run_pipe)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed or self._lost:
