@@ -17,6 +17,7 @@ uses k = 20).
 - a file shared on one host is fetched on another from the providers the
   DHT names, and verified;
 - gossipsub messages from three publishers reach all 20 subscribers;
+- js-libp2p kad-dht peers on the same links look up fastp2p hosts (the js row);
 - hosts that vanish mid-lookup (link black-holed, process SIGKILLed) do not
   stall queries beyond their timeout.
 
@@ -29,12 +30,16 @@ checks it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
+import queue
 import random
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,6 +237,125 @@ def test_gossipsub_reaches_every_subscriber(testbed: Testbed) -> None:
                           "all_delivered_within_s": round(time.monotonic() - t0, 2)})
 
 
+JS_PEERS = 3
+
+
+class _JsDhtPeer:
+    """js-libp2p's kad-dht (tests/interop/js/dht_peer.mjs) in one testbed namespace, driven by JSON lines."""
+
+    def __init__(self, node: Any, k: int) -> None:
+        from tests.interop.dht_harness import JS_DHT_PEER
+
+        self.node = node
+        self.proc = node.popen(["node", str(JS_DHT_PEER), "--listen", f"/ip4/{node.ip}/tcp/4001",
+                                "--k", str(k), "--alpha", "3"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._ids = itertools.count(1)
+        self.peer_id = ""
+        # a thread reads the lines (select() on a buffered text pipe misses buffered ones)
+        threading.Thread(target=self._pump, daemon=True, name=f"js-dht-{node.index}").start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def _next(self, deadline: float) -> dict[str, Any]:
+        try:
+            ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"js peer in {self.node.ns}: no answer in time") from None
+        if ev is None:
+            err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+            raise WorkerError(f"js peer in {self.node.ns} exited: {err[-2000:]}")
+        return ev
+
+    def wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (ev := self._next(deadline)).get("event") != "listening":
+            pass
+        self.peer_id = ev["peer_id"]
+
+    def send(self, cmd: str, **fields: Any) -> int:
+        cid = next(self._ids)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "id": cid, **fields}) + "\n")
+        self.proc.stdin.flush()
+        return cid
+
+    def result(self, cid: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self._next(deadline)
+            if ev.get("id") == cid:
+                if ev.get("event") == "error":
+                    raise WorkerError(f"js peer: {ev.get('msg')}")
+                return ev
+
+
+def test_js_libp2p_peers_look_up_fastp2p_hosts(testbed: Testbed) -> None:
+    """js-libp2p's kad-dht (k = 6, alpha = 3, like the fastp2p hosts) on the same shaped
+    links joins the testbed through host 0 and looks up random fastp2p hosts: the js
+    row next to fastp2p's lookup latency (timed from here, the command's round trip
+    through the js process's stdin/stdout included)."""
+    from tests.interop.dht_harness import missing_dht
+
+    reason = missing_dht("js")
+    assert reason is None, f"the testbed's js peers need js-libp2p: {reason} (ci/setup_interop.sh)"
+    peers: list[_JsDhtPeer] = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(JS_PEERS):
+            node = testbed.lab.add_node(delay_ms=DELAY_MS, jitter_ms=JITTER_MS, loss_pct=LOSS_PCT,
+                                        egress_only=True)
+            peers.append(_JsDhtPeer(node, k=6))
+        for p in peers:  # Node.js starts slowly under emulation
+            p.wait_listening(300)
+        started = time.monotonic() - t0
+        boot = testbed.workers[0].addr
+        for p, cid in [(p, p.send("bootstrap", addrs=[boot])) for p in peers]:
+            assert p.result(cid, 180)["size"] > 0
+        rng = random.Random(23)
+        ws = testbed.workers
+        secs: list[float] = []
+        failed: list[str] = []
+        for _ in range(5):  # five rounds: every js peer looks up one random fastp2p host at once
+            calls = []
+            for p in peers:
+                target = rng.choice(ws)
+                calls.append((p, target, time.monotonic(), p.send("find_peer", peer_id=target.peer_id)))
+            for p, target, ts, cid in calls:
+                try:
+                    r = p.result(cid, QUERY_TIMEOUT)
+                    assert r["peer_id"] == target.peer_id and any(target.node.ip in a for a in r["addrs"]), r
+                    secs.append(time.monotonic() - ts)
+                except (WorkerError, TimeoutError) as exc:
+                    failed.append(f"{p.node.ns} -> {target.node.index}: {exc}")
+        ms = sorted(s * 1000 for s in secs)
+        total = len(secs) + len(failed)
+        _record("js_find_peer", {
+            "js_peers": JS_PEERS, "start_s": round(started, 1), "lookups": total, "ok": len(secs),
+            "success": len(secs) / max(1, total),
+            "median_ms": statistics.median(ms) if ms else None,
+            "p99_ms": ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))] if ms else None,
+            "max_ms": ms[-1] if ms else None})
+        assert not failed, failed
+    finally:
+        for p in peers:
+            with contextlib.suppress(OSError, ValueError):
+                if p.proc.stdin:
+                    p.proc.stdin.close()
+        for p in peers:
+            try:
+                p.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait(timeout=20)
+
+
 def test_hosts_killed_mid_lookup_do_not_stall_queries(testbed: Testbed) -> None:
     """Runs last: it removes three hosts from the shared testbed."""
     ws = testbed.workers
@@ -290,3 +414,4 @@ def test_teardown_leaves_nothing() -> None:
     assert not (names & _namespaces())
     assert _namespaces() <= before | set()
     assert all(not p.is_alive() for p in procs)
+

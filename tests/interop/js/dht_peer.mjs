@@ -1,8 +1,10 @@
 // js-libp2p 3.3 + @libp2p/kad-dht reference DHT peer for fastp2p interop tests.
 //
-//   node dht_peer.mjs [--client] [--bootstrap MA]...
+//   node dht_peer.mjs [--client] [--bootstrap MA]... [--listen MA] [--k N] [--alpha N]
 //
-// Listens on 127.0.0.1 (TCP, Noise, yamux), runs kad-dht on /ipfs/kad/1.0.0 in
+// Listens on 127.0.0.1 (TCP, Noise, yamux; --listen: elsewhere, e.g. a testbed
+// namespace's address), bucket size and parallelism kad-dht's defaults unless
+// --k / --alpha (the netem testbed runs k = 6, like its fastp2p hosts), runs kad-dht on /ipfs/kad/1.0.0 in
 // server mode (--client: client mode) with loopback addresses kept
 // (passthroughMapper) and a "fastp2p" namespace (any value up to 16 KiB, first
 // record wins on a tie) next to the stock /pk/ and /ipns/ ones. JSON lines:
@@ -35,12 +37,15 @@ const Digest = await import('multiformats/hashes/digest')
 const { values: args } = parseArgs({
   options: {
     client: { type: 'boolean', default: false },
-    bootstrap: { type: 'string', multiple: true, default: [] }
+    bootstrap: { type: 'string', multiple: true, default: [] },
+    listen: { type: 'string', default: '/ip4/127.0.0.1/tcp/0' },
+    k: { type: 'string' },
+    alpha: { type: 'string' }
   }
 })
 
 const node = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  addresses: { listen: [args.listen] },
   transports: [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
@@ -50,6 +55,8 @@ const node = await createLibp2p({
     dht: kadDHT({
       protocol: '/ipfs/kad/1.0.0',
       clientMode: args.client,
+      ...(args.k ? { kBucketSize: Number(args.k) } : {}),
+      ...(args.alpha ? { alpha: Number(args.alpha) } : {}),
       peerInfoMapper: passthroughMapper,
       allowQueryWithZeroPeers: true,
       validators: {
