@@ -251,6 +251,20 @@ class _Component(NamedTuple):
 # -- parsing ---------------------------------------------------------------------
 
 
+# Parsed forms of recently seen addresses (text or binary): a connect parses the
+# same few (the dialled address, identify's listen and observed addresses) every
+# time, ~20-40 us each. Components are immutable, so instances may share them.
+_PARSED: dict[str | bytes, tuple[bytes, tuple[_Component, ...]]] = {}
+_PARSED_MAX = 4096
+
+
+def _remember(key: str | bytes, value: tuple[bytes, tuple[_Component, ...]]) -> tuple[bytes, tuple[_Component, ...]]:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = value
+    return value
+
+
 def _parse_text(text: str) -> tuple[_Component, ...]:
     if text in ("", "/"):
         return ()
@@ -406,11 +420,17 @@ class Multiaddr:
         if isinstance(addr, Multiaddr):
             raw, parts = addr._bytes, addr._parts
         elif isinstance(addr, str):
-            parts = _parse_text(addr)
-            raw = b"".join(c.encode() for c in parts)
+            hit = _PARSED.get(addr)
+            if hit is None:
+                parts = _parse_text(addr)
+                hit = _remember(addr, (b"".join(c.encode() for c in parts), parts))
+            raw, parts = hit
         elif isinstance(addr, (bytes, bytearray, memoryview)):
             raw = bytes(addr)
-            parts = _parse_bytes(raw)
+            hit = _PARSED.get(raw)
+            if hit is None:
+                hit = _remember(raw, (raw, _parse_bytes(raw)))
+            parts = hit[1]
         else:
             raise TypeError(f"cannot make a Multiaddr from {type(addr).__name__}")
         object.__setattr__(self, "_bytes", raw)
