@@ -19,7 +19,8 @@
 # is set, records the counts (and libFuzzer's executions per harness) for
 # ci/summary.py (suite "fuzz").
 #
-# Env: FUZZ_SECONDS per harness (default 20; ci/test.sh uses 10), FUZZ_MODE=libfuzzer|driver
+# Env: FUZZ_SECONDS per harness (default 20; ci/test.sh uses 10), FUZZ_JOBS harnesses run at
+#      once (default: the CPU count), FUZZ_MODE=libfuzzer|driver
 #      (force one), FUZZ_MAX_LEN (default 4096), FUZZ_CORPUS_OUT, FUZZ_ONLY="fuzz_frame ...",
 #      FUZZ_REQUIRE_LIBFUZZER=1 (fail instead of falling back to the gcc driver; ci/test.sh
 #      sets it when it runs as root, i.e. when it could install clang itself)
@@ -116,39 +117,58 @@ if [[ ${#kernel_errors[@]} -gt 0 ]]; then
     record 0 "${#harnesses[@]}" 1 "mode=$mode; kernels do not compile: ${kernel_errors[*]}"
     exit 1
 fi
+# Build every harness, then run them JOBS at a time (one per CPU: each libFuzzer run is
+# single-threaded, so on 2 cores two harnesses fuzz for the same wall time as one).
+JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+built=()
 for h in "${harnesses[@]}"; do
     src="$OUT/$h.c"
     bin="$WORK/$h.bin"
-    log="$WORK/$h.log"
-    ok=0
     if [[ "$mode" == libfuzzer ]]; then
         # shellcheck disable=SC2086
-        if $CC $HFLAGS -o "$bin" "$src" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src"); then
-            corpus="${FUZZ_CORPUS_OUT:+$FUZZ_CORPUS_OUT/$h}"
-            corpus="${corpus:-$SCRATCH/corpus-$h}"  # outside the tree unless asked
-            mkdir -p "$corpus" "$WORK/artifacts-$h"
-            seeds=()
-            [[ -d "$OUT/corpus/$h" ]] && seeds+=("$OUT/corpus/$h")
-            dict=()
-            [[ -f "$OUT/$h.dict" ]] && dict+=("-dict=$OUT/$h.dict")
-            if "$bin" -max_total_time="$SECONDS_PER" -max_len="$MAX_LEN" -print_final_stats=1 \
-                    -artifact_prefix="$WORK/artifacts-$h/" "${dict[@]}" "$corpus" "${seeds[@]}" >"$log" 2>&1; then
-                ok=1
-            fi
-            execs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$log" | tail -1)
-            cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
-            notes+=("$h: ${execs:-?} execs, ${cov:-cov: ?}, seeds: ${seeds[*]:-none}")
-        fi
+        $CC $HFLAGS -o "$bin" "$src" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src") && built+=("$h")
     else
         # shellcheck disable=SC2086
-        if $CC $HFLAGS -o "$bin" "$src" "$OUT/driver.c" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src"); then
-            if ASAN_OPTIONS=abort_on_error=1 "$bin" "$SECONDS_PER" >"$log" 2>&1; then
-                ok=1
-            fi
+        $CC $HFLAGS -o "$bin" "$src" "$OUT/driver.c" ${objs[@]:+"$lib"} $libs $(ldflags_of "$src") && built+=("$h")
+    fi
+done
+run_one() {  # harness -> $WORK/<h>.log, and $WORK/<h>.ok when it passed
+    local h=$1 bin="$WORK/$1.bin" log="$WORK/$1.log"
+    if [[ "$mode" == libfuzzer ]]; then
+        local corpus="${FUZZ_CORPUS_OUT:+$FUZZ_CORPUS_OUT/$h}"
+        corpus="${corpus:-$SCRATCH/corpus-$h}"  # outside the tree unless asked
+        mkdir -p "$corpus" "$WORK/artifacts-$h"
+        local seeds=() dict=()
+        [[ -d "$OUT/corpus/$h" ]] && seeds+=("$OUT/corpus/$h")
+        [[ -f "$OUT/$h.dict" ]] && dict+=("-dict=$OUT/$h.dict")
+        echo "${seeds[*]:-none}" > "$WORK/$h.seeds"
+        "$bin" -max_total_time="$SECONDS_PER" -max_len="$MAX_LEN" -print_final_stats=1 \
+            -artifact_prefix="$WORK/artifacts-$h/" "${dict[@]}" "$corpus" "${seeds[@]}" >"$log" 2>&1 \
+            && touch "$WORK/$h.ok"
+    else
+        ASAN_OPTIONS=abort_on_error=1 "$bin" "$SECONDS_PER" >"$log" 2>&1 && touch "$WORK/$h.ok"
+    fi
+    return 0
+}
+running=0
+for h in "${built[@]}"; do
+    if (( running >= JOBS )); then wait -n || true; running=$((running - 1)); fi
+    run_one "$h" &
+    running=$((running + 1))
+done
+wait
+for h in "${harnesses[@]}"; do
+    log="$WORK/$h.log"
+    if [[ -f "$log" ]]; then
+        if [[ "$mode" == libfuzzer ]]; then
+            execs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$log" | tail -1)
+            cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+            notes+=("$h: ${execs:-?} execs, ${cov:-cov: ?}, seeds: $(cat "$WORK/$h.seeds" 2>/dev/null || echo none)")
+        else
             notes+=("$h: $(tail -1 "$log")")
         fi
     fi
-    if [[ $ok -eq 1 ]]; then
+    if [[ -f "$WORK/$h.ok" ]]; then
         passed=$((passed + 1))
         echo "fuzz_smoke: PASS ${notes[-1]}"
     else
