@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
+from fastp2p._typing import Handler
 from fastp2p.config import HostConfig
 from fastp2p.host import Host
 from fastp2p.peer import PeerID
@@ -38,11 +39,16 @@ async def host_pair(
     config: HostConfig | None = None,
     *,
     listen: str = "/ip4/127.0.0.1/tcp/0",
+    handlers: Mapping[str, Handler] | None = None,
 ) -> AsyncIterator[tuple[Host, Host, PeerID]]:
     """Two running Hosts, the first connected to the second over TCP loopback.
 
+    ``handlers`` (protocol id -> handler) are set on the listener before the
+    dial, so identify already lists them to the dialer.
     Yields ``(dialer, listener, listener_peer_id)``.
     """
     async with Host(listen=[listen], config=config) as b, Host(config=config) as a:
+        for proto, handler in (handlers or {}).items():
+            b.set_handler(proto, handler)
         peer = await a.connect(b.full_addrs[0])
         yield a, b, peer

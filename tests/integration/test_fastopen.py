@@ -15,10 +15,10 @@ import pytest
 
 import fastp2p
 from fastp2p.errors import NegotiationError, StreamResetError
+from fastp2p.testing import host_pair
 from fastp2p.transport import tcp, upgrader
 
 ECHO = "/test/echo/1.0.0"
-LISTEN = ["/ip4/127.0.0.1/tcp/0"]
 
 
 async def _echo(stream: fastp2p.Stream) -> None:
@@ -27,19 +27,9 @@ async def _echo(stream: fastp2p.Stream) -> None:
     await stream.close_write()
 
 
-async def _pair() -> tuple[fastp2p.Host, fastp2p.Host]:
-    srv = fastp2p.Host(listen=LISTEN)
-    cli = fastp2p.Host()
-    await srv.start()
-    await cli.start()
-    srv.set_handler(ECHO, _echo)
-    return srv, cli
-
-
 async def test_known_protocol_is_proposed_without_waiting_for_the_answer() -> None:
-    srv, cli = await _pair()
-    try:
-        peer = await cli.connect(srv.full_addrs[0])  # identify done: ECHO is known
+    async with host_pair(handlers={ECHO: _echo}) as (cli, srv, peer):
+        # identify done: ECHO is known
         assert ECHO in cli.peerstore.record(peer).protocols
         # The listener stops reading: a full negotiation could never finish now.
         srv_conn = srv.connection(cli.peer_id)
@@ -55,27 +45,17 @@ async def test_known_protocol_is_proposed_without_waiting_for_the_answer() -> No
             await st.close_write()
             assert await st.read() == b""
         await st.aclose()
-    finally:
-        await cli.aclose()
-        await srv.aclose()
 
 
 async def test_unknown_protocol_is_negotiated_fully() -> None:
-    srv, cli = await _pair()
-    try:
-        peer = await cli.connect(srv.full_addrs[0])
+    async with host_pair(handlers={ECHO: _echo}) as (cli, _srv, peer):
         with pytest.raises(NegotiationError):
             async with asyncio.timeout(10):
                 await cli.open_stream(peer, "/not/served/1.0.0")
-    finally:
-        await cli.aclose()
-        await srv.aclose()
 
 
 async def test_lazy_refusal_surfaces_on_the_first_read() -> None:
-    srv, cli = await _pair()
-    try:
-        peer = await cli.connect(srv.full_addrs[0])
+    async with host_pair(handlers={ECHO: _echo}) as (cli, srv, peer):
         # The peerstore still lists ECHO, but the listener no longer serves it.
         srv._handlers.pop(ECHO)
         async with asyncio.timeout(5):
@@ -87,9 +67,6 @@ async def test_lazy_refusal_surfaces_on_the_first_read() -> None:
         # the connection itself is fine
         async with asyncio.timeout(10):
             assert await cli.ping(peer) >= 0
-    finally:
-        await cli.aclose()
-        await srv.aclose()
 
 
 async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -> None:

@@ -14,8 +14,8 @@ import asyncio
 import hashlib
 from typing import Any
 
-import fastp2p
 from fastp2p.config import HostConfig
+from fastp2p.testing import host_pair
 from fastp2p.transport.conn import ACK_BATCH
 
 PROTO = "/test/fastpath/1.0.0"
@@ -42,16 +42,7 @@ class CountingLoop:
         return getattr(self._loop, name)
 
 
-async def _pair() -> tuple[fastp2p.Host, fastp2p.Host]:
-    srv = fastp2p.Host(fastp2p.Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"], config=CFG)
-    cli = fastp2p.Host(fastp2p.Ed25519PrivateKey.generate(), config=CFG)
-    await srv.start()
-    await cli.start()
-    return srv, cli
-
-
 async def test_bulk_goes_through_the_demux_intact() -> None:
-    srv, cli = await _pair()
     got = asyncio.get_running_loop().create_future()
 
     async def sink(stream: Any) -> None:
@@ -66,26 +57,19 @@ async def test_bulk_goes_through_the_demux_intact() -> None:
         got.set_result((total, h.hexdigest(), routed))
         await stream.aclose()
 
-    try:
-        async with asyncio.timeout(60):
-            srv.set_handler(PROTO, sink)
-            peer = await cli.connect(f"{srv.addrs[0]}/p2p/{srv.peer_id}")
-            s = await cli.open_stream(peer, PROTO)
-            data = memoryview(bytes(range(256)) * 16411 * 8)  # 33.6 MB
-            for off in range(0, len(data), 70_001):  # odd sizes: frames split across batches
-                await s.write(data[off:off + 70_001])
-            await s.close_write()
-            total, digest, routed = await got
-            assert (total, digest) == (len(data), hashlib.sha256(data).hexdigest())
-            assert routed, "the stream's DATA did not go through the session's demux"
-            await s.aclose()
-    finally:
-        await cli.aclose()
-        await srv.aclose()
+    async with asyncio.timeout(60), host_pair(CFG, handlers={PROTO: sink}) as (cli, _srv, peer):
+        s = await cli.open_stream(peer, PROTO)
+        data = memoryview(bytes(range(256)) * 16411 * 8)  # 33.6 MB
+        for off in range(0, len(data), 70_001):  # odd sizes: frames split across batches
+            await s.write(data[off:off + 70_001])
+        await s.close_write()
+        total, digest, routed = await got
+        assert (total, digest) == (len(data), hashlib.sha256(data).hexdigest())
+        assert routed, "the stream's DATA did not go through the session's demux"
+        await s.aclose()
 
 
 async def test_write_that_fits_creates_no_task_or_future_and_credit_is_batched() -> None:
-    srv, cli = await _pair()
     done = asyncio.get_running_loop().create_future()
     acks: list[int] = []
 
@@ -105,29 +89,23 @@ async def test_write_that_fits_creates_no_task_or_future_and_credit_is_batched()
         done.set_result(total)
         await stream.aclose()
 
-    try:
-        async with asyncio.timeout(60):
-            srv.set_handler(PROTO, reader)
-            peer = await cli.connect(f"{srv.addrs[0]}/p2p/{srv.peer_id}")
-            s = await cli.open_stream(peer, PROTO)
-            await s.write(b"x")
-            conn = s.conn
-            counting = CountingLoop(conn.loop)
-            conn.loop = counting  # type: ignore[assignment]
-            try:
-                msg = bytes(1000)
-                for _ in range(200):  # 200 KB: within the 256 KiB window, far below the high-water mark
-                    await s.write(msg)
-            finally:
-                conn.loop = counting._loop
-            assert (counting.futures, counting.tasks) == (0, 0)
-            await s.close_write()
-            total = await done
-            assert total == 200_001
-            # 64-byte reads: without batching ~3000 acks; with it one per ACK_BATCH bytes
-            assert len(acks) <= total // ACK_BATCH + 2, acks[:10]
-            assert all(n >= ACK_BATCH for n in acks[:-1])
-            await s.aclose()
-    finally:
-        await cli.aclose()
-        await srv.aclose()
+    async with asyncio.timeout(60), host_pair(CFG, handlers={PROTO: reader}) as (cli, _srv, peer):
+        s = await cli.open_stream(peer, PROTO)
+        await s.write(b"x")
+        conn = s.conn
+        counting = CountingLoop(conn.loop)
+        conn.loop = counting  # type: ignore[assignment]
+        try:
+            msg = bytes(1000)
+            for _ in range(200):  # 200 KB: within the 256 KiB window, far below the high-water mark
+                await s.write(msg)
+        finally:
+            conn.loop = counting._loop
+        assert (counting.futures, counting.tasks) == (0, 0)
+        await s.close_write()
+        total = await done
+        assert total == 200_001
+        # 64-byte reads: without batching ~3000 acks; with it one per ACK_BATCH bytes
+        assert len(acks) <= total // ACK_BATCH + 2, acks[:10]
+        assert all(n >= ACK_BATCH for n in acks[:-1])
+        await s.aclose()
