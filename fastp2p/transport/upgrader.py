@@ -107,18 +107,11 @@ async def _run_plain(
             out = machine.data_to_send()
             if out:
                 if machine.done:
-                    _hold(raw)  # a step's last message leaves with what the next step writes
+                    raw.hold_flush()  # a step's last message leaves with what the next step writes
                 raw.write(out)
         if machine.done:
             return machine.unused_data()
         data = await _read_raw(raw, what)
-
-
-def _hold(raw: RawConnection) -> None:
-    """Queue writes until the end of the next loop pass (``TcpConnection.hold_flush``)."""
-    hold = getattr(raw, "hold_flush", None)
-    if hold is not None:
-        hold()
 
 
 async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"") -> bytes:
@@ -252,7 +245,7 @@ async def _secure(
         raw.abort()
         raise
     assert hs.remote_peer is not None  # set once the handshake is done
-    _hold(raw)  # the new connection's first writes (identify) leave together
+    raw.hold_flush()  # the new connection's first writes (identify) leave together
     return SecuredChannel(
         raw=raw,
         send_cipher=send,
