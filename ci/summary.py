@@ -80,8 +80,7 @@ class Suite:
     required: str = "yes"
     no_skip: bool = False  # every collected test must run
     env: dict[str, str] = field(default_factory=dict)
-    all_tests: bool = False  # pytest: a second pass over other suites' files, owns none
-    #: all_tests: the native-pass suites whose files the second pass reruns
+    #: pytest: a second pass over these native-pass suites' files (it owns none)
     rerun: tuple[str, ...] = ()
     what: str = ""
 
@@ -112,7 +111,7 @@ SUITES: tuple[Suite, ...] = (
     # interop, netns and dask run once (native): they drive the same wire code, which
     # the parity tests (tests/native, tests/proto) prove byte-for-byte equal on both
     # twins, and together they took 215 s of a 450 s pure pass
-    Suite("pure", "pytest", all_tests=True, env={"FASTP2P_NO_EXTENSIONS": "1"},
+    Suite("pure", "pytest", env={"FASTP2P_NO_EXTENSIONS": "1"},
           rerun=("shm", "hostile", "conformance", "integration", "native", "proto", "unit"),
           what="the pure-Python twins (native-only cases skip) over shm, hostile, conformance, "
                "integration, native, proto, unit"),
@@ -135,7 +134,7 @@ SUITES: tuple[Suite, ...] = (
 BY_NAME = {s.name: s for s in SUITES}
 for _s in SUITES:  # a second pass names native-pass pytest suites only
     for _r in _s.rerun:
-        if _r not in BY_NAME or BY_NAME[_r].kind != "pytest" or BY_NAME[_r].all_tests:
+        if _r not in BY_NAME or BY_NAME[_r].kind != "pytest" or BY_NAME[_r].rerun:
             raise SystemExit(f"summary.py: suite {_s.name} reruns {_r!r}, not a native-pass pytest suite")
 
 
@@ -162,7 +161,7 @@ def _match(path: str, pattern: str) -> bool:
 
 
 def ownership() -> dict[str, list[str]]:
-    owned: dict[str, list[str]] = {s.name: [] for s in SUITES if s.kind == "pytest" and not s.all_tests}
+    owned: dict[str, list[str]] = {s.name: [] for s in SUITES if s.kind == "pytest" and not s.rerun}
     for path in _test_files():
         for s in SUITES:
             if s.name in owned and any(_match(path, g) for g in s.globs):
@@ -174,7 +173,7 @@ def ownership() -> dict[str, list[str]]:
 
 
 def suite_files(s: Suite) -> list[str]:
-    if s.all_tests:
+    if s.rerun:
         owned = ownership()
         return [f for name in s.rerun for f in owned[name]]
     override = os.environ.get(f"FASTP2P_CI_PATHS_{s.name.upper().replace('-', '_')}")
@@ -244,7 +243,7 @@ def write_result(out: Path, name: str, data: dict[str, Any]) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for s in SUITES:
-        if args.kind in (None, s.kind) and not (args.kind == "pytest" and args.native_pass and s.all_tests):
+        if args.kind in (None, s.kind) and not (args.kind == "pytest" and args.native_pass and s.rerun):
             print(s.name)
     return 0
 
