@@ -11,7 +11,7 @@ buffer passed to ``feed``.
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -287,9 +287,41 @@ cdef class MplexDecoder:
 
 @cython.final
 cdef class _Route:
+    """One attached stream; also the token :meth:`YamuxDemux.lend` returns."""
+
     cdef object deliver
     cdef long long credit
     cdef long long delivered
+    # A reader's lent buffer (Stream.readinto): plain DATA payloads are copied
+    # straight into it, and its waiter is woken once per batch.
+    cdef Py_buffer lent
+    cdef bint lent_held
+    cdef bint spilled
+    cdef Py_ssize_t lent_got
+    cdef object waiter
+
+    def __dealloc__(self):
+        if self.lent_held:
+            PyBuffer_Release(&self.lent)
+            self.lent_held = False
+
+    def unlend(self):
+        """End the loan; returns the bytes placed in the lent buffer."""
+        cdef Py_ssize_t got = self.lent_got
+        if self.lent_held:
+            PyBuffer_Release(&self.lent)
+            self.lent_held = False
+        self.lent_got = 0
+        self.waiter = None
+        return got
+
+    def spill(self):
+        """Data for the stream went elsewhere: copy nothing more into the loan.
+
+        Called when a frame reached the stream another way (the session's
+        events) while the buffer is lent, so bytes keep their order.
+        """
+        self.spilled = True
 
 
 @cython.final
@@ -297,17 +329,28 @@ cdef class YamuxDemux:
     """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
 
     One C pass decodes the whole input; a second walks the records, charging
-    plain DATA on attached streams to their credit and handing the payload
-    (a zero-copy slice) to the stream's ``deliver``, until the first record the
-    session must see; that one and all after it are returned as tuples.
+    plain DATA on attached streams to their credit and handing the payload to
+    the stream: copied into the buffer its reader lent (:meth:`lend`), or as a
+    zero-copy slice to its ``deliver``; until the first record the session
+    must see. That one and all after it are returned as tuples.
+    :meth:`feed_sealed` opens the Noise frames first, in the same call.
     """
 
     cdef fp_yamux_decoder _dec
     cdef dict _routes
+    #: plaintext bytes and yamux frames decoded (all feeds)
+    cdef readonly unsigned long long bytes_in
+    cdef readonly unsigned long long frames_in
+    #: of ``bytes_in``, those :meth:`feed_sealed` opened
+    cdef readonly unsigned long long sealed_bytes_in
+    cdef Py_ssize_t _fast  # records the last _feed handled the fast way
 
     def __cinit__(self):
         fp_yamux_decoder_init(&self._dec)
         self._routes = {}
+        self.bytes_in = 0
+        self.frames_in = 0
+        self.sealed_bytes_in = 0
 
     @property
     def buffered(self):
@@ -323,12 +366,38 @@ cdef class YamuxDemux:
         self._routes[stream_id] = r
 
     def detach(self, stream_id):
-        """Stop routing ``stream_id``; returns the bytes delivered and not yet taken."""
+        """Stop routing ``stream_id``; returns the bytes delivered and not yet taken.
+
+        A loan in progress stays valid: its token still counts what it received.
+        """
         r = self._routes.pop(stream_id, None)
         return 0 if r is None else (<_Route>r).delivered
 
     def attached(self, stream_id):
         return stream_id in self._routes
+
+    def lend(self, stream_id, buf, waiter):
+        """Copy ``stream_id``'s plain DATA straight into ``buf`` (writable bytes).
+
+        The first payload that lands there completes ``waiter`` (an asyncio
+        future; once per batch, not per frame); later ones of the same batch
+        keep filling it until it is full or :meth:`_Route.unlend` ends the
+        loan. Returns the loan's token, or None when the stream is not
+        attached (the caller then takes the data the usual way).
+        """
+        r = self._routes.get(stream_id)
+        if r is None:
+            return None
+        cdef _Route route = <_Route>r
+        if route.lent_held:
+            PyBuffer_Release(&route.lent)
+            route.lent_held = False
+        PyObject_GetBuffer(buf, &route.lent, PyBUF_WRITABLE)
+        route.lent_held = True
+        route.lent_got = 0
+        route.spilled = False
+        route.waiter = waiter
+        return route
 
     def take(self, stream_id):
         """Bytes delivered to ``stream_id`` since the last ``take`` (0 if not attached)."""
@@ -354,19 +423,39 @@ cdef class YamuxDemux:
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
+        cdef list out = self._feed(data)
+        return self._fast, out
+
+    def feed_sealed(self, cipher, data):
+        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
+        then :meth:`feed` the plaintext; returns the records the session must
+        see, or None when every frame went the fast way.
+        """
+        block = cipher.open_frames(data)
+        cdef Py_ssize_t n = len(block)
+        if not n:
+            return None
+        self.sealed_bytes_in += <unsigned long long>n
+        cdef list out = self._feed(block)
+        return out if out else None
+
+    cdef list _feed(self, object data):
         cdef Py_buffer view
         cdef fp_yamux_record stack_recs[BATCH]
         cdef fp_yamux_record *recs = stack_recs
         cdef fp_yamux_record *grown
         cdef fp_yamux_record *rec
         cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
+        cdef Py_ssize_t room, k
         cdef int rc
         cdef _Route r
         cdef object ro
         cdef list out
+        cdef list woken = None
         mv = _byte_view(data)
         PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         try:
+            self.bytes_in += <unsigned long long>view.len
             # pass 1: decode everything (an error delivers nothing)
             while True:
                 rc = fp_yamux_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
@@ -389,6 +478,7 @@ cdef class YamuxDemux:
                     PyMem_Free(recs)
                 recs = grown
                 cap *= 2
+            self.frames_in += total
             # pass 2: the fast way, up to the first record the session must see
             i = 0
             while i < total:
@@ -402,11 +492,28 @@ cdef class YamuxDemux:
                 if rec.length > r.credit:
                     break
                 i += 1
-                if rec.length:
-                    r.credit -= rec.length
-                    r.delivered += rec.length
-                    off = rec.offset
-                    r.deliver(PySequence_GetSlice(mv, off, off + rec.length))
+                if not rec.length:
+                    continue
+                r.credit -= rec.length
+                r.delivered += rec.length
+                off = rec.offset
+                k = 0
+                if r.lent_held and not r.spilled:
+                    room = r.lent.len - r.lent_got
+                    if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
+                        k = min(room, <Py_ssize_t>rec.length)
+                        memcpy(<uint8_t *>r.lent.buf + r.lent_got,
+                               <const uint8_t *>view.buf + off, <size_t>k)
+                        if r.lent_got == 0:
+                            if woken is None:
+                                woken = []
+                            woken.append(r)
+                        r.lent_got += k
+                    if k < <Py_ssize_t>rec.length:
+                        # the rest goes the usual way, and so does all after it
+                        r.spilled = True
+                if k < <Py_ssize_t>rec.length:
+                    r.deliver(PySequence_GetSlice(mv, off + k, off + rec.length))
             out = []
             while i < total:
                 rec = &recs[i]
@@ -417,8 +524,14 @@ cdef class YamuxDemux:
                     out.append((rec.type, rec.flags, rec.stream_id, rec.length,
                                 PySequence_GetSlice(mv, off, off + rec.length)))
                 i += 1
-            return total - len(out), out
+            self._fast = <Py_ssize_t>(total - len(out))
         finally:
             PyBuffer_Release(&view)
             if recs != stack_recs:
                 PyMem_Free(recs)
+        if woken is not None:
+            for ro in woken:
+                w = (<_Route>ro).waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+        return out

@@ -104,6 +104,9 @@ class NoisePath(DataPath):
         self._recv = recv_cipher
         self._deliver: Callable[[Any, bool], None] | None = None
         self._on_failed: Callable[[P2PError], None] | None = None
+        #: When set, each read goes whole to this callable (the connection's
+        #: one-call native receive step: open, demultiplex, deliver).
+        self.fused: Callable[[memoryview], None] | None = None
 
     def start(
         self,
@@ -120,6 +123,10 @@ class NoisePath(DataPath):
         return self.raw.start_push(self._on_wire, on_lost)
 
     def _on_wire(self, view: memoryview) -> None:
+        fused = self.fused
+        if fused is not None:
+            fused(view)
+            return
         # receive_wire inlined: this runs once per socket read
         try:
             plain = self._recv.open_frames(view)
@@ -178,7 +185,7 @@ class Connection:
                  'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
                  '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
                  'recv_soft_limit', 'slow_reader_timeout', '_blocked_on', '_slow_timer',
-                 '_attach', 'ack_batch', '__dict__', '__weakref__')
+                 '_attach', 'ack_batch', '_lend', '__dict__', '__weakref__')
 
     def __init__(
         self,
@@ -240,6 +247,13 @@ class Connection:
         #: consumed bytes a stream holds back before acknowledging (StreamDriver): yamux
         #: sends a window update only once half the window (>= 128 KiB) is consumed
         self.ack_batch = ACK_BATCH if self._attach is not None else 0
+        # With the native yamux demux the whole receive step of a TCP read is one
+        # call (Noise open, demultiplex, copy into lent reader buffers: see
+        # YamuxSession.feed_sealed) and readers lend their buffers (stream_lend).
+        self._lend: Callable[[int, Any, Any], Any] | None = None
+        if self._attach is not None and getattr(session, "can_feed_sealed", False):
+            self._lend = session.lend  # type: ignore[attr-defined]
+            self._base.fused = self._on_wire_fused
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
             # instead of queueing a PING|ACK for each (a flooding peer that never reads)
@@ -305,6 +319,9 @@ class Connection:
         self.check_open()
         self._rx = path
         self._rx_transient = transient
+        # TCP reads take the checked way again (frames after the marker are an error)
+        self._base.fused = None
+        self._lend = None
         if transient and self._attach is not None:
             self._attach = None
             for sid in self.streams:
@@ -448,6 +465,17 @@ class Connection:
             return
         try:
             self._base.receive_wire(view)
+        except P2PError as exc:
+            self._fail(exc)
+
+    def _on_wire_fused(self, view: memoryview) -> None:
+        """One TCP read, the native way (NoisePath.fused)."""
+        if self._closed:
+            return
+        try:
+            if self._session.feed_sealed(self._base.ciphers[1], view, _now()):  # type: ignore[attr-defined]
+                self._process_events()
+                self._transmit()
         except P2PError as exc:
             self._fail(exc)
 
@@ -650,6 +678,15 @@ class Connection:
                 # outcome is what counts.
                 drain.exception()
 
+    def stream_lend(self, stream_id: int, buf: memoryview, waiter: asyncio.Future[None]) -> Any:
+        """Lend a waiting reader's buffer to the receive step; None when it cannot take it.
+
+        The token's ``unlend()`` ends the loan and returns the bytes placed in
+        ``buf``; ``spill()`` stops further copies (data arrived another way).
+        """
+        lend = self._lend
+        return lend(stream_id, buf, waiter) if lend is not None else None
+
     def stream_ack(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` bytes of the stream: return credit."""
         if self._closed:
@@ -711,6 +748,7 @@ class Connection:
     def statistics(self) -> dict[str, Any]:
         """Wire bytes, muxer frames and bytes, streams, and the last measured RTT."""
         out = self.stats.as_dict()
+        out["bytes_received"] += getattr(self._session, "sealed_bytes_in", 0)
         out["open_streams"] = len(self.streams)
         out["muxer"] = self.muxer
         #: the Noise transport cipher ("ChaChaPoly", or "AESGCM" between fastp2p peers)

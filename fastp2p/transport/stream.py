@@ -53,6 +53,10 @@ class StreamDriver(Protocol):
     def stream_send(self, stream_id: int, data: memoryview) -> int:
         """Queue as much of ``data`` as the send window allows; returns the count."""
 
+    def stream_lend(self, stream_id: int, buf: memoryview, waiter: asyncio.Future[None]) -> Any:
+        """Lend a waiting reader's buffer to the receive step (None: not taken)."""
+        ...
+
     def stream_ack(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` bytes: return flow-control credit."""
 
@@ -111,7 +115,7 @@ class Stream:
     # (idle streams are many); ``__dict__`` stays for attributes set from outside.
     __slots__ = ("conn", "id", "inbound", "protocol", "_chunks", "_buffered", "_uncredited",
                  "_unacked", "_ack_batch", "_eof", "_write_closed", "_reset", "_closed",
-                 "_read_waiter", "_read_into", "_read_got", "_write_waiter", "_read_guard",
+                 "_read_waiter", "_read_into", "_read_got", "_loan", "_write_waiter", "_read_guard",
                  "_write_guard", "__dict__", "__weakref__")
 
     def __init__(self, conn: StreamDriver, stream_id: int, *, inbound: bool) -> None:
@@ -138,6 +142,8 @@ class Stream:
         # is copied once, straight into it (``feed_data``), instead of queued.
         self._read_into: memoryview | None = None
         self._read_got = 0
+        # Or the driver's receive step copies into it, natively (StreamDriver.stream_lend).
+        self._loan: Any = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._read_guard = ConflictDetector("another task is already reading from this stream")
         self._write_guard = ConflictDetector("another task is already writing to this stream")
@@ -184,6 +190,9 @@ class Stream:
                         return
                     data = data[k:]
                     n -= k
+        if self._loan is not None:
+            # bytes after these must not land in the lent buffer, ahead of them
+            self._loan.spill()
         self._chunks.append(memoryview(bytes(data)) if transient else data)
         self._buffered += n
         if self._buffered > self.conn.recv_soft_limit:
@@ -305,22 +314,33 @@ class Stream:
     async def _wait_into(self, out: memoryview) -> int:
         """Wait for data with ``out`` lent to ``feed_data``; returns bytes placed there."""
         fut = self.conn.loop.create_future()
+        # (raises for a read-only buffer, before anything is set)
+        loan = self.conn.stream_lend(self.id, out, fut)
         self._read_waiter = fut
-        self._read_into = out
-        self._read_got = 0
+        if loan is None:
+            self._read_into = out
+            self._read_got = 0
+        else:
+            self._loan = loan
         try:
             await fut
         except BaseException:
-            got = self._read_got
+            got = self._read_got if loan is None else loan.unlend()
             if got:
                 # Cancelled after data landed in the caller's buffer: keep it
                 # buffered for the next read (nothing is lost, as documented).
-                self._buffered -= got
+                if loan is None:
+                    self._buffered -= got
                 self._unread_credited(bytes(out[:got]))
             raise
         finally:
             self._read_waiter = None
             self._read_into = None
+            self._loan = None
+        if loan is not None:
+            got = loan.unlend()
+            self._buffered += got
+            return got
         got = self._read_got
         self._read_got = 0
         return got

@@ -4,9 +4,11 @@ woken once per receive batch, and every frame of the batch lands in its buffer."
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 
+from fastp2p import _accel
 from fastp2p.transport.stream import Stream
 
 
@@ -24,6 +26,9 @@ class FakeDriver:
 
     def stream_ack(self, stream_id: int, n: int) -> None:
         self.acked += n
+
+    def stream_lend(self, stream_id: int, buf: object, waiter: object) -> None:
+        return None  # no native receive step: feed_data fills the lent buffer
 
     def stream_released(self, stream: Stream) -> None:
         pass
@@ -71,3 +76,88 @@ async def test_cancelled_after_the_batch_landed_keeps_every_byte() -> None:
     assert st.buffered == 20
     assert await st.read(100) == b"x" * 10 + b"y" * 10
     assert d.acked == 20
+
+
+# -- the same through a real demux: the reader's buffer is lent to the receive step ----
+
+KERNELS = [pytest.param(_accel.pure, id="pure")]
+if _accel.native is not None:
+    KERNELS.append(pytest.param(_accel.native, id="native"))
+
+
+class DemuxDriver(FakeDriver):
+    """A driver whose receive step is a real YamuxDemux (as Connection's is)."""
+
+    def __init__(self, kernels: object) -> None:
+        super().__init__()
+        self.demux = kernels.YamuxDemux()  # type: ignore[attr-defined]
+
+    def stream_lend(self, stream_id: int, buf: object, waiter: object) -> object:
+        return self.demux.lend(stream_id, buf, waiter)
+
+    def attach(self, st: Stream) -> None:
+        self.demux.attach(st.id, st.feed_data, 1 << 30)
+
+    def feed(self, *parts: tuple[int, bytes]) -> None:
+        """One receive batch: DATA frames for (stream id, payload)."""
+        self.demux.feed(b"".join(struct.pack(">BBHII", 0, 0, 0, sid, len(p)) + p for sid, p in parts))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+async def test_lent_buffer_is_filled_by_the_demux_with_one_wakeup(kernels: object) -> None:
+    d = DemuxDriver(kernels)
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    d.attach(st)
+    buf = bytearray(25)
+    task = asyncio.ensure_future(st.readinto(buf))
+    await asyncio.sleep(0)
+    d.feed((1, b"a" * 10), (1, b"b" * 20))
+    d.feed((1, b"c" * 5))  # the reader has not run: overflow queued behind
+    assert await task == 25
+    assert bytes(buf) == b"a" * 10 + b"b" * 15
+    assert await st.read(100) == b"b" * 5 + b"c" * 5
+    assert st.buffered == 0 and d.acked == 35
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+async def test_data_from_the_session_stops_the_loan_so_order_holds(kernels: object) -> None:
+    d = DemuxDriver(kernels)
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    d.attach(st)
+    buf = bytearray(100)
+    task = asyncio.ensure_future(st.readinto(buf))
+    await asyncio.sleep(0)
+    d.feed((1, b"1"))
+    st.feed_data(memoryview(b"2"))  # a DATA frame the session handled (behind a control frame)
+    d.feed((1, b"3"))  # must not overtake "2" into the lent buffer
+    assert await task == 1 and buf[:1] == b"1"
+    assert await st.read(100) == b"23"
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+async def test_cancelled_with_bytes_in_the_loan_keeps_every_byte(kernels: object) -> None:
+    d = DemuxDriver(kernels)
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    d.attach(st)
+    buf = bytearray(100)
+    task = asyncio.ensure_future(st.readinto(buf))
+    await asyncio.sleep(0)
+    d.feed((1, b"x" * 10), (1, b"y" * 10))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert st.buffered == 20
+    d.feed((1, b"z"))  # the loan ended with the read: queued, after the kept bytes
+    assert await st.read(100) == b"x" * 10 + b"y" * 10 + b"z"
+    assert d.acked == 21
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+async def test_read_only_buffer_is_refused_before_waiting(kernels: object) -> None:
+    d = DemuxDriver(kernels)
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    d.attach(st)
+    with pytest.raises((BufferError, TypeError)):
+        await st.readinto(b"read-only")
+    d.feed((1, b"ok"))
+    assert await st.read(10) == b"ok"

@@ -25,6 +25,7 @@ Rules / theory of operation of :class:`YamuxDecoder`:
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError
@@ -175,12 +176,38 @@ class YamuxDecoder:
 
 
 class _Route:
-    __slots__ = ("deliver", "credit", "delivered")
+    """One attached stream; also the token :meth:`YamuxDemux.lend` returns."""
+
+    __slots__ = ("deliver", "credit", "delivered", "lent", "lent_got", "spilled", "waiter")
 
     def __init__(self, deliver: object, credit: int) -> None:
         self.deliver = deliver
         self.credit = credit
         self.delivered = 0
+        # A reader's lent buffer: plain DATA payloads are copied straight into
+        # it, and its waiter is woken once per batch.
+        self.lent: memoryview | None = None
+        self.lent_got = 0
+        self.spilled = False
+        self.waiter: Any = None
+
+    def unlend(self) -> int:
+        """End the loan; returns the bytes placed in the lent buffer."""
+        got = self.lent_got
+        if self.lent is not None:
+            self.lent.release()
+            self.lent = None
+        self.lent_got = 0
+        self.waiter = None
+        return got
+
+    def spill(self) -> None:
+        """Data for the stream went elsewhere: copy nothing more into the loan.
+
+        Called when a frame reached the stream another way (the session's
+        events) while the buffer is lent, so bytes keep their order.
+        """
+        self.spilled = True
 
 
 class YamuxDemux:
@@ -190,23 +217,30 @@ class YamuxDemux:
     receive credit. ``feed`` decodes the whole input first (a frame error
     delivers nothing, as with ``YamuxDecoder.feed``), then walks the records in
     order: a DATA record with no flags, for an attached stream, whose length
-    fits the stream's credit, is charged to that credit and handed to
-    ``deliver``; a zero-length one is dropped. The first record that is
-    anything else, and every record after it, is returned to the caller, in
-    order, so the session handles it exactly as it would have (a control frame
-    can change what the DATA after it means). Returns ``(fast, records)``: how
-    many records went the fast way, and the rest in ``YamuxDecoder`` format.
+    fits the stream's credit, is charged to that credit and handed over: copied
+    into the buffer the stream's reader lent (:meth:`lend`) while it has room,
+    else (the rest) to ``deliver``; a zero-length one is dropped. The first
+    record that is anything else, and every record after it, is returned to the
+    caller, in order, so the session handles it exactly as it would have (a
+    control frame can change what the DATA after it means). Returns ``(fast,
+    records)``: how many records went the fast way, and the rest in
+    ``YamuxDecoder`` format. :meth:`feed_sealed` opens Noise frames first.
 
     Credit bookkeeping: ``take(sid)`` returns (and zeroes) the bytes delivered
     since the last call; ``set_credit`` replaces the credit after the session
-    changed it. The native twin (fastp2p/_native/frame.pyx) does the walk in C.
+    changed it. Counters: ``bytes_in`` and ``frames_in`` (everything fed),
+    ``sealed_bytes_in`` (what ``feed_sealed`` opened). The native twin
+    (fastp2p/_native/frame.pyx) does the walk in C.
     """
 
-    __slots__ = ("_dec", "_routes")
+    __slots__ = ("_dec", "_routes", "bytes_in", "frames_in", "sealed_bytes_in")
 
     def __init__(self) -> None:
         self._dec = YamuxDecoder()
         self._routes: dict[int, _Route] = {}
+        self.bytes_in = 0
+        self.frames_in = 0
+        self.sealed_bytes_in = 0
 
     @property
     def buffered(self) -> int:
@@ -218,12 +252,41 @@ class YamuxDemux:
         self._routes[stream_id] = _Route(deliver, credit)
 
     def detach(self, stream_id: int) -> int:
-        """Stop routing ``stream_id``; returns the bytes delivered and not yet taken."""
+        """Stop routing ``stream_id``; returns the bytes delivered and not yet taken.
+
+        A loan in progress stays valid: its token still counts what it received.
+        """
         r = self._routes.pop(stream_id, None)
         return 0 if r is None else r.delivered
 
     def attached(self, stream_id: int) -> bool:
         return stream_id in self._routes
+
+    def lend(self, stream_id: int, buf: Any, waiter: Any) -> _Route | None:
+        """Copy ``stream_id``'s plain DATA straight into ``buf`` (writable bytes).
+
+        The first payload that lands there completes ``waiter`` (an asyncio
+        future; once per batch, not per frame); later ones of the same batch
+        keep filling it until it is full or :meth:`_Route.unlend` ends the
+        loan. Returns the loan's token, or None when the stream is not
+        attached (the caller then takes the data the usual way).
+        """
+        r = self._routes.get(stream_id)
+        if r is None:
+            return None
+        view = memoryview(buf)
+        if view.readonly:
+            view.release()
+            raise BufferError("readinto needs a writable buffer")
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if r.lent is not None:
+            r.lent.release()
+        r.lent = view
+        r.lent_got = 0
+        r.spilled = False
+        r.waiter = waiter
+        return r
 
     def take(self, stream_id: int) -> int:
         """Bytes delivered to ``stream_id`` since the last ``take`` (0 if not attached)."""
@@ -246,10 +309,26 @@ class YamuxDemux:
     def __len__(self) -> int:
         return len(self._routes)
 
+    def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[YamuxRecord] | None:
+        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
+        then :meth:`feed` the plaintext; returns the records the session must
+        see, or None when every frame went the fast way.
+        """
+        plain = cipher.open_frames(data)
+        n = len(plain)
+        if not n:
+            return None
+        self.sealed_bytes_in += n
+        records = self.feed(plain)[1]
+        return records or None
+
     def feed(self, data: ReadableBuffer) -> tuple[int, list[YamuxRecord]]:
         """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
+        self.bytes_in += len(data) if type(data) is bytes else memoryview(data).nbytes
         records = self._dec.feed(data)
+        self.frames_in += len(records)
         routes = self._routes
+        woken: list[_Route] | None = None
         i = 0
         n = len(records)
         while i < n:
@@ -260,8 +339,32 @@ class YamuxDemux:
             if r is None or length > r.credit:
                 break
             i += 1
-            if length:
-                r.credit -= length
-                r.delivered += length
-                r.deliver(payload)  # type: ignore[operator]
+            if not length:
+                continue
+            assert payload is not None  # DATA carries one
+            r.credit -= length
+            r.delivered += length
+            k = 0
+            lent = r.lent
+            if lent is not None and not r.spilled:
+                got = r.lent_got
+                room = len(lent) - got
+                if room > 0 and (got > 0 or not r.waiter.done()):
+                    k = min(room, length)
+                    lent[got : got + k] = payload[:k]
+                    if got == 0:
+                        if woken is None:
+                            woken = []
+                        woken.append(r)
+                    r.lent_got = got + k
+                if k < length:
+                    # the rest goes the usual way, and so does all after it
+                    r.spilled = True
+            if k < length:
+                r.deliver(payload[k:] if k else payload)  # type: ignore[operator]
+        if woken is not None:
+            for r in woken:
+                w = r.waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
         return i, records[i:] if i else records

@@ -192,7 +192,7 @@ class YamuxSession(StreamTable[_Stream]):
                  '_n_inbound', '_n_outbound', '_syn_backlog', '_pending_syn', '_unaccepted',
                  '_backlog_full', '_events', '_out', '_now', '_next_opaque', '_pings',
                  '_rtt_probe_sent', '_next_keepalive', 'rtt', '_local_goaway', '_remote_goaway',
-                 '_terminated', 'stats', 'drop_pongs', 'pong_gate')
+                 '_terminated', '_stats', 'drop_pongs', 'pong_gate')
 
     MUXER_NAME = "yamux"
 
@@ -243,7 +243,7 @@ class YamuxSession(StreamTable[_Stream]):
         self._local_goaway = False
         self._remote_goaway: int | None = None
         self._terminated: tuple[int, bool] | None = None  # (code, remote)
-        self.stats = {
+        self._stats = {
             "bytes_in": 0,
             "bytes_out": 0,
             "frames_in": 0,
@@ -275,30 +275,87 @@ class YamuxSession(StreamTable[_Stream]):
         self._now = now
         if self._terminated is not None:
             return
-        stats = self.stats
-        stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
         self._backlog_full = self._unaccepted >= self.config.accept_backlog
         try:
             if self._demux is not None:
-                fast, records = self._demux.feed(data)
-                stats["frames_in"] += fast + len(records)
+                # the demux counts bytes and frames itself (see ``stats``)
+                records = self._demux.feed(data)[1]
             else:
+                stats = self._stats
+                stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
                 records = self._decoder.feed(data)
                 stats["frames_in"] += len(records)
-            for ftype, flags, sid, length, payload in records:
-                if ftype == TYPE_DATA:
-                    self._on_data(flags, sid, payload)
-                elif ftype == TYPE_WINDOW_UPDATE:
-                    self._on_window_update(flags, sid, length)
-                elif ftype == TYPE_PING:
-                    self._on_ping(flags, length, now)
-                else:
-                    self._on_go_away(length)
-                if self._terminated is not None:
-                    break
+            self._on_records(records, now)
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
+
+    def feed_sealed(self, cipher: Any, data: ReadableBuffer, now: float) -> bool:
+        """Open the Noise frames in ``data`` and take their records, in one native call.
+
+        What :meth:`receive_data` does with ``cipher.open_frames(data)``, but
+        when every record goes the demux's fast way (plain DATA for attached
+        streams, copied into lent buffers or delivered) no Python runs
+        beyond this call. Returns True when records reached the session: the driver then
+        drains events and sends. Only with a demux (native kernels); the
+        driver checks :attr:`can_feed_sealed`.
+        """
+        if self._terminated is not None:
+            return False
+        try:
+            records = self._demux.feed_sealed(cipher, data)
+            if records is None:
+                return False
+            self._now = now
+            self._backlog_full = self._unaccepted >= self.config.accept_backlog
+            self._on_records(records, now)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        return True
+
+    @property
+    def sealed_bytes_in(self) -> int:
+        """Plaintext bytes :meth:`feed_sealed` has opened."""
+        return self._demux.sealed_bytes_in if self._demux is not None else 0
+
+    @property
+    def can_feed_sealed(self) -> bool:
+        """True when :meth:`feed_sealed` and :meth:`lend` are available (native demux)."""
+        return self._demux is not None
+
+    def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
+        """Lend a reader's buffer to the demux: ``stream_id``'s plain DATA is copied
+        into it and ``waiter`` completed once per batch. Returns the loan's token
+        (``unlend()`` -> bytes placed, ``spill()``), or None (not attached, or no
+        native demux): the data then arrives as before.
+        """
+        demux = self._demux
+        if demux is None:
+            return None
+        return demux.lend(stream_id, buf, waiter)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: bytes_in/out, frames_in/out, streams opened/accepted/rejected, pings dropped."""
+        demux = self._demux
+        if demux is not None:
+            self._stats["bytes_in"] = demux.bytes_in
+            self._stats["frames_in"] = demux.frames_in
+        return self._stats
+
+    def _on_records(self, records: Any, now: float) -> None:
+        for ftype, flags, sid, length, payload in records:
+            if ftype == TYPE_DATA:
+                self._on_data(flags, sid, payload)
+            elif ftype == TYPE_WINDOW_UPDATE:
+                self._on_window_update(flags, sid, length)
+            elif ftype == TYPE_PING:
+                self._on_ping(flags, length, now)
+            else:
+                self._on_go_away(length)
+            if self._terminated is not None:
+                break
 
     def limit_receive_window(self, n: int) -> None:
         """Stop auto-tuning receive windows above ``n`` bytes (never below the
@@ -443,7 +500,7 @@ class YamuxSession(StreamTable[_Stream]):
         stream = _Stream(sid, True, _PENDING_SYN, recv)
         self._streams[sid] = stream
         self._n_outbound += 1
-        self.stats["streams_opened"] += 1
+        self._stats["streams_opened"] += 1
         if self._syn_backlog < self.config.accept_backlog:
             self._send_syn(stream)
         else:
@@ -480,7 +537,7 @@ class YamuxSession(StreamTable[_Stream]):
         out = self._out
         encode = self._encode
         max_frame = self.config.max_frame_size
-        stats = self.stats
+        stats = self._stats
         if n <= max_frame:
             out.append(encode(TYPE_DATA, 0, stream_id, n))
             out.append(mv if n == total else mv[:n])
@@ -671,14 +728,14 @@ class YamuxSession(StreamTable[_Stream]):
             # go-yamux does the same for MaxIncomingStreams and a full accept backlog.
             self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
             self._history.remember(sid, _H_RESET, int(StreamErrorCode.RESOURCE_LIMIT), False)
-            self.stats["streams_rejected"] += 1
+            self._stats["streams_rejected"] += 1
             return None
         recv = WindowManager(config.initial_window, self._max_window, self._now)
         stream = _Stream(sid, False, _ESTABLISHED, recv)
         self._streams[sid] = stream
         self._n_inbound += 1
         self._unaccepted += 1
-        self.stats["streams_accepted"] += 1
+        self._stats["streams_accepted"] += 1
         self._events.append(StreamOpened(sid))
         # yamux spec: "The receiver must then reply with either a data or window
         # update frame with the StreamID along with the ACK flag"; a larger window
@@ -729,7 +786,7 @@ class YamuxSession(StreamTable[_Stream]):
         if flags & FLAG_SYN:
             gate = self.pong_gate
             if self.drop_pongs or (gate is not None and gate()):
-                self.stats["pings_dropped"] += 1
+                self._stats["pings_dropped"] += 1
                 return
             # yamux spec: the length "Contains an opaque value, echoed back".
             self._frame(TYPE_PING, FLAG_ACK, 0, opaque)
@@ -757,7 +814,7 @@ class YamuxSession(StreamTable[_Stream]):
 
     def _frame(self, ftype: int, flags: int, sid: int, length: int) -> None:
         self._out.append(self._encode(ftype, flags, sid, length))
-        stats = self.stats
+        stats = self._stats
         stats["frames_out"] += 1
         stats["bytes_out"] += 12
 
