@@ -41,6 +41,13 @@ def cipher_speed(evp: str, *, size: int = 16384, seconds: int = 1) -> float | No
     return None
 
 
+def _pinned(backend: str) -> str | None:
+    """The cipher a backend pinned by its name's suffix (fastp2p-yamux-chacha), else None."""
+    from .backends.fastp2p_tcp import PINNED_CIPHERS
+
+    return PINNED_CIPHERS.get(backend.rsplit("-", 1)[-1])
+
+
 def ceilings(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
     """The ceiling per bulk1 case and cipher, and each secured backend's share of it.
 
@@ -62,7 +69,8 @@ def ceilings(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
             ceiling = cores / (raw_cpu / 1e9 + 2.0 / bps) / 1e6  # MB/s
             shares = {r["backend"]: r["median"] / ceiling for r in rows
                       if r["scenario"] == "bulk1" and r["case"] == case and r["metric"] == "MB/s"
-                      and r["backend"].startswith(("fastp2p", "py-libp2p"))}
+                      and r["backend"].startswith(("fastp2p", "py-libp2p"))
+                      and _pinned(r["backend"]) in (None, name)}
             out.append({"case": case, "cipher": name, "ceiling_MBps": ceiling, "cores": cores,
                         "raw_cpu_s_per_GB": raw_cpu, "cipher_GBps": bps / 1e9, "shares": shares})
     return out

@@ -38,7 +38,8 @@ def _pylibp2p() -> list[Backend]:
 def _fastp2p() -> list[Backend]:
     from .fastp2p_tcp import Fastp2pTCP
 
-    return [Fastp2pTCP("yamux"), Fastp2pTCP("mplex")]
+    return [Fastp2pTCP("yamux"), Fastp2pTCP("mplex"), Fastp2pTCP("yamux", "chacha"),
+            Fastp2pTCP("yamux", "aesgcm")]
 
 
 def _limits() -> list[Backend]:

@@ -29,23 +29,24 @@ CONFIG_NOTE = ("HostConfig overrides: max_streams=20000 (yamux, mplex); data_pat
                "(this bench measures the TCP path; the same-host suite measures shm)")
 
 
-def _config(muxer: str) -> Any:
+def _config(muxer: str, cipher: str | None = None) -> Any:
     import dataclasses
 
     from fastp2p.config import HostConfig
 
     d = HostConfig()
     # no fallback: the results say these overrides were applied, so they must be
-    return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",),
+    noise = d.noise if cipher is None else dataclasses.replace(d.noise, ciphers=(cipher,))
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",), noise=noise,
                       yamux=dataclasses.replace(d.yamux, max_streams=20_000),
                       mplex=dataclasses.replace(d.mplex, max_streams=20_000))
 
 
-def _new_host(muxer: str, listen: bool) -> Any:
+def _new_host(muxer: str, listen: bool, cipher: str | None = None) -> Any:
     import fastp2p
 
     key = fastp2p.Ed25519PrivateKey.generate()
-    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer))
+    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer, cipher))
 
 
 async def _readexactly_into(s: Any, buf: memoryview, n: int) -> bool:
@@ -100,12 +101,13 @@ async def _handler(stream: Any) -> None:
 
 
 class Server(BaseServer):
-    def __init__(self, muxer: str) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None) -> None:
         self.muxer = muxer
+        self.cipher = cipher
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
-            async with _new_host(self.muxer, True) as host:
+            async with _new_host(self.muxer, True, self.cipher) as host:
                 host.set_handler(wire.PROTOCOL_ID, _handler)
                 addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
                 ready(f"{addr}/p2p/{host.peer_id}")
@@ -116,10 +118,11 @@ class Server(BaseServer):
 
 
 class Client(AsyncClient):
-    def __init__(self, muxer: str) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None) -> None:
         self.loop_factory = _loop_factory()
         super().__init__()
         self.muxer = muxer
+        self.cipher = cipher
         self.host: Any = None
         self.peer: Any = None
         self._idle_hosts: list[Any] = []
@@ -127,7 +130,7 @@ class Client(AsyncClient):
 
     async def _ensure(self, addr: str) -> tuple[Any, Any]:
         if self.host is None:
-            self.host = _new_host(self.muxer, False)
+            self.host = _new_host(self.muxer, False, self.cipher)
             await self.host.__aenter__()
         if self.peer is None:
             self.peer = await self.host.connect(addr)
@@ -182,7 +185,7 @@ class Client(AsyncClient):
         out = []
         handshake = []
         for _ in range(n):
-            async with _new_host(self.muxer, False) as h:
+            async with _new_host(self.muxer, False, self.cipher) as h:
                 t0 = time.perf_counter()
                 peer = await h.connect(addr)  # TCP + Noise + muxer, identify done
                 handshake.append((time.perf_counter() - t0) * 1e3)
@@ -210,7 +213,7 @@ class Client(AsyncClient):
 
     async def a_idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
         for _ in range(conns):  # a connection needs its own client host
-            h = _new_host(self.muxer, False)
+            h = _new_host(self.muxer, False, self.cipher)
             await h.__aenter__()
             peer = await h.connect(addr)
             s = await h.open_stream(peer, wire.PROTOCOL_ID)
@@ -234,13 +237,21 @@ class Client(AsyncClient):
         return {}
 
 
+#: transport ciphers a backend can pin (name suffix -> NoiseConfig.ciphers entry)
+PINNED_CIPHERS = {"chacha": "ChaChaPoly", "aesgcm": "AESGCM"}
+
+
 class Fastp2pTCP(Backend):
-    def __init__(self, muxer: str) -> None:
+    """``cipher``: pin the Noise transport cipher (a key of PINNED_CIPHERS); None
+    keeps the default order (AES-256-GCM between fastp2p peers where the CPU has AES)."""
+
+    def __init__(self, muxer: str, cipher: str | None = None) -> None:
         self.muxer = muxer
-        self.name = f"fastp2p-{muxer}"
-        self.title = f"fastp2p TCP + Noise + {muxer}"
+        self.cipher = PINNED_CIPHERS[cipher] if cipher else None
+        self.name = f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "")
+        self.title = f"fastp2p TCP + Noise + {muxer}" + (f", {self.cipher} only" if cipher else "")
         self.loop = "uvloop" if _loop_factory() else "asyncio"
-        self.config_note = CONFIG_NOTE
+        self.config_note = CONFIG_NOTE + (f"; NoiseConfig.ciphers=({self.cipher!r},)" if cipher else "")
 
     def available(self) -> str | None:
         try:
@@ -266,7 +277,7 @@ class Fastp2pTCP(Backend):
         return v
 
     def make_server(self) -> BaseServer:
-        return Server(self.muxer)
+        return Server(self.muxer, self.cipher)
 
     def make_client(self) -> AsyncClient:
-        return Client(self.muxer)
+        return Client(self.muxer, self.cipher)
