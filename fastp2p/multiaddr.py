@@ -32,7 +32,7 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from fastp2p.errors import InvalidKeyError, MultiaddrError, VarintError
 from fastp2p.multibase import multibase_decode, multibase_encode, multihash_decode
@@ -258,11 +258,20 @@ _PARSED: dict[str | bytes, tuple[bytes, tuple[_Component, ...]]] = {}
 _PARSED_MAX = 4096
 
 
-def _remember(key: str | bytes, value: tuple[bytes, tuple[_Component, ...]]) -> tuple[bytes, tuple[_Component, ...]]:
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[key] = value
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+
+
+def _bounded_put(cache: dict[_K, _T], key: _K, value: _T, limit: int) -> _T:
+    """Store ``value``; a full cache starts over (the working set refills it at once)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
     return value
+
+
+def _remember(key: str | bytes, value: tuple[bytes, tuple[_Component, ...]]) -> tuple[bytes, tuple[_Component, ...]]:
+    return _bounded_put(_PARSED, key, value, _PARSED_MAX)
 
 
 def _parse_text(text: str) -> tuple[_Component, ...]:
@@ -611,10 +620,7 @@ class Multiaddr:
             raise MultiaddrError(f"port {port!r} out of range 0..65535")
         head = _HOST_COMPONENTS.get(host)
         if head is None:
-            head = _host_component(host)
-            if len(_HOST_COMPONENTS) >= 256:
-                _HOST_COMPONENTS.clear()
-            _HOST_COMPONENTS[host] = head
+            head = _bounded_put(_HOST_COMPONENTS, host, _host_component(host), 256)
         layer = _BY_NAME["tcp" if transport == "tcp" else "udp"]
         parts: tuple[_Component, ...] = (head, _Component(layer, port.to_bytes(2, "big"), str(port)))
         if transport == "quic-v1":
