@@ -15,6 +15,8 @@ Kernel contract (identical for both implementations):
   attached streams within their credit and returns the rest (see its pure twin)
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
+- ``MplexDemux(max_message_size)``: an ``MplexDecoder`` with a stream-key table, as
+  ``YamuxDemux`` (Message records on attached keys go the fast way; see its pure twin)
 - ``NoiseCipher(key, nonce=0, cipher="ChaChaPoly"|"AESGCM")`` (``.cipher`` names it): ``seal_frames(bufs)`` and ``open_frames(buf)`` return read-only
   byte buffers (``bytes``/``bytearray`` pure; recycled ``FrameBlock`` native): use them
   through the buffer protocol, never as ``bytes``
@@ -58,6 +60,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "YamuxDemux": ("fastp2p.proto.yamux.frame", "fastp2p._native.frame"),
     "mplex_encode_header": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "MplexDecoder": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
+    "MplexDemux": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "NoiseCipher": ("fastp2p.proto.noise.cipher", "fastp2p._native.aead"),
     "BufferPool": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
     "Buffer": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
@@ -118,7 +121,7 @@ if TYPE_CHECKING:
     # Typed by the pure twins, whose signatures the native kernels share.
     from fastp2p._region_pure import MemoryRegion, RegionLease, alloc_region, register_region  # noqa: F401
     from fastp2p.bufferpool import Buffer, BufferPool, get_default_pool  # noqa: F401
-    from fastp2p.proto.mplex.frame import MplexDecoder, mplex_encode_header  # noqa: F401
+    from fastp2p.proto.mplex.frame import MplexDecoder, MplexDemux, mplex_encode_header  # noqa: F401
     from fastp2p.proto.noise.cipher import NoiseCipher  # noqa: F401
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
     from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401

@@ -535,3 +535,243 @@ cdef class YamuxDemux:
                 if w is not None and not w.done():
                     w.set_result(None)
         return out
+
+
+cdef enum:
+    # MplexDemux marks on fp_mplex_record.bits of control records split across feeds
+    _PIECE = 0x10  # a part of a control payload, collected (not a record)
+    _WHOLE = 0x20  # the last part: the record's payload is the collected copy
+
+
+@cython.final
+cdef class MplexDemux:
+    """MplexDecoder that delivers Message records itself (see fastp2p.proto.mplex.frame).
+
+    One C pass decodes the whole input; a second walks the records, charging
+    Message records of attached stream keys (``id*2+1`` MESSAGE_RECEIVER,
+    ``id*2`` MESSAGE_INITIATOR) to their credit and handing the payload to the
+    stream: copied into the buffer its reader lent (:meth:`lend`), or as a
+    zero-copy slice to its ``deliver``; until the first record the session
+    must see. That one and all after it are returned as tuples.
+    """
+
+    cdef fp_mplex_decoder _dec
+    cdef bytearray _acc  # control payload split across feeds, being collected
+    cdef readonly object max_message_size
+    cdef dict _routes
+    cdef readonly unsigned long long bytes_in
+    cdef readonly unsigned long long frames_in
+    cdef readonly unsigned long long sealed_bytes_in
+    cdef Py_ssize_t _fast
+
+    def __cinit__(self, max_message_size=1 << 20):
+        if max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        self.max_message_size = max_message_size
+        fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
+        self._acc = None
+        self._routes = {}
+
+    @property
+    def buffered(self):
+        """Bytes held internally (incomplete header + partial control payload)."""
+        return self._dec.hdr_len + (len(self._acc) if self._acc is not None else 0)
+
+    def attach(self, key, deliver, long long credit):
+        """Route Message payloads of stream ``key`` to ``deliver`` within ``credit`` bytes."""
+        cdef _Route r = _Route.__new__(_Route)
+        r.deliver = deliver
+        r.credit = credit
+        r.delivered = 0
+        self._routes[key] = r
+
+    def detach(self, key):
+        """Stop routing ``key``; returns the bytes delivered and not yet taken."""
+        r = self._routes.pop(key, None)
+        return 0 if r is None else (<_Route>r).delivered
+
+    def attached(self, key):
+        return key in self._routes
+
+    def lend(self, key, buf, waiter):
+        """Copy ``key``'s messages straight into ``buf`` (as ``YamuxDemux.lend``)."""
+        r = self._routes.get(key)
+        if r is None:
+            return None
+        cdef _Route route = <_Route>r
+        if route.lent_held:
+            PyBuffer_Release(&route.lent)
+            route.lent_held = False
+        PyObject_GetBuffer(buf, &route.lent, PyBUF_WRITABLE)
+        route.lent_held = True
+        route.lent_got = 0
+        route.spilled = False
+        route.waiter = waiter
+        return route
+
+    def take(self, key):
+        """Bytes delivered to ``key`` since the last ``take`` (0 if not attached)."""
+        cdef long long n
+        r = self._routes.get(key)
+        if r is None:
+            return 0
+        n = (<_Route>r).delivered
+        (<_Route>r).delivered = 0
+        return n
+
+    def set_credit(self, key, long long credit):
+        r = self._routes.get(key)
+        if r is not None:
+            (<_Route>r).credit = credit
+
+    def clear(self):
+        """Detach every stream."""
+        self._routes.clear()
+
+    def __len__(self):
+        return len(self._routes)
+
+    def feed(self, data):
+        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
+        cdef list out = self._feed(data)
+        return self._fast, out
+
+    def feed_sealed(self, cipher, data):
+        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
+        then :meth:`feed` the plaintext; returns the records the session must
+        see, or None when every record went the fast way.
+        """
+        block = cipher.open_frames(data)
+        cdef Py_ssize_t n = len(block)
+        if not n:
+            return None
+        self.sealed_bytes_in += <unsigned long long>n
+        cdef list out = self._feed(block)
+        return out if out else None
+
+    cdef list _feed(self, object data):
+        cdef Py_buffer view
+        cdef fp_mplex_record stack_recs[BATCH]
+        cdef fp_mplex_record *recs = stack_recs
+        cdef fp_mplex_record *grown
+        cdef fp_mplex_record *rec
+        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
+        cdef size_t emitted = 0
+        cdef Py_ssize_t room, k, wi = 0
+        cdef uint64_t key
+        cdef int rc
+        cdef _Route r
+        cdef object ro
+        cdef list out
+        cdef list woken = None
+        cdef list whole = None  # payloads of _WHOLE records, in order
+        mv = _byte_view(data)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            self.bytes_in += <unsigned long long>view.len
+            # pass 1: decode everything (an error delivers nothing)
+            while True:
+                rc = fp_mplex_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
+                                           <size_t>view.len - pos, &consumed, recs + total,
+                                           cap - total, &nout)
+                if rc < 0:
+                    self._acc = None
+                    _raise_status(rc, "mplex")
+                for i in range(total, total + nout):
+                    rec = &recs[i]
+                    rec.offset += pos  # make offsets absolute
+                    if (rec.flag == 1 or rec.flag == 2
+                            or rec.bits == FP_MPLEX_REC_FIRST | FP_MPLEX_REC_LAST):
+                        emitted += 1
+                        continue
+                    off = rec.offset
+                    if rec.bits & FP_MPLEX_REC_FIRST:
+                        self._acc = bytearray(PySequence_GetSlice(mv, off, off + rec.length))
+                    else:
+                        self._acc += PySequence_GetSlice(mv, off, off + rec.length)
+                    if rec.bits & FP_MPLEX_REC_LAST:
+                        if whole is None:
+                            whole = []
+                        whole.append(memoryview(bytes(self._acc)))
+                        self._acc = None
+                        rec.bits = _WHOLE
+                        emitted += 1
+                    else:
+                        rec.bits = _PIECE
+                total += nout
+                pos += consumed
+                if total < cap:
+                    break
+                grown = <fp_mplex_record *>PyMem_Malloc(2 * cap * sizeof(fp_mplex_record))
+                if grown == NULL:
+                    raise MemoryError()
+                memcpy(grown, recs, cap * sizeof(fp_mplex_record))
+                if recs != stack_recs:
+                    PyMem_Free(recs)
+                recs = grown
+                cap *= 2
+            self.frames_in += emitted
+            # pass 2: the fast way, up to the first record the session must see
+            i = 0
+            while i < total:
+                rec = &recs[i]
+                if rec.flag == 1:
+                    key = rec.stream_id * 2 + 1
+                elif rec.flag == 2:
+                    key = rec.stream_id * 2
+                else:
+                    break
+                ro = self._routes.get(key)
+                if ro is None:
+                    break
+                r = <_Route>ro
+                if <long long>rec.length > r.credit:
+                    break
+                i += 1
+                if not rec.length:
+                    continue
+                r.credit -= <long long>rec.length
+                r.delivered += <long long>rec.length
+                off = rec.offset
+                k = 0
+                if r.lent_held and not r.spilled:
+                    room = r.lent.len - r.lent_got
+                    if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
+                        k = min(room, <Py_ssize_t>rec.length)
+                        memcpy(<uint8_t *>r.lent.buf + r.lent_got,
+                               <const uint8_t *>view.buf + off, <size_t>k)
+                        if r.lent_got == 0:
+                            if woken is None:
+                                woken = []
+                            woken.append(r)
+                        r.lent_got += k
+                    if k < <Py_ssize_t>rec.length:
+                        # the rest goes the usual way, and so does all after it
+                        r.spilled = True
+                if k < <Py_ssize_t>rec.length:
+                    r.deliver(PySequence_GetSlice(mv, off + k, off + rec.length))
+            out = []
+            while i < total:
+                rec = &recs[i]
+                i += 1
+                if rec.flag != 1 and rec.flag != 2:
+                    if rec.bits == _PIECE:
+                        continue
+                    if rec.bits == _WHOLE:
+                        out.append((rec.flag, rec.stream_id, whole[wi]))
+                        wi += 1
+                        continue
+                off = rec.offset
+                out.append((rec.flag, rec.stream_id,
+                            PySequence_GetSlice(mv, off, off + rec.length)))
+            self._fast = <Py_ssize_t>emitted - len(out)
+        finally:
+            PyBuffer_Release(&view)
+            if recs != stack_recs:
+                PyMem_Free(recs)
+        if woken is not None:
+            for ro in woken:
+                w = (<_Route>ro).waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+        return out

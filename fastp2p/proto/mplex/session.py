@@ -48,6 +48,10 @@ Headers come from the injected ``mplex_encode_header``; payloads are memoryview
 slices of the caller's buffers (not copied: leave them untouched until the
 ``data_to_send()`` list holding them is written). ``DataReceived.data`` views
 the buffer given to ``receive_data``.
+
+With kernels that have an ``MplexDemux`` (the pure twin and the native one), an
+attached stream (:meth:`MplexSession.attach`) gets its messages from the demux
+without an event each, as with yamux; the buffering limit is its credit.
 """
 
 from __future__ import annotations
@@ -115,8 +119,9 @@ class MplexSession(StreamTable[_Stream]):
     Args:
         is_client: True on the dialer side (mplex itself does not care).
         config: message size and limits.
-        kernels: codec provider with ``mplex_encode_header`` and ``MplexDecoder``;
-            defaults to the pure ``fastp2p.proto.mplex.frame``.
+        kernels: codec provider with ``mplex_encode_header`` and ``MplexDecoder``
+            (and optionally ``MplexDemux``); defaults to the pure
+            ``fastp2p.proto.mplex.frame``.
 
     Attributes:
         stats: ``bytes_in``/``bytes_out`` (wire bytes: received, and queued for
@@ -146,7 +151,12 @@ class MplexSession(StreamTable[_Stream]):
         if kernels is None:
             kernels = _default_kernels()
         self._encode = kernels.mplex_encode_header
-        self._decoder = kernels.MplexDecoder(self.config.max_message_size)
+        # The demux is the decoder plus a table of streams whose messages it
+        # delivers itself (``attach``); kernels without one decode only.
+        demux = getattr(kernels, "MplexDemux", None)
+        self._demux: Any = demux(self.config.max_message_size) if demux is not None else None
+        self._decoder: Any = (self._demux if demux is not None
+                              else kernels.MplexDecoder(self.config.max_message_size))
         self.is_client = is_client
         self._next_id = 0
         self._streams: dict[int, _Stream] = {}
@@ -156,7 +166,7 @@ class MplexSession(StreamTable[_Stream]):
         self._events: deque[MuxerEvent] = deque()
         self._out: list[ReadableBuffer] = []
         self._terminated: tuple[int, bool] | None = None
-        self.stats = {
+        self._stats = {
             "bytes_in": 0,
             "bytes_out": 0,
             "frames_in": 0,
@@ -178,22 +188,117 @@ class MplexSession(StreamTable[_Stream]):
         """
         if self._terminated is not None:
             return
-        self.stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
         try:
-            records = self._decoder.feed(data)
-            self.stats["frames_in"] += len(records)
-            for flag, mid, payload in records:
-                if flag == MESSAGE_INITIATOR or flag == MESSAGE_RECEIVER:
-                    self._on_message(mid * 2 + (flag == MESSAGE_RECEIVER), payload)
-                elif flag == NEW_STREAM:
-                    self._on_new_stream(mid)
-                elif flag == CLOSE_INITIATOR or flag == CLOSE_RECEIVER:
-                    self._on_close(mid * 2 + (flag == CLOSE_RECEIVER))
-                else:
-                    self._on_reset(mid * 2 + (flag == RESET_RECEIVER))
+            if self._demux is not None:
+                # the demux counts bytes and frames itself (see ``stats``)
+                records = self._demux.feed(data)[1]
+            else:
+                stats = self._stats
+                stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
+                records = self._decoder.feed(data)
+                stats["frames_in"] += len(records)
+            self._on_records(records)
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
+
+    def _on_records(self, records: Any) -> None:
+        for flag, mid, payload in records:
+            if flag == MESSAGE_INITIATOR or flag == MESSAGE_RECEIVER:
+                self._on_message(mid * 2 + (flag == MESSAGE_RECEIVER), payload)
+            elif flag == NEW_STREAM:
+                self._on_new_stream(mid)
+            elif flag == CLOSE_INITIATOR or flag == CLOSE_RECEIVER:
+                self._on_close(mid * 2 + (flag == CLOSE_RECEIVER))
+            else:
+                self._on_reset(mid * 2 + (flag == RESET_RECEIVER))
+
+    def feed_sealed(self, cipher: Any, data: ReadableBuffer, now: float) -> bool:
+        """Open the Noise frames in ``data`` and take their records, in one call.
+
+        What :meth:`receive_data` does with ``cipher.open_frames(data)``; when
+        every record goes the demux's fast way no Python runs beyond this call.
+        Returns True when records reached the session (the driver then drains
+        events and sends). Only with a demux: see :attr:`can_feed_sealed`.
+        """
+        if self._terminated is not None:
+            return False
+        try:
+            records = self._demux.feed_sealed(cipher, data)
+            if records is None:
+                return False
+            self._on_records(records)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        return True
+
+    @property
+    def sealed_bytes_in(self) -> int:
+        """Plaintext bytes :meth:`feed_sealed` has opened."""
+        return self._demux.sealed_bytes_in if self._demux is not None else 0
+
+    @property
+    def can_feed_sealed(self) -> bool:
+        """True when :meth:`feed_sealed` and :meth:`lend` are available (kernels with a demux)."""
+        return self._demux is not None
+
+    def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
+        """Lend a reader's buffer to the demux: the stream's messages are copied
+        into it and ``waiter`` completed once per batch. Returns the loan's token
+        (``unlend()`` -> bytes placed, ``spill()``), or None (not attached, or no
+        demux): the data then arrives as before.
+        """
+        demux = self._demux
+        if demux is None:
+            return None
+        return demux.lend(stream_id, buf, waiter)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters (see the class docstring)."""
+        demux = self._demux
+        if demux is not None:
+            self._stats["bytes_in"] = demux.bytes_in
+            self._stats["frames_in"] = demux.frames_in
+        return self._stats
+
+    def attach(self, stream_id: int, deliver: Any) -> bool:
+        """Deliver the stream's message payloads by calling ``deliver(payload)``.
+
+        From now on a Message for ``stream_id`` that stays within
+        ``config.max_buffered_per_stream`` is counted as buffered and handed to
+        ``deliver`` inside :meth:`receive_data` (by the kernel's demux: in C with
+        the native kernels) instead of becoming a ``DataReceived`` event; the
+        payload views the input buffer. Every other frame, and every frame
+        after it in the same batch, takes the normal path, so events keep their
+        order. Buffered bytes still drop only through :meth:`acknowledge_received`.
+        Ends when the stream is removed, the peer closes it, or :meth:`detach`.
+        Returns False (nothing attached) for kernels without a demux or a
+        stream that cannot receive.
+        """
+        demux = self._demux
+        stream = self._streams.get(stream_id)
+        if demux is None or stream is None or stream.remote_closed or self._terminated is not None:
+            return False
+        self._sync(stream)  # (a second attach must not drop what the first delivered)
+        demux.attach(stream_id, deliver, self.config.max_buffered_per_stream - stream.buffered)
+        return True
+
+    def detach(self, stream_id: int) -> None:
+        """Stop :meth:`attach`'s delivery: ``DataReceived`` events again."""
+        if self._demux is None:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._sync(stream)
+        self._demux.detach(stream_id)
+
+    def _sync(self, stream: _Stream) -> None:
+        """Count what the demux delivered to ``stream`` as buffered."""
+        n = self._demux.take(stream.key)
+        if n:
+            stream.buffered += n
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None."""
@@ -235,12 +340,12 @@ class MplexSession(StreamTable[_Stream]):
         key = mid * 2 + 1
         self._streams[key] = _Stream(key, mid, True)
         self._n_outbound += 1
-        self.stats["streams_opened"] += 1
+        self._stats["streams_opened"] += 1
         # libp2p mplex spec: "the data of the message set to the name of the stream".
         name = str(mid).encode()
         self._emit(self._encode(mid, NEW_STREAM, len(name)))
         self._out.append(name)
-        self.stats["bytes_out"] += len(name)
+        self._stats["bytes_out"] += len(name)
         return key
 
     def send_data(self, stream_id: int, data: ReadableBuffer) -> int:
@@ -277,7 +382,7 @@ class MplexSession(StreamTable[_Stream]):
             header_bytes += len(header)
             off += size
             frames += 1
-        stats = self.stats
+        stats = self._stats
         stats["frames_out"] += frames
         stats["bytes_out"] += n + header_bytes
         return n
@@ -330,11 +435,16 @@ class MplexSession(StreamTable[_Stream]):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
+        demux = self._demux
+        if demux is not None:
+            self._sync(stream)
         if n < 0 or n > stream.buffered:
             raise LocalProtocolError(
                 f"acknowledged {n} bytes but only {stream.buffered} are unacknowledged"
             )
         stream.buffered -= n
+        if demux is not None:
+            demux.set_credit(stream_id, self.config.max_buffered_per_stream - stream.buffered)
 
     def ping(self, now: float) -> int:
         """mplex has no ping.
@@ -360,7 +470,7 @@ class MplexSession(StreamTable[_Stream]):
         if self._n_inbound >= self.config.max_streams:
             # go-mplex: refuse by resetting, the connection stays up.
             self._emit(self._encode(mid, RESET_RECEIVER, 0))
-            self.stats["streams_rejected"] += 1
+            self._stats["streams_rejected"] += 1
             self._history.remember(key, True, int(StreamErrorCode.RESOURCE_LIMIT), False)
             return
         # libp2p mplex spec: "Reusing a stream ID after closing a stream may result
@@ -368,7 +478,7 @@ class MplexSession(StreamTable[_Stream]):
         self._history.forget(key)
         self._streams[key] = _Stream(key, mid, False)
         self._n_inbound += 1
-        self.stats["streams_accepted"] += 1
+        self._stats["streams_accepted"] += 1
         self._events.append(StreamOpened(key))
 
     def _on_message(self, key: int, payload: Any) -> None:
@@ -386,17 +496,23 @@ class MplexSession(StreamTable[_Stream]):
             return
         if not n:
             return
+        demux = self._demux
+        if demux is not None:
+            self._sync(stream)
+        limit = self.config.max_buffered_per_stream
         buffered = stream.buffered + n
-        if buffered > self.config.max_buffered_per_stream:
+        if buffered > limit:
             # libp2p mplex spec, Implementation notes: handle slow readers by
             # "Resetting the offending stream".
-            self.stats["streams_overflowed"] += 1
+            self._stats["streams_overflowed"] += 1
             code = int(StreamErrorCode.RESOURCE_LIMIT)
             self._control(stream, RESET_INITIATOR if stream.initiator else RESET_RECEIVER)
             self._remove(stream, True, code, False)
             self._events.append(StreamReset(key, code))
             return
         stream.buffered = buffered
+        if demux is not None:
+            demux.set_credit(key, limit - buffered)
         if type(payload) is not memoryview:
             payload = memoryview(payload)
         self._events.append(DataReceived(key, payload))
@@ -406,6 +522,10 @@ class MplexSession(StreamTable[_Stream]):
         if stream is None or stream.remote_closed:
             return
         stream.remote_closed = True
+        if self._demux is not None:
+            # a message after the peer's Close resets the stream: the slow path does that
+            self._sync(stream)
+            self._demux.detach(key)
         self._events.append(StreamEnded(key))
         if stream.local_closed:
             self._remove(stream, False, 0, True)
@@ -421,7 +541,7 @@ class MplexSession(StreamTable[_Stream]):
 
     def _emit(self, header: bytes) -> None:
         self._out.append(header)
-        stats = self.stats
+        stats = self._stats
         stats["frames_out"] += 1
         stats["bytes_out"] += len(header)
 
@@ -430,6 +550,8 @@ class MplexSession(StreamTable[_Stream]):
 
     def _remove(self, stream: _Stream, reset: bool, code: int, remote: bool) -> None:
         del self._streams[stream.key]
+        if self._demux is not None:
+            self._demux.detach(stream.key)
         self._history.remember(stream.key, reset, code, remote)
         if stream.initiator:
             self._n_outbound -= 1
@@ -452,6 +574,8 @@ class MplexSession(StreamTable[_Stream]):
         for key in list(self._streams):
             self._history.remember(key, True, int(StreamErrorCode.NONE), remote)
         self._streams.clear()
+        if self._demux is not None:
+            self._demux.clear()
         self._n_inbound = self._n_outbound = 0
         self._events.append(ConnectionTerminated(code, remote, reason))
 
