@@ -140,6 +140,14 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
     return FP_OK;
 }
 
+static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
+
+int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
+    if (FP_UNLIKELY(!a->ctx)) return FP_EINVAL;
+    if (FP_UNLIKELY(n < FP_AEAD_TAG_SIZE)) return FP_EFRAME;
+    return fp_aead_open_one(a, ct, n, out);
+}
+
 static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
     EVP_CIPHER_CTX *ctx = CTX(a);
     size_t clen = n - FP_AEAD_TAG_SIZE;

@@ -86,6 +86,13 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src);
 int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consumed, uint8_t *out,
                         size_t cap, size_t *outlen);
 
+/* Opens one frame's body ct[0..n) (ciphertext + 16-byte tag, the length prefix
+ * already taken) into out[0..n-16): the caller chooses where each frame's
+ * plaintext lands (a reader's buffer). After FP_EAUTH out may hold
+ * unauthenticated bytes the caller must not use. FP_EFRAME (n < 16), FP_EAUTH,
+ * FP_ENONCE, FP_EINVAL (freed). */
+int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
+
 /* Single unframed message: out receives n + 16 bytes (encrypt) / n - 16 (decrypt). */
 int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);

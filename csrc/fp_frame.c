@@ -67,6 +67,21 @@ void fp_yamux_decoder_init(fp_yamux_decoder *d) {
     d->first = true;
 }
 
+bool fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id) {
+    if (d->error || d->hdr_len || n == 0 || d->remaining < n) return false;
+    /* the flags fp_yamux_decoder_feed would give this piece (see there) */
+    uint16_t f = d->first ? (uint16_t)(d->flags & FP_YAMUX_OPEN_FLAGS) : 0;
+    if (d->remaining == n) f = d->first ? d->flags : (uint16_t)(f | (d->flags & FP_YAMUX_CLOSE_FLAGS));
+    if (f) return false;
+    *stream_id = d->stream_id;
+    return true;
+}
+
+void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n) {
+    d->first = false;
+    d->remaining -= (uint32_t)n;
+}
+
 int fp_yamux_decoder_feed(fp_yamux_decoder *d, const uint8_t *buf, size_t n, size_t *consumed,
                           fp_yamux_record *out, size_t cap, size_t *nout) {
     size_t pos = 0, k = 0;

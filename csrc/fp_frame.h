@@ -82,6 +82,14 @@ typedef struct {
 
 void fp_yamux_decoder_init(fp_yamux_decoder *d);
 
+/* True when the next n input bytes are all payload of the DATA frame in progress
+ * and fp_yamux_decoder_feed would return them as one record with flags 0 (not a
+ * first piece carrying SYN/ACK, not a last one carrying FIN/RST); *stream_id is
+ * its stream. The caller may then place those bytes itself (open them straight
+ * into a reader's buffer) and account them with fp_yamux_decoder_take_payload. */
+bool fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id);
+void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n);
+
 /* Decodes buf[0..n). Stops when n bytes are consumed or `cap` records were
  * written; *consumed says how far it got (call again with buf + *consumed).
  * Returns 0, or the (sticky) error: FP_EVERSION / FP_ETYPE. */

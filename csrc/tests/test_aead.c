@@ -171,12 +171,46 @@ static void test_seal_range(int kind) {
     free(par);
 }
 
+/* frame by frame, each into a place of the caller's choosing, = open_frames */
+static void test_open_frame(void) {
+    fp_aead tx, rx;
+    size_t n = 2 * FP_AEAD_MAX_PLAINTEXT + 10, sz = fp_aead_sealed_size(n), outlen = 0;
+    uint8_t *pt = malloc(n), *ct = malloc(sz), *out = calloc(1, n);
+    for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 13);
+    fp_iovec iov = {pt, n};
+    assert(fp_aead_init(&tx, key, 0, 1) == 0 && fp_aead_init(&rx, key, 0, 0) == 0);
+    assert(fp_aead_seal_frames(&tx, &iov, 1, ct, sz, &outlen) == 0);
+    /* frames in reverse destination order: the plaintext lands where it is told */
+    size_t pos = 0, opos[3] = {n - FP_AEAD_MAX_PLAINTEXT, 10, 0}, i = 0;
+    while (pos < sz) {
+        size_t flen = (size_t)ct[pos] << 8 | ct[pos + 1];
+        assert(fp_aead_open_frame(&rx, ct + pos + 2, flen, out + opos[i++]) == 0);
+        pos += 2 + flen;
+    }
+    assert(memcmp(out + n - FP_AEAD_MAX_PLAINTEXT, pt, FP_AEAD_MAX_PLAINTEXT) == 0);
+    assert(memcmp(out + 10, pt + FP_AEAD_MAX_PLAINTEXT, FP_AEAD_MAX_PLAINTEXT) == 0);
+    assert(memcmp(out, pt + 2 * FP_AEAD_MAX_PLAINTEXT, 10) == 0);
+    /* a forged frame, and one shorter than the tag */
+    fp_aead_free(&rx);
+    assert(fp_aead_init(&rx, key, 0, 0) == 0);
+    ct[2 + 100] ^= 1;
+    assert(fp_aead_open_frame(&rx, ct + 2, FP_AEAD_MAX_FRAME, out) == FP_EAUTH);
+    assert(fp_aead_open_frame(&rx, ct + 2, FP_AEAD_TAG_SIZE - 1, out) == FP_EFRAME);
+    fp_aead_free(&rx);
+    assert(fp_aead_open_frame(&rx, ct + 2, FP_AEAD_MAX_FRAME, out) == FP_EINVAL);
+    fp_aead_free(&tx);
+    free(pt);
+    free(ct);
+    free(out);
+}
+
 int main(void) {
     for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
     size_t sizes[] = {0, 1, 100, FP_AEAD_MAX_PLAINTEXT - 1, FP_AEAD_MAX_PLAINTEXT,
                       FP_AEAD_MAX_PLAINTEXT + 1, 3 * FP_AEAD_MAX_PLAINTEXT + 5, 1 << 20};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) test_roundtrip(sizes[i]);
     test_errors();
+    test_open_frame();
     test_aesgcm();
     test_pool();
     test_seal_range(FP_AEAD_CHACHAPOLY);

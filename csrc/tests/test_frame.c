@@ -93,6 +93,37 @@ static void test_yamux_decoder(void) {
     assert(nout == 0);
 }
 
+/* fp_yamux_decoder_in_payload agrees with the records feed would return */
+static void test_yamux_in_payload(void) {
+    uint8_t h[12];
+    size_t consumed, nout;
+    fp_yamux_record r[8];
+    fp_yamux_decoder d;
+    uint32_t sid = 0;
+    fp_yamux_decoder_init(&d);
+    assert(!fp_yamux_decoder_in_payload(&d, 1, &sid)); /* no frame in progress */
+    fp_yamux_encode_header(h, 0, FP_YAMUX_FLAG_SYN, 9, 100);
+    assert(fp_yamux_decoder_feed(&d, h, 12, &consumed, r, 8, &nout) == 0 && nout == 0);
+    assert(!fp_yamux_decoder_in_payload(&d, 10, &sid)); /* the first piece carries SYN */
+    uint8_t body[100] = {0};
+    assert(fp_yamux_decoder_feed(&d, body, 10, &consumed, r, 8, &nout) == 0 && r[0].flags == 1);
+    assert(fp_yamux_decoder_in_payload(&d, 90, &sid) && sid == 9); /* the rest, no FIN */
+    assert(!fp_yamux_decoder_in_payload(&d, 91, &sid));             /* beyond the frame */
+    fp_yamux_decoder_take_payload(&d, 40);
+    assert(d.remaining == 50);
+    /* a FIN frame: the last piece carries it */
+    fp_yamux_encode_header(h, 0, FP_YAMUX_FLAG_FIN, 3, 20);
+    fp_yamux_decoder_take_payload(&d, 50);
+    assert(fp_yamux_decoder_feed(&d, h, 12, &consumed, r, 8, &nout) == 0 && nout == 0);
+    assert(fp_yamux_decoder_feed(&d, body, 5, &consumed, r, 8, &nout) == 0 && r[0].flags == 0);
+    assert(fp_yamux_decoder_in_payload(&d, 14, &sid) && sid == 3);
+    assert(!fp_yamux_decoder_in_payload(&d, 15, &sid));
+    /* a partial header held: never */
+    fp_yamux_decoder_take_payload(&d, 15);
+    assert(fp_yamux_decoder_feed(&d, h, 5, &consumed, r, 8, &nout) == 0);
+    assert(!fp_yamux_decoder_in_payload(&d, 1, &sid));
+}
+
 static void test_mplex(void) {
     uint8_t buf[64];
     size_t consumed, nout;
@@ -139,6 +170,7 @@ int main(void) {
     test_uvarint();
     test_yamux_header();
     test_yamux_decoder();
+    test_yamux_in_payload();
     test_mplex();
     puts("test_frame: ok");
     return 0;

@@ -31,39 +31,6 @@ from fastp2p.errors import (
     SecurityError,
 )
 
-cdef extern from "fp_aead.h" nogil:
-    enum:
-        FP_AEAD_KEY_SIZE
-        FP_AEAD_TAG_SIZE
-        FP_AEAD_MAX_FRAME
-        FP_AEAD_MAX_PLAINTEXT
-    enum:
-        FP_EFRAME
-        FP_EAUTH
-        FP_ENONCE
-        FP_ENOMEM
-        FP_AEAD_CHACHAPOLY
-        FP_AEAD_AESGCM
-    ctypedef struct fp_aead:
-        void *ctx
-        uint64_t nonce
-    ctypedef struct fp_iovec:
-        const uint8_t *base
-        size_t len
-    int fp_aead_init(fp_aead *a, const uint8_t *key, uint64_t nonce, int encrypt)
-    int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t *key, uint64_t nonce, int encrypt)
-    void fp_aead_free(fp_aead *a)
-    size_t fp_aead_sealed_size(size_t n)
-    int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
-                            size_t cap, size_t *outlen)
-    int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
-                           size_t len, uint8_t *out, size_t cap, size_t *outlen)
-    int fp_aead_clone(fp_aead *dst, const fp_aead *src)
-    int fp_aead_open_frames(fp_aead *a, const uint8_t *inp, size_t n, size_t *consumed,
-                            uint8_t *out, size_t cap, size_t *outlen)
-    int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
-    int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
-
 cdef extern from "openssl/crypto.h" nogil:
     const char *OpenSSL_version(int t)
 
@@ -104,11 +71,7 @@ cdef BufferPool _POOL = default_pool()
 cdef class FrameBlock:
     """A read-only byte buffer (PEP 3118) holding sealed or opened frames."""
 
-    cdef uint8_t *data
-    cdef Py_ssize_t length
-    cdef fp_block blk
-    cdef BufferPool pool
-    cdef int exports
+    # (attributes declared in aead.pxd)
 
     def __cinit__(self):
         self.data = NULL
@@ -211,16 +174,7 @@ cdef class _SealJob:
 cdef class NoiseCipher:
     """CipherState (ChaChaPoly or AESGCM) for one direction of a Noise transport session."""
 
-    cdef fp_aead _a
-    cdef bytearray _pending
-    cdef object _error
-    cdef bint _busy
-    cdef readonly str cipher
-    # parallel sealing: contexts for the pool threads, and when to use them
-    cdef fp_aead *_clones
-    cdef int _nclones
-    cdef int _par_threads
-    cdef size_t _par_min
+    # (attributes and C-level methods declared in aead.pxd)
 
     def __cinit__(self, key, nonce=0, cipher="ChaChaPoly"):
         self._a.ctx = NULL
@@ -374,6 +328,71 @@ cdef class NoiseCipher:
             self._error = DecryptError
             raise DecryptError("Noise transport message failed authentication")
         raise SecurityError(f"AEAD failure ({rc})")
+
+    # -- frame by frame, for a demultiplexer that places each frame's plaintext --------
+
+    def pending_need(self, data):
+        """Bytes of ``data`` that complete the buffered partial frame (0: none
+        buffered; all of it when even that does not complete it)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self._pending_need(<const uint8_t *>view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def open_frame(self, body):
+        """Open one frame's body (ciphertext + tag, the length prefix taken) into
+        new bytes; only with no partial frame buffered (see ``pending_need``)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
+        try:
+            self._enter()
+            try:
+                if view.len < FP_AEAD_TAG_SIZE:
+                    self._fail(FP_EFRAME)
+                out = PyBytes_FromStringAndSize(NULL, view.len - FP_AEAD_TAG_SIZE)
+                self.open_frame_into(<const uint8_t *>view.buf, <size_t>view.len,
+                                     <uint8_t *>PyBytes_AS_STRING(out))
+                return out
+            finally:
+                self._busy = False
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef size_t _pending_need(self, const uint8_t *src, size_t n):
+        """Bytes of ``src`` that complete the buffered partial frame (0: none
+        buffered; n when even all of ``src`` does not complete it)."""
+        cdef size_t p = len(self._pending), flen
+        if p == 0:
+            return 0
+        if p == 1:
+            if n < 1:
+                return n
+            flen = (<uint8_t>self._pending[0]) << 8 | src[0]
+        else:
+            flen = (<uint8_t>self._pending[0]) << 8 | <uint8_t>self._pending[1]
+        return min(2 + flen - p, n)
+
+    cdef object new_block(self, size_t n):
+        """A pooled output block of ``n`` bytes (its ``length`` set by the caller)."""
+        return _new_block(n)
+
+    cdef int open_frame_into(self, const uint8_t *ct, size_t n, uint8_t *out) except -1:
+        """Open one frame's body (ciphertext + tag, ``n`` bytes) into ``out``.
+
+        The caller holds ``_enter`` and has no partial frame buffered. Failures
+        raise the typed errors of ``open_frames`` and leave the cipher dead.
+        """
+        cdef int rc
+        if n >= _NOGIL:
+            with nogil:
+                rc = fp_aead_open_frame(&self._a, ct, n, out)
+        else:
+            rc = fp_aead_open_frame(&self._a, ct, n, out)
+        if rc:
+            self._fail(rc)
+        return 0
 
     def encrypt(self, plaintext):
         """Encrypt one message (no framing); returns ciphertext + tag."""

@@ -38,6 +38,7 @@ class YamuxDemux:
     bytes_in: int
     frames_in: int
     sealed_bytes_in: int
+    direct_bytes_in: int
     def __init__(self) -> None: ...
     @property
     def buffered(self) -> int: ...

@@ -18,6 +18,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memcpy
 cimport cython
 
+from fastp2p._native.aead cimport FP_AEAD_TAG_SIZE, FP_EFRAME, FrameBlock, NoiseCipher
+
 from fastp2p.errors import (
     FrameError,
     FrameTooLargeError,
@@ -55,6 +57,8 @@ cdef extern from "fp_frame.h" nogil:
     ctypedef struct fp_yamux_decoder:
         uint8_t hdr_len
     void fp_yamux_decoder_init(fp_yamux_decoder *d)
+    bint fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id)
+    void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n)
     int fp_yamux_decoder_feed(fp_yamux_decoder *d, const uint8_t *buf, size_t n,
                               size_t *consumed, fp_yamux_record *out, size_t cap, size_t *nout)
 
@@ -343,7 +347,14 @@ cdef class YamuxDemux:
     cdef readonly unsigned long long frames_in
     #: of ``bytes_in``, those :meth:`feed_sealed` opened
     cdef readonly unsigned long long sealed_bytes_in
-    cdef Py_ssize_t _fast  # records the last _feed handled the fast way
+    #: of ``sealed_bytes_in``, those opened straight into a reader's lent buffer
+    cdef readonly unsigned long long direct_bytes_in
+    # state of one feed: records handled the fast way, records for the session
+    # (once one had to go there, all after it do), readers to wake at the end
+    cdef Py_ssize_t _fast
+    cdef list _out
+    cdef list _woken
+    cdef bint _slow
 
     def __cinit__(self):
         fp_yamux_decoder_init(&self._dec)
@@ -351,6 +362,7 @@ cdef class YamuxDemux:
         self.bytes_in = 0
         self.frames_in = 0
         self.sealed_bytes_in = 0
+        self.direct_bytes_in = 0
 
     @property
     def buffered(self):
@@ -423,44 +435,184 @@ cdef class YamuxDemux:
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        cdef list out = self._feed(data)
+        cdef Py_buffer view
+        mv = _byte_view(data)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        self._begin()
+        try:
+            self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        out = self._finish()
         return self._fast, out
 
     def feed_sealed(self, cipher, data):
-        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
-        then :meth:`feed` the plaintext; returns the records the session must
-        see, or None when every frame went the fast way.
+        """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
+        plaintext; returns the records the session must see, or None when every
+        frame went the fast way.
+
+        With the native cipher this goes frame by frame, and a frame whose
+        plaintext is all payload of one DATA frame for a stream whose reader
+        lent a buffer with room for it is opened straight into that buffer (no
+        copy). A failing frame raises after the frames before it were delivered.
         """
+        if isinstance(cipher, NoiseCipher):
+            return self._feed_sealed_native(<NoiseCipher>cipher, data)
         block = cipher.open_frames(data)
         cdef Py_ssize_t n = len(block)
         if not n:
             return None
         self.sealed_bytes_in += <unsigned long long>n
-        cdef list out = self._feed(block)
+        cdef Py_buffer view
+        mv = _byte_view(block)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        self._begin()
+        try:
+            self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        out = self._finish()
         return out if out else None
 
-    cdef list _feed(self, object data):
+    cdef object _feed_sealed_native(self, NoiseCipher cipher, object data):
         cdef Py_buffer view
+        cdef const uint8_t *src
+        cdef size_t n, pos = 0, flen, plen, opos = 0, k
+        cdef uint32_t sid
+        cdef FrameBlock blk
+        cdef _Route r
+        mv_in = _byte_view(data)
+        PyObject_GetBuffer(mv_in, &view, PyBUF_SIMPLE)
+        src = <const uint8_t *>view.buf
+        n = <size_t>view.len
+        self._begin()
+        try:
+            # a frame buffered from the last read is completed and opened the usual way
+            k = cipher._pending_need(src, n)
+            if k:
+                block = cipher.open_frames(PySequence_GetSlice(mv_in, 0, k))
+                pos = k
+                if len(block):
+                    self._open_block(block)
+            if pos == n:
+                return self._finish_sealed()
+            cipher._enter()
+            try:
+                blk = <FrameBlock>cipher.new_block(n - pos)  # plaintext is shorter
+                mv = memoryview(blk)
+                while n - pos >= 2:
+                    flen = (<size_t>src[pos]) << 8 | src[pos + 1]
+                    if flen < FP_AEAD_TAG_SIZE:
+                        cipher._fail(FP_EFRAME)
+                    if n - pos - 2 < flen:
+                        break
+                    plen = flen - FP_AEAD_TAG_SIZE
+                    if plen and not self._slow and fp_yamux_decoder_in_payload(&self._dec, plen, &sid):
+                        r = self._lent_route(sid, plen)
+                        if r is not None:
+                            # straight into the reader's buffer; accounted once authentic
+                            cipher.open_frame_into(src + pos + 2, flen,
+                                                   <uint8_t *>r.lent.buf + r.lent_got)
+                            fp_yamux_decoder_take_payload(&self._dec, plen)
+                            self._placed(r, plen)
+                            pos += 2 + flen
+                            continue
+                    cipher.open_frame_into(src + pos + 2, flen, blk.data + opos)
+                    pos += 2 + flen
+                    if plen:
+                        self.sealed_bytes_in += plen
+                        self._segment(mv, blk.data, opos, plen)
+                        opos += plen
+            finally:
+                cipher._busy = False
+            if pos < n:
+                # a partial frame: the cipher keeps it for the next read
+                cipher.open_frames(PySequence_GetSlice(mv_in, pos, n))
+        finally:
+            PyBuffer_Release(&view)
+        return self._finish_sealed()
+
+    cdef object _finish_sealed(self):
+        out = self._finish()
+        return out if out else None
+
+    cdef int _open_block(self, object block) except -1:
+        cdef Py_buffer view
+        mv = _byte_view(block)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            self.sealed_bytes_in += <unsigned long long>view.len
+            self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef _Route _lent_route(self, uint32_t sid, size_t plen):
+        """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
+        ro = self._routes.get(sid)
+        if ro is None:
+            return None
+        cdef _Route r = <_Route>ro
+        if (<long long>plen > r.credit or not r.lent_held or r.spilled
+                or <size_t>(r.lent.len - r.lent_got) < plen):
+            return None
+        if r.lent_got == 0 and r.waiter.done():
+            return None
+        return r
+
+    cdef void _placed(self, _Route r, size_t plen):
+        # what _segment's fast way does for a record copied whole into the loan
+        self.bytes_in += plen
+        self.sealed_bytes_in += plen
+        self.direct_bytes_in += plen
+        self.frames_in += 1
+        self._fast += 1
+        r.credit -= <long long>plen
+        r.delivered += <long long>plen
+        if r.lent_got == 0:
+            if self._woken is None:
+                self._woken = []
+            self._woken.append(r)
+        r.lent_got += <Py_ssize_t>plen
+
+    cdef void _begin(self):
+        self._out = []
+        self._woken = None
+        self._slow = False
+        self._fast = 0
+
+    cdef list _finish(self):
+        """Wake the readers whose lent buffers took data; the records for the session."""
+        cdef list out = self._out
+        woken = self._woken
+        self._out = None
+        self._woken = None
+        if woken is not None:
+            for ro in woken:
+                w = (<_Route>ro).waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+        return out
+
+    cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
+        """Decode base[start:start+n) (``mv`` views base) and walk its records."""
         cdef fp_yamux_record stack_recs[BATCH]
         cdef fp_yamux_record *recs = stack_recs
         cdef fp_yamux_record *grown
         cdef fp_yamux_record *rec
-        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
+        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = start, end = start + n
+        cdef size_t i, off
         cdef Py_ssize_t room, k
         cdef int rc
         cdef _Route r
         cdef object ro
-        cdef list out
-        cdef list woken = None
-        mv = _byte_view(data)
-        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        cdef list out = self._out
         try:
-            self.bytes_in += <unsigned long long>view.len
-            # pass 1: decode everything (an error delivers nothing)
+            self.bytes_in += <unsigned long long>n
+            # pass 1: decode the segment (an error delivers nothing of it)
             while True:
-                rc = fp_yamux_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
-                                           <size_t>view.len - pos, &consumed, recs + total,
-                                           cap - total, &nout)
+                rc = fp_yamux_decoder_feed(&self._dec, base + pos, end - pos, &consumed,
+                                           recs + total, cap - total, &nout)
                 if rc < 0:
                     _raise_status(rc, "yamux")
                 for i in range(total, total + nout):
@@ -481,17 +633,21 @@ cdef class YamuxDemux:
             self.frames_in += total
             # pass 2: the fast way, up to the first record the session must see
             i = 0
-            while i < total:
+            while i < total and not self._slow:
                 rec = &recs[i]
                 if rec.type != FP_YAMUX_TYPE_DATA or rec.flags != 0:
+                    self._slow = True
                     break
                 ro = self._routes.get(rec.stream_id)
                 if ro is None:
+                    self._slow = True
                     break
                 r = <_Route>ro
                 if rec.length > r.credit:
+                    self._slow = True
                     break
                 i += 1
+                self._fast += 1
                 if not rec.length:
                     continue
                 r.credit -= rec.length
@@ -502,19 +658,17 @@ cdef class YamuxDemux:
                     room = r.lent.len - r.lent_got
                     if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
                         k = min(room, <Py_ssize_t>rec.length)
-                        memcpy(<uint8_t *>r.lent.buf + r.lent_got,
-                               <const uint8_t *>view.buf + off, <size_t>k)
+                        memcpy(<uint8_t *>r.lent.buf + r.lent_got, base + off, <size_t>k)
                         if r.lent_got == 0:
-                            if woken is None:
-                                woken = []
-                            woken.append(r)
+                            if self._woken is None:
+                                self._woken = []
+                            self._woken.append(r)
                         r.lent_got += k
                     if k < <Py_ssize_t>rec.length:
                         # the rest goes the usual way, and so does all after it
                         r.spilled = True
                 if k < <Py_ssize_t>rec.length:
                     r.deliver(PySequence_GetSlice(mv, off + k, off + rec.length))
-            out = []
             while i < total:
                 rec = &recs[i]
                 if rec.offset == FP_NO_PAYLOAD:
@@ -524,17 +678,10 @@ cdef class YamuxDemux:
                     out.append((rec.type, rec.flags, rec.stream_id, rec.length,
                                 PySequence_GetSlice(mv, off, off + rec.length)))
                 i += 1
-            self._fast = <Py_ssize_t>(total - len(out))
         finally:
-            PyBuffer_Release(&view)
             if recs != stack_recs:
                 PyMem_Free(recs)
-        if woken is not None:
-            for ro in woken:
-                w = (<_Route>ro).waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
-        return out
+        return 0
 
 
 cdef enum:

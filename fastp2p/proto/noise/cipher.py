@@ -244,6 +244,39 @@ class NoiseCipher:
             pending += mv[pos:]
         return out
 
+    # -- frame by frame, for a demultiplexer that places each frame's plaintext --------
+
+    def pending_need(self, data: ReadableBuffer) -> int:
+        """Bytes of ``data`` that complete the buffered partial frame (0: none
+        buffered; all of it when even that does not complete it)."""
+        pending = self._pending
+        p = len(pending)
+        if not p:
+            return 0
+        mv = memoryview(data)
+        n = mv.nbytes
+        if p == 1:
+            if n < 1:
+                return n
+            flen = pending[0] << 8 | mv.cast("B")[0]
+        else:
+            flen = _LEN.unpack_from(pending)[0]
+        return min(2 + flen - p, n)
+
+    def open_frame(self, body: ReadableBuffer) -> bytes:
+        """Open one frame's body (ciphertext + tag, the length prefix taken); only
+        with no partial frame buffered (see :meth:`pending_need`).
+
+        Raises:
+            FrameError: shorter than the tag. DecryptError: the tag did not verify.
+            (The cipher is dead after either.)
+        """
+        self._check()
+        mv = memoryview(body)
+        if mv.nbytes < TAG_SIZE:
+            self._fail_frame(mv.nbytes)
+        return self._open_one(mv)
+
     def _fail_frame(self, flen: int) -> None:
         self._pending.clear()
         self._error = FrameError(f"noise frame of {flen} bytes is shorter than the tag")

@@ -29,6 +29,7 @@ from typing import Any
 
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError
+from fastp2p.proto.noise.cipher import TAG_SIZE as _TAG_SIZE
 
 __all__ = [
     "TYPE_DATA",
@@ -114,6 +115,26 @@ class YamuxDecoder:
         self._error = exc
         self._hdr.clear()
         return exc
+
+    def in_payload(self, n: int) -> int | None:
+        """The stream id when the next ``n`` input bytes are all payload of the DATA
+        frame in progress and :meth:`feed` would return them as one record with
+        flags 0 (not a first piece carrying SYN/ACK, not a last one carrying
+        FIN/RST); else None. The caller may then place them itself and account
+        them with :meth:`take_payload` (csrc/fp_frame.c has the same pair)."""
+        rem = self._remaining
+        if self._error is not None or self._hdr or n <= 0 or rem < n:
+            return None
+        flags = self._flags
+        f = flags & _OPEN_FLAGS if self._first else 0
+        if rem == n:
+            f = flags if self._first else f | (flags & _CLOSE_FLAGS)
+        return None if f else self._stream_id
+
+    def take_payload(self, n: int) -> None:
+        """Account ``n`` payload bytes that :meth:`in_payload` allowed."""
+        self._first = False
+        self._remaining -= n
 
     def feed(self, data: ReadableBuffer) -> list[YamuxRecord]:
         """Decode everything complete in ``data``; see the module docstring."""
@@ -228,12 +249,14 @@ class YamuxDemux:
 
     Credit bookkeeping: ``take(sid)`` returns (and zeroes) the bytes delivered
     since the last call; ``set_credit`` replaces the credit after the session
-    changed it. Counters: ``bytes_in`` and ``frames_in`` (everything fed),
-    ``sealed_bytes_in`` (what ``feed_sealed`` opened). The native twin
+    changed it. Counters: ``bytes_in`` and ``frames_in`` (everything fed; a
+    DATA frame counts once per piece), ``sealed_bytes_in`` (what ``feed_sealed``
+    opened), ``direct_bytes_in``. The native twin
     (fastp2p/_native/frame.pyx) does the walk in C.
     """
 
-    __slots__ = ("_dec", "_routes", "bytes_in", "frames_in", "sealed_bytes_in")
+    __slots__ = ("_dec", "_routes", "bytes_in", "frames_in", "sealed_bytes_in", "direct_bytes_in",
+                 "_fast", "_out", "_woken", "_slow")
 
     def __init__(self) -> None:
         self._dec = YamuxDecoder()
@@ -241,6 +264,14 @@ class YamuxDemux:
         self.bytes_in = 0
         self.frames_in = 0
         self.sealed_bytes_in = 0
+        #: of ``sealed_bytes_in``, frames a loan took whole (the native twin opens
+        #: them in place; this one opens, then copies)
+        self.direct_bytes_in = 0
+        # state of one feed (see _begin)
+        self._fast = 0
+        self._out: list[YamuxRecord] = []
+        self._woken: list[_Route] | None = None
+        self._slow = False
 
     @property
     def buffered(self) -> int:
@@ -310,35 +341,127 @@ class YamuxDemux:
         return len(self._routes)
 
     def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[YamuxRecord] | None:
-        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
-        then :meth:`feed` the plaintext; returns the records the session must
-        see, or None when every frame went the fast way.
+        """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
+        plaintext; returns the records the session must see, or None when every
+        frame went the fast way.
+
+        Frame by frame: a frame whose plaintext is all payload of one DATA frame
+        (no flags) for an attached stream whose lent buffer has room for all of
+        it goes there whole (the native twin opens it in place; counted in
+        ``direct_bytes_in``). A failing frame raises after the frames before it
+        were delivered.
         """
-        plain = cipher.open_frames(data)
-        n = len(plain)
-        if not n:
-            return None
-        self.sealed_bytes_in += n
-        records = self.feed(plain)[1]
-        return records or None
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        self._begin()
+        k = cipher.pending_need(mv)
+        if k:
+            # a frame buffered from the last read is completed and opened the usual way
+            plain = cipher.open_frames(mv[:k])
+            if plain:
+                self.sealed_bytes_in += len(plain)
+                self._segment(memoryview(plain))
+            mv = mv[k:]
+        pos = 0
+        n = len(mv)
+        dec = self._dec
+        while n - pos >= 2:
+            flen = (mv[pos] << 8) | mv[pos + 1]
+            if n - pos - 2 < flen and flen >= _TAG_SIZE:
+                break
+            body = mv[pos + 2 : pos + 2 + flen]
+            plen = flen - _TAG_SIZE
+            pos += 2 + flen
+            r = None
+            if plen > 0 and not self._slow:
+                sid = dec.in_payload(plen)
+                if sid is not None:
+                    r = self._lent_route(sid, plen)
+            plain = cipher.open_frame(body)  # raises FrameError for flen < 16
+            if r is not None:
+                assert r.lent is not None
+                r.lent[r.lent_got : r.lent_got + plen] = plain
+                dec.take_payload(plen)
+                self._placed(r, plen)
+            elif plen:
+                self.sealed_bytes_in += plen
+                self._segment(memoryview(plain))
+        if pos < n:
+            cipher.open_frames(mv[pos:])  # a partial frame: the cipher keeps it
+        out = self._finish()
+        return out or None
 
     def feed(self, data: ReadableBuffer) -> tuple[int, list[YamuxRecord]]:
         """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
+        self._begin()
+        self._segment(data)
+        return self._fast, self._finish()
+
+    # -- one feed: walk state shared by its segments (the Noise frames of a read) ----
+
+    def _begin(self) -> None:
+        self._fast = 0
+        self._out = []
+        self._woken = None
+        self._slow = False
+
+    def _finish(self) -> list[YamuxRecord]:
+        """Wake the readers whose lent buffers took data; the records for the session."""
+        out = self._out
+        woken = self._woken
+        self._out = []
+        self._woken = None
+        if woken is not None:
+            for r in woken:
+                w = r.waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+        return out
+
+    def _lent_route(self, sid: int, plen: int) -> _Route | None:
+        """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
+        r = self._routes.get(sid)
+        if r is None or plen > r.credit or r.lent is None or r.spilled:
+            return None
+        if len(r.lent) - r.lent_got < plen or (r.lent_got == 0 and r.waiter.done()):
+            return None
+        return r
+
+    def _placed(self, r: _Route, plen: int) -> None:
+        # what _segment's fast way does for a record copied whole into the loan
+        self.bytes_in += plen
+        self.sealed_bytes_in += plen
+        self.direct_bytes_in += plen
+        self.frames_in += 1
+        self._fast += 1
+        r.credit -= plen
+        r.delivered += plen
+        if r.lent_got == 0:
+            if self._woken is None:
+                self._woken = []
+            self._woken.append(r)
+        r.lent_got += plen
+
+    def _segment(self, data: ReadableBuffer) -> None:
+        """Decode ``data`` (an error delivers nothing of it) and walk its records."""
         self.bytes_in += len(data) if type(data) is bytes else memoryview(data).nbytes
         records = self._dec.feed(data)
         self.frames_in += len(records)
         routes = self._routes
-        woken: list[_Route] | None = None
         i = 0
         n = len(records)
-        while i < n:
+        while i < n and not self._slow:
             ftype, flags, sid, length, payload = records[i]
             if ftype != TYPE_DATA or flags:
+                self._slow = True
                 break
             r = routes.get(sid)
             if r is None or length > r.credit:
+                self._slow = True
                 break
             i += 1
+            self._fast += 1
             if not length:
                 continue
             assert payload is not None  # DATA carries one
@@ -353,18 +476,14 @@ class YamuxDemux:
                     k = min(room, length)
                     lent[got : got + k] = payload[:k]
                     if got == 0:
-                        if woken is None:
-                            woken = []
-                        woken.append(r)
+                        if self._woken is None:
+                            self._woken = []
+                        self._woken.append(r)
                     r.lent_got = got + k
                 if k < length:
                     # the rest goes the usual way, and so does all after it
                     r.spilled = True
             if k < length:
                 r.deliver(payload[k:] if k else payload)  # type: ignore[operator]
-        if woken is not None:
-            for r in woken:
-                w = r.waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
-        return i, records[i:] if i else records
+        if i < n:
+            self._out += records[i:]

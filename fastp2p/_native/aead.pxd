@@ -1,0 +1,72 @@
+# Cross-module declarations for fastp2p._native.aead: frame.pyx's demultiplexers
+# open Noise frames one by one, straight into readers' buffers when they can
+# (NoiseCipher.open_frame_into).
+
+from libc.stdint cimport uint8_t, uint64_t
+
+from fastp2p._native.buffer cimport BufferPool, fp_block
+
+cdef extern from "fp_aead.h" nogil:
+    enum:
+        FP_AEAD_KEY_SIZE
+        FP_AEAD_TAG_SIZE
+        FP_AEAD_MAX_FRAME
+        FP_AEAD_MAX_PLAINTEXT
+    enum:
+        FP_EFRAME
+        FP_EAUTH
+        FP_ENONCE
+        FP_ENOMEM
+        FP_AEAD_CHACHAPOLY
+        FP_AEAD_AESGCM
+    ctypedef struct fp_aead:
+        void *ctx
+        uint64_t nonce
+    ctypedef struct fp_iovec:
+        const uint8_t *base
+        size_t len
+    int fp_aead_init(fp_aead *a, const uint8_t *key, uint64_t nonce, int encrypt)
+    int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t *key, uint64_t nonce, int encrypt)
+    void fp_aead_free(fp_aead *a)
+    size_t fp_aead_sealed_size(size_t n)
+    int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
+                            size_t cap, size_t *outlen)
+    int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
+                           size_t len, uint8_t *out, size_t cap, size_t *outlen)
+    int fp_aead_clone(fp_aead *dst, const fp_aead *src)
+    int fp_aead_open_frames(fp_aead *a, const uint8_t *inp, size_t n, size_t *consumed,
+                            uint8_t *out, size_t cap, size_t *outlen)
+    int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
+    int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
+    int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out)
+
+
+cdef class FrameBlock:
+    cdef uint8_t *data
+    cdef Py_ssize_t length
+    cdef fp_block blk
+    cdef BufferPool pool
+    cdef int exports
+
+
+cdef class NoiseCipher:
+    cdef fp_aead _a
+    cdef bytearray _pending
+    cdef object _error
+    cdef bint _busy
+    cdef readonly str cipher
+    # parallel sealing: contexts for the pool threads, and when to use them
+    cdef fp_aead *_clones
+    cdef int _nclones
+    cdef int _par_threads
+    cdef size_t _par_min
+
+    cdef void _free_clones(self)
+    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t total, uint8_t *dst,
+                            size_t need) except? -999
+    cdef int _enter(self) except -1
+    cdef object _fail(self, int rc)
+    # frame by frame (see aead.pyx)
+    cdef size_t _pending_need(self, const uint8_t *src, size_t n)
+    cdef object new_block(self, size_t n)
+    cdef int open_frame_into(self, const uint8_t *ct, size_t n, uint8_t *out) except -1
