@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastp2p import _accel
-from fastp2p.errors import DecryptError
+from fastp2p.errors import DecryptError, RemoteProtocolError
 from fastp2p.proto.yamux.session import YamuxSession
 
-from .test_yamux_demux import IMPLS, WINDOW, hdr
+from .test_yamux_demux import IMPLS, WINDOW, _yamux_soup, hdr
 
 
 class Waiter:
@@ -399,5 +399,37 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, seal_cuts, feed_cuts, pla
             got = loan.unlend()
             trace.append(("end", sid, bytes(buf[:got]), w.sets))
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
+
+    assert run(impl) == run(_accel.pure)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plain=st.one_of(st.binary(max_size=4096), _yamux_soup()), cut=st.integers(0, 1 << 16),
+       lend=st.integers(0, 5000))
+def test_fuzz_feed_sealed(impl, plain, cut, lend):
+    """Garbage plaintext behind valid Noise frames: a typed error or records, the
+    same from both twins, and never a byte past the loan."""
+
+    def run(kernels):
+        seal, open_ = _ciphers(kernels)
+        wire = bytes(seal.seal_frames([memoryview(plain)])) if plain else b""
+        d = kernels.YamuxDemux()
+        got: list[bytes] = []
+        for sid in (1, 3):
+            d.attach(sid, lambda p: got.append(bytes(p)), WINDOW)
+        buf = bytearray(lend)
+        loan = d.lend(1, buf, Waiter())
+        trace: list[object] = []
+        for piece in (wire[: cut % (len(wire) + 1)], wire[cut % (len(wire) + 1):]):
+            try:
+                recs = d.feed_sealed(open_, piece)
+            except RemoteProtocolError as exc:
+                trace.append(type(exc))
+                break
+            trace.append([(t, f, s, n, None if p is None else bytes(p)) for t, f, s, n, p in recs or []])
+        n = loan.unlend()
+        assert n <= lend
+        return trace, got, bytes(buf[:n])
 
     assert run(impl) == run(_accel.pure)
