@@ -391,10 +391,10 @@ cdef class YamuxDemux:
     def lend(self, stream_id, buf, waiter):
         """Copy ``stream_id``'s plain DATA straight into ``buf`` (writable bytes).
 
-        The first payload that lands there completes ``waiter`` (an asyncio
-        future; once per batch, not per frame); later ones of the same batch
-        keep filling it until it is full or :meth:`_Route.unlend` ends the
-        loan. Returns the loan's token, or None when the stream is not
+        The first payload that lands there completes ``waiter`` (a future:
+        anything with ``done()`` and ``set_result()``), once per batch, not
+        per frame; later ones of the same batch keep filling it until it is
+        full or :meth:`_Route.unlend` ends the loan. Returns the loan's token, or None when the stream is not
         attached (the caller then takes the data the usual way).
         """
         r = self._routes.get(stream_id)
