@@ -394,8 +394,9 @@ cdef class YamuxDemux:
         The first payload that lands there completes ``waiter`` (a future:
         anything with ``done()`` and ``set_result()``), once per batch, not
         per frame; later ones of the same batch keep filling it until it is
-        full or :meth:`_Route.unlend` ends the loan. Returns the loan's token, or None when the stream is not
-        attached (the caller then takes the data the usual way).
+        full or :meth:`_Route.unlend` ends the loan. Returns the loan's token,
+        or None when the stream is not attached (the caller then takes the
+        data the usual way).
         """
         r = self._routes.get(stream_id)
         if r is None:
