@@ -600,11 +600,7 @@ class Host:
             on_closed=self._on_conn_closed,
             # yamux windows bound unread data; mplex has none, so the driver pauses
             # the socket before the session's hard per-stream limit is reached.
-            recv_soft_limit=(
-                self.config.mplex.max_buffered_per_stream // 2
-                if chan.muxer == MPLEX_PROTOCOL_ID
-                else None
-            ),
+            recv_soft_limit=getattr(session, "recv_soft_limit", None),
         )
         seal_threads = self.config.noise.seal_threads()
         if seal_threads:  # >= 4 cores (NoiseConfig.parallel_seal)

@@ -319,6 +319,11 @@ cdef class _Route:
         self.waiter = None
         return got
 
+    @property
+    def got(self):
+        """Bytes placed in the lent buffer so far."""
+        return self.lent_got
+
     def spill(self):
         """Data for the stream went elsewhere: copy nothing more into the loan.
 

@@ -190,12 +190,15 @@ class Stream:
                         return
                     data = data[k:]
                     n -= k
-        if self._loan is not None:
+        unread = self._buffered + n
+        loan = self._loan
+        if loan is not None:
             # bytes after these must not land in the lent buffer, ahead of them
-            self._loan.spill()
+            loan.spill()
+            unread += loan.got  # not acknowledged either until the reader runs
         self._chunks.append(memoryview(bytes(data)) if transient else data)
         self._buffered += n
-        if self._buffered > self.conn.recv_soft_limit:
+        if unread > self.conn.recv_soft_limit:
             self.conn.stream_overfull(self)
         self._wake_reader()
 

@@ -158,6 +158,11 @@ class MplexSession(StreamTable[_Stream]):
         self._decoder: Any = (self._demux if demux is not None
                               else kernels.MplexDecoder(self.config.max_message_size))
         self.is_client = is_client
+        #: unread bytes of one stream at which the driver should stop reading the
+        #: socket (TCP backpressure), well before the hard limit resets the stream.
+        #: The demux's fast way stops there too, so past it every message goes
+        #: through the driver, which sees the stream fill up and pauses.
+        self.recv_soft_limit = self.config.max_buffered_per_stream // 2
         self._next_id = 0
         self._streams: dict[int, _Stream] = {}
         self._history = StreamHistory(HISTORY_SIZE)
@@ -282,7 +287,7 @@ class MplexSession(StreamTable[_Stream]):
         if demux is None or stream is None or stream.remote_closed or self._terminated is not None:
             return False
         self._sync(stream)  # (a second attach must not drop what the first delivered)
-        demux.attach(stream_id, deliver, self.config.max_buffered_per_stream - stream.buffered)
+        demux.attach(stream_id, deliver, max(0, self.recv_soft_limit - stream.buffered))
         return True
 
     def detach(self, stream_id: int) -> None:
@@ -444,7 +449,7 @@ class MplexSession(StreamTable[_Stream]):
             )
         stream.buffered -= n
         if demux is not None:
-            demux.set_credit(stream_id, self.config.max_buffered_per_stream - stream.buffered)
+            demux.set_credit(stream_id, max(0, self.recv_soft_limit - stream.buffered))
 
     def ping(self, now: float) -> int:
         """mplex has no ping.
@@ -512,7 +517,7 @@ class MplexSession(StreamTable[_Stream]):
             return
         stream.buffered = buffered
         if demux is not None:
-            demux.set_credit(key, limit - buffered)
+            demux.set_credit(key, max(0, self.recv_soft_limit - buffered))
         if type(payload) is not memoryview:
             payload = memoryview(payload)
         self._events.append(DataReceived(key, payload))

@@ -222,6 +222,11 @@ class _Route:
         self.waiter = None
         return got
 
+    @property
+    def got(self) -> int:
+        """Bytes placed in the lent buffer so far."""
+        return self.lent_got
+
     def spill(self) -> None:
         """Data for the stream went elsewhere: copy nothing more into the loan.
 
