@@ -333,49 +333,31 @@ cdef class _Route:
         self.spilled = True
 
 
-@cython.final
-cdef class YamuxDemux:
-    """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
+cdef class _RouteTable:
+    """The stream table of a demultiplexer (YamuxDemux, MplexDemux): per stream its
+    credit, what it was delivered, and a reader's lent buffer; the counters."""
 
-    One C pass decodes the whole input; a second walks the records, charging
-    plain DATA on attached streams to their credit and handing the payload to
-    the stream: copied into the buffer its reader lent (:meth:`lend`), or as a
-    zero-copy slice to its ``deliver``; until the first record the session
-    must see. That one and all after it are returned as tuples.
-    :meth:`feed_sealed` opens the Noise frames first, in the same call.
-    """
-
-    cdef fp_yamux_decoder _dec
     cdef dict _routes
-    #: plaintext bytes and yamux frames decoded (all feeds)
+    #: plaintext bytes and frames (records: a frame split across feeds counts per piece)
     cdef readonly unsigned long long bytes_in
     cdef readonly unsigned long long frames_in
-    #: of ``bytes_in``, those :meth:`feed_sealed` opened
+    #: of ``bytes_in``, those ``feed_sealed`` opened
     cdef readonly unsigned long long sealed_bytes_in
     #: of ``sealed_bytes_in``, those opened straight into a reader's lent buffer
     cdef readonly unsigned long long direct_bytes_in
-    # state of one feed: records handled the fast way, records for the session
-    # (once one had to go there, all after it do), readers to wake at the end
+    # state of one feed: records handled the fast way, readers to wake at the end
     cdef Py_ssize_t _fast
-    cdef list _out
     cdef list _woken
-    cdef bint _slow
 
-    def __cinit__(self):
-        fp_yamux_decoder_init(&self._dec)
+    def __cinit__(self, *args, **kwargs):
         self._routes = {}
         self.bytes_in = 0
         self.frames_in = 0
         self.sealed_bytes_in = 0
         self.direct_bytes_in = 0
 
-    @property
-    def buffered(self):
-        """Bytes held internally (an incomplete header; never payload)."""
-        return self._dec.hdr_len
-
     def attach(self, stream_id, deliver, long long credit):
-        """Route plain DATA of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
+        """Route plain data of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
         cdef _Route r = _Route.__new__(_Route)
         r.deliver = deliver
         r.credit = credit
@@ -394,7 +376,7 @@ cdef class YamuxDemux:
         return stream_id in self._routes
 
     def lend(self, stream_id, buf, waiter):
-        """Copy ``stream_id``'s plain DATA straight into ``buf`` (writable bytes).
+        """Copy ``stream_id``'s plain data straight into ``buf`` (writable bytes).
 
         The first payload that lands there completes ``waiter`` (a future:
         anything with ``done()`` and ``set_result()``), once per batch, not
@@ -438,6 +420,67 @@ cdef class YamuxDemux:
 
     def __len__(self):
         return len(self._routes)
+
+    cdef int _hand_over(self, _Route r, object mv, const uint8_t *base, size_t off,
+                        size_t length) except -1:
+        """A fast-way payload (``base[off:off+length]``, ``mv`` views base, within
+        ``r``'s credit): into the loan while it has room, the rest to ``deliver``."""
+        cdef Py_ssize_t room, k = 0
+        r.credit -= <long long>length
+        r.delivered += <long long>length
+        if r.lent_held and not r.spilled:
+            room = r.lent.len - r.lent_got
+            if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
+                k = min(room, <Py_ssize_t>length)
+                memcpy(<uint8_t *>r.lent.buf + r.lent_got, base + off, <size_t>k)
+                if r.lent_got == 0:
+                    if self._woken is None:
+                        self._woken = []
+                    self._woken.append(r)
+                r.lent_got += k
+            if k < <Py_ssize_t>length:
+                # the rest goes the usual way, and so does all after it
+                r.spilled = True
+        if k < <Py_ssize_t>length:
+            r.deliver(PySequence_GetSlice(mv, off + k, off + length))
+        return 0
+
+    cdef void _wake(self):
+        """Complete the waiters of the loans that took data in this feed (once each)."""
+        woken = self._woken
+        self._woken = None
+        if woken is not None:
+            for ro in woken:
+                w = (<_Route>ro).waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+
+
+@cython.final
+cdef class YamuxDemux(_RouteTable):
+    """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
+
+    One C pass decodes the whole input; a second walks the records, charging
+    plain DATA on attached streams to their credit and handing the payload to
+    the stream: copied into the buffer its reader lent (:meth:`lend`), or as a
+    zero-copy slice to its ``deliver``; until the first record the session
+    must see. That one and all after it are returned as tuples.
+    :meth:`feed_sealed` opens the Noise frames first, in the same call.
+    """
+
+    cdef fp_yamux_decoder _dec
+    # state of one feed: records for the session (once one had to go there, all
+    # after it do)
+    cdef list _out
+    cdef bint _slow
+
+    def __cinit__(self):
+        fp_yamux_decoder_init(&self._dec)
+
+    @property
+    def buffered(self):
+        """Bytes held internally (an incomplete header; never payload)."""
+        return self._dec.hdr_len
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
@@ -590,14 +633,8 @@ cdef class YamuxDemux:
     cdef list _finish(self):
         """Wake the readers whose lent buffers took data; the records for the session."""
         cdef list out = self._out
-        woken = self._woken
         self._out = None
-        self._woken = None
-        if woken is not None:
-            for ro in woken:
-                w = (<_Route>ro).waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
+        self._wake()
         return out
 
     cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
@@ -608,7 +645,6 @@ cdef class YamuxDemux:
         cdef fp_yamux_record *rec
         cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = start, end = start + n
         cdef size_t i, off
-        cdef Py_ssize_t room, k
         cdef int rc
         cdef _Route r
         cdef object ro
@@ -654,27 +690,8 @@ cdef class YamuxDemux:
                     break
                 i += 1
                 self._fast += 1
-                if not rec.length:
-                    continue
-                r.credit -= rec.length
-                r.delivered += rec.length
-                off = rec.offset
-                k = 0
-                if r.lent_held and not r.spilled:
-                    room = r.lent.len - r.lent_got
-                    if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
-                        k = min(room, <Py_ssize_t>rec.length)
-                        memcpy(<uint8_t *>r.lent.buf + r.lent_got, base + off, <size_t>k)
-                        if r.lent_got == 0:
-                            if self._woken is None:
-                                self._woken = []
-                            self._woken.append(r)
-                        r.lent_got += k
-                    if k < <Py_ssize_t>rec.length:
-                        # the rest goes the usual way, and so does all after it
-                        r.spilled = True
-                if k < <Py_ssize_t>rec.length:
-                    r.deliver(PySequence_GetSlice(mv, off + k, off + rec.length))
+                if rec.length:
+                    self._hand_over(r, mv, base, rec.offset, rec.length)
             while i < total:
                 rec = &recs[i]
                 if rec.offset == FP_NO_PAYLOAD:
@@ -697,7 +714,7 @@ cdef enum:
 
 
 @cython.final
-cdef class MplexDemux:
+cdef class MplexDemux(_RouteTable):
     """MplexDecoder that delivers Message records itself (see fastp2p.proto.mplex.frame).
 
     One C pass decodes the whole input; a second walks the records, charging
@@ -711,11 +728,6 @@ cdef class MplexDemux:
     cdef fp_mplex_decoder _dec
     cdef bytearray _acc  # control payload split across feeds, being collected
     cdef readonly object max_message_size
-    cdef dict _routes
-    cdef readonly unsigned long long bytes_in
-    cdef readonly unsigned long long frames_in
-    cdef readonly unsigned long long sealed_bytes_in
-    cdef Py_ssize_t _fast
 
     def __cinit__(self, max_message_size=1 << 20):
         if max_message_size < 0:
@@ -723,66 +735,11 @@ cdef class MplexDemux:
         self.max_message_size = max_message_size
         fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
         self._acc = None
-        self._routes = {}
 
     @property
     def buffered(self):
         """Bytes held internally (incomplete header + partial control payload)."""
         return self._dec.hdr_len + (len(self._acc) if self._acc is not None else 0)
-
-    def attach(self, key, deliver, long long credit):
-        """Route Message payloads of stream ``key`` to ``deliver`` within ``credit`` bytes."""
-        cdef _Route r = _Route.__new__(_Route)
-        r.deliver = deliver
-        r.credit = credit
-        r.delivered = 0
-        self._routes[key] = r
-
-    def detach(self, key):
-        """Stop routing ``key``; returns the bytes delivered and not yet taken."""
-        r = self._routes.pop(key, None)
-        return 0 if r is None else (<_Route>r).delivered
-
-    def attached(self, key):
-        return key in self._routes
-
-    def lend(self, key, buf, waiter):
-        """Copy ``key``'s messages straight into ``buf`` (as ``YamuxDemux.lend``)."""
-        r = self._routes.get(key)
-        if r is None:
-            return None
-        cdef _Route route = <_Route>r
-        if route.lent_held:
-            PyBuffer_Release(&route.lent)
-            route.lent_held = False
-        PyObject_GetBuffer(buf, &route.lent, PyBUF_WRITABLE)
-        route.lent_held = True
-        route.lent_got = 0
-        route.spilled = False
-        route.waiter = waiter
-        return route
-
-    def take(self, key):
-        """Bytes delivered to ``key`` since the last ``take`` (0 if not attached)."""
-        cdef long long n
-        r = self._routes.get(key)
-        if r is None:
-            return 0
-        n = (<_Route>r).delivered
-        (<_Route>r).delivered = 0
-        return n
-
-    def set_credit(self, key, long long credit):
-        r = self._routes.get(key)
-        if r is not None:
-            (<_Route>r).credit = credit
-
-    def clear(self):
-        """Detach every stream."""
-        self._routes.clear()
-
-    def __len__(self):
-        return len(self._routes)
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
@@ -810,14 +767,14 @@ cdef class MplexDemux:
         cdef fp_mplex_record *rec
         cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
         cdef size_t emitted = 0
-        cdef Py_ssize_t room, k, wi = 0
+        cdef Py_ssize_t wi = 0
         cdef uint64_t key
         cdef int rc
         cdef _Route r
         cdef object ro
         cdef list out
-        cdef list woken = None
         cdef list whole = None  # payloads of _WHOLE records, in order
+        self._woken = None
         mv = _byte_view(data)
         PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         try:
@@ -881,28 +838,8 @@ cdef class MplexDemux:
                 if <long long>rec.length > r.credit:
                     break
                 i += 1
-                if not rec.length:
-                    continue
-                r.credit -= <long long>rec.length
-                r.delivered += <long long>rec.length
-                off = rec.offset
-                k = 0
-                if r.lent_held and not r.spilled:
-                    room = r.lent.len - r.lent_got
-                    if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
-                        k = min(room, <Py_ssize_t>rec.length)
-                        memcpy(<uint8_t *>r.lent.buf + r.lent_got,
-                               <const uint8_t *>view.buf + off, <size_t>k)
-                        if r.lent_got == 0:
-                            if woken is None:
-                                woken = []
-                            woken.append(r)
-                        r.lent_got += k
-                    if k < <Py_ssize_t>rec.length:
-                        # the rest goes the usual way, and so does all after it
-                        r.spilled = True
-                if k < <Py_ssize_t>rec.length:
-                    r.deliver(PySequence_GetSlice(mv, off + k, off + rec.length))
+                if rec.length:
+                    self._hand_over(r, mv, <const uint8_t *>view.buf, rec.offset, rec.length)
             out = []
             while i < total:
                 rec = &recs[i]
@@ -922,9 +859,5 @@ cdef class MplexDemux:
             PyBuffer_Release(&view)
             if recs != stack_recs:
                 PyMem_Free(recs)
-        if woken is not None:
-            for ro in woken:
-                w = (<_Route>ro).waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
+        self._wake()
         return out

@@ -35,7 +35,7 @@ from fastp2p.errors import (
     VarintError,
 )
 from fastp2p.proto.varint import uvarint_decode, uvarint_encode
-from fastp2p.proto.yamux.frame import _Route
+from fastp2p.proto.yamux.frame import RouteTable
 
 __all__ = [
     "NEW_STREAM",
@@ -203,7 +203,7 @@ class MplexDecoder:
         return out
 
 
-class MplexDemux:
+class MplexDemux(RouteTable):
     """An :class:`MplexDecoder` that delivers Message records itself (the fast path).
 
     Streams are named by the session's stream key (fastp2p/proto/mplex/session.py):
@@ -220,19 +220,16 @@ class MplexDemux:
     ``(fast, records)``: how many records went the fast way, and the rest in
     ``MplexDecoder`` format. :meth:`feed_sealed` opens Noise frames first.
 
-    Credit bookkeeping, loans and counters (``bytes_in``, ``frames_in``,
-    ``sealed_bytes_in``) are those of ``YamuxDemux``. The native twin
+    Credit bookkeeping, loans and counters are those of ``YamuxDemux`` (the
+    shared :class:`~fastp2p.proto.yamux.frame.RouteTable`). The native twin
     (fastp2p/_native/frame.pyx) does the walk in C.
     """
 
-    __slots__ = ("_dec", "_routes", "bytes_in", "frames_in", "sealed_bytes_in")
+    __slots__ = ("_dec",)
 
     def __init__(self, max_message_size: int = 1 << 20) -> None:
+        super().__init__()
         self._dec = MplexDecoder(max_message_size)
-        self._routes: dict[int, _Route] = {}
-        self.bytes_in = 0
-        self.frames_in = 0
-        self.sealed_bytes_in = 0
 
     @property
     def max_message_size(self) -> int:
@@ -242,61 +239,6 @@ class MplexDemux:
     def buffered(self) -> int:
         """Bytes held internally (incomplete header + partial control payload)."""
         return self._dec.buffered
-
-    def attach(self, key: int, deliver: object, credit: int) -> None:
-        """Route Message payloads of stream ``key`` to ``deliver`` within ``credit`` bytes."""
-        self._routes[key] = _Route(deliver, credit)
-
-    def detach(self, key: int) -> int:
-        """Stop routing ``key``; returns the bytes delivered and not yet taken.
-
-        A loan in progress stays valid: its token still counts what it received.
-        """
-        r = self._routes.pop(key, None)
-        return 0 if r is None else r.delivered
-
-    def attached(self, key: int) -> bool:
-        return key in self._routes
-
-    def lend(self, key: int, buf: Any, waiter: Any) -> _Route | None:
-        """Copy ``key``'s messages straight into ``buf`` (writable bytes); as ``YamuxDemux.lend``."""
-        r = self._routes.get(key)
-        if r is None:
-            return None
-        view = memoryview(buf)
-        if view.readonly:
-            view.release()
-            raise BufferError("readinto needs a writable buffer")
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        if r.lent is not None:
-            r.lent.release()
-        r.lent = view
-        r.lent_got = 0
-        r.spilled = False
-        r.waiter = waiter
-        return r
-
-    def take(self, key: int) -> int:
-        """Bytes delivered to ``key`` since the last ``take`` (0 if not attached)."""
-        r = self._routes.get(key)
-        if r is None:
-            return 0
-        n = r.delivered
-        r.delivered = 0
-        return n
-
-    def set_credit(self, key: int, credit: int) -> None:
-        r = self._routes.get(key)
-        if r is not None:
-            r.credit = credit
-
-    def clear(self) -> None:
-        """Detach every stream."""
-        self._routes.clear()
-
-    def __len__(self) -> int:
-        return len(self._routes)
 
     def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[MplexRecord] | None:
         """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
@@ -317,7 +259,7 @@ class MplexDemux:
         records = self._dec.feed(data)
         self.frames_in += len(records)
         routes = self._routes
-        woken: list[_Route] | None = None
+        self._woken = None
         i = 0
         n = len(records)
         while i < n:
@@ -333,31 +275,7 @@ class MplexDemux:
             if r is None or length > r.credit:
                 break
             i += 1
-            if not length:
-                continue
-            r.credit -= length
-            r.delivered += length
-            k = 0
-            lent = r.lent
-            if lent is not None and not r.spilled:
-                got = r.lent_got
-                room = len(lent) - got
-                if room > 0 and (got > 0 or not r.waiter.done()):
-                    k = min(room, length)
-                    lent[got : got + k] = payload[:k]
-                    if got == 0:
-                        if woken is None:
-                            woken = []
-                        woken.append(r)
-                    r.lent_got = got + k
-                if k < length:
-                    # the rest goes the usual way, and so does all after it
-                    r.spilled = True
-            if k < length:
-                r.deliver(payload[k:] if k else payload)  # type: ignore[operator]
-        if woken is not None:
-            for r in woken:
-                w = r.waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
+            if length:
+                self._hand_over(r, payload, length)
+        self._wake()
         return i, records[i:] if i else records

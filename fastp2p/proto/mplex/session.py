@@ -69,6 +69,7 @@ from fastp2p.errors import (
     ResourceLimitExceededError,
     StreamErrorCode,
 )
+from fastp2p.proto._demux import DemuxSession
 from fastp2p.proto._history import StreamHistory, StreamTable
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
@@ -113,7 +114,7 @@ class _Stream:
         self.buffered = 0  # delivered, not yet acknowledged
 
 
-class MplexSession(StreamTable[_Stream]):
+class MplexSession(DemuxSession, StreamTable[_Stream]):
     """An mplex session (see the module docstring for stream keys).
 
     Args:
@@ -237,36 +238,6 @@ class MplexSession(StreamTable[_Stream]):
             self._fail(exc)
             raise
         return True
-
-    @property
-    def sealed_bytes_in(self) -> int:
-        """Plaintext bytes :meth:`feed_sealed` has opened."""
-        return self._demux.sealed_bytes_in if self._demux is not None else 0
-
-    @property
-    def can_feed_sealed(self) -> bool:
-        """True when :meth:`feed_sealed` and :meth:`lend` are available (kernels with a demux)."""
-        return self._demux is not None
-
-    def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
-        """Lend a reader's buffer to the demux: the stream's messages are copied
-        into it and ``waiter`` completed once per batch. Returns the loan's token
-        (``unlend()`` -> bytes placed, ``spill()``), or None (not attached, or no
-        demux): the data then arrives as before.
-        """
-        demux = self._demux
-        if demux is None:
-            return None
-        return demux.lend(stream_id, buf, waiter)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters (see the class docstring)."""
-        demux = self._demux
-        if demux is not None:
-            self._stats["bytes_in"] = demux.bytes_in
-            self._stats["frames_in"] = demux.frames_in
-        return self._stats
 
     def attach(self, stream_id: int, deliver: Any) -> bool:
         """Deliver the stream's message payloads by calling ``deliver(payload)``.

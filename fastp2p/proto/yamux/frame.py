@@ -236,55 +236,30 @@ class _Route:
         self.spilled = True
 
 
-class YamuxDemux:
-    """A :class:`YamuxDecoder` that delivers plain DATA frames itself (the fast path).
+class RouteTable:
+    """The stream table of a demultiplexer (:class:`YamuxDemux`, the mplex one):
+    per stream its credit, what it was delivered, and a reader's lent buffer;
+    the counters (``bytes_in``, ``frames_in``: records, a frame split across
+    feeds counting per piece; ``sealed_bytes_in``, ``direct_bytes_in``)."""
 
-    The session attaches a stream with a ``deliver(payload)`` callable and its
-    receive credit. ``feed`` decodes the whole input first (a frame error
-    delivers nothing, as with ``YamuxDecoder.feed``), then walks the records in
-    order: a DATA record with no flags, for an attached stream, whose length
-    fits the stream's credit, is charged to that credit and handed over: copied
-    into the buffer the stream's reader lent (:meth:`lend`) while it has room,
-    else (the rest) to ``deliver``; a zero-length one is dropped. The first
-    record that is anything else, and every record after it, is returned to the
-    caller, in order, so the session handles it exactly as it would have (a
-    control frame can change what the DATA after it means). Returns ``(fast,
-    records)``: how many records went the fast way, and the rest in
-    ``YamuxDecoder`` format. :meth:`feed_sealed` opens Noise frames first.
-
-    Credit bookkeeping: ``take(sid)`` returns (and zeroes) the bytes delivered
-    since the last call; ``set_credit`` replaces the credit after the session
-    changed it. Counters: ``bytes_in`` and ``frames_in`` (everything fed; a
-    DATA frame counts once per piece), ``sealed_bytes_in`` (what ``feed_sealed``
-    opened), ``direct_bytes_in``. The native twin
-    (fastp2p/_native/frame.pyx) does the walk in C.
-    """
-
-    __slots__ = ("_dec", "_routes", "bytes_in", "frames_in", "sealed_bytes_in", "direct_bytes_in",
-                 "_fast", "_out", "_woken", "_slow")
+    __slots__ = ("_routes", "bytes_in", "frames_in", "sealed_bytes_in", "direct_bytes_in",
+                 "_fast", "_woken")
 
     def __init__(self) -> None:
-        self._dec = YamuxDecoder()
         self._routes: dict[int, _Route] = {}
         self.bytes_in = 0
         self.frames_in = 0
+        #: of ``bytes_in``, those ``feed_sealed`` opened
         self.sealed_bytes_in = 0
         #: of ``sealed_bytes_in``, frames a loan took whole (the native twin opens
         #: them in place; this one opens, then copies)
         self.direct_bytes_in = 0
-        # state of one feed (see _begin)
+        # state of one feed: records handled the fast way, readers to wake at the end
         self._fast = 0
-        self._out: list[YamuxRecord] = []
         self._woken: list[_Route] | None = None
-        self._slow = False
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held internally (an incomplete header; never payload)."""
-        return self._dec.buffered
 
     def attach(self, stream_id: int, deliver: object, credit: int) -> None:
-        """Route plain DATA of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
+        """Route plain data of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
         self._routes[stream_id] = _Route(deliver, credit)
 
     def detach(self, stream_id: int) -> int:
@@ -299,7 +274,7 @@ class YamuxDemux:
         return stream_id in self._routes
 
     def lend(self, stream_id: int, buf: Any, waiter: Any) -> _Route | None:
-        """Copy ``stream_id``'s plain DATA straight into ``buf`` (writable bytes).
+        """Copy ``stream_id``'s plain data straight into ``buf`` (writable bytes).
 
         The first payload that lands there completes ``waiter`` (a future:
         anything with ``done()`` and ``set_result()``), once per batch, not
@@ -345,6 +320,80 @@ class YamuxDemux:
 
     def __len__(self) -> int:
         return len(self._routes)
+
+    def _hand_over(self, r: _Route, payload: memoryview, length: int) -> None:
+        """A fast-way payload within ``r``'s credit: into the loan while it has
+        room, the rest to ``deliver``."""
+        r.credit -= length
+        r.delivered += length
+        k = 0
+        lent = r.lent
+        if lent is not None and not r.spilled:
+            got = r.lent_got
+            room = len(lent) - got
+            if room > 0 and (got > 0 or not r.waiter.done()):
+                k = min(room, length)
+                lent[got : got + k] = payload[:k]
+                if got == 0:
+                    if self._woken is None:
+                        self._woken = []
+                    self._woken.append(r)
+                r.lent_got = got + k
+            if k < length:
+                # the rest goes the usual way, and so does all after it
+                r.spilled = True
+        if k < length:
+            r.deliver(payload[k:] if k else payload)  # type: ignore[operator]
+
+    def _wake(self) -> None:
+        """Complete the waiters of the loans that took data in this feed (once each)."""
+        woken = self._woken
+        self._woken = None
+        if woken is not None:
+            for r in woken:
+                w = r.waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+
+
+class YamuxDemux(RouteTable):
+    """A :class:`YamuxDecoder` that delivers plain DATA frames itself (the fast path).
+
+    The session attaches a stream with a ``deliver(payload)`` callable and its
+    receive credit. ``feed`` decodes the whole input first (a frame error
+    delivers nothing, as with ``YamuxDecoder.feed``), then walks the records in
+    order: a DATA record with no flags, for an attached stream, whose length
+    fits the stream's credit, is charged to that credit and handed over: copied
+    into the buffer the stream's reader lent (:meth:`lend`) while it has room,
+    else (the rest) to ``deliver``; a zero-length one is dropped. The first
+    record that is anything else, and every record after it, is returned to the
+    caller, in order, so the session handles it exactly as it would have (a
+    control frame can change what the DATA after it means). Returns ``(fast,
+    records)``: how many records went the fast way, and the rest in
+    ``YamuxDecoder`` format. :meth:`feed_sealed` opens Noise frames first.
+
+    Credit bookkeeping: ``take(sid)`` returns (and zeroes) the bytes delivered
+    since the last call; ``set_credit`` replaces the credit after the session
+    changed it. Counters: ``bytes_in`` and ``frames_in`` (everything fed; a
+    DATA frame counts once per piece), ``sealed_bytes_in`` (what ``feed_sealed``
+    opened), ``direct_bytes_in``. The native twin
+    (fastp2p/_native/frame.pyx) does the walk in C.
+    """
+
+    __slots__ = ("_dec", "_out", "_slow")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dec = YamuxDecoder()
+        # state of one feed: records for the session (once one had to go there,
+        # all after it do)
+        self._out: list[YamuxRecord] = []
+        self._slow = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held internally (an incomplete header; never payload)."""
+        return self._dec.buffered
 
     def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[YamuxRecord] | None:
         """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
@@ -415,14 +464,8 @@ class YamuxDemux:
     def _finish(self) -> list[YamuxRecord]:
         """Wake the readers whose lent buffers took data; the records for the session."""
         out = self._out
-        woken = self._woken
         self._out = []
-        self._woken = None
-        if woken is not None:
-            for r in woken:
-                w = r.waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
+        self._wake()
         return out
 
     def _lent_route(self, sid: int, plen: int) -> _Route | None:
@@ -468,28 +511,8 @@ class YamuxDemux:
                 break
             i += 1
             self._fast += 1
-            if not length:
-                continue
-            assert payload is not None  # DATA carries one
-            r.credit -= length
-            r.delivered += length
-            k = 0
-            lent = r.lent
-            if lent is not None and not r.spilled:
-                got = r.lent_got
-                room = len(lent) - got
-                if room > 0 and (got > 0 or not r.waiter.done()):
-                    k = min(room, length)
-                    lent[got : got + k] = payload[:k]
-                    if got == 0:
-                        if self._woken is None:
-                            self._woken = []
-                        self._woken.append(r)
-                    r.lent_got = got + k
-                if k < length:
-                    # the rest goes the usual way, and so does all after it
-                    r.spilled = True
-            if k < length:
-                r.deliver(payload[k:] if k else payload)  # type: ignore[operator]
+            if length:
+                assert payload is not None  # DATA carries one
+                self._hand_over(r, payload, length)
         if i < n:
             self._out += records[i:]

@@ -102,6 +102,7 @@ from fastp2p.errors import (
     ResourceLimitExceededError,
     StreamErrorCode,
 )
+from fastp2p.proto._demux import DemuxSession
 from fastp2p.proto._history import StreamHistory, StreamTable
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
@@ -165,7 +166,7 @@ class _Stream:
         self.remote_closed = False
 
 
-class YamuxSession(StreamTable[_Stream]):
+class YamuxSession(DemuxSession, StreamTable[_Stream]):
     """A yamux session, one per secured connection (see the module docstring).
 
     Args:
@@ -313,36 +314,6 @@ class YamuxSession(StreamTable[_Stream]):
             self._fail(exc)
             raise
         return True
-
-    @property
-    def sealed_bytes_in(self) -> int:
-        """Plaintext bytes :meth:`feed_sealed` has opened."""
-        return self._demux.sealed_bytes_in if self._demux is not None else 0
-
-    @property
-    def can_feed_sealed(self) -> bool:
-        """True when :meth:`feed_sealed` and :meth:`lend` are available (native demux)."""
-        return self._demux is not None
-
-    def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
-        """Lend a reader's buffer to the demux: ``stream_id``'s plain DATA is copied
-        into it and ``waiter`` completed once per batch. Returns the loan's token
-        (``unlend()`` -> bytes placed, ``spill()``), or None (not attached, or no
-        native demux): the data then arrives as before.
-        """
-        demux = self._demux
-        if demux is None:
-            return None
-        return demux.lend(stream_id, buf, waiter)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters: bytes_in/out, frames_in/out, streams opened/accepted/rejected, pings dropped."""
-        demux = self._demux
-        if demux is not None:
-            self._stats["bytes_in"] = demux.bytes_in
-            self._stats["frames_in"] = demux.frames_in
-        return self._stats
 
     def _on_records(self, records: Any, now: float) -> None:
         for ftype, flags, sid, length, payload in records:

@@ -1,0 +1,49 @@
+"""What a sans-IO muxer session with a demultiplexer offers its driver.
+
+Shared by the yamux and mplex sessions: both keep ``self._demux`` (the kernels'
+``YamuxDemux``/``MplexDemux``, or None for kernels without one) and
+``self._stats``; the demux counts received bytes and frames itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DemuxSession:
+    """Mixin: loans, the one-call sealed receive's availability and its counters."""
+
+    __slots__ = ()
+
+    _demux: Any
+    _stats: dict[str, int]
+
+    @property
+    def sealed_bytes_in(self) -> int:
+        """Plaintext bytes ``feed_sealed`` has opened."""
+        return self._demux.sealed_bytes_in if self._demux is not None else 0
+
+    @property
+    def can_feed_sealed(self) -> bool:
+        """True when ``feed_sealed`` and :meth:`lend` are available (kernels with a demux)."""
+        return self._demux is not None
+
+    def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
+        """Lend a reader's buffer to the demux: the stream's plain data is copied
+        into it and ``waiter`` completed once per batch. Returns the loan's token
+        (``unlend()`` -> bytes placed, ``spill()``, ``got``), or None (not
+        attached, or no demux): the data then arrives as before.
+        """
+        demux = self._demux
+        if demux is None:
+            return None
+        return demux.lend(stream_id, buf, waiter)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The session's counters (see the session class), received ones from the demux."""
+        demux = self._demux
+        if demux is not None:
+            self._stats["bytes_in"] = demux.bytes_in
+            self._stats["frames_in"] = demux.frames_in
+        return self._stats
