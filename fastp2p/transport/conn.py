@@ -247,9 +247,10 @@ class Connection:
         #: consumed bytes a stream holds back before acknowledging (StreamDriver): yamux
         #: sends a window update only once half the window (>= 128 KiB) is consumed
         self.ack_batch = ACK_BATCH if self._attach is not None else 0
-        # With the native yamux demux the whole receive step of a TCP read is one
-        # call (Noise open, demultiplex, copy into lent reader buffers: see
-        # YamuxSession.feed_sealed) and readers lend their buffers (stream_lend).
+        # With a demultiplexer (yamux or mplex; native, or its pure twin) the whole
+        # receive step of a TCP read is one call (Noise open, demultiplex, copy
+        # into lent reader buffers: the session's feed_sealed) and readers lend
+        # their buffers (stream_lend).
         self._lend: Callable[[int, Any, Any], Any] | None = None
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
             self._lend = session.lend  # type: ignore[attr-defined]

@@ -315,7 +315,8 @@ class Stream:
             return got
 
     async def _wait_into(self, out: memoryview) -> int:
-        """Wait for data with ``out`` lent to ``feed_data``; returns bytes placed there."""
+        """Wait for data with ``out`` lent to the driver's receive step (or, for a
+        driver that takes no loans, to ``feed_data``); returns bytes placed there."""
         fut = self.conn.loop.create_future()
         # (raises for a read-only buffer, before anything is set)
         loan = self.conn.stream_lend(self.id, out, fut)
