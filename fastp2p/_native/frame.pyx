@@ -421,6 +421,21 @@ cdef class _RouteTable:
     def __len__(self):
         return len(self._routes)
 
+    cdef Py_ssize_t _loan_room(self, _Route r) except -1:
+        """Bytes ``r``'s loan may take now: 0 without a loan, after a spill, or when
+        its reader was woken another way (EOF, reset, cancel) before a byte landed."""
+        if not r.lent_held or r.spilled or (r.lent_got == 0 and r.waiter.done()):
+            return 0
+        return r.lent.len - r.lent_got
+
+    cdef void _into_loan(self, _Route r, Py_ssize_t k):
+        """``k`` bytes were placed in ``r``'s loan; its reader is woken at the end of the feed."""
+        if r.lent_got == 0:
+            if self._woken is None:
+                self._woken = []
+            self._woken.append(r)
+        r.lent_got += k
+
     cdef int _hand_over(self, _Route r, object mv, const uint8_t *base, size_t off,
                         size_t length) except -1:
         """A fast-way payload (``base[off:off+length]``, ``mv`` views base, within
@@ -429,15 +444,11 @@ cdef class _RouteTable:
         r.credit -= <long long>length
         r.delivered += <long long>length
         if r.lent_held and not r.spilled:
-            room = r.lent.len - r.lent_got
-            if room > 0 and (r.lent_got > 0 or not r.waiter.done()):
+            room = self._loan_room(r)
+            if room > 0:
                 k = min(room, <Py_ssize_t>length)
                 memcpy(<uint8_t *>r.lent.buf + r.lent_got, base + off, <size_t>k)
-                if r.lent_got == 0:
-                    if self._woken is None:
-                        self._woken = []
-                    self._woken.append(r)
-                r.lent_got += k
+                self._into_loan(r, k)
             if k < <Py_ssize_t>length:
                 # the rest goes the usual way, and so does all after it
                 r.spilled = True
@@ -484,14 +495,8 @@ cdef class YamuxDemux(_RouteTable):
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        cdef Py_buffer view
-        mv = _byte_view(data)
-        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         self._begin()
-        try:
-            self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
-        finally:
-            PyBuffer_Release(&view)
+        self._segment_all(data)
         out = self._finish()
         return self._fast, out
 
@@ -511,17 +516,10 @@ cdef class YamuxDemux(_RouteTable):
         cdef Py_ssize_t n = len(block)
         if not n:
             return None
-        self.sealed_bytes_in += <unsigned long long>n
-        cdef Py_buffer view
-        mv = _byte_view(block)
-        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         self._begin()
-        try:
-            self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
-        finally:
-            PyBuffer_Release(&view)
-        out = self._finish()
-        return out if out else None
+        self.sealed_bytes_in += <unsigned long long>n
+        self._segment_all(block)
+        return self._finish_sealed()
 
     cdef object _feed_sealed_native(self, NoiseCipher cipher, object data):
         cdef Py_buffer view
@@ -542,7 +540,8 @@ cdef class YamuxDemux(_RouteTable):
                 block = cipher.open_frames(PySequence_GetSlice(mv_in, 0, k))
                 pos = k
                 if len(block):
-                    self._open_block(block)
+                    self.sealed_bytes_in += <unsigned long long>len(block)
+                    self._segment_all(block)
             if pos == n:
                 return self._finish_sealed()
             cipher._enter()
@@ -585,12 +584,12 @@ cdef class YamuxDemux(_RouteTable):
         out = self._finish()
         return out if out else None
 
-    cdef int _open_block(self, object block) except -1:
+    cdef int _segment_all(self, object data) except -1:
+        """:meth:`_segment` over all of ``data``."""
         cdef Py_buffer view
-        mv = _byte_view(block)
+        mv = _byte_view(data)
         PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         try:
-            self.sealed_bytes_in += <unsigned long long>view.len
             self._segment(mv, <const uint8_t *>view.buf, 0, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
@@ -602,10 +601,7 @@ cdef class YamuxDemux(_RouteTable):
         if ro is None:
             return None
         cdef _Route r = <_Route>ro
-        if (<long long>plen > r.credit or not r.lent_held or r.spilled
-                or <size_t>(r.lent.len - r.lent_got) < plen):
-            return None
-        if r.lent_got == 0 and r.waiter.done():
+        if <long long>plen > r.credit or <size_t>self._loan_room(r) < plen:
             return None
         return r
 
@@ -618,11 +614,7 @@ cdef class YamuxDemux(_RouteTable):
         self._fast += 1
         r.credit -= <long long>plen
         r.delivered += <long long>plen
-        if r.lent_got == 0:
-            if self._woken is None:
-                self._woken = []
-            self._woken.append(r)
-        r.lent_got += <Py_ssize_t>plen
+        self._into_loan(r, <Py_ssize_t>plen)
 
     cdef void _begin(self):
         self._out = []

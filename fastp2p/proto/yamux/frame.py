@@ -321,6 +321,22 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self._routes)
 
+    def _loan_room(self, r: _Route) -> int:
+        """Bytes ``r``'s loan may take now: 0 without a loan, after a spill, or when
+        its reader was woken another way (EOF, reset, cancel) before a byte landed."""
+        lent = r.lent
+        if lent is None or r.spilled or (r.lent_got == 0 and r.waiter.done()):
+            return 0
+        return len(lent) - r.lent_got
+
+    def _into_loan(self, r: _Route, k: int) -> None:
+        """``k`` bytes were placed in ``r``'s loan; its reader is woken at the end of the feed."""
+        if r.lent_got == 0:
+            if self._woken is None:
+                self._woken = []
+            self._woken.append(r)
+        r.lent_got += k
+
     def _hand_over(self, r: _Route, payload: memoryview, length: int) -> None:
         """A fast-way payload within ``r``'s credit: into the loan while it has
         room, the rest to ``deliver``."""
@@ -329,16 +345,12 @@ class RouteTable:
         k = 0
         lent = r.lent
         if lent is not None and not r.spilled:
-            got = r.lent_got
-            room = len(lent) - got
-            if room > 0 and (got > 0 or not r.waiter.done()):
+            room = self._loan_room(r)
+            if room > 0:
                 k = min(room, length)
+                got = r.lent_got
                 lent[got : got + k] = payload[:k]
-                if got == 0:
-                    if self._woken is None:
-                        self._woken = []
-                    self._woken.append(r)
-                r.lent_got = got + k
+                self._into_loan(r, k)
             if k < length:
                 # the rest goes the usual way, and so does all after it
                 r.spilled = True
@@ -471,9 +483,7 @@ class YamuxDemux(RouteTable):
     def _lent_route(self, sid: int, plen: int) -> _Route | None:
         """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
         r = self._routes.get(sid)
-        if r is None or plen > r.credit or r.lent is None or r.spilled:
-            return None
-        if len(r.lent) - r.lent_got < plen or (r.lent_got == 0 and r.waiter.done()):
+        if r is None or plen > r.credit or self._loan_room(r) < plen:
             return None
         return r
 
@@ -486,11 +496,7 @@ class YamuxDemux(RouteTable):
         self._fast += 1
         r.credit -= plen
         r.delivered += plen
-        if r.lent_got == 0:
-            if self._woken is None:
-                self._woken = []
-            self._woken.append(r)
-        r.lent_got += plen
+        self._into_loan(r, plen)
 
     def _segment(self, data: ReadableBuffer) -> None:
         """Decode ``data`` (an error delivers nothing of it) and walk its records."""
