@@ -233,11 +233,37 @@ def mplex_encode_header(stream_id, flag, length):
     return PyBytes_FromStringAndSize(<char *>out, k)
 
 
+@cython.final
+cdef class _Pieces:
+    """An mplex control frame's payload split across feeds, collected in order
+    (data messages are handed over piecewise; control payloads are small)."""
+
+    cdef bytearray acc
+
+    cdef object add(self, uint8_t bits, object piece):
+        """Add one piece; returns the whole payload with the last one, else None."""
+        if bits & FP_MPLEX_REC_FIRST:
+            self.acc = bytearray(piece)
+        else:
+            self.acc += piece
+        if not bits & FP_MPLEX_REC_LAST:
+            return None
+        whole = memoryview(bytes(self.acc))
+        self.acc = None
+        return whole
+
+    cdef Py_ssize_t held(self):
+        return len(self.acc) if self.acc is not None else 0
+
+    cdef void drop(self):
+        self.acc = None
+
+
 cdef class MplexDecoder:
     """Streaming, zero-copy mplex frame decoder (see fastp2p.proto.mplex.frame)."""
 
     cdef fp_mplex_decoder _dec
-    cdef bytearray _acc
+    cdef _Pieces _control  # control payload split across feeds, being collected
     cdef readonly object max_message_size
 
     def __cinit__(self, max_message_size=1 << 20):
@@ -245,12 +271,12 @@ cdef class MplexDecoder:
             raise ValueError("max_message_size must be >= 0")
         self.max_message_size = max_message_size
         fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
-        self._acc = None
+        self._control = _Pieces.__new__(_Pieces)
 
     @property
     def buffered(self):
         """Bytes held internally (incomplete header + partial control payload)."""
-        return self._dec.hdr_len + (len(self._acc) if self._acc is not None else 0)
+        return self._dec.hdr_len + self._control.held()
 
     def feed(self, data):
         """Decode everything complete in ``data``; one C call per batch of records."""
@@ -267,20 +293,17 @@ cdef class MplexDecoder:
                 rc = fp_mplex_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
                                            <size_t>view.len - pos, &consumed, recs, BATCH, &nout)
                 if rc < 0:
-                    self._acc = None
+                    self._control.drop()
                     _raise_status(rc, "mplex")
                 for i in range(nout):
                     r = &recs[i]
                     off = pos + r.offset
                     if r.flag == 1 or r.flag == 2 or r.bits == FP_MPLEX_REC_FIRST | FP_MPLEX_REC_LAST:
                         out.append((r.flag, r.stream_id, PySequence_GetSlice(mv, off, off + r.length)))
-                    elif r.bits & FP_MPLEX_REC_FIRST:
-                        self._acc = bytearray(PySequence_GetSlice(mv, off, off + r.length))
                     else:
-                        self._acc += PySequence_GetSlice(mv, off, off + r.length)
-                        if r.bits & FP_MPLEX_REC_LAST:
-                            out.append((r.flag, r.stream_id, memoryview(bytes(self._acc))))
-                            self._acc = None
+                        whole = self._control.add(r.bits, PySequence_GetSlice(mv, off, off + r.length))
+                        if whole is not None:
+                            out.append((r.flag, r.stream_id, whole))
                 pos += consumed
                 if nout < BATCH:
                     break
@@ -718,7 +741,7 @@ cdef class MplexDemux(_RouteTable):
     """
 
     cdef fp_mplex_decoder _dec
-    cdef bytearray _acc  # control payload split across feeds, being collected
+    cdef _Pieces _control  # control payload split across feeds, being collected
     cdef readonly object max_message_size
 
     def __cinit__(self, max_message_size=1 << 20):
@@ -726,12 +749,12 @@ cdef class MplexDemux(_RouteTable):
             raise ValueError("max_message_size must be >= 0")
         self.max_message_size = max_message_size
         fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
-        self._acc = None
+        self._control = _Pieces.__new__(_Pieces)
 
     @property
     def buffered(self):
         """Bytes held internally (incomplete header + partial control payload)."""
-        return self._dec.hdr_len + (len(self._acc) if self._acc is not None else 0)
+        return self._dec.hdr_len + self._control.held()
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
@@ -777,7 +800,7 @@ cdef class MplexDemux(_RouteTable):
                                            <size_t>view.len - pos, &consumed, recs + total,
                                            cap - total, &nout)
                 if rc < 0:
-                    self._acc = None
+                    self._control.drop()
                     _raise_status(rc, "mplex")
                 for i in range(total, total + nout):
                     rec = &recs[i]
@@ -787,15 +810,11 @@ cdef class MplexDemux(_RouteTable):
                         emitted += 1
                         continue
                     off = rec.offset
-                    if rec.bits & FP_MPLEX_REC_FIRST:
-                        self._acc = bytearray(PySequence_GetSlice(mv, off, off + rec.length))
-                    else:
-                        self._acc += PySequence_GetSlice(mv, off, off + rec.length)
-                    if rec.bits & FP_MPLEX_REC_LAST:
+                    w = self._control.add(rec.bits, PySequence_GetSlice(mv, off, off + rec.length))
+                    if w is not None:
                         if whole is None:
                             whole = []
-                        whole.append(memoryview(bytes(self._acc)))
-                        self._acc = None
+                        whole.append(w)
                         rec.bits = _WHOLE
                         emitted += 1
                     else:
