@@ -47,6 +47,7 @@ from fastp2p.transport.upgrader import (
     negotiate_lazy,
     negotiate_outbound,
     prepare_identity,
+    propose_now,
     secure_inbound,
     secure_outbound,
 )
@@ -672,17 +673,20 @@ class Host:
         # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
         known = None if conn.muxer == MPLEX_PROTOCOL_ID else self._known_protocol(peer, protocols)
         try:
-            async with asyncio.timeout(self.config.negotiation_timeout):
-                if known is not None:
-                    stream.protocol = await negotiate_lazy(stream, known)
-                else:
-                    stream.protocol = await negotiate_outbound(stream, protocols)
+            # the optimistic proposal is handed over at once: no timer to arm
+            if known is None or not propose_now(stream, known):
+                async with asyncio.timeout(self.config.negotiation_timeout):
+                    if known is not None:
+                        stream.protocol = await negotiate_lazy(stream, known)
+                    else:
+                        stream.protocol = await negotiate_outbound(stream, protocols)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._metrics.error(exc, "negotiation")
             stream.reset(StreamErrorCode.PROTOCOL)
             await stream.aclose()
             raise
+        assert stream.protocol is not None
         self._metrics.stream_opened(False, stream.protocol)
         return stream
 
@@ -703,8 +707,8 @@ class Host:
     async def _serve_stream(self, stream: Stream) -> None:
         try:
             try:
-                async with asyncio.timeout(self.config.negotiation_timeout):
-                    proto = await negotiate_inbound(stream, self._supports)
+                proto = await negotiate_inbound(stream, self._supports,
+                                                timeout=self.config.negotiation_timeout)
             except (NegotiationError, RemoteProtocolError, TimeoutError) as exc:
                 # go-libp2p resets streams whose negotiation fails, malformed or not.
                 self._metrics.error(exc, "negotiation")

@@ -50,6 +50,7 @@ listener confirmed, and a ``na`` then raises :class:`NegotiationError`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Collection, Sequence
 
 from fastp2p._typing import ReadableBuffer
@@ -83,6 +84,7 @@ NA = "na"
 LS = "ls"
 
 
+@functools.lru_cache(maxsize=1024)  # a few protocol ids, framed on every stream
 def encode_message(message: str) -> bytes:
     """Frame one multistream line: ``uvarint(len + 1) + message + b"\\n"``.
 
@@ -290,7 +292,7 @@ class MultistreamDialer(_Negotiator):
         self._lazy = lazy
         self._index = 0
         # multistream spec recommendation: header and first proposal in the same packet.
-        self._outbuf += encode_message(PROTOCOL_ID) + encode_message(self._protocols[0])
+        self._outbuf += HEADER_MESSAGE + encode_message(self._protocols[0])
         if lazy:
             self._selected = self._protocols[0]
 

@@ -369,22 +369,39 @@ class Stream:
             if max_bytes == 0:
                 return b""
             await self._wait_readable()
-            parts2: list[memoryview] = []
-            got = 0
-            chunks = self._chunks
-            while chunks and got < max_bytes:
-                c = chunks[0]
-                room = max_bytes - got
-                if len(c) <= room:
-                    parts2.append(chunks.popleft())
-                    got += len(c)
-                else:
-                    parts2.append(c[:room])
-                    chunks[0] = c[room:]
-                    got = max_bytes
-            data = b"".join(parts2)
-            self._consume(got)
-            return data
+            return self._take(max_bytes)
+
+    def read_nowait(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of what is already buffered; never waits.
+
+        b"" means nothing is buffered now (not end of stream: ``read`` tells
+        that, and raises for a reset or closed stream).
+
+        Raises:
+            BusyResourceError: another task is reading.
+        """
+        if not self._chunks or self._closed or self._reset is not None or max_bytes <= 0:
+            return b""
+        with self._read_guard:
+            return self._take(max_bytes)
+
+    def _take(self, max_bytes: int) -> bytes:
+        parts: list[memoryview] = []
+        got = 0
+        chunks = self._chunks
+        while chunks and got < max_bytes:
+            c = chunks[0]
+            room = max_bytes - got
+            if len(c) <= room:
+                parts.append(chunks.popleft())
+                got += len(c)
+            else:
+                parts.append(c[:room])
+                chunks[0] = c[room:]
+                got = max_bytes
+        data = b"".join(parts)
+        self._consume(got)
+        return data
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
@@ -456,6 +473,23 @@ class Stream:
                 # A reset or aclose while the transport drained fails the write
                 # (go-libp2p ErrReset): the caller must not assume delivery.
                 self._check_writable()
+
+    def write_nowait(self, data: ReadableBuffer) -> int:
+        """Hand what the send window allows of ``data`` to the muxer now; never waits.
+
+        Returns the bytes accepted (like ``socket.send``), 0 when the window is
+        shut. No backpressure: the caller's next ``write`` waits for the drain.
+
+        Raises:
+            ClosedResourceError, StreamResetError, ConnectionClosedError,
+            BusyResourceError: as ``write``.
+        """
+        with self._write_guard:
+            view = memoryview(data)
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
+            self._check_writable()
+            return self.conn.stream_send(self.id, view)
 
     def _check_writable(self) -> None:
         if self._reset is not None:

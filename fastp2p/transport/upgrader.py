@@ -48,6 +48,7 @@ __all__ = [
     "make_session",
     "negotiate_outbound",
     "negotiate_lazy",
+    "propose_now",
     "negotiate_inbound",
     "prepare_identity",
 ]
@@ -212,6 +213,7 @@ async def _secure(
                 identity=identity,
                 static_key=static,
                 static_signature=static_sig,
+                ephemeral_key=_EPHEMERALS.take(),
                 expected_peer=expected_peer,
                 muxers=config.muxers,
                 ciphers=usable_ciphers(config.noise.ciphers),
@@ -287,6 +289,36 @@ def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:
             _STATIC_KEYS.pop(next(iter(_STATIC_KEYS)))
         _STATIC_KEYS[pub] = got
     return got
+
+
+class _Ephemerals:
+    """X25519 ephemeral keys made ahead, off the handshake's critical path.
+
+    Making one costs as much as a Diffie-Hellman; the handshake would make it
+    between reading the peer's message and answering it. Each key taken asks
+    the loop to make one more after the current callbacks (while this side
+    waits for the peer's next message); a key is handed out once and never
+    reused, and at most ``size`` wait unused.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._keys: list[Any] = []
+        self._size = size
+
+    def take(self) -> Any:
+        """A fresh key, or None when none is ready (the handshake makes its own)."""
+        asyncio.get_running_loop().call_soon(self._refill)
+        keys = self._keys
+        return keys.pop() if keys else None
+
+    def _refill(self) -> None:
+        if len(self._keys) < self._size:
+            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+            self._keys.append(X25519PrivateKey.generate())
+
+
+_EPHEMERALS = _Ephemerals()
 
 
 def _early_muxer(ours: Sequence[str], theirs: Sequence[str], dialer: bool) -> str | None:
@@ -381,6 +413,25 @@ class _LazyStream(Stream):
     read_exactly = readexactly
 
 
+def propose_now(stream: Stream, protocol: str) -> bool:
+    """The synchronous part of :func:`negotiate_lazy`: True once the proposal is
+    handed to the muxer (nothing awaited, so no timer is needed around it);
+    False when the stream's send window could not take it all at once (the
+    caller then awaits :func:`negotiate_lazy`)."""
+    ms = MultistreamDialer([protocol], lazy=True)
+    out = ms.data_to_send()
+    n = stream.write_nowait(out)
+    if n == 0:
+        return False
+    if n != len(out):
+        # A fresh stream's window always takes a proposal whole; a driver whose
+        # window took part of it gets a typed failure (the caller resets the stream).
+        raise NegotiationError("the stream's send window took only part of the protocol proposal")
+    stream.protocol = protocol
+    stream.__class__ = _LazyStream
+    return True
+
+
 async def negotiate_lazy(stream: Stream, protocol: str) -> str:
     """Propose ``protocol`` and return at once, without waiting for the answer.
 
@@ -399,21 +450,51 @@ async def negotiate_lazy(stream: Stream, protocol: str) -> str:
 
 
 async def negotiate_inbound(
-    stream: Stream, supported: Callable[[str], bool] | Collection[str]
+    stream: Stream,
+    supported: Callable[[str], bool] | Collection[str],
+    *,
+    timeout: float | None = None,
 ) -> str:
-    """Answer the peer's proposals on an inbound stream; returns the chosen protocol."""
+    """Answer the peer's proposals on an inbound stream; returns the chosen protocol.
+
+    ``timeout`` bounds the wait for the peer's proposals (TimeoutError). A
+    proposal that came with the stream's opening frame (a lazy dialer's, the
+    usual case) is answered at once: no task switch and no timer.
+    """
     ms = MultistreamListener(supported)
-    await _drive(stream, ms)
+    pending = _drive_now(stream, ms)
+    if pending is not None and not pending and ms.done:
+        stream.unread(ms.unused_data())
+        assert ms.selected is not None
+        return ms.selected
+    async with asyncio.timeout(timeout):
+        await _drive(stream, ms, pending or b"")
     assert ms.selected is not None
     return ms.selected
 
 
-async def _drive(stream: Stream, ms: MultistreamDialer | MultistreamListener) -> None:
+def _drive_now(stream: Stream, ms: MultistreamDialer | MultistreamListener) -> bytes | None:
+    """Feed ``ms`` what is buffered and send its answers without waiting.
+
+    Returns the output the send window did not take (b"" when all went), or
+    None when nothing was buffered.
+    """
+    data = stream.read_nowait(4096)
+    if not data:
+        return None
+    ms.receive_data(data)
     out = ms.data_to_send()
+    if out:
+        return out[stream.write_nowait(out):]
+    return b""
+
+
+async def _drive(stream: Stream, ms: MultistreamDialer | MultistreamListener, pending: bytes = b"") -> None:
+    out = pending + ms.data_to_send()
     if out:
         await stream.write(out)
     while not ms.done:
-        data = await stream.read(4096)
+        data = stream.read_nowait(4096) or await stream.read(4096)
         if not data:
             raise NegotiationError("stream closed during protocol negotiation")
         ms.receive_data(data)
@@ -421,4 +502,3 @@ async def _drive(stream: Stream, ms: MultistreamDialer | MultistreamListener) ->
         if out:
             await stream.write(out)
     stream.unread(ms.unused_data())
-

@@ -123,12 +123,17 @@ TAGLEN = 16
 _MAX_NONCE = 2**64 - 1
 
 
-#: how many verified (identity key, signature, static key) triples are remembered
+#: how many authenticated (payload, static key) pairs are remembered
 VERIFIED_MEMO_SIZE = 512
-# Checking a signature is a pure function of these three byte strings; peers that
-# keep one static key per host (js-libp2p, fastp2p) present the same triple on
-# every connection, so a bounded memo of successes saves a verify per handshake.
-_VERIFIED: collections.OrderedDict[tuple[bytes, bytes, bytes], None] = collections.OrderedDict()
+# Authenticating a payload (decode it, parse the identity key, check the signature
+# over the static key, derive the PeerID) is a pure function of the payload bytes
+# and the static key; peers that keep one static key per host (js-libp2p,
+# fastp2p) present the same pair on every connection, so a bounded memo of
+# successes saves that work (a signature check above all) per handshake.
+_VERIFIED: collections.OrderedDict[tuple[bytes, bytes], tuple[Any, Any, Any]] = collections.OrderedDict()
+#: encoded handshake payloads of hosts that reuse one static key (see _our_payload)
+_PAYLOADS: dict[tuple[Any, ...], bytes] = {}
+_PAYLOADS_MAX = 64
 
 
 def sign_static_key(identity: Any, static_public: bytes) -> bytes:
@@ -389,7 +394,8 @@ class NoiseHandshake:
         static_signature: ``identity``'s signature over
             ``SIGNATURE_PREFIX + static public key`` (see :func:`sign_static_key`),
             for a host that reuses one static key: saves a signature per handshake.
-        ephemeral_key: fixed ephemeral key, for test vectors only.
+        ephemeral_key: the ephemeral key to use (fixed ones for test vectors;
+            the upgrader passes keys made ahead of time): never reuse one.
         webtransport_certhashes: extension field for WebTransport.
 
     Outputs: :meth:`data_to_send` (framed handshake messages), then after
@@ -549,7 +555,6 @@ class NoiseHandshake:
         self._keys = None
 
     def _our_payload(self) -> bytes:
-        sig = self._static_sig or sign_static_key(self._identity, self._state.s_pub)
         ext = None
         ciphers: list[str] = []
         if any(c != DEFAULT_CIPHER for c in self._ciphers) and (
@@ -557,17 +562,32 @@ class NoiseHandshake:
         ):
             # the initiator answers only a fastp2p responder that offered ciphers
             ciphers = list(self._ciphers)
+        # With a reused static key (its signature given) the payload is the same
+        # bytes on every connection: encode it once. The signature names the
+        # identity and the static key, the rest of the key names the extensions.
+        memo = None
+        if self._static_sig is not None:
+            memo = (self._static_sig, self._muxers, self._certhashes, tuple(ciphers))
+            cached = _PAYLOADS.get(memo)
+            if cached is not None:
+                return cached
         if self._muxers or self._certhashes or ciphers:
             ext = NoiseExtensions(
                 webtransport_certhashes=list(self._certhashes),
                 stream_muxers=list(self._muxers),
                 fastp2p_ciphers=ciphers,
             )
-        return NoiseHandshakePayload(
+        sig = self._static_sig or sign_static_key(self._identity, self._state.s_pub)
+        out = NoiseHandshakePayload(
             identity_key=self._identity.public_key().to_protobuf(),
             identity_sig=sig,
             extensions=ext,
         ).encode()
+        if memo is not None:
+            if len(_PAYLOADS) >= _PAYLOADS_MAX:
+                _PAYLOADS.clear()
+            _PAYLOADS[memo] = out
+        return out
 
     def _handle(self, message: bytes) -> None:
         idx = self._state.message_index
@@ -589,6 +609,30 @@ class NoiseHandshake:
             raise HandshakeError("unexpected handshake message")
 
     def _authenticate(self, payload: bytes) -> None:
+        rs = self._state.rs
+        assert rs is not None
+        memo = (payload, rs)
+        known = _VERIFIED.get(memo)
+        if known is not None:
+            _VERIFIED.move_to_end(memo)
+            public_key, peer, extensions = known
+        else:
+            public_key, peer, extensions = self._verify_payload(payload, rs)
+            _VERIFIED[memo] = (public_key, peer, extensions)
+            if len(_VERIFIED) > VERIFIED_MEMO_SIZE:
+                _VERIFIED.popitem(last=False)
+        if self._expected_peer is not None and peer != self._expected_peer:
+            raise PeerIDMismatchError(self._expected_peer, peer)
+        self.remote_public_key = public_key
+        self.remote_peer = peer
+        self.remote_static_key = rs
+        self.remote_extensions = extensions
+        if extensions is not None:
+            self.remote_muxers = tuple(extensions.stream_muxers)
+            self.remote_ciphers = tuple(extensions.fastp2p_ciphers)
+
+    @staticmethod
+    def _verify_payload(payload: bytes, rs: bytes) -> tuple[PublicKey, PeerID, NoiseExtensions | None]:
         from fastp2p.peer import PeerID, public_key_from_protobuf
 
         try:
@@ -601,31 +645,13 @@ class NoiseHandshake:
             public_key = public_key_from_protobuf(decoded.identity_key)
         except Exception as exc:  # InvalidKeyError, or whatever a key parser raises
             raise IdentityProofError(f"bad identity key in handshake payload: {exc}") from exc
-        rs = self._state.rs
-        assert rs is not None
-        memo = (decoded.identity_key, decoded.identity_sig, rs)
-        if memo in _VERIFIED:
-            _VERIFIED.move_to_end(memo)
-        else:
-            try:
-                valid = public_key.verify(decoded.identity_sig, SIGNATURE_PREFIX + rs)
-            except Exception as exc:  # a verifier must never let the peer crash us
-                raise IdentityProofError(f"identity signature check failed: {exc}") from exc
-            if not valid:
-                raise IdentityProofError("identity signature does not cover the Noise static key")
-            _VERIFIED[memo] = None
-            if len(_VERIFIED) > VERIFIED_MEMO_SIZE:
-                _VERIFIED.popitem(last=False)
-        peer = PeerID.from_public_key(public_key)
-        if self._expected_peer is not None and peer != self._expected_peer:
-            raise PeerIDMismatchError(self._expected_peer, peer)
-        self.remote_public_key = public_key
-        self.remote_peer = peer
-        self.remote_static_key = rs
-        self.remote_extensions = decoded.extensions
-        if decoded.extensions is not None:
-            self.remote_muxers = tuple(decoded.extensions.stream_muxers)
-            self.remote_ciphers = tuple(decoded.extensions.fastp2p_ciphers)
+        try:
+            valid = public_key.verify(decoded.identity_sig, SIGNATURE_PREFIX + rs)
+        except Exception as exc:  # a verifier must never let the peer crash us
+            raise IdentityProofError(f"identity signature check failed: {exc}") from exc
+        if not valid:
+            raise IdentityProofError("identity signature does not cover the Noise static key")
+        return public_key, PeerID.from_public_key(public_key), decoded.extensions
 
     def _choose_cipher(self) -> str:
         ours = self._ciphers if any(c != DEFAULT_CIPHER for c in self._ciphers) else ()
