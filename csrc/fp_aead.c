@@ -48,8 +48,33 @@ void fp_aead_free(fp_aead *a) {
 }
 
 size_t fp_aead_sealed_size(size_t n) {
-    size_t frames = (n + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    size_t frames = (n + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
     return n + frames * (FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE);
+}
+
+int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t *skip, size_t *len) {
+    size_t i = *pos, n = 0;
+    size_t start = *skip + *len; /* the byte offset of entry *pos */
+    while (i < iovcnt && iov[i].len == 0) i++;
+    if (i >= iovcnt) {
+        *pos = iovcnt;
+        return 0;
+    }
+    if (iov[i].len >= FP_AEAD_ALIGN_MIN) {
+        n = iov[i++].len;
+    } else {
+        while (i < iovcnt && iov[i].len < FP_AEAD_ALIGN_MIN) n += iov[i++].len;
+    }
+    *pos = i;
+    *skip = start;
+    *len = n;
+    return 1;
+}
+
+size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt) {
+    size_t pos = 0, skip = 0, len = 0, total = 0;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) total += fp_aead_sealed_size(len);
+    return total;
 }
 
 /* Re-initialises the context for the next nonce (key kept). */
@@ -84,9 +109,24 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
 
 int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
                         size_t *outlen) {
-    size_t total = 0;
-    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
-    return fp_aead_seal_range(a, iov, iovcnt, 0, total, out, cap, outlen);
+    size_t pos = 0, skip = 0, len = 0, opos = 0, frames = 0, need = 0;
+    *outlen = 0;
+    if (!a->ctx) return FP_EINVAL;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+        need += fp_aead_sealed_size(len);
+    }
+    FP_CHECK_BOUNDS(need, cap);
+    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+    pos = skip = len = 0;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        size_t got = 0;
+        int rc = fp_aead_seal_range(a, iov, iovcnt, skip, len, out + opos, cap - opos, &got);
+        if (rc) return rc;
+        opos += got;
+    }
+    *outlen = opos;
+    return FP_OK;
 }
 
 int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
@@ -98,7 +138,7 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
     if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
     size_t need = fp_aead_sealed_size(len);
     FP_CHECK_BOUNDS(need, cap);
-    size_t frames = (len + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
+    size_t frames = (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
 
     EVP_CIPHER_CTX *ctx = CTX(a);
@@ -108,7 +148,7 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
         vi++;
     }
     while (left) {
-        size_t chunk = left < FP_AEAD_MAX_PLAINTEXT ? left : FP_AEAD_MAX_PLAINTEXT;
+        size_t chunk = left < FP_AEAD_SEAL_PLAINTEXT ? left : FP_AEAD_SEAL_PLAINTEXT;
         int rc = fp_aead_start(a, 1);
         if (rc) return rc;
         fp_store_be16(out + opos, (uint16_t)(chunk + FP_AEAD_TAG_SIZE));

@@ -16,13 +16,28 @@ static void test_roundtrip(size_t n) {
     assert(fp_aead_init(&rx, key, 0, 0) == 0);
     uint8_t *pt = malloc(n + 1), *out = malloc(n + 1);
     for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 7);
-    size_t sz = fp_aead_sealed_size(n);
-    uint8_t *ct = malloc(sz + 1);
     /* split the plaintext into 3 iovecs at odd places */
     fp_iovec iov[3] = {{pt, n / 3}, {pt + n / 3, n / 2 - n / 3}, {pt + n / 2, n - n / 2}};
+    /* segments: entries of FP_AEAD_ALIGN_MIN or more alone, shorter runs together */
+    size_t sz = 0, frames = 0, run = 0;
+    for (int i = 0; i <= 3; i++) {
+        size_t len = i < 3 ? iov[i].len : 0;
+        if (i == 3 || (len >= FP_AEAD_ALIGN_MIN && run)) {
+            sz += fp_aead_sealed_size(run);
+            frames += (run + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+            run = 0;
+        }
+        if (len >= FP_AEAD_ALIGN_MIN) {
+            sz += fp_aead_sealed_size(len);
+            frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+        } else {
+            run += len;
+        }
+    }
+    assert(sz == fp_aead_sealed_size_iov(iov, 3));
+    uint8_t *ct = malloc(sz + 1);
     size_t outlen = 0, consumed = 0, ptlen = 0;
     assert(fp_aead_seal_frames(&tx, iov, 3, ct, sz, &outlen) == 0 && outlen == sz);
-    size_t frames = (n + FP_AEAD_MAX_PLAINTEXT - 1) / FP_AEAD_MAX_PLAINTEXT;
     assert(tx.nonce == frames);
     /* a partial trailing frame is left unconsumed */
     if (sz) {
@@ -119,7 +134,7 @@ static void test_aesgcm(void) {
     fp_aead_free(&tx);
     fp_aead_free(&rx);
     assert(fp_aead_init_kind(&tx, 7, key, 0, 1) == FP_EINVAL && tx.ctx == NULL);
-    size_t n = 3 * FP_AEAD_MAX_PLAINTEXT + 5, sz = fp_aead_sealed_size(n), outlen = 0, consumed = 0,
+    size_t n = 3 * FP_AEAD_SEAL_PLAINTEXT + 5, sz = fp_aead_sealed_size(n), outlen = 0, consumed = 0,
            ptlen = 0;
     uint8_t *buf = calloc(1, n), *sealed = malloc(sz), *back = malloc(n);
     fp_iovec iov = {buf, n};
@@ -138,21 +153,22 @@ static void test_aesgcm(void) {
 /* Disjoint frame ranges sealed with clones (as the parallel sealer does) are
  * byte-identical to one sequential seal. */
 static void test_seal_range(int kind) {
-    size_t n = 5 * FP_AEAD_MAX_PLAINTEXT + 123;
+    size_t n = 5 * FP_AEAD_SEAL_PLAINTEXT + 123;
     uint8_t *pt = malloc(n);
     for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 13 + 1);
-    fp_iovec iov[3] = {{pt, 1000}, {pt + 1000, 2 * FP_AEAD_MAX_PLAINTEXT}, {pt + 1000 + 2 * FP_AEAD_MAX_PLAINTEXT, n - 1000 - 2 * FP_AEAD_MAX_PLAINTEXT}};
+    fp_iovec iov[3] = {{pt, 1000}, {pt + 1000, 2 * FP_AEAD_SEAL_PLAINTEXT}, {pt + 1000 + 2 * FP_AEAD_SEAL_PLAINTEXT, n - 1000 - 2 * FP_AEAD_SEAL_PLAINTEXT}};
     size_t sz = fp_aead_sealed_size(n), outlen = 0;
     uint8_t *one = malloc(sz), *par = malloc(sz);
     fp_aead a, b, c;
     assert(fp_aead_init_kind(&a, kind, key, 7, 1) == 0);
-    assert(fp_aead_seal_frames(&a, iov, 3, one, sz, &outlen) == 0 && outlen == sz);
+    /* the whole range as contiguous frames (as one segment of a seal_frames) */
+    assert(fp_aead_seal_range(&a, iov, 3, 0, n, one, sz, &outlen) == 0 && outlen == sz);
     assert(a.nonce == 7 + 6);
     fp_aead_free(&a);
     assert(fp_aead_init_kind(&a, kind, key, 7, 1) == 0);
     assert(fp_aead_clone(&b, &a) == 0 && fp_aead_clone(&c, &a) == 0);
     /* frames 0-1 on a, 2-3 on b, 4-5 on c (in reverse order: independence) */
-    size_t seg = 2 * FP_AEAD_MAX_PLAINTEXT, fseg = 2 * (FP_AEAD_MAX_FRAME + FP_AEAD_LEN_SIZE);
+    size_t seg = 2 * FP_AEAD_SEAL_PLAINTEXT, fseg = 2 * (FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_TAG_SIZE + FP_AEAD_LEN_SIZE);
     c.nonce = 7 + 4;
     assert(fp_aead_seal_range(&c, iov, 3, 2 * seg, n - 2 * seg, par + 2 * fseg, sz - 2 * fseg, &outlen) == 0);
     assert(outlen == sz - 2 * fseg);
@@ -174,22 +190,22 @@ static void test_seal_range(int kind) {
 /* frame by frame, each into a place of the caller's choosing, = open_frames */
 static void test_open_frame(void) {
     fp_aead tx, rx;
-    size_t n = 2 * FP_AEAD_MAX_PLAINTEXT + 10, sz = fp_aead_sealed_size(n), outlen = 0;
+    size_t n = 2 * FP_AEAD_SEAL_PLAINTEXT + 10, sz = fp_aead_sealed_size(n), outlen = 0;
     uint8_t *pt = malloc(n), *ct = malloc(sz), *out = calloc(1, n);
     for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 13);
     fp_iovec iov = {pt, n};
     assert(fp_aead_init(&tx, key, 0, 1) == 0 && fp_aead_init(&rx, key, 0, 0) == 0);
     assert(fp_aead_seal_frames(&tx, &iov, 1, ct, sz, &outlen) == 0);
     /* frames in reverse destination order: the plaintext lands where it is told */
-    size_t pos = 0, opos[3] = {n - FP_AEAD_MAX_PLAINTEXT, 10, 0}, i = 0;
+    size_t pos = 0, opos[3] = {n - FP_AEAD_SEAL_PLAINTEXT, 10, 0}, i = 0;
     while (pos < sz) {
         size_t flen = (size_t)ct[pos] << 8 | ct[pos + 1];
         assert(fp_aead_open_frame(&rx, ct + pos + 2, flen, out + opos[i++]) == 0);
         pos += 2 + flen;
     }
-    assert(memcmp(out + n - FP_AEAD_MAX_PLAINTEXT, pt, FP_AEAD_MAX_PLAINTEXT) == 0);
-    assert(memcmp(out + 10, pt + FP_AEAD_MAX_PLAINTEXT, FP_AEAD_MAX_PLAINTEXT) == 0);
-    assert(memcmp(out, pt + 2 * FP_AEAD_MAX_PLAINTEXT, 10) == 0);
+    assert(memcmp(out + n - FP_AEAD_SEAL_PLAINTEXT, pt, FP_AEAD_SEAL_PLAINTEXT) == 0);
+    assert(memcmp(out + 10, pt + FP_AEAD_SEAL_PLAINTEXT, FP_AEAD_SEAL_PLAINTEXT) == 0);
+    assert(memcmp(out, pt + 2 * FP_AEAD_SEAL_PLAINTEXT, 10) == 0);
     /* a forged frame, and one shorter than the tag */
     fp_aead_free(&rx);
     assert(fp_aead_init(&rx, key, 0, 0) == 0);
@@ -206,8 +222,8 @@ static void test_open_frame(void) {
 
 int main(void) {
     for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
-    size_t sizes[] = {0, 1, 100, FP_AEAD_MAX_PLAINTEXT - 1, FP_AEAD_MAX_PLAINTEXT,
-                      FP_AEAD_MAX_PLAINTEXT + 1, 3 * FP_AEAD_MAX_PLAINTEXT + 5, 1 << 20};
+    size_t sizes[] = {0, 1, 100, FP_AEAD_SEAL_PLAINTEXT - 1, FP_AEAD_SEAL_PLAINTEXT,
+                      FP_AEAD_SEAL_PLAINTEXT + 1, 3 * FP_AEAD_SEAL_PLAINTEXT + 5, 1 << 20};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) test_roundtrip(sizes[i]);
     test_errors();
     test_open_frame();

@@ -12,6 +12,8 @@ cdef extern from "fp_aead.h" nogil:
         FP_AEAD_TAG_SIZE
         FP_AEAD_MAX_FRAME
         FP_AEAD_MAX_PLAINTEXT
+        FP_AEAD_SEAL_PLAINTEXT
+        FP_AEAD_ALIGN_MIN
     enum:
         FP_EFRAME
         FP_EAUTH
@@ -29,6 +31,9 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t *key, uint64_t nonce, int encrypt)
     void fp_aead_free(fp_aead *a)
     size_t fp_aead_sealed_size(size_t n)
+    size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt)
+    int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t *skip,
+                             size_t *len)
     int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
                             size_t cap, size_t *outlen)
     int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
@@ -62,8 +67,10 @@ cdef class NoiseCipher:
     cdef size_t _par_min
 
     cdef void _free_clones(self)
-    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t total, uint8_t *dst,
+    cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
                             size_t need) except? -999
+    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t start, size_t total,
+                            uint8_t *dst, size_t need) except? -999
     cdef int _enter(self) except -1
     cdef object _fail(self, int rc)
     # frame by frame (see aead.pyx)

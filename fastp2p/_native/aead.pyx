@@ -43,6 +43,10 @@ def openssl_version():
 MAX_FRAME = 65535
 TAG_SIZE = 16
 MAX_PLAINTEXT = 65519
+#: plaintext bytes of the frames this side seals (see FP_AEAD_SEAL_PLAINTEXT)
+SEAL_PLAINTEXT = FP_AEAD_SEAL_PLAINTEXT
+#: an input buffer this long starts frames of its own (see FP_AEAD_ALIGN_MIN)
+ALIGN_MIN = FP_AEAD_ALIGN_MIN
 MAX_NONCE = (1 << 64) - 1
 NOGIL_THRESHOLD = 16 * 1024
 #: Noise cipher names this module implements (Noise spec 12.3 / 12.4)
@@ -223,14 +227,33 @@ cdef class NoiseCipher:
         if threads < 0:
             raise ValueError("threads must be >= 0")
         self._par_threads = threads
-        self._par_min = max(min_bytes, 2 * FP_AEAD_MAX_PLAINTEXT)
+        self._par_min = max(min_bytes, 2 * FP_AEAD_SEAL_PLAINTEXT)
 
-    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t total, uint8_t *dst,
+    cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
                             size_t need) except? -999:
-        cdef size_t nframes = (total + FP_AEAD_MAX_PLAINTEXT - 1) // FP_AEAD_MAX_PLAINTEXT
+        # Segment by segment (fp_aead_next_segment): a large one in parallel ranges.
+        cdef size_t pos = 0, skip = 0, length = 0, opos = 0, got = 0
+        cdef int rc = 0
+        while fp_aead_next_segment(iov, cnt, &pos, &skip, &length):
+            if length >= self._par_min:
+                rc = self._seal_parallel(iov, cnt, skip, length, dst + opos, need - opos)
+                got = fp_aead_sealed_size(length)
+            else:
+                with nogil:
+                    rc = fp_aead_seal_range(&self._a, iov, cnt, skip, length, dst + opos,
+                                            need - opos, &got)
+            if rc:
+                return rc
+            opos += got
+        return 0
+
+    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t start, size_t total,
+                            uint8_t *dst, size_t need) except? -999:
+        # bytes [start, start + total) of the iovec: one segment, whole frames
+        cdef size_t nframes = (total + FP_AEAD_SEAL_PLAINTEXT - 1) // FP_AEAD_SEAL_PLAINTEXT
         cdef size_t k = min(<size_t>self._par_threads + 1, nframes)
         cdef size_t per = (nframes + k - 1) // k  # frames per range
-        cdef size_t j, skip, fbytes = FP_AEAD_MAX_FRAME + 2, outlen = 0
+        cdef size_t j, skip, fbytes = FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_TAG_SIZE + 2, outlen = 0
         cdef uint64_t base = self._a.nonce
         cdef int rc, i
         cdef _SealJob job
@@ -253,13 +276,13 @@ cdef class NoiseCipher:
         jobs = []
         for j in range(1, k):
             job = _SealJob.__new__(_SealJob)
-            skip = j * per * FP_AEAD_MAX_PLAINTEXT
+            skip = j * per * FP_AEAD_SEAL_PLAINTEXT
             job.a = &self._clones[j - 1]
             job.a.nonce = base + j * per
             job.iov = iov
             job.iovcnt = cnt
-            job.skip = skip
-            job.length = min(per * FP_AEAD_MAX_PLAINTEXT, total - skip)
+            job.skip = start + skip
+            job.length = min(per * FP_AEAD_SEAL_PLAINTEXT, total - skip)
             job.out = dst + j * per * fbytes
             job.cap = need - j * per * fbytes
             job.rc = 0
@@ -268,8 +291,8 @@ cdef class NoiseCipher:
         futures = [pool.submit(jb.run) for jb in jobs]
         try:
             with nogil:
-                rc = fp_aead_seal_range(&self._a, iov, cnt, 0, per * FP_AEAD_MAX_PLAINTEXT, dst,
-                                        need, &outlen)
+                rc = fp_aead_seal_range(&self._a, iov, cnt, start,
+                                        min(per * FP_AEAD_SEAL_PLAINTEXT, total), dst, need, &outlen)
         finally:
             # the ranges borrow the caller's buffers: never return before every one ended
             _wait_all(futures)
@@ -453,11 +476,11 @@ cdef class NoiseCipher:
                 total += iov[i].len
             if total == 0:
                 return b""
-            need = fp_aead_sealed_size(total)
+            need = fp_aead_sealed_size_iov(iov, cnt)
             out = _new_block(need)
             dst = (<FrameBlock>out).data
             if self._par_threads and total >= self._par_min:
-                rc = self._seal_parallel(iov, cnt, total, dst, need)
+                rc = self._seal_segments(iov, cnt, dst, need)
             elif total >= _NOGIL:
                 with nogil:
                     rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)

@@ -15,7 +15,9 @@ from fastp2p import _accel
 from fastp2p.errors import DecryptError, FrameError, SecurityError
 
 KEY = bytes(range(32))
-MAXP = 65519
+MAXP = 65519  # the largest frame plaintext we accept
+SEALP = 65408  # the frame plaintext we seal (fp_aead.h FP_AEAD_SEAL_PLAINTEXT)
+ALIGN_MIN = 16384
 IMPLS = [_accel.pure] + ([_accel._impl] if _accel.HAVE_NATIVE else [])
 HSET = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -25,7 +27,7 @@ def noise_nonce(n: int) -> bytes:
 
 
 def sealed_size(n: int) -> int:
-    return n + 18 * (-(-n // MAXP))
+    return n + 18 * (-(-n // SEALP))
 
 
 def test_encrypt_matches_reference(impl):
@@ -55,7 +57,7 @@ def test_seal_open_sizes(impl, n):
     assert memoryview(sealed).readonly  # bytes (pure) or a recycled FrameBlock (native)
     sealed = bytes(sealed)
     assert len(sealed) == sealed_size(n)
-    nframes = -(-n // MAXP)
+    nframes = -(-n // SEALP)
     assert tx.nonce == nframes
     # framing: 2-byte BE length of ciphertext + tag, each frame <= 65535
     pos, k = 0, 0
@@ -63,7 +65,7 @@ def test_seal_open_sizes(impl, n):
         flen = int.from_bytes(sealed[pos : pos + 2], "big")
         assert 16 <= flen <= 65535
         ct = sealed[pos + 2 : pos + 2 + flen]
-        expect = pt[k * MAXP : (k + 1) * MAXP]
+        expect = pt[k * SEALP : (k + 1) * SEALP]
         assert ChaCha20Poly1305(KEY).decrypt(noise_nonce(k), ct, None) == expect
         pos += 2 + flen
         k += 1
@@ -85,9 +87,12 @@ def test_seal_list_of_buffers(impl):
     ]
     joined = b"".join(bytes(p) for p in parts)
     a = impl.NoiseCipher(KEY).seal_frames(parts)
-    b = impl.NoiseCipher(KEY).seal_frames(joined)
     c = impl.NoiseCipher(KEY).seal_frames(tuple(parts))
-    assert a == b == c
+    assert a == c
+    assert bytes(impl.NoiseCipher(KEY).open_frames(a)) == joined
+    # the short buffers packed into one run, the long one alone (see segments)
+    one = impl.NoiseCipher(KEY)
+    assert a == bytes(one.seal_frames(joined[:12])) + bytes(one.seal_frames(parts[-1]))
     assert impl.NoiseCipher(KEY).seal_frames([]) == b""
     assert impl.NoiseCipher(KEY).seal_frames([b"", b""]) == b""
 
@@ -351,3 +356,20 @@ def test_recycled_blocks_do_not_page_fault_per_batch(size):
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
     # a fresh block would fault once per 4 KiB page: size // 4096 per batch, twice per round
     assert faults < rounds * (size // 4096) // 10, faults
+
+
+def test_large_buffers_start_frames_of_their_own(impl):
+    """A buffer of ALIGN_MIN bytes or more is sealed as frames of its own (whole
+    frames a receiver opens in place); shorter ones are packed together."""
+    hdr1, body1, hdr2, body2, tail = b"h" * 12, os.urandom(ALIGN_MIN), b"H" * 12, b"b" * 100, b"t" * 7
+    big = os.urandom(SEALP + 5)
+    bufs = [hdr1, body1, hdr2, body2, big, tail]
+    tx, rx = impl.NoiseCipher(KEY), impl.NoiseCipher(KEY)
+    sealed = bytes(tx.seal_frames(bufs))
+    frames, pos = [], 0
+    while pos < len(sealed):
+        flen = int.from_bytes(sealed[pos : pos + 2], "big")
+        frames.append(rx.decrypt(sealed[pos + 2 : pos + 2 + flen]))
+        pos += 2 + flen
+    assert frames == [hdr1, body1, hdr2 + body2, big[:SEALP], big[SEALP:], tail]
+    assert tx.nonce == 6

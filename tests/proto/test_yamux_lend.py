@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from fastp2p import _accel
 from fastp2p.errors import DecryptError, RemoteProtocolError
+from fastp2p.proto.noise.cipher import SEAL_PLAINTEXT
 from fastp2p.proto.yamux.session import YamuxSession
 
 from .test_yamux_demux import IMPLS, WINDOW, _yamux_soup, hdr
@@ -325,7 +326,7 @@ def test_forged_frame_opened_in_place_counts_nothing(impl):
     with pytest.raises(DecryptError):
         d.feed_sealed(open_, bytes(wire))
     # the first frame's bytes were placed; the forged one's are not counted
-    assert loan.unlend() == 65_519 - 12
+    assert loan.unlend() == SEAL_PLAINTEXT - 12
     with pytest.raises(DecryptError):  # the cipher stays dead
         d.feed_sealed(open_, bytes(wire[:10]))
 

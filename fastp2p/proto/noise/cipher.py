@@ -29,11 +29,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
-__all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT", "MAX_NONCE", "NoiseCipher"]
+__all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT",
+           "SEAL_PLAINTEXT", "ALIGN_MIN", "MAX_NONCE", "NoiseCipher", "segments"]
 
 MAX_FRAME = 65535
 TAG_SIZE = 16
 MAX_PLAINTEXT = MAX_FRAME - TAG_SIZE  # 65519
+#: plaintext bytes of the frames we seal: 511 * 128, a length OpenSSL 3's
+#: ChaCha20-Poly1305 runs on its fast path (4.3 GB/s here; 65519: 3.2 GB/s);
+#: any size up to MAX_PLAINTEXT is valid Noise (csrc/fp_aead.h)
+SEAL_PLAINTEXT = 65408
+#: an input buffer this long starts frames of its own, so its bytes are whole
+#: frames (one AEAD call each, and a receiver opens them in place)
+ALIGN_MIN = 16384
 MAX_NONCE = (1 << 64) - 1  # reserved; never used to encrypt
 KEY_SIZE = 32
 
@@ -86,6 +94,29 @@ def usable_ciphers(preference: Sequence[str]) -> tuple[str, ...]:
                 continue
         out.append(c)
     return tuple(out)
+
+
+def segments(bufs: Sequence[ReadableBuffer]) -> list[memoryview]:
+    """The plaintext runs sealed as contiguous frames (csrc's fp_aead_next_segment):
+    each buffer of ``ALIGN_MIN`` bytes or more alone, each run of shorter ones joined."""
+    out: list[memoryview] = []
+    small: list[memoryview] = []
+    for b in bufs:
+        mv = memoryview(b)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        if not len(mv):
+            continue
+        if len(mv) >= ALIGN_MIN:
+            if small:
+                out.append(memoryview(b"".join(small)))
+                small = []
+            out.append(mv)
+        else:
+            small.append(mv)
+    if small:
+        out.append(memoryview(b"".join(small)) if len(small) > 1 else small[0])
+    return out
 
 
 class NoiseCipher:
@@ -175,28 +206,25 @@ class NoiseCipher:
             raise self._error from None
 
     def seal_frames(self, bufs: ReadableBuffer | Sequence[ReadableBuffer]) -> bytes:
-        """Encrypt ``bufs`` (one contiguous plaintext) into length-prefixed frames."""
+        """Encrypt ``bufs`` (one contiguous plaintext) into length-prefixed frames.
+
+        Frames follow :func:`segments`: a buffer of ``ALIGN_MIN`` bytes or more
+        is sealed as frames of its own, shorter ones are packed together.
+        """
         self._check()
-        if isinstance(bufs, (list, tuple)):
-            data = bufs[0] if len(bufs) == 1 else b"".join(bufs)
-        else:
-            data = bufs
-        mv = memoryview(data)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
-        n = len(mv)
-        if n == 0:
-            return b""
-        nframes = -(-n // MAX_PLAINTEXT)
+        items = bufs if isinstance(bufs, (list, tuple)) else (bufs,)
+        segs = segments(items)
+        nframes = sum(-(-len(seg) // SEAL_PLAINTEXT) for seg in segs)
         if self._nonce + nframes > MAX_NONCE:
             raise SecurityError("Noise nonce exhausted; the session must be rekeyed or closed")
         pieces: list[bytes] = []
         enc = self._aead.encrypt
         pack = _LEN.pack
-        for off in range(0, n, MAX_PLAINTEXT):
-            ct = enc(self._next_nonce(), mv[off : off + MAX_PLAINTEXT], None)
-            pieces.append(pack(len(ct)))
-            pieces.append(ct)
+        for mv in segs:
+            for off in range(0, len(mv), SEAL_PLAINTEXT):
+                ct = enc(self._next_nonce(), mv[off : off + SEAL_PLAINTEXT], None)
+                pieces.append(pack(len(ct)))
+                pieces.append(ct)
         return b"".join(pieces)
 
     def open_frames(self, data: ReadableBuffer) -> bytearray:
