@@ -398,6 +398,32 @@ class _LazyStream(Stream):
             self.reset(StreamErrorCode.PROTOCOL)
             raise
 
+    def _settle_now(self) -> bool:
+        # _settle from what is already buffered; False when the answer is not all there
+        data = Stream.read_nowait(self, 4096)
+        if not data:
+            return False
+        assert self.protocol is not None
+        ms = MultistreamDialer([self.protocol], lazy=True)
+        ms.data_to_send()
+        try:
+            ms.receive_data(data)
+        except NegotiationError:
+            self.reset(StreamErrorCode.PROTOCOL)
+            raise
+        if not ms.done:
+            self.unread(data)  # back in front, for the read that waits
+            return False
+        self.__class__ = Stream  # type: ignore[assignment]
+        self.unread(ms.unused_data())
+        return True
+
+    def read_nowait(self, max_bytes: int) -> bytes:
+        # the listener's answer comes first: never hand it to the caller
+        if not self._settle_now():
+            return b""
+        return Stream.read_nowait(self, max_bytes)
+
     async def read(self, max_bytes: int | None = -1) -> bytes:
         await self._settle()
         return await Stream.read(self, max_bytes)

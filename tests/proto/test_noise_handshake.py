@@ -422,3 +422,43 @@ def test_fuzz_message2_tail(tail: bytes) -> None:
     except HandshakeError:
         pass
     assert not i.done
+
+
+def _run(i: NoiseHandshake, r: NoiseHandshake) -> None:
+    r.receive_data(i.data_to_send())
+    i.receive_data(r.data_to_send())
+    r.receive_data(i.data_to_send())
+
+
+def test_reused_static_key_payload_is_remembered_but_still_checked():
+    """A host that reuses one static key sends the same payload each time: it is
+    encoded once and authenticated once, but the expected PeerID is checked on
+    every handshake, and another identity's payload is verified afresh."""
+    from fastp2p.proto.noise.handshake import _pub_bytes, sign_static_key
+
+    static = X25519PrivateKey.generate()
+    sig = sign_static_key(BOB, _pub_bytes(static))
+    bob_id = PeerID.from_public_key(BOB.public_key())
+    kw = {"static_key": static, "static_signature": sig}
+    i, r = pair(i_expected_peer=bob_id, **{"r_" + k: v for k, v in kw.items()})
+    _run(i, r)
+    assert i.done and i.remote_peer == bob_id
+    payloads = set()
+    for _ in range(2):  # the same payload bytes again (remembered), same result
+        i, r = pair(i_expected_peer=bob_id, **{"r_" + k: v for k, v in kw.items()})
+        _run(i, r)
+        assert i.remote_peer == bob_id
+        payloads.add(r._our_payload())  # noqa: SLF001 - the cached encoding
+    assert len(payloads) == 1
+    # remembered or not, a handshake expecting someone else fails
+    i, r = pair(i_expected_peer=PeerID.from_public_key(ALICE.public_key()),
+                **{"r_" + k: v for k, v in kw.items()})
+    r.receive_data(i.data_to_send())
+    with pytest.raises(PeerIDMismatchError):
+        i.receive_data(r.data_to_send())
+    # a signature over this static key by another identity is not taken from the memo
+    forged = sign_static_key(ALICE, _pub_bytes(static))
+    i, r = pair(r_identity=BOB, r_static_key=static, r_static_signature=forged)
+    r.receive_data(i.data_to_send())
+    with pytest.raises(HandshakeError):  # IdentityProofError: BOB's key, ALICE's signature
+        i.receive_data(r.data_to_send())

@@ -1,0 +1,114 @@
+"""Stream negotiation without a wait (issue 12, connect and stream-open latency).
+
+- ``Stream.read_nowait`` / ``write_nowait``: what is buffered, what the window
+  takes, never a wait;
+- a lazy proposal that arrives with the stream's opening frame is answered at
+  once: ``negotiate_inbound`` succeeds even with a timeout of 0 (the waiting
+  path would raise TimeoutError), and a proposal that is not there yet still
+  waits, bounded by the timeout;
+- ``Host.open_stream`` for a protocol identify listed hands the proposal to the
+  muxer in the same call (the stream is lazy at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fastp2p.config import HostConfig
+from fastp2p.errors import ClosedResourceError
+from fastp2p.testing import host_pair
+from fastp2p.transport.upgrader import negotiate_inbound, propose_now
+
+PROTO = "/test/nowait/1.0.0"
+CFG = HostConfig(data_paths=("tcp",))
+
+
+async def test_read_and_write_nowait() -> None:
+    seen: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def handler(stream: Any) -> None:
+        seen.set_result(stream)
+        await asyncio.sleep(30)
+
+    async with host_pair(CFG, handlers={PROTO: handler}) as (a, _b, peer):
+        s = await a.open_stream(peer, PROTO)
+        assert s.read_nowait(10) == b""  # nothing buffered yet
+        assert s.write_nowait(b"ping") == 4
+        remote = await asyncio.wait_for(seen, 10)
+        assert await remote.readexactly(4) == b"ping"
+        await remote.write(b"pong!")
+        got = b""
+        for _ in range(200):
+            got += s.read_nowait(3)
+            if len(got) >= 5:
+                break
+            await asyncio.sleep(0.005)
+        assert got == b"pong!"
+        assert s.read_nowait(0) == b""
+        await s.close_write()
+        with pytest.raises(ClosedResourceError):
+            s.write_nowait(b"x")
+        s.reset()
+        assert s.read_nowait(10) == b""  # a reset stream has nothing to give; read raises
+
+
+async def test_buffered_proposal_is_answered_without_waiting() -> None:
+    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async with host_pair(CFG) as (a, b, peer):
+        conn_b = b.connection(a.peer_id)
+        assert conn_b is not None
+        # take the listener's inbound streams ourselves, to negotiate by hand
+        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
+        s = a.connection(peer).open_stream()
+        assert propose_now(s, PROTO)  # header + proposal handed to the muxer
+        await s.write(b"early")
+        inbound = await asyncio.wait_for(opened, 10)
+        for _ in range(200):
+            if inbound.buffered >= 5:
+                break
+            await asyncio.sleep(0.005)
+        # everything is buffered: no wait, so even a zero timeout is met
+        assert await negotiate_inbound(inbound, {PROTO}, timeout=0) == PROTO
+        assert await inbound.readexactly(5) == b"early"
+
+        # nothing buffered: the wait is bounded by the timeout
+        opened2: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        conn_b._on_inbound_stream = opened2.set_result  # noqa: SLF001
+        s2 = a.connection(peer).open_stream()
+        s2.write_nowait(b"\x13")  # the first byte of the multistream header only
+        inbound2 = await asyncio.wait_for(opened2, 10)
+        with pytest.raises(TimeoutError):
+            await negotiate_inbound(inbound2, {PROTO}, timeout=0.05)
+
+
+async def test_open_stream_of_a_known_protocol_is_lazy_at_once() -> None:
+    async def echo(stream: Any) -> None:
+        await stream.write(await stream.readexactly(3))
+        await stream.aclose()
+
+    async with host_pair(CFG, handlers={PROTO: echo}) as (a, _b, peer):
+        s = await a.open_stream(peer, PROTO)  # identify listed PROTO
+        assert type(s).__name__ == "_LazyStream"
+        await s.write(b"abc")
+        assert await s.readexactly(3) == b"abc"
+        await s.aclose()
+
+
+async def test_ephemeral_keys_made_ahead_are_handed_out_once() -> None:
+    from fastp2p.transport.upgrader import _Ephemerals
+
+    pool = _Ephemerals(size=2)
+    assert pool.take() is None  # none made yet: the handshake makes its own
+    seen: set[bytes] = set()
+    for _ in range(10):
+        await asyncio.sleep(0)  # the loop makes one per key taken, after the caller
+        key = pool.take()
+        assert key is not None
+        pub = key.public_key().public_bytes_raw()
+        assert pub not in seen
+        seen.add(pub)
+        assert len(pool._keys) <= 2  # noqa: SLF001 - the bound
