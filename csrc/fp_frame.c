@@ -197,6 +197,20 @@ static int fp_mplex_parse_header(const fp_mplex_decoder *d, const uint8_t *buf, 
     return a + b;
 }
 
+bool fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
+                                 uint64_t *stream_id) {
+    if (d->error || d->hdr_len || n == 0 || d->remaining < n) return false;
+    if (d->flag != 1 && d->flag != 2) return false; /* control payloads are collected */
+    *flag = d->flag;
+    *stream_id = d->stream_id;
+    return true;
+}
+
+void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n) {
+    d->first = false;
+    d->remaining -= n;
+}
+
 int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n, size_t *consumed,
                           fp_mplex_record *out, size_t cap, size_t *nout) {
     size_t pos = 0, k = 0;

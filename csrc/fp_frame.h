@@ -135,4 +135,12 @@ void fp_mplex_decoder_init(fp_mplex_decoder *d, uint64_t max_message_size);
 int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n, size_t *consumed,
                           fp_mplex_record *out, size_t cap, size_t *nout);
 
+/* For opening a Noise frame straight into a reader's buffer (as the yamux
+ * pair above): true when the next n bytes the decoder would see are all
+ * payload of the Message frame (flag 1 or 2) it is in, with no header pending;
+ * then *flag / *stream_id name it. take_payload accounts n such bytes as if fed. */
+bool fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
+                                 uint64_t *stream_id);
+void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n);
+
 #endif /* FP_FRAME_H */

@@ -73,6 +73,9 @@ cdef extern from "fp_frame.h" nogil:
     ctypedef struct fp_mplex_decoder:
         uint8_t hdr_len
     void fp_mplex_decoder_init(fp_mplex_decoder *d, uint64_t max_message_size)
+    bint fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
+                                     uint64_t *stream_id)
+    void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n)
     int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n,
                               size_t *consumed, fp_mplex_record *out, size_t cap, size_t *nout)
 
@@ -371,6 +374,9 @@ cdef class _RouteTable:
     # state of one feed: records handled the fast way, readers to wake at the end
     cdef Py_ssize_t _fast
     cdef list _woken
+    # records for the session (once one had to go there, all after it do)
+    cdef list _out
+    cdef bint _slow
 
     def __cinit__(self, *args, **kwargs):
         self._routes = {}
@@ -489,39 +495,7 @@ cdef class _RouteTable:
                 if w is not None and not w.done():
                     w.set_result(None)
 
-
-@cython.final
-cdef class YamuxDemux(_RouteTable):
-    """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
-
-    One C pass decodes the whole input; a second walks the records, charging
-    plain DATA on attached streams to their credit and handing the payload to
-    the stream: copied into the buffer its reader lent (:meth:`lend`), or as a
-    zero-copy slice to its ``deliver``; until the first record the session
-    must see. That one and all after it are returned as tuples.
-    :meth:`feed_sealed` opens the Noise frames first, in the same call.
-    """
-
-    cdef fp_yamux_decoder _dec
-    # state of one feed: records for the session (once one had to go there, all
-    # after it do)
-    cdef list _out
-    cdef bint _slow
-
-    def __cinit__(self):
-        fp_yamux_decoder_init(&self._dec)
-
-    @property
-    def buffered(self):
-        """Bytes held internally (an incomplete header; never payload)."""
-        return self._dec.hdr_len
-
-    def feed(self, data):
-        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        self._begin()
-        self._segment_all(data)
-        out = self._finish()
-        return self._fast, out
+    # -- one feed: the frame-by-frame walk shared by both muxers --------------------
 
     def feed_sealed(self, cipher, data):
         """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
@@ -529,9 +503,10 @@ cdef class YamuxDemux(_RouteTable):
         frame went the fast way.
 
         With the native cipher this goes frame by frame, and a frame whose
-        plaintext is all payload of one DATA frame for a stream whose reader
-        lent a buffer with room for it is opened straight into that buffer (no
-        copy). A failing frame raises after the frames before it were delivered.
+        plaintext is all payload of one data frame (yamux DATA without flags,
+        an mplex Message) for a stream whose reader lent a buffer with room for
+        it is opened straight into that buffer (no copy). A failing frame raises
+        after the frames before it were delivered.
         """
         if isinstance(cipher, NoiseCipher):
             return self._feed_sealed_native(<NoiseCipher>cipher, data)
@@ -548,7 +523,7 @@ cdef class YamuxDemux(_RouteTable):
         cdef Py_buffer view
         cdef const uint8_t *src
         cdef size_t n, pos = 0, flen, plen, opos = 0, k
-        cdef uint32_t sid
+        cdef uint64_t key = 0
         cdef FrameBlock blk
         cdef _Route r
         mv_in = _byte_view(data)
@@ -578,13 +553,13 @@ cdef class YamuxDemux(_RouteTable):
                     if n - pos - 2 < flen:
                         break
                     plen = flen - FP_AEAD_TAG_SIZE
-                    if plen and not self._slow and fp_yamux_decoder_in_payload(&self._dec, plen, &sid):
-                        r = self._lent_route(sid, plen)
+                    if plen and not self._slow and self._in_payload(plen, &key):
+                        r = self._lent_route(key, plen)
                         if r is not None:
                             # straight into the reader's buffer; accounted once authentic
                             cipher.open_frame_into(src + pos + 2, flen,
                                                    <uint8_t *>r.lent.buf + r.lent_got)
-                            fp_yamux_decoder_take_payload(&self._dec, plen)
+                            self._take_payload(plen)
                             self._placed(r, plen)
                             pos += 2 + flen
                             continue
@@ -618,9 +593,9 @@ cdef class YamuxDemux(_RouteTable):
             PyBuffer_Release(&view)
         return 0
 
-    cdef _Route _lent_route(self, uint32_t sid, size_t plen):
+    cdef _Route _lent_route(self, uint64_t key, size_t plen):
         """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
-        ro = self._routes.get(sid)
+        ro = self._routes.get(key)
         if ro is None:
             return None
         cdef _Route r = <_Route>ro
@@ -651,6 +626,61 @@ cdef class YamuxDemux(_RouteTable):
         self._out = None
         self._wake()
         return out
+
+    # -- the muxer's part of the walk (YamuxDemux, MplexDemux) -------------------------
+
+    cdef bint _in_payload(self, size_t plen, uint64_t *key):
+        """True when the next ``plen`` bytes are all payload of one plain data frame;
+        ``key`` names its route."""
+        return False
+
+    cdef void _take_payload(self, size_t plen):
+        """Account ``plen`` payload bytes placed without the decoder."""
+        pass
+
+    cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
+        """Decode base[start:start+n) (``mv`` views base) and walk its records."""
+        raise NotImplementedError
+
+
+@cython.final
+cdef class YamuxDemux(_RouteTable):
+    """YamuxDecoder that delivers plain DATA frames itself (see fastp2p.proto.yamux.frame).
+
+    One C pass decodes the whole input; a second walks the records, charging
+    plain DATA on attached streams to their credit and handing the payload to
+    the stream: copied into the buffer its reader lent (:meth:`lend`), or as a
+    zero-copy slice to its ``deliver``; until the first record the session
+    must see. That one and all after it are returned as tuples.
+    :meth:`feed_sealed` opens the Noise frames first, in the same call.
+    """
+
+    cdef fp_yamux_decoder _dec
+
+    def __cinit__(self):
+        fp_yamux_decoder_init(&self._dec)
+
+    @property
+    def buffered(self):
+        """Bytes held internally (an incomplete header; never payload)."""
+        return self._dec.hdr_len
+
+    def feed(self, data):
+        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
+        self._begin()
+        self._segment_all(data)
+        out = self._finish()
+        return self._fast, out
+
+    cdef bint _in_payload(self, size_t plen, uint64_t *key):
+        cdef uint32_t sid = 0
+        if fp_yamux_decoder_in_payload(&self._dec, plen, &sid):
+            key[0] = sid
+            return True
+        return False
+
+    cdef void _take_payload(self, size_t plen):
+        fp_yamux_decoder_take_payload(&self._dec, plen)
 
     cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
         """Decode base[start:start+n) (``mv`` views base) and walk its records."""
@@ -758,47 +788,45 @@ cdef class MplexDemux(_RouteTable):
 
     def feed(self, data):
         """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        cdef list out = self._feed(data)
+        self._begin()
+        self._segment_all(data)
+        out = self._finish()
         return self._fast, out
 
-    def feed_sealed(self, cipher, data):
-        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
-        then :meth:`feed` the plaintext; returns the records the session must
-        see, or None when every record went the fast way.
-        """
-        block = cipher.open_frames(data)
-        cdef Py_ssize_t n = len(block)
-        if not n:
-            return None
-        self.sealed_bytes_in += <unsigned long long>n
-        cdef list out = self._feed(block)
-        return out if out else None
+    cdef bint _in_payload(self, size_t plen, uint64_t *key):
+        cdef uint8_t flag = 0
+        cdef uint64_t sid = 0
+        if fp_mplex_decoder_in_payload(&self._dec, plen, &flag, &sid):
+            # the session's stream keys (fastp2p/proto/mplex/session.py)
+            key[0] = sid * 2 + 1 if flag == 1 else sid * 2
+            return True
+        return False
 
-    cdef list _feed(self, object data):
-        cdef Py_buffer view
+    cdef void _take_payload(self, size_t plen):
+        fp_mplex_decoder_take_payload(&self._dec, plen)
+
+    cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
+        """Decode base[start:start+n) (``mv`` views base) and walk its records."""
         cdef fp_mplex_record stack_recs[BATCH]
         cdef fp_mplex_record *recs = stack_recs
         cdef fp_mplex_record *grown
         cdef fp_mplex_record *rec
-        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = 0, i, off
+        cdef size_t cap = BATCH, total = 0, consumed = 0, nout = 0, pos = start, end = start + n
+        cdef size_t i, off
         cdef size_t emitted = 0
         cdef Py_ssize_t wi = 0
         cdef uint64_t key
         cdef int rc
         cdef _Route r
         cdef object ro
-        cdef list out
+        cdef list out = self._out
         cdef list whole = None  # payloads of _WHOLE records, in order
-        self._woken = None
-        mv = _byte_view(data)
-        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         try:
-            self.bytes_in += <unsigned long long>view.len
-            # pass 1: decode everything (an error delivers nothing)
+            self.bytes_in += <unsigned long long>n
+            # pass 1: decode the segment (an error delivers nothing of it)
             while True:
-                rc = fp_mplex_decoder_feed(&self._dec, <const uint8_t *>view.buf + pos,
-                                           <size_t>view.len - pos, &consumed, recs + total,
-                                           cap - total, &nout)
+                rc = fp_mplex_decoder_feed(&self._dec, base + pos, end - pos, &consumed,
+                                           recs + total, cap - total, &nout)
                 if rc < 0:
                     self._control.drop()
                     _raise_status(rc, "mplex")
@@ -834,24 +862,27 @@ cdef class MplexDemux(_RouteTable):
             self.frames_in += emitted
             # pass 2: the fast way, up to the first record the session must see
             i = 0
-            while i < total:
+            while i < total and not self._slow:
                 rec = &recs[i]
                 if rec.flag == 1:
                     key = rec.stream_id * 2 + 1
                 elif rec.flag == 2:
                     key = rec.stream_id * 2
                 else:
+                    self._slow = True
                     break
                 ro = self._routes.get(key)
                 if ro is None:
+                    self._slow = True
                     break
                 r = <_Route>ro
                 if <long long>rec.length > r.credit:
+                    self._slow = True
                     break
                 i += 1
+                self._fast += 1
                 if rec.length:
-                    self._hand_over(r, mv, <const uint8_t *>view.buf, rec.offset, rec.length)
-            out = []
+                    self._hand_over(r, mv, base, rec.offset, rec.length)
             while i < total:
                 rec = &recs[i]
                 i += 1
@@ -865,10 +896,7 @@ cdef class MplexDemux(_RouteTable):
                 off = rec.offset
                 out.append((rec.flag, rec.stream_id,
                             PySequence_GetSlice(mv, off, off + rec.length)))
-            self._fast = <Py_ssize_t>emitted - len(out)
         finally:
-            PyBuffer_Release(&view)
             if recs != stack_recs:
                 PyMem_Free(recs)
-        self._wake()
-        return out
+        return 0

@@ -669,3 +669,134 @@ def test_session_feed_sealed_matches_receive_data(impl):
     s.attach(key, lambda p: None)
     assert s.feed_sealed(open_, bytes(seal.seal_frames([memoryview(fr(0, MSG_R, b"z"))])), 0.0) is False
     assert s.stats["frames_in"] == 1
+
+
+# -- Noise frames opened straight into the lent buffer (as for yamux) ---------------------
+
+def _mplex_ciphers(kernels):
+    key = bytes(range(32))
+    return kernels.NoiseCipher(key), kernels.NoiseCipher(key)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("cut", [0, 3, 65_000, 65_537, 200_000])
+def test_message_bulk_is_opened_in_place(impl, cut):
+    payload = bytes(range(251)) * 1300  # 326 KB in one Message frame
+    seal, open_ = _mplex_ciphers(impl)
+    # the header alone, then the payload: frames of its own (fastp2p's sealing)
+    frame = fr(1, MSG_I, payload)
+    hlen = len(frame) - len(payload)
+    wire = bytes(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
+    d = impl.MplexDemux(1 << 20)
+    d.attach(2, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
+    buf = bytearray(len(payload))
+    w = Waiter()
+    loan = d.lend(2, buf, w)
+    assert d.feed_sealed(open_, wire[:cut]) is None
+    assert d.feed_sealed(open_, wire[cut:]) is None
+    assert loan.unlend() == len(payload) and bytes(buf) == payload and w.sets == 1
+    assert d.take(2) == len(payload)
+    # every whole payload frame went in place (the pure twin copies, counted alike);
+    # a frame split by the read boundary is completed the usual way
+    assert d.direct_bytes_in >= len(payload) - 2 * 65_519
+    assert d.sealed_bytes_in == d.bytes_in == len(frame)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_forged_message_frame_counts_nothing(impl):
+    seal, open_ = _mplex_ciphers(impl)
+    payload = bytes(200_000)
+    frame = fr(1, MSG_I, payload)
+    hlen = len(frame) - len(payload)
+    wire = bytearray(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
+    first = 2 + hlen + 16  # the header's own Noise frame
+    wire[first + 2 + 65_408 + 16 + 2 + 100] ^= 1  # inside the second payload frame
+    d = impl.MplexDemux(1 << 20)
+    d.attach(2, lambda p: None, 1 << 30)
+    buf = bytearray(len(payload))
+    loan = d.lend(2, buf, Waiter())
+    with pytest.raises(DecryptError):
+        d.feed_sealed(open_, bytes(wire))
+    assert loan.unlend() == 65_408  # the first payload frame; the forged one not counted
+
+
+_mplex_op = st.one_of(
+    st.tuples(st.just("msg"), st.sampled_from([0, 1]), st.integers(0, 200_000)),
+    st.tuples(st.just("msg"), st.sampled_from([0, 1]), st.integers(0, 300)),
+    st.tuples(st.just("close"), st.sampled_from([0, 1]), st.just(0)),
+    st.tuples(st.just("new"), st.just(2), st.integers(0, 20)),
+)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(_mplex_op, max_size=8),
+       split_header=st.booleans(),
+       seal_cuts=st.lists(st.integers(0, 1 << 20), max_size=4),
+       feed_cuts=st.lists(st.integers(0, 1 << 20), max_size=6),
+       plan=st.lists(st.tuples(st.sampled_from(["lend", "lend", "lend", "unlend", "spill", "done",
+                                                "none"]),
+                               st.sampled_from([0, 1]),
+                               st.one_of(st.sampled_from([400_000, 70_000]), st.integers(0, 400_000))),
+                     min_size=8, max_size=8))
+def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, feed_cuts, plan):
+    """Frame by frame, opened in place or not: both twins place, deliver, return
+    and count exactly the same (random traffic, seal and read boundaries)."""
+    bufs: list[bytes] = []  # what the sender hands the sealer, header and payload apart
+    fill = 0
+    for kind, key, n in ops:
+        mid, flag = (1, MSG_I) if key == 0 else (2, MSG_R)  # keys 2 (=1*2) and 5 (=2*2+1)
+        if kind == "msg":
+            payload = bytes((fill + k) & 0xFF for k in range(n))
+            fill += n
+            f = fr(mid, flag, payload)
+            if split_header:
+                bufs += [f[: len(f) - n], payload]
+            else:
+                bufs.append(f)
+        elif kind == "close":
+            bufs.append(fr(mid, (CLOSE_I, CLOSE_R)[key]))
+        else:
+            bufs.append(fr(3, NEW, b"n" * n))
+    plain = b"".join(bufs)
+    cuts = sorted({c % (len(bufs) + 1) for c in seal_cuts} | {0, len(bufs)})
+    keys = (2, 5)
+
+    def run(kernels):
+        seal, open_ = _mplex_ciphers(kernels)
+        wire = b"".join(bytes(seal.seal_frames([memoryview(x) for x in bufs[a:b]]))
+                        for a, b in zip(cuts, cuts[1:], strict=False) if b > a)
+        fcuts = sorted({c % (len(wire) + 1) for c in feed_cuts} | {0, len(wire)})
+        d = kernels.MplexDemux(1 << 20)
+        trace: list[object] = []
+        for k in keys:
+            d.attach(k, lambda p, k=k: trace.append(("deliver", k, bytes(p))), 1 << 30)
+        loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+        for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
+            op, ki, n = plan[step % len(plan)]
+            k = keys[ki]
+            if op == "lend":
+                buf = bytearray(n)
+                w = Waiter()
+                loans[k] = (d.lend(k, buf, w), buf, w)
+            elif op != "none" and k in loans:
+                loan, buf, w = loans[k]
+                if op == "unlend":
+                    got = loan.unlend()
+                    trace.append(("unlend", k, bytes(buf[:got]), w.sets))
+                    del loans[k]
+                elif op == "spill":
+                    loan.spill()
+                elif not w.done():
+                    w.set_result(None)
+                    w.sets = 0
+            out = d.feed_sealed(open_, wire[a:b])
+            trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered))
+        for k, (loan, buf, w) in sorted(loans.items()):
+            got = loan.unlend()
+            trace.append(("end", k, bytes(buf[:got]), w.sets))
+        return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
+
+    got = run(impl)
+    assert got == run(_accel.pure)
+    assert got[3] == len(plain)  # every plaintext byte opened once, in place or not

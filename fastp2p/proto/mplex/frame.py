@@ -24,8 +24,6 @@ streams itself (the fast path), like ``fastp2p.proto.yamux.frame.YamuxDemux``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import (
     FrameError,
@@ -138,6 +136,21 @@ class MplexDecoder:
             )
         return flag, sid, length, end
 
+    def in_payload(self, n: int) -> tuple[int, int] | None:
+        """``(flag, stream_id)`` when the next ``n`` input bytes are all payload of
+        the Message frame in progress (no header pending); else None. The caller
+        may then place them itself and account them with :meth:`take_payload`
+        (csrc/fp_frame.c has the same pair)."""
+        if (self._error is not None or self._hdr or n <= 0 or self._remaining < n
+                or self._acc is not None
+                or self._flag not in (MESSAGE_RECEIVER, MESSAGE_INITIATOR)):
+            return None
+        return self._flag, self._stream_id
+
+    def take_payload(self, n: int) -> None:
+        """Account ``n`` payload bytes that :meth:`in_payload` allowed."""
+        self._remaining -= n
+
     def feed(self, data: ReadableBuffer) -> list[MplexRecord]:
         """Decode everything complete in ``data``; see the module docstring."""
         if self._error is not None:
@@ -218,7 +231,9 @@ class MplexDemux(RouteTable):
     one is dropped. The first record that is anything else, and every record
     after it, is returned, in order, for the session to handle. Returns
     ``(fast, records)``: how many records went the fast way, and the rest in
-    ``MplexDecoder`` format. :meth:`feed_sealed` opens Noise frames first.
+    ``MplexDecoder`` format. :meth:`feed_sealed` opens Noise frames first, frame
+    by frame, and a Message frame's payload that fills a Noise frame goes into a
+    lent buffer whole (the native twin opens it there in place).
 
     Credit bookkeeping, loans and counters are those of ``YamuxDemux`` (the
     shared :class:`~fastp2p.proto.yamux.frame.RouteTable`). The native twin
@@ -240,42 +255,47 @@ class MplexDemux(RouteTable):
         """Bytes held internally (incomplete header + partial control payload)."""
         return self._dec.buffered
 
-    def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[MplexRecord] | None:
-        """Open the Noise frames in ``data`` with ``cipher`` (its ``open_frames``),
-        then :meth:`feed` the plaintext; returns the records the session must
-        see, or None when every record went the fast way.
-        """
-        plain = cipher.open_frames(data)
-        n = len(plain)
-        if not n:
-            return None
-        self.sealed_bytes_in += n
-        records = self.feed(plain)[1]
-        return records or None
-
     def feed(self, data: ReadableBuffer) -> tuple[int, list[MplexRecord]]:
         """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
+        self._begin()
+        self._segment(data)
+        return self._fast, self._finish()
+
+    def _in_payload(self, plen: int) -> int | None:
+        got = self._dec.in_payload(plen)
+        if got is None:
+            return None
+        flag, sid = got
+        return sid * 2 + 1 if flag == MESSAGE_RECEIVER else sid * 2
+
+    def _take_payload(self, plen: int) -> None:
+        self._dec.take_payload(plen)
+
+    def _segment(self, data: ReadableBuffer) -> None:
+        """Decode ``data`` (an error delivers nothing of it) and walk its records."""
         self.bytes_in += len(data) if type(data) is bytes else memoryview(data).nbytes
         records = self._dec.feed(data)
         self.frames_in += len(records)
         routes = self._routes
-        self._woken = None
         i = 0
         n = len(records)
-        while i < n:
+        while i < n and not self._slow:
             flag, sid, payload = records[i]
             if flag == MESSAGE_RECEIVER:
                 key = sid * 2 + 1
             elif flag == MESSAGE_INITIATOR:
                 key = sid * 2
             else:
+                self._slow = True
                 break
             r = routes.get(key)
             length = len(payload)
             if r is None or length > r.credit:
+                self._slow = True
                 break
             i += 1
+            self._fast += 1
             if length:
                 self._hand_over(r, payload, length)
-        self._wake()
-        return i, records[i:] if i else records
+        if i < n:
+            self._out += records[i:]

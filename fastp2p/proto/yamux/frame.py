@@ -243,7 +243,7 @@ class RouteTable:
     feeds counting per piece; ``sealed_bytes_in``, ``direct_bytes_in``)."""
 
     __slots__ = ("_routes", "bytes_in", "frames_in", "sealed_bytes_in", "direct_bytes_in",
-                 "_fast", "_woken")
+                 "_fast", "_woken", "_out", "_slow")
 
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
@@ -257,6 +257,9 @@ class RouteTable:
         # state of one feed: records handled the fast way, readers to wake at the end
         self._fast = 0
         self._woken: list[_Route] | None = None
+        # records for the session (once one had to go there, all after it do)
+        self._out: list[Any] = []
+        self._slow = False
 
     def attach(self, stream_id: int, deliver: object, credit: int) -> None:
         """Route plain data of ``stream_id`` to ``deliver`` within ``credit`` bytes."""
@@ -367,6 +370,107 @@ class RouteTable:
                 if w is not None and not w.done():
                     w.set_result(None)
 
+    # -- feed_sealed: the frame-by-frame walk shared by both muxers ------------------
+
+    def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[Any] | None:
+        """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
+        plaintext; returns the records the session must see, or None when every
+        frame went the fast way.
+
+        Frame by frame: a frame whose plaintext is all payload of one plain data
+        frame (yamux DATA without flags, an mplex Message) for an attached stream
+        whose lent buffer has room for all of it goes there whole (the native twin opens it in place; counted in
+        ``direct_bytes_in``). A failing frame raises after the frames before it
+        were delivered.
+        """
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        self._begin()
+        k = cipher.pending_need(mv)
+        if k:
+            # a frame buffered from the last read is completed and opened the usual way
+            plain = cipher.open_frames(mv[:k])
+            if plain:
+                self.sealed_bytes_in += len(plain)
+                self._segment(memoryview(plain))
+            mv = mv[k:]
+        pos = 0
+        n = len(mv)
+        while n - pos >= 2:
+            flen = (mv[pos] << 8) | mv[pos + 1]
+            if n - pos - 2 < flen and flen >= _TAG_SIZE:
+                break
+            body = mv[pos + 2 : pos + 2 + flen]
+            plen = flen - _TAG_SIZE
+            pos += 2 + flen
+            r = None
+            if plen > 0 and not self._slow:
+                key = self._in_payload(plen)
+                if key is not None:
+                    r = self._lent_route(key, plen)
+            plain = cipher.open_frame(body)  # raises FrameError for flen < 16
+            if r is not None:
+                assert r.lent is not None
+                r.lent[r.lent_got : r.lent_got + plen] = plain
+                self._take_payload(plen)
+                self._placed(r, plen)
+            elif plen:
+                self.sealed_bytes_in += plen
+                self._segment(memoryview(plain))
+        if pos < n:
+            cipher.open_frames(mv[pos:])  # a partial frame: the cipher keeps it
+        out = self._finish()
+        return out or None
+
+    # -- one feed: walk state shared by its segments (the Noise frames of a read) ----
+
+    def _begin(self) -> None:
+        self._fast = 0
+        self._out = []
+        self._woken = None
+        self._slow = False
+
+    def _finish(self) -> list[Any]:
+        """Wake the readers whose lent buffers took data; the records for the session."""
+        out = self._out
+        self._out = []
+        self._wake()
+        return out
+
+    def _lent_route(self, sid: int, plen: int) -> _Route | None:
+        """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
+        r = self._routes.get(sid)
+        if r is None or plen > r.credit or self._loan_room(r) < plen:
+            return None
+        return r
+
+    def _placed(self, r: _Route, plen: int) -> None:
+        # what _segment's fast way does for a record copied whole into the loan
+        self.bytes_in += plen
+        self.sealed_bytes_in += plen
+        self.direct_bytes_in += plen
+        self.frames_in += 1
+        self._fast += 1
+        r.credit -= plen
+        r.delivered += plen
+        self._into_loan(r, plen)
+
+    # -- the muxer's part of the walk (YamuxDemux, MplexDemux) ----------------------
+
+    def _in_payload(self, plen: int) -> int | None:
+        """The route key when the next ``plen`` bytes are all payload of one plain
+        data frame (the decoder's ``in_payload``), else None."""
+        raise NotImplementedError
+
+    def _take_payload(self, plen: int) -> None:
+        """Account ``plen`` payload bytes placed without the decoder."""
+        raise NotImplementedError
+
+    def _segment(self, data: ReadableBuffer) -> None:
+        """Decode ``data`` (an error delivers nothing of it) and walk its records."""
+        raise NotImplementedError
+
 
 class YamuxDemux(RouteTable):
     """A :class:`YamuxDecoder` that delivers plain DATA frames itself (the fast path).
@@ -392,72 +496,16 @@ class YamuxDemux(RouteTable):
     (fastp2p/_native/frame.pyx) does the walk in C.
     """
 
-    __slots__ = ("_dec", "_out", "_slow")
+    __slots__ = ("_dec",)
 
     def __init__(self) -> None:
         super().__init__()
         self._dec = YamuxDecoder()
-        # state of one feed: records for the session (once one had to go there,
-        # all after it do)
-        self._out: list[YamuxRecord] = []
-        self._slow = False
 
     @property
     def buffered(self) -> int:
         """Bytes held internally (an incomplete header; never payload)."""
         return self._dec.buffered
-
-    def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[YamuxRecord] | None:
-        """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
-        plaintext; returns the records the session must see, or None when every
-        frame went the fast way.
-
-        Frame by frame: a frame whose plaintext is all payload of one DATA frame
-        (no flags) for an attached stream whose lent buffer has room for all of
-        it goes there whole (the native twin opens it in place; counted in
-        ``direct_bytes_in``). A failing frame raises after the frames before it
-        were delivered.
-        """
-        mv = memoryview(data)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
-        self._begin()
-        k = cipher.pending_need(mv)
-        if k:
-            # a frame buffered from the last read is completed and opened the usual way
-            plain = cipher.open_frames(mv[:k])
-            if plain:
-                self.sealed_bytes_in += len(plain)
-                self._segment(memoryview(plain))
-            mv = mv[k:]
-        pos = 0
-        n = len(mv)
-        dec = self._dec
-        while n - pos >= 2:
-            flen = (mv[pos] << 8) | mv[pos + 1]
-            if n - pos - 2 < flen and flen >= _TAG_SIZE:
-                break
-            body = mv[pos + 2 : pos + 2 + flen]
-            plen = flen - _TAG_SIZE
-            pos += 2 + flen
-            r = None
-            if plen > 0 and not self._slow:
-                sid = dec.in_payload(plen)
-                if sid is not None:
-                    r = self._lent_route(sid, plen)
-            plain = cipher.open_frame(body)  # raises FrameError for flen < 16
-            if r is not None:
-                assert r.lent is not None
-                r.lent[r.lent_got : r.lent_got + plen] = plain
-                dec.take_payload(plen)
-                self._placed(r, plen)
-            elif plen:
-                self.sealed_bytes_in += plen
-                self._segment(memoryview(plain))
-        if pos < n:
-            cipher.open_frames(mv[pos:])  # a partial frame: the cipher keeps it
-        out = self._finish()
-        return out or None
 
     def feed(self, data: ReadableBuffer) -> tuple[int, list[YamuxRecord]]:
         """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
@@ -465,38 +513,11 @@ class YamuxDemux(RouteTable):
         self._segment(data)
         return self._fast, self._finish()
 
-    # -- one feed: walk state shared by its segments (the Noise frames of a read) ----
+    def _in_payload(self, plen: int) -> int | None:
+        return self._dec.in_payload(plen)
 
-    def _begin(self) -> None:
-        self._fast = 0
-        self._out = []
-        self._woken = None
-        self._slow = False
-
-    def _finish(self) -> list[YamuxRecord]:
-        """Wake the readers whose lent buffers took data; the records for the session."""
-        out = self._out
-        self._out = []
-        self._wake()
-        return out
-
-    def _lent_route(self, sid: int, plen: int) -> _Route | None:
-        """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
-        r = self._routes.get(sid)
-        if r is None or plen > r.credit or self._loan_room(r) < plen:
-            return None
-        return r
-
-    def _placed(self, r: _Route, plen: int) -> None:
-        # what _segment's fast way does for a record copied whole into the loan
-        self.bytes_in += plen
-        self.sealed_bytes_in += plen
-        self.direct_bytes_in += plen
-        self.frames_in += 1
-        self._fast += 1
-        r.credit -= plen
-        r.delivered += plen
-        self._into_loan(r, plen)
+    def _take_payload(self, plen: int) -> None:
+        self._dec.take_payload(plen)
 
     def _segment(self, data: ReadableBuffer) -> None:
         """Decode ``data`` (an error delivers nothing of it) and walk its records."""
