@@ -107,46 +107,13 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
     return FP_OK;
 }
 
-int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
-                        size_t *outlen) {
-    size_t pos = 0, skip = 0, len = 0, opos = 0, frames = 0, need = 0;
-    *outlen = 0;
-    if (!a->ctx) return FP_EINVAL;
-    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
-        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
-        need += fp_aead_sealed_size(len);
-    }
-    FP_CHECK_BOUNDS(need, cap);
-    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
-    pos = skip = len = 0;
-    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
-        size_t got = 0;
-        int rc = fp_aead_seal_range(a, iov, iovcnt, skip, len, out + opos, cap - opos, &got);
-        if (rc) return rc;
-        opos += got;
-    }
-    *outlen = opos;
-    return FP_OK;
-}
-
-int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
-                       uint8_t *out, size_t cap, size_t *outlen) {
-    size_t total = 0;
-    *outlen = 0;
-    if (!a->ctx) return FP_EINVAL;
-    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
-    if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
-    size_t need = fp_aead_sealed_size(len);
-    FP_CHECK_BOUNDS(need, cap);
-    size_t frames = (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
-    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
-
+/* Seals len bytes starting at byte voff of iov[vi] as contiguous frames into
+ * out (room, nonces and the range already checked by the caller); *outlen is
+ * the bytes written. */
+static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t voff, size_t len,
+                             uint8_t *out, size_t *outlen) {
     EVP_CIPHER_CTX *ctx = CTX(a);
-    size_t vi = 0, voff = skip, opos = 0, left = len;
-    while (vi < iovcnt && voff >= iov[vi].len) { /* find the iovec holding byte `skip` */
-        voff -= iov[vi].len;
-        vi++;
-    }
+    size_t opos = 0, left = len;
     while (left) {
         size_t chunk = left < FP_AEAD_SEAL_PLAINTEXT ? left : FP_AEAD_SEAL_PLAINTEXT;
         int rc = fp_aead_start(a, 1);
@@ -178,6 +145,49 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
     }
     *outlen = opos;
     return FP_OK;
+}
+
+int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
+                        size_t *outlen) {
+    size_t pos = 0, skip = 0, len = 0, opos = 0, frames = 0, need = 0;
+    *outlen = 0;
+    if (!a->ctx) return FP_EINVAL;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+        need += fp_aead_sealed_size(len);
+    }
+    FP_CHECK_BOUNDS(need, cap);
+    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+    pos = skip = len = 0;
+    size_t first = 0; /* a segment starts at the entry where the last one ended */
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        size_t got = 0;
+        int rc = fp_aead_seal_from(a, iov, first, 0, len, out + opos, &got);
+        if (rc) return rc;
+        opos += got;
+        first = pos;
+    }
+    *outlen = opos;
+    return FP_OK;
+}
+
+int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
+                       uint8_t *out, size_t cap, size_t *outlen) {
+    size_t total = 0;
+    *outlen = 0;
+    if (!a->ctx) return FP_EINVAL;
+    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
+    if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
+    size_t need = fp_aead_sealed_size(len);
+    FP_CHECK_BOUNDS(need, cap);
+    size_t frames = (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+    size_t vi = 0, voff = skip;
+    while (vi < iovcnt && voff >= iov[vi].len) { /* find the iovec holding byte `skip` */
+        voff -= iov[vi].len;
+        vi++;
+    }
+    return fp_aead_seal_from(a, iov, vi, voff, len, out, outlen);
 }
 
 static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
