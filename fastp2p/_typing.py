@@ -18,3 +18,11 @@ else:
     WritableBuffer: TypeAlias = Any
 
 Handler: TypeAlias = Callable[[Any], Awaitable[None]]
+
+
+def byte_view(data: ReadableBuffer) -> memoryview:
+    """``data`` as a flat memoryview of unsigned bytes (no copy)."""
+    mv = memoryview(data)
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv

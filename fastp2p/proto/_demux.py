@@ -1,8 +1,9 @@
 """What a sans-IO muxer session with a demultiplexer offers its driver.
 
 Shared by the yamux and mplex sessions: both keep ``self._demux`` (the kernels'
-``YamuxDemux``/``MplexDemux``, or None for kernels without one) and
-``self._stats``; the demux counts received bytes and frames itself.
+``YamuxDemux``/``MplexDemux``, or None for kernels without one), ``self._decoder``
+(the demux, or the plain decoder without one) and ``self._stats``; the demux
+counts received bytes and frames itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ class DemuxSession:
     __slots__ = ()
 
     _demux: Any
+    _decoder: Any
     _stats: dict[str, int]
+
+    def _decode(self, data: Any) -> Any:
+        """The records in ``data``: those the demux's fast way did not take, or all
+        of them from the plain decoder (counted here then)."""
+        if self._demux is not None:
+            return self._demux.feed(data)[1]  # it counts bytes and frames itself
+        stats = self._stats
+        stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
+        records = self._decoder.feed(data)
+        stats["frames_in"] += len(records)
+        return records
 
     @property
     def sealed_bytes_in(self) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastp2p._typing import ReadableBuffer, WritableBuffer
+from fastp2p._typing import ReadableBuffer, WritableBuffer, byte_view
 from fastp2p.errors import (
     BusyResourceError,
     ClosedResourceError,
@@ -442,9 +442,7 @@ class Stream:
         Cancellation: some, all or none of ``data`` may have been sent.
         """
         with self._write_guard:
-            view = memoryview(data)
-            if view.ndim != 1 or view.itemsize != 1:
-                view = view.cast("B")
+            view = byte_view(data)
             conn = self.conn
             sent = 0
             total = len(view)
@@ -485,9 +483,7 @@ class Stream:
             BusyResourceError: as ``write``.
         """
         with self._write_guard:
-            view = memoryview(data)
-            if view.ndim != 1 or view.itemsize != 1:
-                view = view.cast("B")
+            view = byte_view(data)
             self._check_writable()
             return self.conn.stream_send(self.id, view)
 

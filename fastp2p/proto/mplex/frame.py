@@ -24,7 +24,7 @@ streams itself (the fast path), like ``fastp2p.proto.yamux.frame.YamuxDemux``.
 
 from __future__ import annotations
 
-from fastp2p._typing import ReadableBuffer
+from fastp2p._typing import ReadableBuffer, byte_view
 from fastp2p.errors import (
     FrameError,
     FrameTooLargeError,
@@ -48,6 +48,7 @@ __all__ = [
     "MplexRecord",
     "mplex_encode_header",
     "MplexDecoder",
+    "message_key",
     "MplexDemux",
 ]
 
@@ -78,11 +79,11 @@ def mplex_encode_header(stream_id: int, flag: int, length: int) -> bytes:
     return uvarint_encode(stream_id << 3 | flag) + uvarint_encode(length)
 
 
-def _as_bytes_view(data: ReadableBuffer) -> memoryview:
-    mv = memoryview(data)
-    if mv.ndim != 1 or mv.format != "B":
-        mv = mv.cast("B")
-    return mv
+def message_key(flag: int, stream_id: int) -> int:
+    """The session's key of the stream a Message frame addresses
+    (fastp2p/proto/mplex/session.py): ``id * 2 + 1`` for MESSAGE_RECEIVER (a
+    stream we opened), ``id * 2`` for MESSAGE_INITIATOR."""
+    return stream_id * 2 + (flag == MESSAGE_RECEIVER)
 
 
 class MplexDecoder:
@@ -155,7 +156,7 @@ class MplexDecoder:
         """Decode everything complete in ``data``; see the module docstring."""
         if self._error is not None:
             raise type(self._error)(f"decoder is dead after: {self._error}")
-        mv = _as_bytes_view(data)
+        mv = byte_view(data)
         n = len(mv)
         pos = 0
         out: list[MplexRecord] = []
@@ -255,18 +256,9 @@ class MplexDemux(RouteTable):
         """Bytes held internally (incomplete header + partial control payload)."""
         return self._dec.buffered
 
-    def feed(self, data: ReadableBuffer) -> tuple[int, list[MplexRecord]]:
-        """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
-        self._begin()
-        self._segment(data)
-        return self._fast, self._finish()
-
     def _in_payload(self, plen: int) -> int | None:
         got = self._dec.in_payload(plen)
-        if got is None:
-            return None
-        flag, sid = got
-        return sid * 2 + 1 if flag == MESSAGE_RECEIVER else sid * 2
+        return None if got is None else message_key(*got)
 
     def _take_payload(self, plen: int) -> None:
         self._dec.take_payload(plen)
@@ -281,14 +273,10 @@ class MplexDemux(RouteTable):
         n = len(records)
         while i < n and not self._slow:
             flag, sid, payload = records[i]
-            if flag == MESSAGE_RECEIVER:
-                key = sid * 2 + 1
-            elif flag == MESSAGE_INITIATOR:
-                key = sid * 2
-            else:
+            if flag != MESSAGE_RECEIVER and flag != MESSAGE_INITIATOR:
                 self._slow = True
                 break
-            r = routes.get(key)
+            r = routes.get(message_key(flag, sid))
             length = len(payload)
             if r is None or length > r.credit:
                 self._slow = True

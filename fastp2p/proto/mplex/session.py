@@ -71,6 +71,17 @@ from fastp2p.errors import (
 )
 from fastp2p.proto._demux import DemuxSession
 from fastp2p.proto._history import StreamHistory, StreamTable
+from fastp2p.proto.mplex.frame import (
+    CLOSE_INITIATOR,
+    CLOSE_RECEIVER,
+    MAX_STREAM_ID,
+    MESSAGE_INITIATOR,
+    MESSAGE_RECEIVER,
+    NEW_STREAM,
+    RESET_INITIATOR,
+    RESET_RECEIVER,
+    message_key,
+)
 from fastp2p.proto.muxer import (
     ConnectionTerminated,
     DataReceived,
@@ -84,15 +95,6 @@ __all__ = ["PROTOCOL_ID", "MplexSession"]
 
 PROTOCOL_ID = "/mplex/6.7.0"
 
-NEW_STREAM = 0
-MESSAGE_RECEIVER = 1
-MESSAGE_INITIATOR = 2
-CLOSE_RECEIVER = 3
-CLOSE_INITIATOR = 4
-RESET_RECEIVER = 5
-RESET_INITIATOR = 6
-
-MAX_STREAM_ID = (1 << 60) - 1
 HISTORY_SIZE = 4096
 
 
@@ -195,14 +197,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
         if self._terminated is not None:
             return
         try:
-            if self._demux is not None:
-                # the demux counts bytes and frames itself (see ``stats``)
-                records = self._demux.feed(data)[1]
-            else:
-                stats = self._stats
-                stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
-                records = self._decoder.feed(data)
-                stats["frames_in"] += len(records)
+            records = self._decode(data)
             self._on_records(records)
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -211,7 +206,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
     def _on_records(self, records: Any) -> None:
         for flag, mid, payload in records:
             if flag == MESSAGE_INITIATOR or flag == MESSAGE_RECEIVER:
-                self._on_message(mid * 2 + (flag == MESSAGE_RECEIVER), payload)
+                self._on_message(message_key(flag, mid), payload)
             elif flag == NEW_STREAM:
                 self._on_new_stream(mid)
             elif flag == CLOSE_INITIATOR or flag == CLOSE_RECEIVER:
@@ -258,8 +253,13 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
         if demux is None or stream is None or stream.remote_closed or self._terminated is not None:
             return False
         self._sync(stream)  # (a second attach must not drop what the first delivered)
-        demux.attach(stream_id, deliver, max(0, self.recv_soft_limit - stream.buffered))
+        demux.attach(stream_id, deliver, self._fast_credit(stream.buffered))
         return True
+
+    def _fast_credit(self, buffered: int) -> int:
+        # what the demux may deliver to a stream holding ``buffered`` bytes: up to
+        # the soft limit (past it messages come through the driver, see recv_soft_limit)
+        return max(0, self.recv_soft_limit - buffered)
 
     def detach(self, stream_id: int) -> None:
         """Stop :meth:`attach`'s delivery: ``DataReceived`` events again."""
@@ -420,7 +420,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
             )
         stream.buffered -= n
         if demux is not None:
-            demux.set_credit(stream_id, max(0, self.recv_soft_limit - stream.buffered))
+            demux.set_credit(stream_id, self._fast_credit(stream.buffered))
 
     def ping(self, now: float) -> int:
         """mplex has no ping.
@@ -488,7 +488,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
             return
         stream.buffered = buffered
         if demux is not None:
-            demux.set_credit(key, max(0, self.recv_soft_limit - buffered))
+            demux.set_credit(key, self._fast_credit(buffered))
         if type(payload) is not memoryview:
             payload = memoryview(payload)
         self._events.append(DataReceived(key, payload))

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from fastp2p._typing import ReadableBuffer
+from fastp2p._typing import ReadableBuffer, byte_view
 from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
 __all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT",
@@ -102,9 +102,7 @@ def segments(bufs: Sequence[ReadableBuffer]) -> list[memoryview]:
     out: list[memoryview] = []
     small: list[memoryview] = []
     for b in bufs:
-        mv = memoryview(b)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
+        mv = byte_view(b)
         if not len(mv):
             continue
         if len(mv) >= ALIGN_MIN:
@@ -235,9 +233,7 @@ class NoiseCipher:
             DecryptError: a tag did not verify (the cipher is dead afterwards).
         """
         self._check()
-        mv = memoryview(data)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
+        mv = byte_view(data)
         out = bytearray()
         pending = self._pending
         if pending:
@@ -281,12 +277,12 @@ class NoiseCipher:
         p = len(pending)
         if not p:
             return 0
-        mv = memoryview(data)
-        n = mv.nbytes
+        mv = byte_view(data)
+        n = len(mv)
         if p == 1:
             if n < 1:
                 return n
-            flen = pending[0] << 8 | mv.cast("B")[0]
+            flen = pending[0] << 8 | mv[0]
         else:
             flen = _LEN.unpack_from(pending)[0]
         return min(2 + flen - p, n)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from fastp2p._typing import ReadableBuffer
+from fastp2p._typing import ReadableBuffer, byte_view
 from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError
 from fastp2p.proto.noise.cipher import TAG_SIZE as _TAG_SIZE
 
@@ -86,13 +86,6 @@ def encode_header(type: int, flags: int, stream_id: int, length: int) -> bytes:
     return _HEADER.pack(VERSION, type, flags, stream_id, length)
 
 
-def _as_bytes_view(data: ReadableBuffer) -> memoryview:
-    mv = memoryview(data)
-    if mv.ndim != 1 or mv.format != "B":
-        mv = mv.cast("B")
-    return mv
-
-
 class YamuxDecoder:
     """Streaming, zero-copy yamux frame decoder (see the module docstring)."""
 
@@ -140,7 +133,7 @@ class YamuxDecoder:
         """Decode everything complete in ``data``; see the module docstring."""
         if self._error is not None:
             raise type(self._error)(f"decoder is dead after: {self._error}")
-        mv = _as_bytes_view(data)
+        mv = byte_view(data)
         n = len(mv)
         pos = 0
         out: list[YamuxRecord] = []
@@ -370,6 +363,13 @@ class RouteTable:
                 if w is not None and not w.done():
                     w.set_result(None)
 
+    def feed(self, data: ReadableBuffer) -> tuple[int, list[Any]]:
+        """Decode ``data``; deliver what can go the fast way; returns ``(fast,
+        records)`` (see the muxer's class docstring)."""
+        self._begin()
+        self._segment(data)
+        return self._fast, self._finish()
+
     # -- feed_sealed: the frame-by-frame walk shared by both muxers ------------------
 
     def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[Any] | None:
@@ -383,9 +383,7 @@ class RouteTable:
         ``direct_bytes_in``). A failing frame raises after the frames before it
         were delivered.
         """
-        mv = memoryview(data)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
+        mv = byte_view(data)
         self._begin()
         k = cipher.pending_need(mv)
         if k:
@@ -438,9 +436,9 @@ class RouteTable:
         self._wake()
         return out
 
-    def _lent_route(self, sid: int, plen: int) -> _Route | None:
+    def _lent_route(self, key: int, plen: int) -> _Route | None:
         """The route whose lent buffer takes ``plen`` payload bytes whole, or None."""
-        r = self._routes.get(sid)
+        r = self._routes.get(key)
         if r is None or plen > r.credit or self._loan_room(r) < plen:
             return None
         return r
@@ -506,12 +504,6 @@ class YamuxDemux(RouteTable):
     def buffered(self) -> int:
         """Bytes held internally (an incomplete header; never payload)."""
         return self._dec.buffered
-
-    def feed(self, data: ReadableBuffer) -> tuple[int, list[YamuxRecord]]:
-        """Decode ``data``; deliver what can go the fast way (see the class docstring)."""
-        self._begin()
-        self._segment(data)
-        return self._fast, self._finish()
 
     def _in_payload(self, plen: int) -> int | None:
         return self._dec.in_payload(plen)

@@ -278,14 +278,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
             return
         self._backlog_full = self._unaccepted >= self.config.accept_backlog
         try:
-            if self._demux is not None:
-                # the demux counts bytes and frames itself (see ``stats``)
-                records = self._demux.feed(data)[1]
-            else:
-                stats = self._stats
-                stats["bytes_in"] += len(data) if type(data) is bytes else memoryview(data).nbytes
-                records = self._decoder.feed(data)
-                stats["frames_in"] += len(records)
+            records = self._decode(data)
             self._on_records(records, now)
         except RemoteProtocolError as exc:
             self._fail(exc)
