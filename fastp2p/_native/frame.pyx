@@ -495,6 +495,13 @@ cdef class _RouteTable:
                 if w is not None and not w.done():
                     w.set_result(None)
 
+    def feed(self, data):
+        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
+        self._begin()
+        self._segment_all(data)
+        out = self._finish()
+        return self._fast, out
+
     # -- one feed: the frame-by-frame walk shared by both muxers --------------------
 
     def feed_sealed(self, cipher, data):
@@ -665,13 +672,6 @@ cdef class YamuxDemux(_RouteTable):
         """Bytes held internally (an incomplete header; never payload)."""
         return self._dec.hdr_len
 
-    def feed(self, data):
-        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        self._begin()
-        self._segment_all(data)
-        out = self._finish()
-        return self._fast, out
-
     cdef bint _in_payload(self, size_t plen, uint64_t *key):
         cdef uint32_t sid = 0
         if fp_yamux_decoder_in_payload(&self._dec, plen, &sid):
@@ -758,6 +758,12 @@ cdef enum:
     _WHOLE = 0x20  # the last part: the record's payload is the collected copy
 
 
+cdef inline uint64_t _message_key(uint8_t flag, uint64_t sid):
+    # the session's key of the stream a Message addresses (message_key in
+    # fastp2p/proto/mplex/frame.py): flag 1 (MESSAGE_RECEIVER) id*2+1, flag 2 id*2
+    return sid * 2 + (flag == 1)
+
+
 @cython.final
 cdef class MplexDemux(_RouteTable):
     """MplexDecoder that delivers Message records itself (see fastp2p.proto.mplex.frame).
@@ -786,19 +792,11 @@ cdef class MplexDemux(_RouteTable):
         """Bytes held internally (incomplete header + partial control payload)."""
         return self._dec.hdr_len + self._control.held()
 
-    def feed(self, data):
-        """Decode ``data``; deliver what can go the fast way; returns ``(fast, records)``."""
-        self._begin()
-        self._segment_all(data)
-        out = self._finish()
-        return self._fast, out
-
     cdef bint _in_payload(self, size_t plen, uint64_t *key):
         cdef uint8_t flag = 0
         cdef uint64_t sid = 0
         if fp_mplex_decoder_in_payload(&self._dec, plen, &flag, &sid):
-            # the session's stream keys (fastp2p/proto/mplex/session.py)
-            key[0] = sid * 2 + 1 if flag == 1 else sid * 2
+            key[0] = _message_key(flag, sid)
             return True
         return False
 
@@ -815,7 +813,6 @@ cdef class MplexDemux(_RouteTable):
         cdef size_t i, off
         cdef size_t emitted = 0
         cdef Py_ssize_t wi = 0
-        cdef uint64_t key
         cdef int rc
         cdef _Route r
         cdef object ro
@@ -864,14 +861,10 @@ cdef class MplexDemux(_RouteTable):
             i = 0
             while i < total and not self._slow:
                 rec = &recs[i]
-                if rec.flag == 1:
-                    key = rec.stream_id * 2 + 1
-                elif rec.flag == 2:
-                    key = rec.stream_id * 2
-                else:
+                if rec.flag != 1 and rec.flag != 2:
                     self._slow = True
                     break
-                ro = self._routes.get(key)
+                ro = self._routes.get(_message_key(rec.flag, rec.stream_id))
                 if ro is None:
                     self._slow = True
                     break

@@ -38,7 +38,7 @@ from fastp2p.proto.mplex.session import MplexSession
 from fastp2p.proto.muxer import ConnectionTerminated, DataReceived, StreamOpened, StreamReset
 from fastp2p.proto.varint import uvarint_encode
 
-from .test_yamux_lend import Waiter
+from .test_yamux_lend import Loans, Waiter
 
 KIB = 1024
 LIMIT = 8 * KIB  # max_buffered_per_stream of the sessions under test
@@ -535,33 +535,17 @@ def test_loan_parity_native_and_pure(impl, ops, plan):
     def run(kernels):
         d = kernels.MplexDemux()
         trace: list[object] = []
-        loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+        loans = Loans(d, trace)
         for key in (0, 1):
             d.attach(key, lambda p, key=key: trace.append(("deliver", key, bytes(p))), LIMIT)
         feed_at = 0
         for op, key, n in plan:
-            if op == "lend":
-                buf = bytearray(n)
-                w = Waiter()
-                loans[key] = (d.lend(key, buf, w), buf, w)
-            elif op in ("unlend", "spill", "done") and key in loans:
-                loan, buf, w = loans[key]
-                if op == "unlend":
-                    got = loan.unlend()
-                    trace.append(("unlend", key, got, bytes(buf[:got]), w.sets))
-                    del loans[key]
-                elif op == "spill":
-                    loan.spill()
-                elif not w.done():
-                    w.set_result(None)
-                    w.sets = 0
-            elif op == "feed" and feed_at < len(pieces):
+            loans.step(op, key, n)
+            if op == "feed" and feed_at < len(pieces):
                 fast, records = d.feed(pieces[feed_at])
                 feed_at += 1
                 trace.append(("fed", fast, len(records), d.take(0), d.take(1)))
-        for key, (loan, buf, w) in sorted(loans.items()):
-            got = loan.unlend()
-            trace.append(("end", key, got, bytes(buf[:got]), w.sets))
+        loans.end()
         return trace, d.bytes_in, d.frames_in
 
     assert run(impl) == run(_accel.pure)
@@ -771,30 +755,13 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, 
         trace: list[object] = []
         for k in keys:
             d.attach(k, lambda p, k=k: trace.append(("deliver", k, bytes(p))), 1 << 30)
-        loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+        loans = Loans(d, trace)
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             op, ki, n = plan[step % len(plan)]
-            k = keys[ki]
-            if op == "lend":
-                buf = bytearray(n)
-                w = Waiter()
-                loans[k] = (d.lend(k, buf, w), buf, w)
-            elif op != "none" and k in loans:
-                loan, buf, w = loans[k]
-                if op == "unlend":
-                    got = loan.unlend()
-                    trace.append(("unlend", k, bytes(buf[:got]), w.sets))
-                    del loans[k]
-                elif op == "spill":
-                    loan.spill()
-                elif not w.done():
-                    w.set_result(None)
-                    w.sets = 0
+            loans.step(op, keys[ki], n)
             out = d.feed_sealed(open_, wire[a:b])
             trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered))
-        for k, (loan, buf, w) in sorted(loans.items()):
-            got = loan.unlend()
-            trace.append(("end", k, bytes(buf[:got]), w.sets))
+        loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 
     got = run(impl)

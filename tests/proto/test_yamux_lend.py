@@ -40,6 +40,40 @@ class Waiter:
         self.sets += 1
 
 
+class Loans:
+    """A random loan plan applied to a demux (the parity tests): ``step(op, key, n)``
+    lends a fresh ``n``-byte buffer, or unlends, spills or completes the waiter
+    of the loan ``key`` holds (other ops, or keys without a loan: nothing);
+    ``end()`` unlends what is left. What each loan got goes to ``trace``."""
+
+    def __init__(self, demux: object, trace: list[object]) -> None:
+        self.d = demux
+        self.trace = trace
+        self.loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+
+    def step(self, op: str, key: int, n: int) -> None:
+        if op == "lend":
+            buf = bytearray(n)
+            w = Waiter()
+            self.loans[key] = (self.d.lend(key, buf, w), buf, w)  # type: ignore[attr-defined]
+        elif op in ("unlend", "spill", "done") and key in self.loans:
+            loan, buf, w = self.loans[key]
+            if op == "unlend":
+                got = loan.unlend()  # type: ignore[attr-defined]
+                self.trace.append(("unlend", key, got, bytes(buf[:got]), w.sets))
+                del self.loans[key]
+            elif op == "spill":
+                loan.spill()  # type: ignore[attr-defined]
+            elif not w.done():
+                w.set_result(None)
+                w.sets = 0
+
+    def end(self) -> None:
+        for key, (loan, buf, w) in sorted(self.loans.items()):
+            got = loan.unlend()  # type: ignore[attr-defined]
+            self.trace.append(("end", key, got, bytes(buf[:got]), w.sets))
+
+
 def data(sid: int, payload: bytes, flags: int = 0) -> bytes:
     return hdr(0, flags, sid, len(payload)) + payload
 
@@ -152,34 +186,17 @@ def test_loan_parity_native_and_pure(impl, ops, plan):
     def run(kernels):
         d = kernels.YamuxDemux()
         trace: list[object] = []
-        loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+        loans = Loans(d, trace)
         for sid in (1, 3):
             d.attach(sid, lambda p, sid=sid: trace.append(("deliver", sid, bytes(p))), WINDOW)
         feed_at = 0
         for op, sid_i, n in plan:
-            sid = 2 * sid_i + 1
-            if op == "lend":
-                buf = bytearray(n)
-                w = Waiter()
-                loans[sid] = (d.lend(sid, buf, w), buf, w)
-            elif op in ("unlend", "spill", "done") and sid in loans:
-                loan, buf, w = loans[sid]
-                if op == "unlend":
-                    got = loan.unlend()
-                    trace.append(("unlend", sid, got, bytes(buf[:got]), w.sets))
-                    del loans[sid]
-                elif op == "spill":
-                    loan.spill()
-                elif not w.done():
-                    w.set_result(None)
-                    w.sets = 0
-            elif op == "feed" and feed_at < len(pieces):
+            loans.step(op, 2 * sid_i + 1, n)
+            if op == "feed" and feed_at < len(pieces):
                 fast, records = d.feed(pieces[feed_at])
                 feed_at += 1
                 trace.append(("fed", fast, len(records), d.take(1), d.take(3)))
-        for sid, (loan, buf, w) in sorted(loans.items()):
-            got = loan.unlend()
-            trace.append(("end", sid, got, bytes(buf[:got]), w.sets))
+        loans.end()
         return trace, d.bytes_in, d.frames_in
 
     assert run(impl) == run(_accel.pure)
@@ -375,30 +392,13 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, seal_cuts, feed_cuts, pla
         trace: list[object] = []
         for sid in (1, 3):
             d.attach(sid, lambda p, sid=sid: trace.append(("deliver", sid, bytes(p))), 1 << 30)
-        loans: dict[int, tuple[object, bytearray, Waiter]] = {}
+        loans = Loans(d, trace)
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
-            op, sid, n = plan[step % len(plan)]
-            if op == "lend":
-                buf = bytearray(n)
-                w = Waiter()
-                loans[sid] = (d.lend(sid, buf, w), buf, w)
-            elif op != "none" and sid in loans:
-                loan, buf, w = loans[sid]
-                if op == "unlend":
-                    got = loan.unlend()
-                    trace.append(("unlend", sid, bytes(buf[:got]), w.sets))
-                    del loans[sid]
-                elif op == "spill":
-                    loan.spill()
-                elif not w.done():
-                    w.set_result(None)
-                    w.sets = 0
+            loans.step(*plan[step % len(plan)])
             recs = d.feed_sealed(open_, wire[a:b])
             trace.append(("fed", [(t, f, s, n, None if p is None else bytes(p))
                                   for t, f, s, n, p in recs or []], d.take(1), d.take(3)))
-        for sid, (loan, buf, w) in sorted(loans.items()):
-            got = loan.unlend()
-            trace.append(("end", sid, bytes(buf[:got]), w.sets))
+        loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 
     assert run(impl) == run(_accel.pure)
