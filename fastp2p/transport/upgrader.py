@@ -385,12 +385,16 @@ class _LazyStream(Stream):
     """
 
     __slots__ = ()  # the same layout as Stream, so a stream can switch classes
-    async def _settle(self) -> None:
+    def _dialer(self) -> MultistreamDialer:
         # Nothing is kept per idle stream but its class: the dialer is made here,
         # for ``protocol`` (set when it was proposed).
         assert self.protocol is not None
         ms = MultistreamDialer([self.protocol], lazy=True)
         ms.data_to_send()  # the proposal went out when the stream was opened
+        return ms
+
+    async def _settle(self) -> None:
+        ms = self._dialer()
         self.__class__ = Stream  # type: ignore[assignment]  # from here on an ordinary stream
         try:
             await _drive(self, ms)
@@ -403,9 +407,7 @@ class _LazyStream(Stream):
         data = Stream.read_nowait(self, 4096)
         if not data:
             return False
-        assert self.protocol is not None
-        ms = MultistreamDialer([self.protocol], lazy=True)
-        ms.data_to_send()
+        ms = self._dialer()
         try:
             ms.receive_data(data)
         except NegotiationError:
@@ -439,13 +441,22 @@ class _LazyStream(Stream):
     read_exactly = readexactly
 
 
+def _lazy_proposal(protocol: str) -> bytes:
+    # the multistream header and the proposal, as a lazy dialer sends them
+    return MultistreamDialer([protocol], lazy=True).data_to_send()
+
+
+def _now_lazy(stream: Stream, protocol: str) -> None:
+    stream.protocol = protocol
+    stream.__class__ = _LazyStream
+
+
 def propose_now(stream: Stream, protocol: str) -> bool:
     """The synchronous part of :func:`negotiate_lazy`: True once the proposal is
     handed to the muxer (nothing awaited, so no timer is needed around it);
     False when the stream's send window could not take it all at once (the
     caller then awaits :func:`negotiate_lazy`)."""
-    ms = MultistreamDialer([protocol], lazy=True)
-    out = ms.data_to_send()
+    out = _lazy_proposal(protocol)
     n = stream.write_nowait(out)
     if n == 0:
         return False
@@ -453,8 +464,7 @@ def propose_now(stream: Stream, protocol: str) -> bool:
         # A fresh stream's window always takes a proposal whole; a driver whose
         # window took part of it gets a typed failure (the caller resets the stream).
         raise NegotiationError("the stream's send window took only part of the protocol proposal")
-    stream.protocol = protocol
-    stream.__class__ = _LazyStream
+    _now_lazy(stream, protocol)
     return True
 
 
@@ -467,12 +477,9 @@ async def negotiate_lazy(stream: Stream, protocol: str) -> str:
     first read; a listener that refuses after all resets the stream (it reads
     our data as a malformed proposal) or answers ``na``, and that read raises.
     """
-    ms = MultistreamDialer([protocol], lazy=True)
-    await stream.write(ms.data_to_send())
-    stream.protocol = protocol
-    stream.__class__ = _LazyStream
-    assert ms.selected is not None
-    return ms.selected
+    await stream.write(_lazy_proposal(protocol))
+    _now_lazy(stream, protocol)
+    return protocol
 
 
 async def negotiate_inbound(
