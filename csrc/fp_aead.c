@@ -2,6 +2,8 @@
 #include "fp_aead.h"
 
 #include <limits.h>
+#include <string.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #define CTX(a) ((EVP_CIPHER_CTX *)(a)->ctx)
@@ -263,4 +265,64 @@ int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_
     if (n < FP_AEAD_TAG_SIZE) return FP_EAUTH;
     FP_CHECK_BOUNDS(n - FP_AEAD_TAG_SIZE, cap);
     return fp_aead_open_one(a, in, n, out);
+}
+
+/* -- Noise HKDF ---------------------------------------------------------------------- */
+
+/* HMAC-SHA256 on one SHA-256 fetched once per process: OpenSSL 3's one-shot
+ * HMAC() (what Python's hmac.digest calls) fetches the digest and the MAC
+ * implementation on every call, most of its cost for the 32-byte inputs of a
+ * handshake. */
+static CRYPTO_ONCE fp_sha256_once = CRYPTO_ONCE_STATIC_INIT;
+static EVP_MD *fp_sha256_md;
+
+static void fp_sha256_fetch(void) { fp_sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
+static int fp_sha256_parts(EVP_MD_CTX *ctx, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
+                           const uint8_t *c, size_t cn, uint8_t out[FP_HKDF_HASHLEN]) {
+    unsigned int outlen = 0;
+    if (EVP_DigestInit_ex2(ctx, fp_sha256_md, NULL) != 1) return FP_ECRYPTO;
+    if (an && EVP_DigestUpdate(ctx, a, an) != 1) return FP_ECRYPTO;
+    if (bn && EVP_DigestUpdate(ctx, b, bn) != 1) return FP_ECRYPTO;
+    if (cn && EVP_DigestUpdate(ctx, c, cn) != 1) return FP_ECRYPTO;
+    if (EVP_DigestFinal_ex(ctx, out, &outlen) != 1 || outlen != FP_HKDF_HASHLEN) return FP_ECRYPTO;
+    return 0;
+}
+
+/* HMAC(key, m1 || m2) (RFC 2104, block size 64). */
+static int fp_hmac_sha256(EVP_MD_CTX *ctx, const uint8_t *key, size_t key_len, const uint8_t *m1,
+                          size_t n1, const uint8_t *m2, size_t n2, uint8_t out[FP_HKDF_HASHLEN]) {
+    uint8_t k0[64], pad[64], inner[FP_HKDF_HASHLEN];
+    int rc;
+    memset(k0, 0, sizeof k0);
+    if (key_len > sizeof k0) {
+        if ((rc = fp_sha256_parts(ctx, key, key_len, NULL, 0, NULL, 0, k0)) != 0) return rc;
+    } else if (key_len) {
+        memcpy(k0, key, key_len);
+    }
+    for (size_t i = 0; i < sizeof pad; i++) pad[i] = (uint8_t)(k0[i] ^ 0x36);
+    rc = fp_sha256_parts(ctx, pad, sizeof pad, m1, n1, m2, n2, inner);
+    for (size_t i = 0; rc == 0 && i < sizeof pad; i++) pad[i] = (uint8_t)(k0[i] ^ 0x5c);
+    if (rc == 0) rc = fp_sha256_parts(ctx, pad, sizeof pad, inner, sizeof inner, NULL, 0, out);
+    OPENSSL_cleanse(k0, sizeof k0);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
+    return rc;
+}
+
+int fp_noise_hkdf2(const uint8_t *ck, size_t ck_len, const uint8_t *ikm, size_t ikm_len,
+                   uint8_t out1[FP_HKDF_HASHLEN], uint8_t out2[FP_HKDF_HASHLEN]) {
+    static const uint8_t one = 0x01, two = 0x02;
+    uint8_t temp[FP_HKDF_HASHLEN];
+    EVP_MD_CTX *ctx;
+    int rc;
+    if (!CRYPTO_THREAD_run_once(&fp_sha256_once, fp_sha256_fetch) || fp_sha256_md == NULL)
+        return FP_ECRYPTO;
+    if ((ctx = EVP_MD_CTX_new()) == NULL) return FP_ENOMEM;
+    rc = fp_hmac_sha256(ctx, ck, ck_len, ikm, ikm_len, NULL, 0, temp);
+    if (rc == 0) rc = fp_hmac_sha256(ctx, temp, sizeof temp, &one, 1, NULL, 0, out1);
+    if (rc == 0) rc = fp_hmac_sha256(ctx, temp, sizeof temp, out1, FP_HKDF_HASHLEN, &two, 1, out2);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(temp, sizeof temp);
+    return rc;
 }

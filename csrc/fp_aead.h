@@ -118,4 +118,13 @@ int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
 int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 
+/* Noise spec 4.3 HKDF with two outputs over HMAC-SHA256 (the handshake's
+ * MixKey and Split): temp = HMAC(ck, ikm); out1 = HMAC(temp, 0x01);
+ * out2 = HMAC(temp, out1 || 0x02). out1/out2 receive 32 bytes each and may
+ * not overlap the inputs. Any key length (a key over 64 bytes is hashed, as
+ * HMAC says). Returns 0, FP_ENOMEM or FP_ECRYPTO. Thread-safe. */
+#define FP_HKDF_HASHLEN 32
+int fp_noise_hkdf2(const uint8_t *ck, size_t ck_len, const uint8_t *ikm, size_t ikm_len,
+                   uint8_t out1[FP_HKDF_HASHLEN], uint8_t out2[FP_HKDF_HASHLEN]);
+
 #endif /* FP_AEAD_H */

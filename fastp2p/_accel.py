@@ -31,6 +31,8 @@ Kernel contract (identical for both implementations):
   one only through ``view()`` on Python 3.11 (``__buffer__`` on 3.12+)
 - ``XSalsa20(key32, nonce24)`` (pnet): one keystream, position kept across calls;
   ``apply(writable)`` XORs in place, ``apply_into(src, dst)``, ``apply_copy(buf) -> bytearray``
+- ``noise_hkdf2(chaining_key, ikm) -> (out1, out2)``: Noise spec 4.3 HKDF (HMAC-SHA256),
+  32 bytes each; any key and input length
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "alloc_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
     "register_region": ("fastp2p._region_pure", "fastp2p._native.buffer"),
     "XSalsa20": ("fastp2p.proto.xsalsa20", "fastp2p._native.xsalsa20"),
+    "noise_hkdf2": ("fastp2p.proto.noise.handshake", "fastp2p._native.aead"),
 }
 __all__ += list(KERNELS)
 
@@ -123,6 +126,7 @@ if TYPE_CHECKING:
     from fastp2p.bufferpool import Buffer, BufferPool, get_default_pool  # noqa: F401
     from fastp2p.proto.mplex.frame import MplexDecoder, MplexDemux, mplex_encode_header  # noqa: F401
     from fastp2p.proto.noise.cipher import NoiseCipher  # noqa: F401
+    from fastp2p.proto.noise.handshake import noise_hkdf2  # noqa: F401
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
     from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401
     from fastp2p.proto.yamux.frame import YamuxDecoder, YamuxDemux, encode_header  # noqa: F401

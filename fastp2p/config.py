@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,13 +80,19 @@ class NoiseConfig:
 
     def seal_threads(self) -> int:
         """Pool threads sealing large writes on this machine (0: serial sealing)."""
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cpus = os.cpu_count() or 1
+        cpus = _usable_cpus()
         if self.parallel_seal is False or (self.parallel_seal is None and cpus < 4):
             return 0
         return self.parallel_seal_threads or max(1, min(4, cpus - 1))
+
+
+@functools.cache
+def _usable_cpus() -> int:
+    # once per process: asked on every new connection (a syscall each time otherwise)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 SHM_MAX_RING = 256 * 1024 * 1024

@@ -220,6 +220,24 @@ static void test_open_frame(void) {
     free(out);
 }
 
+/* RFC 5869 test case 3 (SHA-256, empty salt and info): the Noise HKDF is RFC 5869 with
+ * the chaining key as salt and no info, so out1 || out2 begins with its OKM. */
+static void test_hkdf(void) {
+    static const uint8_t okm[42] = {
+        0x8d, 0xa4, 0xe7, 0x75, 0xa5, 0x63, 0xc1, 0x8f, 0x71, 0x5f, 0x80, 0x2a, 0x06, 0x3c,
+        0x5a, 0x31, 0xb8, 0xa1, 0x1f, 0x5c, 0x5e, 0xe1, 0x87, 0x9e, 0xc3, 0x45, 0x4e, 0x5f,
+        0x3c, 0x73, 0x8d, 0x2d, 0x9d, 0x20, 0x13, 0x95, 0xfa, 0xa4, 0xb6, 0x1a, 0x96, 0xc8};
+    uint8_t ikm[22], o1[32], o2[32], p1[32], p2[32], longkey[100];
+    memset(ikm, 0x0b, sizeof ikm);
+    assert(fp_noise_hkdf2(NULL, 0, ikm, sizeof ikm, o1, o2) == 0);
+    assert(memcmp(o1, okm, 32) == 0 && memcmp(o2, okm + 32, 10) == 0);
+    /* a key over the HMAC block (hashed first) and an empty input: deterministic */
+    memset(longkey, 0x5a, sizeof longkey);
+    assert(fp_noise_hkdf2(longkey, sizeof longkey, NULL, 0, o1, o2) == 0);
+    assert(fp_noise_hkdf2(longkey, sizeof longkey, NULL, 0, p1, p2) == 0);
+    assert(memcmp(o1, p1, 32) == 0 && memcmp(o2, p2, 32) == 0 && memcmp(o1, o2, 32) != 0);
+}
+
 int main(void) {
     for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
     size_t sizes[] = {0, 1, 100, FP_AEAD_SEAL_PLAINTEXT - 1, FP_AEAD_SEAL_PLAINTEXT,
@@ -231,6 +249,7 @@ int main(void) {
     test_pool();
     test_seal_range(FP_AEAD_CHACHAPOLY);
     test_seal_range(FP_AEAD_AESGCM);
+    test_hkdf();
     puts("test_aead: ok");
     return 0;
 }

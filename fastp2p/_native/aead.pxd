@@ -44,6 +44,10 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
     int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
     int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out)
+    enum:
+        FP_HKDF_HASHLEN
+    int fp_noise_hkdf2(const uint8_t *ck, size_t ck_len, const uint8_t *ikm, size_t ikm_len,
+                       uint8_t *out1, uint8_t *out2)
 
 
 cdef class FrameBlock:

@@ -10,6 +10,7 @@ NOGIL_THRESHOLD: int
 CIPHERS: tuple[str, ...]
 
 def openssl_version() -> str: ...
+def noise_hkdf2(chaining_key: ReadableBuffer, ikm: ReadableBuffer) -> tuple[bytes, bytes]: ...
 
 class NoiseCipher:
     cipher: str

@@ -35,6 +35,24 @@ cdef extern from "openssl/crypto.h" nogil:
     const char *OpenSSL_version(int t)
 
 
+def noise_hkdf2(chaining_key, ikm):
+    """Noise spec 4.3 HKDF with two outputs over HMAC-SHA256: ``(out1, out2)``,
+    32 bytes each (the pure twin: ``fastp2p.proto.noise.handshake.noise_hkdf2``).
+    C because OpenSSL 3's one-shot HMAC fetches its algorithms on every call."""
+    cdef bytes ck = chaining_key if type(chaining_key) is bytes else bytes(chaining_key)
+    cdef bytes m = ikm if type(ikm) is bytes else bytes(ikm)
+    cdef bytes out1 = PyBytes_FromStringAndSize(NULL, FP_HKDF_HASHLEN)
+    cdef bytes out2 = PyBytes_FromStringAndSize(NULL, FP_HKDF_HASHLEN)
+    cdef int rc = fp_noise_hkdf2(<const uint8_t *>PyBytes_AS_STRING(ck), len(ck),
+                                 <const uint8_t *>PyBytes_AS_STRING(m), len(m),
+                                 <uint8_t *>PyBytes_AS_STRING(out1), <uint8_t *>PyBytes_AS_STRING(out2))
+    if rc == FP_ENOMEM:
+        raise MemoryError("noise_hkdf2")
+    if rc:
+        raise SecurityError(f"OpenSSL failed in the Noise HKDF ({rc})")
+    return out1, out2
+
+
 def openssl_version():
     """The version of the libcrypto this module runs with (``OpenSSL_version(OPENSSL_VERSION)``)."""
     return OpenSSL_version(0).decode("ascii", "replace")

@@ -67,6 +67,8 @@ class Identify:
         self._push_pending = False
         self._own_record: tuple[tuple[Multiaddr, ...], bytes] | None = None
         self._own_seq = 0
+        #: (what it depends on, encoded fields before / after observedAddr)
+        self._answer: tuple[tuple[Any, ...], bytes, bytes] | None = None
         host.set_handler(PROTOCOL_ID, self._handle_request)
         host.set_handler(PUSH_PROTOCOL_ID, self._handle_push)
         host.on_connection(self._on_connection)
@@ -83,6 +85,34 @@ class Identify:
             protocols=sorted(host.protocols),
             signed_peer_record=self._signed_record(),
         )
+
+    def _encoded_answer(self, conn: Connection) -> bytes:
+        """``local_info(conn)``, length-prefixed as on the wire.
+
+        Only ``observedAddr`` differs between connections, so the fields around
+        it are encoded once per change of addresses, protocols or versions
+        (the bytes are exactly those of ``encode_identify(local_info(conn))``).
+        """
+        host = self.host
+        addrs = tuple(host.addrs)
+        key = (addrs, tuple(host.protocols), host.config.agent_version, host.config.protocol_version)
+        got = self._answer
+        if got is None or got[0] != key:
+            info = self.local_info()
+            head = encode_identify(IdentifyInfo(
+                protocol_version=info.protocol_version,
+                agent_version=info.agent_version,
+                public_key=info.public_key,
+                listen_addrs=info.listen_addrs,
+            ))
+            tail = encode_identify(IdentifyInfo(
+                protocols=info.protocols, signed_peer_record=info.signed_peer_record
+            ))
+            got = self._answer = (key, head, tail)
+        observed = b""
+        if conn.remote_addr:
+            observed = encode_identify(IdentifyInfo(observed_addr=conn.remote_addr.to_bytes()))
+        return length_prefixed(got[1] + observed + got[2])
 
     def _signed_record(self) -> bytes | None:
         """Our listen addresses in a signed peer record, re-signed only when they change."""
@@ -172,7 +202,7 @@ class Identify:
         rec.identified = True
 
     async def _handle_request(self, stream: Stream) -> None:
-        await stream.write(length_prefixed(encode_identify(self.local_info(stream.conn))))
+        await stream.write(self._encoded_answer(stream.conn))
         await stream.close_write()
 
     async def _handle_push(self, stream: Stream) -> None:

@@ -55,6 +55,11 @@ class RawConnection(abc.ABC):
         coalesces on it; a transport that does not, ignores it)."""
         return  # the default: each write leaves as it comes, nothing to hold
 
+    def flush(self) -> None:
+        """Send what is queued now, ending a :meth:`hold_flush`: for a message
+        the peer must answer before anything else can happen."""
+        return  # the default: nothing is ever queued
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close gracefully (flush, then FIN)."""

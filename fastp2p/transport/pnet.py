@@ -90,6 +90,12 @@ class PnetConnection(RawConnection):
         self._codec.encrypt_into(data, out)
         self.inner.write(out)
 
+    def hold_flush(self) -> None:
+        self.inner.hold_flush()
+
+    def flush(self) -> None:
+        self.inner.flush()
+
     @property
     def write_paused(self) -> bool:
         return self.inner.write_paused

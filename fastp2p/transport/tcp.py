@@ -220,6 +220,10 @@ class TcpConnection(RawConnection):
             self._p._loop.call_soon(self._end_pass)
         self._hold = True
 
+    def flush(self) -> None:
+        self._hold = False
+        self._send_pending()
+
     def _end_pass(self) -> None:
         if self._hold:
             self._hold = False

@@ -90,26 +90,39 @@ class _SansIO(Protocol):
 
 
 async def _run_plain(
-    raw: RawConnection, machine: _SansIO, what: str, first: bytes = b"", leftover: bytes = b""
+    raw: RawConnection,
+    machine: _SansIO,
+    what: str,
+    first: bytes = b"",
+    leftover: bytes = b"",
+    *,
+    hold_last: bool = False,
 ) -> bytes:
     """Drive a handshake state machine over the raw connection until it is done.
 
     ``first`` is sent together with the machine's first output; ``leftover`` is
     input that arrived before (bytes after the previous step's last message).
-    Returns the bytes that arrived after the machine finished.
+    ``hold_last``: the step's last message waits for what the next step writes
+    in the same pass (the listener's multistream answer leaves with Noise
+    message 2); otherwise it leaves at once. A message that the peer must
+    answer is never held. Returns the bytes that arrived after the machine
+    finished.
     """
     out = machine.data_to_send() + first
     if out:
         raw.write(out)
+        raw.flush()
     data = leftover
     while True:
         if data:
             machine.receive_data(data)
             out = machine.data_to_send()
             if out:
-                if machine.done:
-                    raw.hold_flush()  # a step's last message leaves with what the next step writes
+                if machine.done and hold_last:
+                    raw.hold_flush()
                 raw.write(out)
+                if not machine.done or not hold_last:
+                    raw.flush()
         if machine.done:
             return machine.unused_data()
         data = await _read_raw(raw, what)
@@ -127,7 +140,7 @@ async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes
         ms: MultistreamDialer | MultistreamListener = MultistreamDialer([NOISE_PROTOCOL_ID])
     else:
         ms = MultistreamListener([NOISE_PROTOCOL_ID])
-    return await _run_plain(raw, ms, "security negotiation", first=first_flight)
+    return await _run_plain(raw, ms, "security negotiation", first=first_flight, hold_last=True)
 
 
 async def _select_muxer(
@@ -217,6 +230,7 @@ async def _secure(
                 expected_peer=expected_peer,
                 muxers=config.muxers,
                 ciphers=usable_ciphers(config.noise.ciphers),
+                hkdf=_accel.noise_hkdf2,
             )
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)

@@ -101,17 +101,27 @@ async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert sends == [10, 50, 7]
+        # flush ends a hold at once: a message the peer must answer never waits
+        raw.hold_flush()
+        raw.write(b"j" * 2)
+        raw.write(b"k" * 3)
+        assert sends == [10, 50, 7]
+        raw.flush()
+        assert sends == [10, 50, 7, 5]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         # A large write first sends what is queued, in order; close flushes the rest.
         raw.write(b"d" * 5)
         raw.write(b"i" * 6)
         raw.write(b"e" * (tcp.COALESCE_MAX + 1))
         raw.write(b"f" * 7)
         raw.close()
-        assert sends == [10, 50, 7, 5, 6, tcp.COALESCE_MAX + 1, 7]
+        assert sends == [10, 50, 7, 5, 5, 6, tcp.COALESCE_MAX + 1, 7]
         async with asyncio.timeout(10):
             await done.wait()
         assert bytes(got) == (
-            b"a" * 10 + b"b" * 20 + b"c" * 30 + b"g" * 3 + b"h" * 4 + b"d" * 5 + b"i" * 6
+            b"a" * 10 + b"b" * 20 + b"c" * 30 + b"g" * 3 + b"h" * 4 + b"j" * 2 + b"k" * 3
+            + b"d" * 5 + b"i" * 6
             + b"e" * (tcp.COALESCE_MAX + 1) + b"f" * 7
         )
     finally:

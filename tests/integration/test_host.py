@@ -419,6 +419,35 @@ async def test_identify_push_on_new_protocol() -> None:
                 await asyncio.sleep(0.01)
 
 
+async def test_identify_answer_encoded_once_and_follows_changes() -> None:
+    from fastp2p.proto.identify import encode_identify
+    from fastp2p.proto.protobuf import length_prefixed
+
+    async def h(s: fastp2p.Stream) -> None:
+        await s.aclose()
+
+    async with host_pair() as (a, b, peer):
+        ident = b._identify
+        assert ident is not None
+        conn = b.connection(a.peer_id)
+        assert conn is not None
+        want = length_prefixed(encode_identify(ident.local_info(conn)))
+        assert ident._encoded_answer(conn) == want  # the same bytes as encoding it whole
+        cached = ident._answer
+        assert ident._encoded_answer(conn) == want and ident._answer is cached
+        b.set_handler("/new/1.0.0", h)
+        got = ident._encoded_answer(conn)
+        assert got == length_prefixed(encode_identify(ident.local_info(conn)))
+        assert b"/new/1.0.0" in got and ident._answer is not cached
+        # a new peer's identify request gets the new answer
+        async with fastp2p.Host() as c:
+            async with asyncio.timeout(10):
+                await c.connect(b.full_addrs[0])
+            rec = c.peerstore.get(peer)
+            assert rec is not None and "/new/1.0.0" in rec.protocols
+            assert rec.observed_addr is not None  # the per-connection field is there too
+
+
 async def test_ping_forgets_peers_whose_connection_closed() -> None:
     async with host_pair() as (a, b, peer):
         ping = Ping(a)

@@ -373,3 +373,24 @@ def test_large_buffers_start_frames_of_their_own(impl):
         pos += 2 + flen
     assert frames == [hdr1, body1, hdr2 + body2, big[:SEALP], big[SEALP:], tail]
     assert tx.nonce == 6
+
+
+# RFC 5869 test case 3 (SHA-256, empty salt and info): the Noise HKDF is RFC 5869 with
+# the chaining key as salt and no info, so out1 || out2 starts with its OKM.
+RFC5869_CASE3_OKM = bytes.fromhex(
+    "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+)
+
+
+def test_noise_hkdf2_rfc5869_vector(impl):
+    out1, out2 = impl.noise_hkdf2(b"", b"\x0b" * 22)
+    assert len(out1) == len(out2) == 32
+    assert (out1 + out2)[: len(RFC5869_CASE3_OKM)] == RFC5869_CASE3_OKM
+
+
+@HSET
+@given(ck=st.binary(max_size=150), ikm=st.binary(max_size=300))
+def test_noise_hkdf2_native_matches_pure(ck, ikm):
+    # keys over the 64-byte HMAC block are hashed first: both twins, any length
+    got = _accel._impl.noise_hkdf2(ck, memoryview(ikm))
+    assert got == _accel.pure.noise_hkdf2(ck, ikm)

@@ -43,12 +43,12 @@ def test_cacophony_vector(vec: dict, impl) -> None:
     init = XXHandshakeState(
         initiator=True, static_key=_priv(vec["init_static"]),
         ephemeral_key=_priv(vec["init_ephemeral"]),
-        prologue=bytes.fromhex(vec["init_prologue"]), protocol_name=name,
+        prologue=bytes.fromhex(vec["init_prologue"]), protocol_name=name, hkdf=impl.noise_hkdf2,
     )
     resp = XXHandshakeState(
         initiator=False, static_key=_priv(vec["resp_static"]),
         ephemeral_key=_priv(vec["resp_ephemeral"]),
-        prologue=bytes.fromhex(vec["resp_prologue"]), protocol_name=name,
+        prologue=bytes.fromhex(vec["resp_prologue"]), protocol_name=name, hkdf=impl.noise_hkdf2,
     )
     msgs = vec["messages"]
     for idx in range(3):
@@ -59,7 +59,8 @@ def test_cacophony_vector(vec: dict, impl) -> None:
         assert r.read_message(ct) == payload
     assert init.ss.h.hex() == resp.ss.h.hex() == vec["handshake_hash"]
     k1, k2 = init.ss.split()
-    # transport messages: the fastp2p transport CipherState (both twins), nonces from 0
+    # the handshake (its HKDF from ``impl``) and the transport messages: the fastp2p
+    # transport CipherState (both twins), nonces from 0
     i_send, i_recv = impl.NoiseCipher(k1, 0, cipher), impl.NoiseCipher(k2, 0, cipher)
     r_send, r_recv = impl.NoiseCipher(k2, 0, cipher), impl.NoiseCipher(k1, 0, cipher)
     assert i_send.cipher == cipher

@@ -76,7 +76,7 @@ import collections
 import enum
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
@@ -107,6 +107,7 @@ __all__ = [
     "XXHandshakeState",
     "NoiseHandshake",
     "sign_static_key",
+    "noise_hkdf2",
 ]
 
 PROTOCOL_ID = "/noise"
@@ -146,8 +147,15 @@ def _hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
-    """Noise spec 4.3 HKDF with two outputs (not RFC 5869's info form)."""
+#: the HKDF kernel's signature: ``(chaining_key, ikm) -> (out1, out2)``
+Hkdf = Callable[[bytes, bytes], "tuple[bytes, bytes]"]
+
+
+def noise_hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    """Noise spec 4.3 HKDF with two outputs (not RFC 5869's info form).
+
+    The pure twin of ``fastp2p._accel.noise_hkdf2`` (the native one is what the
+    upgrader injects: ``hkdf=`` of the classes below)."""
     temp = hmac.digest(chaining_key, ikm, "sha256")
     out1 = hmac.digest(temp, b"\x01", "sha256")
     out2 = hmac.digest(temp, out1 + b"\x02", "sha256")
@@ -230,9 +238,10 @@ class CipherState:
 class SymmetricState:
     """Noise spec 5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
 
-    __slots__ = ("ck", "cs", "h")
+    __slots__ = ("_hkdf", "ck", "cs", "h")
 
-    def __init__(self, protocol_name: bytes = PROTOCOL_NAME) -> None:
+    def __init__(self, protocol_name: bytes = PROTOCOL_NAME, hkdf: Hkdf = noise_hkdf2) -> None:
+        self._hkdf = hkdf
         if len(protocol_name) <= HASHLEN:
             self.h = protocol_name.ljust(HASHLEN, b"\x00")
         else:
@@ -243,7 +252,7 @@ class SymmetricState:
 
     def mix_key(self, ikm: bytes) -> None:
         """MixKey(input_key_material)."""
-        self.ck, temp_k = _hkdf2(self.ck, ikm)
+        self.ck, temp_k = self._hkdf(self.ck, ikm)
         self.cs.initialize_key(temp_k)
 
     def mix_hash(self, data: bytes) -> None:
@@ -264,7 +273,7 @@ class SymmetricState:
 
     def split(self) -> tuple[bytes, bytes]:
         """Split(): the two transport keys (initiator->responder, responder->initiator)."""
-        return _hkdf2(self.ck, b"")
+        return self._hkdf(self.ck, b"")
 
 
 class XXHandshakeState:
@@ -282,9 +291,10 @@ class XXHandshakeState:
         ephemeral_key: X25519PrivateKey | None = None,
         prologue: bytes = b"",
         protocol_name: bytes = PROTOCOL_NAME,
+        hkdf: Hkdf = noise_hkdf2,
     ) -> None:
         self.initiator = initiator
-        self.ss = SymmetricState(protocol_name)
+        self.ss = SymmetricState(protocol_name, hkdf)
         self.ss.mix_hash(prologue)
         self.s = static_key
         self.s_pub = _pub_bytes(static_key)
@@ -397,6 +407,8 @@ class NoiseHandshake:
         ephemeral_key: the ephemeral key to use (fixed ones for test vectors;
             the upgrader passes keys made ahead of time): never reuse one.
         webtransport_certhashes: extension field for WebTransport.
+        hkdf: the Noise HKDF kernel (the upgrader passes the native
+            ``fastp2p._accel.noise_hkdf2``; this module's pure twin by default).
 
     Outputs: :meth:`data_to_send` (framed handshake messages), then after
     ``done`` :meth:`split`, :meth:`unused_data` and the ``remote_*`` attributes.
@@ -414,6 +426,7 @@ class NoiseHandshake:
         static_signature: bytes | None = None,
         ephemeral_key: X25519PrivateKey | None = None,
         webtransport_certhashes: Sequence[bytes] = (),
+        hkdf: Hkdf = noise_hkdf2,
     ) -> None:
         if static_signature is not None and static_key is None:
             raise ValueError("static_signature needs the static_key it signs")
@@ -432,6 +445,7 @@ class NoiseHandshake:
             initiator=initiator,
             static_key=static_key or X25519PrivateKey.generate(),
             ephemeral_key=ephemeral_key,
+            hkdf=hkdf,
         )
         self._stage = _Stage.RUNNING
         self._inbuf = bytearray()
@@ -499,7 +513,7 @@ class NoiseHandshake:
         if self.transport_cipher != DEFAULT_CIPHER:
             assert self._handshake_hash is not None
             label = CIPHER_KDF_LABEL + self.transport_cipher.encode("ascii")
-            k1, k2 = _hkdf2(self._state.ss.ck, label + self._handshake_hash)
+            k1, k2 = self._state.ss._hkdf(self._state.ss.ck, label + self._handshake_hash)
         return (k1, k2) if self.initiator else (k2, k1)
 
     # -- input ---------------------------------------------------------------
