@@ -667,19 +667,19 @@ class Host:
             conn = self.connection(peer)
             if conn is None:
                 raise DialError(f"could not connect to {peer}")
-        stream = conn.open_stream()
-        # No optimistic proposal over mplex: js-libp2p's mplex loses a half-close that
-        # arrives while its multistream listener is still negotiating (the handler never
-        # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
         known = None if conn.muxer == MPLEX_PROTOCOL_ID else self._known_protocol(peer, protocols)
-        try:
+        if known is not None:
             # the optimistic proposal is handed over at once: no timer to arm
-            if known is None or not propose_now(stream, known):
-                async with asyncio.timeout(self.config.negotiation_timeout):
-                    if known is not None:
-                        stream.protocol = await negotiate_lazy(stream, known)
-                    else:
-                        stream.protocol = await negotiate_outbound(stream, protocols)
+            got = self.open_stream_nowait(conn, known)
+            if got is not None:
+                return got
+        stream = conn.open_stream()
+        try:
+            async with asyncio.timeout(self.config.negotiation_timeout):
+                if known is not None:
+                    stream.protocol = await negotiate_lazy(stream, known)
+                else:
+                    stream.protocol = await negotiate_outbound(stream, protocols)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._metrics.error(exc, "negotiation")
@@ -688,6 +688,42 @@ class Host:
             raise
         assert stream.protocol is not None
         self._metrics.stream_opened(False, stream.protocol)
+        return stream
+
+    def open_stream_nowait(self, conn: Connection, protocol: str) -> Stream | None:
+        """Open a stream on ``conn`` proposing ``protocol`` optimistically, without
+        awaiting anything: the proposal leaves with the stream's first frame, and
+        a refusal surfaces at the first read (as with ``open_stream`` for a
+        protocol the peer's identify listed).
+
+        Returns None where that cannot be done at once: over mplex (which waits
+        for the answer, see ``open_stream``) or when the send window cannot take
+        the proposal; use ``open_stream`` then.
+
+        Raises:
+            ConnectionClosedError: the connection is closed or the peer sent GoAway.
+            ResourceLimitExceededError: the stream limit is reached.
+        """
+        # No optimistic proposal over mplex: js-libp2p's mplex loses a half-close that
+        # arrives while its multistream listener is still negotiating (the handler never
+        # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
+        if conn.muxer == MPLEX_PROTOCOL_ID:
+            return None
+        stream = conn.open_stream()
+        proposed: bool | Exception
+        try:
+            proposed = propose_now(stream, protocol)
+        except Exception as exc:
+            self._metrics.error(exc, "negotiation")
+            proposed = exc
+        if proposed is not True:
+            # (a fresh stream's window always takes a proposal: this is not the usual path)
+            stream.reset(StreamErrorCode.PROTOCOL)
+            self.spawn(stream.aclose())  # nothing in it waits for a reset stream
+            if isinstance(proposed, Exception):
+                raise proposed
+            return None
+        self._metrics.stream_opened(False, protocol)
         return stream
 
     def _known_protocol(self, peer: PeerID, protocols: Sequence[str]) -> str | None:

@@ -64,6 +64,9 @@ class ServiceHost(Protocol):
     async def open_stream(self, peer: PeerID, *protocols: str) -> Stream:
         """Open a negotiated stream."""
 
+    def open_stream_nowait(self, conn: Connection, protocol: str) -> Stream | None:
+        """Open a stream on ``conn`` proposing ``protocol`` optimistically (None: await ``open_stream``)."""
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the host cancels and awaits when it closes."""
 

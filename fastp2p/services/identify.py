@@ -134,7 +134,13 @@ class Identify:
         fut = asyncio.get_running_loop().create_future()
         self._done[conn] = fut
         conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
-        self.host.spawn(self._identify(conn, fut))
+        # The request leaves in this pass, with the connection's first frames: every
+        # libp2p peer serves identify, so it is proposed without waiting for the
+        # answer (a peer that refuses fails the first read, as a failed identify).
+        stream = None
+        with contextlib.suppress(P2PError):
+            stream = self.host.open_stream_nowait(conn, PROTOCOL_ID)
+        self.host.spawn(self._identify(conn, fut, stream))
 
     async def wait_identified(self, conn: Connection) -> None:
         """Wait until identify with ``conn``'s peer finished (successfully or not)."""
@@ -142,9 +148,10 @@ class Identify:
         if fut is not None:
             await asyncio.shield(fut)
 
-    async def _identify(self, conn: Connection, fut: asyncio.Future[None]) -> None:
+    async def _identify(self, conn: Connection, fut: asyncio.Future[None], stream: Stream | None) -> None:
         try:
-            stream = await self.host.open_stream(conn.remote_peer, PROTOCOL_ID)
+            if stream is None:
+                stream = await self.host.open_stream(conn.remote_peer, PROTOCOL_ID)
             async with stream:
                 await self._read_info(stream, conn)
         except (P2PError, OSError, TimeoutError, EOFError) as exc:

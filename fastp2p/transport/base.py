@@ -50,8 +50,8 @@ class RawConnection(abc.ABC):
         """Deliver further bytes to ``on_data``; returns what was already buffered."""
 
     def hold_flush(self) -> None:
-        """Keep every write from now to the end of the next loop pass, then send
-        them in one go: a hint at a protocol step's boundary (``TcpConnection``
+        """Keep every write from now to the end of this loop pass, then send them
+        in one go: a hint at a protocol step's boundary (``TcpConnection``
         coalesces on it; a transport that does not, ignores it)."""
         return  # the default: each write leaves as it comes, nothing to hold
 

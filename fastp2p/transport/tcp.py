@@ -156,7 +156,6 @@ class TcpConnection(RawConnection):
         #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
         self._pend: bytearray | None = None
         self._in_pass = False  # a write was made in this loop pass (see write)
-        self._hold = False
 
     @property
     def bytes_received(self) -> int:
@@ -208,27 +207,21 @@ class TcpConnection(RawConnection):
         self._transport.write(data)
 
     def hold_flush(self) -> None:
-        """Queue every write from now to the end of the next loop pass, then send
-        them in one go.
+        """Queue every write from now to the end of this loop pass, then send them
+        in one go (as if a write had already left in this pass).
 
         For the upgrade's step boundaries: the listener's multistream answer
-        leaves with Noise message 2, the dialer's message 3 with the first
-        writes of the tasks started for the new connection (identify).
+        leaves with Noise message 2, the new connection's first frames (the
+        identify request among them) leave together.
         """
         if not self._in_pass:
             self._in_pass = True
             self._p._loop.call_soon(self._end_pass)
-        self._hold = True
 
     def flush(self) -> None:
-        self._hold = False
         self._send_pending()
 
     def _end_pass(self) -> None:
-        if self._hold:
-            self._hold = False
-            self._p._loop.call_soon(self._end_pass)
-            return
         self._in_pass = False
         self._send_pending()
 

@@ -261,7 +261,7 @@ async def _secure(
         raw.abort()
         raise
     assert hs.remote_peer is not None  # set once the handshake is done
-    raw.hold_flush()  # the new connection's first writes (identify) leave together
+    raw.hold_flush()  # the new connection's first frames (identify's request) leave together
     return SecuredChannel(
         raw=raw,
         send_cipher=send,

@@ -92,23 +92,21 @@ async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -
         await asyncio.sleep(0)  # the rest of the pass: one send
         assert sends == [10, 50]
         await asyncio.sleep(0)
-        # hold_flush: everything until the end of the next pass goes together
+        # hold_flush: everything until the end of this pass goes together
         raw.hold_flush()
         raw.write(b"g" * 3)
-        await asyncio.sleep(0)
         raw.write(b"h" * 4)
         assert sends == [10, 50]
         await asyncio.sleep(0)
-        await asyncio.sleep(0)
         assert sends == [10, 50, 7]
-        # flush ends a hold at once: a message the peer must answer never waits
+        await asyncio.sleep(0)
+        # flush sends at once: a message the peer must answer never waits
         raw.hold_flush()
         raw.write(b"j" * 2)
         raw.write(b"k" * 3)
         assert sends == [10, 50, 7]
         raw.flush()
         assert sends == [10, 50, 7, 5]
-        await asyncio.sleep(0)
         await asyncio.sleep(0)
         # A large write first sends what is queued, in order; close flushes the rest.
         raw.write(b"d" * 5)
