@@ -112,3 +112,54 @@ async def test_ephemeral_keys_made_ahead_are_handed_out_once() -> None:
         assert pub not in seen
         seen.add(pub)
         assert len(pool._keys) <= 2  # noqa: SLF001 - the bound
+
+
+async def test_open_stream_nowait_proposes_on_that_connection() -> None:
+    from fastp2p.errors import NegotiationError
+    from fastp2p.transport.upgrader import MPLEX_PROTOCOL_ID
+
+    async def echo(stream: Any) -> None:
+        await stream.write(await stream.readexactly(2))
+        await stream.aclose()
+
+    async with host_pair(CFG, handlers={PROTO: echo}) as (a, _b, peer):
+        conn = a.connection(peer)
+        assert conn is not None
+        before = conn.stats.streams_opened
+        s = a.open_stream_nowait(conn, PROTO)  # no await: proposed in this call
+        assert s is not None and s.protocol == PROTO and s.conn is conn
+        assert conn.stats.streams_opened == before + 1
+        await s.write(b"hi")
+        assert await s.readexactly(2) == b"hi"
+        await s.aclose()
+        # a protocol the listener does not serve: the first read says so
+        bad = a.open_stream_nowait(conn, "/not/served/1.0.0")
+        assert bad is not None
+        with pytest.raises(NegotiationError):
+            async with asyncio.timeout(10):
+                await bad.read(1)
+        await bad.aclose()
+    # over mplex the answer is awaited (see Host.open_stream): None, nothing opened
+    mplex = HostConfig(data_paths=("tcp",), muxers=(MPLEX_PROTOCOL_ID,))
+    async with host_pair(mplex, handlers={PROTO: echo}) as (a, _b, peer):
+        conn = a.connection(peer)
+        assert conn is not None and conn.muxer == MPLEX_PROTOCOL_ID
+        before = conn.stats.streams_opened
+        assert a.open_stream_nowait(conn, PROTO) is None
+        assert conn.stats.streams_opened == before
+
+
+async def test_identify_refused_by_the_peer_ends_connect_promptly() -> None:
+    # the request is proposed without waiting; a peer without identify answers "na"
+    # at the first read, which ends identify (not the connection) at once
+    import fastp2p
+
+    quiet = HostConfig(data_paths=("tcp",), enable_identify=False)
+    async with fastp2p.Host(listen=["/ip4/127.0.0.1/tcp/0"], config=quiet) as b, \
+            fastp2p.Host(config=CFG) as a:
+        async with asyncio.timeout(5):  # far below negotiation_timeout
+            peer = await a.connect(b.full_addrs[0])
+        assert peer == b.peer_id
+        rec = a.peerstore.get(peer)
+        assert rec is None or not rec.identified
+        assert a.connection(peer) is not None  # the connection itself lives on
