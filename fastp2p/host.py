@@ -673,7 +673,7 @@ class Host:
             got = self.open_stream_nowait(conn, known)
             if got is not None:
                 return got
-        stream = conn.open_stream()
+        stream = conn.open_stream(announce=False)  # the SYN leaves with the first proposal
         try:
             async with asyncio.timeout(self.config.negotiation_timeout):
                 if known is not None:
@@ -709,7 +709,7 @@ class Host:
         # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
         if conn.muxer == MPLEX_PROTOCOL_ID:
             return None
-        stream = conn.open_stream()
+        stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
         proposed: bool | Exception
         try:
             proposed = propose_now(stream, protocol)

@@ -764,8 +764,12 @@ class Connection:
             out["rtt"] = rtt
         return out
 
-    def open_stream(self) -> Stream:
+    def open_stream(self, *, announce: bool = True) -> Stream:
         """Open a new outbound stream (no protocol negotiated yet).
+
+        ``announce=False`` leaves the stream's opening frame (yamux SYN, mplex
+        NewStream) queued for the caller's first write, which must follow at
+        once: both are then sealed and sent together.
 
         Raises:
             ConnectionClosedError: the connection is closed or the peer sent GoAway.
@@ -778,7 +782,8 @@ class Connection:
         if self._attach is not None:
             self._attach(sid, st.feed_data)
         self.stats.streams_opened += 1
-        self._transmit()
+        if announce:
+            self._transmit()
         return st
 
     async def ping(self) -> float:

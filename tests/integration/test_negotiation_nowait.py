@@ -126,9 +126,12 @@ async def test_open_stream_nowait_proposes_on_that_connection() -> None:
         conn = a.connection(peer)
         assert conn is not None
         before = conn.stats.streams_opened
+        send = conn._base.ciphers[0]  # noqa: SLF001 - counts the Noise frames sealed
+        nonce = send.nonce
         s = a.open_stream_nowait(conn, PROTO)  # no await: proposed in this call
         assert s is not None and s.protocol == PROTO and s.conn is conn
         assert conn.stats.streams_opened == before + 1
+        assert send.nonce == nonce + 1  # the SYN and the proposal: one Noise frame
         await s.write(b"hi")
         assert await s.readexactly(2) == b"hi"
         await s.aclose()
