@@ -667,19 +667,21 @@ class Host:
             conn = self.connection(peer)
             if conn is None:
                 raise DialError(f"could not connect to {peer}")
+        # No optimistic proposal over mplex: js-libp2p's mplex loses a half-close that
+        # arrives while its multistream listener is still negotiating (the handler never
+        # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
         known = None if conn.muxer == MPLEX_PROTOCOL_ID else self._known_protocol(peer, protocols)
-        if known is not None:
-            # the optimistic proposal is handed over at once: no timer to arm
-            got = self.open_stream_nowait(conn, known)
-            if got is not None:
-                return got
-        stream = conn.open_stream(announce=False)  # the SYN leaves with the first proposal
+        stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
         try:
-            async with asyncio.timeout(self.config.negotiation_timeout):
-                if known is not None:
-                    stream.protocol = await negotiate_lazy(stream, known)
-                else:
-                    stream.protocol = await negotiate_outbound(stream, protocols)
+            # The optimistic proposal is handed over at once: no timer to arm. The
+            # window may not take it yet (the SYN waits while accept_backlog of our
+            # streams await the peer's ACK): then it waits on this same stream.
+            if known is None or not propose_now(stream, known):
+                async with asyncio.timeout(self.config.negotiation_timeout):
+                    if known is not None:
+                        stream.protocol = await negotiate_lazy(stream, known)
+                    else:
+                        stream.protocol = await negotiate_outbound(stream, protocols)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._metrics.error(exc, "negotiation")
@@ -698,16 +700,14 @@ class Host:
 
         Returns None where that cannot be done at once: over mplex (which waits
         for the answer, see ``open_stream``) or when the send window cannot take
-        the proposal; use ``open_stream`` then.
+        the proposal yet (``accept_backlog`` of our streams await the peer's
+        ACK); use ``open_stream`` then.
 
         Raises:
             ConnectionClosedError: the connection is closed or the peer sent GoAway.
             ResourceLimitExceededError: the stream limit is reached.
         """
-        # No optimistic proposal over mplex: js-libp2p's mplex loses a half-close that
-        # arrives while its multistream listener is still negotiating (the handler never
-        # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
-        if conn.muxer == MPLEX_PROTOCOL_ID:
+        if conn.muxer == MPLEX_PROTOCOL_ID:  # the answer is awaited (see open_stream)
             return None
         stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
         proposed: bool | Exception
@@ -717,7 +717,7 @@ class Host:
             self._metrics.error(exc, "negotiation")
             proposed = exc
         if proposed is not True:
-            # (a fresh stream's window always takes a proposal: this is not the usual path)
+            # the window cannot take it yet (accept_backlog streams await their ACK)
             stream.reset(StreamErrorCode.PROTOCOL)
             self.spawn(stream.aclose())  # nothing in it waits for a reset stream
             if isinstance(proposed, Exception):

@@ -166,3 +166,33 @@ async def test_identify_refused_by_the_peer_ends_connect_promptly() -> None:
         rec = a.peerstore.get(peer)
         assert rec is None or not rec.identified
         assert a.connection(peer) is not None  # the connection itself lives on
+
+
+async def test_open_stream_beyond_the_accept_backlog_waits_on_the_same_stream() -> None:
+    # with accept_backlog of our streams unacknowledged the SYN waits, and so does the
+    # proposal: on that same stream (no stream is reset and opened again)
+    import dataclasses
+
+    from fastp2p.config import YamuxConfig
+
+    async def echo(stream: Any) -> None:
+        await stream.write(await stream.readexactly(2))
+        await stream.aclose()
+
+    cfg = HostConfig(data_paths=("tcp",), yamux=dataclasses.replace(YamuxConfig(), accept_backlog=4))
+    async with host_pair(cfg, handlers={PROTO: echo}) as (a, _b, peer):
+        conn = a.connection(peer)
+        assert conn is not None
+        before = conn.stats.streams_opened
+
+        async def one() -> bytes:
+            s = await a.open_stream(peer, PROTO)
+            await s.write(b"ok")
+            got = await s.readexactly(2)
+            await s.aclose()
+            return bytes(got)
+
+        async with asyncio.timeout(20):
+            assert await asyncio.gather(*(one() for _ in range(40))) == [b"ok"] * 40
+        assert conn.stats.streams_opened == before + 40
+        assert a.open_stream_nowait(conn, PROTO) is not None  # the backlog is free again
