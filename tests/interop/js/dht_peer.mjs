@@ -10,7 +10,7 @@
 // record wins on a tie) next to the stock /pk/ and /ipns/ ones. JSON lines:
 //   stdout: {"event":"listening","addrs":[...],"peer_id":...}   first
 //           {"event":"result","id",...} / {"event":"error","id","msg"}  one per command
-//   stdin:  {"cmd":"bootstrap","addrs":[...],"id"}       dial each, wait for the routing table
+//   stdin:  {"cmd":"bootstrap","addrs":[...],"wait_s"?,"id"}  dial each, wait (10 s) for the routing table
 //           {"cmd":"find_peer","peer_id","id"}           -> addrs
 //           {"cmd":"provide","key_hex","id"}             -> ok (key: a multihash, raw CID v1 codec)
 //           {"cmd":"find_providers","key_hex","limit","id"} -> providers [{peer_id,addrs}]
@@ -82,11 +82,12 @@ emit('listening', {
   peer_id: node.peerId.toString()
 })
 
-async function bootstrap (addrs) {
+async function bootstrap (addrs, waitS = 10) {
   for (const a of addrs) {
     await node.dial(multiaddr(a))
   }
-  const deadline = Date.now() + 10000
+  // identify, then kad-dht's topology, fill the table: seconds under emulation
+  const deadline = Date.now() + waitS * 1000
   while (Date.now() < deadline) {
     if (dht.routingTable.size > 0) break
     await new Promise(resolve => setTimeout(resolve, 100))
@@ -97,7 +98,7 @@ async function bootstrap (addrs) {
 async function handle (cmd) {
   switch (cmd.cmd) {
     case 'bootstrap':
-      return { size: await bootstrap(cmd.addrs ?? []) }
+      return { size: await bootstrap(cmd.addrs ?? [], cmd.wait_s ?? 10) }
     case 'find_peer': {
       const info = await node.peerRouting.findPeer(peerIdFromString(cmd.peer_id))
       return { peer_id: info.id.toString(), addrs: info.multiaddrs.map(a => a.toString()) }
