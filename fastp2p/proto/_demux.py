@@ -53,6 +53,13 @@ class DemuxSession:
         return demux.lend(stream_id, buf, waiter)
 
     @property
+    def lender(self) -> Any:
+        """:meth:`lend` as one call (the demux's own method; its result is the
+        same), for drivers that lend per read; None without a demux."""
+        demux = self._demux
+        return demux.lend if demux is not None else None
+
+    @property
     def stats(self) -> dict[str, int]:
         """The session's counters (see the session class), received ones from the demux."""
         demux = self._demux

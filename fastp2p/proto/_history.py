@@ -106,7 +106,8 @@ class StreamTable(Generic[S]):
 
     def _writable(self, sid: int) -> S:
         """The live stream ``sid`` if we may still write to it; else the right error."""
-        self._check_open()
+        if self._terminated is not None:  # (per write: _check_open only when it raises)
+            self._check_open()
         stream = self._streams.get(sid)
         if stream is not None:
             if stream.local_closed:

@@ -253,8 +253,9 @@ class Connection:
         # their buffers (stream_lend).
         self._lend: Callable[[int, Any, Any], Any] | None = None
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
-            self._lend = session.lend  # type: ignore[attr-defined]
+            self._lend = session.lender  # type: ignore[attr-defined]
             self._base.fused = self._on_wire_fused
+        self._rx_cipher = recv_cipher  # (_on_wire_fused runs per TCP read)
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
             # instead of queueing a PING|ACK for each (a flooding peer that never reads)
@@ -474,7 +475,7 @@ class Connection:
         if self._closed:
             return
         try:
-            if self._session.feed_sealed(self._base.ciphers[1], view, _now()):  # type: ignore[attr-defined]
+            if self._session.feed_sealed(self._rx_cipher, view, _now()):  # type: ignore[attr-defined]
                 self._process_events()
                 self._transmit()
         except P2PError as exc:
@@ -642,10 +643,14 @@ class Connection:
 
     def stream_send(self, stream_id: int, data: memoryview) -> int:
         """Queue what the send window allows of ``data`` and transmit it."""
-        self.check_open()
-        n = self._session.send_data(stream_id, data)
+        if self._closed:
+            self.check_open()
+        session = self._session
+        n = session.send_data(stream_id, data)
         if n:
-            self._transmit()
+            # _transmit without its timer check: send_data never moves a session's
+            # timer (yamux, mplex; test_send_data_leaves_the_timer_alone)
+            self.stats.bytes_sent += self._tx.send(session.data_to_send())
         return n
 
     async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:

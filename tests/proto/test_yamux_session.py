@@ -627,6 +627,28 @@ def test_no_keepalive_only_rtt_probe() -> None:
     assert drain(c) == [] and not c.terminated
 
 
+def test_send_data_leaves_the_timer_alone() -> None:
+    # Connection.stream_send sends without asking get_timer again: that holds only
+    # while send_data never moves the timer, in every timer state.
+    c, s = make_pair(keepalive_interval=30.0, ping_timeout=15.0)
+    sid = c.open_stream()  # SYN queued; the RTT probe not sent yet
+    for now in (0.0, 100.0, 100.2):
+        before = c.get_timer()
+        assert c.send_data(sid, b"x" * 100) == 100
+        assert c.get_timer() == before
+        if now == 0.0:
+            c.handle_timer(100.0)  # RTT probe out: a ping deadline is pending
+        elif now == 100.0:
+            exchange(c, s, 100.1)  # answered: only the keepalive is due
+            drain(c)
+            drain(s)
+    in_sid = s.open_stream()  # the other side's stream: our first send carries the ACK
+    exchange(s, c, 101.0)
+    before = c.get_timer()
+    assert c.send_data(in_sid, b"y") == 1
+    assert c.get_timer() == before
+
+
 # -- GoAway --------------------------------------------------------------------------------
 
 
