@@ -33,6 +33,9 @@ class FakeDriver:
     def stream_released(self, stream: Stream) -> None:
         pass
 
+    def stream_close_write(self, stream_id: int) -> None:
+        pass
+
 
 async def test_one_wakeup_fills_the_lent_buffer_with_the_whole_batch() -> None:
     d = FakeDriver()
@@ -161,3 +164,71 @@ async def test_read_only_buffer_is_refused_before_waiting(kernels: object) -> No
         await st.readinto(b"read-only")
     d.feed((1, b"ok"))
     assert await st.read(10) == b"ok"
+
+
+# -- readinto's own bookkeeping (written out in the method: guard, views, credit) ------
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+async def test_readinto_releases_the_callers_buffer_on_every_exit(kernels: object) -> None:
+    from fastp2p.errors import StreamResetError
+
+    d = DemuxDriver(kernels)
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    d.attach(st)
+    buf = bytearray(8)
+    task = asyncio.ensure_future(st.readinto(buf))  # wait with the buffer lent ...
+    await asyncio.sleep(0)
+    d.feed((1, b"abc"))
+    assert await task == 3
+    buf.extend(b"!")  # ... and released after: a bytearray with exports cannot resize
+    task = asyncio.ensure_future(st.readinto(buf))  # cancelled while waiting
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    buf.extend(b"!")
+    task = asyncio.ensure_future(st.readinto(buf))  # failed while waiting
+    await asyncio.sleep(0)
+    st.set_reset(StreamResetError("reset by test", code=0, remote=True))
+    with pytest.raises(StreamResetError):
+        await task
+    buf.extend(b"!")
+    with pytest.raises(StreamResetError):  # failed before waiting
+        await st.readinto(buf)
+    buf.extend(b"!")
+
+
+async def test_readinto_refusing_a_buffer_leaves_the_stream_readable() -> None:
+    d = FakeDriver()
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    st.feed_data(memoryview(b"0123456789"))
+    with pytest.raises(TypeError):
+        await st.readinto(12345)  # type: ignore[arg-type]  # not a buffer
+    with pytest.raises(TypeError):
+        await st.readinto(memoryview(bytearray(8))[::2])  # not contiguous
+    assert await st.readinto(bytearray(0)) == 0
+    # other formats and shapes are read as bytes: the count is bytes
+    import array
+
+    ints = array.array("i", [0, 0])
+    assert await st.readinto(ints) == 8
+    assert ints.tobytes() == b"01234567"
+    assert await st.read(10) == b"89"
+    assert st.buffered == 0 and d.acked == 10
+
+
+async def test_readinto_returns_credit_in_batches_and_all_of_it() -> None:
+    d = FakeDriver()
+    d.ack_batch = 100  # type: ignore[attr-defined]
+    st = Stream(d, 1, inbound=True)  # type: ignore[arg-type]
+    buf = bytearray(30)
+    for i in range(10):  # 10 x 30 bytes, each read after a wait
+        task = asyncio.ensure_future(st.readinto(buf))
+        await asyncio.sleep(0)
+        st.feed_data(memoryview(bytes([i]) * 30))
+        assert await task == 30 and bytes(buf) == bytes([i]) * 30
+        # credit leaves once 100 consumed bytes gathered, never per read
+        assert d.acked == (i + 1) * 30 // 120 * 120
+    await st.aclose()  # what was held back goes back on close
+    assert d.acked == 300
