@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
@@ -107,6 +108,11 @@ class Host:
         self._conns: dict[PeerID, list[Connection]] = {}
         self._dialing: dict[PeerID, asyncio.Task[Connection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Every spawned task's done-callback, bound once and run in one empty
+        # context: add_done_callback would copy the caller's context per task
+        # (two objects per inbound stream for the garbage collector to walk).
+        self._untrack = self._tasks.discard
+        self._untrack_ctx = contextvars.Context()
         #: inbound connections in the upgrade, oldest first (dict as an ordered set)
         self._pending_inbound: dict[RawConnection, None] = {}
         self._running = False
@@ -777,7 +783,7 @@ class Host:
         """Run ``coro`` as a task the host cancels and awaits when it closes."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._untrack, context=self._untrack_ctx)
         return task
 
     _spawn = spawn
