@@ -41,6 +41,19 @@ git ls-files -z --cached --others --exclude-standard \
     | xargs -0 tar -cf - --ignore-failed-read 2>/dev/null | tar -xf - -C "$W"
 cd "$W"
 export CC=${CC:-gcc}
+# setup.py build_ext runs in $PY itself (no isolated build env, unlike pip install):
+# the build-system requirements (Cython) must be there; pyproject.toml names them.
+if ! "$PY" -c 'import Cython, setuptools' >/dev/null 2>&1; then
+    mapfile -t reqs < <("$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
+    echo "asan_native: installing the build requirements into $PY: ${reqs[*]}"
+    if ! "$PY" -m pip install -q --disable-pip-version-check "${reqs[@]}" >"$W/pip.log" 2>&1; then
+        tail -20 "$W/pip.log"
+        echo "asan_native: could not install the build requirements"
+        echo "0 passed, 1 failed"
+        record 0 1 0 0 1 "build requirements not installable"
+        exit 1
+    fi
+fi
 echo "asan_native: building the extensions with ASan in $W"
 b0=$(date +%s)
 if ! CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
