@@ -269,8 +269,14 @@ class _JsDhtPeer:
         except queue.Empty:
             raise TimeoutError(f"js peer in {self.node.ns}: no answer in time") from None
         if ev is None:
-            err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
-            raise WorkerError(f"js peer in {self.node.ns} exited: {err[-2000:]}")
+            # stdout's EOF can come before the exit: wait for it, so the error says
+            # how the process ended (a signal, e.g. -9 from the guest's OOM killer)
+            try:
+                rc: int | None = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                rc = None
+            err = self.proc.stderr.read() if self.proc.stderr and rc is not None else ""
+            raise WorkerError(f"js peer in {self.node.ns} exited (rc {rc}): {err[-2000:]}")
         return ev
 
     def wait_listening(self, timeout: float) -> None:
