@@ -291,9 +291,8 @@ class Stream:
 
         Cancellation: nothing is consumed; the data stays buffered for the next read.
         """
-        # The per-message path: the guard, the wait and the credit accounting are
-        # written out here, not called (each call is a frame, and a coroutine one
-        # more: ~10% of a small round trip's instructions).
+        # The per-message path: the guard and the wait are written out here, not
+        # called (each call is a frame, and a coroutine one more).
         if self._reading:
             raise BusyResourceError(_BUSY_READING)
         self._reading = True
@@ -329,22 +328,12 @@ class Stream:
                     self._loan = None
                 if loan is not None:
                     got = loan.unlend()
+                    self._buffered += got  # (feed_data counted the other way's)
                 else:
                     got = self._read_got
                     self._read_got = 0
-                    self._buffered -= got  # feed_data counted it
                 if got:
-                    # _consume(got), written out for the common case
-                    if self._uncredited:
-                        self._buffered += got
-                        self._consume(got)
-                    else:
-                        n = got + self._unacked
-                        if n < self._ack_batch:
-                            self._unacked = n
-                        else:
-                            self._unacked = 0
-                            conn.stream_ack(self.id, n)
+                    self._consume(got)
                     return got
             await self._wait_readable()
             return self._take_into(out)
@@ -490,9 +479,7 @@ class Stream:
             raise BusyResourceError(_BUSY_WRITING)
         self._writing = True
         try:
-            view = memoryview(data)
-            if view.ndim != 1 or view.format != "B":
-                view = view.cast("B")
+            view = byte_view(data)
             conn = self.conn
             sent = 0
             total = len(view)

@@ -156,7 +156,6 @@ class TcpConnection(RawConnection):
         #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
         self._pend: bytearray | None = None
         self._in_pass = False  # a write was made in this loop pass (see write)
-        self._call_soon = protocol._loop.call_soon
 
     @property
     def bytes_received(self) -> int:
@@ -190,7 +189,7 @@ class TcpConnection(RawConnection):
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
                 self._in_pass = True
-                self._call_soon(self._end_pass)
+                self._p._loop.call_soon(self._end_pass)
             elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
                 self._pend = bytearray(data)
                 return
@@ -217,18 +216,14 @@ class TcpConnection(RawConnection):
         """
         if not self._in_pass:
             self._in_pass = True
-            self._call_soon(self._end_pass)
+            self._p._loop.call_soon(self._end_pass)
 
     def flush(self) -> None:
         self._send_pending()
 
     def _end_pass(self) -> None:
         self._in_pass = False
-        pend = self._pend  # (_send_pending, written out: this runs per loop pass)
-        if pend is not None:
-            self._pend = None
-            if not self._closed and not self._p.lost:
-                self._transport.write(pend)
+        self._send_pending()
 
     def _send_pending(self) -> None:
         pend = self._pend
