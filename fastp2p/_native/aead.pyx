@@ -348,6 +348,14 @@ cdef class NoiseCipher:
         """Bytes of an incomplete incoming frame held internally."""
         return len(self._pending)
 
+    @property
+    def pending_frame_len(self):
+        """The length field of the buffered partial frame; -1 when fewer than
+        its 2 length bytes are buffered."""
+        if len(self._pending) < 2:
+            return -1
+        return (<uint8_t>self._pending[0]) << 8 | <uint8_t>self._pending[1]
+
     cdef int _enter(self) except -1:
         if self._error is not None:
             if self._error is ClosedResourceError:
@@ -381,6 +389,27 @@ cdef class NoiseCipher:
             return self._pending_need(<const uint8_t *>view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
+
+    def complete_pending(self, data):
+        """Add ``data`` (at most ``pending_need`` bytes) to the buffered partial
+        frame. When that completes it, return its body (ciphertext + tag, for
+        ``open_frame``) and buffer nothing; else None. FrameError: the frame's
+        length is shorter than the tag."""
+        cdef size_t flen
+        if self._error is not None:
+            self._enter()  # raises the cipher's error
+        pending = self._pending
+        pending += memoryview(data).cast("B")
+        if len(pending) < 2:
+            return None
+        flen = (<uint8_t>pending[0]) << 8 | <uint8_t>pending[1]
+        if flen < FP_AEAD_TAG_SIZE:
+            self._fail(FP_EFRAME)
+        if <size_t>len(pending) < 2 + flen:
+            return None
+        body = bytes(pending[2:])
+        pending.clear()
+        return body
 
     def open_frame(self, body):
         """Open one frame's body (ciphertext + tag, the length prefix taken) into

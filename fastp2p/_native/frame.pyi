@@ -41,6 +41,8 @@ class YamuxDemux:
     frames_in: int
     sealed_bytes_in: int
     direct_bytes_in: int
+    read_hint: int
+    on_loan_full: Callable[[], object] | None
     def __init__(self) -> None: ...
     @property
     def buffered(self) -> int: ...

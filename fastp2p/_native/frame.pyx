@@ -13,6 +13,7 @@ buffer passed to ``feed``.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memcpy
@@ -113,6 +114,21 @@ cdef object _raise_status(int rc, str what):
     if rc == FP_ENONMINIMAL:
         raise VarintError("non-minimal varint encoding")
     raise FrameError(f"{what} decode failed ({rc})")
+
+
+cdef enum:
+    # as fastp2p/proto/yamux/frame.py's (why there): loans of this size or more
+    # size the socket reads to fit them, and stop them with less room than
+    LOAN_LARGE = 512 * 1024
+    LOAN_MIN_READ = 16 * 1024
+
+
+cdef int _append(bytearray b, const uint8_t *src, size_t k) except -1:
+    """``b += src[:k]`` in one copy."""
+    cdef Py_ssize_t old = PyByteArray_GET_SIZE(b)
+    PyByteArray_Resize(b, old + <Py_ssize_t>k)
+    memcpy(PyByteArray_AS_STRING(b) + old, src, k)
+    return 0
 
 
 cdef inline object _byte_view(object data):
@@ -377,6 +393,20 @@ cdef class _RouteTable:
     # records for the session (once one had to go there, all after it do)
     cdef list _out
     cdef bint _slow
+    # a loan overflowed in this feed (its reader is behind: data went to the queue)
+    cdef bint _overflowed
+    # the last loan that took data in this feed
+    cdef _Route _last_loan
+    # the frame buffered after the last feed: its plaintext bytes, wire bytes still due
+    cdef Py_ssize_t _pend_plain
+    cdef Py_ssize_t _pend_need
+    #: the most bytes the next socket read should take (0: no limit), so that what
+    #: it brings fits the large loan being filled (see ``_size_read``)
+    cdef readonly Py_ssize_t read_hint
+    #: called once at the end of a feed after which the large loan being filled
+    #: can take no more (full, or it overflowed): the driver stops reading until
+    #: the reader lends its next buffer (None: nothing is called)
+    cdef public object on_loan_full
 
     def __cinit__(self, *args, **kwargs):
         self._routes = {}
@@ -426,6 +456,9 @@ cdef class _RouteTable:
         route.lent_got = 0
         route.spilled = False
         route.waiter = waiter
+        if route.lent.len >= LOAN_LARGE:
+            self.read_hint = 0
+            self._size_read(route.lent.len)
         return route
 
     def take(self, stream_id):
@@ -464,6 +497,7 @@ cdef class _RouteTable:
                 self._woken = []
             self._woken.append(r)
         r.lent_got += k
+        self._last_loan = r
 
     cdef int _hand_over(self, _Route r, object mv, const uint8_t *base, size_t off,
                         size_t length) except -1:
@@ -481,6 +515,8 @@ cdef class _RouteTable:
             if k < <Py_ssize_t>length:
                 # the rest goes the usual way, and so does all after it
                 r.spilled = True
+                self._overflowed = True
+                self._last_loan = r
         if k < <Py_ssize_t>length:
             r.deliver(PySequence_GetSlice(mv, off + k, off + length))
         return 0
@@ -518,6 +554,7 @@ cdef class _RouteTable:
         if isinstance(cipher, NoiseCipher):
             return self._feed_sealed_native(<NoiseCipher>cipher, data)
         block = cipher.open_frames(data)
+        self._note_pending_of(cipher)
         cdef Py_ssize_t n = len(block)
         if not n:
             return None
@@ -529,61 +566,109 @@ cdef class _RouteTable:
     cdef object _feed_sealed_native(self, NoiseCipher cipher, object data):
         cdef Py_buffer view
         cdef const uint8_t *src
-        cdef size_t n, pos = 0, flen, plen, opos = 0, k
-        cdef uint64_t key = 0
+        cdef const uint8_t *pend
+        cdef size_t n, pos = 0, flen, p, k
+        cdef Py_ssize_t opos = 0
         cdef FrameBlock blk
-        cdef _Route r
+        cdef bytearray pending = cipher._pending
         mv_in = _byte_view(data)
         PyObject_GetBuffer(mv_in, &view, PyBUF_SIMPLE)
         src = <const uint8_t *>view.buf
         n = <size_t>view.len
         self._begin()
         try:
-            # a frame buffered from the last read is completed and opened the usual way
+            p = <size_t>len(pending)
             k = cipher._pending_need(src, n)
-            if k:
-                block = cipher.open_frames(PySequence_GetSlice(mv_in, 0, k))
-                pos = k
-                if len(block):
-                    self.sealed_bytes_in += <unsigned long long>len(block)
-                    self._segment_all(block)
-            if pos == n:
-                return self._finish_sealed()
             cipher._enter()
             try:
-                blk = <FrameBlock>cipher.new_block(n - pos)  # plaintext is shorter
+                # plaintext is shorter than its frames (the buffered one's included)
+                blk = <FrameBlock>cipher.new_block(n + p)
                 mv = memoryview(blk)
+                if k:
+                    # complete the frame buffered from the last read; opened like the
+                    # others (straight into a lent buffer when it is all payload)
+                    _append(pending, src, k)
+                    pos = k
+                    p += k
+                    if p >= 2:
+                        pend = <const uint8_t *>PyByteArray_AS_STRING(pending)
+                        flen = (<size_t>pend[0]) << 8 | pend[1]
+                        if flen < FP_AEAD_TAG_SIZE:
+                            cipher._fail(FP_EFRAME)
+                        if p == 2 + flen:
+                            opos = self._open_one(cipher, pend + 2, flen, blk, mv, opos)
+                            pending.clear()
                 while n - pos >= 2:
                     flen = (<size_t>src[pos]) << 8 | src[pos + 1]
                     if flen < FP_AEAD_TAG_SIZE:
                         cipher._fail(FP_EFRAME)
                     if n - pos - 2 < flen:
                         break
-                    plen = flen - FP_AEAD_TAG_SIZE
-                    if plen and not self._slow and self._in_payload(plen, &key):
-                        r = self._lent_route(key, plen)
-                        if r is not None:
-                            # straight into the reader's buffer; accounted once authentic
-                            cipher.open_frame_into(src + pos + 2, flen,
-                                                   <uint8_t *>r.lent.buf + r.lent_got)
-                            self._take_payload(plen)
-                            self._placed(r, plen)
-                            pos += 2 + flen
-                            continue
-                    cipher.open_frame_into(src + pos + 2, flen, blk.data + opos)
+                    opos = self._open_one(cipher, src + pos + 2, flen, blk, mv, opos)
                     pos += 2 + flen
-                    if plen:
-                        self.sealed_bytes_in += plen
-                        self._segment(mv, blk.data, opos, plen)
-                        opos += plen
+                if pos < n:
+                    # a partial frame: the cipher keeps it for the next read
+                    _append(pending, src + pos, n - pos)
             finally:
                 cipher._busy = False
-            if pos < n:
-                # a partial frame: the cipher keeps it for the next read
-                cipher.open_frames(PySequence_GetSlice(mv_in, pos, n))
+            self._note_pending(pending)
         finally:
             PyBuffer_Release(&view)
         return self._finish_sealed()
+
+    cdef int _note_pending_of(self, object cipher) except -1:
+        """``_note_pending`` for any cipher (its ``buffered``, ``pending_frame_len``)."""
+        cdef Py_ssize_t p = cipher.buffered, flen
+        if p == 0:
+            self._pend_plain = 0
+            self._pend_need = 0
+        elif p == 1:
+            self._pend_need = -1
+        else:
+            flen = cipher.pending_frame_len
+            self._pend_plain = flen - FP_AEAD_TAG_SIZE
+            self._pend_need = 2 + flen - p
+        return 0
+
+    cdef void _note_pending(self, bytearray pending):
+        """Remember the buffered partial frame's plaintext size and the wire
+        bytes that complete it (-1: not known yet), for ``_size_read``."""
+        cdef Py_ssize_t p = PyByteArray_GET_SIZE(pending), flen
+        cdef const uint8_t *b
+        if p == 0:
+            self._pend_plain = 0
+            self._pend_need = 0
+        elif p == 1:
+            self._pend_need = -1
+        else:
+            b = <const uint8_t *>PyByteArray_AS_STRING(pending)
+            flen = (<Py_ssize_t>b[0]) << 8 | b[1]
+            self._pend_plain = flen - FP_AEAD_TAG_SIZE
+            self._pend_need = 2 + flen - p
+
+    cdef Py_ssize_t _open_one(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
+                              FrameBlock blk, object mv, Py_ssize_t opos) except -1:
+        """Open one frame's ``body`` (``flen`` bytes: ciphertext + tag): all payload
+        for a reader whose lent buffer takes it whole goes straight there, anything
+        else into ``blk`` at ``opos`` (``mv`` views it) and through the decoder.
+        Returns the new ``opos``."""
+        cdef size_t plen = flen - FP_AEAD_TAG_SIZE
+        cdef uint64_t key = 0
+        cdef _Route r
+        if plen and not self._slow and self._in_payload(plen, &key):
+            r = self._lent_route(key, plen)
+            if r is not None:
+                # straight into the reader's buffer; accounted once authentic
+                cipher.open_frame_into(body, flen, <uint8_t *>r.lent.buf + r.lent_got)
+                self._take_payload(plen)
+                self._placed(r, plen)
+                return opos
+        cipher.open_frame_into(body, flen, blk.data + opos)
+        if plen:
+            self.sealed_bytes_in += plen
+            self._segment(mv, blk.data, <size_t>opos, plen)
+            opos += <Py_ssize_t>plen
+        return opos
 
     cdef object _finish_sealed(self):
         out = self._finish()
@@ -625,14 +710,41 @@ cdef class _RouteTable:
         self._out = []
         self._woken = None
         self._slow = False
+        self._overflowed = False
+        self._last_loan = None
         self._fast = 0
 
     cdef list _finish(self):
         """Wake the readers whose lent buffers took data; the records for the session."""
         cdef list out = self._out
+        cdef _Route r = self._last_loan
+        cdef bint full = False
         self._out = None
+        self._last_loan = None
         self._wake()
+        self.read_hint = 0
+        if r is not None and r.lent_held and r.lent.len >= LOAN_LARGE:
+            if r.spilled:
+                full = self._overflowed
+            else:
+                full = not self._size_read(r.lent.len - r.lent_got)
+        self._overflowed = False
+        if full and self.on_loan_full is not None:
+            self.on_loan_full()
         return out
+
+    cdef bint _size_read(self, Py_ssize_t room):
+        """Set ``read_hint`` for a large loan with ``room`` bytes left: the
+        frame buffered from the last read completes, and the rest of the read
+        (plaintext is never longer than its frames) fits. False when that leaves
+        under LOAN_MIN_READ: reading more now would only queue it."""
+        if self._pend_need < 0:
+            return True  # a 1-byte partial frame: its length is unknown yet
+        room -= self._pend_plain
+        if room < LOAN_MIN_READ:
+            return False
+        self.read_hint = self._pend_need + room
+        return True
 
     # -- the muxer's part of the walk (YamuxDemux, MplexDemux) -------------------------
 

@@ -37,6 +37,11 @@ class DemuxSession:
         return self._demux.sealed_bytes_in if self._demux is not None else 0
 
     @property
+    def direct_bytes_in(self) -> int:
+        """Of :attr:`sealed_bytes_in`, those opened straight into readers' lent buffers."""
+        return self._demux.direct_bytes_in if self._demux is not None else 0
+
+    @property
     def can_feed_sealed(self) -> bool:
         """True when ``feed_sealed`` and :meth:`lend` are available (kernels with a demux)."""
         return self._demux is not None
@@ -58,6 +63,22 @@ class DemuxSession:
         same), for drivers that lend per read; None without a demux."""
         demux = self._demux
         return demux.lend if demux is not None else None
+
+    def on_loan_full(self, callback: Any) -> None:
+        """Call ``callback()`` at the end of a receive step after which a reader's
+        large lent buffer can take no more (full, or it overflowed into the
+        stream's queue). The driver stops reading until the reader lends its next
+        buffer. None: call nothing."""
+        if self._demux is not None:
+            self._demux.on_loan_full = callback
+
+    @property
+    def read_sizer(self) -> Any:
+        """What sizes the socket reads of a driver that reads for this session:
+        its ``read_hint`` is the most bytes the next read should take (0: any),
+        so that a large lent buffer is filled without overflowing. None without
+        a demux."""
+        return self._demux
 
     @property
     def stats(self) -> dict[str, int]:

@@ -185,7 +185,7 @@ class Connection:
                  'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
                  '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
                  'recv_soft_limit', 'slow_reader_timeout', '_blocked_on', '_slow_timer',
-                 '_attach', 'ack_batch', '_lend', '__dict__', '__weakref__')
+                 '_attach', 'ack_batch', '_lend', '_read_yielded', '__dict__', '__weakref__')
 
     def __init__(
         self,
@@ -237,6 +237,7 @@ class Connection:
         # bytes, stop reading the socket (TCP backpressure) until it drains; a reader
         # that stays stuck for ``slow_reader_timeout`` gets its stream reset (go-mplex).
         self.recv_soft_limit = recv_soft_limit or sys.maxsize
+        self._read_yielded = False  # reading paused until the next loop pass (_loan_overflowed)
         self.slow_reader_timeout = 5.0
         self._blocked_on: Stream | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
@@ -255,6 +256,9 @@ class Connection:
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
             self._lend = session.lender  # type: ignore[attr-defined]
             self._base.fused = self._on_wire_fused
+            # a large loan sizes the socket reads, and stops them when it is full
+            session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
+            raw.size_reads(session.read_sizer)  # type: ignore[attr-defined]
         self._rx_cipher = recv_cipher  # (_on_wire_fused runs per TCP read)
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
@@ -324,6 +328,7 @@ class Connection:
         # TCP reads take the checked way again (frames after the marker are an error)
         self._base.fused = None
         self._lend = None
+        self._raw.size_reads(None)
         if transient and self._attach is not None:
             self._attach = None
             for sid in self.streams:
@@ -480,6 +485,24 @@ class Connection:
                 self._transmit()
         except P2PError as exc:
             self._fail(exc)
+
+    def _loan_full(self) -> None:
+        """A reader's large lent buffer can take no more: stop reading until the
+        loop's next pass, so that the reader (woken in this pass) lends its next
+        buffer first. Otherwise the event loop goes on reading the socket (libuv
+        reads up to 32 times per pass) into the stream's queue, and every later
+        read is a copy out of it; the kernel's socket buffer holds the bytes for
+        free meanwhile."""
+        if self._read_yielded or self._closed:
+            return
+        self._read_yielded = True
+        self._base.pause_reading()
+        self.loop.call_soon(self._end_read_yield)
+
+    def _end_read_yield(self) -> None:
+        self._read_yielded = False
+        if not self._closed and (self._blocked_on is None or self._rx is not self._base):
+            self._base.resume_reading()
 
     def _deliver_base(self, plain: Any, transient: bool) -> None:
         if self._closed:
@@ -755,6 +778,9 @@ class Connection:
         """Wire bytes, muxer frames and bytes, streams, and the last measured RTT."""
         out = self.stats.as_dict()
         out["bytes_received"] += getattr(self._session, "sealed_bytes_in", 0)
+        #: of the muxer bytes received over TCP, those opened straight into a
+        #: reader's buffer (``Stream.readinto``), never copied in user space
+        out["bytes_received_in_place"] = getattr(self._session, "direct_bytes_in", 0)
         out["open_streams"] = len(self.streams)
         out["muxer"] = self.muxer
         #: the Noise transport cipher ("ChaChaPoly", or "AESGCM" between fastp2p peers)

@@ -70,6 +70,7 @@ class _TcpProtocol(asyncio.BufferedProtocol):
         self._inbox = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._on_data: Callable[[memoryview], None] | None = None
+        self._sizer: Any = None  # RawConnection.size_reads
         self._on_lost: Callable[[BaseException | None], None] | None = None
         self.eof = False
         self.lost = False
@@ -90,6 +91,11 @@ class _TcpProtocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        sizer = self._sizer
+        if sizer is not None:
+            hint = sizer.read_hint
+            if hint and hint < RECV_BUFFER_SIZE:
+                return self._rxv[:hint]
         return self._rxv
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -259,6 +265,9 @@ class TcpConnection(RawConnection):
         if p.lost or p.eof:
             p._loop.call_soon(on_lost, p.exc)
         return left
+
+    def size_reads(self, sizer: Any) -> None:
+        self._p._sizer = sizer
 
     def pause_reading(self) -> None:
         with contextlib.suppress(RuntimeError):

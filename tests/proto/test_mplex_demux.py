@@ -721,7 +721,8 @@ _mplex_op = st.one_of(
        plan=st.lists(st.tuples(st.sampled_from(["lend", "lend", "lend", "unlend", "spill", "done",
                                                 "none"]),
                                st.sampled_from([0, 1]),
-                               st.one_of(st.sampled_from([400_000, 70_000]), st.integers(0, 400_000))),
+                               st.one_of(st.sampled_from([400_000, 70_000, 600_000]),
+                                         st.integers(0, 700_000))),
                      min_size=8, max_size=8))
 def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, feed_cuts, plan):
     """Frame by frame, opened in place or not: both twins place, deliver, return
@@ -756,11 +757,12 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, 
         for k in keys:
             d.attach(k, lambda p, k=k: trace.append(("deliver", k, bytes(p))), 1 << 30)
         loans = Loans(d, trace)
+        d.on_loan_full = lambda: trace.append("loan full")
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             op, ki, n = plan[step % len(plan)]
             loans.step(op, keys[ki], n)
             out = d.feed_sealed(open_, wire[a:b])
-            trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered))
+            trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered, d.read_hint))
         loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 

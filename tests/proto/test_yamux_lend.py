@@ -56,6 +56,7 @@ class Loans:
             buf = bytearray(n)
             w = Waiter()
             self.loans[key] = (self.d.lend(key, buf, w), buf, w)  # type: ignore[attr-defined]
+            self.trace.append(("lent", key, n, self.d.read_hint))  # type: ignore[attr-defined]
         elif op in ("unlend", "spill", "done") and key in self.loans:
             loan, buf, w = self.loans[key]
             if op == "unlend":
@@ -348,6 +349,94 @@ def test_forged_frame_opened_in_place_counts_nothing(impl):
         d.feed_sealed(open_, bytes(wire[:10]))
 
 
+def _payload_frames(impl, sid: int, payload: bytes) -> tuple[object, bytes, int]:
+    """(receive cipher, wire, wire bytes of the header's frame) for one DATA frame
+    whose payload (16 KiB or more) the sender seals in frames of its own."""
+    seal, open_ = _ciphers(impl)
+    head = bytes(seal.seal_frames([memoryview(hdr(0, 0, sid, len(payload)))]))
+    body = bytes(seal.seal_frames([memoryview(payload)]))
+    return open_, head + body, len(head)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("cut", [1, 2, 100, 65_425])
+def test_a_frame_split_across_reads_is_opened_into_the_loan(impl, cut):
+    """The frame a read cut in two is completed by the next read and opened
+    straight into the lent buffer like the others (not into a block, then copied)."""
+    payload = bytes(range(256)) * 600  # 153.6 KB: frames of 65408, 65408, 22784
+    open_, wire, head = _payload_frames(impl, 1, payload)
+    d = impl.YamuxDemux()
+    d.attach(1, lambda p: pytest.fail("the loan has room for everything"), 1 << 30)
+    buf = bytearray(len(payload))
+    loan = d.lend(1, buf, Waiter())
+    split = head + 65_426 + cut  # inside the second payload frame
+    assert d.feed_sealed(open_, wire[:split]) is None
+    assert d.feed_sealed(open_, wire[split:]) is None
+    assert loan.unlend() == len(payload) and bytes(buf) == payload
+    assert d.direct_bytes_in == len(payload)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_large_loan_sizes_the_reads_and_says_when_it_is_full(impl):
+    """A loan of 512 KiB or more sets ``read_hint``: the wire bytes that complete the
+    buffered frame plus the room its plaintext leaves (a read that size cannot
+    bring more than the loan takes). With under 16 KiB of room left, or after an
+    overflow, ``on_loan_full`` is called once at the end of the feed."""
+    payload = bytes(range(256)) * 4000  # 1 024 000 bytes: 15 frames of 65408 + 42880
+    open_, wire, head = _payload_frames(impl, 1, payload)
+    d = impl.YamuxDemux()
+    queued: list[bytes] = []
+    d.attach(1, lambda p: queued.append(bytes(p)), 1 << 30)
+    full: list[int] = []
+    d.on_loan_full = lambda: full.append(len(full))
+    size = 700_000
+    buf = bytearray(size)
+    loan = d.lend(1, buf, Waiter())
+    assert d.read_hint == size  # nothing buffered: the whole loan
+    cut = head + 65_426 + 1000  # one payload frame, and 1000 bytes of the next
+    assert d.feed_sealed(open_, wire[:cut]) is None
+    room = size - 65_408
+    need = 65_426 - 1000
+    assert d.read_hint == need + room - 65_408 and not full
+    # a read of read_hint bytes fits whole, and leaves under 16 KiB of room: full
+    end = cut + d.read_hint
+    assert d.feed_sealed(open_, wire[cut:end]) is None
+    assert not queued and full == [0] and d.read_hint == 0
+    got = loan.unlend()
+    assert got > size - 16 * 1024 - 65_408 and bytes(buf[:got]) == payload[:got]
+    # a new loan: sized again from the frame still buffered
+    loan = d.lend(1, bytearray(size), Waiter())
+    assert d.read_hint > 0
+    loan.unlend()
+
+    # an overflow (a read larger than the hint) also ends in on_loan_full, once
+    d2 = impl.YamuxDemux()
+    d2.attach(1, lambda p: queued.append(bytes(p)), 1 << 30)
+    calls: list[int] = []
+    d2.on_loan_full = lambda: calls.append(1)
+    open2, wire2, _ = _payload_frames(impl, 1, payload)
+    d2.lend(1, bytearray(600_000), Waiter())
+    assert d2.feed_sealed(open2, wire2) is None
+    assert calls == [1] and sum(map(len, queued)) == len(payload) - 600_000
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_small_loans_leave_reads_alone(impl):
+    """Under 512 KiB a loan neither sizes reads nor reports itself full (measured:
+    pausing for 256 KiB loans costs more than the copies it saves)."""
+    payload = bytes(range(256)) * 2000
+    open_, wire, _ = _payload_frames(impl, 1, payload)
+    d = impl.YamuxDemux()
+    d.attach(1, lambda p: None, 1 << 30)
+    d.on_loan_full = lambda: pytest.fail("a small loan is never reported full")
+    d.lend(1, bytearray(256 * 1024), Waiter())
+    assert d.read_hint == 0
+    assert d.feed_sealed(open_, wire[:100_000]) is None
+    assert d.read_hint == 0
+    d.feed_sealed(open_, wire[100_000:])  # overflows the loan: queued, as before
+    assert d.read_hint == 0
+
+
 _frame_op = st.one_of(
     st.tuples(st.just("data"), st.sampled_from([1, 3]), st.integers(0, 200_000)),
     st.tuples(st.just("data"), st.sampled_from([1, 3]), st.integers(130_000, 200_000)),
@@ -366,7 +455,8 @@ _frame_op = st.one_of(
        plan=st.lists(st.tuples(st.sampled_from(["lend", "lend", "lend", "unlend", "spill", "done",
                                                 "none"]),
                                st.sampled_from([1, 3]),
-                               st.one_of(st.sampled_from([400_000, 70_000]), st.integers(0, 400_000))),
+                               st.one_of(st.sampled_from([400_000, 70_000, 600_000]),
+                                         st.integers(0, 700_000))),
                      min_size=8, max_size=8))
 def test_feed_sealed_parity_native_and_pure(impl, ops, seal_cuts, feed_cuts, plan):
     """Frame by frame, opened in place or not: both twins place, deliver, return
@@ -393,11 +483,13 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, seal_cuts, feed_cuts, pla
         for sid in (1, 3):
             d.attach(sid, lambda p, sid=sid: trace.append(("deliver", sid, bytes(p))), 1 << 30)
         loans = Loans(d, trace)
+        d.on_loan_full = lambda: trace.append("loan full")
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             loans.step(*plan[step % len(plan)])
             recs = d.feed_sealed(open_, wire[a:b])
             trace.append(("fed", [(t, f, s, n, None if p is None else bytes(p))
-                                  for t, f, s, n, p in recs or []], d.take(1), d.take(3)))
+                                  for t, f, s, n, p in recs or []], d.take(1), d.take(3),
+                          d.read_hint))
         loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 

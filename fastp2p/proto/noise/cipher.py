@@ -158,6 +158,13 @@ class NoiseCipher:
         """Bytes of an incomplete incoming frame held internally."""
         return len(self._pending)
 
+    @property
+    def pending_frame_len(self) -> int:
+        """The length field of the buffered partial frame; -1 when fewer than
+        its 2 length bytes are buffered."""
+        pending = self._pending
+        return _LEN.unpack_from(pending)[0] if len(pending) >= 2 else -1
+
     def close(self) -> None:
         """Forget the key; later calls raise ClosedResourceError. Idempotent."""
         if not isinstance(self._error, ClosedResourceError):
@@ -286,6 +293,28 @@ class NoiseCipher:
         else:
             flen = _LEN.unpack_from(pending)[0]
         return min(2 + flen - p, n)
+
+    def complete_pending(self, data: ReadableBuffer) -> bytes | None:
+        """Add ``data`` (at most :meth:`pending_need` bytes) to the buffered partial
+        frame. When that completes it, return its body (ciphertext + tag, for
+        :meth:`open_frame`) and buffer nothing; else None.
+
+        Raises:
+            FrameError: the frame's length is shorter than the tag.
+        """
+        self._check()
+        pending = self._pending
+        pending += byte_view(data)
+        if len(pending) < 2:
+            return None
+        flen = _LEN.unpack_from(pending)[0]
+        if flen < TAG_SIZE:
+            self._fail_frame(flen)
+        if len(pending) < 2 + flen:
+            return None
+        body = bytes(memoryview(pending)[2:])
+        pending.clear()
+        return body
 
     def open_frame(self, body: ReadableBuffer) -> bytes:
         """Open one frame's body (ciphertext + tag, the length prefix taken); only
