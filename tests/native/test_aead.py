@@ -394,3 +394,35 @@ def test_noise_hkdf2_native_matches_pure(ck, ikm):
     # keys over the 64-byte HMAC block are hashed first: both twins, any length
     got = _accel._impl.noise_hkdf2(ck, memoryview(ikm))
     assert got == _accel.pure.noise_hkdf2(ck, ikm)
+
+
+@given(st.binary(min_size=1, max_size=3000), st.integers(1, 3000))
+@HSET
+def test_complete_pending_gives_the_frame_body(plain, cut):
+    """A frame cut in two: ``open_frames`` keeps the head, ``pending_frame_len``
+    names its length, and ``complete_pending`` with the rest returns the body
+    that ``open_frame`` opens; the same from both twins."""
+    for impl in IMPLS:
+        wire = bytes(impl.NoiseCipher(KEY).seal_frames([plain]))
+        cut = min(cut, len(wire) - 1)
+        rx = impl.NoiseCipher(KEY)
+        assert rx.open_frames(wire[:cut]) == b"" and rx.buffered == cut
+        assert rx.pending_frame_len == (len(wire) - 2 if cut >= 2 else -1)
+        need = rx.pending_need(wire[cut:])
+        assert need == len(wire) - cut
+        if need > 1:
+            assert rx.complete_pending(wire[cut : cut + 1]) is None
+            body = rx.complete_pending(wire[cut + 1 :])
+        else:
+            body = rx.complete_pending(wire[cut:])
+        assert body == wire[2:] and rx.buffered == 0 and rx.pending_frame_len == -1
+        assert rx.open_frame(body) == plain
+
+
+def test_complete_pending_rejects_a_length_under_the_tag(impl):
+    rx = impl.NoiseCipher(KEY)
+    rx.open_frames(b"\x00")
+    with pytest.raises(FrameError):
+        rx.complete_pending(b"\x05")
+    with pytest.raises(FrameError):  # the cipher stays dead
+        rx.open_frames(b"\x00\x20")
