@@ -716,21 +716,23 @@ class Host:
         if conn.muxer == MPLEX_PROTOCOL_ID:  # the answer is awaited (see open_stream)
             return None
         stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
-        proposed: bool | Exception
         try:
-            proposed = propose_now(stream, protocol)
+            if propose_now(stream, protocol):
+                self._metrics.stream_opened(False, protocol)
+                return stream
         except Exception as exc:
             self._metrics.error(exc, "negotiation")
-            proposed = exc
-        if proposed is not True:
-            # the window cannot take it yet (accept_backlog streams await their ACK)
-            stream.reset(StreamErrorCode.PROTOCOL)
-            self.spawn(stream.aclose())  # nothing in it waits for a reset stream
-            if isinstance(proposed, Exception):
-                raise proposed
-            return None
-        self._metrics.stream_opened(False, protocol)
-        return stream
+            self._discard(stream)
+            raise
+        # the window cannot take it yet (accept_backlog streams await their ACK)
+        self._discard(stream)
+        return None
+
+    def _discard(self, stream: Stream) -> None:
+        """Reset and release a stream nothing uses yet (nothing in it waits for a
+        reset stream, so its release needs no awaiting here)."""
+        stream.reset(StreamErrorCode.PROTOCOL)
+        self.spawn(stream.aclose())
 
     def _known_protocol(self, peer: PeerID, protocols: Sequence[str]) -> str | None:
         """The first of ``protocols`` the peer's identify listed, else None."""

@@ -119,8 +119,10 @@ cdef object _raise_status(int rc, str what):
 cdef enum:
     # as fastp2p/proto/yamux/frame.py's (why there): loans of this size or more
     # size the socket reads to fit them, and stop them with less room than
+    # LOAN_MIN_READ; from LOAN_OVERFLOW_PAUSE on, an overflow stops them too
     LOAN_LARGE = 512 * 1024
     LOAN_MIN_READ = 16 * 1024
+    LOAN_OVERFLOW_PAUSE = 64 * 1024
 
 
 cdef int _append(bytearray b, const uint8_t *src, size_t k) except -1:
@@ -397,6 +399,11 @@ cdef class _RouteTable:
     cdef bint _overflowed
     # the last loan that took data in this feed
     cdef _Route _last_loan
+    # this feed's block for plaintext that goes through the decoder (taken on first
+    # need), a view of it, and the bytes used
+    cdef FrameBlock _blk
+    cdef object _blk_mv
+    cdef Py_ssize_t _opos
     # the frame buffered after the last feed: its plaintext bytes, wire bytes still due
     cdef Py_ssize_t _pend_plain
     cdef Py_ssize_t _pend_need
@@ -568,8 +575,6 @@ cdef class _RouteTable:
         cdef const uint8_t *src
         cdef const uint8_t *pend
         cdef size_t n, pos = 0, flen, p, k
-        cdef Py_ssize_t opos = 0
-        cdef FrameBlock blk
         cdef bytearray pending = cipher._pending
         mv_in = _byte_view(data)
         PyObject_GetBuffer(mv_in, &view, PyBUF_SIMPLE)
@@ -581,9 +586,6 @@ cdef class _RouteTable:
             k = cipher._pending_need(src, n)
             cipher._enter()
             try:
-                # plaintext is shorter than its frames (the buffered one's included)
-                blk = <FrameBlock>cipher.new_block(n + p)
-                mv = memoryview(blk)
                 if k:
                     # complete the frame buffered from the last read; opened like the
                     # others (straight into a lent buffer when it is all payload)
@@ -596,25 +598,65 @@ cdef class _RouteTable:
                         if flen < FP_AEAD_TAG_SIZE:
                             cipher._fail(FP_EFRAME)
                         if p == 2 + flen:
-                            opos = self._open_one(cipher, pend + 2, flen, blk, mv, opos)
+                            # (a block of its own when it needs one: one sized for
+                            # the whole read as well would take the next size class)
+                            self._open_one(cipher, pend + 2, flen, flen)
                             pending.clear()
+                            self._blk = None
+                            self._blk_mv = None
                 while n - pos >= 2:
                     flen = (<size_t>src[pos]) << 8 | src[pos + 1]
                     if flen < FP_AEAD_TAG_SIZE:
                         cipher._fail(FP_EFRAME)
                     if n - pos - 2 < flen:
                         break
-                    opos = self._open_one(cipher, src + pos + 2, flen, blk, mv, opos)
+                    self._open_one(cipher, src + pos + 2, flen, n - pos)
                     pos += 2 + flen
                 if pos < n:
                     # a partial frame: the cipher keeps it for the next read
                     _append(pending, src + pos, n - pos)
             finally:
                 cipher._busy = False
+                self._blk = None
+                self._blk_mv = None
             self._note_pending(pending)
         finally:
             PyBuffer_Release(&view)
         return self._finish_sealed()
+
+    cdef int _open_one(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
+                       size_t cap) except -1:
+        """Open one frame's ``body`` (``flen`` bytes: ciphertext + tag): all payload
+        for a reader whose lent buffer takes it whole goes straight there, anything
+        else into this feed's block and through the decoder. The block is taken
+        from the pool at the first frame that needs it, with room for ``cap``
+        bytes (this frame's and the rest of the read's: plaintext is shorter), so
+        a read that all goes to lent buffers takes none."""
+        cdef size_t plen = flen - FP_AEAD_TAG_SIZE
+        cdef uint64_t key = 0
+        cdef _Route r
+        cdef FrameBlock blk
+        cdef Py_ssize_t opos
+        if plen and not self._slow and self._in_payload(plen, &key):
+            r = self._lent_route(key, plen)
+            if r is not None:
+                # straight into the reader's buffer; accounted once authentic
+                cipher.open_frame_into(body, flen, <uint8_t *>r.lent.buf + r.lent_got)
+                self._take_payload(plen)
+                self._placed(r, plen)
+                return 0
+        if self._blk is None:
+            self._blk = <FrameBlock>cipher.new_block(cap)
+            self._blk_mv = memoryview(self._blk)
+            self._opos = 0
+        blk = self._blk
+        opos = self._opos
+        cipher.open_frame_into(body, flen, blk.data + opos)
+        if plen:
+            self.sealed_bytes_in += plen
+            self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
+            self._opos = opos + <Py_ssize_t>plen
+        return 0
 
     cdef int _note_pending_of(self, object cipher) except -1:
         """``_note_pending`` for any cipher (its ``buffered``, ``pending_frame_len``)."""
@@ -645,30 +687,6 @@ cdef class _RouteTable:
             flen = (<Py_ssize_t>b[0]) << 8 | b[1]
             self._pend_plain = flen - FP_AEAD_TAG_SIZE
             self._pend_need = 2 + flen - p
-
-    cdef Py_ssize_t _open_one(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
-                              FrameBlock blk, object mv, Py_ssize_t opos) except -1:
-        """Open one frame's ``body`` (``flen`` bytes: ciphertext + tag): all payload
-        for a reader whose lent buffer takes it whole goes straight there, anything
-        else into ``blk`` at ``opos`` (``mv`` views it) and through the decoder.
-        Returns the new ``opos``."""
-        cdef size_t plen = flen - FP_AEAD_TAG_SIZE
-        cdef uint64_t key = 0
-        cdef _Route r
-        if plen and not self._slow and self._in_payload(plen, &key):
-            r = self._lent_route(key, plen)
-            if r is not None:
-                # straight into the reader's buffer; accounted once authentic
-                cipher.open_frame_into(body, flen, <uint8_t *>r.lent.buf + r.lent_got)
-                self._take_payload(plen)
-                self._placed(r, plen)
-                return opos
-        cipher.open_frame_into(body, flen, blk.data + opos)
-        if plen:
-            self.sealed_bytes_in += plen
-            self._segment(mv, blk.data, <size_t>opos, plen)
-            opos += <Py_ssize_t>plen
-        return opos
 
     cdef object _finish_sealed(self):
         out = self._finish()
@@ -723,10 +741,10 @@ cdef class _RouteTable:
         self._last_loan = None
         self._wake()
         self.read_hint = 0
-        if r is not None and r.lent_held and r.lent.len >= LOAN_LARGE:
+        if r is not None and r.lent_held:
             if r.spilled:
-                full = self._overflowed
-            else:
+                full = self._overflowed and r.lent.len >= LOAN_OVERFLOW_PAUSE
+            elif r.lent.len >= LOAN_LARGE:
                 full = not self._size_read(r.lent.len - r.lent_got)
         self._overflowed = False
         if full and self.on_loan_full is not None:

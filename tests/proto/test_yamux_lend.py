@@ -421,20 +421,23 @@ def test_a_large_loan_sizes_the_reads_and_says_when_it_is_full(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_small_loans_leave_reads_alone(impl):
-    """Under 512 KiB a loan neither sizes reads nor reports itself full (measured:
-    pausing for 256 KiB loans costs more than the copies it saves)."""
+def test_small_loans_leave_read_sizes_alone(impl):
+    """Under 512 KiB a loan does not size reads, and is reported full only when it
+    overflowed (64 KiB or more; smaller loans are message-sized reads, left as
+    they were)."""
     payload = bytes(range(256)) * 2000
-    open_, wire, _ = _payload_frames(impl, 1, payload)
-    d = impl.YamuxDemux()
-    d.attach(1, lambda p: None, 1 << 30)
-    d.on_loan_full = lambda: pytest.fail("a small loan is never reported full")
-    d.lend(1, bytearray(256 * 1024), Waiter())
-    assert d.read_hint == 0
-    assert d.feed_sealed(open_, wire[:100_000]) is None
-    assert d.read_hint == 0
-    d.feed_sealed(open_, wire[100_000:])  # overflows the loan: queued, as before
-    assert d.read_hint == 0
+    for size, pauses in ((256 * 1024, [1]), (60_000, [])):
+        open_, wire, _ = _payload_frames(impl, 1, payload)
+        d = impl.YamuxDemux()
+        d.attach(1, lambda p: None, 1 << 30)
+        calls: list[int] = []
+        d.on_loan_full = lambda calls=calls: calls.append(1)
+        d.lend(1, bytearray(size), Waiter())
+        assert d.read_hint == 0
+        assert d.feed_sealed(open_, wire[:50_000]) is None
+        assert d.read_hint == 0 and not calls
+        d.feed_sealed(open_, wire[50_000:])  # overflows the loan: the rest is queued
+        assert d.read_hint == 0 and calls == pauses
 
 
 _frame_op = st.one_of(

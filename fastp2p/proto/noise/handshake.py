@@ -275,6 +275,11 @@ class SymmetricState:
         """Split(): the two transport keys (initiator->responder, responder->initiator)."""
         return self._hkdf(self.ck, b"")
 
+    def derive(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """HKDF(ck, ikm) with two outputs, leaving the state unchanged: keys bound
+        to this handshake for another use (the fastp2p cipher's transport keys)."""
+        return self._hkdf(self.ck, ikm)
+
 
 class XXHandshakeState:
     """Noise spec 5.3 HandshakeState specialised to the XX pattern.
@@ -513,7 +518,7 @@ class NoiseHandshake:
         if self.transport_cipher != DEFAULT_CIPHER:
             assert self._handshake_hash is not None
             label = CIPHER_KDF_LABEL + self.transport_cipher.encode("ascii")
-            k1, k2 = self._state.ss._hkdf(self._state.ss.ck, label + self._handshake_hash)
+            k1, k2 = self._state.ss.derive(label + self._handshake_hash)
         return (k1, k2) if self.initiator else (k2, k1)
 
     # -- input ---------------------------------------------------------------
