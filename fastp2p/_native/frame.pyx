@@ -660,31 +660,25 @@ cdef class _RouteTable:
 
     cdef int _note_pending_of(self, object cipher) except -1:
         """``_note_pending`` for any cipher (its ``buffered``, ``pending_frame_len``)."""
-        cdef Py_ssize_t p = cipher.buffered, flen
-        if p == 0:
-            self._pend_plain = 0
-            self._pend_need = 0
-        elif p == 1:
-            self._pend_need = -1
-        else:
-            flen = cipher.pending_frame_len
-            self._pend_plain = flen - FP_AEAD_TAG_SIZE
-            self._pend_need = 2 + flen - p
+        cdef Py_ssize_t p = cipher.buffered
+        self._set_pending(p, cipher.pending_frame_len if p >= 2 else 0)
         return 0
 
     cdef void _note_pending(self, bytearray pending):
         """Remember the buffered partial frame's plaintext size and the wire
         bytes that complete it (-1: not known yet), for ``_size_read``."""
-        cdef Py_ssize_t p = PyByteArray_GET_SIZE(pending), flen
-        cdef const uint8_t *b
+        cdef Py_ssize_t p = PyByteArray_GET_SIZE(pending)
+        cdef const uint8_t *b = <const uint8_t *>PyByteArray_AS_STRING(pending)
+        self._set_pending(p, ((<Py_ssize_t>b[0]) << 8 | b[1]) if p >= 2 else 0)
+
+    cdef void _set_pending(self, Py_ssize_t p, Py_ssize_t flen):
+        """``p`` bytes of a frame of length ``flen`` are buffered (flen: p >= 2 only)."""
         if p == 0:
             self._pend_plain = 0
             self._pend_need = 0
         elif p == 1:
             self._pend_need = -1
         else:
-            b = <const uint8_t *>PyByteArray_AS_STRING(pending)
-            flen = (<Py_ssize_t>b[0]) << 8 | b[1]
             self._pend_plain = flen - FP_AEAD_TAG_SIZE
             self._pend_need = 2 + flen - p
 
