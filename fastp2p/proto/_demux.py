@@ -66,8 +66,8 @@ class DemuxSession:
 
     def on_loan_full(self, callback: Any) -> None:
         """Call ``callback()`` at the end of a receive step after which a reader's
-        large lent buffer can take no more (full, or it overflowed into the
-        stream's queue). The driver stops reading until the reader lends its next
+        lent buffer can take no more (a large one is full, or one of 64 KiB or
+        more overflowed into the stream's queue). The driver stops reading until the reader lends its next
         buffer. None: call nothing."""
         if self._demux is not None:
             self._demux.on_loan_full = callback

@@ -237,7 +237,7 @@ class Connection:
         # bytes, stop reading the socket (TCP backpressure) until it drains; a reader
         # that stays stuck for ``slow_reader_timeout`` gets its stream reset (go-mplex).
         self.recv_soft_limit = recv_soft_limit or sys.maxsize
-        self._read_yielded = False  # reading paused until the next loop pass (_loan_overflowed)
+        self._read_yielded = False  # reading paused until the next loop pass (_loan_full)
         self.slow_reader_timeout = 5.0
         self._blocked_on: Stream | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
@@ -256,7 +256,7 @@ class Connection:
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
             self._lend = session.lender  # type: ignore[attr-defined]
             self._base.fused = self._on_wire_fused
-            # a large loan sizes the socket reads, and stops them when it is full
+            # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
             raw.size_reads(session.read_sizer)  # type: ignore[attr-defined]
         self._rx_cipher = recv_cipher  # (_on_wire_fused runs per TCP read)
@@ -487,9 +487,9 @@ class Connection:
             self._fail(exc)
 
     def _loan_full(self) -> None:
-        """A reader's large lent buffer can take no more: stop reading until the
-        loop's next pass, so that the reader (woken in this pass) lends its next
-        buffer first. Otherwise the event loop goes on reading the socket (libuv
+        """A reader's lent buffer can take no more (a large one is full, or one of
+        64 KiB or more overflowed): stop reading until the loop's next pass, so
+        that the reader (woken in this pass) lends its next buffer first. Otherwise the event loop goes on reading the socket (libuv
         reads up to 32 times per pass) into the stream's queue, and every later
         read is a copy out of it; the kernel's socket buffer holds the bytes for
         free meanwhile."""
