@@ -42,6 +42,7 @@ class YamuxDemux:
     sealed_bytes_in: int
     direct_bytes_in: int
     read_hint: int
+    on_read_hint: Callable[[int], object] | None
     on_loan_full: Callable[[], object] | None
     def __init__(self) -> None: ...
     @property

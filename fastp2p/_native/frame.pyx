@@ -410,6 +410,9 @@ cdef class _RouteTable:
     #: the most bytes the next socket read should take (0: no limit), so that what
     #: it brings fits the large loan being filled (see ``_size_read``)
     cdef readonly Py_ssize_t read_hint
+    #: called with the new ``read_hint`` when it changes (None: nothing is
+    #: called): the driver sizes its reads without asking on each one
+    cdef public object on_read_hint
     #: called once at the end of a feed after which the large loan being filled
     #: can take no more (full, or it overflowed): the driver stops reading until
     #: the reader lends its next buffer (None: nothing is called)
@@ -464,8 +467,7 @@ cdef class _RouteTable:
         route.spilled = False
         route.waiter = waiter
         if route.lent.len >= LOAN_LARGE:
-            self.read_hint = 0
-            self._size_read(route.lent.len)
+            self._set_hint(max(self._size_read(route.lent.len), 0))
         return route
 
     def take(self, stream_id):
@@ -731,32 +733,41 @@ cdef class _RouteTable:
         cdef list out = self._out
         cdef _Route r = self._last_loan
         cdef bint full = False
+        cdef Py_ssize_t hint = 0
         self._out = None
         self._last_loan = None
         self._wake()
-        self.read_hint = 0
         if r is not None and r.lent_held:
             if r.spilled:
                 full = self._overflowed and r.lent.len >= LOAN_OVERFLOW_PAUSE
             elif r.lent.len >= LOAN_LARGE:
-                full = not self._size_read(r.lent.len - r.lent_got)
+                hint = self._size_read(r.lent.len - r.lent_got)
+                full = hint < 0
         self._overflowed = False
+        self._set_hint(max(hint, 0))
         if full and self.on_loan_full is not None:
             self.on_loan_full()
         return out
 
-    cdef bint _size_read(self, Py_ssize_t room):
-        """Set ``read_hint`` for a large loan with ``room`` bytes left: the
-        frame buffered from the last read completes, and the rest of the read
-        (plaintext is never longer than its frames) fits. False when that leaves
-        under LOAN_MIN_READ: reading more now would only queue it."""
+    cdef Py_ssize_t _size_read(self, Py_ssize_t room):
+        """The read hint for a large loan with ``room`` bytes left: the wire bytes
+        that complete the frame buffered from the last read, plus the room its
+        plaintext leaves (plaintext is never longer than its frames). -1 when
+        that room is under LOAN_MIN_READ (reading more now would only queue it);
+        0 when the buffered frame's length is not known yet."""
         if self._pend_need < 0:
-            return True  # a 1-byte partial frame: its length is unknown yet
+            return 0
         room -= self._pend_plain
         if room < LOAN_MIN_READ:
-            return False
-        self.read_hint = self._pend_need + room
-        return True
+            return -1
+        return self._pend_need + room
+
+    cdef int _set_hint(self, Py_ssize_t hint) except -1:
+        if hint != self.read_hint:
+            self.read_hint = hint
+            if self.on_read_hint is not None:
+                self.on_read_hint(hint)
+        return 0
 
     # -- the muxer's part of the walk (YamuxDemux, MplexDemux) -------------------------
 

@@ -72,13 +72,12 @@ class DemuxSession:
         if self._demux is not None:
             self._demux.on_loan_full = callback
 
-    @property
-    def read_sizer(self) -> Any:
-        """What sizes the socket reads of a driver that reads for this session:
-        its ``read_hint`` is the most bytes the next read should take (0: any),
-        so that a large lent buffer is filled without overflowing. None without
-        a demux."""
-        return self._demux
+    def on_read_hint(self, callback: Any) -> None:
+        """Call ``callback(n)`` when the most bytes the next socket read should
+        take changes (0: any): a large lent buffer is then filled without
+        overflowing. None: call nothing."""
+        if self._demux is not None:
+            self._demux.on_read_hint = callback
 
     @property
     def stats(self) -> dict[str, int]:

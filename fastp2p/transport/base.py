@@ -55,11 +55,11 @@ class RawConnection(abc.ABC):
         coalesces on it; a transport that does not, ignores it)."""
         return  # the default: each write leaves as it comes, nothing to hold
 
-    def size_reads(self, sizer: Any) -> None:
-        """Read at most ``sizer.read_hint`` bytes per read when that is non-zero
-        (None: any size): the receive step's hint that a large lent buffer is
-        being filled, so that a read does not bring more than fits. A transport
-        that reads into buffers of its own choosing ignores it."""
+    def limit_reads(self, n: int) -> None:
+        """Read at most ``n`` bytes per read from now on (0: any size): the
+        receive step's hint that a large lent buffer is being filled, so that a
+        read does not bring more than fits. A transport that reads into buffers
+        of its own choosing ignores it."""
         return  # the default: reads are sized by the transport
 
     def flush(self) -> None:

@@ -258,7 +258,7 @@ class Connection:
             self._base.fused = self._on_wire_fused
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
-            raw.size_reads(session.read_sizer)  # type: ignore[attr-defined]
+            session.on_read_hint(raw.limit_reads)  # type: ignore[attr-defined]
         self._rx_cipher = recv_cipher  # (_on_wire_fused runs per TCP read)
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
@@ -327,8 +327,10 @@ class Connection:
         self._rx_transient = transient
         # TCP reads take the checked way again (frames after the marker are an error)
         self._base.fused = None
-        self._lend = None
-        self._raw.size_reads(None)
+        if self._lend is not None:
+            self._lend = None
+            self._session.on_read_hint(None)  # type: ignore[attr-defined]
+            self._raw.limit_reads(0)
         if transient and self._attach is not None:
             self._attach = None
             for sid in self.streams:

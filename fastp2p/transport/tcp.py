@@ -66,11 +66,11 @@ class _TcpProtocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._rxv = _receive_buffer()
+        self._rxv_now = self._rxv  # what the next read fills (TcpConnection.limit_reads)
         self.transport: asyncio.Transport | None = None
         self._inbox = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._on_data: Callable[[memoryview], None] | None = None
-        self._sizer: Any = None  # RawConnection.size_reads
         self._on_lost: Callable[[BaseException | None], None] | None = None
         self.eof = False
         self.lost = False
@@ -91,12 +91,7 @@ class _TcpProtocol(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        sizer = self._sizer
-        if sizer is not None:
-            hint = sizer.read_hint
-            if hint and hint < RECV_BUFFER_SIZE:
-                return self._rxv[:hint]
-        return self._rxv
+        return self._rxv_now
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_received += nbytes
@@ -266,8 +261,9 @@ class TcpConnection(RawConnection):
             p._loop.call_soon(on_lost, p.exc)
         return left
 
-    def size_reads(self, sizer: Any) -> None:
-        self._p._sizer = sizer
+    def limit_reads(self, n: int) -> None:
+        p = self._p
+        p._rxv_now = p._rxv[:n] if 0 < n < RECV_BUFFER_SIZE else p._rxv
 
     def pause_reading(self) -> None:
         with contextlib.suppress(RuntimeError):

@@ -758,6 +758,7 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, 
             d.attach(k, lambda p, k=k: trace.append(("deliver", k, bytes(p))), 1 << 30)
         loans = Loans(d, trace)
         d.on_loan_full = lambda: trace.append("loan full")
+        d.on_read_hint = lambda n: trace.append(("read hint", n))
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             op, ki, n = plan[step % len(plan)]
             loans.step(op, keys[ki], n)

@@ -389,6 +389,8 @@ def test_a_large_loan_sizes_the_reads_and_says_when_it_is_full(impl):
     d.attach(1, lambda p: queued.append(bytes(p)), 1 << 30)
     full: list[int] = []
     d.on_loan_full = lambda: full.append(len(full))
+    hints: list[int] = []
+    d.on_read_hint = hints.append  # called on each change, never per read
     size = 700_000
     buf = bytearray(size)
     loan = d.lend(1, buf, Waiter())
@@ -402,6 +404,7 @@ def test_a_large_loan_sizes_the_reads_and_says_when_it_is_full(impl):
     end = cut + d.read_hint
     assert d.feed_sealed(open_, wire[cut:end]) is None
     assert not queued and full == [0] and d.read_hint == 0
+    assert hints == [size, need + room - 65_408, 0]
     got = loan.unlend()
     assert got > size - 16 * 1024 - 65_408 and bytes(buf[:got]) == payload[:got]
     # a new loan: sized again from the frame still buffered
@@ -487,6 +490,7 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, seal_cuts, feed_cuts, pla
             d.attach(sid, lambda p, sid=sid: trace.append(("deliver", sid, bytes(p))), 1 << 30)
         loans = Loans(d, trace)
         d.on_loan_full = lambda: trace.append("loan full")
+        d.on_read_hint = lambda n: trace.append(("read hint", n))
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             loans.step(*plan[step % len(plan)])
             recs = d.feed_sealed(open_, wire[a:b])

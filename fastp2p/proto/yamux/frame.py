@@ -250,7 +250,7 @@ class RouteTable:
 
     __slots__ = ("_routes", "bytes_in", "frames_in", "sealed_bytes_in", "direct_bytes_in",
                  "_fast", "_woken", "_out", "_slow", "_overflowed", "_last_loan", "_pend_plain",
-                 "_pend_need", "read_hint", "on_loan_full")
+                 "_pend_need", "read_hint", "on_read_hint", "on_loan_full")
 
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
@@ -277,6 +277,9 @@ class RouteTable:
         #: the most bytes the next socket read should take (0: no limit), so that
         #: what it brings fits the large loan being filled (see ``_size_read``)
         self.read_hint = 0
+        #: called with the new ``read_hint`` when it changes (None: nothing is
+        #: called): the driver sizes its reads without asking on each one
+        self.on_read_hint: Any = None
         #: called once at the end of a feed after which the large loan being
         #: filled can take no more (full, or it overflowed): the driver stops
         #: reading until the reader lends its next buffer (None: nothing is called)
@@ -323,8 +326,7 @@ class RouteTable:
         r.spilled = False
         r.waiter = waiter
         if len(view) >= LOAN_LARGE:
-            self.read_hint = 0
-            self._size_read(len(view))
+            self._set_hint(max(self._size_read(len(view)), 0))
         return r
 
     def take(self, stream_id: int) -> int:
@@ -455,18 +457,24 @@ class RouteTable:
             self._pend_plain = flen - _TAG_SIZE
             self._pend_need = 2 + flen - p
 
-    def _size_read(self, room: int) -> bool:
-        """Set ``read_hint`` for a large loan with ``room`` bytes left: the frame
-        buffered from the last read completes, and the rest of the read
-        (plaintext is never longer than its frames) fits. False when that leaves
-        under LOAN_MIN_READ: reading more now would only queue it."""
+    def _size_read(self, room: int) -> int:
+        """The read hint for a large loan with ``room`` bytes left: the wire bytes
+        that complete the frame buffered from the last read, plus the room its
+        plaintext leaves (plaintext is never longer than its frames). -1 when
+        that room is under LOAN_MIN_READ (reading more now would only queue it);
+        0 when the buffered frame's length is not known yet."""
         if self._pend_need < 0:
-            return True  # a 1-byte partial frame: its length is unknown yet
+            return 0
         room -= self._pend_plain
         if room < LOAN_MIN_READ:
-            return False
-        self.read_hint = self._pend_need + room
-        return True
+            return -1
+        return self._pend_need + room
+
+    def _set_hint(self, hint: int) -> None:
+        if hint != self.read_hint:
+            self.read_hint = hint
+            if self.on_read_hint is not None:
+                self.on_read_hint(hint)
 
     def _open_one(self, cipher: Any, body: memoryview) -> None:
         """Open one frame's ``body`` (ciphertext + tag): all payload for a reader
@@ -507,14 +515,16 @@ class RouteTable:
         r = self._last_loan
         self._last_loan = None
         self._wake()
-        self.read_hint = 0
         full = False
+        hint = 0
         if r is not None and r.lent is not None:
             if r.spilled:
                 full = self._overflowed and len(r.lent) >= LOAN_OVERFLOW_PAUSE
             elif len(r.lent) >= LOAN_LARGE:
-                full = not self._size_read(len(r.lent) - r.lent_got)
+                hint = self._size_read(len(r.lent) - r.lent_got)
+                full = hint < 0
         self._overflowed = False
+        self._set_hint(max(hint, 0))
         if full and self.on_loan_full is not None:
             self.on_loan_full()
         return out
