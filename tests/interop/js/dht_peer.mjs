@@ -86,10 +86,27 @@ async function bootstrap (addrs, waitS = 10) {
   for (const a of addrs) {
     await node.dial(multiaddr(a))
   }
-  // identify, then kad-dht's topology, fill the table: seconds under emulation
+  // identify, then kad-dht's topology, fill the table: seconds under emulation.
+  // A peer enters the table only when identify on its connection completes; under
+  // TCG emulation that can time out once, and nothing retries it: after 15 s with
+  // an empty table, close the connections and dial again (a new identify).
   const deadline = Date.now() + waitS * 1000
+  let redial = Date.now() + 15000
   while (Date.now() < deadline) {
     if (dht.routingTable.size > 0) break
+    if (Date.now() > redial) {
+      redial = Date.now() + 15000
+      for (const a of addrs) {
+        const ma = multiaddr(a)
+        try {
+          const pid = ma.getComponents().find(c => c.name === 'p2p')?.value
+          if (pid != null) await node.hangUp(peerIdFromString(pid))
+          await node.dial(ma)
+        } catch (err) {
+          process.stderr.write(`redial ${a}: ${err}\n`)
+        }
+      }
+    }
     await new Promise(resolve => setTimeout(resolve, 100))
   }
   return dht.routingTable.size
