@@ -564,3 +564,55 @@ def test_ed25519_small_order_key_never_verifies(raw_hex: str) -> None:
     key = Ed25519PublicKey(h(raw_hex))
     assert not key.verify(b"\0" * 64, b"x")
     assert not key.verify(h("01" + "00" * 63), b"anything")
+
+
+def _small_order_by_x25519(raw: bytes) -> bool:
+    # The reference: map y to Montgomery u = (1 + y) / (1 - y); X25519 with a
+    # clamped scalar (a multiple of 8) yields all zeroes, which cryptography
+    # refuses, exactly for points of order dividing 8.
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    p = 2**255 - 19
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= p or y == 1:
+        return True
+    u = (1 + y) * pow(1 - y, -1, p) % p
+    try:
+        x25519.X25519PrivateKey.from_private_bytes(b"\x01" * 32).exchange(
+            x25519.X25519PublicKey.from_public_bytes(u.to_bytes(32, "little"))
+        )
+    except ValueError:
+        return True
+    return False
+
+
+_P25519 = 2**255 - 19
+_SMALL_Y = [0, 1, _P25519 - 1,
+            int.from_bytes(h("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"),
+            int.from_bytes(h("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little")]
+
+
+@given(
+    st.one_of(
+        st.binary(min_size=32, max_size=32),
+        # near the small-order ys and p, both x signs: where a wrong list would show
+        st.builds(
+            lambda y, d, sign: ((y + d) % (1 << 255) | (sign << 255)).to_bytes(32, "little"),
+            st.sampled_from([*_SMALL_Y, _P25519]),
+            st.integers(-3, 20),
+            st.integers(0, 1),
+        ),
+    )
+)
+def test_ed25519_small_order_matches_the_x25519_derivation(raw: bytes) -> None:
+    from fastp2p.keys import _ed25519_small_order
+
+    assert _ed25519_small_order(raw) == _small_order_by_x25519(raw)
+
+
+def test_ed25519_real_keys_are_not_small_order() -> None:
+    from fastp2p.keys import _ed25519_small_order
+
+    for _ in range(20):
+        raw = Ed25519PrivateKey.generate().public_key().to_bytes()
+        assert not _ed25519_small_order(raw)

@@ -271,6 +271,12 @@ class Connection:
         """Switch the raw connection to push mode and process pending bytes."""
         left = self._base.start(self._deliver_base, self._on_lost, self._fail)
         try:
+            now = _now()
+            when = self._session.get_timer()
+            if when is not None and when <= now:
+                # Due at once (yamux's RTT probe): it joins the connection's first
+                # frames instead of leaving alone from a timer in the next pass.
+                self._session.handle_timer(now)
             if plaintext_leftover:
                 self._session.receive_data(plaintext_leftover, _now())
             if left:
