@@ -234,7 +234,7 @@ async def _secure(
             )
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)
-            leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover, hold_last=dialer)
+            leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover)
             noise_done = True
             k1, k2 = hs.split()
             # the cipher agreed in the handshake (fastp2p peers only; others: ChaChaPoly)
