@@ -19,6 +19,12 @@ Workloads:
     one request/response stream (64 bytes each way: open, write, half-close,
     read, close), 1000 at a time on one connection, as ``streams1k``; raw
     uvloop does it with one connection per request.
+``connect``
+    a fresh client host connects (TCP, multistream, Noise XX, yamux or mplex,
+    identify both ways), echoes one byte on a new stream and closes, as the
+    ``connect`` scenario's ``conn+echo``; the count includes the client host's
+    start and close (its identity key is made outside the counted difference).
+    Raw uvloop: TCP connect, a 1-byte request/response, close.
 
 Run: ``python -m fastp2p.benchsuite.instructions [--backends ...] [--ops ...]``
 (needs ``valgrind`` on PATH and uvloop).
@@ -40,7 +46,7 @@ from . import wire
 
 BACKENDS = ("tcp-uvloop-proto", "fastp2p-yamux", "fastp2p-yamux-chacha", "fastp2p-yamux-aesgcm",
             "fastp2p-mplex")
-OPS = {"rtt": (500, 2500), "stream": (1000, 4000)}
+OPS = {"rtt": (500, 2500), "stream": (1000, 4000), "connect": (50, 250)}
 BATCH = 1000  # streams in flight at once (the stream workload)
 RAW = "tcp-uvloop-proto"
 
@@ -85,11 +91,50 @@ async def _raw_stream(n: int) -> None:
     srv.close()
 
 
+async def _raw_connect(n: int) -> None:
+    from .backends import asyncio_tcp as A
+
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(A._ServerProto, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    payload = wire.pack(wire.OP_RR, 1, 1) + b"x"
+    for _ in range(n):
+        _, c = await loop.create_connection(A._ClientProto, "127.0.0.1", port)
+        f = c.expect(1)
+        c.t.write(payload)
+        await f
+        c.t.close()
+    srv.close()
+
+
+async def _fastp2p_connect(muxer: str, pinned: str | None, n: int) -> None:
+    import fastp2p
+
+    from .backends import fastp2p_tcp as F
+
+    # Identity keys for the largest n in both runs, so that their making cancels out;
+    # each connect starts a fresh client host from one (as the wall-clock bench does).
+    keys = [fastp2p.Ed25519PrivateKey.generate() for _ in range(max(OPS["connect"]))]
+    async with F._new_host(muxer, True, pinned) as server:
+        server.set_handler(wire.PROTOCOL_ID, F._handler)
+        addr = f"{server.addrs[0]}/p2p/{server.peer_id}"
+        for key in keys[:n]:
+            async with fastp2p.Host(key, listen=[], config=F._config(muxer, pinned)) as client:
+                peer = await client.connect(addr)
+                s = await client.open_stream(peer, wire.PROTOCOL_ID)
+                await s.write(wire.pack(wire.OP_ECHO, 1) + b"x")
+                await s.readexactly(1)
+                await s.aclose()
+
+
 async def _fastp2p(backend: str, op: str, n: int) -> None:
     from .backends import fastp2p_tcp as F
 
     _, muxer, *cipher = backend.split("-")
     pinned = F.PINNED_CIPHERS[cipher[0]] if cipher else None
+    if op == "connect":
+        await _fastp2p_connect(muxer, pinned, n)
+        return
     async with F._new_host(muxer, True, pinned) as server, F._new_host(muxer, False, pinned) as client:
         server.set_handler(wire.PROTOCOL_ID, F._handler)
         peer = await client.connect(f"{server.addrs[0]}/p2p/{server.peer_id}")
@@ -121,7 +166,7 @@ def run_workload(backend: str, op: str, n: int) -> None:
     import uvloop
 
     if backend == RAW:
-        coro = _raw_rtt(n) if op == "rtt" else _raw_stream(n)
+        coro = {"rtt": _raw_rtt, "stream": _raw_stream, "connect": _raw_connect}[op](n)
     else:
         coro = _fastp2p(backend, op, n)
     uvloop.run(coro)
