@@ -23,6 +23,7 @@ All cryptography is done by the ``cryptography`` package.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import TYPE_CHECKING, ClassVar
@@ -70,7 +71,9 @@ MAX_RSA_BITS = 8192
 _ECDSA_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
+@functools.lru_cache(maxsize=256)
 def _encode_key_pb(key_type: int, data: bytes) -> bytes:
+    # cached: a host encodes its own public key several times per handshake
     return protobuf.encode([(1, key_type), (2, data)])
 
 

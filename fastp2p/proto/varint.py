@@ -11,9 +11,15 @@ from fastp2p.errors import VarintError
 
 MAX_VARINT_BYTES = 9
 
+#: the one-byte encodings: most varints on the wire (protobuf keys and short
+#: lengths, multistream lines) are below 128
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
 
 def uvarint_encode(n: int) -> bytes:
     """Encode a non-negative int < 2**63 as an unsigned varint."""
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
     if n < 0 or n >= 1 << 63:
         raise ValueError(f"uvarint out of range: {n}")
     out = bytearray()
@@ -30,6 +36,8 @@ def uvarint_decode(buf: ReadableBuffer, offset: int = 0) -> tuple[int, int] | No
     Raises:
         VarintError: more than 9 bytes or a non-minimal encoding.
     """
+    if type(buf) is bytes and offset < len(buf) and buf[offset] < 0x80:
+        return buf[offset], offset + 1  # one byte: the common case
     mv = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
     value = 0
     shift = 0

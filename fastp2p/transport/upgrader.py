@@ -455,9 +455,20 @@ class _LazyStream(Stream):
     read_exactly = readexactly
 
 
+_PROPOSALS: dict[str, bytes] = {}
+_PROPOSALS_MAX = 256
+
+
 def _lazy_proposal(protocol: str) -> bytes:
     # the multistream header and the proposal, as a lazy dialer sends them
-    return MultistreamDialer([protocol], lazy=True).data_to_send()
+    # (made once per protocol: every stream a host opens sends one)
+    got = _PROPOSALS.get(protocol)
+    if got is None:
+        got = MultistreamDialer([protocol], lazy=True).data_to_send()
+        if len(_PROPOSALS) >= _PROPOSALS_MAX:
+            _PROPOSALS.clear()
+        _PROPOSALS[protocol] = got
+    return got
 
 
 def _now_lazy(stream: Stream, protocol: str) -> None:
