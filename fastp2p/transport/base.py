@@ -62,6 +62,14 @@ class RawConnection(abc.ABC):
         of its own choosing ignores it."""
         return  # the default: reads are sized by the transport
 
+    def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
+        """If a write already left in this loop pass, call ``cb`` at the pass's
+        end, just before the pass's coalesced bytes leave, and return True (one
+        callback per pass: another one is refused). False: nothing registered,
+        the caller writes now. For senders that batch the small writes of one
+        pass (``NoisePath`` seals them in one AEAD call)."""
+        return False  # the default: no passes, every write leaves as it comes
+
     def flush(self) -> None:
         """Send what is queued now, ending a :meth:`hold_flush`: for a message
         the peer must answer before anything else can happen."""

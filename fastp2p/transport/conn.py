@@ -93,8 +93,19 @@ class ConnectionStats:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+#: plaintext held for one seal at the end of a loop pass (NoisePath.send); more
+#: is sealed at once, without a copy
+DEFER_MAX = 16 * 1024
+
+
 class NoisePath(DataPath):
-    """Muxer frames sealed with the Noise transport ciphers over the raw connection."""
+    """Muxer frames sealed with the Noise transport ciphers over the raw connection.
+
+    The first send of a loop pass is sealed and written at once (no added
+    latency). Small sends after it in the same pass (many streams answering
+    in one pass) are copied and sealed together at the pass's end: one AEAD
+    call and one Noise frame for all of them instead of one each.
+    """
 
     name = "tcp"
 
@@ -102,6 +113,10 @@ class NoisePath(DataPath):
         self.raw = raw
         self._send = send_cipher
         self._recv = recv_cipher
+        #: plaintext waiting for the end of the pass (see send)
+        self._pend: bytearray | None = None
+        #: where bytes sealed at the end of a pass are counted (the connection's stats)
+        self.stats: ConnectionStats | None = None
         self._deliver: Callable[[Any, bool], None] | None = None
         self._on_failed: Callable[[P2PError], None] | None = None
         #: When set, each read goes whole to this callable (the connection's
@@ -149,9 +164,41 @@ class NoisePath(DataPath):
         return self._send, self._recv
 
     def send(self, bufs: list[memoryview]) -> int:
+        pend = self._pend
+        n = 0
+        for b in bufs:
+            n += b.nbytes if type(b) is memoryview else len(b)
+        if n > DEFER_MAX:
+            if pend is not None:
+                self.flush()  # first what came before
+        elif pend is not None:
+            for b in bufs:
+                pend += b
+            if len(pend) > DEFER_MAX:
+                self.flush()
+            return 0
+        elif self.raw.defer_to_pass_end(self.flush):
+            # Copied: the caller may reuse its buffers once this returns.
+            self._pend = pend = bytearray()
+            for b in bufs:
+                pend += b
+            return 0
         out = self._send.seal_frames(bufs)
         self.raw.write(out)
         return len(out)
+
+    def flush(self) -> None:
+        """Seal and write what :meth:`send` held for the end of the pass."""
+        pend = self._pend
+        if pend is None:
+            return
+        self._pend = None
+        if getattr(self.raw, "is_closed", False):
+            return  # dropped, as the raw connection drops its unsent bytes
+        out = self._send.seal_frames([pend])
+        self.raw.write(out)
+        if self.stats is not None:
+            self.stats.bytes_sent += len(out)
 
     @property
     def write_paused(self) -> bool:
@@ -224,6 +271,7 @@ class Connection:
         self.remote_addr: Multiaddr | None = raw.remote_addr
         self.streams: dict[int, Stream] = {}
         self.stats = ConnectionStats()
+        self._base.stats = self.stats  # bytes sealed at the end of a pass count here
         self._on_inbound_stream = on_inbound_stream
         self._on_closed = on_closed
         self._timer: asyncio.TimerHandle | None = None
@@ -320,6 +368,10 @@ class Connection:
         if n != len(marker):
             raise BrokenResourceError("no send window for the data-path switch marker")
         self._transmit()
+        if self._tx is self._base:
+            # the marker leaves now: a sealed path that reuses the Noise send
+            # cipher takes the next nonces
+            self._base.flush()
         self._tx = path
 
     def switch_rx(self, path: Any, *, transient: bool) -> None:

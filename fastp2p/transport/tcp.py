@@ -157,6 +157,8 @@ class TcpConnection(RawConnection):
         #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
         self._pend: bytearray | None = None
         self._in_pass = False  # a write was made in this loop pass (see write)
+        #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
+        self._at_end: Callable[[], None] | None = None
 
     @property
     def bytes_received(self) -> int:
@@ -219,10 +221,23 @@ class TcpConnection(RawConnection):
             self._in_pass = True
             self._p._loop.call_soon(self._end_pass)
 
+    def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
+        if not self._in_pass or self._closed:
+            return False
+        at_end = self._at_end
+        if at_end is None:
+            self._at_end = cb
+            return True
+        return at_end == cb
+
     def flush(self) -> None:
         self._send_pending()
 
     def _end_pass(self) -> None:
+        at_end = self._at_end
+        if at_end is not None:
+            self._at_end = None
+            at_end()  # its writes join this pass's coalesced bytes
         self._in_pass = False
         self._send_pending()
 
@@ -275,6 +290,10 @@ class TcpConnection(RawConnection):
 
     def close(self) -> None:
         if not self._closed:
+            at_end = self._at_end
+            if at_end is not None:
+                self._at_end = None
+                at_end()
             self._send_pending()
             self._closed = True
             self._transport.close()
@@ -282,6 +301,7 @@ class TcpConnection(RawConnection):
     def abort(self) -> None:
         self._closed = True
         self._pend = None
+        self._at_end = None
         self._transport.abort()
 
     @property
