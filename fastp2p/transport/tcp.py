@@ -237,7 +237,12 @@ class TcpConnection(RawConnection):
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None
-            at_end()  # its writes join this pass's coalesced bytes
+            try:
+                at_end()  # its writes join this pass's coalesced bytes
+            finally:  # a failing callback must not hold later writes back
+                self._in_pass = False
+                self._send_pending()
+            return
         self._in_pass = False
         self._send_pending()
 
