@@ -62,6 +62,10 @@ class RawConnection(abc.ABC):
         of its own choosing ignores it."""
         return  # the default: reads are sized by the transport
 
+    #: True while a write already left in this loop pass (a transport that has
+    #: no passes leaves it False); read on every send, so a plain attribute
+    in_pass: bool = False
+
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         """If a write already left in this loop pass, call ``cb`` at the pass's
         end, just before the pass's coalesced bytes leave, and return True (one

@@ -156,7 +156,7 @@ class TcpConnection(RawConnection):
         self._closed = False
         #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
         self._pend: bytearray | None = None
-        self._in_pass = False  # a write was made in this loop pass (see write)
+        self.in_pass = False  # a write was made in this loop pass (see write, RawConnection.in_pass)
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
 
@@ -188,10 +188,10 @@ class TcpConnection(RawConnection):
             raise ClosedResourceError("connection closed")
         pend = self._pend
         if pend is None:
-            if not self._in_pass:
+            if not self.in_pass:
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
-                self._in_pass = True
+                self.in_pass = True
                 self._p._loop.call_soon(self._end_pass)
             elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
                 self._pend = bytearray(data)
@@ -217,12 +217,12 @@ class TcpConnection(RawConnection):
         leaves with Noise message 2, the new connection's first frames (the
         identify request among them) leave together.
         """
-        if not self._in_pass:
-            self._in_pass = True
+        if not self.in_pass:
+            self.in_pass = True
             self._p._loop.call_soon(self._end_pass)
 
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
-        if not self._in_pass or self._closed:
+        if not self.in_pass or self._closed:
             return False
         at_end = self._at_end
         if at_end is None:
@@ -240,10 +240,10 @@ class TcpConnection(RawConnection):
             try:
                 at_end()  # its writes join this pass's coalesced bytes
             finally:  # a failing callback must not hold later writes back
-                self._in_pass = False
+                self.in_pass = False
                 self._send_pending()
             return
-        self._in_pass = False
+        self.in_pass = False
         self._send_pending()
 
     def _send_pending(self) -> None:
