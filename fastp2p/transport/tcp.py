@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import threading
 from collections.abc import Callable, Coroutine
@@ -44,6 +45,9 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
 
 
 _shared_rx = threading.local()
+# The end-of-pass marker needs no context variables: one empty context spares
+# call_soon a copy of the caller's on every pass.
+_NO_CONTEXT = contextvars.Context()
 
 
 def _receive_buffer() -> memoryview:
@@ -159,6 +163,7 @@ class TcpConnection(RawConnection):
         self.in_pass = False  # a write was made in this loop pass (see write, RawConnection.in_pass)
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
+        self._call_soon = protocol._loop.call_soon  # bound once: once per pass
 
     @property
     def bytes_received(self) -> int:
@@ -192,7 +197,7 @@ class TcpConnection(RawConnection):
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
                 self.in_pass = True
-                self._p._loop.call_soon(self._end_pass)
+                self._call_soon(self._end_pass, context=_NO_CONTEXT)
             elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
                 self._pend = bytearray(data)
                 return
@@ -244,7 +249,11 @@ class TcpConnection(RawConnection):
                 self._send_pending()
             return
         self.in_pass = False
-        self._send_pending()
+        pend = self._pend
+        if pend is not None:  # _send_pending, inlined: this runs once per pass
+            self._pend = None
+            if not self._closed and not self._p.lost:
+                self._transport.write(pend)
 
     def _send_pending(self) -> None:
         pend = self._pend
