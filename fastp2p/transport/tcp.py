@@ -29,12 +29,17 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
 # Handshake-phase inbox bound: no legitimate peer sends this much before the upgrade ends.
 MAX_INBOX = 256 * 1024
-# The first write of a pass of the event loop goes out at once; the small writes
-# (up to this size) that follow it in the same pass leave together in one send()
-# at the end of the pass: the answers of many handler tasks woken by one receive
-# batch cost two syscalls (and peer wake-ups) instead of one each. Larger writes
-# go straight to the transport, after what is queued.
+# The first write of a pass of the event loop goes out at once; the writes that
+# follow it in the same pass are queued and leave together in one writev() at
+# the end of the pass, or as soon as QUEUE_MAX bytes are queued. The answers of
+# many handler tasks woken by one receive batch cost two syscalls (and peer
+# wake-ups) instead of one each, and a writer that seals message after message
+# (a bulk upload in 16-64 KiB writes) makes one send() per QUEUE_MAX bytes, not
+# one per message: the kernel's cost per byte falls to that of large writes.
+# Small writes (up to COALESCE_MAX) are copied into one buffer; larger ones are
+# queued by reference (every caller hands over a buffer it no longer touches).
 COALESCE_MAX = 16 * 1024
+QUEUE_MAX = 256 * 1024
 
 
 def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
@@ -158,8 +163,10 @@ class TcpConnection(RawConnection):
         self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
         self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
         self._closed = False
-        #: small writes of this loop pass, sent together at the end of the pass (see COALESCE_MAX)
-        self._pend: bytearray | None = None
+        #: the writes of this loop pass after its first, in order (see COALESCE_MAX)
+        self._pend: list[bytes | bytearray | memoryview] | None = None
+        self._pend_tail: bytearray | None = None  # _pend's last buffer, if small writes fill it
+        self._pend_n = 0  # bytes in _pend
         self.in_pass = False  # a write was made in this loop pass (see write, RawConnection.in_pass)
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
@@ -198,21 +205,27 @@ class TcpConnection(RawConnection):
                 # a marker at the end of the pass sends what follows it.
                 self.in_pass = True
                 self._call_soon(self._end_pass, context=_NO_CONTEXT)
-            elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
-                self._pend = bytearray(data)
+                # Transports accept only bytes-like builtins; a memoryview keeps a
+                # recycled FrameBlock alive until the loop has sent it.
+                self._transport.write(data if type(data) is bytes else memoryview(data))
                 return
-        elif (data.nbytes if type(data) is memoryview else len(data)) <= COALESCE_MAX:
-            pend += data
-            if len(pend) > COALESCE_MAX:
-                self._send_pending()
-            return
-        else:  # keep the order: what was queued goes first
+            self._pend = pend = []
+        n = data.nbytes if type(data) is memoryview else len(data)
+        if n <= COALESCE_MAX:
+            tail = self._pend_tail
+            if tail is None:
+                self._pend_tail = tail = bytearray(data)
+                pend.append(tail)
+            else:
+                tail += data
+        else:
+            pend.append(data if type(data) is bytes else memoryview(data))
+            self._pend_tail = None
+        n += self._pend_n
+        if n >= QUEUE_MAX:
             self._send_pending()
-        if type(data) is not bytes:
-            # Transports accept only bytes-like builtins; a memoryview keeps a
-            # recycled FrameBlock alive until the loop has sent it.
-            data = memoryview(data)
-        self._transport.write(data)
+        else:
+            self._pend_n = n
 
     def hold_flush(self) -> None:
         """Queue every write from now to the end of this loop pass, then send them
@@ -224,7 +237,7 @@ class TcpConnection(RawConnection):
         """
         if not self.in_pass:
             self.in_pass = True
-            self._p._loop.call_soon(self._end_pass)
+            self._call_soon(self._end_pass, context=_NO_CONTEXT)
 
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         if not self.in_pass or self._closed:
@@ -249,18 +262,20 @@ class TcpConnection(RawConnection):
                 self._send_pending()
             return
         self.in_pass = False
-        pend = self._pend
-        if pend is not None:  # _send_pending, inlined: this runs once per pass
-            self._pend = None
-            if not self._closed and not self._p.lost:
-                self._transport.write(pend)
+        if self._pend is not None:
+            self._send_pending()
 
     def _send_pending(self) -> None:
         pend = self._pend
         if pend is not None:
             self._pend = None
+            self._pend_tail = None
+            self._pend_n = 0
             if not self._closed and not self._p.lost:
-                self._transport.write(pend)
+                if len(pend) == 1:
+                    self._transport.write(pend[0])
+                else:
+                    self._transport.writelines(pend)  # one writev (uvloop)
 
     @property
     def write_paused(self) -> bool:
@@ -315,6 +330,7 @@ class TcpConnection(RawConnection):
     def abort(self) -> None:
         self._closed = True
         self._pend = None
+        self._pend_tail = None
         self._at_end = None
         self._transport.abort()
 

@@ -1,0 +1,138 @@
+"""TcpConnection's write queue, over real loopback TCP, on asyncio's loop and uvloop.
+
+The first write of a loop pass leaves at once; the writes after it in the same pass
+are queued in order (small ones copied into one buffer, larger ones by reference)
+and leave in one ``writelines`` (one writev on uvloop) at the end of the pass, or as
+soon as ``QUEUE_MAX`` bytes are queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.transport.tcp import COALESCE_MAX, QUEUE_MAX, TcpConnection, TcpTransport
+
+
+def _loops() -> list[Any]:
+    out: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a test dependency
+        return out
+    return [*out, pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+class _Recorder:
+    """Forwards to the real transport; records what each call handed it."""
+
+    def __init__(self, transport: Any) -> None:
+        self._t = transport
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def write(self, data: Any) -> None:
+        self.calls.append(("write", [memoryview(data).nbytes]))
+        self._t.write(data)
+
+    def writelines(self, bufs: Any) -> None:
+        bufs = list(bufs)
+        self.calls.append(("writelines", [memoryview(b).nbytes for b in bufs]))
+        self._t.writelines(bufs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+async def _pair(
+    body: Callable[[TcpConnection, _Recorder], Coroutine[Any, Any, None]], expect: int
+) -> bytes:
+    """Run ``body`` on a dialled connection; return the first ``expect`` bytes the
+    listener received."""
+    accepted: asyncio.Queue[TcpConnection] = asyncio.Queue()
+
+    async def on_conn(raw: Any) -> None:
+        await accepted.put(raw)
+
+    transport = TcpTransport()
+    listener = await transport.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"), on_conn)
+    try:
+        conn = await transport.dial(listener.addrs[0])
+        peer = await accepted.get()
+        rec = _Recorder(conn._transport)
+        conn._transport = rec  # type: ignore[assignment]
+        await body(conn, rec)
+        got = bytearray()
+        async with asyncio.timeout(10):
+            while len(got) < expect:
+                chunk = await peer.read_some()
+                assert chunk, "the listener saw EOF early"
+                got += chunk
+        conn.close()
+        peer.close()
+        return bytes(got)
+    finally:
+        await listener.aclose()
+
+
+def _run(loop_factory: Any, coro: Coroutine[Any, Any, bytes]) -> bytes:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_writes_after_the_first_of_a_pass_leave_in_one_writelines_in_order(loop_factory: Any) -> None:
+    a = os.urandom(100)
+    b = os.urandom(COALESCE_MAX + 4000)  # queued by reference
+    c = bytearray(os.urandom(50))  # copied: the caller reuses it below
+    d = memoryview(os.urandom(40_000))
+    e = os.urandom(60)
+    want = a + b + bytes(c) + bytes(d) + e
+
+    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+        conn.write(a)  # the pass's first write: at once
+        conn.write(b)
+        conn.write(c)
+        c[:] = b"\x00" * len(c)  # a queued small write was copied
+        conn.write(d)
+        conn.write(e)
+        assert rec.calls == [("write", [100])]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert rec.calls == [("write", [100]), ("writelines", [len(b), 50, len(d), 60])]
+
+    assert _run(loop_factory, _pair(body, len(want))) == want
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_a_full_queue_leaves_before_the_pass_ends(loop_factory: Any) -> None:
+    part = os.urandom(QUEUE_MAX // 4)
+    n = 1 + 4 + 2
+
+    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+        for _ in range(n):  # one pass
+            conn.write(part)
+        # the first at once, four reach QUEUE_MAX and leave, two wait for the pass's end
+        assert rec.calls == [("write", [len(part)]), ("writelines", [len(part)] * 4)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert rec.calls[2:] == [("writelines", [len(part)] * 2)]
+
+    assert _run(loop_factory, _pair(body, n * len(part))) == part * n
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_close_in_the_same_pass_sends_what_is_queued(loop_factory: Any) -> None:
+    parts = [os.urandom(30_000) for _ in range(3)]
+
+    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+        for p in parts:
+            conn.write(p)
+        conn.close()  # graceful: the queued bytes go first
+        assert rec.calls == [("write", [30_000]), ("writelines", [30_000, 30_000])]
+
+    assert _run(loop_factory, _pair(body, 90_000)) == b"".join(parts)
