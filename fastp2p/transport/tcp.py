@@ -50,9 +50,6 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
 
 
 _shared_rx = threading.local()
-# The end-of-pass marker needs no context variables: one empty context spares
-# call_soon a copy of the caller's on every pass.
-_NO_CONTEXT = contextvars.Context()
 
 
 def _receive_buffer() -> memoryview:
@@ -171,6 +168,11 @@ class TcpConnection(RawConnection):
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
         self._call_soon = protocol._loop.call_soon  # bound once: once per pass
+        # The end-of-pass marker needs no context variables: an empty context of
+        # its own spares call_soon a copy of the caller's on every pass. One per
+        # connection, not per process: a context runs in one thread at a time,
+        # and each event loop (thread) has its own connections.
+        self._ctx = contextvars.Context()
 
     @property
     def bytes_received(self) -> int:
@@ -204,7 +206,7 @@ class TcpConnection(RawConnection):
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
                 self.in_pass = True
-                self._call_soon(self._end_pass, context=_NO_CONTEXT)
+                self._call_soon(self._end_pass, context=self._ctx)
                 # Transports accept only bytes-like builtins; a memoryview keeps a
                 # recycled FrameBlock alive until the loop has sent it.
                 self._transport.write(data if type(data) is bytes else memoryview(data))
@@ -237,7 +239,7 @@ class TcpConnection(RawConnection):
         """
         if not self.in_pass:
             self.in_pass = True
-            self._call_soon(self._end_pass, context=_NO_CONTEXT)
+            self._call_soon(self._end_pass, context=self._ctx)
 
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         if not self.in_pass or self._closed:

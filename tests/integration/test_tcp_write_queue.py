@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -136,3 +137,32 @@ def test_close_in_the_same_pass_sends_what_is_queued(loop_factory: Any) -> None:
         assert rec.calls == [("write", [30_000]), ("writelines", [30_000, 30_000])]
 
     assert _run(loop_factory, _pair(body, 90_000)) == b"".join(parts)
+
+
+def test_event_loops_in_two_threads_write_at_once() -> None:
+    """Each connection's end-of-pass marker runs in a context of its own: one shared
+    by all connections would be entered by two loops' threads at once
+    (RuntimeError inside the loop, and the queued bytes would never leave)."""
+    passes, part = 1000, b"x" * 60  # under the handshake inbox bound (MAX_INBOX)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+        for _ in range(passes):
+            conn.write(part)
+            conn.write(part)  # queued: the pass's end sends it
+            await asyncio.sleep(0)
+
+    def run() -> None:
+        try:
+            results.append(_run(asyncio.new_event_loop, _pair(body, 2 * passes * len(part))))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert results == [part * (2 * passes)] * 2
