@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastp2p.errors import FlowControlError, LocalProtocolError
-from fastp2p.proto.yamux.window import SPEC_INITIAL_WINDOW, WindowManager
+from fastp2p.proto.yamux.window import SPEC_INITIAL_WINDOW, UPDATE_MAX, WindowManager
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -95,11 +95,11 @@ def test_no_autotune_when_slow_or_rtt_unknown() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 300 * KIB), st.integers(0, 300 * KIB),
+@given(st.lists(st.tuples(st.integers(0, 3 * MIB), st.integers(0, 3 * MIB),
                           st.floats(0, 0.05)), max_size=60))
 def test_invariants_hold(ops: list[tuple[int, int, float]]) -> None:
     """credit + buffered + pending == max_window; nothing negative; max within bounds."""
-    w = WindowManager(max_window_limit=4 * MIB, now=0.0)
+    w = WindowManager(max_window_limit=16 * MIB, now=0.0)
     now = 0.0
     for recv, consume, dt in ops:
         now += dt
@@ -110,5 +110,21 @@ def test_invariants_hold(ops: list[tuple[int, int, float]]) -> None:
         assert delta >= 0
         assert w.credit >= 0 and w.buffered >= 0 and w.pending >= 0
         assert w.credit + w.buffered + w.pending == w.max_window
-        assert 256 * KIB <= w.max_window <= 4 * MIB
-        assert w.pending < w.max_window // 2 or delta == 0
+        assert 256 * KIB <= w.max_window <= 16 * MIB
+        assert w.pending < min(w.max_window // 2, UPDATE_MAX) or delta == 0
+
+
+def test_large_windows_return_credit_from_update_max_on() -> None:
+    """Above 4 MiB, credit goes back once UPDATE_MAX is pending, not half the window."""
+    w = WindowManager(initial_window=16 * MIB, max_window_limit=16 * MIB, now=0.0)
+    assert w.initial_delta() == 16 * MIB - 256 * KIB
+    w.data_received(6 * MIB)
+    assert w.data_consumed(UPDATE_MAX - 1, 1.0, None) == 0
+    assert w.data_consumed(1, 1.0, None) == UPDATE_MAX  # an eighth of 16 MiB
+    assert w.credit == 10 * MIB + UPDATE_MAX and w.buffered == 6 * MIB - UPDATE_MAX
+    # at 4 MiB and below, half the window as before
+    small = WindowManager(initial_window=4 * MIB, max_window_limit=4 * MIB)
+    small.initial_delta()
+    small.data_received(3 * MIB)
+    assert small.data_consumed(2 * MIB - 1, 0.0, None) == 0
+    assert small.data_consumed(1, 0.0, None) == 2 * MIB
