@@ -36,8 +36,9 @@ MAX_INBOX = 256 * 1024
 # wake-ups) instead of one each, and a writer that seals message after message
 # (a bulk upload in 16-64 KiB writes) makes one send() per QUEUE_MAX bytes, not
 # one per message: the kernel's cost per byte falls to that of large writes.
-# Small writes (up to COALESCE_MAX) are copied into one buffer; larger ones are
-# queued by reference (every caller hands over a buffer it no longer touches).
+# Small writes (up to COALESCE_MAX) are copied into one buffer, and leave once it
+# holds more than COALESCE_MAX; larger ones are queued by reference (every caller
+# hands over a buffer it no longer touches).
 COALESCE_MAX = 16 * 1024
 QUEUE_MAX = 256 * 1024
 
@@ -220,6 +221,12 @@ class TcpConnection(RawConnection):
                 pend.append(tail)
             else:
                 tail += data
+                if len(tail) > COALESCE_MAX:
+                    # Small writes leave per 16 KiB, as soon as that much is held:
+                    # the peer starts on the first answers while the rest are made
+                    # (NoisePath sends its batches of small sends on at once too).
+                    self._send_pending()
+                    return
         else:
             pend.append(data if type(data) is bytes else memoryview(data))
             self._pend_tail = None

@@ -91,3 +91,72 @@ async def test_a_send_held_when_the_connection_closes_still_leaves() -> None:
         s.write_nowait(b"defg")  # held for the end of the pass
         cli.connection(peer)._raw.close()  # graceful close in the same pass: flushed first
         assert await done == b"abcdefg"
+
+
+async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None:
+    """Many streams answering in one pass: each batch of small sends that passed
+    DEFER_MAX is sealed and handed to the socket at once (the peer starts on it),
+    not queued with the pass's large writes until the pass ends."""
+    k, size = 200, 100
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(stream: Any) -> None:
+        await stream.write(b"r")
+        await got.put(await stream.readexactly(size))
+        await stream.aclose()
+
+    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: handler}) as (cli, _srv, peer):
+        streams = [await cli.open_stream(peer, PROTO) for _ in range(k)]
+        for s in streams:
+            assert await s.readexactly(1) == b"r"
+        await asyncio.sleep(0.05)
+        raw = cli.connection(peer).base_path.raw
+        sent: list[int] = []
+        transport = raw._transport
+        real_write, real_lines = transport.write, transport.writelines
+        inside = False  # asyncio's writelines may call write itself
+
+        def write(d: Any) -> None:
+            if not inside:
+                sent.append(memoryview(d).nbytes)
+            real_write(d)
+
+        def lines(bufs: Any) -> None:
+            nonlocal inside
+            bufs = list(bufs)
+            sent.append(sum(memoryview(b).nbytes for b in bufs))
+            inside = True
+            try:
+                real_lines(bufs)
+            finally:
+                inside = False
+
+        raw._transport = _Observed(transport, write, lines)
+        try:
+            for i, s in enumerate(streams):  # one pass
+                assert s.write_nowait(bytes([i]) * size) == size
+            frame = YAMUX_HEADER + size
+            per_batch = DEFER_MAX // frame + 1  # the send that passes DEFER_MAX flushes
+            # the first send at once, then every full batch, before the pass ends
+            assert sent[0] == NOISE_OVERHEAD + frame
+            assert sent[1:] == [NOISE_OVERHEAD + per_batch * frame] * ((k - 1) // per_batch)
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            raw._transport = transport
+        received = sorted([await got.get() for _ in range(k)])
+        assert received == [bytes([i]) * size for i in range(k)]
+        for s in streams:
+            await s.aclose()
+
+
+class _Observed:
+    """A transport whose write/writelines are observed; everything else is the real one."""
+
+    def __init__(self, real: Any, write: Any, writelines: Any) -> None:
+        self._real = real
+        self.write = write
+        self.writelines = writelines
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
