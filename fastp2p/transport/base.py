@@ -35,7 +35,8 @@ class RawConnection(abc.ABC):
 
     @abc.abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data`` for sending."""
+        """Queue ``data`` for sending. The caller hands ``data`` over: it may be
+        sent later without a copy, so it must not change afterwards."""
 
     @abc.abstractmethod
     async def drain(self) -> None:
