@@ -94,9 +94,9 @@ async def test_a_send_held_when_the_connection_closes_still_leaves() -> None:
 
 
 async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None:
-    """Many streams answering in one pass: each batch of small sends that passed
-    DEFER_MAX is sealed and handed to the socket at once (the peer starts on it),
-    not queued with the pass's large writes until the pass ends."""
+    """Many streams answering in one pass: the pass's first batch of small sends
+    that passed DEFER_MAX is sealed and handed to the socket at once (the peer
+    starts on it), not queued with the pass's large writes until the pass ends."""
     k, size = 200, 100
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -137,7 +137,7 @@ async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None
                 assert s.write_nowait(bytes([i]) * size) == size
             frame = YAMUX_HEADER + size
             per_batch = DEFER_MAX // frame + 1  # the send that passes DEFER_MAX flushes
-            # the first send at once, then every full batch, before the pass ends
+            # the first send at once, then the first full batch, before the pass ends
             assert sent[0] == NOISE_OVERHEAD + frame
             assert sent[1:] == [NOISE_OVERHEAD + per_batch * frame] * ((k - 1) // per_batch)
             for _ in range(3):
