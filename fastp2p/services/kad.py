@@ -649,8 +649,12 @@ class Dht:
                                 ConnectionType.CONNECTED)]
             with contextlib.suppress(P2PError, ValueError):
                 target = PeerID.from_bytes(key)
-                # a connected peer (a client too) is returned first: that is how clients are found
-                if target != sender and self.host.connection(target) is not None:
+                # The target itself comes first whenever we know an address for it
+                # (connected, a client too, in the table or only in the peerstore),
+                # as go-libp2p's handleFindPeer does: js-libp2p's findPeer ends
+                # NotFound unless some closerPeers list names the target, however
+                # near the peers it is given.
+                if target != sender:
                     e = self._peer_entry(target)
                     if e is not None:
                         out.append(e)

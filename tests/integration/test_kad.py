@@ -13,6 +13,7 @@ from fastp2p.config import DhtConfig, HostConfig
 from fastp2p.errors import ClosedResourceError, MultiaddrError
 from fastp2p.host import Host
 from fastp2p.peer import Ed25519PrivateKey, PeerID
+from fastp2p.proto.kad.messages_pb import KadMessage, KadReader, MessageType, frame
 from fastp2p.proto.kad.records import RecordValidationError
 from fastp2p.services.kad import PeerNotFoundError, ValueNotFoundError
 from fastp2p.transport.memory import MemoryHub, MemoryTransport
@@ -86,6 +87,43 @@ async def test_connect_by_peer_id_asks_the_dht() -> None:
         # a string peer id works too
         await a.disconnect(b.peer_id)
         assert await a.connect(str(b.peer_id)) == b.peer_id
+
+
+async def _find_node(asker: Host, server: Host, key: bytes) -> list[bytes]:
+    """One FIND_NODE from ``asker`` to ``server`` on the wire: the ids it names."""
+    stream = await asker.open_stream(server.peer_id, "/ipfs/kad/1.0.0")
+    await stream.write(frame(KadMessage(MessageType.FIND_NODE, key=key)))
+    reader = KadReader()
+    try:
+        for _ in range(100):
+            chunk = await stream.read(65536)
+            assert chunk, "the server closed the stream without answering"
+            got = reader.receive_data(chunk)
+            if got:
+                return [p.id for p in got[0].closer_peers]
+        raise AssertionError("no answer in 100 reads")
+    finally:
+        await stream.aclose()
+
+
+async def test_find_node_names_a_known_target_it_is_not_connected_to() -> None:
+    """The target leads the answer when it is in the server's table, connected or
+    not: js-libp2p's findPeer ends NotFound unless a closerPeers list names it."""
+    async with network(4) as hosts:
+        server, asker, target = hosts[0], hosts[1], hosts[3]
+        assert target.peer_id in server.dht.routing_table()
+        await server.disconnect(target.peer_id)
+        for _ in range(100):
+            if server.connection(target.peer_id) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connection(target.peer_id) is None
+        assert target.peer_id in server.dht.routing_table()
+        ids = await _find_node(asker, server, target.peer_id.to_bytes())
+        assert ids[0] == target.peer_id.to_bytes()
+        assert len(ids) == len(set(ids))
+        # never the asker itself
+        assert asker.peer_id.to_bytes() not in await _find_node(asker, server, asker.peer_id.to_bytes())
 
 
 async def test_provider_limit_and_early_exit() -> None:
