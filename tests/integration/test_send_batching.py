@@ -8,10 +8,16 @@ sealed at once, after what was held, so the byte order on every stream holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from fastp2p.config import HostConfig
 from fastp2p.testing import host_pair
+from fastp2p.transport import conn as conn_module
 from fastp2p.transport.conn import DEFER_MAX
 
 PROTO = "/test/batching/1.0.0"
@@ -110,29 +116,7 @@ async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None
         for s in streams:
             assert await s.readexactly(1) == b"r"
         await asyncio.sleep(0.05)
-        raw = cli.connection(peer).base_path.raw
-        sent: list[int] = []
-        transport = raw._transport
-        real_write, real_lines = transport.write, transport.writelines
-        inside = False  # asyncio's writelines may call write itself
-
-        def write(d: Any) -> None:
-            if not inside:
-                sent.append(memoryview(d).nbytes)
-            real_write(d)
-
-        def lines(bufs: Any) -> None:
-            nonlocal inside
-            bufs = list(bufs)
-            sent.append(sum(memoryview(b).nbytes for b in bufs))
-            inside = True
-            try:
-                real_lines(bufs)
-            finally:
-                inside = False
-
-        raw._transport = _Observed(transport, write, lines)
-        try:
+        with _observe_sends(cli.connection(peer).base_path.raw) as sent:
             for i, s in enumerate(streams):  # one pass
                 assert s.write_nowait(bytes([i]) * size) == size
             frame = YAMUX_HEADER + size
@@ -142,12 +126,80 @@ async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None
             assert sent[1:] == [NOISE_OVERHEAD + per_batch * frame] * ((k - 1) // per_batch)
             for _ in range(3):
                 await asyncio.sleep(0)
-        finally:
-            raw._transport = transport
         received = sorted([await got.get() for _ in range(k)])
         assert received == [bytes([i]) * size for i in range(k)]
         for s in streams:
             await s.aclose()
+
+
+async def test_a_slowly_made_batch_leaves_at_once_and_a_quick_one_waits_for_the_pass_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Later batches of a pass: one whose sends took EARLY_FLUSH_S or more to make
+    (handlers doing work between answers) is handed to the socket at once; one made
+    quickly (a writer streaming 4 KB writes) joins the queue's writev at the pass's
+    end. (EARLY_FLUSH_S raised to 50 ms: a slow machine makes five sends in far less.)"""
+    monkeypatch.setattr(conn_module, "EARLY_FLUSH_S", 0.05)
+    size = 4000
+    per_batch = DEFER_MAX // (YAMUX_HEADER + size) + 1
+    n = 1 + 3 * per_batch
+    data = [bytes([i]) * size for i in range(n)]
+    done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handler(stream: Any) -> None:
+        await stream.write(b"r")
+        await _collect(stream, n * size, done)
+
+    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: handler}) as (cli, _srv, peer):
+        s = await cli.open_stream(peer, PROTO)
+        assert await s.readexactly(1) == b"r"
+        await asyncio.sleep(0.05)
+        with _observe_sends(cli.connection(peer).base_path.raw) as sent:
+            chunks = iter(data)
+            assert s.write_nowait(next(chunks)) == size  # the pass's first send: at once
+            after = []
+            for b in range(3):  # one pass: the first batch, a slow one, a quick one
+                for j in range(per_batch):
+                    if b == 1 and j == 1:
+                        time.sleep(0.1)  # work between two answers
+                    assert s.write_nowait(next(chunks)) == size
+                after.append(len(sent))
+            assert after == [2, 3, 3]
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert len(sent) == 4  # the quick batch, at the pass's end
+        assert await done == b"".join(data)
+        await s.aclose()
+
+
+@contextlib.contextmanager
+def _observe_sends(raw: Any) -> Iterator[list[int]]:
+    """The byte counts handed to the TCP transport, one per write or writelines."""
+    sent: list[int] = []
+    transport = raw._transport
+    real_write, real_lines = transport.write, transport.writelines
+    inside = False  # asyncio's writelines may call write itself
+
+    def write(d: Any) -> None:
+        if not inside:
+            sent.append(memoryview(d).nbytes)
+        real_write(d)
+
+    def lines(bufs: Any) -> None:
+        nonlocal inside
+        bufs = list(bufs)
+        sent.append(sum(memoryview(b).nbytes for b in bufs))
+        inside = True
+        try:
+            real_lines(bufs)
+        finally:
+            inside = False
+
+    raw._transport = _Observed(transport, write, lines)
+    try:
+        yield sent
+    finally:
+        raw._transport = transport
 
 
 class _Observed:
