@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ import fastp2p
 from fastp2p.errors import NegotiationError, StreamResetError
 from fastp2p.testing import host_pair
 from fastp2p.transport import tcp, upgrader
+from tests.integration.sends import SendRecorder
 
 ECHO = "/test/echo/1.0.0"
 
@@ -83,48 +83,30 @@ async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -
     port = server.sockets[0].getsockname()[1]
     try:
         raw = await tcp.TcpTransport().dial(fastp2p.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}"))
-        sends: list[int] = []  # bytes per send (a writelines is one writev)
-        real, real_lines = raw._transport.write, raw._transport.writelines
-        inside = False  # asyncio's writelines may call write itself
-
-        def write(d: Any) -> None:
-            if not inside:
-                sends.append(len(d))
-            real(d)
-
-        def lines(bufs: list[Any]) -> None:
-            nonlocal inside
-            sends.append(sum(memoryview(b).nbytes for b in bufs))
-            inside = True
-            try:
-                real_lines(bufs)
-            finally:
-                inside = False
-
-        raw._transport.write = write  # type: ignore[method-assign]
-        raw._transport.writelines = lines  # type: ignore[method-assign]
+        rec = SendRecorder(raw._transport)  # bytes per send (a writelines is one writev)
+        raw._transport = rec  # type: ignore[assignment]
         raw.write(b"a" * 10)  # the first write of a pass leaves at once
         raw.write(bytearray(b"b" * 20))
         raw.write(memoryview(b"c" * 30))
-        assert sends == [10]
+        assert rec.sends == [10]
         await asyncio.sleep(0)  # the rest of the pass: one send
-        assert sends == [10, 50]
+        assert rec.sends == [10, 50]
         await asyncio.sleep(0)
         # hold_flush: everything until the end of this pass goes together
         raw.hold_flush()
         raw.write(b"g" * 3)
         raw.write(b"h" * 4)
-        assert sends == [10, 50]
+        assert rec.sends == [10, 50]
         await asyncio.sleep(0)
-        assert sends == [10, 50, 7]
+        assert rec.sends == [10, 50, 7]
         await asyncio.sleep(0)
         # flush sends at once: a message the peer must answer never waits
         raw.hold_flush()
         raw.write(b"j" * 2)
         raw.write(b"k" * 3)
-        assert sends == [10, 50, 7]
+        assert rec.sends == [10, 50, 7]
         raw.flush()
-        assert sends == [10, 50, 7, 5]
+        assert rec.sends == [10, 50, 7, 5]
         await asyncio.sleep(0)
         # A large write joins the queue in order; close sends the queue in one writev.
         raw.write(b"d" * 5)
@@ -132,7 +114,7 @@ async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -
         raw.write(b"e" * (tcp.COALESCE_MAX + 1))
         raw.write(b"f" * 7)
         raw.close()
-        assert sends == [10, 50, 7, 5, 5, 6 + tcp.COALESCE_MAX + 1 + 7]
+        assert rec.sends == [10, 50, 7, 5, 5, 6 + tcp.COALESCE_MAX + 1 + 7]
         async with asyncio.timeout(10):
             await done.wait()
         assert bytes(got) == (

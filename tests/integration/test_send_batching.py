@@ -8,9 +8,7 @@ sealed at once, after what was held, so the byte order on every stream holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from fastp2p.config import HostConfig
 from fastp2p.testing import host_pair
 from fastp2p.transport import conn as conn_module
 from fastp2p.transport.conn import DEFER_MAX
+from tests.integration.sends import recording_sends
 
 PROTO = "/test/batching/1.0.0"
 CFG = HostConfig(data_paths=("tcp",))
@@ -30,19 +29,31 @@ async def _collect(stream: Any, n: int, into: asyncio.Future[bytes]) -> None:
     into.set_result(await stream.readexactly(n))
 
 
-async def test_small_sends_of_one_pass_share_one_noise_frame_and_are_copied() -> None:
-    k, size = 40, 100
-    got: asyncio.Queue[bytes] = asyncio.Queue()
+def _answer_once(size: int, got: asyncio.Queue[bytes]) -> Any:
+    """A handler that opens its side with one byte, then queues one ``size``-byte message."""
 
     async def handler(stream: Any) -> None:
         await stream.write(b"r")  # the stream is open both ways before the timed pass
         await got.put(await stream.readexactly(size))
         await stream.aclose()
 
-    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: handler}) as (cli, _srv, peer):
-        streams = [await cli.open_stream(peer, PROTO) for _ in range(k)]
-        for s in streams:
-            assert await s.readexactly(1) == b"r"
+    return handler
+
+
+async def _open_ready(cli: Any, peer: Any, k: int) -> list[Any]:
+    """``k`` streams to ``_answer_once`` handlers, each open both ways."""
+    streams = [await cli.open_stream(peer, PROTO) for _ in range(k)]
+    for s in streams:
+        assert await s.readexactly(1) == b"r"
+    return streams
+
+
+async def test_small_sends_of_one_pass_share_one_noise_frame_and_are_copied() -> None:
+    k, size = 40, 100
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: _answer_once(size, got)}) as (cli, _srv, peer):
+        streams = await _open_ready(cli, peer, k)
         await asyncio.sleep(0.05)  # acks and window updates settled: nothing else to send
         conn = cli.connection(peer)
         before = conn.statistics()["bytes_sent"]
@@ -106,24 +117,17 @@ async def test_a_full_batch_of_small_sends_leaves_before_the_pass_ends() -> None
     k, size = 200, 100
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def handler(stream: Any) -> None:
-        await stream.write(b"r")
-        await got.put(await stream.readexactly(size))
-        await stream.aclose()
-
-    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: handler}) as (cli, _srv, peer):
-        streams = [await cli.open_stream(peer, PROTO) for _ in range(k)]
-        for s in streams:
-            assert await s.readexactly(1) == b"r"
+    async with asyncio.timeout(30), host_pair(CFG, handlers={PROTO: _answer_once(size, got)}) as (cli, _srv, peer):
+        streams = await _open_ready(cli, peer, k)
         await asyncio.sleep(0.05)
-        with _observe_sends(cli.connection(peer).base_path.raw) as sent:
+        with recording_sends(cli.connection(peer).base_path.raw) as rec:
             for i, s in enumerate(streams):  # one pass
                 assert s.write_nowait(bytes([i]) * size) == size
             frame = YAMUX_HEADER + size
             per_batch = DEFER_MAX // frame + 1  # the send that passes DEFER_MAX flushes
             # the first send at once, then the first full batch, before the pass ends
-            assert sent[0] == NOISE_OVERHEAD + frame
-            assert sent[1:] == [NOISE_OVERHEAD + per_batch * frame] * ((k - 1) // per_batch)
+            assert rec.sends[0] == NOISE_OVERHEAD + frame
+            assert rec.sends[1:] == [NOISE_OVERHEAD + per_batch * frame] * ((k - 1) // per_batch)
             for _ in range(3):
                 await asyncio.sleep(0)
         received = sorted([await got.get() for _ in range(k)])
@@ -154,7 +158,7 @@ async def test_a_slowly_made_batch_leaves_at_once_and_a_quick_one_waits_for_the_
         s = await cli.open_stream(peer, PROTO)
         assert await s.readexactly(1) == b"r"
         await asyncio.sleep(0.05)
-        with _observe_sends(cli.connection(peer).base_path.raw) as sent:
+        with recording_sends(cli.connection(peer).base_path.raw) as rec:
             chunks = iter(data)
             assert s.write_nowait(next(chunks)) == size  # the pass's first send: at once
             after = []
@@ -163,52 +167,10 @@ async def test_a_slowly_made_batch_leaves_at_once_and_a_quick_one_waits_for_the_
                     if b == 1 and j == 1:
                         time.sleep(0.1)  # work between two answers
                     assert s.write_nowait(next(chunks)) == size
-                after.append(len(sent))
+                after.append(len(rec.sends))
             assert after == [2, 3, 3]
             for _ in range(3):
                 await asyncio.sleep(0)
-            assert len(sent) == 4  # the quick batch, at the pass's end
+            assert len(rec.sends) == 4  # the quick batch, at the pass's end
         assert await done == b"".join(data)
         await s.aclose()
-
-
-@contextlib.contextmanager
-def _observe_sends(raw: Any) -> Iterator[list[int]]:
-    """The byte counts handed to the TCP transport, one per write or writelines."""
-    sent: list[int] = []
-    transport = raw._transport
-    real_write, real_lines = transport.write, transport.writelines
-    inside = False  # asyncio's writelines may call write itself
-
-    def write(d: Any) -> None:
-        if not inside:
-            sent.append(memoryview(d).nbytes)
-        real_write(d)
-
-    def lines(bufs: Any) -> None:
-        nonlocal inside
-        bufs = list(bufs)
-        sent.append(sum(memoryview(b).nbytes for b in bufs))
-        inside = True
-        try:
-            real_lines(bufs)
-        finally:
-            inside = False
-
-    raw._transport = _Observed(transport, write, lines)
-    try:
-        yield sent
-    finally:
-        raw._transport = transport
-
-
-class _Observed:
-    """A transport whose write/writelines are observed; everything else is the real one."""
-
-    def __init__(self, real: Any, write: Any, writelines: Any) -> None:
-        self._real = real
-        self.write = write
-        self.writelines = writelines
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)

@@ -18,6 +18,7 @@ import pytest
 
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.transport.tcp import COALESCE_MAX, QUEUE_MAX, TcpConnection, TcpTransport
+from tests.integration.sends import SendRecorder
 
 
 def _loops() -> list[Any]:
@@ -29,28 +30,8 @@ def _loops() -> list[Any]:
     return [*out, pytest.param(uvloop.new_event_loop, id="uvloop")]
 
 
-class _Recorder:
-    """Forwards to the real transport; records what each call handed it."""
-
-    def __init__(self, transport: Any) -> None:
-        self._t = transport
-        self.calls: list[tuple[str, list[int]]] = []
-
-    def write(self, data: Any) -> None:
-        self.calls.append(("write", [memoryview(data).nbytes]))
-        self._t.write(data)
-
-    def writelines(self, bufs: Any) -> None:
-        bufs = list(bufs)
-        self.calls.append(("writelines", [memoryview(b).nbytes for b in bufs]))
-        self._t.writelines(bufs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._t, name)
-
-
 async def _pair(
-    body: Callable[[TcpConnection, _Recorder], Coroutine[Any, Any, None]], expect: int
+    body: Callable[[TcpConnection, SendRecorder], Coroutine[Any, Any, None]], expect: int
 ) -> bytes:
     """Run ``body`` on a dialled connection; return the first ``expect`` bytes the
     listener received."""
@@ -64,7 +45,7 @@ async def _pair(
     try:
         conn = await transport.dial(listener.addrs[0])
         peer = await accepted.get()
-        rec = _Recorder(conn._transport)
+        rec = SendRecorder(conn._transport)
         conn._transport = rec  # type: ignore[assignment]
         await body(conn, rec)
         got = bytearray()
@@ -94,7 +75,7 @@ def test_writes_after_the_first_of_a_pass_leave_in_one_writelines_in_order(loop_
     e = os.urandom(60)
     want = a + b + bytes(c) + bytes(d) + e
 
-    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+    async def body(conn: TcpConnection, rec: SendRecorder) -> None:
         conn.write(a)  # the pass's first write: at once
         conn.write(b)
         conn.write(c)
@@ -114,7 +95,7 @@ def test_a_full_queue_leaves_before_the_pass_ends(loop_factory: Any) -> None:
     part = os.urandom(QUEUE_MAX // 4)
     n = 1 + 4 + 2
 
-    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+    async def body(conn: TcpConnection, rec: SendRecorder) -> None:
         for _ in range(n):  # one pass
             conn.write(part)
         # the first at once, four reach QUEUE_MAX and leave, two wait for the pass's end
@@ -130,7 +111,7 @@ def test_a_full_queue_leaves_before_the_pass_ends(loop_factory: Any) -> None:
 def test_close_in_the_same_pass_sends_what_is_queued(loop_factory: Any) -> None:
     parts = [os.urandom(30_000) for _ in range(3)]
 
-    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+    async def body(conn: TcpConnection, rec: SendRecorder) -> None:
         for p in parts:
             conn.write(p)
         conn.close()  # graceful: the queued bytes go first
@@ -147,7 +128,7 @@ def test_event_loops_in_two_threads_write_at_once() -> None:
     results: list[bytes] = []
     errors: list[BaseException] = []
 
-    async def body(conn: TcpConnection, rec: _Recorder) -> None:
+    async def body(conn: TcpConnection, rec: SendRecorder) -> None:
         for _ in range(passes):
             conn.write(part)
             conn.write(part)  # queued: the pass's end sends it
