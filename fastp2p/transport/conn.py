@@ -199,7 +199,7 @@ class NoisePath(DataPath):
                     # answering in one pass: each answer costs its handler ~20 us, so
                     # 16 KiB of them is milliseconds the peer would wait); quickly
                     # made ones (one stream's 1-4 KiB writes) share the queue's writev.
-                    # 1000 mplex streams: 62-67 ms (106 when no batch left early, 70-77
+                    # 1000 mplex streams: 61-67 ms (106 when no batch left early, 68-80
                     # when only the first did); every batch at once cost a 1 GiB
                     # upload in 4 KiB writes a third of its speed (740 -> 500 MB/s).
                     self._early = True

@@ -17,7 +17,7 @@ import fastp2p
 from fastp2p.errors import NegotiationError, StreamResetError
 from fastp2p.testing import host_pair
 from fastp2p.transport import tcp, upgrader
-from tests.integration.sends import SendRecorder
+from tests.integration.sends import recording_sends
 
 ECHO = "/test/echo/1.0.0"
 
@@ -83,45 +83,44 @@ async def test_small_writes_after_the_first_of_a_loop_pass_leave_in_one_send() -
     port = server.sockets[0].getsockname()[1]
     try:
         raw = await tcp.TcpTransport().dial(fastp2p.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}"))
-        rec = SendRecorder(raw._transport)  # bytes per send (a writelines is one writev)
-        raw._transport = rec  # type: ignore[assignment]
-        raw.write(b"a" * 10)  # the first write of a pass leaves at once
-        raw.write(bytearray(b"b" * 20))
-        raw.write(memoryview(b"c" * 30))
-        assert rec.sends == [10]
-        await asyncio.sleep(0)  # the rest of the pass: one send
-        assert rec.sends == [10, 50]
-        await asyncio.sleep(0)
-        # hold_flush: everything until the end of this pass goes together
-        raw.hold_flush()
-        raw.write(b"g" * 3)
-        raw.write(b"h" * 4)
-        assert rec.sends == [10, 50]
-        await asyncio.sleep(0)
-        assert rec.sends == [10, 50, 7]
-        await asyncio.sleep(0)
-        # flush sends at once: a message the peer must answer never waits
-        raw.hold_flush()
-        raw.write(b"j" * 2)
-        raw.write(b"k" * 3)
-        assert rec.sends == [10, 50, 7]
-        raw.flush()
-        assert rec.sends == [10, 50, 7, 5]
-        await asyncio.sleep(0)
-        # A large write joins the queue in order; close sends the queue in one writev.
-        raw.write(b"d" * 5)
-        raw.write(b"i" * 6)
-        raw.write(b"e" * (tcp.COALESCE_MAX + 1))
-        raw.write(b"f" * 7)
-        raw.close()
-        assert rec.sends == [10, 50, 7, 5, 5, 6 + tcp.COALESCE_MAX + 1 + 7]
-        async with asyncio.timeout(10):
-            await done.wait()
-        assert bytes(got) == (
-            b"a" * 10 + b"b" * 20 + b"c" * 30 + b"g" * 3 + b"h" * 4 + b"j" * 2 + b"k" * 3
-            + b"d" * 5 + b"i" * 6
-            + b"e" * (tcp.COALESCE_MAX + 1) + b"f" * 7
-        )
+        with recording_sends(raw) as rec:  # bytes per send (a writelines is one writev)
+            raw.write(b"a" * 10)  # the first write of a pass leaves at once
+            raw.write(bytearray(b"b" * 20))
+            raw.write(memoryview(b"c" * 30))
+            assert rec.sends == [10]
+            await asyncio.sleep(0)  # the rest of the pass: one send
+            assert rec.sends == [10, 50]
+            await asyncio.sleep(0)
+            # hold_flush: everything until the end of this pass goes together
+            raw.hold_flush()
+            raw.write(b"g" * 3)
+            raw.write(b"h" * 4)
+            assert rec.sends == [10, 50]
+            await asyncio.sleep(0)
+            assert rec.sends == [10, 50, 7]
+            await asyncio.sleep(0)
+            # flush sends at once: a message the peer must answer never waits
+            raw.hold_flush()
+            raw.write(b"j" * 2)
+            raw.write(b"k" * 3)
+            assert rec.sends == [10, 50, 7]
+            raw.flush()
+            assert rec.sends == [10, 50, 7, 5]
+            await asyncio.sleep(0)
+            # A large write joins the queue in order; close sends the queue in one writev.
+            raw.write(b"d" * 5)
+            raw.write(b"i" * 6)
+            raw.write(b"e" * (tcp.COALESCE_MAX + 1))
+            raw.write(b"f" * 7)
+            raw.close()
+            assert rec.sends == [10, 50, 7, 5, 5, 6 + tcp.COALESCE_MAX + 1 + 7]
+            async with asyncio.timeout(10):
+                await done.wait()
+            assert bytes(got) == (
+                b"a" * 10 + b"b" * 20 + b"c" * 30 + b"g" * 3 + b"h" * 4 + b"j" * 2 + b"k" * 3
+                + b"d" * 5 + b"i" * 6
+                + b"e" * (tcp.COALESCE_MAX + 1) + b"f" * 7
+            )
     finally:
         server.close()
 

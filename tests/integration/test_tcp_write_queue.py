@@ -18,7 +18,7 @@ import pytest
 
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.transport.tcp import COALESCE_MAX, QUEUE_MAX, TcpConnection, TcpTransport
-from tests.integration.sends import SendRecorder
+from tests.integration.sends import SendRecorder, recording_sends
 
 
 def _loops() -> list[Any]:
@@ -45,9 +45,8 @@ async def _pair(
     try:
         conn = await transport.dial(listener.addrs[0])
         peer = await accepted.get()
-        rec = SendRecorder(conn._transport)
-        conn._transport = rec  # type: ignore[assignment]
-        await body(conn, rec)
+        with recording_sends(conn) as rec:
+            await body(conn, rec)
         got = bytearray()
         async with asyncio.timeout(10):
             while len(got) < expect:
