@@ -66,6 +66,8 @@ int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t
         n = iov[i++].len;
     } else {
         while (i < iovcnt && iov[i].len < FP_AEAD_ALIGN_MIN) n += iov[i++].len;
+        /* one muxer header rides in the first frame of the large entry after it */
+        if (n <= FP_AEAD_JOIN_MAX && i < iovcnt) n += iov[i++].len;
     }
     *pos = i;
     *skip = start;
@@ -195,22 +197,38 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
 static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
 
 int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
-    if (FP_UNLIKELY(!a->ctx)) return FP_EINVAL;
-    if (FP_UNLIKELY(n < FP_AEAD_TAG_SIZE)) return FP_EFRAME;
     return fp_aead_open_one(a, ct, n, out);
 }
 
 static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
-    EVP_CIPHER_CTX *ctx = CTX(a);
-    size_t clen = n - FP_AEAD_TAG_SIZE;
+    int rc = fp_aead_open_begin(a, ct, n);
+    if (rc) return rc;
+    rc = fp_aead_open_update(a, ct, n - FP_AEAD_TAG_SIZE, out);
+    return rc ? rc : fp_aead_open_end(a);
+}
+
+int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n) {
+    if (FP_UNLIKELY(!a->ctx)) return FP_EINVAL;
+    if (FP_UNLIKELY(n < FP_AEAD_TAG_SIZE)) return FP_EFRAME;
     int rc = fp_aead_start(a, 0);
     if (rc) return rc;
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, FP_AEAD_TAG_SIZE,
-                            (void *)(ct + clen)) != 1)
+    if (EVP_CIPHER_CTX_ctrl(CTX(a), EVP_CTRL_AEAD_SET_TAG, FP_AEAD_TAG_SIZE,
+                            (void *)(ct + n - FP_AEAD_TAG_SIZE)) != 1)
         return FP_ECRYPTO;
-    int olen = 0, flen = 0;
-    if (EVP_DecryptUpdate(ctx, out, &olen, ct, (int)clen) != 1) return FP_EAUTH;
-    if (EVP_DecryptFinal_ex(ctx, out + olen, &flen) != 1) return FP_EAUTH;
+    return FP_OK;
+}
+
+int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out) {
+    int olen = 0;
+    if (k == 0) return FP_OK;
+    if (EVP_DecryptUpdate(CTX(a), out, &olen, ct, (int)k) != 1) return FP_EAUTH;
+    return FP_OK;
+}
+
+int fp_aead_open_end(fp_aead *a) {
+    uint8_t scratch[16];
+    int flen = 0;
+    if (EVP_DecryptFinal_ex(CTX(a), scratch, &flen) != 1) return FP_EAUTH;
     return FP_OK;
 }
 

@@ -42,6 +42,12 @@
  * each one straight into the reader's buffer. Shorter entries (headers, small
  * messages) are packed together. */
 #define FP_AEAD_ALIGN_MIN 16384
+/* A run of shorter entries of at most this many bytes (one yamux or mplex
+ * header) joins the large entry after it: a data frame's header and the start
+ * of its payload share a Noise frame (one AEAD operation fewer per message),
+ * and a receiver still opens the payload straight into the reader's buffer
+ * (fastp2p/_native/frame.pyx: the header is opened first, on its own). */
+#define FP_AEAD_JOIN_MAX 16
 #define FP_AEAD_LEN_SIZE 2
 #define FP_AEAD_MAX_NONCE UINT64_MAX
 
@@ -72,7 +78,8 @@ size_t fp_aead_sealed_size(size_t n);
 
 /* The iovec's segments, each sealed as contiguous frames of its own: an entry
  * of FP_AEAD_ALIGN_MIN bytes or more is one segment, a run of shorter entries
- * another. Start with *pos = *skip = *len = 0 and call until it returns 0:
+ * another, except that a run of at most FP_AEAD_JOIN_MAX bytes joins the large
+ * entry after it. Start with *pos = *skip = *len = 0 and call until it returns 0:
  * each 1 leaves the next segment's byte range of the concatenation in
  * [*skip, *skip + *len). */
 int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t *skip, size_t *len);
@@ -113,6 +120,16 @@ int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consume
  * unauthenticated bytes the caller must not use. FP_EFRAME (n < 16), FP_EAUTH,
  * FP_ENONCE, FP_EINVAL (freed). */
 int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
+
+/* One frame's body opened in parts, for a caller that decides where the rest
+ * of the plaintext goes after reading its start: begin (nonce, tag; FP_EFRAME,
+ * FP_ENONCE, FP_EINVAL), then updates over consecutive ciphertext ranges of
+ * ct[0..n-16) in order, each into its own output, then end (FP_EAUTH: every
+ * byte written is unauthenticated and must not be used). Nothing may be acted
+ * on before end returns 0. */
+int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n);
+int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out);
+int fp_aead_open_end(fp_aead *a);
 
 /* Single unframed message: out receives n + 16 bytes (encrypt) / n - 16 (decrypt). */
 int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap);

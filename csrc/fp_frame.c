@@ -82,6 +82,17 @@ void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n) {
     d->remaining -= (uint32_t)n;
 }
 
+size_t fp_yamux_decoder_head(const fp_yamux_decoder *d, const uint8_t *buf, size_t n, size_t more,
+                             uint32_t *stream_id) {
+    fp_yamux_header h;
+    if (d->error || d->hdr_len || d->remaining || n < FP_YAMUX_HEADER_SIZE) return 0;
+    if (fp_yamux_decode_header(buf, &h) != FP_OK) return 0;
+    if (h.type != FP_YAMUX_TYPE_DATA || h.flags != 0) return 0;
+    if ((uint64_t)h.length < (uint64_t)(n - FP_YAMUX_HEADER_SIZE) + (uint64_t)more) return 0;
+    *stream_id = h.stream_id;
+    return FP_YAMUX_HEADER_SIZE;
+}
+
 int fp_yamux_decoder_feed(fp_yamux_decoder *d, const uint8_t *buf, size_t n, size_t *consumed,
                           fp_yamux_record *out, size_t cap, size_t *nout) {
     size_t pos = 0, k = 0;
@@ -204,6 +215,19 @@ bool fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *f
     *flag = d->flag;
     *stream_id = d->stream_id;
     return true;
+}
+
+size_t fp_mplex_decoder_head(const fp_mplex_decoder *d, const uint8_t *buf, size_t n, size_t more,
+                             uint8_t *flag, uint64_t *stream_id) {
+    uint8_t f;
+    uint64_t sid, len;
+    if (d->error || d->hdr_len || d->remaining) return 0;
+    int k = fp_mplex_parse_header(d, buf, n, &f, &sid, &len);
+    if (k <= 0 || (f != 1 && f != 2)) return 0;
+    if (len < (uint64_t)(n - (size_t)k) + (uint64_t)more) return 0;
+    *flag = f;
+    *stream_id = sid;
+    return (size_t)k;
 }
 
 void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n) {

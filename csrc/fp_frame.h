@@ -89,6 +89,14 @@ void fp_yamux_decoder_init(fp_yamux_decoder *d);
  * into a reader's buffer) and account them with fp_yamux_decoder_take_payload. */
 bool fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id);
 void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n);
+/* With the decoder between frames: the header's length (12) when buf[0..n)
+ * starts with a valid DATA header without flags whose payload covers the rest
+ * of buf and `more` bytes after it (*stream_id names its stream), else 0. It
+ * changes nothing: the caller feeds the bytes as usual afterwards (and an
+ * invalid header fails there). For opening a Noise frame that holds a header
+ * and payload in two parts: the header first, the payload in place. */
+size_t fp_yamux_decoder_head(const fp_yamux_decoder *d, const uint8_t *buf, size_t n, size_t more,
+                             uint32_t *stream_id);
 
 /* Decodes buf[0..n). Stops when n bytes are consumed or `cap` records were
  * written; *consumed says how far it got (call again with buf + *consumed).
@@ -142,5 +150,9 @@ int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n, siz
 bool fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
                                  uint64_t *stream_id);
 void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n);
+/* As fp_yamux_decoder_head, for a Message (flag 1 or 2) header: its length
+ * (1..FP_MPLEX_MAX_HEADER bytes), or 0. */
+size_t fp_mplex_decoder_head(const fp_mplex_decoder *d, const uint8_t *buf, size_t n, size_t more,
+                             uint8_t *flag, uint64_t *stream_id);
 
 #endif /* FP_FRAME_H */

@@ -220,6 +220,50 @@ static void test_open_frame(void) {
     free(out);
 }
 
+/* a frame opened in parts (begin, updates into different places, end) = opened whole;
+ * a header run joins the large entry after it, a longer run does not */
+static void test_open_in_parts(int kind) {
+    fp_aead tx, rx;
+    uint8_t hdr[12], run[40], *body = malloc(70000), *ct = malloc(80000), head[12], *out = malloc(70000);
+    size_t outlen = 0;
+    memset(hdr, 7, sizeof hdr);
+    memset(run, 9, sizeof run);
+    for (size_t i = 0; i < 70000; i++) body[i] = (uint8_t)(i * 7);
+    fp_iovec iov[2] = {{hdr, sizeof hdr}, {body, 70000}};
+    assert(fp_aead_init_kind(&tx, kind, key, 0, 1) == 0 && fp_aead_init_kind(&rx, kind, key, 0, 0) == 0);
+    assert(fp_aead_sealed_size_iov(iov, 2) == fp_aead_sealed_size(12 + 70000));
+    assert(fp_aead_seal_frames(&tx, iov, 2, ct, 80000, &outlen) == 0 && tx.nonce == 2);
+    size_t flen = (size_t)ct[0] << 8 | ct[1];
+    assert(flen == FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_TAG_SIZE);
+    assert(fp_aead_open_begin(&rx, ct + 2, flen) == 0);
+    assert(fp_aead_open_update(&rx, ct + 2, 12, head) == 0);
+    assert(fp_aead_open_update(&rx, ct + 2 + 12, 1000, out) == 0);
+    assert(fp_aead_open_update(&rx, ct + 2 + 1012, FP_AEAD_SEAL_PLAINTEXT - 1012, out + 1000) == 0);
+    assert(fp_aead_open_end(&rx) == 0);
+    assert(memcmp(head, hdr, 12) == 0 && memcmp(out, body, FP_AEAD_SEAL_PLAINTEXT - 12) == 0);
+    /* the next frame opened whole, in sequence */
+    size_t f2 = (size_t)ct[2 + flen] << 8 | ct[3 + flen];
+    assert(fp_aead_open_frame(&rx, ct + 4 + flen, f2, out) == 0);
+    assert(memcmp(out, body + FP_AEAD_SEAL_PLAINTEXT - 12, 70000 - (FP_AEAD_SEAL_PLAINTEXT - 12)) == 0);
+    /* a forged frame fails at the end, whatever was written before */
+    fp_aead_free(&rx);
+    assert(fp_aead_init_kind(&rx, kind, key, 0, 0) == 0);
+    ct[2 + 5000] ^= 1;
+    assert(fp_aead_open_begin(&rx, ct + 2, flen) == 0);
+    assert(fp_aead_open_update(&rx, ct + 2, flen - FP_AEAD_TAG_SIZE, out) == 0);
+    assert(fp_aead_open_end(&rx) == FP_EAUTH);
+    assert(fp_aead_open_begin(&rx, ct + 2, FP_AEAD_TAG_SIZE - 1) == FP_EFRAME);
+    /* a run over FP_AEAD_JOIN_MAX stays in frames of its own */
+    fp_iovec iov2[2] = {{run, sizeof run}, {body, 70000}};
+    assert(sizeof run > FP_AEAD_JOIN_MAX);
+    assert(fp_aead_sealed_size_iov(iov2, 2) == fp_aead_sealed_size(sizeof run) + fp_aead_sealed_size(70000));
+    fp_aead_free(&tx);
+    fp_aead_free(&rx);
+    free(body);
+    free(ct);
+    free(out);
+}
+
 /* RFC 5869 test case 3 (SHA-256, empty salt and info): the Noise HKDF is RFC 5869 with
  * the chaining key as salt and no info, so out1 || out2 begins with its OKM. */
 static void test_hkdf(void) {
@@ -245,6 +289,8 @@ int main(void) {
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) test_roundtrip(sizes[i]);
     test_errors();
     test_open_frame();
+    test_open_in_parts(FP_AEAD_CHACHAPOLY);
+    test_open_in_parts(FP_AEAD_AESGCM);
     test_aesgcm();
     test_pool();
     test_seal_range(FP_AEAD_CHACHAPOLY);

@@ -124,6 +124,55 @@ static void test_yamux_in_payload(void) {
     assert(!fp_yamux_decoder_in_payload(&d, 1, &sid));
 }
 
+/* the header at the start of a frame: only a plain DATA header between frames,
+ * whose length covers what follows; nothing changes */
+static void test_yamux_head(void) {
+    uint8_t h[16];
+    size_t consumed, nout;
+    fp_yamux_record r[8];
+    fp_yamux_decoder d;
+    uint32_t sid = 0;
+    fp_yamux_decoder_init(&d);
+    fp_yamux_encode_header(h, 0, 0, 5, 1000);
+    assert(fp_yamux_decoder_head(&d, h, 12, 1000, &sid) == 12 && sid == 5);
+    assert(fp_yamux_decoder_head(&d, h, 16, 996, &sid) == 12);  /* 4 payload bytes in buf */
+    assert(fp_yamux_decoder_head(&d, h, 16, 997, &sid) == 0);   /* longer than the frame */
+    assert(fp_yamux_decoder_head(&d, h, 11, 0, &sid) == 0);     /* no whole header */
+    assert(d.remaining == 0 && d.hdr_len == 0);                 /* nothing changed */
+    fp_yamux_encode_header(h, 0, FP_YAMUX_FLAG_SYN, 5, 1000);
+    assert(fp_yamux_decoder_head(&d, h, 12, 10, &sid) == 0);    /* flags */
+    fp_yamux_encode_header(h, 1, 0, 5, 1000);
+    assert(fp_yamux_decoder_head(&d, h, 12, 10, &sid) == 0);    /* a window update */
+    h[0] = 1;
+    assert(fp_yamux_decoder_head(&d, h, 12, 10, &sid) == 0);    /* a bad version */
+    fp_yamux_encode_header(h, 0, 0, 5, 1000);
+    assert(fp_yamux_decoder_feed(&d, h, 12, &consumed, r, 8, &nout) == 0);
+    assert(fp_yamux_decoder_head(&d, h, 12, 10, &sid) == 0);    /* inside a frame */
+}
+
+static void test_mplex_head(void) {
+    uint8_t buf[32];
+    size_t consumed, nout;
+    fp_mplex_record r[8];
+    fp_mplex_decoder d;
+    uint8_t flag = 0;
+    uint64_t sid = 0;
+    fp_mplex_decoder_init(&d, 1 << 20);
+    int a = fp_mplex_encode_header(300, 2, 70000, buf, sizeof buf);
+    assert(a == 5);
+    assert(fp_mplex_decoder_head(&d, buf, 18, 70000 - 13, &flag, &sid) == 5);
+    assert(flag == 2 && sid == 300);
+    assert(fp_mplex_decoder_head(&d, buf, 18, 70000 - 12, &flag, &sid) == 0); /* too long */
+    assert(fp_mplex_decoder_head(&d, buf, 3, 0, &flag, &sid) == 0);           /* incomplete */
+    a = fp_mplex_encode_header(3, 4, 0, buf, sizeof buf);                      /* a Close */
+    assert(fp_mplex_decoder_head(&d, buf, 18, 0, &flag, &sid) == 0);
+    a = fp_mplex_encode_header(3, 1, 1 << 21, buf, sizeof buf);                /* over the max */
+    assert(fp_mplex_decoder_head(&d, buf, 18, 0, &flag, &sid) == 0);
+    a = fp_mplex_encode_header(3, 1, 100, buf, sizeof buf);
+    assert(fp_mplex_decoder_feed(&d, buf, (size_t)a, &consumed, r, 8, &nout) == 0);
+    assert(fp_mplex_decoder_head(&d, buf, 18, 0, &flag, &sid) == 0);           /* inside a frame */
+}
+
 static void test_mplex(void) {
     uint8_t buf[64];
     size_t consumed, nout;
@@ -171,6 +220,8 @@ int main(void) {
     test_yamux_header();
     test_yamux_decoder();
     test_yamux_in_payload();
+    test_yamux_head();
+    test_mplex_head();
     test_mplex();
     puts("test_frame: ok");
     return 0;

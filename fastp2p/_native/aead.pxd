@@ -44,6 +44,9 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
     int fp_aead_decrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
     int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out)
+    int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n)
+    int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out)
+    int fp_aead_open_end(fp_aead *a)
     enum:
         FP_HKDF_HASHLEN
     int fp_noise_hkdf2(const uint8_t *ck, size_t ck_len, const uint8_t *ikm, size_t ikm_len,
@@ -81,3 +84,6 @@ cdef class NoiseCipher:
     cdef size_t _pending_need(self, const uint8_t *src, size_t n)
     cdef object new_block(self, size_t n)
     cdef int open_frame_into(self, const uint8_t *ct, size_t n, uint8_t *out) except -1
+    cdef int open_begin(self, const uint8_t *ct, size_t n) except -1
+    cdef int open_part(self, const uint8_t *ct, size_t k, uint8_t *out) except -1
+    cdef int open_end(self) except -1

@@ -464,6 +464,34 @@ cdef class NoiseCipher:
             self._fail(rc)
         return 0
 
+    cdef int open_begin(self, const uint8_t *ct, size_t n) except -1:
+        """Start opening one frame's body (``n`` bytes: ciphertext + tag) in parts:
+        ``open_part`` over consecutive ranges of its ciphertext, then ``open_end``.
+        Nothing decrypted may be acted on before ``open_end`` returned. Same
+        caller rules and errors as ``open_frame_into``."""
+        cdef int rc = fp_aead_open_begin(&self._a, ct, n)
+        if rc:
+            self._fail(rc)
+        return 0
+
+    cdef int open_part(self, const uint8_t *ct, size_t k, uint8_t *out) except -1:
+        cdef int rc
+        if k >= _NOGIL:
+            with nogil:
+                rc = fp_aead_open_update(&self._a, ct, k, out)
+        else:
+            rc = fp_aead_open_update(&self._a, ct, k, out)
+        if rc:
+            self._fail(rc)
+        return 0
+
+    cdef int open_end(self) except -1:
+        """Authenticate the frame ``open_begin`` started (DecryptError: it is forged)."""
+        cdef int rc = fp_aead_open_end(&self._a)
+        if rc:
+            self._fail(rc)
+        return 0
+
     def encrypt(self, plaintext):
         """Encrypt one message (no framing); returns ciphertext + tag."""
         cdef const uint8_t[::1] p = memoryview(plaintext).cast("B")

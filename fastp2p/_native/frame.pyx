@@ -60,6 +60,8 @@ cdef extern from "fp_frame.h" nogil:
     void fp_yamux_decoder_init(fp_yamux_decoder *d)
     bint fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id)
     void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n)
+    size_t fp_yamux_decoder_head(const fp_yamux_decoder *d, const uint8_t *buf, size_t n,
+                                 size_t more, uint32_t *stream_id)
     int fp_yamux_decoder_feed(fp_yamux_decoder *d, const uint8_t *buf, size_t n,
                               size_t *consumed, fp_yamux_record *out, size_t cap, size_t *nout)
 
@@ -77,6 +79,8 @@ cdef extern from "fp_frame.h" nogil:
     bint fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
                                      uint64_t *stream_id)
     void fp_mplex_decoder_take_payload(fp_mplex_decoder *d, size_t n)
+    size_t fp_mplex_decoder_head(const fp_mplex_decoder *d, const uint8_t *buf, size_t n,
+                                 size_t more, uint8_t *flag, uint64_t *stream_id)
     int fp_mplex_decoder_feed(fp_mplex_decoder *d, const uint8_t *buf, size_t n,
                               size_t *consumed, fp_mplex_record *out, size_t cap, size_t *nout)
 
@@ -119,10 +123,14 @@ cdef object _raise_status(int rc, str what):
 cdef enum:
     # as fastp2p/proto/yamux/frame.py's (why there): loans of this size or more
     # size the socket reads to fit them, and stop them with less room than
-    # LOAN_MIN_READ; from LOAN_OVERFLOW_PAUSE on, an overflow stops them too
+    # LOAN_MIN_READ; from LOAN_OVERFLOW_PAUSE on, an overflow or a loan filled to
+    # under LOAN_MIN_READ of room stops them too
     LOAN_LARGE = 512 * 1024
     LOAN_MIN_READ = 16 * 1024
     LOAN_OVERFLOW_PAUSE = 64 * 1024
+    # as fastp2p/proto/yamux/frame.py's: a frame of this much plaintext or more
+    # that starts with a data frame's header is opened in two parts
+    SPLIT_MIN = 2048
 
 
 cdef int _append(bytearray b, const uint8_t *src, size_t k) except -1:
@@ -404,6 +412,8 @@ cdef class _RouteTable:
     cdef FrameBlock _blk
     cdef object _blk_mv
     cdef Py_ssize_t _opos
+    # the bytes of a frame opened first to find a data frame's header (_open_one)
+    cdef size_t _head_size
     # the frame buffered after the last feed: its plaintext bytes, wire bytes still due
     cdef Py_ssize_t _pend_plain
     cdef Py_ssize_t _pend_need
@@ -639,6 +649,7 @@ cdef class _RouteTable:
         cdef _Route r
         cdef FrameBlock blk
         cdef Py_ssize_t opos
+        cdef size_t hs, used
         if plen and not self._slow and self._in_payload(plen, &key):
             r = self._lent_route(key, plen)
             if r is not None:
@@ -653,7 +664,32 @@ cdef class _RouteTable:
             self._opos = 0
         blk = self._blk
         opos = self._opos
-        cipher.open_frame_into(body, flen, blk.data + opos)
+        hs = self._head_size
+        if plen >= SPLIT_MIN and plen > hs and not self._slow:
+            # A data frame's header and the start of its payload (fastp2p's
+            # sender puts them in one Noise frame): the header is opened into the
+            # block first; when it names a lent buffer with room for the payload,
+            # the rest is opened straight there. Nothing is acted on until the
+            # whole frame is authentic.
+            cipher.open_begin(body, flen)
+            cipher.open_part(body, hs, blk.data + opos)
+            used = self._head(blk.data + opos, hs, plen - hs, &key)
+            r = self._lent_route(key, plen - used) if used else None
+            if r is not None:
+                cipher.open_part(body + hs, plen - hs,
+                                 <uint8_t *>r.lent.buf + r.lent_got + (hs - used))
+                cipher.open_end()
+                # the header (and any payload opened with it) through the decoder
+                self.sealed_bytes_in += hs
+                self._segment(self._blk_mv, blk.data, <size_t>opos, hs)
+                self._opos = opos + <Py_ssize_t>hs
+                self._take_payload(plen - hs)
+                self._placed(r, plen - hs)
+                return 0
+            cipher.open_part(body + hs, plen - hs, blk.data + opos + hs)
+            cipher.open_end()
+        else:
+            cipher.open_frame_into(body, flen, blk.data + opos)
         if plen:
             self.sealed_bytes_in += plen
             self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
@@ -743,6 +779,8 @@ cdef class _RouteTable:
             elif r.lent.len >= LOAN_LARGE:
                 hint = self._size_read(r.lent.len - r.lent_got)
                 full = hint < 0
+            elif r.lent.len >= LOAN_OVERFLOW_PAUSE:
+                full = r.lent.len - r.lent_got < LOAN_MIN_READ
         self._overflowed = False
         self._set_hint(max(hint, 0))
         if full and self.on_loan_full is not None:
@@ -780,6 +818,12 @@ cdef class _RouteTable:
         """Account ``plen`` payload bytes placed without the decoder."""
         pass
 
+    cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
+        """The decoder's ``head``: the length of a plain data frame's header at
+        ``buf`` whose payload covers the rest of ``buf[:n]`` and ``more`` bytes
+        (``key`` names its route), or 0."""
+        return 0
+
     cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
         """Decode base[start:start+n) (``mv`` views base) and walk its records."""
         raise NotImplementedError
@@ -801,6 +845,7 @@ cdef class YamuxDemux(_RouteTable):
 
     def __cinit__(self):
         fp_yamux_decoder_init(&self._dec)
+        self._head_size = FP_YAMUX_HEADER_SIZE
 
     @property
     def buffered(self):
@@ -816,6 +861,12 @@ cdef class YamuxDemux(_RouteTable):
 
     cdef void _take_payload(self, size_t plen):
         fp_yamux_decoder_take_payload(&self._dec, plen)
+
+    cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
+        cdef uint32_t sid = 0
+        cdef size_t k = fp_yamux_decoder_head(&self._dec, buf, n, more, &sid)
+        key[0] = sid
+        return k
 
     cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
         """Decode base[start:start+n) (``mv`` views base) and walk its records."""
@@ -920,6 +971,7 @@ cdef class MplexDemux(_RouteTable):
             raise ValueError("max_message_size must be >= 0")
         self.max_message_size = max_message_size
         fp_mplex_decoder_init(&self._dec, min(max_message_size, (1 << 64) - 1))
+        self._head_size = FP_MPLEX_MAX_HEADER
         self._control = _Pieces.__new__(_Pieces)
 
     @property
@@ -937,6 +989,14 @@ cdef class MplexDemux(_RouteTable):
 
     cdef void _take_payload(self, size_t plen):
         fp_mplex_decoder_take_payload(&self._dec, plen)
+
+    cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
+        cdef uint8_t flag = 0
+        cdef uint64_t sid = 0
+        cdef size_t k = fp_mplex_decoder_head(&self._dec, buf, n, more, &flag, &sid)
+        if k:
+            key[0] = _message_key(flag, sid)
+        return k
 
     cdef int _segment(self, object mv, const uint8_t *base, size_t start, size_t n) except -1:
         """Decode base[start:start+n) (``mv`` views base) and walk its records."""

@@ -18,6 +18,7 @@ KEY = bytes(range(32))
 MAXP = 65519  # the largest frame plaintext we accept
 SEALP = 65408  # the frame plaintext we seal (fp_aead.h FP_AEAD_SEAL_PLAINTEXT)
 ALIGN_MIN = 16384
+JOIN_MAX = 16  # a run of short buffers this long joins the long one after it
 IMPLS = [_accel.pure] + ([_accel._impl] if _accel.HAVE_NATIVE else [])
 HSET = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -90,9 +91,13 @@ def test_seal_list_of_buffers(impl):
     c = impl.NoiseCipher(KEY).seal_frames(tuple(parts))
     assert a == c
     assert bytes(impl.NoiseCipher(KEY).open_frames(a)) == joined
-    # the short buffers packed into one run, the long one alone (see segments)
+    # the short buffers (12 bytes, at most JOIN_MAX) ride in the long one's frames
+    assert a == bytes(impl.NoiseCipher(KEY).seal_frames(joined))
+    # a longer run is packed into frames of its own, the long buffer alone (segments)
+    run = [b"x" * 10, b"y" * 10]
     one = impl.NoiseCipher(KEY)
-    assert a == bytes(one.seal_frames(joined[:12])) + bytes(one.seal_frames(parts[-1]))
+    assert bytes(impl.NoiseCipher(KEY).seal_frames([*run, parts[-1]])) == (
+        bytes(one.seal_frames(b"x" * 10 + b"y" * 10)) + bytes(one.seal_frames(parts[-1])))
     assert impl.NoiseCipher(KEY).seal_frames([]) == b""
     assert impl.NoiseCipher(KEY).seal_frames([b"", b""]) == b""
 
@@ -360,7 +365,9 @@ def test_recycled_blocks_do_not_page_fault_per_batch(size):
 
 def test_large_buffers_start_frames_of_their_own(impl):
     """A buffer of ALIGN_MIN bytes or more is sealed as frames of its own (whole
-    frames a receiver opens in place); shorter ones are packed together."""
+    frames a receiver opens in place), with the run of shorter ones before it when
+    that run is at most JOIN_MAX bytes (one muxer header); shorter ones are packed
+    together."""
     hdr1, body1, hdr2, body2, tail = b"h" * 12, os.urandom(ALIGN_MIN), b"H" * 12, b"b" * 100, b"t" * 7
     big = os.urandom(SEALP + 5)
     bufs = [hdr1, body1, hdr2, body2, big, tail]
@@ -371,8 +378,9 @@ def test_large_buffers_start_frames_of_their_own(impl):
         flen = int.from_bytes(sealed[pos : pos + 2], "big")
         frames.append(rx.decrypt(sealed[pos + 2 : pos + 2 + flen]))
         pos += 2 + flen
-    assert frames == [hdr1, body1, hdr2 + body2, big[:SEALP], big[SEALP:], tail]
-    assert tx.nonce == 6
+    assert frames == [hdr1 + body1, hdr2 + body2, big[:SEALP], big[SEALP:], tail]
+    assert tx.nonce == 5
+    assert len(hdr1) <= JOIN_MAX < len(hdr2 + body2)
 
 
 # RFC 5869 test case 3 (SHA-256, empty salt and info): the Noise HKDF is RFC 5869 with

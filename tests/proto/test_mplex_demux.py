@@ -667,10 +667,12 @@ def _mplex_ciphers(kernels):
 def test_message_bulk_is_opened_in_place(impl, cut):
     payload = bytes(range(251)) * 1300  # 326 KB in one Message frame
     seal, open_ = _mplex_ciphers(impl)
-    # the header alone, then the payload: frames of its own (fastp2p's sealing)
+    # the header and the payload as a session queues them (fastp2p's sealing: the
+    # header rides in the payload's first Noise frame)
     frame = fr(1, MSG_I, payload)
     hlen = len(frame) - len(payload)
     wire = bytes(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
+    assert seal.nonce == -(-len(frame) // 65_408)
     d = impl.MplexDemux(1 << 20)
     d.attach(2, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
     buf = bytearray(len(payload))
@@ -680,10 +682,46 @@ def test_message_bulk_is_opened_in_place(impl, cut):
     assert d.feed_sealed(open_, wire[cut:]) is None
     assert loan.unlend() == len(payload) and bytes(buf) == payload and w.sets == 1
     assert d.take(2) == len(payload)
-    # every whole payload frame went in place (the pure twin copies, counted alike);
-    # a frame split by the read boundary is completed the usual way
-    assert d.direct_bytes_in >= len(payload) - 2 * 65_519
+    # the first frame is opened in two parts: its first MAX_HEADER_SIZE bytes (the
+    # header and a few payload bytes, copied) through the decoder, the rest in place
+    # like every later frame (the pure twin copies, counted alike)
+    assert d.direct_bytes_in == len(payload) - (pure_frame.MAX_HEADER_SIZE - hlen)
     assert d.sealed_bytes_in == d.bytes_in == len(frame)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", ["control", "short-length", "no-loan", "forged"])
+def test_message_header_frames_that_cannot_go_in_place(impl, case):
+    """A frame starting with anything but a Message header whose payload covers
+    it, or with no loan to take it: opened whole and decoded as before; a forged
+    one places and delivers nothing."""
+    seal, open_ = _mplex_ciphers(impl)
+    payload = bytes(range(256)) * 100
+    if case == "control":  # a 1-byte Close, then the Message: the frame starts with a control
+        bufs = [fr(1, 4 if MSG_I == 2 else 3), fr(1, MSG_I, payload)[:-len(payload)], payload]
+    elif case == "short-length":  # two Messages in one frame: the first covers only part of it
+        bufs = [fr(1, MSG_I, payload[:3000])[:-3000], payload[:3000] + fr(1, MSG_I, payload[3000:])]
+    else:
+        bufs = [fr(1, MSG_I, payload)[:-len(payload)], payload]
+    wire = bytearray(seal.seal_frames([memoryview(b) for b in bufs]))
+    if case == "forged":
+        wire[2 + 4_000] ^= 1
+    d = impl.MplexDemux(1 << 20)
+    got: list[bytes] = []
+    d.attach(2, (lambda p: pytest.fail("forged")) if case == "forged" else
+             (lambda p: got.append(bytes(p))), 1 << 30)
+    buf = bytearray(len(payload))
+    loan = d.lend(2, buf, Waiter()) if case != "no-loan" else None
+    if case == "forged":
+        with pytest.raises(DecryptError):
+            d.feed_sealed(open_, bytes(wire))
+        assert loan.unlend() == 0 and d.take(2) == 0
+        return
+    out = d.feed_sealed(open_, bytes(wire)) or []
+    n = loan.unlend() if loan is not None else 0
+    back = b"".join(bytes(p) for f, _i, p in out if f == MSG_I)
+    assert bytes(buf[:n]) + b"".join(got) + back == payload
+    assert d.direct_bytes_in == 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -693,15 +731,18 @@ def test_forged_message_frame_counts_nothing(impl):
     frame = fr(1, MSG_I, payload)
     hlen = len(frame) - len(payload)
     wire = bytearray(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
-    first = 2 + hlen + 16  # the header's own Noise frame
-    wire[first + 2 + 65_408 + 16 + 2 + 100] ^= 1  # inside the second payload frame
+    # the first Noise frame holds the header and the start of the payload
+    second = 2 + 65_408 + 16
+    wire[second + 2 + 100] ^= 1  # inside the second frame
     d = impl.MplexDemux(1 << 20)
     d.attach(2, lambda p: None, 1 << 30)
     buf = bytearray(len(payload))
     loan = d.lend(2, buf, Waiter())
     with pytest.raises(DecryptError):
         d.feed_sealed(open_, bytes(wire))
-    assert loan.unlend() == 65_408  # the first payload frame; the forged one not counted
+    # the first frame's payload; the forged one not counted
+    assert loan.unlend() == 65_408 - hlen
+    assert bytes(buf[: 65_408 - hlen]) == payload[: 65_408 - hlen]
 
 
 _mplex_op = st.one_of(

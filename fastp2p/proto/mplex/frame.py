@@ -152,6 +152,29 @@ class MplexDecoder:
         """Account ``n`` payload bytes that :meth:`in_payload` allowed."""
         self._remaining -= n
 
+    def head(self, buf: ReadableBuffer, more: int) -> tuple[int, int, int] | None:
+        """``(header length, flag, stream id)`` when the decoder is between frames
+        and ``buf`` starts with a valid Message header (flag 1 or 2) whose payload
+        covers the rest of ``buf`` and ``more`` bytes after it; else None. Changes
+        nothing (the caller feeds ``buf`` afterwards, which reports any error).
+        csrc/fp_frame.c has the twin."""
+        if self._error is not None or self._hdr or self._remaining or self._acc is not None:
+            return None
+        try:
+            r1 = uvarint_decode(buf, 0)
+            r2 = uvarint_decode(buf, r1[1]) if r1 is not None else None
+        except VarintError:
+            return None
+        if r2 is None:
+            return None
+        key, length, end = r1[0], r2[0], r2[1]  # type: ignore[index]
+        flag = key & 7
+        if flag not in (MESSAGE_RECEIVER, MESSAGE_INITIATOR) or length > self.max_message_size:
+            return None
+        if length < len(buf) - end + more:
+            return None
+        return end, flag, key >> 3
+
     def feed(self, data: ReadableBuffer) -> list[MplexRecord]:
         """Decode everything complete in ``data``; see the module docstring."""
         if self._error is not None:
@@ -262,6 +285,12 @@ class MplexDemux(RouteTable):
 
     def _take_payload(self, plen: int) -> None:
         self._dec.take_payload(plen)
+
+    _head_size = MAX_HEADER_SIZE
+
+    def _head(self, buf: memoryview, more: int) -> tuple[int, int] | None:
+        got = self._dec.head(buf, more)
+        return None if got is None else (got[0], message_key(got[1], got[2]))
 
     def _segment(self, data: ReadableBuffer) -> None:
         """Decode ``data`` (an error delivers nothing of it) and walk its records."""

@@ -30,7 +30,7 @@ from fastp2p._typing import ReadableBuffer, byte_view
 from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
 __all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT",
-           "SEAL_PLAINTEXT", "ALIGN_MIN", "MAX_NONCE", "NoiseCipher", "segments"]
+           "SEAL_PLAINTEXT", "ALIGN_MIN", "JOIN_MAX", "MAX_NONCE", "NoiseCipher", "segments"]
 
 MAX_FRAME = 65535
 TAG_SIZE = 16
@@ -42,6 +42,11 @@ SEAL_PLAINTEXT = 65408
 #: an input buffer this long starts frames of its own, so its bytes are whole
 #: frames (one AEAD call each, and a receiver opens them in place)
 ALIGN_MIN = 16384
+#: a run of shorter buffers of at most this many bytes (one muxer header) joins
+#: the long one after it: a data frame's header shares the first Noise frame of
+#: its payload (one AEAD operation fewer), and a receiver opens the header first
+#: and the payload in place (csrc/fp_aead.h FP_AEAD_JOIN_MAX)
+JOIN_MAX = 16
 MAX_NONCE = (1 << 64) - 1  # reserved; never used to encrypt
 KEY_SIZE = 32
 
@@ -98,20 +103,27 @@ def usable_ciphers(preference: Sequence[str]) -> tuple[str, ...]:
 
 def segments(bufs: Sequence[ReadableBuffer]) -> list[memoryview]:
     """The plaintext runs sealed as contiguous frames (csrc's fp_aead_next_segment):
-    each buffer of ``ALIGN_MIN`` bytes or more alone, each run of shorter ones joined."""
+    each buffer of ``ALIGN_MIN`` bytes or more alone, each run of shorter ones joined,
+    and a run of at most ``JOIN_MAX`` bytes joined to the long buffer after it."""
     out: list[memoryview] = []
     small: list[memoryview] = []
+    n_small = 0
     for b in bufs:
         mv = byte_view(b)
         if not len(mv):
             continue
         if len(mv) >= ALIGN_MIN:
-            if small:
-                out.append(memoryview(b"".join(small)))
-                small = []
-            out.append(mv)
+            if small and n_small <= JOIN_MAX:
+                out.append(memoryview(b"".join([*small, mv])))
+            else:
+                if small:
+                    out.append(memoryview(b"".join(small)))
+                out.append(mv)
+            small = []
+            n_small = 0
         else:
             small.append(mv)
+            n_small += len(mv)
     if small:
         out.append(memoryview(b"".join(small)) if len(small) > 1 else small[0])
     return out
