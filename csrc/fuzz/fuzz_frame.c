@@ -3,7 +3,8 @@
  *
  * Invariants checked (abort on violation): records stay inside the fed
  * buffer, DATA payload totals never exceed the header lengths, the held header
- * is bounded, consumed <= n, errors are sticky.
+ * is bounded, consumed <= n, errors are sticky; the decoders' `head` peek
+ * changes nothing, and what it names is what feeding the bytes then gives.
  */
 #include <stdlib.h>
 
@@ -26,7 +27,21 @@ static void fuzz_yamux(const uint8_t *data, size_t size, size_t step) {
         size_t off = 0;
         while (off < n || off == 0) {
             size_t consumed = 0, nout = 0;
+            fp_yamux_decoder before = d;
+            uint32_t sid = 0;
+            size_t more = (size_t)data[pos + n - 1] << 8;
+            size_t hk = fp_yamux_decoder_head(&d, data + pos + off, n - off, more, &sid);
+            FP_FUZZ_CHECK(before.hdr_len == d.hdr_len && before.remaining == d.remaining &&
+                          before.stream_id == d.stream_id && before.first == d.first &&
+                          before.error == d.error);
+            FP_FUZZ_CHECK(hk == 0 || hk == FP_YAMUX_HEADER_SIZE);
             int rc = fp_yamux_decoder_feed(&d, data + pos + off, n - off, &consumed, r, 7, &nout);
+            if (hk) { /* a plain DATA header covering the rest of the bytes fed */
+                FP_FUZZ_CHECK(rc == 0 && consumed == n - off);
+                FP_FUZZ_CHECK(nout <= 1 && (nout == 0 || (r[0].type == 0 && r[0].flags == 0 &&
+                                                            r[0].stream_id == sid)));
+                if (more || n - off > hk) FP_FUZZ_CHECK(d.remaining >= more && d.stream_id == sid);
+            }
             FP_FUZZ_CHECK(consumed <= n - off && nout <= 7);
             for (size_t k = 0; k < nout; k++) {
                 if (r[k].offset != FP_NO_PAYLOAD) {
@@ -58,7 +73,20 @@ static void fuzz_mplex(const uint8_t *data, size_t size, size_t step, uint64_t m
         size_t off = 0;
         for (;;) {
             size_t consumed = 0, nout = 0;
+            fp_mplex_decoder before = d;
+            uint8_t flag = 0;
+            uint64_t sid = 0;
+            size_t more = (size_t)data[pos + n - 1] << 4;
+            size_t hk = fp_mplex_decoder_head(&d, data + pos + off, n - off, more, &flag, &sid);
+            FP_FUZZ_CHECK(before.hdr_len == d.hdr_len && before.remaining == d.remaining &&
+                          before.stream_id == d.stream_id && before.error == d.error);
+            FP_FUZZ_CHECK(hk <= n - off && hk < FP_MPLEX_MAX_HEADER + 1);
             int rc = fp_mplex_decoder_feed(&d, data + pos + off, n - off, &consumed, r, 5, &nout);
+            if (hk) { /* a Message header covering the rest of the bytes fed */
+                FP_FUZZ_CHECK(rc == 0 && consumed == n - off && (flag == 1 || flag == 2));
+                FP_FUZZ_CHECK(nout <= 1 && (nout == 0 || (r[0].flag == flag && r[0].stream_id == sid)));
+                if (more || n - off > hk) FP_FUZZ_CHECK(d.remaining >= more && d.stream_id == sid);
+            }
             FP_FUZZ_CHECK(consumed <= n - off && nout <= 5);
             for (size_t k = 0; k < nout; k++) {
                 FP_FUZZ_CHECK(r[k].flag < 7 && r[k].stream_id <= FP_MPLEX_MAX_STREAM_ID);

@@ -14,7 +14,8 @@
  * frame consumed, plaintext identical), open_frames never reports more
  * plaintext than ciphertext consumed, and any single flipped byte of the sealed
  * stream is caught (FP_EAUTH / FP_EFRAME, or a frame left incomplete) rather
- * than delivered; plus the decoder invariants of fuzz_frame.c.
+ * than delivered, also when each frame is opened in two parts (header first,
+ * as the demux does); plus the decoder invariants of fuzz_frame.c.
  */
 #define LLVMFuzzerTestOneInput fp_fuzz_frame_entry
 #include "fuzz_frame.c"
@@ -40,6 +41,32 @@ static size_t seal_segments(const uint8_t *p, size_t n, uint8_t seed, uint8_t *w
     } while (off < n);
     fp_aead_free(&tx);
     return w;
+}
+
+/* Opens every frame of wire[0..wlen) in two parts (the first `head` plaintext
+ * bytes, then the rest) into plain; the plaintext length, or -1 when a frame is
+ * short, incomplete or not authentic. */
+static long open_in_parts(const uint8_t *wire, size_t wlen, size_t head, uint8_t *plain) {
+    fp_aead rx;
+    size_t pos = 0, opos = 0;
+    long out = -1;
+    FP_FUZZ_CHECK(fp_aead_init(&rx, KNOWN_KEY, 0, 0) == 0);
+    while (pos < wlen) {
+        if (wlen - pos < 2) goto done;
+        size_t flen = (size_t)wire[pos] << 8 | wire[pos + 1];
+        if (wlen - pos - 2 < flen) goto done;
+        if (fp_aead_open_begin(&rx, wire + pos + 2, flen) != 0) goto done;
+        size_t plen = flen - FP_AEAD_TAG_SIZE, h = head < plen ? head : plen;
+        FP_FUZZ_CHECK(fp_aead_open_update(&rx, wire + pos + 2, h, plain + opos) == 0);
+        FP_FUZZ_CHECK(fp_aead_open_update(&rx, wire + pos + 2 + h, plen - h, plain + opos + h) == 0);
+        if (fp_aead_open_end(&rx) != 0) goto done;
+        pos += 2 + flen;
+        opos += plen;
+    }
+    out = (long)opos;
+done:
+    fp_aead_free(&rx);
+    return out;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -72,6 +99,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FP_FUZZ_CHECK(start == wlen && outlen == n);
     FP_FUZZ_CHECK(n == 0 || memcmp(plain, p, n) == 0);
 
+    /* frame by frame in two parts (the demux's header-first open): the same plaintext */
+    size_t head = (size_t)rs % 20;
+    FP_FUZZ_CHECK(open_in_parts(wire, wlen, head, plain) == (long)n);
+    FP_FUZZ_CHECK(n == 0 || memcmp(plain, p, n) == 0);
+
     /* the authenticated plaintext drives the muxer decoders */
     size_t step = (size_t)(rs % 17) + 1;
     fuzz_yamux(plain, n, step);
@@ -88,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int rc = fp_aead_open_frames(&rx, wire, wlen, &consumed, plain, cap, &got);
         FP_FUZZ_CHECK(rc == FP_EAUTH || rc == FP_EFRAME || (rc == 0 && consumed < wlen));
         fp_aead_free(&rx);
+        FP_FUZZ_CHECK(open_in_parts(wire, wlen, (size_t)rs % 20, plain) == -1);
     }
     free(wire);
     free(plain);
