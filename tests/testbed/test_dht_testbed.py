@@ -331,22 +331,37 @@ def test_js_libp2p_peers_look_up_fastp2p_hosts(testbed: Testbed) -> None:
         ws = testbed.workers
         secs: list[float] = []
         failed: list[str] = []
+        retried: list[str] = []
         for _ in range(5):  # five rounds: every js peer looks up one random fastp2p host at once
             calls = []
             for p in peers:
                 target = rng.choice(ws)
                 calls.append((p, target, time.monotonic(), p.send("find_peer", peer_id=target.peer_id)))
             for p, target, ts, cid in calls:
-                try:
-                    r = p.result(cid, QUERY_TIMEOUT)
-                    assert r["peer_id"] == target.peer_id and any(target.node.ip in a for a in r["addrs"]), r
-                    secs.append(time.monotonic() - ts)
-                except (WorkerError, TimeoutError) as exc:
-                    failed.append(f"{p.node.ns} -> {target.node.index}: {exc}")
+                for attempt in (1, 2):
+                    try:
+                        r = p.result(cid, QUERY_TIMEOUT)
+                        assert r["peer_id"] == target.peer_id and any(
+                            target.node.ip in a for a in r["addrs"]), r
+                        if attempt == 1:
+                            secs.append(time.monotonic() - ts)
+                        break
+                    except (WorkerError, TimeoutError) as exc:
+                        # js-libp2p's findPeer ends NotFound when no closerPeers list of
+                        # its one query names the target; over these lossy links that hit
+                        # 1 of 15 lookups in 1 of ~6 CI runs since the FIND_NODE fix
+                        # (8fceeaf). A user retries: so does this test, once, and the row
+                        # reports first-try lookups and retries apart.
+                        if attempt == 1 and "NotFoundError" in str(exc):
+                            retried.append(f"{p.node.ns} -> {target.node.index}")
+                            cid = p.send("find_peer", peer_id=target.peer_id)
+                            continue
+                        failed.append(f"{p.node.ns} -> {target.node.index}: {exc}")
         ms = sorted(s * 1000 for s in secs)
-        total = len(secs) + len(failed)
+        total = 5 * len(peers)
         _record("js_find_peer", {
             "js_peers": JS_PEERS, "start_s": round(started, 1), "lookups": total, "ok": len(secs),
+            "retried": len(retried), "failed_after_retry": len(failed),
             "success": len(secs) / max(1, total),
             "median_ms": statistics.median(ms) if ms else None,
             "p99_ms": ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))] if ms else None,
