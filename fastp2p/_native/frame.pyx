@@ -123,8 +123,7 @@ cdef object _raise_status(int rc, str what):
 cdef enum:
     # as fastp2p/proto/yamux/frame.py's (why there): loans of this size or more
     # size the socket reads to fit them, and stop them with less room than
-    # LOAN_MIN_READ; from LOAN_OVERFLOW_PAUSE on, an overflow or a loan filled to
-    # under LOAN_MIN_READ of room stops them too
+    # LOAN_MIN_READ; from LOAN_OVERFLOW_PAUSE on, an overflow stops them too
     LOAN_LARGE = 512 * 1024
     LOAN_MIN_READ = 16 * 1024
     LOAN_OVERFLOW_PAUSE = 64 * 1024
@@ -779,8 +778,6 @@ cdef class _RouteTable:
             elif r.lent.len >= LOAN_LARGE:
                 hint = self._size_read(r.lent.len - r.lent_got)
                 full = hint < 0
-            elif r.lent.len >= LOAN_OVERFLOW_PAUSE:
-                full = r.lent.len - r.lent_got < LOAN_MIN_READ
         self._overflowed = False
         self._set_hint(max(hint, 0))
         if full and self.on_loan_full is not None:

@@ -541,26 +541,6 @@ def test_small_loans_leave_read_sizes_alone(impl):
         assert d.read_hint == 0 and calls == pauses
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("size, left, pauses", [(256 * 1024, 0, [1]), (256 * 1024, 10_000, [1]),
-                                                 (256 * 1024, 20_000, []), (60_000, 0, [])])
-def test_a_loan_filled_to_its_last_bytes_stops_the_reads(impl, size, left, pauses):
-    """A loan of 64 KiB or more that a feed leaves with under LOAN_MIN_READ of room
-    asks for a pause (the reader lends its next buffer before the next read, which
-    would otherwise be queued and copied); smaller loans never do."""
-    payload = bytes(range(256)) * ((size - left) // 256) + bytes((size - left) % 256)
-    open_, wire, _ = _payload_frames(impl, 1, payload)
-    d = impl.YamuxDemux()
-    d.attach(1, lambda p: None, 1 << 30)
-    calls: list[int] = []
-    d.on_loan_full = lambda: calls.append(1)
-    buf = bytearray(size)
-    loan = d.lend(1, buf, Waiter())
-    assert d.feed_sealed(open_, wire) is None
-    assert calls == pauses and d.read_hint == 0
-    assert loan.unlend() == len(payload) and bytes(buf[: len(payload)]) == payload
-
-
 _frame_op = st.one_of(
     st.tuples(st.just("data"), st.sampled_from([1, 3]), st.integers(0, 200_000)),
     st.tuples(st.just("data"), st.sampled_from([1, 3]), st.integers(130_000, 200_000)),

@@ -41,11 +41,12 @@ LOAN_MIN_READ = 16 * 1024
 # A loan of this size or more that overflowed (its reader is behind the socket)
 # stops the reads too: otherwise the reader is served from the queue from then
 # on, and nearly every byte is copied (256 KiB messages into 256 KiB loans: 4-10%
-# of the bytes in place, 60-90% with the pause). So does one that a read filled
-# to under LOAN_MIN_READ of room: the event loop would read on before its reader
-# lends the next buffer, and that whole read would be queued and copied (a 512 MiB
-# upload in 64 KiB messages into 256 KiB loans, two processes: 54-93% of the
-# bytes in place, down to every other read; 99.7% with the pause).
+# of the bytes in place, 60-90% with the pause). A loan that a read filled to
+# its last bytes does not: the next read of the same loop pass is then queued
+# and copied (64 KiB messages into 256 KiB loans: 54-93% of the bytes in place),
+# but pausing there measured slower (99.7% in place, yet 1 GiB uploads in 64 KiB
+# messages ~10% slower in alternating runs; likely because the socket stops
+# draining while the reader lends again, so the sender stalls).
 LOAN_OVERFLOW_PAUSE = 64 * 1024
 # A Noise frame of this much plaintext or more that starts with a data frame's
 # header (fastp2p's sender puts a header and the start of its payload in one
@@ -562,8 +563,6 @@ class RouteTable:
             elif len(r.lent) >= LOAN_LARGE:
                 hint = self._size_read(len(r.lent) - r.lent_got)
                 full = hint < 0
-            elif len(r.lent) >= LOAN_OVERFLOW_PAUSE:
-                full = len(r.lent) - r.lent_got < LOAN_MIN_READ
         self._overflowed = False
         self._set_hint(max(hint, 0))
         if full and self.on_loan_full is not None:
