@@ -194,13 +194,7 @@ int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t sk
     return fp_aead_seal_from(a, iov, vi, voff, len, out, outlen);
 }
 
-static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out);
-
 int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
-    return fp_aead_open_one(a, ct, n, out);
-}
-
-static int fp_aead_open_one(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
     int rc = fp_aead_open_begin(a, ct, n);
     if (rc) return rc;
     rc = fp_aead_open_update(a, ct, n - FP_AEAD_TAG_SIZE, out);
@@ -252,7 +246,7 @@ int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consume
             rc = FP_ENOBUFS;
             goto done;
         }
-        rc = fp_aead_open_one(a, in + pos + FP_AEAD_LEN_SIZE, flen, out + opos);
+        rc = fp_aead_open_frame(a, in + pos + FP_AEAD_LEN_SIZE, flen, out + opos);
         if (rc) goto done;
         pos += FP_AEAD_LEN_SIZE + flen;
         opos += plen;
@@ -282,7 +276,7 @@ int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_
     if (!a->ctx || n > INT_MAX) return FP_EINVAL;
     if (n < FP_AEAD_TAG_SIZE) return FP_EAUTH;
     FP_CHECK_BOUNDS(n - FP_AEAD_TAG_SIZE, cap);
-    return fp_aead_open_one(a, in, n, out);
+    return fp_aead_open_frame(a, in, n, out);
 }
 
 /* -- Noise HKDF ---------------------------------------------------------------------- */

@@ -114,27 +114,31 @@ class MplexDecoder:
         return exc
 
     def _parse_header(self, buf: ReadableBuffer) -> tuple[int, int, int, int] | None:
-        """Returns ``(flag, stream_id, length, end)`` or None if incomplete."""
+        """Returns ``(flag, stream_id, length, end)`` or None if incomplete; an
+        invalid header kills the decoder."""
         try:
-            r1 = uvarint_decode(buf, 0)
-            if r1 is None:
-                return None
-            r2 = uvarint_decode(buf, r1[1])
-        except VarintError as exc:
-            raise self._fail(VarintError(str(exc))) from None
+            return self._peek_header(buf)
+        except RemoteProtocolError as exc:
+            raise self._fail(exc) from None
+
+    def _peek_header(self, buf: ReadableBuffer) -> tuple[int, int, int, int] | None:
+        """:meth:`_parse_header` without changing the decoder: the typed error of an
+        invalid header is raised, not kept."""
+        r1 = uvarint_decode(buf, 0)
+        if r1 is None:
+            return None
+        r2 = uvarint_decode(buf, r1[1])
         if r2 is None:
             return None
         key, length, end = r1[0], r2[0], r2[1]
         flag = key & 7
         sid = key >> 3
         if flag == 7:
-            raise self._fail(FrameTypeError("unknown mplex flag 7"))
+            raise FrameTypeError("unknown mplex flag 7")
         if sid > MAX_STREAM_ID:  # pragma: no cover - a 63-bit varint >> 3 always fits
-            raise self._fail(FrameError("mplex stream id exceeds 60 bits"))
+            raise FrameError("mplex stream id exceeds 60 bits")
         if length > self.max_message_size:
-            raise self._fail(
-                FrameTooLargeError(f"mplex frame of {length} bytes exceeds {self.max_message_size}")
-            )
+            raise FrameTooLargeError(f"mplex frame of {length} bytes exceeds {self.max_message_size}")
         return flag, sid, length, end
 
     def in_payload(self, n: int) -> tuple[int, int] | None:
@@ -161,19 +165,15 @@ class MplexDecoder:
         if self._error is not None or self._hdr or self._remaining or self._acc is not None:
             return None
         try:
-            r1 = uvarint_decode(buf, 0)
-            r2 = uvarint_decode(buf, r1[1]) if r1 is not None else None
-        except VarintError:
+            parsed = self._peek_header(buf)
+        except RemoteProtocolError:
             return None
-        if r2 is None:
+        if parsed is None:
             return None
-        key, length, end = r1[0], r2[0], r2[1]  # type: ignore[index]
-        flag = key & 7
-        if flag not in (MESSAGE_RECEIVER, MESSAGE_INITIATOR) or length > self.max_message_size:
+        flag, sid, length, end = parsed
+        if flag not in (MESSAGE_RECEIVER, MESSAGE_INITIATOR) or length < len(buf) - end + more:
             return None
-        if length < len(buf) - end + more:
-            return None
-        return end, flag, key >> 3
+        return end, flag, sid
 
     def feed(self, data: ReadableBuffer) -> list[MplexRecord]:
         """Decode everything complete in ``data``; see the module docstring."""
