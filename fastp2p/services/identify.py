@@ -145,7 +145,7 @@ class Identify:
     async def wait_identified(self, conn: Connection) -> None:
         """Wait until identify with ``conn``'s peer finished (successfully or not)."""
         fut = self._done.get(conn)
-        if fut is not None:
+        if fut is not None and not fut.done():
             await asyncio.shield(fut)
 
     async def _identify(self, conn: Connection, fut: asyncio.Future[None], stream: Stream | None) -> None:
@@ -154,6 +154,9 @@ class Identify:
                 stream = await self.host.open_stream(conn.remote_peer, PROTOCOL_ID)
             async with stream:
                 await self._read_info(stream, conn)
+                # identified: the waiting connect() goes on now, not after the close
+                if not fut.done():
+                    fut.set_result(None)
         except (P2PError, OSError, TimeoutError, EOFError) as exc:
             log.debug("identify with %s failed: %r", conn.remote_peer, exc, extra=conn_extra(conn))
         finally:

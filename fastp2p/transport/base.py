@@ -132,6 +132,13 @@ class DataPath(abc.ABC):
     async def drain(self) -> None:
         """Wait until ``write_paused`` is False (raises if the path broke)."""
 
+    def hold(self) -> None:
+        """Keep what is sent from now to the end of this loop pass and send it in
+        one go: a hint that more frames follow in the same pass (a stream's
+        opening frame and its first write; the acknowledgment of a peer's new
+        stream and its handler's answer). A path without passes ignores it."""
+        return  # the default: each send leaves as it comes
+
     @abc.abstractmethod
     def pause_reading(self) -> None:
         """Stop delivering received bytes (backpressure from a slow stream)."""

@@ -180,6 +180,9 @@ class NoisePath(DataPath):
             return len(out)
         return self._send_in_pass(bufs)
 
+    def hold(self) -> None:
+        self.raw.hold_flush()
+
     def _send_in_pass(self, bufs: list[memoryview]) -> int:
         pend = self._pend
         n = 0
@@ -694,6 +697,11 @@ class Connection:
                     self._attach(st.id, st.feed_data)
                 self.stats.streams_accepted += 1
                 self._on_inbound_stream(st)
+                # The acknowledgment waits for the end of the pass, which now comes
+                # after the handler task's first step: a handler that answers at
+                # once (multistream, then its first write) sends it all in one
+                # write, not the ACK alone and its answer a syscall later.
+                self._tx.hold()
             elif isinstance(ev, StreamEnded):
                 st = streams.get(ev.stream_id)
                 if st is not None:
@@ -908,6 +916,9 @@ class Connection:
         self.stats.streams_opened += 1
         if announce:
             self._transmit()
+        else:
+            # the opening frame and the caller's first writes of this pass leave together
+            self._tx.hold()
         return st
 
     async def ping(self) -> float:

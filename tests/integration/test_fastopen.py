@@ -5,6 +5,9 @@
 - The first write of a pass of the event loop leaves at once, the small writes
   after it in one ``send()`` at the end of the pass.
 - One Noise static key (and signature) per host identity.
+- Opening a stream and echoing one message is one Noise frame each way: the
+  opener's SYN, proposal and first write leave together, and so do the
+  listener's ACK, multistream answer and the handler's reply (DataPath.hold).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import pytest
 
 import fastp2p
+from fastp2p.config import HostConfig
 from fastp2p.errors import NegotiationError, StreamResetError
 from fastp2p.testing import host_pair
 from fastp2p.transport import tcp, upgrader
@@ -142,3 +146,28 @@ async def test_host_buffer_pool_is_made_on_first_use() -> None:
         assert h._buffers is None
         pool = h.buffers
         assert h.buffers is pool
+
+
+@pytest.mark.parametrize("rounds", [1, 5])
+async def test_open_and_echo_is_one_frame_each_way(rounds: int) -> None:
+    async def echo_once(stream: fastp2p.Stream) -> None:
+        await stream.write(await stream.readexactly(4))
+        await stream.close_write()
+
+    # over TCP (on one host the default would move the streams to shared memory)
+    async with host_pair(HostConfig(data_paths=("tcp",)), handlers={ECHO: echo_once}) as (cli, srv, peer):
+        c_conn, s_conn = cli.connection(peer), srv.connection(cli.peer_id)
+        assert c_conn is not None and s_conn is not None
+        c_send, s_send = c_conn.base_path.ciphers[0], s_conn.base_path.ciphers[0]
+        for _ in range(rounds):
+            await asyncio.sleep(0.05)  # identify's and earlier streams' closes are out
+            c0, s0 = c_send.nonce, s_send.nonce
+            st = await cli.open_stream(peer, ECHO)  # known from identify: lazy
+            await st.write(b"ping")
+            async with asyncio.timeout(10):
+                assert await st.readexactly(4) == b"ping"
+            # before: 2 frames from the opener (SYN + proposal, then the data) and
+            # 2-3 from the listener (ACK, then the answer and the reply)
+            assert c_send.nonce - c0 == 1
+            assert s_send.nonce - s0 == 1
+            await st.aclose()

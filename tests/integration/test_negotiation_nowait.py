@@ -131,8 +131,11 @@ async def test_open_stream_nowait_proposes_on_that_connection() -> None:
         s = a.open_stream_nowait(conn, PROTO)  # no await: proposed in this call
         assert s is not None and s.protocol == PROTO and s.conn is conn
         assert conn.stats.streams_opened == before + 1
-        assert send.nonce == nonce + 1  # the SYN and the proposal: one Noise frame
-        await s.write(b"hi")
+        assert send.nonce == nonce  # held for the caller's first write (DataPath.hold)
+        await s.write(b"hi")  # fits the window: returns in this same pass
+        assert send.nonce == nonce
+        await asyncio.sleep(0)  # the pass's end
+        assert send.nonce == nonce + 1  # the SYN, the proposal and the data: one Noise frame
         assert await s.readexactly(2) == b"hi"
         await s.aclose()
         # a protocol the listener does not serve: the first read says so
