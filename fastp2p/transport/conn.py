@@ -700,7 +700,9 @@ class Connection:
                 # The acknowledgment waits for the end of the pass, which now comes
                 # after the handler task's first step: a handler that answers at
                 # once (multistream, then its first write) sends it all in one
-                # write, not the ACK alone and its answer a syscall later.
+                # write, not the ACK alone and its answer a syscall later. (A pass
+                # whose end is already scheduled keeps it: moving it behind the new
+                # tasks cost 1000 concurrent streams 7% more instructions each.)
                 self._tx.hold()
             elif isinstance(ev, StreamEnded):
                 st = streams.get(ev.stream_id)

@@ -168,7 +168,6 @@ class TcpConnection(RawConnection):
         self.in_pass = False  # a write was made in this loop pass (see write, RawConnection.in_pass)
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
-        self._held = False  # hold_flush moved the pass's end behind later callbacks
         self._call_soon = protocol._loop.call_soon  # bound once: once per pass
         # The end-of-pass marker needs no context variables: an empty context of
         # its own spares call_soon a copy of the caller's on every pass. One per
@@ -243,18 +242,11 @@ class TcpConnection(RawConnection):
 
         For the upgrade's step boundaries: the listener's multistream answer
         leaves with Noise message 2, the new connection's first frames (the
-        identify request among them) leave together. Called while a pass's end
-        is already scheduled, it moves that end once more behind the callbacks
-        scheduled since (DataPath.hold: a handler task just created answers
-        in the same write).
+        identify request among them) leave together.
         """
         if not self.in_pass:
             self.in_pass = True
             self._call_soon(self._end_pass, context=self._ctx)
-        else:
-            # The pass's end was scheduled before the callbacks that this hold is
-            # for (a task just created): it moves behind them, once.
-            self._held = True
 
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         if not self.in_pass or self._closed:
@@ -269,10 +261,6 @@ class TcpConnection(RawConnection):
         self._send_pending()
 
     def _end_pass(self) -> None:
-        if self._held:
-            self._held = False
-            self._call_soon(self._end_pass, context=self._ctx)
-            return
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None
