@@ -71,16 +71,30 @@ def decode(data: bytes | bytearray | memoryview) -> list[tuple[int, int, int | b
     out: list[tuple[int, int, int | bytes]] = []
     pos = 0
     end = len(buf)
+    # One-byte varints (field keys up to 15, lengths and values below 128: most
+    # of libp2p's small messages) are read inline; longer ones by _read_varint.
     while pos < end:
-        key, pos = _read_varint(buf, pos, "field key")
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _read_varint(buf, pos, "field key")
         number, wire = key >> 3, key & 7
         if number == 0:
             raise ProtobufError("field number 0 is invalid")
         if wire == WIRE_VARINT:
-            value, pos = _read_varint(buf, pos, f"varint in field {number}")
+            if pos < end and buf[pos] < 0x80:
+                value = buf[pos]
+                pos += 1
+            else:
+                value, pos = _read_varint(buf, pos, f"varint in field {number}")
             out.append((number, wire, value))
         elif wire == WIRE_BYTES:
-            length, pos = _read_varint(buf, pos, f"length in field {number}")
+            if pos < end and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = _read_varint(buf, pos, f"length in field {number}")
             if length > end - pos:
                 raise ProtobufError(f"field {number} length {length} exceeds message")
             out.append((number, wire, buf[pos : pos + length]))
