@@ -749,6 +749,9 @@ class Host:
         self._spawn(self._serve_stream(stream))
 
     async def _serve_stream(self, stream: Stream) -> None:
+        # The multistream answer waits for the end of this pass: a handler that
+        # replies at once (identify) sends both in one write.
+        stream.conn.hold_writes()
         try:
             try:
                 proto = await negotiate_inbound(stream, self._supports,

@@ -923,6 +923,11 @@ class Connection:
             self._tx.hold()
         return st
 
+    def hold_writes(self) -> None:
+        """Keep this loop pass's frames, its first included, for one write at the
+        end of the pass (a hint: what follows in the same pass joins them)."""
+        self._tx.hold()
+
     async def ping(self) -> float:
         """Round trip of a muxer-level ping (yamux), in seconds.
 

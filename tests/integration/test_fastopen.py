@@ -171,3 +171,25 @@ async def test_open_and_echo_is_one_frame_each_way(rounds: int) -> None:
             assert c_send.nonce - c0 == 1
             assert s_send.nonce - s0 == 1
             await st.aclose()
+
+
+async def test_hold_writes_keeps_the_pass_first_write() -> None:
+    async def sink(stream: fastp2p.Stream) -> None:
+        while await stream.read(65536):
+            pass
+
+    async with host_pair(HostConfig(data_paths=("tcp",)), handlers={ECHO: sink}) as (cli, _srv, peer):
+        st = await cli.open_stream(peer, ECHO)
+        await st.write(b"x")
+        conn = st.conn
+        send = conn.base_path.ciphers[0]
+        for hold, frames in ((False, 2), (True, 1)):
+            await asyncio.sleep(0.05)  # nothing queued, no pass under way
+            n0 = send.nonce
+            if hold:
+                conn.hold_writes()  # what Host._serve_stream does before the answer
+            assert st.write_nowait(b"answer") == 6
+            assert st.write_nowait(b"reply") == 5
+            await asyncio.sleep(0)  # the pass's end
+            assert send.nonce - n0 == frames
+        await st.aclose()
