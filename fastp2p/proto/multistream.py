@@ -73,6 +73,8 @@ __all__ = [
     "encode_message",
     "encode_ls_response",
     "decode_ls_response",
+    "first_flight",
+    "select_first_flight",
     "MultistreamDialer",
     "MultistreamListener",
 ]
@@ -101,6 +103,56 @@ def encode_message(message: str) -> bytes:
 
 #: the first bytes every multistream-select peer sends
 HEADER_MESSAGE = encode_message(PROTOCOL_ID)
+
+
+_HEADER_LEN = len(HEADER_MESSAGE)
+_FIRST_FLIGHTS: dict[str, bytes] = {}
+_FIRST_FLIGHTS_MAX = 256
+
+
+def first_flight(protocol: str) -> bytes:
+    """The header and one line for ``protocol``: a lazy dialer's proposal, and
+    the listener's whole answer when it accepts (made once per protocol: every
+    stream a host opens or accepts sends one).
+
+    Raises:
+        LocalProtocolError: ``protocol`` is reserved or cannot be framed.
+    """
+    got = _FIRST_FLIGHTS.get(protocol)
+    if got is None:
+        if protocol in (NA, LS, PROTOCOL_ID) or not protocol:
+            raise LocalProtocolError(f"cannot propose reserved id {protocol!r}")
+        got = HEADER_MESSAGE + encode_message(protocol)
+        if len(_FIRST_FLIGHTS) >= _FIRST_FLIGHTS_MAX:
+            _FIRST_FLIGHTS.clear()
+        _FIRST_FLIGHTS[protocol] = got
+    return got
+
+
+def select_first_flight(data: bytes, accept: Callable[[str], bool]) -> tuple[str, int] | None:
+    """A listener's usual case in one step: ``data`` starts with the header and
+    one proposal (under 127 bytes) that ``accept`` takes. Returns the protocol
+    and the bytes the two lines took; the answer is ``first_flight(protocol)``,
+    what :class:`MultistreamListener` would send for the same bytes.
+
+    None for anything else (a split line, another header, ``ls``, ``na``, a
+    protocol not accepted, a malformed line): the caller then runs
+    :class:`MultistreamListener` on the same bytes, which answers, refuses or
+    raises as always.
+    """
+    if not data.startswith(HEADER_MESSAGE) or len(data) <= _HEADER_LEN:
+        return None
+    n = data[_HEADER_LEN]  # a one-byte length: 0 < n < 128
+    end = _HEADER_LEN + 1 + n
+    if n >= 0x80 or n < 2 or len(data) < end or data[end - 1] != 0x0A:
+        return None
+    try:
+        protocol = data[_HEADER_LEN + 1 : end - 1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if protocol in (NA, LS, PROTOCOL_ID) or "\n" in protocol or not accept(protocol):
+        return None
+    return protocol, end
 
 
 def encode_ls_response(protocols: Sequence[str]) -> bytes:

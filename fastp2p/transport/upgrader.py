@@ -25,7 +25,12 @@ from fastp2p.errors import (
     StreamErrorCode,
 )
 from fastp2p.proto.mplex import session as _mplex_session
-from fastp2p.proto.multistream import MultistreamDialer, MultistreamListener
+from fastp2p.proto.multistream import (
+    MultistreamDialer,
+    MultistreamListener,
+    first_flight,
+    select_first_flight,
+)
 from fastp2p.proto.noise import handshake as _noise_handshake
 from fastp2p.proto.noise.cipher import usable_ciphers
 from fastp2p.proto.noise.handshake import NoiseHandshake
@@ -407,9 +412,26 @@ class _LazyStream(Stream):
         ms.data_to_send()  # the proposal went out when the stream was opened
         return ms
 
-    async def _settle(self) -> None:
-        ms = self._dialer()
+    def _settled_by(self, data: bytes) -> bool:
+        """The usual answer (the header and our proposal echoed) at the start of
+        ``data``: the stream becomes a plain one, the rest stays buffered."""
+        assert self.protocol is not None
+        answer = first_flight(self.protocol)
+        if not data.startswith(answer):
+            return False
         self.__class__ = Stream  # type: ignore[assignment]  # from here on an ordinary stream
+        self.unread(data[len(answer):])
+        return True
+
+    async def _settle(self) -> None:
+        data = Stream.read_nowait(self, 4096) or await Stream.read(self, 4096)
+        if self._settled_by(data):
+            return
+        # Anything else (a refusal, a split answer, the end of the stream): the
+        # full machine, from the same bytes.
+        self.unread(data)
+        ms = self._dialer()
+        self.__class__ = Stream  # type: ignore[assignment]
         try:
             await _drive(self, ms)
         except NegotiationError:
@@ -421,6 +443,8 @@ class _LazyStream(Stream):
         data = Stream.read_nowait(self, 4096)
         if not data:
             return False
+        if self._settled_by(data):
+            return True
         ms = self._dialer()
         try:
             ms.receive_data(data)
@@ -455,22 +479,6 @@ class _LazyStream(Stream):
     read_exactly = readexactly
 
 
-_PROPOSALS: dict[str, bytes] = {}
-_PROPOSALS_MAX = 256
-
-
-def _lazy_proposal(protocol: str) -> bytes:
-    # the multistream header and the proposal, as a lazy dialer sends them
-    # (made once per protocol: every stream a host opens sends one)
-    got = _PROPOSALS.get(protocol)
-    if got is None:
-        got = MultistreamDialer([protocol], lazy=True).data_to_send()
-        if len(_PROPOSALS) >= _PROPOSALS_MAX:
-            _PROPOSALS.clear()
-        _PROPOSALS[protocol] = got
-    return got
-
-
 def _now_lazy(stream: Stream, protocol: str) -> None:
     stream.protocol = protocol
     stream.__class__ = _LazyStream
@@ -481,7 +489,7 @@ def propose_now(stream: Stream, protocol: str) -> bool:
     handed to the muxer (nothing awaited, so no timer is needed around it);
     False when the stream's send window could not take it all at once (the
     caller then awaits :func:`negotiate_lazy`)."""
-    out = _lazy_proposal(protocol)
+    out = first_flight(protocol)
     n = stream.write_nowait(out)
     if n == 0:
         return False
@@ -502,7 +510,7 @@ async def negotiate_lazy(stream: Stream, protocol: str) -> str:
     first read; a listener that refuses after all resets the stream (it reads
     our data as a malformed proposal) or answers ``na``, and that read raises.
     """
-    await stream.write(_lazy_proposal(protocol))
+    await stream.write(first_flight(protocol))
     _now_lazy(stream, protocol)
     return protocol
 
@@ -519,6 +527,22 @@ async def negotiate_inbound(
     proposal that came with the stream's opening frame (a lazy dialer's, the
     usual case) is answered at once: no task switch and no timer.
     """
+    data = stream.read_nowait(4096)
+    if data:
+        accept = supported if callable(supported) else supported.__contains__
+        hit = select_first_flight(data, accept)
+        if hit is not None:
+            # The usual case (a lazy dialer's header and proposal, accepted): the
+            # answer is the same two lines, made once per protocol.
+            proto, used = hit
+            stream.unread(data[used:])
+            answer = first_flight(proto)
+            n = stream.write_nowait(answer)
+            if n < len(answer):
+                async with asyncio.timeout(timeout):
+                    await stream.write(answer[n:])
+            return proto
+        stream.unread(data)  # for the full machine
     ms = MultistreamListener(supported)
     pending = _drive_now(stream, ms)
     if pending is not None and not pending and ms.done:

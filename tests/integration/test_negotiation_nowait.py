@@ -199,3 +199,51 @@ async def test_open_stream_beyond_the_accept_backlog_waits_on_the_same_stream() 
             assert await asyncio.gather(*(one() for _ in range(40))) == [b"ok"] * 40
         assert conn.stats.streams_opened == before + 40
         assert a.open_stream_nowait(conn, PROTO) is not None  # the backlog is free again
+
+
+@pytest.mark.parametrize("split", [1, 20, 25])
+async def test_lazy_stream_settles_from_an_answer_split_across_frames(split: int) -> None:
+    # the one-step settle takes the usual answer whole; one that arrives in parts (at
+    # a byte of the header, between the two lines, inside the echo) goes to the full
+    # dialer machine, which settles from the same bytes
+    from fastp2p.proto.multistream import MultistreamListener, first_flight
+
+    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async with host_pair(CFG) as (a, b, peer):
+        conn_b = b.connection(a.peer_id)
+        assert conn_b is not None
+        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
+        s = a.connection(peer).open_stream()
+        assert propose_now(s, PROTO)
+        await s.write(b"hello")
+        inbound = await asyncio.wait_for(opened, 10)
+        ms = MultistreamListener({PROTO})
+        while not ms.done:
+            ms.receive_data(await inbound.read(4096))
+        answer = ms.data_to_send()
+        assert answer == first_flight(PROTO)
+        assert ms.unused_data() == b"hello"
+        await inbound.write(answer[:split])
+        reader = asyncio.ensure_future(s.readexactly(6))
+        await asyncio.sleep(0.05)
+        assert not reader.done()  # a part of the answer is not data
+        await inbound.write(answer[split:] + b"world!")
+        assert await asyncio.wait_for(reader, 10) == b"world!"
+        assert type(s).__name__ == "Stream"
+
+
+async def test_lazy_stream_refused_with_data_behind_the_refusal() -> None:
+    from fastp2p.errors import NegotiationError
+    from fastp2p.proto.multistream import HEADER_MESSAGE, encode_message
+
+    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async with host_pair(CFG) as (a, b, peer):
+        conn_b = b.connection(a.peer_id)
+        assert conn_b is not None
+        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
+        s = a.connection(peer).open_stream()
+        assert propose_now(s, PROTO)
+        inbound = await asyncio.wait_for(opened, 10)
+        await inbound.write(HEADER_MESSAGE + encode_message("na") + b"junk")
+        with pytest.raises(NegotiationError):
+            await asyncio.wait_for(s.read(10), 10)

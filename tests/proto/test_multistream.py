@@ -21,6 +21,8 @@ from fastp2p.proto.multistream import (
     decode_ls_response,
     encode_ls_response,
     encode_message,
+    first_flight,
+    select_first_flight,
 )
 
 HEADER = b"\x13/multistream/1.0.0\n"
@@ -318,3 +320,55 @@ def test_incomplete_foreign_first_bytes_fail_at_once() -> None:
             side.receive_data(b"\x00xyz")  # still incomplete, but already wrong
     with pytest.raises(NegotiationError):
         MultistreamListener(["/p"]).receive_data(b"\x7f" + b"r" * 30)  # length 127, incomplete
+
+
+def test_first_flight_is_the_lazy_proposal_and_the_accepting_answer() -> None:
+    assert first_flight("/echo/1.0.0") == MultistreamDialer(["/echo/1.0.0"], lazy=True).data_to_send()
+    listener = MultistreamListener(["/echo/1.0.0"])
+    listener.receive_data(first_flight("/echo/1.0.0"))
+    assert listener.done and listener.data_to_send() == first_flight("/echo/1.0.0")
+    for reserved in ("na", "ls", PROTOCOL_ID, ""):
+        with pytest.raises(LocalProtocolError):
+            first_flight(reserved)
+
+
+def test_select_first_flight_usual_and_refused_cases() -> None:
+    accept = {"/p", "/q"}.__contains__
+    assert select_first_flight(HEADER + encode_message("/p") + b"rest", accept) == ("/p", 24)
+    for data in (
+        HEADER + encode_message("/x"),  # not accepted: the machine answers na
+        HEADER + encode_message("ls"),
+        HEADER + encode_message("na"),
+        HEADER + encode_message(PROTOCOL_ID),
+        HEADER + encode_message("/p")[:-1],  # split line
+        HEADER,
+        HEADER[:-1] + b"x" + encode_message("/p"),  # another header
+        HEADER + b"\x01\n",  # empty line
+        HEADER + b"\x03/p!",  # no newline
+        HEADER + b"\x03\xff\xfe\n",  # not UTF-8
+        HEADER + encode_message("/" + "a" * 200),  # a two-byte length
+        b"",
+    ):
+        assert select_first_flight(data, accept) is None, data
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=80),
+    st.builds(lambda p, tail: HEADER + encode_message(p) + tail,
+              st.sampled_from(["/p", "/q", "/x", "ls", "na"]), st.binary(max_size=20)),
+    st.builds(lambda raw, tail: HEADER + raw + tail, st.binary(min_size=1, max_size=12),
+              st.binary(max_size=8)),
+))
+def test_select_first_flight_agrees_with_the_listener(data: bytes) -> None:
+    """Where the one-step path answers, the full listener does exactly the same
+    with the same bytes: same protocol, same answer, same bytes left over."""
+    hit = select_first_flight(data, {"/p", "/q"}.__contains__)
+    if hit is None:
+        return
+    proto, used = hit
+    listener = MultistreamListener(["/p", "/q"])
+    listener.receive_data(data)
+    assert listener.done and listener.selected == proto
+    assert listener.data_to_send() == first_flight(proto)
+    assert listener.unused_data() == data[used:]
