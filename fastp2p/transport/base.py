@@ -17,6 +17,13 @@ class RawConnection(abc.ABC):
     def write_paused(self) -> bool:
         """True while the write buffer is above its high-water mark."""
 
+    @property
+    def pause_state(self) -> Any:
+        """An object whose ``write_paused`` is this connection's and stays so for
+        its life (a stream's write reads it per message: an attribute there
+        costs no call); by default the connection itself."""
+        return self
+
     @abc.abstractmethod
     def pause_reading(self) -> None:
         """Stop reading from the socket (backpressure)."""
@@ -127,6 +134,12 @@ class DataPath(abc.ABC):
     @abc.abstractmethod
     def write_paused(self) -> bool:
         """True while the path holds more unsent bytes than its high-water mark."""
+
+    @property
+    def pause_state(self) -> Any:
+        """An object whose ``write_paused`` is this path's (see
+        ``RawConnection.pause_state``); by default the path itself."""
+        return self
 
     @abc.abstractmethod
     async def drain(self) -> None:

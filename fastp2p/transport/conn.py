@@ -240,6 +240,10 @@ class NoisePath(DataPath):
     def write_paused(self) -> bool:
         return self.raw.write_paused
 
+    @property
+    def pause_state(self) -> Any:
+        return self.raw.pause_state
+
     async def drain(self) -> None:
         await self.raw.drain()
 
@@ -292,6 +296,8 @@ class Connection:
         # The paths frames are sent on and received from (see switch_tx/switch_rx).
         self._tx: DataPath = self._base
         self._rx: DataPath = self._base
+        #: the sending path's ``pause_state`` (``Stream.write`` reads its flag per message)
+        self.pause_state: Any = self._base.pause_state
         self._rx_transient = False
         self.data_path_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -409,6 +415,7 @@ class Connection:
             # cipher takes the next nonces
             self._base.flush()
         self._tx = path
+        self.pause_state = path.pause_state
 
     def switch_rx(self, path: Any, *, transient: bool) -> None:
         """Receive frames from ``path`` from now on (the peer sent its marker).

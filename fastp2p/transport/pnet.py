@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from typing import Any
 
 from fastp2p import _accel
 from fastp2p.errors import PnetError
@@ -99,6 +100,10 @@ class PnetConnection(RawConnection):
     @property
     def write_paused(self) -> bool:
         return self.inner.write_paused
+
+    @property
+    def pause_state(self) -> Any:
+        return self.inner.pause_state
 
     async def drain(self) -> None:
         await self.inner.drain()

@@ -76,6 +76,9 @@ class StreamDriver(Protocol):
     def write_paused(self) -> bool:
         """True while the data path's write buffer is above its high-water mark."""
 
+    #: an object whose ``write_paused`` is the sending path's (read per message)
+    pause_state: Any
+
     async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:
         """Wait until the data path drained (or ``interrupt`` completes)."""
 
@@ -497,7 +500,7 @@ class Stream:
                         await fut
                     finally:
                         self._write_waiter = None
-            if conn.write_paused:
+            if conn.pause_state.write_paused:
                 # A reset or aclose of this stream also ends the wait: its writer
                 # must not stay blocked behind other streams' bytes.
                 fut = conn.loop.create_future()

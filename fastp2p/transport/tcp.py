@@ -82,7 +82,8 @@ class _TcpProtocol(asyncio.BufferedProtocol):
         self.eof = False
         self.lost = False
         self.exc: BaseException | None = None
-        self._paused = False
+        # read by streams without a call (TcpConnection.pause_state)
+        self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.bytes_received = 0
 
@@ -135,10 +136,10 @@ class _TcpProtocol(asyncio.BufferedProtocol):
             self._on_lost(exc)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.write_paused = False
         for w in self._drain_waiters:
             if not w.done():
                 w.set_result(None)
@@ -288,11 +289,15 @@ class TcpConnection(RawConnection):
 
     @property
     def write_paused(self) -> bool:
-        return self._p._paused
+        return self._p.write_paused
+
+    @property
+    def pause_state(self) -> Any:
+        return self._p
 
     async def drain(self) -> None:
         p = self._p
-        while p._paused and not p.lost:
+        while p.write_paused and not p.lost:
             fut = p._loop.create_future()
             p._drain_waiters.append(fut)
             await fut
