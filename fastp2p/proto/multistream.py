@@ -106,6 +106,8 @@ HEADER_MESSAGE = encode_message(PROTOCOL_ID)
 
 
 _HEADER_LEN = len(HEADER_MESSAGE)
+# the header and a line with a one-byte length: all select_first_flight looks at
+_FIRST_FLIGHT_PEEK = _HEADER_LEN + 1 + 127
 _FIRST_FLIGHTS: dict[str, bytes] = {}
 _FIRST_FLIGHTS_MAX = 256
 
@@ -271,6 +273,8 @@ class _Negotiator:
         if self._state is _State.DONE:
             self._unused += data
             return
+        if self._state is _State.AWAIT_HEADER and not self._inbuf and self._first_flight(data):
+            return
         self._inbuf += data
         pos = 0
         try:
@@ -290,6 +294,17 @@ class _Negotiator:
             self._inbuf.clear()
         else:
             del self._inbuf[:pos]
+
+    def _first_flight(self, data: ReadableBuffer) -> bool:
+        """The usual first bytes, whole, in one step (no line parsing); False
+        for anything else, which the line-by-line path then handles."""
+        return False
+
+    def _finish(self, selected: str, data: ReadableBuffer, used: int) -> bool:
+        self._selected = selected
+        self._state = _State.DONE
+        self._unused += memoryview(data)[used:]
+        return True
 
     def _check_header_prefix(self) -> None:
         # An incomplete first message: fail on the first wrong byte rather than
@@ -348,6 +363,15 @@ class MultistreamDialer(_Negotiator):
         if lazy:
             self._selected = self._protocols[0]
 
+    def _first_flight(self, data: ReadableBuffer) -> bool:
+        # the listener's usual answer: its header and our first proposal echoed
+        if self._index:
+            return False
+        answer = first_flight(self._protocols[0])
+        if not bytes(data[: len(answer)]) == answer:
+            return False
+        return self._finish(self._protocols[0], data, len(answer))
+
     @property
     def proposing(self) -> str:
         """The protocol currently awaiting an answer."""
@@ -402,6 +426,14 @@ class MultistreamListener(_Negotiator):
             self._listing = tuple(listing) if listing is not None else tuple(supported)
         self._offered: list[str] = []
         self._na_rounds = 0
+
+    def _first_flight(self, data: ReadableBuffer) -> bool:
+        # a dialer's usual opening: the header and one proposal we accept
+        hit = select_first_flight(bytes(data[:_FIRST_FLIGHT_PEEK]), self._accept)
+        if hit is None:
+            return False
+        self._outbuf += first_flight(hit[0])
+        return self._finish(hit[0], data, hit[1])
 
     @property
     def offered(self) -> tuple[str, ...]:
