@@ -57,6 +57,11 @@ class RawConnection(abc.ABC):
     ) -> bytes:
         """Deliver further bytes to ``on_data``; returns what was already buffered."""
 
+    def redirect_push(self, on_data: Callable[[memoryview], None]) -> bool:
+        """After ``start_push``: deliver further bytes to ``on_data`` instead.
+        False where the transport cannot (the caller then forwards itself)."""
+        return False
+
     def hold_flush(self) -> None:
         """Keep every write from now to the end of this loop pass, then send them
         in one go: a hint at a protocol step's boundary (``TcpConnection``

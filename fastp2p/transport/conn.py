@@ -128,9 +128,8 @@ class NoisePath(DataPath):
         self.stats: ConnectionStats | None = None
         self._deliver: Callable[[Any, bool], None] | None = None
         self._on_failed: Callable[[P2PError], None] | None = None
-        #: When set, each read goes whole to this callable (the connection's
-        #: one-call native receive step: open, demultiplex, deliver).
-        self.fused: Callable[[memoryview], None] | None = None
+        self._fused: Callable[[memoryview], None] | None = None
+        self._pushing = False
 
     def start(
         self,
@@ -144,11 +143,29 @@ class NoisePath(DataPath):
         """
         self._deliver = deliver
         self._on_failed = on_failed
-        return self.raw.start_push(self._on_wire, on_lost)
+        self._pushing = True
+        left = self.raw.start_push(self._on_wire, on_lost)
+        if self._fused is not None:
+            self.fused = self._fused  # (reads go straight to it from here on)
+        return left
+
+    @property
+    def fused(self) -> Callable[[memoryview], None] | None:
+        """When set, each read goes whole to this callable (the connection's
+        one-call native receive step: open, demultiplex, deliver), called by
+        the raw connection itself where it can (``redirect_push``: one Python
+        frame fewer per read)."""
+        return self._fused
+
+    @fused.setter
+    def fused(self, fn: Callable[[memoryview], None] | None) -> None:
+        self._fused = fn
+        if self._pushing:
+            self.raw.redirect_push(fn if fn is not None else self._on_wire)
 
     def _on_wire(self, view: memoryview) -> None:
-        fused = self.fused
-        if fused is not None:
+        fused = self._fused
+        if fused is not None:  # (a raw connection that cannot redirect its reads)
             fused(view)
             return
         # receive_wire inlined: this runs once per socket read

@@ -259,6 +259,10 @@ class MemoryConnection(RawConnection):
             self._loop.call_soon(on_lost, self._exc)
         return left
 
+    def redirect_push(self, on_data: Callable[[memoryview], None]) -> bool:
+        self._on_data = on_data
+        return True
+
     def pause_reading(self) -> None:
         self._reading_paused = True
 

@@ -319,6 +319,10 @@ class TcpConnection(RawConnection):
             p._loop.call_soon(on_lost, p.exc)
         return left
 
+    def redirect_push(self, on_data: Callable[[memoryview], None]) -> bool:
+        self._p._on_data = on_data
+        return True
+
     def limit_reads(self, n: int) -> None:
         p = self._p
         p._rxv_now = p._rxv[:n] if 0 < n < RECV_BUFFER_SIZE else p._rxv

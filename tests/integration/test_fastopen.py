@@ -193,3 +193,22 @@ async def test_hold_writes_keeps_the_pass_first_write() -> None:
             await asyncio.sleep(0)  # the pass's end
             assert send.nonce - n0 == frames
         await st.aclose()
+
+
+async def test_tcp_reads_go_straight_to_the_native_receive_step() -> None:
+    # each TCP read calls the connection's one-call receive step itself (redirect_push),
+    # not through NoisePath's forwarding; a path switch's checked way puts it back
+    async with host_pair(HostConfig(data_paths=("tcp",)), handlers={ECHO: _echo}) as (a, _b, peer):
+        conn = a.connection(peer)
+        assert conn is not None
+        base = conn.base_path
+        tcp_protocol = base.raw._p  # noqa: SLF001 - the transport's push target
+        assert base.fused is not None
+        assert tcp_protocol._on_data == base.fused  # noqa: SLF001
+        s = await a.open_stream(peer, ECHO)
+        await s.write(b"x" * 10)
+        assert await s.readexactly(10) == b"x" * 10
+        base.fused = None
+        assert tcp_protocol._on_data == base._on_wire  # noqa: SLF001
+        await s.write(b"y" * 10)  # still delivered, the forwarding way
+        assert await s.readexactly(10) == b"y" * 10
