@@ -274,6 +274,12 @@ class NoisePath(DataPath):
         self.raw.close()
 
 
+def _no_loans(stream_id: int, buf: Any, waiter: Any) -> None:
+    """``Connection.stream_lend`` without a native receive step: readers' buffers
+    are filled by ``Stream.feed_data`` instead."""
+    return None
+
+
 class Connection:
     """A secured, multiplexed connection to one peer.
 
@@ -289,7 +295,7 @@ class Connection:
                  'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
                  '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
                  'recv_soft_limit', 'slow_reader_timeout', '_blocked_on', '_slow_timer',
-                 '_attach', 'ack_batch', '_lend', '_read_yielded', '__dict__', '__weakref__')
+                 '_attach', 'ack_batch', 'stream_lend', '_read_yielded', '__dict__', '__weakref__')
 
     def __init__(
         self,
@@ -359,9 +365,13 @@ class Connection:
         # receive step of a TCP read is one call (Noise open, demultiplex, copy
         # into lent reader buffers: the session's feed_sealed) and readers lend
         # their buffers (stream_lend).
-        self._lend: Callable[[int, Any, Any], Any] | None = None
+        #: StreamDriver.stream_lend: lend a waiting reader's buffer to the receive
+        #: step; the token's ``unlend()`` ends the loan and returns the bytes placed
+        #: in it, ``spill()`` stops further copies. The session's native lender
+        #: itself where there is one (a read's loan is then one call), else no loans.
+        self.stream_lend: Callable[[int, Any, Any], Any] = _no_loans
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
-            self._lend = session.lender  # type: ignore[attr-defined]
+            self.stream_lend = session.lender  # type: ignore[attr-defined]
             self._base.fused = self._on_wire_fused
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
@@ -445,8 +455,8 @@ class Connection:
         self._rx_transient = transient
         # TCP reads take the checked way again (frames after the marker are an error)
         self._base.fused = None
-        if self._lend is not None:
-            self._lend = None
+        if self.stream_lend is not _no_loans:
+            self.stream_lend = _no_loans
             self._session.on_read_hint(None)  # type: ignore[attr-defined]
             self._raw.limit_reads(0)
         if transient and self._attach is not None:
@@ -833,15 +843,6 @@ class Connection:
                 # retrieved (no "Task exception was never retrieved"); the caller's own
                 # outcome is what counts.
                 drain.exception()
-
-    def stream_lend(self, stream_id: int, buf: memoryview, waiter: asyncio.Future[None]) -> Any:
-        """Lend a waiting reader's buffer to the receive step; None when it cannot take it.
-
-        The token's ``unlend()`` ends the loan and returns the bytes placed in
-        ``buf``; ``spill()`` stops further copies (data arrived another way).
-        """
-        lend = self._lend
-        return lend(stream_id, buf, waiter) if lend is not None else None
 
     def stream_ack(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` bytes of the stream: return credit."""
