@@ -49,6 +49,9 @@
  * (fastp2p/_native/frame.pyx: the header is opened first, on its own). */
 #define FP_AEAD_JOIN_MAX 16
 #define FP_AEAD_LEN_SIZE 2
+/* A frame of at most this much plaintext over several iovecs is gathered and
+ * sealed with one cipher update (fp_aead_seal_from). */
+#define FP_AEAD_GATHER_MAX 4096
 #define FP_AEAD_MAX_NONCE UINT64_MAX
 
 #define FP_AEAD_CHACHAPOLY 0
