@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,6 +26,19 @@ from fastp2p.transport.upgrader import negotiate_inbound, propose_now
 
 PROTO = "/test/nowait/1.0.0"
 CFG = HostConfig(data_paths=("tcp",))
+
+
+@contextlib.asynccontextmanager
+async def _lazy_stream_to_a_listener_by_hand() -> AsyncIterator[tuple[Any, Any]]:
+    """A stream proposing PROTO lazily, and its inbound end, which the test answers."""
+    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async with host_pair(CFG) as (a, b, peer):
+        conn_b = b.connection(a.peer_id)
+        assert conn_b is not None
+        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
+        s = a.connection(peer).open_stream()
+        assert propose_now(s, PROTO)
+        yield s, await asyncio.wait_for(opened, 10)
 
 
 async def test_read_and_write_nowait() -> None:
@@ -56,19 +71,13 @@ async def test_read_and_write_nowait() -> None:
 
 
 async def test_buffered_proposal_is_answered_without_waiting() -> None:
-    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    from fastp2p.proto.multistream import first_flight
 
-    async with host_pair(CFG) as (a, b, peer):
-        conn_b = b.connection(a.peer_id)
-        assert conn_b is not None
-        # take the listener's inbound streams ourselves, to negotiate by hand
-        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
-        s = a.connection(peer).open_stream()
-        assert propose_now(s, PROTO)  # header + proposal handed to the muxer
+    # the listener's inbound streams taken by hand, to negotiate ourselves
+    async with _lazy_stream_to_a_listener_by_hand() as (s, inbound):
         await s.write(b"early")
-        inbound = await asyncio.wait_for(opened, 10)
         for _ in range(200):
-            if inbound.buffered >= 5:
+            if inbound.buffered >= len(first_flight(PROTO)) + 5:
                 break
             await asyncio.sleep(0.005)
         # everything is buffered: no wait, so even a zero timeout is met
@@ -76,9 +85,10 @@ async def test_buffered_proposal_is_answered_without_waiting() -> None:
         assert await inbound.readexactly(5) == b"early"
 
         # nothing buffered: the wait is bounded by the timeout
+        conn_b = inbound.conn
         opened2: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         conn_b._on_inbound_stream = opened2.set_result  # noqa: SLF001
-        s2 = a.connection(peer).open_stream()
+        s2 = s.conn.open_stream()
         s2.write_nowait(b"\x13")  # the first byte of the multistream header only
         inbound2 = await asyncio.wait_for(opened2, 10)
         with pytest.raises(TimeoutError):
@@ -208,21 +218,17 @@ async def test_lazy_stream_settles_from_an_answer_split_across_frames(split: int
     # dialer machine, which settles from the same bytes
     from fastp2p.proto.multistream import MultistreamListener, first_flight
 
-    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    async with host_pair(CFG) as (a, b, peer):
-        conn_b = b.connection(a.peer_id)
-        assert conn_b is not None
-        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
-        s = a.connection(peer).open_stream()
-        assert propose_now(s, PROTO)
+    async with _lazy_stream_to_a_listener_by_hand() as (s, inbound):
         await s.write(b"hello")
-        inbound = await asyncio.wait_for(opened, 10)
         ms = MultistreamListener({PROTO})
         while not ms.done:
             ms.receive_data(await inbound.read(4096))
         answer = ms.data_to_send()
         assert answer == first_flight(PROTO)
-        assert ms.unused_data() == b"hello"
+        rest = ms.unused_data()
+        while len(rest) < 5:
+            rest += await inbound.read(4096)
+        assert rest == b"hello"
         await inbound.write(answer[:split])
         reader = asyncio.ensure_future(s.readexactly(6))
         await asyncio.sleep(0.05)
@@ -236,14 +242,7 @@ async def test_lazy_stream_refused_with_data_behind_the_refusal() -> None:
     from fastp2p.errors import NegotiationError
     from fastp2p.proto.multistream import HEADER_MESSAGE, encode_message
 
-    opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    async with host_pair(CFG) as (a, b, peer):
-        conn_b = b.connection(a.peer_id)
-        assert conn_b is not None
-        conn_b._on_inbound_stream = opened.set_result  # noqa: SLF001 - test hook
-        s = a.connection(peer).open_stream()
-        assert propose_now(s, PROTO)
-        inbound = await asyncio.wait_for(opened, 10)
+    async with _lazy_stream_to_a_listener_by_hand() as (s, inbound):
         await inbound.write(HEADER_MESSAGE + encode_message("na") + b"junk")
         with pytest.raises(NegotiationError):
             await asyncio.wait_for(s.read(10), 10)

@@ -352,6 +352,16 @@ def test_select_first_flight_usual_and_refused_cases() -> None:
         assert select_first_flight(data, accept) is None, data
 
 
+def _outcome(side: MultistreamDialer | MultistreamListener, feed: list[bytes]) -> tuple:
+    """What ``side`` ends with after ``feed``: done, selected, output, leftover."""
+    try:
+        for part in feed:
+            side.receive_data(part)
+    except (RemoteProtocolError, NegotiationError):
+        return ("error",)  # (which one may depend on where the bytes split)
+    return (side.done, side.selected, side.data_to_send(), side.unused_data())
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(
     st.binary(max_size=80),
@@ -365,22 +375,13 @@ def test_select_first_flight_agrees_with_the_listener(data: bytes) -> None:
     with the same bytes: same protocol, same answer, same bytes left over."""
     # the reference: the line-by-line path (a first call with one byte never takes
     # the one-step path)
-    def outcome(feed: list[bytes]) -> tuple:
-        ms = MultistreamListener(["/p", "/q"])
-        try:
-            for part in feed:
-                ms.receive_data(part)
-        except (RemoteProtocolError, NegotiationError):
-            return ("error",)  # (which one may depend on where the bytes split)
-        return (ms.done, ms.selected, ms.data_to_send(), ms.unused_data())
-
-    ref = outcome([data[:1], data[1:]])
+    ref = _outcome(MultistreamListener(["/p", "/q"]), [data[:1], data[1:]])
     hit = select_first_flight(data, {"/p", "/q"}.__contains__)
     if hit is not None:
         proto, used = hit
         assert ref == (True, proto, first_flight(proto), data[used:])
     # the machine's own one-step path agrees with the line-by-line one whatever the bytes
-    assert outcome([data]) == ref
+    assert _outcome(MultistreamListener(["/p", "/q"]), [data]) == ref
 
 
 @settings(max_examples=500, deadline=None)
@@ -390,14 +391,9 @@ def test_select_first_flight_agrees_with_the_listener(data: bytes) -> None:
               st.sampled_from(["/p", "/q", "na", "ls"]), st.binary(max_size=20)),
 ))
 def test_dialer_first_flight_agrees_with_the_line_by_line_path(data: bytes) -> None:
-    def outcome(feed: list[bytes]) -> tuple:
+    def dialer() -> MultistreamDialer:
         d = MultistreamDialer(["/p", "/q"])
         d.data_to_send()
-        try:
-            for part in feed:
-                d.receive_data(part)
-        except (RemoteProtocolError, NegotiationError):
-            return ("error",)  # (which one may depend on where the bytes split)
-        return (d.done, d.selected, d.data_to_send(), d.unused_data())
+        return d
 
-    assert outcome([data]) == outcome([data[:1], data[1:]])
+    assert _outcome(dialer(), [data]) == _outcome(dialer(), [data[:1], data[1:]])
