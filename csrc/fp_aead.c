@@ -129,28 +129,11 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
             vi++;
             voff = 0;
         }
-        if (chunk <= FP_AEAD_GATHER_MAX && iov[vi].len - voff < chunk) {
-            /* A small frame over several iovecs (a muxer header and its payload):
-             * gathered where its ciphertext goes and sealed in place, one update
-             * instead of one per piece (each EVP call costs more than the copy). */
-            size_t at = opos;
-            while (rem) {
-                while (iov[vi].len - voff == 0) {
-                    vi++;
-                    voff = 0;
-                }
-                size_t take = iov[vi].len - voff;
-                if (take > rem) take = rem;
-                memcpy(out + at, iov[vi].base + voff, take);
-                at += take;
-                voff += take;
-                rem -= take;
-            }
-            int olen = 0;
-            if (EVP_EncryptUpdate(ctx, out + opos, &olen, out + opos, (int)chunk) != 1)
-                return FP_ECRYPTO;
-            opos += (size_t)olen;
-        }
+        /* A small frame over several iovecs (a muxer header and its payload) is
+         * gathered where its ciphertext goes and sealed in place: one update
+         * instead of one per piece (each EVP call costs more than the copy). */
+        int gather = chunk <= FP_AEAD_GATHER_MAX && iov[vi].len - voff < chunk;
+        size_t at = opos;
         while (rem) { /* a frame may span several iovecs */
             while (iov[vi].len - voff == 0) {
                 vi++;
@@ -158,12 +141,23 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
             }
             size_t take = iov[vi].len - voff;
             if (take > rem) take = rem;
-            int olen = 0;
-            if (EVP_EncryptUpdate(ctx, out + opos, &olen, iov[vi].base + voff, (int)take) != 1)
-                return FP_ECRYPTO;
-            opos += (size_t)olen;
+            if (gather) {
+                memcpy(out + at, iov[vi].base + voff, take);
+                at += take;
+            } else {
+                int olen = 0;
+                if (EVP_EncryptUpdate(ctx, out + opos, &olen, iov[vi].base + voff, (int)take) != 1)
+                    return FP_ECRYPTO;
+                opos += (size_t)olen;
+            }
             voff += take;
             rem -= take;
+        }
+        if (gather) {
+            int olen = 0;
+            if (EVP_EncryptUpdate(ctx, out + opos, &olen, out + opos, (int)chunk) != 1)
+                return FP_ECRYPTO;
+            opos += (size_t)olen;
         }
         int flen = 0;
         if (EVP_EncryptFinal_ex(ctx, out + opos, &flen) != 1) return FP_ECRYPTO;

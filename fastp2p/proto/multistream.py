@@ -368,7 +368,7 @@ class MultistreamDialer(_Negotiator):
         if self._index:
             return False
         answer = first_flight(self._protocols[0])
-        if not bytes(data[: len(answer)]) == answer:
+        if bytes(data[: len(answer)]) != answer:
             return False
         return self._finish(self._protocols[0], data, len(answer))
 

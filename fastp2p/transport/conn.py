@@ -129,7 +129,6 @@ class NoisePath(DataPath):
         self._deliver: Callable[[Any, bool], None] | None = None
         self._on_failed: Callable[[P2PError], None] | None = None
         self._fused: Callable[[memoryview], None] | None = None
-        self._pushing = False
 
     def start(
         self,
@@ -143,10 +142,9 @@ class NoisePath(DataPath):
         """
         self._deliver = deliver
         self._on_failed = on_failed
-        self._pushing = True
         left = self.raw.start_push(self._on_wire, on_lost)
         if self._fused is not None:
-            self.fused = self._fused  # (reads go straight to it from here on)
+            self.raw.redirect_push(self._fused)  # (reads go straight to it from here on)
         return left
 
     @property
@@ -160,7 +158,7 @@ class NoisePath(DataPath):
     @fused.setter
     def fused(self, fn: Callable[[memoryview], None] | None) -> None:
         self._fused = fn
-        if self._pushing:
+        if self._deliver is not None:  # started: the raw connection pushes reads
             self.raw.redirect_push(fn if fn is not None else self._on_wire)
 
     def _on_wire(self, view: memoryview) -> None:

@@ -429,10 +429,11 @@ class _LazyStream(Stream):
             return
         # Anything else (a refusal, a split answer, the end of the stream): the
         # full machine, from the same bytes.
-        self.unread(data)
         ms = self._dialer()
         self.__class__ = Stream  # type: ignore[assignment]
         try:
+            if data:
+                ms.receive_data(data)
             await _drive(self, ms)
         except NegotiationError:
             self.reset(StreamErrorCode.PROTOCOL)
@@ -542,9 +543,9 @@ async def negotiate_inbound(
                 async with asyncio.timeout(timeout):
                     await stream.write(answer[n:])
             return proto
-        stream.unread(data)  # for the full machine
+    # Anything else: the full machine, from the same bytes.
     ms = MultistreamListener(supported)
-    pending = _drive_now(stream, ms)
+    pending = _answer_now(stream, ms, data) if data else None
     if pending is not None and not pending and ms.done:
         stream.unread(ms.unused_data())
         assert ms.selected is not None
@@ -555,15 +556,11 @@ async def negotiate_inbound(
     return ms.selected
 
 
-def _drive_now(stream: Stream, ms: MultistreamDialer | MultistreamListener) -> bytes | None:
-    """Feed ``ms`` what is buffered and send its answers without waiting.
+def _answer_now(stream: Stream, ms: MultistreamDialer | MultistreamListener, data: bytes) -> bytes:
+    """Feed ``ms`` ``data`` (what was buffered) and send its answers without waiting.
 
-    Returns the output the send window did not take (b"" when all went), or
-    None when nothing was buffered.
+    Returns the output the send window did not take (b"" when all went).
     """
-    data = stream.read_nowait(4096)
-    if not data:
-        return None
     ms.receive_data(data)
     out = ms.data_to_send()
     if out:
