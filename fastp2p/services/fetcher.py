@@ -45,7 +45,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastp2p.errors import P2PError
+from fastp2p.errors import BrokenResourceError, P2PError
 from fastp2p.proto.manifest import Manifest, ManifestError
 from fastp2p.proto.varint import uvarint_encode
 
@@ -359,11 +359,13 @@ class Swarm:
 
     # -- chunk buffers --------------------------------------------------------------------
 
-    async def _buffer(self) -> bytearray:
+    async def _buffer(self, w: _Worker) -> bytearray:
         """A chunk buffer; waits while every buffer is busy (hashing lags the network)."""
         m = self.manifest
         assert m is not None
         while not self._free and self._buffers >= self.live_workers + _SPARE_BUFFERS and not self.finished:
+            if w.stream is not None and w.stream.is_closed:
+                raise BrokenResourceError(f"the stream from {w.ref.peer} failed")
             await self.wait_changed(1.0)
         if self._free:
             return self._free.pop()
@@ -463,15 +465,19 @@ class Swarm:
                 w.inflight.popleft()
 
     async def _receive(self, w: _Worker, stream: Stream, m: Manifest, i: int, stolen: bool) -> None:
-        buf = await self._buffer()
+        stall = asyncio.timeout(self.stall_timeout)  # pushed back on every byte received
+        async with stall:
+            # The status byte before a buffer: a worker waits on its stream, where a
+            # provider's failure shows at once, rather than on the buffers.
+            status = (await stream.readexactly(1))[0]
+        if status != 0:
+            raise _NotHere(f"{w.ref.peer} no longer serves {self.cid}")
+        buf = await self._buffer(w)
         handed = False
         failed = True
         try:
-            stall = asyncio.timeout(self.stall_timeout)  # pushed back on every byte received
+            stall = asyncio.timeout(self.stall_timeout)
             async with stall:
-                status = (await stream.readexactly(1))[0]
-                if status != 0:
-                    raise _NotHere(f"{w.ref.peer} no longer serves {self.cid}")
                 s, e = m.chunk_range(i)
                 n = e - s
                 target = memoryview(buf)[:n]
