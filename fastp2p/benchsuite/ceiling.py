@@ -10,6 +10,11 @@ reader each on its own core, the best any Noise transport can do here is::
 ``cores`` is min(2, CPUs): one process each side. The raw TCP cost is the
 baseline row's measured ``cpu s/GB`` in the same run; the cipher's single-core
 speed comes from ``openssl speed -evp`` (sealing and opening cost the same).
+
+The formula assumes the work splits evenly over the two cores; one stream
+cannot split it so (the writer seals and the reader opens, and their TCP
+costs differ), so each share comes with how busy each side's core was: a
+writer at 100% with an idle reader is bound by the writer's work.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 from typing import Any
 
@@ -48,18 +54,44 @@ def _pinned(backend: str) -> str | None:
     return PINNED_CIPHERS.get(backend.rsplit("-", 1)[-1])
 
 
-def ceilings(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple[str, str], tuple[float, float]]]:
+    """From measured bulk1 records: the cipher each backend reported using, and the
+    median (writer, reader) CPU busy fraction per (case, backend)."""
+    ciphers: dict[str, str] = {}
+    busy: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in records:
+        m = r.get("metrics", {})
+        if not r.get("measured") or r.get("scenario") != "bulk1":
+            continue
+        if m.get("_cipher"):
+            ciphers[r["backend"]] = m["_cipher"]
+        secs = m.get("_seconds")
+        if secs and "_cli_cpu" in m and "_srv_cpu" in m:
+            busy.setdefault((r["case"], r["backend"]), []).append(
+                (m["_cli_cpu"] / secs, m["_srv_cpu"] / secs))
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(x for _, x in v))
+           for k, v in busy.items()}
+    return ciphers, med
+
+
+def ceilings(rows: list[dict[str, Any]], baseline: str,
+             records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The ceiling per bulk1 case and cipher, and each secured backend's share of it.
 
-    ``rows`` are ``Runner.summary`` rows. Returns one dict per (case, cipher) with
-    ``ceiling_MBps``, ``raw_cpu_s_per_GB``, ``cipher_GBps`` and ``shares``
-    (backend -> MB/s divided by the ceiling).
+    ``rows`` are ``Runner.summary`` rows; ``records`` (``Runner.records``), when
+    given, say which cipher each backend negotiated (a backend counts only
+    against its own cipher's ceiling; without a record, an unpinned backend
+    counts against every cipher's) and how busy its writer and reader were.
+    Returns one dict per (case, cipher) with ``ceiling_MBps``,
+    ``raw_cpu_s_per_GB``, ``cipher_GBps``, ``shares`` (backend -> MB/s divided
+    by the ceiling) and ``busy`` (backend -> (writer, reader) CPU fraction).
     """
     cores = min(2, os.cpu_count() or 1)
     raw = {r["case"]: r["median"] for r in rows
            if r["scenario"] == "bulk1" and r["backend"] == baseline and r["metric"] == "cpu s/GB"}
     if not raw:
         return []
+    used, busy = _observed(records or [])
     speeds = {name: cipher_speed(evp) for name, evp in CIPHERS.items()}
     out = []
     for case, raw_cpu in raw.items():
@@ -70,15 +102,24 @@ def ceilings(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
             shares = {r["backend"]: r["median"] / ceiling for r in rows
                       if r["scenario"] == "bulk1" and r["case"] == case and r["metric"] == "MB/s"
                       and r["backend"].startswith(("fastp2p", "py-libp2p"))
-                      and _pinned(r["backend"]) in (None, name)}
+                      and (used.get(r["backend"]) or _pinned(r["backend"])) in (None, name)}
             out.append({"case": case, "cipher": name, "ceiling_MBps": ceiling, "cores": cores,
-                        "raw_cpu_s_per_GB": raw_cpu, "cipher_GBps": bps / 1e9, "shares": shares})
+                        "raw_cpu_s_per_GB": raw_cpu, "cipher_GBps": bps / 1e9, "shares": shares,
+                        "busy": {b: busy[(case, b)] for b in shares if (case, b) in busy}})
     return out
 
 
 def describe(c: dict[str, Any]) -> str:
     """One note line for a :func:`ceilings` entry."""
-    shares = ", ".join(f"{b} x{s:.2f}" for b, s in sorted(c["shares"].items()))
+    busy = c.get("busy", {})
+
+    def one(b: str, s: float) -> str:
+        if b not in busy:
+            return f"{b} x{s:.2f}"
+        w, r = busy[b]
+        return f"{b} x{s:.2f} (writer {w:.0%}, reader {r:.0%} of a core)"
+
+    shares = ", ".join(one(b, s) for b, s in sorted(c["shares"].items()))
     return (f"encrypted ceiling bulk1 {c['case']} {c['cipher']}: {c['ceiling_MBps']:.0f} MB/s "
             f"= {c['cores']} cores / (raw TCP {c['raw_cpu_s_per_GB']:.3f} CPU s/GB + seal + open at "
             f"{c['cipher_GBps']:.2f} GB/s per core, openssl speed); of it: {shares or 'no secured row'}")

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r["backend"] == args.baseline for r in rows):
         runner.note(args.baseline, "baseline not measured in this run: no ratios")
     absent = runner.absent()
-    ceil = ceilings(rows, args.baseline) if "bulk1" in runner.scenarios else []
+    ceil = ceilings(rows, args.baseline, runner.records) if "bulk1" in runner.scenarios else []
     for c in ceil:
         runner.note("all", describe(c))
     txt = report.table(rows, args.baseline, runner.notes, absent=absent,

@@ -161,7 +161,8 @@ class Runner:
         gb = res["bytes"] / 1e9
         return {"MB/s": res["bytes"] / res["seconds"] / 1e6,
                 "cpu s/GB": (srv_cpu + r["cpu"]) / gb if gb else float("nan"),
-                "_bytes": res["bytes"], "_cli_cpu": r["cpu"], "_srv_cpu": srv_cpu}
+                "_bytes": res["bytes"], "_seconds": res["seconds"], "_cli_cpu": r["cpu"],
+                "_srv_cpu": srv_cpu, "_cipher": res.get("cipher")}
 
     def _rtt(self, s: Session, backend: str, measured: bool) -> dict[str, float]:
         p = self.p

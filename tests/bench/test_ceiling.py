@@ -34,3 +34,34 @@ def test_ceiling_formula_and_shares() -> None:
         assert c["shares"]["fastp2p-yamux"] == pytest.approx(1000.0 / want)
         assert "encrypted ceiling" in ceiling.describe(c)
     assert ceiling.ceilings(rows, "missing-baseline") == []
+
+
+def test_a_backend_counts_against_the_cipher_it_negotiated_with_each_sides_load() -> None:
+    rows = [
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "tcp-uvloop-proto", "metric": "cpu s/GB", "median": 0.25},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "fastp2p-yamux", "metric": "MB/s", "median": 1000.0},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "py-libp2p", "metric": "MB/s", "median": 100.0},
+    ]
+
+    def rec(backend: str, cipher: str | None, cli: float, srv: float, measured: bool = True) -> dict:
+        m = {"_seconds": 2.0, "_cli_cpu": cli, "_srv_cpu": srv, "_cipher": cipher}
+        return {"round": 1, "measured": measured, "scenario": "bulk1", "case": "msg=1MiB",
+                "backend": backend, "metrics": m}
+
+    records = [
+        rec("fastp2p-yamux", "AESGCM", 2.0, 1.5),
+        rec("fastp2p-yamux", "AESGCM", 1.9, 1.7),
+        rec("fastp2p-yamux", "AESGCM", 1.96, 1.6),
+        rec("fastp2p-yamux", "AESGCM", 0.1, 0.1, measured=False),  # warm-up: not counted
+        rec("py-libp2p", "ChaChaPoly", 1.0, 0.5),
+    ]
+    out = {c["cipher"]: c for c in ceiling.ceilings(rows, "tcp-uvloop-proto", records)}
+    if "AESGCM" in out:
+        assert set(out["AESGCM"]["shares"]) == {"fastp2p-yamux"}
+        assert out["AESGCM"]["busy"]["fastp2p-yamux"] == pytest.approx((0.98, 0.8))
+        assert "fastp2p-yamux x" in ceiling.describe(out["AESGCM"])
+        assert "(writer 98%, reader 80% of a core)" in ceiling.describe(out["AESGCM"])
+    if "ChaChaPoly" in out:
+        assert set(out["ChaChaPoly"]["shares"]) == {"py-libp2p"}  # not the AES-GCM backend
+        assert out["ChaChaPoly"]["busy"]["py-libp2p"] == pytest.approx((0.5, 0.25))
+    assert out

@@ -159,10 +159,11 @@ class Client(AsyncClient):
         t0 = time.perf_counter()
         await asyncio.gather(*(one(s, n) for s, n in zip(ss, parts, strict=False)))
         dt = time.perf_counter() - t0
+        cipher = ss[0].conn.statistics()["cipher"]  # the ceiling to compare with
         for s in ss:
             with contextlib.suppress(Exception):
                 await s.aclose()
-        return {"seconds": dt, "bytes": sum(parts)}
+        return {"seconds": dt, "bytes": sum(parts), "cipher": cipher}
 
     async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
         s = await self._stream(addr)

@@ -229,7 +229,7 @@ class Client:
         dt = time.perf_counter() - t0
         for s in ss:
             await s.close()
-        return {"seconds": dt, "bytes": sum(parts)}
+        return {"seconds": dt, "bytes": sum(parts), "cipher": "ChaChaPoly"}  # py-libp2p has no other
 
     def rtt(self, addr: str, n: int, size: int = 64, warmup: int = 0) -> dict[str, Any]:
         return self._call(self._rtt, addr, n, size, warmup)
