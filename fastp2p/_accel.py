@@ -12,7 +12,9 @@ Kernel contract (identical for both implementations):
 - ``YamuxDecoder().feed(buf) -> list[(type, flags, stream_id, length, payload)]``
 - ``YamuxDemux()``: a ``YamuxDecoder`` with a stream-id table (``attach``/``detach``/
   ``take``/``set_credit``) whose ``feed(buf) -> (fast, records)`` delivers plain DATA on
-  attached streams within their credit and returns the rest (see its pure twin)
+  attached streams within their credit and returns the rest (see its pure twin);
+  ``sealed_step(cipher, on_records, on_error)`` is its ``feed_sealed`` as one callable
+  per socket read (records left for the session to ``on_records``, errors to ``on_error``)
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
 - ``MplexDemux(max_message_size)``: an ``MplexDecoder`` with a stream-key table, as

@@ -26,6 +26,7 @@ from fastp2p.errors import (
     FrameTooLargeError,
     FrameTypeError,
     FrameVersionError,
+    P2PError,
     VarintError,
 )
 
@@ -384,6 +385,33 @@ cdef class _Route:
         self.spilled = True
 
 
+@cython.final
+cdef class _SealedStep:
+    """:meth:`_RouteTable.sealed_step`'s callable."""
+
+    cdef _RouteTable table
+    cdef object cipher
+    cdef bint native
+    cdef object on_records
+    cdef object on_error
+    #: False: drop what comes (the driver closed)
+    cdef public bint live
+
+    def __call__(self, data):
+        if not self.live:
+            return
+        try:
+            if self.native:
+                records = self.table._feed_sealed_native(<NoiseCipher>self.cipher, data)
+            else:
+                records = self.table.feed_sealed(self.cipher, data)
+        except P2PError as exc:
+            self.on_error(exc)
+            return
+        if records is not None:
+            self.on_records(records)
+
+
 cdef class _RouteTable:
     """The stream table of a demultiplexer (YamuxDemux, MplexDemux): per stream its
     credit, what it was delivered, and a reader's lent buffer; the counters."""
@@ -580,6 +608,22 @@ cdef class _RouteTable:
         self.sealed_bytes_in += <unsigned long long>n
         self._segment_all(block)
         return self._finish_sealed()
+
+    def sealed_step(self, cipher, on_records, on_error):
+        """:meth:`feed_sealed` with ``cipher`` as one callable for a driver that feeds
+        per socket read: ``step(data)``. Records the fast way did not take go to
+        ``on_records(records)``; a failing frame's error (a ``P2PError``) goes to
+        ``on_error(exc)`` instead of raising. ``step.live = False`` makes it drop
+        what it is given (the driver closed). No Python runs when every frame
+        goes the fast way."""
+        cdef _SealedStep st = _SealedStep.__new__(_SealedStep)
+        st.table = self
+        st.cipher = cipher
+        st.native = isinstance(cipher, NoiseCipher)
+        st.on_records = on_records
+        st.on_error = on_error
+        st.live = True
+        return st
 
     cdef object _feed_sealed_native(self, NoiseCipher cipher, object data):
         cdef Py_buffer view

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastp2p.errors import RemoteProtocolError
+
 
 class DemuxSession:
     """Mixin: loans, the one-call sealed receive's availability and its counters."""
@@ -19,6 +21,7 @@ class DemuxSession:
     _demux: Any
     _decoder: Any
     _stats: dict[str, int]
+    _terminated: Any
 
     def _decode(self, data: Any) -> Any:
         """The records in ``data``: those the demux's fast way did not take, or all
@@ -45,6 +48,23 @@ class DemuxSession:
     def can_feed_sealed(self) -> bool:
         """True when ``feed_sealed`` and :meth:`lend` are available (kernels with a demux)."""
         return self._demux is not None
+
+    def sealed_step(self, cipher: Any, on_records: Any, on_error: Any) -> Any:
+        """``feed_sealed`` as one callable for a driver that feeds per socket read:
+        ``step(data)`` opens, demultiplexes and delivers; the records its fast
+        way did not take go to ``on_records(records)`` (pass them to
+        ``take_records``), a failing frame's ``P2PError`` to ``on_error(exc)``
+        (pass it to :meth:`feed_failed`). ``step.live = False`` stops it. With
+        the native kernels no Python runs for a read whose frames all go the
+        fast way. None without a demux."""
+        demux = self._demux
+        return demux.sealed_step(cipher, on_records, on_error) if demux is not None else None
+
+    def feed_failed(self, exc: BaseException) -> None:
+        """A :meth:`sealed_step` failed with ``exc``: a peer's protocol violation
+        terminates the session (its GoAway queued), as ``feed_sealed`` would."""
+        if isinstance(exc, RemoteProtocolError) and self._terminated is None:
+            self._fail(exc)  # type: ignore[attr-defined]
 
     def lend(self, stream_id: int, buf: Any, waiter: Any) -> Any:
         """Lend a reader's buffer to the demux: the stream's plain data is copied

@@ -368,13 +368,19 @@ class Connection:
         #: in it, ``spill()`` stops further copies. The session's native lender
         #: itself where there is one (a read's loan is then one call), else no loans.
         self.stream_lend: Callable[[int, Any, Any], Any] = _no_loans
+        #: the receive step of one TCP read (the session's sealed_step), if any
+        self._step: Any = None
         if self._attach is not None and getattr(session, "can_feed_sealed", False):
             self.stream_lend = session.lender  # type: ignore[attr-defined]
-            self._base.fused = self._on_wire_fused
+            # each read goes from the raw connection straight to it: no Python
+            # runs for a read whose frames all went the demux's fast way
+            self._step = session.sealed_step(  # type: ignore[attr-defined]
+                recv_cipher, self._records_in, self._wire_failed
+            )
+            self._base.fused = self._step
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
             session.on_read_hint(raw.limit_reads)  # type: ignore[attr-defined]
-        self._rx_cipher = recv_cipher  # (_on_wire_fused runs per TCP read)
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
             # instead of queueing a PING|ACK for each (a flooding peer that never reads)
@@ -603,16 +609,23 @@ class Connection:
         except P2PError as exc:
             self._fail(exc)
 
-    def _on_wire_fused(self, view: memoryview) -> None:
-        """One TCP read, the native way (NoisePath.fused)."""
+    def _records_in(self, records: Any) -> None:
+        """Records of a TCP read that the receive step's fast way did not take."""
         if self._closed:
             return
         try:
-            if self._session.feed_sealed(self._rx_cipher, view, _now()):  # type: ignore[attr-defined]
+            if self._session.take_records(records, _now()):  # type: ignore[attr-defined]
                 self._process_events()
                 self._transmit()
         except P2PError as exc:
             self._fail(exc)
+
+    def _wire_failed(self, exc: P2PError) -> None:
+        """The receive step met a forged frame or a protocol violation."""
+        if self._closed:
+            return
+        self._session.feed_failed(exc)  # type: ignore[attr-defined]
+        self._fail(exc)
 
     def _loan_full(self) -> None:
         """A reader's lent buffer can take no more (a large one is full, or one of
@@ -976,6 +989,8 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self._step is not None:
+            self._step.live = False  # reads still in flight are dropped
         self._close_exc = err
         if self._timer is not None:
             self._timer.cancel()

@@ -279,6 +279,64 @@ def test_session_feed_sealed_matches_receive_data(impl):
     assert hdr(2, 2, 0, 5) in outs[0][1]  # the PING answer
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sealed_step_hands_over_only_what_the_fast_way_left(impl):
+    """``sealed_step``: ``feed_sealed`` as a callable; None from the feed calls
+    nothing, records go to ``on_records``, a forged frame's error to ``on_error``
+    (never raised), and a stopped step drops what it is given."""
+    seal, open_ = _ciphers(impl)
+    d = impl.YamuxDemux()
+    got: list[bytes] = []
+    d.attach(1, lambda p: got.append(bytes(p)), WINDOW)
+    handed: list[object] = []
+    errors: list[BaseException] = []
+    step = d.sealed_step(open_, handed.append, errors.append)
+    step(seal.seal_frames([memoryview(data(1, b"fast"))]))
+    assert got == [b"fast"] and handed == [] and errors == []
+    step(memoryview(bytes(seal.seal_frames([memoryview(hdr(2, 1, 0, 9))]))))
+    assert handed == [[(2, 1, 0, 9, None)]] and errors == []
+    forged = bytearray(seal.seal_frames([memoryview(data(1, b"secret"))]))
+    forged[5] ^= 1
+    step(bytes(forged))
+    assert len(errors) == 1 and isinstance(errors[0], DecryptError) and got == [b"fast"]
+    step.live = False
+    before = (d.bytes_in, list(got), list(handed), list(errors))
+    step(seal.seal_frames([memoryview(data(1, b"late"))]))
+    assert (d.bytes_in, got, handed, errors) == before
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_session_sealed_step_matches_feed_sealed(impl):
+    """A driver on ``sealed_step`` + ``take_records`` sees what ``feed_sealed`` gives;
+    a frame that breaks the protocol terminates the session through ``feed_failed``."""
+    frames = (hdr(1, 1, 1, 0) + data(1, b"abc") + hdr(2, 1, 0, 5) + data(1, b"de", flags=4))
+    outs = []
+    for stepped in (False, True):
+        seal, open_ = _ciphers(impl)
+        s = YamuxSession(is_client=False, kernels=impl)
+        wire = bytes(seal.seal_frames([memoryview(frames)]))
+        if stepped:
+            step = s.sealed_step(open_, lambda recs, s=s: s.take_records(recs, 1.0), pytest.fail)
+            step(wire)
+        else:
+            assert s.feed_sealed(open_, wire, 1.0) is True
+        events = []
+        while (ev := s.next_event()) is not None:
+            events.append((type(ev).__name__, getattr(ev, "stream_id", None),
+                           bytes(getattr(ev, "data", b""))))
+        outs.append((events, b"".join(bytes(b) for b in s.data_to_send())))
+    assert outs[0] == outs[1] and outs[0][0]
+    seal, open_ = _ciphers(impl)
+    s = YamuxSession(is_client=False, kernels=impl)
+    errors: list[BaseException] = []
+    step = s.sealed_step(open_, pytest.fail, errors.append)
+    step(bytes(seal.seal_frames([memoryview(b"\x07" + bytes(11))])))  # yamux version 7
+    assert len(errors) == 1 and isinstance(errors[0], RemoteProtocolError)
+    assert not s.terminated
+    s.feed_failed(errors[0])
+    assert s.terminated and s.take_records([], 1.0) is False
+
+
 # -- frames opened straight into the lent buffer (native) ------------------------------
 
 def _sealed(kernels, frames: bytes) -> tuple[object, object, bytes]:

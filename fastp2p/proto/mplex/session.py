@@ -226,8 +226,20 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
             return False
         try:
             records = self._demux.feed_sealed(cipher, data)
-            if records is None:
-                return False
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        if records is None:
+            return False
+        return self.take_records(records, now)
+
+    def take_records(self, records: Any, now: float) -> bool:
+        """Take the records a :meth:`sealed_step` handed over (those the demux's
+        fast way did not take). Returns True when they reached the session (the
+        driver then drains events and sends); False once it is terminated."""
+        if self._terminated is not None:
+            return False
+        try:
             self._on_records(records)
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -333,7 +345,10 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
             ClosedResourceError: we closed it for writing.
             LocalProtocolError: unknown stream key.
         """
-        stream = self._writable(stream_id)
+        # _writable's usual case inlined (one call fewer per write); it raises the rest
+        stream = self._streams.get(stream_id) if self._terminated is None else None
+        if stream is None or stream.local_closed:
+            stream = self._writable(stream_id)
         mv = data if type(data) is memoryview else memoryview(data)
         if mv.ndim != 1 or mv.format != "B":
             mv = mv.cast("B")

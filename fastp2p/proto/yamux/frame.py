@@ -28,7 +28,7 @@ import struct
 from typing import Any
 
 from fastp2p._typing import ReadableBuffer, byte_view
-from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError
+from fastp2p.errors import FrameError, FrameTypeError, FrameVersionError, P2PError
 from fastp2p.proto.noise.cipher import TAG_SIZE as _TAG_SIZE
 
 # Loans of this size or more (bulk reads) size the socket reads to fit them (a
@@ -266,6 +266,31 @@ class _Route:
         self.spilled = True
 
 
+class SealedStep:
+    """:meth:`RouteTable.sealed_step`'s callable."""
+
+    __slots__ = ("_feed", "_cipher", "_on_records", "_on_error", "live")
+
+    def __init__(self, table: RouteTable, cipher: Any, on_records: Any, on_error: Any) -> None:
+        self._feed = table.feed_sealed
+        self._cipher = cipher
+        self._on_records = on_records
+        self._on_error = on_error
+        #: False: drop what comes (the driver closed)
+        self.live = True
+
+    def __call__(self, data: ReadableBuffer) -> None:
+        if not self.live:
+            return
+        try:
+            records = self._feed(self._cipher, data)
+        except P2PError as exc:
+            self._on_error(exc)
+            return
+        if records is not None:
+            self._on_records(records)
+
+
 class RouteTable:
     """The stream table of a demultiplexer (:class:`YamuxDemux`, the mplex one):
     per stream its credit, what it was delivered, and a reader's lent buffer;
@@ -431,6 +456,15 @@ class RouteTable:
         return self._fast, self._finish()
 
     # -- feed_sealed: the frame-by-frame walk shared by both muxers ------------------
+
+    def sealed_step(self, cipher: Any, on_records: Any, on_error: Any) -> SealedStep:
+        """:meth:`feed_sealed` with ``cipher`` as one callable for a driver that feeds
+        per socket read: ``step(data)``. Records the fast way did not take go to
+        ``on_records(records)``; a failing frame's error (a ``P2PError``) goes to
+        ``on_error(exc)`` instead of raising. ``step.live = False`` makes it drop
+        what it is given (the driver closed). (The native twin runs no Python
+        when every frame goes the fast way.)"""
+        return SealedStep(self, cipher, on_records, on_error)
 
     def feed_sealed(self, cipher: Any, data: ReadableBuffer) -> list[Any] | None:
         """Open the Noise frames in ``data`` with ``cipher``, then :meth:`feed` the
