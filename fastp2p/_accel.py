@@ -15,6 +15,8 @@ Kernel contract (identical for both implementations):
   attached streams within their credit and returns the rest (see its pure twin);
   ``sealed_step(cipher, on_records, on_error)`` is its ``feed_sealed`` as one callable
   per socket read (records left for the session to ``on_records``, errors to ``on_error``)
+- ``ReadPump``: the read half of the TCP protocol (``get_buffer``, ``buffer_updated``:
+  each read to ``_on_data(view)``, or ``_read_early(nbytes)`` before that is set)
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
 - ``MplexDemux(max_message_size)``: an ``MplexDecoder`` with a stream-key table, as
@@ -65,6 +67,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "mplex_encode_header": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "MplexDecoder": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "MplexDemux": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
+    "ReadPump": ("fastp2p.transport._pump", "fastp2p._native.frame"),
     "NoiseCipher": ("fastp2p.proto.noise.cipher", "fastp2p._native.aead"),
     "BufferPool": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
     "Buffer": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
@@ -132,5 +135,6 @@ if TYPE_CHECKING:
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
     from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401
     from fastp2p.proto.yamux.frame import YamuxDecoder, YamuxDemux, encode_header  # noqa: F401
+    from fastp2p.transport._pump import ReadPump  # noqa: F401
 else:
     globals().update(vars(_impl))

@@ -97,3 +97,11 @@ class MplexDemux:
         self, cipher: object, on_records: Callable[[list[tuple[int, int, memoryview]]], None],
         on_error: Callable[[BaseException], None]
     ) -> _SealedStep: ...
+
+class ReadPump:
+    _rxv: memoryview
+    _rxv_now: memoryview
+    _on_data: Callable[[memoryview], None] | None
+    bytes_received: int
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...

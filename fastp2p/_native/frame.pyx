@@ -1129,3 +1129,32 @@ cdef class MplexDemux(_RouteTable):
             if recs != stack_recs:
                 PyMem_Free(recs)
         return 0
+
+
+# -- the TCP protocol's read callbacks ------------------------------------------------
+
+cdef class ReadPump:
+    """The read half of the TCP transport's buffered protocol (which derives from
+    it and the event loop's ``BufferedProtocol``): the loop calls
+    ``get_buffer``/``buffer_updated`` once per socket read, and here they are C
+    methods, not Python frames. Each read goes to ``_on_data(view)`` (the
+    connection's receive step) or, before that is set, to the subclass's
+    ``_read_early(nbytes)``."""
+
+    #: the receive buffer and the part of it the next read may fill
+    cdef public object _rxv
+    cdef public object _rxv_now
+    #: each read's bytes, as a view of ``_rxv`` valid during the call (None: _read_early)
+    cdef public object _on_data
+    cdef public unsigned long long bytes_received
+
+    def get_buffer(self, sizehint):
+        return self._rxv_now
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self.bytes_received += <unsigned long long>nbytes
+        cb = self._on_data
+        if cb is not None:
+            cb(PySequence_GetSlice(self._rxv, 0, nbytes))
+            return
+        self._read_early(nbytes)

@@ -69,7 +69,9 @@ def _receive_buffer() -> memoryview:
     return view
 
 
-class _TcpProtocol(asyncio.BufferedProtocol):
+class _TcpProtocol(_accel.ReadPump, asyncio.BufferedProtocol):
+    # get_buffer/buffer_updated come from ReadPump: with the native kernels they
+    # are C methods, so a socket read runs no Python frame before the receive step.
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._rxv = _receive_buffer()
@@ -98,15 +100,8 @@ class _TcpProtocol(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._rxv_now
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.bytes_received += nbytes
-        cb = self._on_data
-        if cb is not None:
-            cb(self._rxv[:nbytes])
-            return
+    def _read_early(self, nbytes: int) -> None:
+        """A read before push mode (the handshake): into the inbox."""
         if len(self._inbox) + nbytes > MAX_INBOX:
             # A peer flooding us before the upgrade finished: drop it.
             self.exc = BrokenResourceError("peer sent too much data during the handshake")
