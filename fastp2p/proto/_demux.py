@@ -49,6 +49,26 @@ class DemuxSession:
         """True when ``feed_sealed`` and :meth:`lend` are available (kernels with a demux)."""
         return self._demux is not None
 
+    def feed_sealed(self, cipher: Any, data: Any, now: float) -> bool:
+        """Open the Noise frames in ``data`` and take their records, in one call.
+
+        What ``receive_data`` does with ``cipher.open_frames(data)``, but when
+        every record goes the demux's fast way (plain data of attached streams,
+        copied into lent buffers or delivered) no Python runs beyond this call.
+        Returns True when records reached the session (the driver then drains
+        events and sends). Only with a demux: see :attr:`can_feed_sealed`.
+        """
+        if self._terminated is not None:
+            return False
+        try:
+            records = self._demux.feed_sealed(cipher, data)
+        except RemoteProtocolError as exc:
+            self._fail(exc)  # type: ignore[attr-defined]
+            raise
+        if records is None:
+            return False
+        return self.take_records(records, now)  # type: ignore[attr-defined]
+
     def sealed_step(self, cipher: Any, on_records: Any, on_error: Any) -> Any:
         """``feed_sealed`` as one callable for a driver that feeds per socket read:
         ``step(data)`` opens, demultiplexes and delivers; the records its fast

@@ -284,27 +284,6 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
             self._fail(exc)
             raise
 
-    def feed_sealed(self, cipher: Any, data: ReadableBuffer, now: float) -> bool:
-        """Open the Noise frames in ``data`` and take their records, in one native call.
-
-        What :meth:`receive_data` does with ``cipher.open_frames(data)``, but
-        when every record goes the demux's fast way (plain DATA for attached
-        streams, copied into lent buffers or delivered) no Python runs
-        beyond this call. Returns True when records reached the session: the driver then
-        drains events and sends. Only with a demux (native kernels); the
-        driver checks :attr:`can_feed_sealed`.
-        """
-        if self._terminated is not None:
-            return False
-        try:
-            records = self._demux.feed_sealed(cipher, data)
-        except RemoteProtocolError as exc:
-            self._fail(exc)
-            raise
-        if records is None:
-            return False
-        return self.take_records(records, now)
-
     def take_records(self, records: Any, now: float) -> bool:
         """Take the records a :meth:`sealed_step` handed over (those the demux's
         fast way did not take). Returns True when they reached the session (the
