@@ -465,8 +465,7 @@ class Swarm:
                 w.inflight.popleft()
 
     async def _receive(self, w: _Worker, stream: Stream, m: Manifest, i: int, stolen: bool) -> None:
-        stall = asyncio.timeout(self.stall_timeout)  # pushed back on every byte received
-        async with stall:
+        async with asyncio.timeout(self.stall_timeout):
             # The status byte before a buffer: a worker waits on its stream, where a
             # provider's failure shows at once, rather than on the buffers.
             status = (await stream.readexactly(1))[0]
@@ -476,7 +475,7 @@ class Swarm:
         handed = False
         failed = True
         try:
-            stall = asyncio.timeout(self.stall_timeout)
+            stall = asyncio.timeout(self.stall_timeout)  # pushed back on every byte received
             async with stall:
                 s, e = m.chunk_range(i)
                 n = e - s

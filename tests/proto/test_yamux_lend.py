@@ -255,6 +255,14 @@ def test_feed_sealed_rejects_a_forged_frame_and_delivers_nothing(impl):
     assert got == [] and d.take(1) == 0
 
 
+def _events(s: YamuxSession) -> list[tuple[str, int | None, bytes]]:
+    """The session's pending events as (name, stream id, data) tuples."""
+    out = []
+    while (ev := s.next_event()) is not None:
+        out.append((type(ev).__name__, getattr(ev, "stream_id", None), bytes(getattr(ev, "data", b""))))
+    return out
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_session_feed_sealed_matches_receive_data(impl):
     """Same events and wire bytes out whether the session opens or is handed plaintext."""
@@ -269,10 +277,7 @@ def test_session_feed_sealed_matches_receive_data(impl):
             assert s.feed_sealed(open_, wire, 1.0) is True
         else:
             s.receive_data(open_.open_frames(wire), 1.0)
-        events = []
-        while (ev := s.next_event()) is not None:
-            events.append((type(ev).__name__, getattr(ev, "stream_id", None),
-                           bytes(getattr(ev, "data", b""))))
+        events = _events(s)
         outs.append((events, b"".join(bytes(b) for b in s.data_to_send()),
                      s.stats["bytes_in"], s.stats["frames_in"]))
     assert outs[0] == outs[1]
@@ -320,10 +325,7 @@ def test_session_sealed_step_matches_feed_sealed(impl):
             step(wire)
         else:
             assert s.feed_sealed(open_, wire, 1.0) is True
-        events = []
-        while (ev := s.next_event()) is not None:
-            events.append((type(ev).__name__, getattr(ev, "stream_id", None),
-                           bytes(getattr(ev, "data", b""))))
+        events = _events(s)
         outs.append((events, b"".join(bytes(b) for b in s.data_to_send())))
     assert outs[0] == outs[1] and outs[0][0]
     seal, open_ = _ciphers(impl)
