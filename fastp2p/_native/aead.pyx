@@ -531,9 +531,7 @@ cdef class NoiseCipher:
         cdef Py_buffer *views = stack_views
         cdef fp_iovec *iov = stack_iov
         cdef Py_ssize_t cnt, i, got = 0
-        cdef size_t total = 0, outlen = 0, need
-        cdef int rc
-        cdef uint8_t *dst
+        cdef size_t total = 0
         items = bufs if isinstance(bufs, (list, tuple)) else (bufs,)
         cnt = len(items)
         self._enter()
@@ -551,19 +549,7 @@ cdef class NoiseCipher:
                 total += iov[i].len
             if total == 0:
                 return b""
-            need = fp_aead_sealed_size_iov(iov, cnt)
-            out = _new_block(need)
-            dst = (<FrameBlock>out).data
-            if self._par_threads and total >= self._par_min:
-                rc = self._seal_segments(iov, cnt, dst, need)
-            elif total >= _NOGIL:
-                with nogil:
-                    rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
-            else:
-                rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
-            if rc:
-                self._fail(rc)
-            return out
+            return self.seal_iov(iov, cnt, total)
         finally:
             for i in range(got):
                 PyBuffer_Release(&views[i])
@@ -572,6 +558,26 @@ cdef class NoiseCipher:
             if iov != stack_iov:
                 PyMem_Free(iov)
             self._busy = False
+
+    cdef object seal_iov(self, const fp_iovec *iov, size_t cnt, size_t total):
+        """Seal ``iov`` (``total`` > 0 bytes, one plaintext) into a new FrameBlock.
+
+        The caller holds ``_enter``. Failures raise ``seal_frames``' typed errors."""
+        cdef size_t outlen = 0
+        cdef size_t need = fp_aead_sealed_size_iov(iov, cnt)
+        cdef int rc
+        out = _new_block(need)
+        cdef uint8_t *dst = (<FrameBlock>out).data
+        if self._par_threads and total >= self._par_min:
+            rc = self._seal_segments(iov, cnt, dst, need)
+        elif total >= _NOGIL:
+            with nogil:
+                rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
+        else:
+            rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)
+        if rc:
+            self._fail(rc)
+        return out
 
     def open_frames(self, data):
         """Decrypt every complete frame in (buffered +) ``data``; keep a partial one."""

@@ -16,10 +16,12 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memcpy
 cimport cython
 
-from fastp2p._native.aead cimport FP_AEAD_TAG_SIZE, FP_EFRAME, FrameBlock, NoiseCipher
+from fastp2p._native.aead cimport FP_AEAD_TAG_SIZE, FP_EFRAME, FrameBlock, NoiseCipher, fp_iovec
 
 from fastp2p.errors import (
     FrameError,
@@ -1158,3 +1160,159 @@ cdef class ReadPump:
             cb(PySequence_GetSlice(self._rxv, 0, nbytes))
             return
         self._read_early(nbytes)
+
+
+# -- the write half: a stream's message from the writer to the socket, in one call ----
+
+
+cdef class WritePump:
+    """The write half's loop-pass state of the TCP connection (which derives from
+    it): its fields are C fields here, so that ``SendStep`` sends a pass's first
+    write itself (the connection's ``write`` keeps every other case). The pure
+    twin is fastp2p/transport/_pump.py's."""
+
+    #: a write was made in this loop pass (RawConnection.in_pass)
+    cdef public bint in_pass
+    cdef public bint _closed
+    #: the pass's later writes, queued (None: none)
+    cdef public object _pend
+    cdef public object _transport
+    #: ``loop.call_soon``, the end-of-pass marker (bound once) and its empty context
+    cdef public object _call_soon
+    cdef public object _end_cb
+    cdef public object _ctx
+
+    cdef int first_write(self, object block) except -1:
+        """The pass's first write (``not in_pass``): at once, and mark the pass."""
+        self.in_pass = True
+        self._call_soon(self._end_cb, context=self._ctx)
+        # Transports take only bytes-like builtins; the view keeps the block alive.
+        self._transport.write(PyMemoryView_FromObject(block))
+        return 0
+
+
+cdef enum:
+    # most muxer frames one step seals (more: the general path)
+    _STEP_FRAMES = 16
+
+
+cdef class SendStep:
+    """``stream_send`` of a connection whose frames are sealed with Noise over TCP,
+    in one call: ``step(stream_id, data) -> bytes taken``.
+
+    Its usual case, a loop pass's first write to an open stream with send
+    window, runs no Python: it reads the stream's record in the session's
+    table (``local_closed``; yamux ``state`` and ``send_window``), encodes the
+    DATA frame headers, seals them with the payload into one block, writes it
+    and takes the bytes from the window, exactly as ``send_data``,
+    ``data_to_send``, ``NoisePath.send`` and the connection's ``write`` would.
+    Every other case (a later write of the pass, queued session output, a
+    closed, reset, SYN-pending or window-less stream, over 16 frames) goes to
+    ``fallback(stream_id, data)``, the general path, untouched. Made by the
+    session's ``send_step``; ``live = False`` sends everything the general way.
+    The pure twin is fastp2p/transport/_pump.py's.
+    """
+
+    cdef object session
+    cdef dict streams
+    cdef bint yamux
+    cdef Py_ssize_t max_frame
+    cdef NoiseCipher cipher
+    cdef WritePump pump
+    cdef object fallback
+    cdef public bint live
+    #: muxer frames and their bytes (headers included), and the sealed bytes, it sent
+    cdef readonly unsigned long long frames_out
+    cdef readonly unsigned long long bytes_out
+    cdef readonly unsigned long long wire_out
+
+    def __cinit__(self, session, dict streams, bint yamux, Py_ssize_t max_frame,
+                  NoiseCipher cipher, WritePump pump, fallback):
+        if max_frame <= 0:
+            raise ValueError("max_frame must be > 0")
+        self.session = session
+        self.streams = streams
+        self.yamux = yamux
+        self.max_frame = max_frame
+        self.cipher = cipher
+        self.pump = pump
+        self.fallback = fallback
+        self.live = True
+
+    def __call__(self, stream_id, data):
+        cdef Py_ssize_t n = self._send(stream_id, data)
+        if n < 0:
+            return self.fallback(stream_id, data)
+        return n
+
+    cdef Py_ssize_t _send(self, object stream_id, object data) except -2:
+        """Send what the window allows of ``data``; -1: not this way (nothing done)."""
+        cdef WritePump pump = self.pump
+        cdef NoiseCipher cipher = self.cipher
+        cdef Py_buffer view
+        cdef uint8_t hdrs[_STEP_FRAMES * FP_MPLEX_MAX_HEADER]
+        cdef fp_iovec iov[2 * _STEP_FRAMES]
+        cdef Py_ssize_t total, n, off = 0, size, window
+        cdef size_t hlen = 0
+        cdef uint64_t key
+        cdef int i = 0, k, h
+        if not self.live or pump.in_pass or pump._closed or pump._pend is not None:
+            return -1
+        if self.session._out:  # (frames the session queued go first: the general way)
+            return -1
+        st = self.streams.get(stream_id)
+        if st is None or st.local_closed:
+            return -1
+        if self.yamux:
+            if st.state == 0:  # SYN not sent yet (the session's _PENDING_SYN)
+                return -1
+            window = st.send_window
+            if window <= 0:
+                return -1
+        else:
+            window = PY_SSIZE_T_MAX
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            total = view.len
+            if total == 0:
+                return -1
+            n = total if total <= window else window
+            k = <int>((n + self.max_frame - 1) // self.max_frame)
+            if k > _STEP_FRAMES:
+                return -1
+            key = <uint64_t>stream_id
+            while off < n:
+                size = n - off
+                if size > self.max_frame:
+                    size = self.max_frame
+                if self.yamux:
+                    if fp_yamux_encode_header(hdrs + hlen, FP_YAMUX_TYPE_DATA, 0, <uint32_t>key,
+                                              <uint32_t>size) < 0:
+                        return -1
+                    h = FP_YAMUX_HEADER_SIZE
+                else:  # key = id * 2 + 1: a stream we opened (MESSAGE_INITIATOR)
+                    h = fp_mplex_encode_header(key >> 1, 2 if key & 1 else 1, <uint64_t>size,
+                                               hdrs + hlen, FP_MPLEX_MAX_HEADER)
+                    if h <= 0:
+                        return -1
+                iov[i].base = hdrs + hlen
+                iov[i].len = <size_t>h
+                iov[i + 1].base = <const uint8_t *>view.buf + off
+                iov[i + 1].len = <size_t>size
+                hlen += <size_t>h
+                off += size
+                i += 2
+            cipher._enter()
+            try:
+                block = cipher.seal_iov(iov, <size_t>i, <size_t>n + hlen)
+            finally:
+                cipher._busy = False
+        finally:
+            PyBuffer_Release(&view)
+        if self.yamux:
+            st.send_window = window - n
+        pump.first_write(block)
+        self.frames_out += <unsigned long long>k
+        self.bytes_out += <unsigned long long>n + hlen
+        self.wire_out += <unsigned long long>(<FrameBlock>block).length
+        return n

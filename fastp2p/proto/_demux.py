@@ -22,6 +22,7 @@ class DemuxSession:
     _decoder: Any
     _stats: dict[str, int]
     _terminated: Any
+    _tx_step: Any  # the driver's send step (send_step), or None
 
     def _decode(self, data: Any) -> Any:
         """The records in ``data``: those the demux's fast way did not take, or all
@@ -80,6 +81,22 @@ class DemuxSession:
         demux = self._demux
         return demux.sealed_step(cipher, on_records, on_error) if demux is not None else None
 
+    def send_step(self, step_cls: Any, cipher: Any, pump: Any, fallback: Any) -> Any:
+        """A driver's ``stream_send`` as one callable, ``step(stream_id, data)``
+        (``step_cls`` is the kernels' ``SendStep``): a loop pass's first write to
+        an open stream with send window is framed, sealed with ``cipher`` and
+        written through ``pump`` (the raw connection's ``WritePump``), as
+        :meth:`send_data`, :meth:`data_to_send`, the seal and the write would do
+        it; every other write goes to ``fallback(stream_id, data)``. The step
+        reads and sets this session's stream records (``local_closed``; yamux:
+        ``state``, ``send_window``) and sends only while nothing is queued in
+        ``data_to_send``; its frames count in :attr:`stats`.
+        """
+        yamux, max_frame = self._send_plan()  # type: ignore[attr-defined]
+        step = step_cls(self, self._streams, yamux, max_frame, cipher, pump, fallback)  # type: ignore[attr-defined]
+        self._tx_step = step
+        return step
+
     def feed_failed(self, exc: BaseException) -> None:
         """A :meth:`sealed_step` failed with ``exc``: a peer's protocol violation
         terminates the session (its GoAway queued), as ``feed_sealed`` would."""
@@ -123,7 +140,13 @@ class DemuxSession:
     def stats(self) -> dict[str, int]:
         """The session's counters (see the session class), received ones from the demux."""
         demux = self._demux
+        stats = self._stats
         if demux is not None:
-            self._stats["bytes_in"] = demux.bytes_in
-            self._stats["frames_in"] = demux.frames_in
-        return self._stats
+            stats["bytes_in"] = demux.bytes_in
+            stats["frames_in"] = demux.frames_in
+        step = self._tx_step
+        if step is not None:  # (sent by the driver's send step: counted there)
+            stats = dict(stats)
+            stats["bytes_out"] += step.bytes_out
+            stats["frames_out"] += step.frames_out
+        return stats

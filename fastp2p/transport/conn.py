@@ -30,6 +30,7 @@ from collections.abc import Callable
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
+from fastp2p import _accel
 from fastp2p.errors import (
     BrokenResourceError,
     ConnectionClosedError,
@@ -73,25 +74,34 @@ _conn_ids = itertools.count(1)
 class ConnectionStats:
     """Per-connection counters (bytes are on-the-wire, i.e. ciphertext)."""
 
-    __slots__ = (
-        "bytes_sent",
-        "bytes_received",
-        "streams_opened",
-        "streams_accepted",
-        "opened_at",
-        "rtt",
-    )
+    FIELDS = ("bytes_sent", "bytes_received", "streams_opened", "streams_accepted", "opened_at",
+              "rtt")
+
+    __slots__ = ("_bytes_sent", "bytes_received", "streams_opened", "streams_accepted",
+                 "opened_at", "rtt", "tx_step")
 
     def __init__(self) -> None:
-        self.bytes_sent = 0
+        self._bytes_sent = 0
         self.bytes_received = 0
         self.streams_opened = 0
         self.streams_accepted = 0
         self.opened_at = time.time()
         self.rtt: float | None = None
+        #: the connection's send step, whose writes it counts itself (or None)
+        self.tx_step: Any = None
+
+    @property
+    def bytes_sent(self) -> int:
+        step = self.tx_step
+        return self._bytes_sent + (step.wire_out if step is not None else 0)
+
+    @bytes_sent.setter
+    def bytes_sent(self, value: int) -> None:
+        step = self.tx_step
+        self._bytes_sent = value - (step.wire_out if step is not None else 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 #: plaintext held for one seal at the end of a loop pass (NoisePath.send); more
@@ -381,6 +391,18 @@ class Connection:
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
             session.on_read_hint(raw.limit_reads)  # type: ignore[attr-defined]
+        #: a stream write's one-call path over TCP (the session's send_step): a loop
+        #: pass's first write to an open stream is framed, sealed and written in
+        #: C with the native kernels. It is this connection's ``stream_send``
+        #: (Stream.write calls it directly); it hands every other write to the
+        #: general path, ``_stream_send``. Off once frames leave another way.
+        self._tx_step: Any = None
+        if isinstance(raw, _accel.WritePump) and hasattr(session, "send_step"):
+            self._tx_step = session.send_step(
+                _accel.SendStep, send_cipher, raw, self._stream_send
+            )
+            self.stream_send = self._tx_step  # type: ignore[method-assign]
+            self.stats.tx_step = self._tx_step
         if hasattr(session, "pong_gate"):
             # yamux: while the transport takes no more bytes, PINGs go unanswered
             # instead of queueing a PING|ACK for each (a flooding peer that never reads)
@@ -447,6 +469,8 @@ class Connection:
             self._base.flush()
         self._tx = path
         self.pause_state = path.pause_state
+        if self._tx_step is not None:
+            self._tx_step.live = False  # frames leave through ``path`` now
 
     def switch_rx(self, path: Any, *, transient: bool) -> None:
         """Receive frames from ``path`` from now on (the peer sent its marker).
@@ -813,7 +837,10 @@ class Connection:
             raise self._close_exc
 
     def stream_send(self, stream_id: int, data: memoryview) -> int:
-        """Queue what the send window allows of ``data`` and transmit it."""
+        """Queue what the send window allows of ``data`` and transmit it.
+
+        (With a send step, the instance's ``stream_send`` is the step, and this
+        is its general path.)"""
         if self._closed:
             self.check_open()
         session = self._session
@@ -823,6 +850,8 @@ class Connection:
             # timer (yamux, mplex; test_send_data_leaves_the_timer_alone)
             self.stats.bytes_sent += self._tx.send(session.data_to_send())
         return n
+
+    _stream_send = stream_send
 
     async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:
         """Wait for the sending path's write buffer to drain.
@@ -991,6 +1020,8 @@ class Connection:
         self._closed = True
         if self._step is not None:
             self._step.live = False  # reads still in flight are dropped
+        if self._tx_step is not None:
+            self._tx_step.live = False
         self._close_exc = err
         if self._timer is not None:
             self._timer.cancel()

@@ -146,8 +146,13 @@ class _TcpProtocol(_accel.ReadPump, asyncio.BufferedProtocol):
             w.set_result(None)
 
 
-class TcpConnection(RawConnection):
-    """A raw (not yet secured) TCP connection."""
+class TcpConnection(_accel.WritePump, RawConnection):
+    """A raw (not yet secured) TCP connection.
+
+    Its write pass state (``in_pass``, ``_closed``, ``_pend``, the transport, the
+    end-of-pass marker) lives in ``WritePump``: a connection's ``SendStep`` sends
+    a pass's first write itself.
+    """
 
     def __init__(self, protocol: _TcpProtocol, *, outbound: bool) -> None:
         self._p = protocol
@@ -165,6 +170,7 @@ class TcpConnection(RawConnection):
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
         self._call_soon = protocol._loop.call_soon  # bound once: once per pass
+        self._end_cb = self._end_pass  # (a cycle: the collector takes it)
         # The end-of-pass marker needs no context variables: an empty context of
         # its own spares call_soon a copy of the caller's on every pass. One per
         # connection, not per process: a context runs in one thread at a time,
@@ -203,7 +209,7 @@ class TcpConnection(RawConnection):
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
                 self.in_pass = True
-                self._call_soon(self._end_pass, context=self._ctx)
+                self._call_soon(self._end_cb, context=self._ctx)
                 # Transports accept only bytes-like builtins; a memoryview keeps a
                 # recycled FrameBlock alive until the loop has sent it.
                 self._transport.write(data if type(data) is bytes else memoryview(data))
@@ -242,7 +248,7 @@ class TcpConnection(RawConnection):
         """
         if not self.in_pass:
             self.in_pass = True
-            self._call_soon(self._end_pass, context=self._ctx)
+            self._call_soon(self._end_cb, context=self._ctx)
 
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         if not self.in_pass or self._closed:

@@ -174,6 +174,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
         self._events: deque[MuxerEvent] = deque()
         self._out: list[ReadableBuffer] = []
         self._terminated: tuple[int, bool] | None = None
+        self._tx_step: Any = None
         self._stats = {
             "bytes_in": 0,
             "bytes_out": 0,
@@ -316,6 +317,9 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
         self._out.append(name)
         self._stats["bytes_out"] += len(name)
         return key
+
+    def _send_plan(self) -> tuple[bool, int]:
+        return False, self.config.max_message_size
 
     def send_data(self, stream_id: int, data: ReadableBuffer) -> int:
         """Queue all of ``data`` as messages of at most ``max_message_size``; returns len(data).

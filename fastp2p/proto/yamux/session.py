@@ -193,7 +193,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
                  '_n_inbound', '_n_outbound', '_syn_backlog', '_pending_syn', '_unaccepted',
                  '_backlog_full', '_events', '_out', '_now', '_next_opaque', '_pings',
                  '_rtt_probe_sent', '_next_keepalive', 'rtt', '_local_goaway', '_remote_goaway',
-                 '_terminated', '_stats', 'drop_pongs', 'pong_gate')
+                 '_terminated', '_stats', 'drop_pongs', 'pong_gate', '_tx_step')
 
     MUXER_NAME = "yamux"
 
@@ -244,6 +244,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
         self._local_goaway = False
         self._remote_goaway: int | None = None
         self._terminated: tuple[int, bool] | None = None  # (code, remote)
+        self._tx_step: Any = None
         self._stats = {
             "bytes_in": 0,
             "bytes_out": 0,
@@ -516,6 +517,9 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
             stats["bytes_out"] += n + 12 * frames
         stream.send_window = window - n
         return n
+
+    def _send_plan(self) -> tuple[bool, int]:
+        return True, self.config.max_frame_size
 
     def send_window(self, stream_id: int) -> int:
         """Bytes :meth:`send_data` would accept now (0 for a deferred SYN).
