@@ -17,11 +17,11 @@ Kernel contract (identical for both implementations):
   per socket read (records left for the session to ``on_records``, errors to ``on_error``)
 - ``ReadPump``: the read half of the TCP protocol (``get_buffer``, ``buffer_updated``:
   each read to ``_on_data(view)``, or ``_read_early(nbytes)`` before that is set)
-- ``WritePump``: the write half's loop-pass state of the TCP connection (``in_pass``,
-  ``_closed``, ``_pend``, ``_transport``, ``_call_soon``, ``_end_cb``, ``_ctx``)
-- ``SendStep(session, streams, yamux, max_frame, cipher, pump, fallback)``: a stream's
-  write as one call, ``step(stream_id, data) -> bytes taken``: a pass's first write to an
-  open stream with window is framed, sealed and written; the rest to ``fallback``
+- ``WritePump``: the TCP connection's write half (``write`` and its loop-pass state)
+- ``SealState``: ``NoisePath``'s pass state (``raw``, ``_send``, ``_pend``, ...)
+- ``SendStep(session, streams, yamux, max_frame, path, fallback)``: a stream's write as
+  one call, ``step(stream_id, data) -> bytes taken``: a write to an open stream with
+  window is framed, sealed and written as ``path.send`` would; the rest to ``fallback``
 - ``mplex_encode_header(stream_id, flag, length) -> bytes``
 - ``MplexDecoder(max_message_size).feed(buf) -> list[(flag, stream_id, payload)]``
 - ``MplexDemux(max_message_size)``: an ``MplexDecoder`` with a stream-key table, as
@@ -74,6 +74,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "MplexDemux": ("fastp2p.proto.mplex.frame", "fastp2p._native.frame"),
     "ReadPump": ("fastp2p.transport._pump", "fastp2p._native.frame"),
     "WritePump": ("fastp2p.transport._pump", "fastp2p._native.frame"),
+    "SealState": ("fastp2p.transport._pump", "fastp2p._native.frame"),
     "SendStep": ("fastp2p.transport._pump", "fastp2p._native.frame"),
     "NoiseCipher": ("fastp2p.proto.noise.cipher", "fastp2p._native.aead"),
     "BufferPool": ("fastp2p.bufferpool", "fastp2p._native.buffer"),
@@ -142,6 +143,6 @@ if TYPE_CHECKING:
     from fastp2p.proto.varint import uvarint_decode, uvarint_encode  # noqa: F401
     from fastp2p.proto.xsalsa20 import XSalsa20  # noqa: F401
     from fastp2p.proto.yamux.frame import YamuxDecoder, YamuxDemux, encode_header  # noqa: F401
-    from fastp2p.transport._pump import ReadPump, SendStep, WritePump  # noqa: F401
+    from fastp2p.transport._pump import ReadPump, SealState, SendStep, WritePump  # noqa: F401
 else:
     globals().update(vars(_impl))

@@ -18,12 +18,14 @@ from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from libc.string cimport memcpy
 cimport cython
 
 from fastp2p._native.aead cimport FP_AEAD_TAG_SIZE, FP_EFRAME, FrameBlock, NoiseCipher, fp_iovec
 
 from fastp2p.errors import (
+    ClosedResourceError,
     FrameError,
     FrameTooLargeError,
     FrameTypeError,
@@ -1165,30 +1167,102 @@ cdef class ReadPump:
 # -- the write half: a stream's message from the writer to the socket, in one call ----
 
 
+cdef enum:
+    # as fastp2p/transport/_pump.py's (why there): the pass's small writes are
+    # joined up to COALESCE_MAX bytes; QUEUE_MAX bytes queued leave at once
+    COALESCE_MAX = 16 * 1024
+    QUEUE_MAX = 256 * 1024
+    # as fastp2p/transport/conn.py's: plaintext NoisePath holds for one seal at
+    # the pass's end, and the age at which a batch of small sends leaves early
+    DEFER_MAX = 16 * 1024
+cdef double EARLY_FLUSH_S = 0.0002
+
+
+cdef double _monotonic() noexcept:
+    """``time.monotonic()`` (the same clock) without a Python call."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
 cdef class WritePump:
-    """The write half's loop-pass state of the TCP connection (which derives from
-    it): its fields are C fields here, so that ``SendStep`` sends a pass's first
-    write itself (the connection's ``write`` keeps every other case). The pure
-    twin is fastp2p/transport/_pump.py's."""
+    """The write half of the TCP connection (which derives from it): ``write``
+    and its loop-pass state, as C fields that ``SendStep`` uses too. The pure
+    twin, with the reasons, is fastp2p/transport/_pump.py's."""
 
     #: a write was made in this loop pass (RawConnection.in_pass)
     cdef public bint in_pass
     cdef public bint _closed
-    #: the pass's later writes, queued (None: none)
+    #: the pass's later writes (None: none), its last one if small writes fill
+    #: it, and the bytes in them
     cdef public object _pend
+    cdef public object _pend_tail
+    cdef public Py_ssize_t _pend_n
+    #: called at the end of the pass, before the queued bytes leave
+    cdef public object _at_end
     cdef public object _transport
     #: ``loop.call_soon``, the end-of-pass marker (bound once) and its empty context
     cdef public object _call_soon
     cdef public object _end_cb
     cdef public object _ctx
 
-    cdef int first_write(self, object block) except -1:
+    def write(self, data):
+        if self._closed:
+            raise ClosedResourceError("connection closed")
+        self._write(data)
+
+    cdef int _write(self, object data) except -1:
+        cdef Py_ssize_t n
+        cdef list pend = self._pend
+        if pend is None:
+            if not self.in_pass:
+                self.first_write(data)
+                return 0
+            self._pend = pend = []
+        n = len(data)
+        if n <= COALESCE_MAX:
+            tail = self._pend_tail
+            if tail is None:
+                self._pend_tail = tail = bytearray(data)
+                pend.append(tail)
+            else:
+                tail += data
+                if len(<bytearray>tail) > COALESCE_MAX:
+                    self._send_pending()
+                    return 0
+        else:
+            pend.append(data if type(data) is bytes else PyMemoryView_FromObject(data))
+            self._pend_tail = None
+        n += self._pend_n
+        if n >= QUEUE_MAX:
+            self._send_pending()
+        else:
+            self._pend_n = n
+        return 0
+
+    cdef int first_write(self, object data) except -1:
         """The pass's first write (``not in_pass``): at once, and mark the pass."""
         self.in_pass = True
         self._call_soon(self._end_cb, context=self._ctx)
-        # Transports take only bytes-like builtins; the view keeps the block alive.
-        self._transport.write(PyMemoryView_FromObject(block))
+        # Transports take only bytes-like builtins; a view keeps a FrameBlock alive.
+        self._transport.write(data if type(data) is bytes else PyMemoryView_FromObject(data))
         return 0
+
+
+cdef class SealState:
+    """The pass state of ``NoisePath`` (which derives from it), as C fields that
+    ``SendStep`` uses too: the raw connection, the send cipher, the plaintext
+    held for one seal at the pass's end (``_pend``), when that batch began, and
+    whether a batch left early in this pass. The pure twin is
+    fastp2p/transport/_pump.py's."""
+
+    cdef public object raw
+    cdef public object _send
+    cdef public object _pend
+    cdef public double _batch_t0
+    cdef public bint _early
+    #: the path's end-of-pass callback (bound once)
+    cdef public object _end_cb
 
 
 cdef enum:
@@ -1200,23 +1274,24 @@ cdef class SendStep:
     """``stream_send`` of a connection whose frames are sealed with Noise over TCP,
     in one call: ``step(stream_id, data) -> bytes taken``.
 
-    Its usual case, a loop pass's first write to an open stream with send
-    window, runs no Python: it reads the stream's record in the session's
-    table (``local_closed``; yamux ``state`` and ``send_window``), encodes the
-    DATA frame headers, seals them with the payload into one block, writes it
-    and takes the bytes from the window, exactly as ``send_data``,
-    ``data_to_send``, ``NoisePath.send`` and the connection's ``write`` would.
-    Every other case (a later write of the pass, queued session output, a
-    closed, reset, SYN-pending or window-less stream, over 16 frames) goes to
-    ``fallback(stream_id, data)``, the general path, untouched. Made by the
-    session's ``send_step``; ``live = False`` sends everything the general way.
-    The pure twin is fastp2p/transport/_pump.py's.
+    For a write to an open stream with send window it reads the stream's
+    record in the session's table (``local_closed``; yamux ``state`` and
+    ``send_window``), encodes the DATA frame headers, and seals and writes them
+    with the payload as ``NoisePath.send`` and the TCP connection's ``write``
+    would (a pass's first write at once; later ones held, joined and sealed as
+    there), then takes the bytes from the window: no Python runs. Every other
+    case (queued session output, a closed, reset, SYN-pending or window-less
+    stream, over 16 frames) goes to ``fallback(stream_id, data)``, the general
+    path, untouched. Made by the session's ``send_step``; ``live = False``
+    sends everything the general way. The pure twin is
+    fastp2p/transport/_pump.py's.
     """
 
     cdef object session
     cdef dict streams
     cdef bint yamux
     cdef Py_ssize_t max_frame
+    cdef SealState path
     cdef NoiseCipher cipher
     cdef WritePump pump
     cdef object fallback
@@ -1227,15 +1302,16 @@ cdef class SendStep:
     cdef readonly unsigned long long wire_out
 
     def __cinit__(self, session, dict streams, bint yamux, Py_ssize_t max_frame,
-                  NoiseCipher cipher, WritePump pump, fallback):
+                  SealState path, fallback):
         if max_frame <= 0:
             raise ValueError("max_frame must be > 0")
         self.session = session
         self.streams = streams
         self.yamux = yamux
         self.max_frame = max_frame
-        self.cipher = cipher
-        self.pump = pump
+        self.path = path
+        self.cipher = <NoiseCipher?>path._send
+        self.pump = <WritePump?>path.raw
         self.fallback = fallback
         self.live = True
 
@@ -1245,18 +1321,41 @@ cdef class SendStep:
             return self.fallback(stream_id, data)
         return n
 
+    cdef object _seal(self, const fp_iovec *iov, size_t cnt, size_t total):
+        cdef NoiseCipher cipher = self.cipher
+        cipher._enter()
+        try:
+            block = cipher.seal_iov(iov, cnt, total)
+        finally:
+            cipher._busy = False
+        self.wire_out += <unsigned long long>(<FrameBlock>block).length
+        return block
+
+    cdef int _flush_path(self) except -1:
+        """``NoisePath.flush``: seal and write the plaintext held for the pass's end."""
+        cdef fp_iovec one
+        cdef bytearray pend = self.path._pend
+        self.path._pend = None
+        if self.pump._closed:
+            return 0  # dropped, as the raw connection drops its unsent bytes
+        one.base = <const uint8_t *>PyByteArray_AS_STRING(pend)
+        one.len = <size_t>PyByteArray_GET_SIZE(pend)
+        self.pump._write(self._seal(&one, 1, one.len))
+        return 0
+
     cdef Py_ssize_t _send(self, object stream_id, object data) except -2:
         """Send what the window allows of ``data``; -1: not this way (nothing done)."""
         cdef WritePump pump = self.pump
-        cdef NoiseCipher cipher = self.cipher
+        cdef SealState path = self.path
         cdef Py_buffer view
         cdef uint8_t hdrs[_STEP_FRAMES * FP_MPLEX_MAX_HEADER]
         cdef fp_iovec iov[2 * _STEP_FRAMES]
         cdef Py_ssize_t total, n, off = 0, size, window
-        cdef size_t hlen = 0
+        cdef size_t hlen = 0, plain
         cdef uint64_t key
-        cdef int i = 0, k, h
-        if not self.live or pump.in_pass or pump._closed or pump._pend is not None:
+        cdef int i = 0, j, k, h
+        cdef bytearray pend
+        if not self.live or pump._closed:
             return -1
         if self.session._out:  # (frames the session queued go first: the general way)
             return -1
@@ -1302,17 +1401,45 @@ cdef class SendStep:
                 hlen += <size_t>h
                 off += size
                 i += 2
-            cipher._enter()
-            try:
-                block = cipher.seal_iov(iov, <size_t>i, <size_t>n + hlen)
-            finally:
-                cipher._busy = False
+            plain = <size_t>n + hlen
+            # NoisePath.send and _send_in_pass, written out (the reasons are there)
+            if path._pend is None and not pump.in_pass:
+                pump.first_write(self._seal(iov, <size_t>i, plain))
+            elif plain > DEFER_MAX:
+                if path._pend is not None:
+                    self._flush_path()
+                pump._write(self._seal(iov, <size_t>i, plain))
+            elif path._pend is not None:
+                pend = path._pend
+                for j in range(i):
+                    _append(pend, iov[j].base, iov[j].len)
+                if PyByteArray_GET_SIZE(pend) > DEFER_MAX:
+                    self._flush_path()
+                    if not path._early or _monotonic() - path._batch_t0 >= EARLY_FLUSH_S:
+                        path._early = True
+                        pump._send_pending()
+            elif self._defer(pump):
+                path._batch_t0 = _monotonic()
+                pend = bytearray()
+                for j in range(i):
+                    _append(pend, iov[j].base, iov[j].len)
+                path._pend = pend
+            else:
+                pump._write(self._seal(iov, <size_t>i, plain))
         finally:
             PyBuffer_Release(&view)
         if self.yamux:
             st.send_window = window - n
-        pump.first_write(block)
         self.frames_out += <unsigned long long>k
-        self.bytes_out += <unsigned long long>n + hlen
-        self.wire_out += <unsigned long long>(<FrameBlock>block).length
+        self.bytes_out += <unsigned long long>plain
         return n
+
+    cdef bint _defer(self, WritePump pump) except -1:
+        """``pump.defer_to_pass_end(path._end_cb)``."""
+        if not pump.in_pass or pump._closed:
+            return False
+        at_end = pump._at_end
+        if at_end is None:
+            pump._at_end = self.path._end_cb
+            return True
+        return at_end is self.path._end_cb or at_end == self.path._end_cb

@@ -81,19 +81,19 @@ class DemuxSession:
         demux = self._demux
         return demux.sealed_step(cipher, on_records, on_error) if demux is not None else None
 
-    def send_step(self, step_cls: Any, cipher: Any, pump: Any, fallback: Any) -> Any:
+    def send_step(self, step_cls: Any, path: Any, fallback: Any) -> Any:
         """A driver's ``stream_send`` as one callable, ``step(stream_id, data)``
-        (``step_cls`` is the kernels' ``SendStep``): a loop pass's first write to
-        an open stream with send window is framed, sealed with ``cipher`` and
-        written through ``pump`` (the raw connection's ``WritePump``), as
-        :meth:`send_data`, :meth:`data_to_send`, the seal and the write would do
-        it; every other write goes to ``fallback(stream_id, data)``. The step
-        reads and sets this session's stream records (``local_closed``; yamux:
-        ``state``, ``send_window``) and sends only while nothing is queued in
+        (``step_cls`` is the kernels' ``SendStep``): a write to an open stream
+        with send window is framed and handed to ``path`` (the driver's Noise
+        path over a TCP ``WritePump``), as :meth:`send_data`,
+        :meth:`data_to_send` and the path's ``send`` would do it; every other
+        write goes to ``fallback(stream_id, data)``. The step reads and sets
+        this session's stream records (``local_closed``; yamux: ``state``,
+        ``send_window``) and sends only while nothing is queued in
         ``data_to_send``; its frames count in :attr:`stats`.
         """
         yamux, max_frame = self._send_plan()  # type: ignore[attr-defined]
-        step = step_cls(self, self._streams, yamux, max_frame, cipher, pump, fallback)  # type: ignore[attr-defined]
+        step = step_cls(self, self._streams, yamux, max_frame, path, fallback)  # type: ignore[attr-defined]
         self._tx_step = step
         return step
 

@@ -1,6 +1,7 @@
 """Pure twins of the native pumps (fastp2p._native.frame): ``ReadPump``, the read
-half of the TCP transport's asyncio ``BufferedProtocol``; ``WritePump``, its write
-half's pass state; ``SendStep``, a stream's write from the writer to the socket."""
+half of the TCP transport's asyncio ``BufferedProtocol``; ``WritePump``, the TCP
+connection's write half; ``SealState``, ``NoisePath``'s pass state; ``SendStep``,
+a stream's write from the writer to the socket in one call."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from fastp2p.errors import ClosedResourceError
 from fastp2p.proto.mplex import frame as mplex_frame
 from fastp2p.proto.yamux import frame as yamux_frame
+
+#: a write of at most this many bytes after the first of a loop pass is copied
+#: into the pass's buffer (many streams answering in one pass: one writev, not
+#: a syscall each); larger ones are queued by reference
+COALESCE_MAX = 16 * 1024
+#: queued bytes that leave at once instead of waiting for the end of the pass
+QUEUE_MAX = 256 * 1024
 
 
 class ReadPump:
@@ -37,39 +46,101 @@ class ReadPump:
         raise NotImplementedError
 
 
+
+
 class WritePump:
-    """The write half's loop-pass state of the TCP connection (which derives from
-    it), read and set by ``SendStep``: ``in_pass`` (a write was made in this loop
-    pass), ``_closed``, ``_pend`` (the pass's later writes, or None), the
-    transport, ``loop.call_soon``, the end-of-pass marker ``_end_cb`` and its
-    context ``_ctx``."""
+    """The write half of the TCP connection (which derives from it): ``write``
+    and its loop-pass state (``in_pass``: a write was made in this pass;
+    ``_closed``; ``_pend``, ``_pend_tail``, ``_pend_n``: the pass's later writes;
+    ``_at_end``: called at the pass's end; the transport, ``loop.call_soon``,
+    the end-of-pass marker ``_end_cb`` and its context ``_ctx``). The subclass
+    provides ``_send_pending()``."""
 
     in_pass: bool
     _closed: bool
     _pend: list[Any] | None
+    _pend_tail: bytearray | None
+    _pend_n: int
+    _at_end: Callable[[], None] | None
     _transport: Any
     _call_soon: Callable[..., Any]
     _end_cb: Callable[[], None]
     _ctx: Any
 
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ClosedResourceError("connection closed")
+        pend = self._pend
+        if pend is None:
+            if not self.in_pass:
+                # The first write of a loop pass leaves at once (no added latency);
+                # a marker at the end of the pass sends what follows it.
+                self.in_pass = True
+                self._call_soon(self._end_cb, context=self._ctx)
+                # Transports accept only bytes-like builtins; a memoryview keeps a
+                # recycled FrameBlock alive until the loop has sent it.
+                self._transport.write(data if type(data) is bytes else memoryview(data))
+                return
+            self._pend = pend = []
+        n = data.nbytes if type(data) is memoryview else len(data)
+        if n <= COALESCE_MAX:
+            tail = self._pend_tail
+            if tail is None:
+                self._pend_tail = tail = bytearray(data)
+                pend.append(tail)
+            else:
+                tail += data
+                if len(tail) > COALESCE_MAX:
+                    # Small writes leave per 16 KiB, as soon as that much is held:
+                    # the peer starts on the first answers while the rest are made
+                    # (NoisePath sends its batches of small sends on at once too).
+                    self._send_pending()
+                    return
+        else:
+            pend.append(data if type(data) is bytes else memoryview(data))
+            self._pend_tail = None
+        n += self._pend_n
+        if n >= QUEUE_MAX:
+            self._send_pending()
+        else:
+            self._pend_n = n
+
+    def _send_pending(self) -> None:  # pragma: no cover - the subclass's
+        raise NotImplementedError
+
+
+class SealState:
+    """``NoisePath``'s pass state (it derives from this): the raw connection, the
+    send cipher ``_send``, the plaintext held for one seal at the pass's end
+    (``_pend``), when that batch began (``_batch_t0``), whether a batch left
+    early in this pass (``_early``) and the path's end-of-pass callback
+    ``_end_cb``."""
+
+    raw: Any
+    _send: Any
+    _pend: bytearray | None
+    _batch_t0: float
+    _early: bool
+    _end_cb: Callable[[], None]
+
 
 class SendStep:
     """``stream_send`` of a connection sealing with Noise over TCP, in one call:
     ``step(stream_id, data) -> bytes taken``. Pure twin of the native one (see
-    its docstring): a loop pass's first write to an open stream with send window
-    is framed, sealed and written here; every other case goes to
-    ``fallback(stream_id, data)``, untouched."""
+    its docstring): a write to an open stream with send window is framed here
+    and handed to the path's ``send`` (the native step writes that out); every
+    other case goes to ``fallback(stream_id, data)``, untouched."""
 
     def __init__(self, session: Any, streams: dict[int, Any], yamux: bool, max_frame: int,
-                 cipher: Any, pump: WritePump, fallback: Callable[[int, Any], int]) -> None:
+                 path: Any, fallback: Callable[[int, Any], int]) -> None:
         if max_frame <= 0:
             raise ValueError("max_frame must be > 0")
         self.session = session
         self.streams = streams
         self.yamux = yamux
         self.max_frame = max_frame
-        self.cipher = cipher
-        self.pump = pump
+        self.path = path
+        self.pump = path.raw
         self.fallback = fallback
         self.live = True
         self.frames_out = 0
@@ -83,8 +154,7 @@ class SendStep:
         return n
 
     def _send(self, stream_id: int, data: Any) -> int:
-        pump = self.pump
-        if not self.live or pump.in_pass or pump._closed or pump._pend is not None:
+        if not self.live or self.pump._closed:
             return -1
         if self.session._out:  # (frames the session queued go first: the general way)
             return -1
@@ -119,15 +189,11 @@ class SendStep:
             bufs.append(head)
             bufs.append(mv[off : off + size])
             hlen += len(head)
-        block = self.cipher.seal_frames(bufs)
+        self.wire_out += self.path.send(bufs)
         if self.yamux:
             st.send_window = window - n
-        pump.in_pass = True
-        pump._call_soon(pump._end_cb, context=pump._ctx)
-        pump._transport.write(memoryview(block))
         self.frames_out += k
         self.bytes_out += n + hlen
-        self.wire_out += len(block)
         return n
 
 

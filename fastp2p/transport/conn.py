@@ -113,7 +113,7 @@ DEFER_MAX = 16 * 1024
 EARLY_FLUSH_S = 0.0002
 
 
-class NoisePath(DataPath):
+class NoisePath(_accel.SealState, DataPath):
     """Muxer frames sealed with the Noise transport ciphers over the raw connection.
 
     The first send of a loop pass is sealed and written at once (no added
@@ -134,6 +134,7 @@ class NoisePath(DataPath):
         #: (see _send_in_pass)
         self._batch_t0 = 0.0
         self._early = False
+        self._end_cb = self._end_pass  # bound once (a cycle: the collector takes it)
         #: where bytes sealed at the end of a pass are counted (the connection's stats)
         self.stats: ConnectionStats | None = None
         self._deliver: Callable[[Any, bool], None] | None = None
@@ -233,7 +234,7 @@ class NoisePath(DataPath):
                     self._early = True
                     self.raw.flush()
             return 0
-        elif self.raw.defer_to_pass_end(self._end_pass):
+        elif self.raw.defer_to_pass_end(self._end_cb):
             self._batch_t0 = _monotonic()
             # Copied: the caller may reuse its buffers once this returns.
             self._pend = pend = bytearray()
@@ -391,16 +392,14 @@ class Connection:
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
             session.on_read_hint(raw.limit_reads)  # type: ignore[attr-defined]
-        #: a stream write's one-call path over TCP (the session's send_step): a loop
-        #: pass's first write to an open stream is framed, sealed and written in
-        #: C with the native kernels. It is this connection's ``stream_send``
+        #: a stream write's one-call path over TCP (the session's send_step): a write
+        #: to an open stream is framed, sealed (or held for the pass's seal) and
+        #: written in C with the native kernels. It is this connection's ``stream_send``
         #: (Stream.write calls it directly); it hands every other write to the
         #: general path, ``_stream_send``. Off once frames leave another way.
         self._tx_step: Any = None
         if isinstance(raw, _accel.WritePump) and hasattr(session, "send_step"):
-            self._tx_step = session.send_step(
-                _accel.SendStep, send_cipher, raw, self._stream_send
-            )
+            self._tx_step = session.send_step(_accel.SendStep, self._base, self._stream_send)
             self.stream_send = self._tx_step  # type: ignore[method-assign]
             self.stats.tx_step = self._tx_step
         if hasattr(session, "pong_gate"):

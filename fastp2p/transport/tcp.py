@@ -18,8 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastp2p import _accel
-from fastp2p.errors import BrokenResourceError, ClosedResourceError, DialError
+from fastp2p.errors import BrokenResourceError, DialError
 from fastp2p.multiaddr import Multiaddr
+from fastp2p.transport._pump import COALESCE_MAX, QUEUE_MAX  # noqa: F401  (re-exported)
 from fastp2p.transport.base import Listener, RawConnection, Transport
 
 __all__ = ["TcpTransport", "TcpConnection", "TcpListener"]
@@ -38,9 +39,8 @@ MAX_INBOX = 256 * 1024
 # one per message: the kernel's cost per byte falls to that of large writes.
 # Small writes (up to COALESCE_MAX) are copied into one buffer, and leave once it
 # holds more than COALESCE_MAX; larger ones are queued by reference (every caller
-# hands over a buffer it no longer touches).
-COALESCE_MAX = 16 * 1024
-QUEUE_MAX = 256 * 1024
+# hands over a buffer it no longer touches). The write itself and both limits
+# are WritePump's (fastp2p/transport/_pump.py; native in fastp2p._native.frame).
 
 
 def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
@@ -199,44 +199,6 @@ class TcpConnection(_accel.WritePump, RawConnection):
         data = bytes(p._inbox)
         p._inbox.clear()
         return data
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise ClosedResourceError("connection closed")
-        pend = self._pend
-        if pend is None:
-            if not self.in_pass:
-                # The first write of a loop pass leaves at once (no added latency);
-                # a marker at the end of the pass sends what follows it.
-                self.in_pass = True
-                self._call_soon(self._end_cb, context=self._ctx)
-                # Transports accept only bytes-like builtins; a memoryview keeps a
-                # recycled FrameBlock alive until the loop has sent it.
-                self._transport.write(data if type(data) is bytes else memoryview(data))
-                return
-            self._pend = pend = []
-        n = data.nbytes if type(data) is memoryview else len(data)
-        if n <= COALESCE_MAX:
-            tail = self._pend_tail
-            if tail is None:
-                self._pend_tail = tail = bytearray(data)
-                pend.append(tail)
-            else:
-                tail += data
-                if len(tail) > COALESCE_MAX:
-                    # Small writes leave per 16 KiB, as soon as that much is held:
-                    # the peer starts on the first answers while the rest are made
-                    # (NoisePath sends its batches of small sends on at once too).
-                    self._send_pending()
-                    return
-        else:
-            pend.append(data if type(data) is bytes else memoryview(data))
-            self._pend_tail = None
-        n += self._pend_n
-        if n >= QUEUE_MAX:
-            self._send_pending()
-        else:
-            self._pend_n = n
 
     def hold_flush(self) -> None:
         """Queue every write from now to the end of this loop pass, then send them

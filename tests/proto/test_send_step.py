@@ -15,10 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastp2p import _accel
 from fastp2p.config import MplexConfig, YamuxConfig
+from fastp2p.errors import ClosedResourceError
 from fastp2p.proto.mplex.session import MplexSession
+from fastp2p.proto.yamux.frame import TYPE_WINDOW_UPDATE, encode_header
 from fastp2p.proto.yamux.session import YamuxSession
+from fastp2p.transport.conn import NoisePath
+from fastp2p.transport.tcp import TcpConnection
 
 from .test_yamux_demux import IMPLS
 
@@ -27,7 +30,7 @@ MUXERS = ["yamux", "mplex"]
 
 
 class Transport:
-    """What the pump writes to: records each write's bytes."""
+    """What the TCP connection writes to (uvloop's transport): records the bytes."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
@@ -35,21 +38,43 @@ class Transport:
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, bufs: list[Any]) -> None:
+        self.writes.append(b"".join(bytes(b) for b in bufs))
 
-def _pump(impl: Any) -> Any:
-    class Pump(impl.WritePump):  # type: ignore[misc, name-defined]
-        pass
+    def get_extra_info(self, name: str) -> None:
+        return None
 
-    p = Pump()
-    p.in_pass = False
-    p._closed = False
-    p._pend = None
-    p._transport = Transport()
-    p.marks = []
-    p._call_soon = lambda cb, context=None: p.marks.append((cb, context))
-    p._end_cb = object()
-    p._ctx = object()
-    return p
+    def wire(self) -> bytes:
+        return b"".join(self.writes)
+
+
+class Loop:
+    """The event loop's ``call_soon``: the pass ends when the test says so."""
+
+    def __init__(self) -> None:
+        self.soon: list[Any] = []
+
+    def call_soon(self, cb: Any, *args: Any, context: Any = None) -> None:
+        self.soon.append((cb, args))
+
+    def end_pass(self) -> None:
+        while self.soon:
+            cb, args = self.soon.pop(0)
+            cb(*args)
+
+
+class Proto:
+    def __init__(self) -> None:
+        self.transport = Transport()
+        self._loop = Loop()
+        self.lost = False
+
+
+def _path(impl: Any) -> Any:
+    """A real TCP connection (over a recording transport) and its Noise path."""
+    proto = Proto()
+    raw = TcpConnection(proto, outbound=True)  # type: ignore[arg-type]
+    return NoisePath(raw, impl.NoiseCipher(KEY, 0, "AESGCM"), None)
 
 
 def _session(impl: Any, muxer: str, frame: int | None = None) -> Any:
@@ -67,16 +92,21 @@ class Pair:
         self.impl = impl
         self.s = _session(impl, muxer, frame)
         self.ref = _session(impl, muxer, frame)
-        self.cipher = impl.NoiseCipher(KEY, 0, "AESGCM")
-        self.ref_cipher = impl.NoiseCipher(KEY, 0, "AESGCM")
-        self.pump = _pump(impl)
+        self.path = _path(impl)
+        self.ref_path = _path(impl)
+        self.pump = self.path.raw
+        self.tr = self.pump._transport
         self.fell_back: list[tuple[int, bytes]] = []
 
         def fallback(sid: int, data: Any) -> int:
             self.fell_back.append((sid, bytes(data)))
             return -7
 
-        self.step = self.s.send_step(impl.SendStep, self.cipher, self.pump, fallback)
+        self.step = self.s.send_step(impl.SendStep, self.path, fallback)
+
+    @property
+    def cipher(self) -> Any:
+        return self.path._send
 
     def open(self) -> int:
         sid = self.s.open_stream()
@@ -86,23 +116,33 @@ class Pair:
 
     def flush(self) -> None:
         """What both sessions queued (SYNs, window updates) leaves the general way."""
-        for s, c in ((self.s, self.cipher), (self.ref, self.ref_cipher)):
+        for s, path in ((self.s, self.path), (self.ref, self.ref_path)):
             out = s.data_to_send()
             if out:
-                c.seal_frames(out)
+                path.send(out)
+        self.end_pass()
+
+    def end_pass(self) -> None:
+        self.pump._p._loop.end_pass()
+        self.ref_path.raw._p._loop.end_pass()
 
     def send(self, sid: int, data: bytes) -> tuple[int, bytes]:
         """One write through the step, in a fresh loop pass; what it wrote."""
-        self.pump.in_pass = False
-        before = len(self.pump._transport.writes)
+        self.end_pass()
+        before = len(self.tr.writes)
         n = self.step(sid, memoryview(data))
-        wrote = b"".join(self.pump._transport.writes[before:])
-        return n, wrote
+        self.end_pass()
+        return n, b"".join(self.tr.writes[before:])
 
     def reference(self, sid: int, data: bytes) -> tuple[int, bytes]:
+        tr = self.ref_path.raw._transport
+        before = len(tr.writes)
         n = self.ref.send_data(sid, memoryview(data))
         out = self.ref.data_to_send()
-        return n, bytes(self.ref_cipher.seal_frames(out)) if out else b""
+        if out:
+            self.ref_path.send(out)
+        self.end_pass()
+        return n, b"".join(tr.writes[before:])
 
 
 @pytest.mark.parametrize("muxer", MUXERS)
@@ -112,17 +152,51 @@ def test_step_writes_what_the_general_path_writes(impl, muxer):
     sid = p.open()
     for size in (1, 64, 4095, 4096, 4097, 3 * 4096 + 5, 16 * 4096):
         data = bytes((size + i) % 251 for i in range(size))
-        n, wrote = p.send(sid, data)
-        assert (n, wrote) == p.reference(sid, data)
-        assert p.pump.in_pass  # the pass is marked ...
-        assert p.pump.marks[-1] == (p.pump._end_cb, p.pump._ctx)  # ... and its end scheduled
+        assert p.send(sid, data) == p.reference(sid, data)
     assert p.fell_back == []
-    assert p.cipher.nonce == p.ref_cipher.nonce
+    assert p.cipher.nonce == p.ref_path._send.nonce
     assert p.s.stats["bytes_out"] == p.ref.stats["bytes_out"]
     assert p.s.stats["frames_out"] == p.ref.stats["frames_out"]
     if muxer == "yamux":
         assert p.s.send_window(sid) == p.ref.send_window(sid)
-    assert p.step.wire_out == sum(len(w) for w in p.pump._transport.writes)
+
+
+@pytest.mark.parametrize("muxer", MUXERS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_pass_first_write_leaves_at_once_and_marks_the_pass(impl, muxer):
+    p = Pair(impl, muxer)
+    sid = p.open()
+    before = len(p.tr.writes)
+    assert p.step(sid, memoryview(b"ping")) == 4
+    assert len(p.tr.writes) == before + 1  # at once, not at the pass's end
+    assert p.pump.in_pass
+    assert [cb for cb, _ in p.pump._p._loop.soon] == [p.pump._end_cb]
+    assert p.step.wire_out == len(p.tr.writes[-1])
+
+
+@pytest.mark.parametrize("muxer", MUXERS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_writes_later_in_the_pass_are_held_and_sealed_together(impl, muxer):
+    """Many small writes in one pass: one seal and one write at the pass's end,
+    byte for byte what the general path makes."""
+    p = Pair(impl, muxer)
+    sids = [p.open() for _ in range(3)]
+    p.end_pass()
+    before = len(p.tr.writes)
+    ref_tr = p.ref_path.raw._transport
+    ref_before = len(ref_tr.writes)
+    for i in range(30):
+        sid = sids[i % 3]
+        data = bytes([i]) * (100 + i)
+        assert p.step(sid, memoryview(data)) == len(data)
+        p.ref.send_data(sid, memoryview(data))
+        p.ref_path.send(p.ref.data_to_send())
+    held = len(p.tr.writes) - before
+    assert held == 1  # the first; the rest wait for the pass's end
+    p.end_pass()
+    assert b"".join(p.tr.writes[before:]) == b"".join(ref_tr.writes[ref_before:])
+    assert len(p.tr.writes) - before == len(ref_tr.writes) - ref_before == 2
+    assert p.fell_back == []
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -140,32 +214,8 @@ def test_yamux_step_sends_what_the_window_allows(impl):
     assert p.fell_back == [(sid, b"x")]
 
 
-def _cases(p: Pair, sid: int) -> list[tuple[str, Any]]:
-    def in_pass() -> None:
-        p.pump.in_pass = True
-
-    def pend() -> None:
-        p.pump._pend = [b"queued"]
-
-    def closed() -> None:
-        p.pump._closed = True
-
-    def dead() -> None:
-        p.step.live = False
-
-    def queued() -> None:
-        p.s.open_stream()  # its opening frame waits in data_to_send
-
-    def write_closed() -> None:
-        p.s.close_stream(sid)
-        p.s.data_to_send()  # (the FIN left: only the stream's state says no)
-
-    return [("in_pass", in_pass), ("pend", pend), ("closed", closed), ("live", dead),
-            ("queued", queued), ("write_closed", write_closed)]
-
-
-@pytest.mark.parametrize("case", ["in_pass", "pend", "closed", "live", "queued", "write_closed",
-                                  "unknown", "empty", "too_many_frames"])
+@pytest.mark.parametrize("case", ["closed", "live", "queued", "write_closed", "unknown", "empty",
+                                  "too_many_frames"])
 @pytest.mark.parametrize("muxer", MUXERS)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_what_the_step_does_not_take_goes_to_the_fallback_untouched(impl, muxer, case):
@@ -178,18 +228,23 @@ def test_what_the_step_does_not_take_goes_to_the_fallback_untouched(impl, muxer,
         data = b""
     elif case == "too_many_frames":
         data = bytes(17 * 1024)  # 17 frames of 1 KiB
-    else:
-        dict(_cases(p, sid))[case]()
-    in_pass = p.pump.in_pass
+    elif case == "closed":
+        p.pump._closed = True
+    elif case == "live":
+        p.step.live = False
+    elif case == "queued":
+        p.s.open_stream()  # its opening frame waits in data_to_send
+    elif case == "write_closed":
+        p.s.close_stream(sid)
+        p.s.data_to_send()  # (the FIN left: only the stream's state says no)
+    writes = list(p.tr.writes)
     nonce = p.cipher.nonce
     stats = dict(p.s.stats)
     window = p.s.send_window(sid) if muxer == "yamux" and case not in ("unknown", "write_closed") else None
-    n = p.step(sid, memoryview(data))
-    assert n == -7
+    assert p.step(sid, memoryview(data)) == -7
     assert p.fell_back == [(sid, data)]
-    assert p.pump._transport.writes == []
-    assert p.pump.marks == []
-    assert p.pump.in_pass == in_pass
+    p.end_pass()
+    assert p.tr.writes == writes
     assert p.cipher.nonce == nonce
     assert dict(p.s.stats) == stats
     if window is not None:
@@ -202,25 +257,24 @@ def test_yamux_stream_whose_syn_is_deferred_goes_to_the_fallback(impl):
     s.open_stream()
     sid = s.open_stream()  # over the SYN backlog: its SYN waits, no window yet
     s.data_to_send()
-    pump = _pump(impl)
+    path = _path(impl)
     calls: list[int] = []
-    step = s.send_step(impl.SendStep, impl.NoiseCipher(KEY, 0, "AESGCM"), pump,
-                       lambda i, d: calls.append(i) or 0)
+    step = s.send_step(impl.SendStep, path, lambda i, d: calls.append(i) or 0)
     assert step(sid, memoryview(b"x")) == 0
     assert calls == [sid]
-    assert pump._transport.writes == []
+    assert path.raw._transport.writes == []
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_a_cipher_that_failed_raises_and_sends_nothing(impl):
     p = Pair(impl, "yamux")
     sid = p.open()
+    writes = list(p.tr.writes)
     p.cipher.close()
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ClosedResourceError):
         p.step(sid, memoryview(b"abc"))
-    assert type(info.value).__name__ == "ClosedResourceError"
-    assert p.pump._transport.writes == []
-    assert not p.pump.in_pass
+    p.end_pass()
+    assert p.tr.writes == writes
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -228,24 +282,15 @@ def test_inbound_mplex_stream_is_addressed_as_the_receiver(impl):
     # a stream the peer opened (even key): our messages carry MESSAGE_RECEIVER
     a = MplexSession(is_client=True, kernels=impl)
     b = MplexSession(is_client=False, kernels=impl)
-    b_ref = MplexSession(is_client=False, kernels=impl)
     key = a.open_stream()
-    opening = b"".join(bytes(x) for x in a.data_to_send())
-    b.receive_data(opening, 0.0)
-    b_ref.receive_data(opening, 0.0)
+    b.receive_data(b"".join(bytes(x) for x in a.data_to_send()), 0.0)
     opened = b.next_event()
-    assert opened is not None
-    b_ref.next_event()
-    peer_key = opened.stream_id
-    assert peer_key % 2 == 0
-    pump = _pump(impl)
-    step = b.send_step(impl.SendStep, impl.NoiseCipher(KEY, 0, "AESGCM"), pump, None)
-    assert step(peer_key, memoryview(b"hello")) == 5
-    ref_cipher = impl.NoiseCipher(KEY, 0, "AESGCM")
-    b_ref.send_data(peer_key, memoryview(b"hello"))
-    assert pump._transport.writes == [bytes(ref_cipher.seal_frames(b_ref.data_to_send()))]
-    # and the opener reads it on its stream
-    plain = impl.NoiseCipher(KEY, 0, "AESGCM").open_frames(pump._transport.writes[0])
+    assert opened is not None and opened.stream_id % 2 == 0
+    path = _path(impl)
+    step = b.send_step(impl.SendStep, path, None)
+    assert step(opened.stream_id, memoryview(b"hello")) == 5
+    # the opener reads it on its stream
+    plain = impl.NoiseCipher(KEY, 0, "AESGCM").open_frames(path.raw._transport.wire())
     a.receive_data(bytes(plain), 0.0)
     ev = a.next_event()
     assert ev is not None and ev.stream_id == key and bytes(ev.data) == b"hello"
@@ -255,53 +300,49 @@ def test_inbound_mplex_stream_is_addressed_as_the_receiver(impl):
 @given(
     muxer=st.sampled_from(MUXERS),
     frame=st.sampled_from([512, 4096, 256 * 1024]),
-    ops=st.lists(st.tuples(st.sampled_from(["send", "send", "send", "credit", "in_pass", "open"]),
-                           st.integers(0, 2), st.integers(0, 20000)), max_size=30),
+    ops=st.lists(st.tuples(st.sampled_from(["send", "send", "send", "credit", "end_pass", "open"]),
+                           st.integers(0, 2), st.sampled_from([1, 64, 700, 5000, 17000, 70000])),
+                 max_size=40),
 )
 @pytest.mark.parametrize("impl", IMPLS)
 def test_step_and_general_path_agree_on_random_writes(impl, muxer, frame, ops):
-    """Random writes, window credit and pass states: the step's wire bytes, taken
-    counts and window always equal the general path's (the fallback here is the
-    general path, as the connection's is)."""
+    """Random writes, window credit and pass ends: the step's wire bytes, taken
+    counts and windows always equal the general path's (the fallback here is
+    the general path, as the connection's is)."""
     p = Pair(impl, muxer, frame)
-    wire: list[bytes] = []
 
     def general(sid: int, data: Any) -> int:
         n = p.s.send_data(sid, data)
         out = p.s.data_to_send()
         if out:
-            wire.append(bytes(p.cipher.seal_frames(out)))
+            p.path.send(out)
         return n
 
-    p.step = p.s.send_step(impl.SendStep, p.cipher, p.pump, general)
+    p.step = p.s.send_step(impl.SendStep, p.path, general)
     sids = [p.open()]
-    ref_wire: list[bytes] = []
+    ref_tr = p.ref_path.raw._transport
     for op, which, size in ops:
         sid = sids[which % len(sids)]
         if op == "open":
             sids.append(p.open())
         elif op == "credit" and muxer == "yamux":
             # the peer returns credit (a window update), to both sessions alike
-            from fastp2p.proto.yamux.frame import TYPE_WINDOW_UPDATE, encode_header
             upd = encode_header(TYPE_WINDOW_UPDATE, 0, sid, size)
             p.s.receive_data(upd, 0.0)
             p.ref.receive_data(upd, 0.0)
-            p.flush()
-        elif op == "in_pass":
-            p.pump.in_pass = True
+        elif op == "end_pass":
+            p.end_pass()
         elif op == "send":
             data = bytes((size * 7 + i) % 253 for i in range(size))
-            before = len(p.pump._transport.writes)
             n = p.step(sid, memoryview(data))
-            wire.extend(p.pump._transport.writes[before:])
-            del p.pump._transport.writes[before:]
-            rn, rw = p.reference(sid, data)
-            if rw:
-                ref_wire.append(rw)
+            rn = p.ref.send_data(sid, memoryview(data))
+            out = p.ref.data_to_send()
+            if out:
+                p.ref_path.send(out)
             assert n == rn
-            p.pump.in_pass = False
-    assert b"".join(wire) == b"".join(ref_wire)
-    assert p.cipher.nonce == p.ref_cipher.nonce
+    p.end_pass()
+    assert p.tr.wire() == ref_tr.wire()
+    assert p.cipher.nonce == p.ref_path._send.nonce
     assert p.s.stats["bytes_out"] == p.ref.stats["bytes_out"]
     assert p.s.stats["frames_out"] == p.ref.stats["frames_out"]
     for sid in sids:
