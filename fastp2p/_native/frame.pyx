@@ -1205,6 +1205,8 @@ cdef class WritePump:
     cdef public object _call_soon
     cdef public object _end_cb
     cdef public object _ctx
+    #: the connection's protocol (its ``lost`` flag: queued bytes are dropped then)
+    cdef public object _p
 
     def write(self, data):
         if self._closed:
@@ -1228,16 +1230,61 @@ cdef class WritePump:
             else:
                 tail += data
                 if len(<bytearray>tail) > COALESCE_MAX:
-                    self._send_pending()
+                    self._flush_pending()
                     return 0
         else:
             pend.append(data if type(data) is bytes else PyMemoryView_FromObject(data))
             self._pend_tail = None
         n += self._pend_n
         if n >= QUEUE_MAX:
-            self._send_pending()
+            self._flush_pending()
         else:
             self._pend_n = n
+        return 0
+
+    def defer_to_pass_end(self, cb):
+        return self._defer(cb)
+
+    cdef bint _defer(self, object cb) except -1:
+        if not self.in_pass or self._closed:
+            return False
+        at_end = self._at_end
+        if at_end is None:
+            self._at_end = cb
+            return True
+        return at_end is cb or at_end == cb
+
+    def flush(self):
+        self._flush_pending()
+
+    def _end_pass(self):
+        at_end = self._at_end
+        if at_end is not None:
+            self._at_end = None
+            try:
+                at_end()  # its writes join this pass's queued bytes
+            finally:  # a failing callback must not hold later writes back
+                self.in_pass = False
+                self._flush_pending()
+            return
+        self.in_pass = False
+        if self._pend is not None:
+            self._flush_pending()
+
+    def _send_pending(self):
+        self._flush_pending()
+
+    cdef int _flush_pending(self) except -1:
+        cdef list pend = self._pend
+        if pend is not None:
+            self._pend = None
+            self._pend_tail = None
+            self._pend_n = 0
+            if not self._closed and not self._p.lost:
+                if len(pend) == 1:
+                    self._transport.write(pend[0])
+                else:
+                    self._transport.writelines(pend)  # one writev (uvloop)
         return 0
 
     cdef int first_write(self, object data) except -1:
@@ -1417,8 +1464,8 @@ cdef class SendStep:
                     self._flush_path()
                     if not path._early or _monotonic() - path._batch_t0 >= EARLY_FLUSH_S:
                         path._early = True
-                        pump._send_pending()
-            elif self._defer(pump):
+                        pump._flush_pending()
+            elif pump._defer(path._end_cb):
                 path._batch_t0 = _monotonic()
                 pend = bytearray()
                 for j in range(i):
@@ -1433,13 +1480,3 @@ cdef class SendStep:
         self.frames_out += <unsigned long long>k
         self.bytes_out += <unsigned long long>plain
         return n
-
-    cdef bint _defer(self, WritePump pump) except -1:
-        """``pump.defer_to_pass_end(path._end_cb)``."""
-        if not pump.in_pass or pump._closed:
-            return False
-        at_end = pump._at_end
-        if at_end is None:
-            pump._at_end = self.path._end_cb
-            return True
-        return at_end is self.path._end_cb or at_end == self.path._end_cb

@@ -53,8 +53,8 @@ class WritePump:
     and its loop-pass state (``in_pass``: a write was made in this pass;
     ``_closed``; ``_pend``, ``_pend_tail``, ``_pend_n``: the pass's later writes;
     ``_at_end``: called at the pass's end; the transport, ``loop.call_soon``,
-    the end-of-pass marker ``_end_cb`` and its context ``_ctx``). The subclass
-    provides ``_send_pending()``."""
+    the end-of-pass marker ``_end_cb`` and its context ``_ctx``; the protocol
+    ``_p``, whose ``lost`` flag drops queued bytes)."""
 
     in_pass: bool
     _closed: bool
@@ -66,6 +66,7 @@ class WritePump:
     _call_soon: Callable[..., Any]
     _end_cb: Callable[[], None]
     _ctx: Any
+    _p: Any
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
@@ -105,8 +106,43 @@ class WritePump:
         else:
             self._pend_n = n
 
-    def _send_pending(self) -> None:  # pragma: no cover - the subclass's
-        raise NotImplementedError
+    def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
+        if not self.in_pass or self._closed:
+            return False
+        at_end = self._at_end
+        if at_end is None:
+            self._at_end = cb
+            return True
+        return at_end == cb
+
+    def flush(self) -> None:
+        self._send_pending()
+
+    def _end_pass(self) -> None:
+        at_end = self._at_end
+        if at_end is not None:
+            self._at_end = None
+            try:
+                at_end()  # its writes join this pass's queued bytes
+            finally:  # a failing callback must not hold later writes back
+                self.in_pass = False
+                self._send_pending()
+            return
+        self.in_pass = False
+        if self._pend is not None:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        pend = self._pend
+        if pend is not None:
+            self._pend = None
+            self._pend_tail = None
+            self._pend_n = 0
+            if not self._closed and not self._p.lost:
+                if len(pend) == 1:
+                    self._transport.write(pend[0])
+                else:
+                    self._transport.writelines(pend)  # one writev (uvloop)
 
 
 class SealState:

@@ -212,44 +212,6 @@ class TcpConnection(_accel.WritePump, RawConnection):
             self.in_pass = True
             self._call_soon(self._end_cb, context=self._ctx)
 
-    def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
-        if not self.in_pass or self._closed:
-            return False
-        at_end = self._at_end
-        if at_end is None:
-            self._at_end = cb
-            return True
-        return at_end == cb
-
-    def flush(self) -> None:
-        self._send_pending()
-
-    def _end_pass(self) -> None:
-        at_end = self._at_end
-        if at_end is not None:
-            self._at_end = None
-            try:
-                at_end()  # its writes join this pass's coalesced bytes
-            finally:  # a failing callback must not hold later writes back
-                self.in_pass = False
-                self._send_pending()
-            return
-        self.in_pass = False
-        if self._pend is not None:
-            self._send_pending()
-
-    def _send_pending(self) -> None:
-        pend = self._pend
-        if pend is not None:
-            self._pend = None
-            self._pend_tail = None
-            self._pend_n = 0
-            if not self._closed and not self._p.lost:
-                if len(pend) == 1:
-                    self._transport.write(pend[0])
-                else:
-                    self._transport.writelines(pend)  # one writev (uvloop)
-
     @property
     def write_paused(self) -> bool:
         return self._p.write_paused
