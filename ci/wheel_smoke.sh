@@ -76,8 +76,8 @@ if any("ibverbs" in n or "libnl" in n for n in libs):
     sys.exit("libibverbs (or its libnl) got bundled: verbs must stay optional")
 EOF
 
-say "dependency wheels (cryptography) into a local wheelhouse"
-"$TPY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$OUT/deps" "cryptography>=42"
+say "dependency wheels (cryptography, pynacl) into a local wheelhouse"
+"$TPY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$OUT/deps" "cryptography>=42" "pynacl>=1.5"
 
 say "fresh venv, --no-index, no compiler on PATH"
 "$PY" -m venv "$OUT/venv"
