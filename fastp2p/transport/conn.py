@@ -803,7 +803,8 @@ class Connection:
             return
         bufs = self._session.data_to_send()
         if bufs:
-            self.stats.bytes_sent += self._tx.send(bufs)
+            sent = self._tx.send(bufs)  # (first: a flush inside it counts its own bytes)
+            self.stats.bytes_sent += sent
         when = self._session.get_timer()
         if when != self._timer_at:
             if self._timer is not None:
@@ -847,7 +848,8 @@ class Connection:
         if n:
             # _transmit without its timer check: send_data never moves a session's
             # timer (yamux, mplex; test_send_data_leaves_the_timer_alone)
-            self.stats.bytes_sent += self._tx.send(session.data_to_send())
+            sent = self._tx.send(session.data_to_send())  # (first: see _transmit)
+            self.stats.bytes_sent += sent
         return n
 
     _stream_send = stream_send
@@ -948,6 +950,9 @@ class Connection:
         #: of the muxer bytes received over TCP, those opened straight into a
         #: reader's buffer (``Stream.readinto``), never copied in user space
         out["bytes_received_in_place"] = getattr(self._session, "direct_bytes_in", 0)
+        #: of the muxer frames sent, those a stream write framed, sealed and queued
+        #: in one call (the send step over TCP)
+        out["frames_sent_in_one_call"] = self._tx_step.frames_out if self._tx_step is not None else 0
         out["open_streams"] = len(self.streams)
         out["muxer"] = self.muxer
         #: the Noise transport cipher ("ChaChaPoly", or "AESGCM" between fastp2p peers)

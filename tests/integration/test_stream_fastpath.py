@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 from typing import Any
 
+import pytest
+
 from fastp2p import _accel
 from fastp2p.config import HostConfig
 from fastp2p.testing import host_pair
@@ -188,3 +190,59 @@ async def test_write_that_fits_creates_no_task_or_future_and_credit_is_batched()
         assert len(acks) <= total // ACK_BATCH + 2, acks[:10]
         assert all(n >= ACK_BATCH for n in acks[:-1])
         await s.aclose()
+
+
+@pytest.mark.parametrize("step", [True, False], ids=["send_step", "general_path"])
+async def test_stream_writes_take_the_send_step_and_every_wire_byte_is_counted(step: bool) -> None:
+    """Over TCP each stream write is one send-step call (native: C; pure: its
+    twin): large and small writes, in one loop pass or many. The frames and
+    bytes it sends count in the statistics like any other: the server received
+    every muxer byte the client counted, and the client's sealed bytes are
+    exactly those plus the Noise framing. With the step off, the general path
+    counts the same (a seal at the pass's end inside a send is not lost)."""
+    done = asyncio.get_running_loop().create_future()
+    small, large = 2000, 64
+
+    async def sink(stream: Any) -> None:
+        h = hashlib.sha256()
+        buf = memoryview(bytearray(1 << 20))
+        while n := await stream.readinto(buf):
+            h.update(buf[:n])
+        await stream.write(b"k")
+        await stream.aclose()
+        done.set_result((h.hexdigest(), stream.conn))
+
+    async with asyncio.timeout(60), host_pair(CFG, handlers={PROTO: sink}) as (cli, _srv, peer):
+        s = await cli.open_stream(peer, PROTO)
+        before = s.conn.statistics()["frames_sent_in_one_call"]  # (the protocol proposal's)
+        if not step:
+            s.conn._tx_step.live = False
+        expect = hashlib.sha256()
+        for i in range(small):  # small writes: most in one loop pass, held and sealed together
+            msg = bytes([i % 251]) * (1 + i % 100)
+            expect.update(msg)
+            await s.write(msg)
+        for i in range(large):  # 64 KiB writes: sealed and queued one by one
+            msg = bytes([i % 7]) * 65536
+            expect.update(msg)
+            await s.write(memoryview(msg))
+            if i % 8 == 0:
+                await asyncio.sleep(0)  # a new loop pass: its first write leaves at once
+        await s.close_write()
+        assert await s.read(1) == b"k"
+        digest, srv_conn = await done
+        await s.aclose()
+        await asyncio.sleep(0.05)  # the closes' last frames land
+        cli_stats = s.conn.statistics()
+        srv_stats = srv_conn.statistics()
+    assert digest == expect.hexdigest()
+    if step:
+        assert cli_stats["frames_sent_in_one_call"] >= small + large
+        assert cli_stats["frames_sent_in_one_call"] <= cli_stats["muxer_stats"]["frames_out"]
+    else:
+        assert cli_stats["frames_sent_in_one_call"] == before
+    # every muxer byte the client queued reached the server ...
+    assert cli_stats["muxer_stats"]["bytes_out"] == srv_stats["muxer_stats"]["bytes_in"]
+    # ... and was counted sealed: 2 length bytes and a 16-byte tag per Noise frame
+    overhead = cli_stats["bytes_sent"] - cli_stats["muxer_stats"]["bytes_out"]
+    assert overhead > 0 and overhead % 18 == 0, overhead
