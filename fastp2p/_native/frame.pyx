@@ -1171,7 +1171,7 @@ cdef enum:
     # as fastp2p/transport/_pump.py's (why there): the pass's small writes are
     # joined up to COALESCE_MAX bytes; QUEUE_MAX bytes queued leave at once
     COALESCE_MAX = 16 * 1024
-    QUEUE_MAX = 256 * 1024
+    QUEUE_MAX = 1024 * 1024
     # as fastp2p/transport/conn.py's: plaintext NoisePath holds for one seal at
     # the pass's end, and the age at which a batch of small sends leaves early
     DEFER_MAX = 16 * 1024
