@@ -415,6 +415,28 @@ cdef class _SealedStep:
         if records is not None:
             self.on_records(records)
 
+    cdef int feed_read(self, object rxv, Py_ssize_t n) except -1:
+        """``self(rxv[:n])`` without making the slice: a socket read's bytes, from
+        ReadPump (a memoryview object and a Python call fewer per read)."""
+        cdef Py_buffer view
+        if not self.live:
+            return 0
+        if not self.native:
+            self(PySequence_GetSlice(rxv, 0, n))
+            return 0
+        PyObject_GetBuffer(rxv, &view, PyBUF_SIMPLE)
+        try:
+            records = self.table._feed_sealed_raw(<NoiseCipher>self.cipher,
+                                                  <const uint8_t *>view.buf, min(n, view.len))
+        except P2PError as exc:
+            PyBuffer_Release(&view)
+            self.on_error(exc)
+            return 0
+        PyBuffer_Release(&view)
+        if records is not None:
+            self.on_records(records)
+        return 0
+
 
 cdef class _RouteTable:
     """The stream table of a demultiplexer (YamuxDemux, MplexDemux): per stream its
@@ -431,6 +453,7 @@ cdef class _RouteTable:
     # state of one feed: records handled the fast way, readers to wake at the end
     cdef Py_ssize_t _fast
     cdef list _woken
+    cdef _Route _woken1  # the first of them (most feeds wake one reader: no list)
     # records for the session (once one had to go there, all after it do)
     cdef list _out
     cdef bint _slow
@@ -458,6 +481,10 @@ cdef class _RouteTable:
     #: can take no more (full, or it overflowed): the driver stops reading until
     #: the reader lends its next buffer (None: nothing is called)
     cdef public object on_loan_full
+    # a small frame's plaintext (under SPLIT_MIN), opened here first: when it is one
+    # data frame for a reader with a lent buffer, its payload is copied there and
+    # the feed takes no pooled block (_open_small)
+    cdef uint8_t _scratch[SPLIT_MIN]
 
     def __cinit__(self, *args, **kwargs):
         self._routes = {}
@@ -543,9 +570,12 @@ cdef class _RouteTable:
     cdef void _into_loan(self, _Route r, Py_ssize_t k):
         """``k`` bytes were placed in ``r``'s loan; its reader is woken at the end of the feed."""
         if r.lent_got == 0:
-            if self._woken is None:
-                self._woken = []
-            self._woken.append(r)
+            if self._woken1 is None:
+                self._woken1 = r
+            else:
+                if self._woken is None:
+                    self._woken = []
+                self._woken.append(r)
         r.lent_got += k
         self._last_loan = r
 
@@ -573,8 +603,14 @@ cdef class _RouteTable:
 
     cdef void _wake(self):
         """Complete the waiters of the loans that took data in this feed (once each)."""
+        cdef _Route first = self._woken1
         woken = self._woken
+        self._woken1 = None
         self._woken = None
+        if first is not None:
+            w = first.waiter
+            if w is not None and not w.done():
+                w.set_result(None)
         if woken is not None:
             for ro in woken:
                 w = (<_Route>ro).waiter
@@ -586,7 +622,7 @@ cdef class _RouteTable:
         self._begin()
         self._segment_all(data)
         out = self._finish()
-        return self._fast, out
+        return self._fast, (out if out is not None else [])
 
     # -- one feed: the frame-by-frame walk shared by both muxers --------------------
 
@@ -631,56 +667,57 @@ cdef class _RouteTable:
 
     cdef object _feed_sealed_native(self, NoiseCipher cipher, object data):
         cdef Py_buffer view
-        cdef const uint8_t *src
-        cdef const uint8_t *pend
-        cdef size_t n, pos = 0, flen, p, k
-        cdef bytearray pending = cipher._pending
         mv_in = _byte_view(data)
         PyObject_GetBuffer(mv_in, &view, PyBUF_SIMPLE)
-        src = <const uint8_t *>view.buf
-        n = <size_t>view.len
-        self._begin()
         try:
-            p = <size_t>len(pending)
-            k = cipher._pending_need(src, n)
-            cipher._enter()
-            try:
-                if k:
-                    # complete the frame buffered from the last read; opened like the
-                    # others (straight into a lent buffer when it is all payload)
-                    _append(pending, src, k)
-                    pos = k
-                    p += k
-                    if p >= 2:
-                        pend = <const uint8_t *>PyByteArray_AS_STRING(pending)
-                        flen = (<size_t>pend[0]) << 8 | pend[1]
-                        if flen < FP_AEAD_TAG_SIZE:
-                            cipher._fail(FP_EFRAME)
-                        if p == 2 + flen:
-                            # (a block of its own when it needs one: one sized for
-                            # the whole read as well would take the next size class)
-                            self._open_one(cipher, pend + 2, flen, flen)
-                            pending.clear()
-                            self._blk = None
-                            self._blk_mv = None
-                while n - pos >= 2:
-                    flen = (<size_t>src[pos]) << 8 | src[pos + 1]
-                    if flen < FP_AEAD_TAG_SIZE:
-                        cipher._fail(FP_EFRAME)
-                    if n - pos - 2 < flen:
-                        break
-                    self._open_one(cipher, src + pos + 2, flen, n - pos)
-                    pos += 2 + flen
-                if pos < n:
-                    # a partial frame: the cipher keeps it for the next read
-                    _append(pending, src + pos, n - pos)
-            finally:
-                cipher._busy = False
-                self._blk = None
-                self._blk_mv = None
-            self._note_pending(pending)
+            return self._feed_sealed_raw(cipher, <const uint8_t *>view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
+
+    cdef object _feed_sealed_raw(self, NoiseCipher cipher, const uint8_t *src, size_t n):
+        """``_feed_sealed_native`` over ``src[:n]`` (the caller holds its buffer)."""
+        cdef const uint8_t *pend
+        cdef size_t pos = 0, flen, p, k
+        cdef bytearray pending = cipher._pending
+        self._begin()
+        p = <size_t>len(pending)
+        k = cipher._pending_need(src, n)
+        cipher._enter()
+        try:
+            if k:
+                # complete the frame buffered from the last read; opened like the
+                # others (straight into a lent buffer when it is all payload)
+                _append(pending, src, k)
+                pos = k
+                p += k
+                if p >= 2:
+                    pend = <const uint8_t *>PyByteArray_AS_STRING(pending)
+                    flen = (<size_t>pend[0]) << 8 | pend[1]
+                    if flen < FP_AEAD_TAG_SIZE:
+                        cipher._fail(FP_EFRAME)
+                    if p == 2 + flen:
+                        # (a block of its own when it needs one: one sized for
+                        # the whole read as well would take the next size class)
+                        self._open_one(cipher, pend + 2, flen, flen)
+                        pending.clear()
+                        self._blk = None
+                        self._blk_mv = None
+            while n - pos >= 2:
+                flen = (<size_t>src[pos]) << 8 | src[pos + 1]
+                if flen < FP_AEAD_TAG_SIZE:
+                    cipher._fail(FP_EFRAME)
+                if n - pos - 2 < flen:
+                    break
+                self._open_one(cipher, src + pos + 2, flen, n - pos)
+                pos += 2 + flen
+            if pos < n:
+                # a partial frame: the cipher keeps it for the next read
+                _append(pending, src + pos, n - pos)
+        finally:
+            cipher._busy = False
+            self._blk = None
+            self._blk_mv = None
+        self._note_pending(pending)
         return self._finish_sealed()
 
     cdef int _open_one(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
@@ -705,6 +742,8 @@ cdef class _RouteTable:
                 self._take_payload(plen)
                 self._placed(r, plen)
                 return 0
+        if plen < SPLIT_MIN and not self._slow:
+            return self._open_small(cipher, body, flen, cap)
         if self._blk is None:
             self._blk = <FrameBlock>cipher.new_block(cap)
             self._blk_mv = memoryview(self._blk)
@@ -741,6 +780,50 @@ cdef class _RouteTable:
             self.sealed_bytes_in += plen
             self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
             self._opos = opos + <Py_ssize_t>plen
+        return 0
+
+    cdef int _open_small(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
+                         size_t cap) except -1:
+        """``_open_one`` for a frame of under SPLIT_MIN plaintext bytes (a message of
+        a round trip): opened into the scratch area, then, when it is one data
+        frame's header and payload for a reader whose lent buffer takes the
+        payload whole, the header goes through the decoder and the payload is
+        copied to the reader; otherwise it is copied to the feed's block and
+        decoded there, as any frame. The block (a pool acquire and an object)
+        would cost more than the copy."""
+        cdef size_t plen = flen - FP_AEAD_TAG_SIZE
+        cdef uint8_t *sc = self._scratch
+        cdef uint64_t key = 0
+        cdef size_t used
+        cdef _Route r
+        cdef FrameBlock blk
+        cdef Py_ssize_t opos
+        cipher.open_frame_into(body, flen, sc)
+        if plen == 0:
+            return 0
+        used = self._head(sc, plen, 0, &key)
+        if used and used < plen:
+            r = self._lent_route(key, plen - used)
+            if r is not None:
+                # The header alone makes no record the session must see (a plain
+                # data frame of an attached stream within its credit: checked
+                # above), so the decoder takes nothing of the scratch area with it.
+                self.sealed_bytes_in += used
+                self._segment(None, sc, 0, used)
+                memcpy(<uint8_t *>r.lent.buf + r.lent_got, sc + used, plen - used)
+                self._take_payload(plen - used)
+                self._placed(r, plen - used, False)
+                return 0
+        if self._blk is None:
+            self._blk = <FrameBlock>cipher.new_block(cap)
+            self._blk_mv = memoryview(self._blk)
+            self._opos = 0
+        blk = self._blk
+        opos = self._opos
+        memcpy(blk.data + opos, sc, plen)
+        self.sealed_bytes_in += plen
+        self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
+        self._opos = opos + <Py_ssize_t>plen
         return 0
 
     cdef int _note_pending_of(self, object cipher) except -1:
@@ -792,11 +875,13 @@ cdef class _RouteTable:
             return None
         return r
 
-    cdef void _placed(self, _Route r, size_t plen):
+    cdef void _placed(self, _Route r, size_t plen, bint direct=True):
         # what _segment's fast way does for a record copied whole into the loan
+        # (``direct``: opened there, not copied from the scratch area)
         self.bytes_in += plen
         self.sealed_bytes_in += plen
-        self.direct_bytes_in += plen
+        if direct:
+            self.direct_bytes_in += plen
         self.frames_in += 1
         self._fast += 1
         r.credit -= <long long>plen
@@ -804,7 +889,8 @@ cdef class _RouteTable:
         self._into_loan(r, <Py_ssize_t>plen)
 
     cdef void _begin(self):
-        self._out = []
+        self._out = None  # made when a record must go to the session
+        self._woken1 = None
         self._woken = None
         self._slow = False
         self._overflowed = False
@@ -812,7 +898,8 @@ cdef class _RouteTable:
         self._fast = 0
 
     cdef list _finish(self):
-        """Wake the readers whose lent buffers took data; the records for the session."""
+        """Wake the readers whose lent buffers took data; the records for the session
+        (None: none)."""
         cdef list out = self._out
         cdef _Route r = self._last_loan
         cdef bint full = False
@@ -968,6 +1055,8 @@ cdef class YamuxDemux(_RouteTable):
                 self._fast += 1
                 if rec.length:
                     self._hand_over(r, mv, base, rec.offset, rec.length)
+            if i < total and out is None:
+                out = self._out = []
             while i < total:
                 rec = &recs[i]
                 if rec.offset == FP_NO_PAYLOAD:
@@ -1116,6 +1205,8 @@ cdef class MplexDemux(_RouteTable):
                 self._fast += 1
                 if rec.length:
                     self._hand_over(r, mv, base, rec.offset, rec.length)
+            if i < total and out is None:
+                out = self._out = []
             while i < total:
                 rec = &recs[i]
                 i += 1
@@ -1159,6 +1250,9 @@ cdef class ReadPump:
         self.bytes_received += <unsigned long long>nbytes
         cb = self._on_data
         if cb is not None:
+            if type(cb) is _SealedStep:
+                (<_SealedStep>cb).feed_read(self._rxv, nbytes)
+                return
             cb(PySequence_GetSlice(self._rxv, 0, nbytes))
             return
         self._read_early(nbytes)
@@ -1290,9 +1384,12 @@ cdef class WritePump:
     cdef int first_write(self, object data) except -1:
         """The pass's first write (``not in_pass``): at once, and mark the pass."""
         self.in_pass = True
-        self._call_soon(self._end_cb, context=self._ctx)
-        # Transports take only bytes-like builtins; a view keeps a FrameBlock alive.
-        self._transport.write(data if type(data) is bytes else PyMemoryView_FromObject(data))
+        try:
+            # Transports take only bytes-like builtins; a view keeps a FrameBlock alive.
+            self._transport.write(data if type(data) is bytes else PyMemoryView_FromObject(data))
+        finally:
+            # (after the write: the message leaves before the handle is made)
+            self._call_soon(self._end_cb, context=self._ctx)
         return 0
 
 

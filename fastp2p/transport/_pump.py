@@ -81,10 +81,14 @@ class WritePump:
                 # The first write of a loop pass leaves at once (no added latency);
                 # a marker at the end of the pass sends what follows it.
                 self.in_pass = True
-                self._call_soon(self._end_cb, context=self._ctx)
-                # Transports accept only bytes-like builtins; a memoryview keeps a
-                # recycled FrameBlock alive until the loop has sent it.
-                self._transport.write(data if type(data) is bytes else memoryview(data))
+                try:
+                    # Transports accept only bytes-like builtins; a memoryview keeps a
+                    # recycled FrameBlock alive until the loop has sent it.
+                    self._transport.write(data if type(data) is bytes else memoryview(data))
+                finally:
+                    # The marker is made after the write: the message does not wait
+                    # for the handle (and the write cannot leave the pass unmarked).
+                    self._call_soon(self._end_cb, context=self._ctx)
                 return
             self._pend = pend = []
         n = data.nbytes if type(data) is memoryview else len(data)
