@@ -23,6 +23,11 @@ def _default_muxers() -> tuple[str, ...]:
     return (yamux, mplex)
 
 
+#: how identify's agent version of a fastp2p peer begins (the default
+#: ``HostConfig.agent_version``); a peer that sends it gets the fastp2p-only
+#: shortcuts that identify decides (``Host.open_stream`` over mplex)
+AGENT_PREFIX = "fastp2p/"
+
 @dataclass(frozen=True, slots=True)
 class YamuxConfig:
     """yamux session settings (libp2p yamux spec defaults)."""
@@ -408,7 +413,7 @@ class HostConfig:
     max_pending_inbound: int = 256
     negotiation_timeout: float = 10.0
     dial_timeout: float = 10.0
-    agent_version: str = f"fastp2p/{__version__}"
+    agent_version: str = f"{AGENT_PREFIX}{__version__}"
     protocol_version: str = "ipfs/0.1.0"
     enable_identify: bool = True
     enable_ping: bool = True

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastp2p import _accel
 from fastp2p._typing import Handler
-from fastp2p.config import HostConfig
+from fastp2p.config import AGENT_PREFIX, HostConfig
 from fastp2p.errors import (
     ClosedResourceError,
     DialError,
@@ -649,11 +649,12 @@ class Host:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it supports.
 
         ``peer`` may be a PeerID we are connected to (or have addresses for) or a
-        multiaddr, which is dialled first. On yamux, when the peer's identify listed
-        one of ``protocols``, that one is proposed without waiting for the answer
-        (as go-libp2p does): the proposal leaves with the first write, and should
-        the peer refuse after all, the first read raises NegotiationError. Over
-        mplex the answer is awaited first (see the comment in the body).
+        multiaddr, which is dialled first. When the peer's identify listed one of
+        ``protocols``, that one is proposed without waiting for the answer (as
+        go-libp2p does): the proposal leaves with the first write, and should the
+        peer refuse after all, the first read raises NegotiationError. Over mplex
+        only a fastp2p peer gets that; with others the answer is awaited first
+        (see ``_proposes_early``).
 
         Raises:
             NegotiationError: the peer supports none of ``protocols``.
@@ -673,10 +674,7 @@ class Host:
             conn = self.connection(peer)
             if conn is None:
                 raise DialError(f"could not connect to {peer}")
-        # No optimistic proposal over mplex: js-libp2p's mplex loses a half-close that
-        # arrives while its multistream listener is still negotiating (the handler never
-        # sees EOF: tests/interop/test_js_mplex_stock.py), so mplex pays the round trip.
-        known = None if conn.muxer == MPLEX_PROTOCOL_ID else self._known_protocol(peer, protocols)
+        known = self._known_protocol(peer, protocols) if self._proposes_early(conn) else None
         stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
         try:
             # The optimistic proposal is handed over at once: no timer to arm. The
@@ -698,22 +696,28 @@ class Host:
         self._metrics.stream_opened(False, stream.protocol)
         return stream
 
-    def open_stream_nowait(self, conn: Connection, protocol: str) -> Stream | None:
+    def open_stream_nowait(self, conn: Connection, protocol: str, *,
+                           reads_first: bool = False) -> Stream | None:
         """Open a stream on ``conn`` proposing ``protocol`` optimistically, without
         awaiting anything: the proposal leaves with the stream's first frame, and
         a refusal surfaces at the first read (as with ``open_stream`` for a
         protocol the peer's identify listed).
 
-        Returns None where that cannot be done at once: over mplex (which waits
-        for the answer, see ``open_stream``) or when the send window cannot take
-        the proposal yet (``accept_backlog`` of our streams await the peer's
-        ACK); use ``open_stream`` then.
+        Returns None where that cannot be done at once: over mplex to a peer
+        other than fastp2p (which waits for the answer, see ``open_stream``)
+        unless ``reads_first``, or when the send window cannot take the proposal
+        yet (``accept_backlog`` of our streams await the peer's ACK); use
+        ``open_stream`` then.
+
+        ``reads_first``: the caller half-closes only after it read the peer's
+        answer to EOF (identify), so no half-close can reach a listener that is
+        still negotiating: the proposal goes early over mplex to any peer.
 
         Raises:
             ConnectionClosedError: the connection is closed or the peer sent GoAway.
             ResourceLimitExceededError: the stream limit is reached.
         """
-        if conn.muxer == MPLEX_PROTOCOL_ID:  # the answer is awaited (see open_stream)
+        if not (reads_first or self._proposes_early(conn)):  # (see _proposes_early)
             return None
         stream = conn.open_stream(announce=False)  # the SYN leaves with the proposal
         try:
@@ -733,6 +737,19 @@ class Host:
         reset stream, so its release needs no awaiting here)."""
         stream.reset(StreamErrorCode.PROTOCOL)
         self.spawn(stream.aclose())
+
+    def _proposes_early(self, conn: Connection) -> bool:
+        """Whether a stream on ``conn`` may carry its protocol proposal without
+        awaiting the answer. Not over mplex to other implementations: js-libp2p's
+        mplex loses a half-close that arrives while its multistream listener is
+        still negotiating (the handler never sees EOF:
+        tests/interop/test_js_mplex_stock.py), so they get the round trip. A
+        fastp2p listener (identify's agent version) buffers the stream meanwhile."""
+        if conn.muxer != MPLEX_PROTOCOL_ID:
+            return True
+        rec = self.peerstore.get(conn.remote_peer)
+        agent = rec.agent_version if rec is not None else None
+        return agent is not None and agent.startswith(AGENT_PREFIX)
 
     def _known_protocol(self, peer: PeerID, protocols: Sequence[str]) -> str | None:
         """The first of ``protocols`` the peer's identify listed, else None."""

@@ -64,7 +64,8 @@ class ServiceHost(Protocol):
     async def open_stream(self, peer: PeerID, *protocols: str) -> Stream:
         """Open a negotiated stream."""
 
-    def open_stream_nowait(self, conn: Connection, protocol: str) -> Stream | None:
+    def open_stream_nowait(self, conn: Connection, protocol: str, *,
+                           reads_first: bool = False) -> Stream | None:
         """Open a stream on ``conn`` proposing ``protocol`` optimistically (None: await ``open_stream``)."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

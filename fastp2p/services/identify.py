@@ -137,9 +137,11 @@ class Identify:
         # The request leaves in this pass, with the connection's first frames: every
         # libp2p peer serves identify, so it is proposed without waiting for the
         # answer (a peer that refuses fails the first read, as a failed identify).
+        # Over mplex too: this side half-closes only after reading the answer to
+        # EOF, after the peer's negotiation (reads_first).
         stream = None
         with contextlib.suppress(P2PError):
-            stream = self.host.open_stream_nowait(conn, PROTOCOL_ID)
+            stream = self.host.open_stream_nowait(conn, PROTOCOL_ID, reads_first=True)
         self.host.spawn(self._identify(conn, fut, stream))
 
     async def wait_identified(self, conn: Connection) -> None:

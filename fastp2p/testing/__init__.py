@@ -40,14 +40,17 @@ async def host_pair(
     *,
     listen: str = "/ip4/127.0.0.1/tcp/0",
     handlers: Mapping[str, Handler] | None = None,
+    listener_config: HostConfig | None = None,
 ) -> AsyncIterator[tuple[Host, Host, PeerID]]:
     """Two running Hosts, the first connected to the second over TCP loopback.
 
     ``handlers`` (protocol id -> handler) are set on the listener before the
-    dial, so identify already lists them to the dialer.
+    dial, so identify already lists them to the dialer. ``listener_config``:
+    the listener's own config (default: ``config``, as the dialer's).
     Yields ``(dialer, listener, listener_peer_id)``.
     """
-    async with Host(listen=[listen], config=config) as b, Host(config=config) as a:
+    lconfig = config if listener_config is None else listener_config
+    async with Host(listen=[listen], config=lconfig) as b, Host(config=config) as a:
         for proto, handler in (handlers or {}).items():
             b.set_handler(proto, handler)
         peer = await a.connect(b.full_addrs[0])

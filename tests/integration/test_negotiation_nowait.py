@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -155,9 +156,11 @@ async def test_open_stream_nowait_proposes_on_that_connection() -> None:
             async with asyncio.timeout(10):
                 await bad.read(1)
         await bad.aclose()
-    # over mplex the answer is awaited (see Host.open_stream): None, nothing opened
+    # over mplex a peer whose agent is not fastp2p's gets the round trip (see
+    # Host._proposes_early): None, nothing opened
     mplex = HostConfig(data_paths=("tcp",), muxers=(MPLEX_PROTOCOL_ID,))
-    async with host_pair(mplex, handlers={PROTO: echo}) as (a, _b, peer):
+    other = dataclasses.replace(mplex, agent_version="js-libp2p/2.0.0")
+    async with host_pair(mplex, handlers={PROTO: echo}, listener_config=other) as (a, _b, peer):
         conn = a.connection(peer)
         assert conn is not None and conn.muxer == MPLEX_PROTOCOL_ID
         before = conn.stats.streams_opened
@@ -246,3 +249,38 @@ async def test_lazy_stream_refused_with_data_behind_the_refusal() -> None:
         await inbound.write(HEADER_MESSAGE + encode_message("na") + b"junk")
         with pytest.raises(NegotiationError):
             await asyncio.wait_for(s.read(10), 10)
+
+
+@pytest.mark.parametrize("agent", ["fastp2p/0.0.0", "go-libp2p/0.36.0", None])
+async def test_open_stream_over_mplex_proposes_early_only_to_fastp2p(agent: str | None) -> None:
+    """Over mplex the proposal goes with the first write only to a peer whose
+    identify says it is fastp2p (js-libp2p's mplex loses a half-close that comes
+    during negotiation); others, or a peer that sent no agent, get the round
+    trip. Either way the stream works, a half-close included."""
+    from fastp2p.transport.upgrader import MPLEX_PROTOCOL_ID
+
+    async def echo(stream: Any) -> None:
+        await stream.write(await stream.read())  # to EOF: the half-close must arrive
+        await stream.aclose()
+
+    mplex = HostConfig(data_paths=("tcp",), muxers=(MPLEX_PROTOCOL_ID,))
+    listener = dataclasses.replace(mplex, agent_version=agent) if agent != "fastp2p/0.0.0" else mplex
+    async with host_pair(mplex, handlers={PROTO: echo}, listener_config=listener) as (a, b, peer):
+        conn = a.connection(peer)
+        assert conn is not None and conn.muxer == MPLEX_PROTOCOL_ID
+        rec = a.peerstore.get(peer)
+        assert rec is not None and rec.agent_version == (None if agent is None else listener.agent_version)
+        inbound = b.connection(a.peer_id)
+        assert inbound is not None
+        accepted = inbound.stats.streams_accepted
+        s = await a.open_stream(peer, PROTO)
+        early = agent is not None and agent.startswith("fastp2p/")
+        # early: open_stream returned before the listener saw the stream (nothing was
+        # awaited); otherwise it awaited the listener's answer
+        assert (inbound.stats.streams_accepted == accepted) is early
+        assert (type(s).__name__ == "_LazyStream") is early
+        await s.write(b"abc")
+        await s.close_write()
+        async with asyncio.timeout(10):
+            assert await s.read() == b"abc"
+        await s.aclose()
