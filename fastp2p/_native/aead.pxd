@@ -84,6 +84,7 @@ cdef class NoiseCipher:
     cdef size_t _pending_need(self, const uint8_t *src, size_t n)
     cdef object new_block(self, size_t n)
     cdef object seal_iov(self, const fp_iovec *iov, size_t cnt, size_t total)
+    cdef bytes seal_iov_bytes(self, const fp_iovec *iov, size_t cnt)
     cdef int open_frame_into(self, const uint8_t *ct, size_t n, uint8_t *out) except -1
     cdef int open_begin(self, const uint8_t *ct, size_t n) except -1
     cdef int open_part(self, const uint8_t *ct, size_t k, uint8_t *out) except -1

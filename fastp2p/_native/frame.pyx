@@ -12,7 +12,7 @@ buffer passed to ``feed``.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -1412,6 +1412,9 @@ cdef class SealState:
 cdef enum:
     # most muxer frames one step seals (more: the general path)
     _STEP_FRAMES = 16
+    # a pass's first write of at most this much plaintext is sealed into a bytes
+    # object, not a pooled block (_seal_small)
+    SMALL_SEAL = 4096
 
 
 cdef class SendStep:
@@ -1474,6 +1477,18 @@ cdef class SendStep:
             cipher._busy = False
         self.wire_out += <unsigned long long>(<FrameBlock>block).length
         return block
+
+    cdef bytes _seal_small(self, const fp_iovec *iov, size_t cnt):
+        """``_seal`` into a bytes object (a round trip's message: see seal_iov_bytes)."""
+        cdef NoiseCipher cipher = self.cipher
+        cdef bytes out
+        cipher._enter()
+        try:
+            out = cipher.seal_iov_bytes(iov, cnt)
+        finally:
+            cipher._busy = False
+        self.wire_out += <unsigned long long>PyBytes_GET_SIZE(out)
+        return out
 
     cdef int _flush_path(self) except -1:
         """``NoisePath.flush``: seal and write the plaintext held for the pass's end."""
@@ -1548,7 +1563,8 @@ cdef class SendStep:
             plain = <size_t>n + hlen
             # NoisePath.send and _send_in_pass, written out (the reasons are there)
             if path._pend is None and not pump.in_pass:
-                pump.first_write(self._seal(iov, <size_t>i, plain))
+                pump.first_write(self._seal_small(iov, <size_t>i) if plain <= SMALL_SEAL
+                                 else self._seal(iov, <size_t>i, plain))
             elif plain > DEFER_MAX:
                 if path._pend is not None:
                     self._flush_path()
