@@ -13,7 +13,8 @@ buffer passed to ``feed``.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                                 PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.memoryview cimport PyMemoryView_FromObject
@@ -135,6 +136,8 @@ cdef enum:
     # as fastp2p/proto/yamux/frame.py's: a frame of this much plaintext or more
     # that starts with a data frame's header is opened in two parts
     SPLIT_MIN = 2048
+    # a feed's plaintext block of at most this many bytes is a bytearray (_block)
+    SMALL_BLOCK = 4096
 
 
 cdef int _append(bytearray b, const uint8_t *src, size_t k) except -1:
@@ -462,8 +465,9 @@ cdef class _RouteTable:
     # the last loan that took data in this feed
     cdef _Route _last_loan
     # this feed's block for plaintext that goes through the decoder (taken on first
-    # need), a view of it, and the bytes used
-    cdef FrameBlock _blk
+    # need: _block), its bytes, a view of it, and the bytes used
+    cdef object _blk
+    cdef uint8_t *_blk_data
     cdef object _blk_mv
     cdef Py_ssize_t _opos
     # the bytes of a frame opened first to find a data frame's header (_open_one)
@@ -731,7 +735,7 @@ cdef class _RouteTable:
         cdef size_t plen = flen - FP_AEAD_TAG_SIZE
         cdef uint64_t key = 0
         cdef _Route r
-        cdef FrameBlock blk
+        cdef uint8_t *data
         cdef Py_ssize_t opos
         cdef size_t hs, used
         if plen and not self._slow and self._in_payload(plen, &key):
@@ -744,11 +748,7 @@ cdef class _RouteTable:
                 return 0
         if plen < SPLIT_MIN and not self._slow:
             return self._open_small(cipher, body, flen, cap)
-        if self._blk is None:
-            self._blk = <FrameBlock>cipher.new_block(cap)
-            self._blk_mv = memoryview(self._blk)
-            self._opos = 0
-        blk = self._blk
+        data = self._block(cipher, cap)
         opos = self._opos
         hs = self._head_size
         if plen >= SPLIT_MIN and plen > hs and not self._slow:
@@ -758,8 +758,8 @@ cdef class _RouteTable:
             # the rest is opened straight there. Nothing is acted on until the
             # whole frame is authentic.
             cipher.open_begin(body, flen)
-            cipher.open_part(body, hs, blk.data + opos)
-            used = self._head(blk.data + opos, hs, plen - hs, &key)
+            cipher.open_part(body, hs, data + opos)
+            used = self._head(data + opos, hs, plen - hs, &key)
             r = self._lent_route(key, plen - used) if used else None
             if r is not None:
                 cipher.open_part(body + hs, plen - hs,
@@ -767,20 +767,37 @@ cdef class _RouteTable:
                 cipher.open_end()
                 # the header (and any payload opened with it) through the decoder
                 self.sealed_bytes_in += hs
-                self._segment(self._blk_mv, blk.data, <size_t>opos, hs)
+                self._segment(self._blk_mv, data, <size_t>opos, hs)
                 self._opos = opos + <Py_ssize_t>hs
                 self._take_payload(plen - hs)
                 self._placed(r, plen - hs)
                 return 0
-            cipher.open_part(body + hs, plen - hs, blk.data + opos + hs)
+            cipher.open_part(body + hs, plen - hs, data + opos + hs)
             cipher.open_end()
         else:
-            cipher.open_frame_into(body, flen, blk.data + opos)
+            cipher.open_frame_into(body, flen, data + opos)
         if plen:
             self.sealed_bytes_in += plen
-            self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
+            self._segment(self._blk_mv, data, <size_t>opos, plen)
             self._opos = opos + <Py_ssize_t>plen
         return 0
+
+    cdef uint8_t *_block(self, NoiseCipher cipher, size_t cap) except NULL:
+        """This feed's block, made at the first frame that needs it, with room for
+        ``cap`` bytes: a bytearray up to SMALL_BLOCK (cheaper to make and free
+        than a pooled block, whose acquire and release take the pool's lock),
+        else from the pool."""
+        if self._blk is None:
+            if cap <= SMALL_BLOCK:
+                b = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>cap)
+                self._blk_data = <uint8_t *>PyByteArray_AS_STRING(b)
+            else:
+                b = cipher.new_block(cap)
+                self._blk_data = (<FrameBlock>b).data
+            self._blk = b
+            self._blk_mv = memoryview(b)
+            self._opos = 0
+        return self._blk_data
 
     cdef int _open_small(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
                          size_t cap) except -1:
@@ -796,7 +813,7 @@ cdef class _RouteTable:
         cdef uint64_t key = 0
         cdef size_t used
         cdef _Route r
-        cdef FrameBlock blk
+        cdef uint8_t *data
         cdef Py_ssize_t opos
         cipher.open_frame_into(body, flen, sc)
         if plen == 0:
@@ -814,15 +831,11 @@ cdef class _RouteTable:
                 self._take_payload(plen - used)
                 self._placed(r, plen - used, False)
                 return 0
-        if self._blk is None:
-            self._blk = <FrameBlock>cipher.new_block(cap)
-            self._blk_mv = memoryview(self._blk)
-            self._opos = 0
-        blk = self._blk
+        data = self._block(cipher, cap)
         opos = self._opos
-        memcpy(blk.data + opos, sc, plen)
+        memcpy(data + opos, sc, plen)
         self.sealed_bytes_in += plen
-        self._segment(self._blk_mv, blk.data, <size_t>opos, plen)
+        self._segment(self._blk_mv, data, <size_t>opos, plen)
         self._opos = opos + <Py_ssize_t>plen
         return 0
 
