@@ -12,7 +12,7 @@ buffer passed to ``feed``.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
                                  PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.sequence cimport PySequence_GetSlice
@@ -407,11 +407,11 @@ cdef class _SealedStep:
     def __call__(self, data):
         if not self.live:
             return
+        if self.native:
+            self.feed_read(_byte_view(data), PY_SSIZE_T_MAX)
+            return
         try:
-            if self.native:
-                records = self.table._feed_sealed_native(<NoiseCipher>self.cipher, data)
-            else:
-                records = self.table.feed_sealed(self.cipher, data)
+            records = self.table.feed_sealed(self.cipher, data)
         except P2PError as exc:
             self.on_error(exc)
             return
@@ -429,13 +429,14 @@ cdef class _SealedStep:
             return 0
         PyObject_GetBuffer(rxv, &view, PyBUF_SIMPLE)
         try:
-            records = self.table._feed_sealed_raw(<NoiseCipher>self.cipher,
-                                                  <const uint8_t *>view.buf, min(n, view.len))
+            try:
+                records = self.table._feed_sealed_raw(<NoiseCipher>self.cipher,
+                                                      <const uint8_t *>view.buf, min(n, view.len))
+            finally:
+                PyBuffer_Release(&view)
         except P2PError as exc:
-            PyBuffer_Release(&view)
             self.on_error(exc)
             return 0
-        PyBuffer_Release(&view)
         if records is not None:
             self.on_records(records)
         return 0
@@ -1425,8 +1426,8 @@ cdef class SealState:
 cdef enum:
     # most muxer frames one step seals (more: the general path)
     _STEP_FRAMES = 16
-    # a pass's first write of at most this much plaintext is sealed into a bytes
-    # object, not a pooled block (_seal_small)
+    # a seal of at most this much plaintext makes a bytes object, not a pooled
+    # block (_seal)
     SMALL_SEAL = 4096
 
 
@@ -1482,25 +1483,18 @@ cdef class SendStep:
         return n
 
     cdef object _seal(self, const fp_iovec *iov, size_t cnt, size_t total):
+        """``total`` plaintext bytes sealed: into a bytes object up to SMALL_SEAL (see
+        seal_iov_bytes; the pump writes or queues either), else a pooled block."""
         cdef NoiseCipher cipher = self.cipher
         cipher._enter()
         try:
-            block = cipher.seal_iov(iov, cnt, total)
+            if total <= SMALL_SEAL:
+                out = cipher.seal_iov_bytes(iov, cnt)
+            else:
+                out = cipher.seal_iov(iov, cnt, total)
         finally:
             cipher._busy = False
-        self.wire_out += <unsigned long long>(<FrameBlock>block).length
-        return block
-
-    cdef bytes _seal_small(self, const fp_iovec *iov, size_t cnt):
-        """``_seal`` into a bytes object (a round trip's message: see seal_iov_bytes)."""
-        cdef NoiseCipher cipher = self.cipher
-        cdef bytes out
-        cipher._enter()
-        try:
-            out = cipher.seal_iov_bytes(iov, cnt)
-        finally:
-            cipher._busy = False
-        self.wire_out += <unsigned long long>PyBytes_GET_SIZE(out)
+        self.wire_out += <unsigned long long>len(out)
         return out
 
     cdef int _flush_path(self) except -1:
@@ -1576,8 +1570,7 @@ cdef class SendStep:
             plain = <size_t>n + hlen
             # NoisePath.send and _send_in_pass, written out (the reasons are there)
             if path._pend is None and not pump.in_pass:
-                pump.first_write(self._seal_small(iov, <size_t>i) if plain <= SMALL_SEAL
-                                 else self._seal(iov, <size_t>i, plain))
+                pump.first_write(self._seal(iov, <size_t>i, plain))
             elif plain > DEFER_MAX:
                 if path._pend is not None:
                     self._flush_path()
