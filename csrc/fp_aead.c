@@ -2,11 +2,33 @@
 #include "fp_aead.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "fp_gcm.h"
+
 #define CTX(a) ((EVP_CIPHER_CTX *)(a)->ctx)
+#define GCM(a) ((fp_gcm *)(a)->ctx)
+
+static int fp_aesgcm_pref = -1; /* FP_AEAD_IMPL_*; -1: not read from the environment yet */
+
+int fp_aead_aesgcm_impl(void) {
+    if (fp_aesgcm_pref < 0) {
+        const char *env = getenv("FASTP2P_AESGCM");
+        int evp = env && strcmp(env, "evp") == 0;
+        fp_aesgcm_pref = !evp && fp_gcm_supported() ? FP_AEAD_IMPL_GCM : FP_AEAD_IMPL_EVP;
+    }
+    return fp_aesgcm_pref;
+}
+
+int fp_aead_set_aesgcm_impl(int impl) {
+    if (impl == FP_AEAD_IMPL_GCM && !fp_gcm_supported()) return FP_EINVAL;
+    if (impl != FP_AEAD_IMPL_GCM && impl != FP_AEAD_IMPL_EVP) return FP_EINVAL;
+    fp_aesgcm_pref = impl;
+    return FP_OK;
+}
 
 static inline void fp_aead_store_be64(uint8_t *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) {
@@ -25,6 +47,7 @@ int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE],
     a->nonce = nonce;
     a->encrypt = encrypt ? 1 : 0;
     a->kind = kind;
+    a->impl = FP_AEAD_IMPL_EVP;
     const EVP_CIPHER *c;
     if (kind == FP_AEAD_CHACHAPOLY)
         c = EVP_chacha20_poly1305();
@@ -32,6 +55,13 @@ int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE],
         c = EVP_aes_256_gcm(); /* default IV length is 12 bytes */
     else
         return FP_EINVAL;
+    if (kind == FP_AEAD_AESGCM && fp_aead_aesgcm_impl() == FP_AEAD_IMPL_GCM) {
+        fp_gcm *g = fp_gcm_new(key);
+        if (!g) return FP_ENOMEM;
+        a->ctx = g;
+        a->impl = FP_AEAD_IMPL_GCM;
+        return FP_OK;
+    }
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (!ctx) return FP_ENOMEM;
     if (EVP_CipherInit_ex(ctx, c, NULL, key, NULL, a->encrypt) != 1) {
@@ -44,7 +74,10 @@ int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE],
 
 void fp_aead_free(fp_aead *a) {
     if (a->ctx) {
-        EVP_CIPHER_CTX_free(CTX(a));
+        if (a->impl == FP_AEAD_IMPL_GCM)
+            fp_gcm_free(GCM(a));
+        else
+            EVP_CIPHER_CTX_free(CTX(a));
         a->ctx = NULL;
     }
 }
@@ -90,8 +123,38 @@ static int fp_aead_start(fp_aead *a, int enc) {
         fp_aead_store_be64(iv + 4, a->nonce); /* Noise spec 12.4: big-endian counter */
     else
         fp_store_le64(iv + 4, a->nonce); /* Noise spec 12.3: little-endian counter */
-    if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1) return FP_ECRYPTO;
+    if (a->impl == FP_AEAD_IMPL_GCM)
+        fp_gcm_start(GCM(a), iv);
+    else if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1)
+        return FP_ECRYPTO;
     a->nonce++;
+    return FP_OK;
+}
+
+/* Encrypts the next n bytes of the frame started by fp_aead_start (in == out allowed). */
+static inline int fp_aead_seal_update(fp_aead *a, uint8_t *out, const uint8_t *in, size_t n) {
+    if (a->impl == FP_AEAD_IMPL_GCM) {
+        fp_gcm_update(GCM(a), in, out, n, 1);
+        return FP_OK;
+    }
+    int olen = 0;
+    if (EVP_EncryptUpdate(CTX(a), out, &olen, in, (int)n) != 1 || (size_t)olen != n)
+        return FP_ECRYPTO;
+    return FP_OK;
+}
+
+/* Ends the frame: its 16-byte tag into tag. */
+static inline int fp_aead_seal_tag(fp_aead *a, uint8_t *tag) {
+    if (a->impl == FP_AEAD_IMPL_GCM) {
+        fp_gcm_tag(GCM(a), tag);
+        return FP_OK;
+    }
+    uint8_t scratch[32];
+    int flen = 0;
+    /* stream ciphers: Final writes nothing */
+    if (EVP_EncryptFinal_ex(CTX(a), scratch, &flen) != 1 || flen != 0) return FP_ECRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(CTX(a), EVP_CTRL_AEAD_GET_TAG, FP_AEAD_TAG_SIZE, tag) != 1)
+        return FP_ECRYPTO;
     return FP_OK;
 }
 
@@ -100,7 +163,12 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
     dst->nonce = src->nonce;
     dst->encrypt = src->encrypt;
     dst->kind = src->kind;
+    dst->impl = src->impl;
     if (!src->ctx) return FP_EINVAL;
+    if (src->impl == FP_AEAD_IMPL_GCM) {
+        dst->ctx = fp_gcm_clone(GCM(src));
+        return dst->ctx ? FP_OK : FP_ENOMEM;
+    }
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (!ctx) return FP_ENOMEM;
     if (EVP_CIPHER_CTX_copy(ctx, CTX(src)) != 1) {
@@ -116,7 +184,6 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
  * the bytes written. */
 static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t voff, size_t len,
                              uint8_t *out, size_t *outlen) {
-    EVP_CIPHER_CTX *ctx = CTX(a);
     size_t opos = 0, left = len;
     while (left) {
         size_t chunk = left < FP_AEAD_SEAL_PLAINTEXT ? left : FP_AEAD_SEAL_PLAINTEXT;
@@ -145,25 +212,20 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
                 memcpy(out + at, iov[vi].base + voff, take);
                 at += take;
             } else {
-                int olen = 0;
-                if (EVP_EncryptUpdate(ctx, out + opos, &olen, iov[vi].base + voff, (int)take) != 1)
-                    return FP_ECRYPTO;
-                opos += (size_t)olen;
+                rc = fp_aead_seal_update(a, out + opos, iov[vi].base + voff, take);
+                if (rc) return rc;
+                opos += take;
             }
             voff += take;
             rem -= take;
         }
         if (gather) {
-            int olen = 0;
-            if (EVP_EncryptUpdate(ctx, out + opos, &olen, out + opos, (int)chunk) != 1)
-                return FP_ECRYPTO;
-            opos += (size_t)olen;
+            rc = fp_aead_seal_update(a, out + opos, out + opos, chunk);
+            if (rc) return rc;
+            opos += chunk;
         }
-        int flen = 0;
-        if (EVP_EncryptFinal_ex(ctx, out + opos, &flen) != 1) return FP_ECRYPTO;
-        opos += (size_t)flen;
-        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, FP_AEAD_TAG_SIZE, out + opos) != 1)
-            return FP_ECRYPTO;
+        rc = fp_aead_seal_tag(a, out + opos);
+        if (rc) return rc;
         opos += FP_AEAD_TAG_SIZE;
         left -= chunk;
     }
@@ -226,6 +288,10 @@ int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n) {
     if (FP_UNLIKELY(n < FP_AEAD_TAG_SIZE)) return FP_EFRAME;
     int rc = fp_aead_start(a, 0);
     if (rc) return rc;
+    if (a->impl == FP_AEAD_IMPL_GCM) {
+        memcpy(a->expect, ct + n - FP_AEAD_TAG_SIZE, FP_AEAD_TAG_SIZE);
+        return FP_OK;
+    }
     if (EVP_CIPHER_CTX_ctrl(CTX(a), EVP_CTRL_AEAD_SET_TAG, FP_AEAD_TAG_SIZE,
                             (void *)(ct + n - FP_AEAD_TAG_SIZE)) != 1)
         return FP_ECRYPTO;
@@ -235,6 +301,10 @@ int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n) {
 int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out) {
     int olen = 0;
     if (k == 0) return FP_OK;
+    if (a->impl == FP_AEAD_IMPL_GCM) {
+        fp_gcm_update(GCM(a), ct, out, k, 0);
+        return FP_OK;
+    }
     if (EVP_DecryptUpdate(CTX(a), out, &olen, ct, (int)k) != 1) return FP_EAUTH;
     return FP_OK;
 }
@@ -242,6 +312,7 @@ int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out) {
 int fp_aead_open_end(fp_aead *a) {
     uint8_t scratch[16];
     int flen = 0;
+    if (a->impl == FP_AEAD_IMPL_GCM) return fp_gcm_verify(GCM(a), a->expect) ? FP_EAUTH : FP_OK;
     if (EVP_DecryptFinal_ex(CTX(a), scratch, &flen) != 1) return FP_EAUTH;
     return FP_OK;
 }
@@ -281,15 +352,10 @@ int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_
     fp_iovec v = {in, n};
     if (!a->ctx || n > INT_MAX) return FP_EINVAL;
     FP_CHECK_BOUNDS(n + FP_AEAD_TAG_SIZE, cap);
-    EVP_CIPHER_CTX *ctx = CTX(a);
     int rc = fp_aead_start(a, 1);
     if (rc) return rc;
-    int olen = 0, flen = 0;
-    if (EVP_EncryptUpdate(ctx, out, &olen, v.base, (int)v.len) != 1) return FP_ECRYPTO;
-    if (EVP_EncryptFinal_ex(ctx, out + olen, &flen) != 1) return FP_ECRYPTO;
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, FP_AEAD_TAG_SIZE, out + n) != 1)
-        return FP_ECRYPTO;
-    return FP_OK;
+    if (v.len && (rc = fp_aead_seal_update(a, out, v.base, v.len)) != 0) return rc;
+    return fp_aead_seal_tag(a, out + n);
 }
 
 int fp_aead_decrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {

@@ -57,11 +57,18 @@
 #define FP_AEAD_CHACHAPOLY 0
 #define FP_AEAD_AESGCM 1
 
+/* Which code runs a context's cipher: OpenSSL EVP, or for AES-256-GCM on a
+ * CPU with VAES and VPCLMULQDQ, fastp2p's own kernel (fp_gcm.h). */
+#define FP_AEAD_IMPL_EVP 0
+#define FP_AEAD_IMPL_GCM 1
+
 typedef struct {
-    void *ctx;      /* EVP_CIPHER_CTX * (opaque here so callers need no OpenSSL headers) */
+    void *ctx;      /* EVP_CIPHER_CTX * or fp_gcm * (opaque: callers need no OpenSSL headers) */
     uint64_t nonce; /* next nonce to use */
     int encrypt;    /* initial direction (informational; each call sets its own) */
     int kind;       /* FP_AEAD_CHACHAPOLY or FP_AEAD_AESGCM (nonce byte order differs) */
+    int impl;       /* FP_AEAD_IMPL_EVP or FP_AEAD_IMPL_GCM */
+    uint8_t expect[16]; /* the tag of the frame being opened (FP_AEAD_IMPL_GCM) */
 } fp_aead;
 
 typedef struct {
@@ -75,6 +82,14 @@ int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce
 int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce,
                       int encrypt);
 void fp_aead_free(fp_aead *a);
+
+/* Which implementation new AES-256-GCM contexts get: FP_AEAD_IMPL_GCM where
+ * fp_gcm_supported() (the default, unless the environment variable
+ * FASTP2P_AESGCM=evp), else FP_AEAD_IMPL_EVP. Setting FP_AEAD_IMPL_GCM on a
+ * CPU without the instructions is FP_EINVAL. Process-wide, for tests and
+ * benchmarks; contexts already made keep theirs. */
+int fp_aead_aesgcm_impl(void);
+int fp_aead_set_aesgcm_impl(int impl);
 
 /* Framed size of n contiguous plaintext bytes: n + 18 * ceil(n / FP_AEAD_SEAL_PLAINTEXT). */
 size_t fp_aead_sealed_size(size_t n);

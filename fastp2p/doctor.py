@@ -130,7 +130,16 @@ def check_native() -> Check:
 
 def check_openssl() -> Check:
     ver, src = openssl_version()
-    return Check("OpenSSL", "info", f"{ver} (from {src})")
+    detail = f"{ver} (from {src})"
+    try:
+        if _accel().HAVE_NATIVE:
+            from fastp2p._native import aead
+
+            # fastp2p's own AES-GCM kernel where the CPU has VAES (csrc/fp_gcm.c)
+            detail += f"; AES-256-GCM runs on {aead.aesgcm_impl()}"
+    except (ImportError, AttributeError):
+        pass
+    return Check("OpenSSL", "info", detail)
 
 
 def check_uvloop() -> Check:

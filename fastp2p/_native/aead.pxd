@@ -21,15 +21,20 @@ cdef extern from "fp_aead.h" nogil:
         FP_ENOMEM
         FP_AEAD_CHACHAPOLY
         FP_AEAD_AESGCM
+        FP_AEAD_IMPL_EVP
+        FP_AEAD_IMPL_GCM
     ctypedef struct fp_aead:
         void *ctx
         uint64_t nonce
+        int impl
     ctypedef struct fp_iovec:
         const uint8_t *base
         size_t len
     int fp_aead_init(fp_aead *a, const uint8_t *key, uint64_t nonce, int encrypt)
     int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t *key, uint64_t nonce, int encrypt)
     void fp_aead_free(fp_aead *a)
+    int fp_aead_aesgcm_impl()
+    int fp_aead_set_aesgcm_impl(int impl)
     size_t fp_aead_sealed_size(size_t n)
     size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt)
     int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t *skip,

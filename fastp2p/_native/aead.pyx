@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Noise transport ciphers (ChaChaPoly, AESGCM): thin bindings over csrc/fp_aead.c (OpenSSL EVP).
+"""Noise transport ciphers (ChaChaPoly, AESGCM): thin bindings over csrc/fp_aead.c
+(OpenSSL EVP; AES-256-GCM on fastp2p's own VAES kernel, csrc/fp_gcm.c, where the CPU has it).
 
 Same API and semantics as the pure twin fastp2p/proto/noise/cipher.py. Sealing
 a list of buffers is one C call into a recycled pool block of exact length;
@@ -56,6 +57,33 @@ def noise_hkdf2(chaining_key, ikm):
 def openssl_version():
     """The version of the libcrypto this module runs with (``OpenSSL_version(OPENSSL_VERSION)``)."""
     return OpenSSL_version(0).decode("ascii", "replace")
+
+
+#: names of the AES-256-GCM implementations (``aesgcm_impl``, ``NoiseCipher.impl``)
+AESGCM_IMPLS = ("vaes-avx512", "openssl-evp")
+_IMPL_NAMES = {FP_AEAD_IMPL_GCM: "vaes-avx512", FP_AEAD_IMPL_EVP: "openssl-evp"}
+
+
+def aesgcm_impl():
+    """What new AES-256-GCM ciphers run on: ``"vaes-avx512"`` (fastp2p's kernel,
+    csrc/fp_gcm.c, where the CPU and OS have AVX-512 with VAES and VPCLMULQDQ;
+    ``FASTP2P_AESGCM=evp`` turns it off) or ``"openssl-evp"``."""
+    return _IMPL_NAMES[fp_aead_aesgcm_impl()]
+
+
+def set_aesgcm_impl(name):
+    """Choose the AES-256-GCM implementation for ciphers made from now on
+    (process-wide; for tests and benchmarks). ValueError for an unknown name or
+    one this CPU cannot run."""
+    cdef int impl
+    if name == "vaes-avx512":
+        impl = FP_AEAD_IMPL_GCM
+    elif name == "openssl-evp":
+        impl = FP_AEAD_IMPL_EVP
+    else:
+        raise ValueError(f"unknown AES-GCM implementation {name!r} (one of {AESGCM_IMPLS})")
+    if fp_aead_set_aesgcm_impl(impl) != 0:
+        raise ValueError(f"{name} needs AVX-512 (F, BW, VL), VAES and VPCLMULQDQ; this CPU lacks some")
 
 
 MAX_FRAME = 65535
@@ -216,7 +244,7 @@ cdef class NoiseCipher:
         if not 0 <= nonce <= MAX_NONCE:
             raise ValueError(f"nonce out of range: {nonce}")
         if fp_aead_init_kind(&self._a, kind, &k[0], nonce, 1) != 0:
-            raise MemoryError("EVP_CIPHER_CTX setup failed")
+            raise MemoryError("cipher context setup failed")
         self.cipher = cipher
         self._pending = bytearray()
         self._error = None
@@ -342,6 +370,11 @@ cdef class NoiseCipher:
     def nonce(self):
         """The counter the next message will use."""
         return self._a.nonce
+
+    @property
+    def impl(self):
+        """The code this cipher runs on: ``"vaes-avx512"`` or ``"openssl-evp"``."""
+        return _IMPL_NAMES[self._a.impl]
 
     @property
     def buffered(self):

@@ -65,3 +65,25 @@ def test_a_backend_counts_against_the_cipher_it_negotiated_with_each_sides_load(
         assert set(out["ChaChaPoly"]["shares"]) == {"py-libp2p"}  # not the AES-GCM backend
         assert out["ChaChaPoly"]["busy"]["py-libp2p"] == pytest.approx((0.5, 0.25))
     assert out
+
+
+def test_a_faster_fastp2p_kernel_raises_the_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ceiling is set by the fastest implementation of the cipher on the machine;
+    the share against openssl speed alone is kept beside it."""
+    monkeypatch.setattr(ceiling, "cipher_speed", lambda evp, **kw: 4e9)
+    monkeypatch.setattr(ceiling, "kernel_speed", lambda name, **kw: 12e9 if name == "AESGCM" else 4.2e9)
+    rows = [
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "tcp-uvloop-proto", "metric": "cpu s/GB", "median": 0.25},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "fastp2p-yamux", "metric": "MB/s", "median": 2000.0},
+    ]
+    out = {c["cipher"]: c for c in ceiling.ceilings(rows, "tcp-uvloop-proto")}
+    aes, chacha = out["AESGCM"], out["ChaChaPoly"]
+    assert aes["cipher_source"] == "fastp2p kernel" and aes["cipher_GBps"] == pytest.approx(12.0)
+    cores = min(2, os.cpu_count() or 1)
+    assert aes["ceiling_MBps"] == pytest.approx(cores / (0.25e-9 + 2.0 / 12e9) / 1e6)
+    assert aes["ceiling_openssl_MBps"] == pytest.approx(cores / (0.25e-9 + 2.0 / 4e9) / 1e6)
+    assert aes["shares"]["fastp2p-yamux"] < aes["shares_openssl"]["fastp2p-yamux"]
+    assert "fastp2p kernel" in ceiling.describe(aes) and "against openssl speed's 4.00 GB/s" in ceiling.describe(aes)
+    # within 10% of openssl speed: openssl speed stays the yardstick
+    assert chacha["cipher_source"] == "openssl speed" and chacha["cipher_GBps"] == pytest.approx(4.0)
+    assert "against openssl speed" not in ceiling.describe(chacha)

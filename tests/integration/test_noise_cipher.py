@@ -49,3 +49,50 @@ async def test_no_aes_instructions_means_chachapoly(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("FASTP2P_NOISE_AES", "0")
     cfg = HostConfig(data_paths=TCP)
     assert await _echo_cipher(cfg, cfg) == ("ChaChaPoly", "ChaChaPoly")
+
+
+def _vaes() -> bool:
+    try:
+        from fastp2p._native import aead
+    except ImportError:
+        return False
+    return aead.aesgcm_impl() == "vaes-avx512"
+
+
+@pytest.mark.skipif(not cpu_has_aes() or not _vaes(),
+                    reason="needs AES instructions and fastp2p's VAES AES-GCM kernel (AVX-512 VAES/VPCLMULQDQ)")
+async def test_vaes_kernel_talks_to_openssl_evp_peer() -> None:
+    """This process seals and opens AES-GCM on the VAES kernel; a `fastp2p listen`
+    subprocess runs OpenSSL's EVP (FASTP2P_AESGCM=evp): 3 MiB echoed both ways."""
+    import asyncio
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FASTP2P_AESGCM": "evp",
+           "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fastp2p", "listen", "--timeout", "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            addr = (await proc.stdout.readline()).decode().strip()
+        async with Host(config=HostConfig(data_paths=TCP)) as a:
+            peer = await a.connect(addr)
+            data = os.urandom(3 << 20)
+            st = await a.open_stream(peer, "/echo/1.0.0")
+
+            async def send() -> None:  # concurrently with the reads: the echo is bounded
+                await st.write(data)
+                await st.close_write()
+
+            _, got = await asyncio.gather(send(), st.read())
+            await st.aclose()
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+            stats = a.connection(peer).statistics()  # type: ignore[union-attr]
+            assert (stats["cipher"], stats["cipher_impl"]) == ("AESGCM", "vaes-avx512")
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(10):
+            await proc.wait()
