@@ -63,6 +63,8 @@ cdef extern from "fp_frame.h" nogil:
         size_t offset
     ctypedef struct fp_yamux_decoder:
         uint8_t hdr_len
+        uint32_t remaining
+        int error
     void fp_yamux_decoder_init(fp_yamux_decoder *d)
     bint fp_yamux_decoder_in_payload(const fp_yamux_decoder *d, size_t n, uint32_t *stream_id)
     void fp_yamux_decoder_take_payload(fp_yamux_decoder *d, size_t n)
@@ -81,6 +83,8 @@ cdef extern from "fp_frame.h" nogil:
         size_t offset
     ctypedef struct fp_mplex_decoder:
         uint8_t hdr_len
+        uint64_t remaining
+        int error
     void fp_mplex_decoder_init(fp_mplex_decoder *d, uint64_t max_message_size)
     bint fp_mplex_decoder_in_payload(const fp_mplex_decoder *d, size_t n, uint8_t *flag,
                                      uint64_t *stream_id)
@@ -138,6 +142,10 @@ cdef enum:
     SPLIT_MIN = 2048
     # a feed's plaintext block of at most this many bytes is a bytearray (_block)
     SMALL_BLOCK = 4096
+    # as fastp2p/proto/yamux/frame.py's (why there): the wake hint's bounds
+    WAKE_MIN = 32 * 1024
+    WAKE_MAX = 256 * 1024
+    WAKE_STEP = 16 * 1024
 
 
 cdef int _append(bytearray b, const uint8_t *src, size_t k) except -1:
@@ -486,6 +494,12 @@ cdef class _RouteTable:
     #: can take no more (full, or it overflowed): the driver stops reading until
     #: the reader lends its next buffer (None: nothing is called)
     cdef public object on_loan_full
+    #: wire bytes still due that are certain to come, when at least WAKE_MIN
+    #: (at most WAKE_MAX, a multiple of WAKE_STEP; else 0): the reader's socket
+    #: need not wake the loop before that many are in
+    cdef readonly Py_ssize_t wake_hint
+    #: called with the new ``wake_hint`` when it changes (None: nothing is called)
+    cdef public object on_wake_hint
     # a small frame's plaintext (under SPLIT_MIN), opened here first: when it is one
     # data frame for a reader with a lent buffer, its payload is copied there and
     # the feed takes no pooled block (_open_small)
@@ -929,9 +943,25 @@ cdef class _RouteTable:
                 full = hint < 0
         self._overflowed = False
         self._set_hint(max(hint, 0))
+        if self.on_wake_hint is not None:
+            self._set_wake()
         if full and self.on_loan_full is not None:
             self.on_loan_full()
         return out
+
+    cdef int _set_wake(self) except -1:
+        """``wake_hint`` from the muxer frame in progress and the Noise frame buffered."""
+        cdef Py_ssize_t left = <Py_ssize_t>self._frame_left()
+        cdef Py_ssize_t need = self._pend_need, due, wake = 0
+        # the buffered frame's plaintext is the next part of the muxer frame (or
+        # all of its rest and more); its missing wire bytes are due either way
+        due = need + max(0, left - self._pend_plain) if need > 0 else left
+        if due >= WAKE_MIN:
+            wake = min(due, WAKE_MAX) // WAKE_STEP * WAKE_STEP
+        if wake != self.wake_hint:
+            self.wake_hint = wake
+            self.on_wake_hint(wake)
+        return 0
 
     cdef Py_ssize_t _size_read(self, Py_ssize_t room):
         """The read hint for a large loan with ``room`` bytes left: the wire bytes
@@ -963,6 +993,10 @@ cdef class _RouteTable:
     cdef void _take_payload(self, size_t plen):
         """Account ``plen`` payload bytes placed without the decoder."""
         pass
+
+    cdef size_t _frame_left(self):
+        """Payload bytes of the muxer frame in progress not fed yet (0: between frames)."""
+        return 0
 
     cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
         """The decoder's ``head``: the length of a plain data frame's header at
@@ -1007,6 +1041,11 @@ cdef class YamuxDemux(_RouteTable):
 
     cdef void _take_payload(self, size_t plen):
         fp_yamux_decoder_take_payload(&self._dec, plen)
+
+    cdef size_t _frame_left(self):
+        if self._dec.error or self._dec.hdr_len:
+            return 0
+        return self._dec.remaining
 
     cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
         cdef uint32_t sid = 0
@@ -1137,6 +1176,11 @@ cdef class MplexDemux(_RouteTable):
 
     cdef void _take_payload(self, size_t plen):
         fp_mplex_decoder_take_payload(&self._dec, plen)
+
+    cdef size_t _frame_left(self):
+        if self._dec.error or self._dec.hdr_len:
+            return 0
+        return <size_t>min(self._dec.remaining, <uint64_t>PY_SSIZE_T_MAX)
 
     cdef size_t _head(self, const uint8_t *buf, size_t n, size_t more, uint64_t *key):
         cdef uint8_t flag = 0

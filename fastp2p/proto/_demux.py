@@ -136,6 +136,13 @@ class DemuxSession:
         if self._demux is not None:
             self._demux.on_read_hint = callback
 
+    def on_wake_hint(self, callback: Any) -> None:
+        """Call ``callback(n)`` when the number of wire bytes still due that are
+        certain to come changes (0: under WAKE_MIN): the socket need not wake the
+        loop before ``n`` are in (SO_RCVLOWAT). None: call nothing."""
+        if self._demux is not None:
+            self._demux.on_wake_hint = callback
+
     @property
     def stats(self) -> dict[str, int]:
         """The session's counters (see the session class), received ones from the demux."""

@@ -75,6 +75,12 @@ class RawConnection(abc.ABC):
         of its own choosing ignores it."""
         return  # the default: reads are sized by the transport
 
+    def wake_after(self, n: int) -> None:
+        """Wake the reader only once ``n`` bytes can be read (0: any): the receive
+        step's count of bytes certain to come (``wake_hint``). Over TCP it is the
+        socket's receive low-water mark; other transports ignore it."""
+        return
+
     #: True while a write already left in this loop pass (a transport that has
     #: no passes leaves it False); read on every send, so a plain attribute
     in_pass: bool = False

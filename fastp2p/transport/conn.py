@@ -392,6 +392,8 @@ class Connection:
             # a large loan sizes the socket reads; a full or overflowed one stops them
             session.on_loan_full(self._loan_full)  # type: ignore[attr-defined]
             session.on_read_hint(raw.limit_reads)  # type: ignore[attr-defined]
+            # and the bytes certain to come, so the socket wakes the loop less often
+            session.on_wake_hint(raw.wake_after)  # type: ignore[attr-defined]
         #: a stream write's one-call path over TCP (the session's send_step): a write
         #: to an open stream is framed, sealed (or held for the pass's seal) and
         #: written in C with the native kernels. It is this connection's ``stream_send``
@@ -485,7 +487,9 @@ class Connection:
         if self.stream_lend is not _no_loans:
             self.stream_lend = _no_loans
             self._session.on_read_hint(None)  # type: ignore[attr-defined]
+            self._session.on_wake_hint(None)  # type: ignore[attr-defined]
             self._raw.limit_reads(0)
+            self._raw.wake_after(0)
         if transient and self._attach is not None:
             self._attach = None
             for sid in self.streams:

@@ -252,6 +252,15 @@ class TcpConnection(_accel.WritePump, RawConnection):
         p = self._p
         p._rxv_now = p._rxv[:n] if 0 < n < RECV_BUFFER_SIZE else p._rxv
 
+    def wake_after(self, n: int) -> None:
+        # SO_RCVLOWAT: epoll reports the socket readable once n bytes are queued
+        # (the kernel still wakes earlier at EOF, on an error, under memory
+        # pressure or with its window nearly closed); reads return what is there
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(n, 1))
+
     def pause_reading(self) -> None:
         with contextlib.suppress(RuntimeError):
             self._transport.pause_reading()

@@ -800,11 +800,15 @@ def test_feed_sealed_parity_native_and_pure(impl, ops, split_header, seal_cuts, 
         loans = Loans(d, trace)
         d.on_loan_full = lambda: trace.append("loan full")
         d.on_read_hint = lambda n: trace.append(("read hint", n))
+        d.on_wake_hint = lambda n: trace.append(("wake hint", n))
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             op, ki, n = plan[step % len(plan)]
             loans.step(op, keys[ki], n)
             out = d.feed_sealed(open_, wire[a:b])
-            trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered, d.read_hint))
+            trace.append(("fed", recs(out or []), d.take(2), d.take(5), d.buffered, d.read_hint,
+                          d.wake_hint))
+            # only bytes certain to come (see the yamux twin of this test)
+            assert d.wake_hint <= len(wire) - b and (b < len(wire) or d.wake_hint == 0)
         loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 

@@ -712,12 +712,17 @@ def test_feed_sealed_parity_native_and_pure(impl, sealing, ops, seal_cuts, feed_
         loans = Loans(d, trace)
         d.on_loan_full = lambda: trace.append("loan full")
         d.on_read_hint = lambda n: trace.append(("read hint", n))
+        d.on_wake_hint = lambda n: trace.append(("wake hint", n))
         for step, (a, b) in enumerate(zip(fcuts, fcuts[1:], strict=False)):
             loans.step(*plan[step % len(plan)])
             recs = d.feed_sealed(open_, wire[a:b])
             trace.append(("fed", [(t, f, s, n, None if p is None else bytes(p))
                                   for t, f, s, n, p in recs or []], d.take(1), d.take(3),
-                          d.read_hint))
+                          d.read_hint, d.wake_hint))
+            # the wake hint counts only bytes certain to come: never more than the
+            # rest of this wire (a sender that stops after it never leaves a reader
+            # waiting for bytes that will not come), none once it is all fed
+            assert d.wake_hint <= len(wire) - b and (b < len(wire) or d.wake_hint == 0)
         loans.end()
         return trace, d.bytes_in, d.frames_in, d.sealed_bytes_in, d.direct_bytes_in
 
@@ -754,3 +759,48 @@ def test_fuzz_feed_sealed(impl, plain, cut, lend):
         return trace, got, bytes(buf[:n])
 
     assert run(impl) == run(_accel.pure)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_wake_hint_counts_the_bytes_certain_to_come(impl):
+    """``wake_hint``: the wire bytes still due of the Noise frame buffered plus the
+    muxer frame's payload after it (both are sent whole once their length is out),
+    rounded down to 16 KiB, at most 256 KiB, 0 under 32 KiB; ``on_wake_hint`` is
+    called on each change only (the driver's SO_RCVLOWAT)."""
+    payload = bytes(range(256)) * 800  # 204 800 bytes: Noise frames of 65408, 65408, 65408, 8576
+    open_, wire, head = _payload_frames(impl, 1, payload)
+    d = impl.YamuxDemux()
+    d.attach(1, lambda p: None, 1 << 30)
+    hints: list[int] = []
+    d.on_wake_hint = hints.append
+    d.lend(1, bytearray(1 << 20), Waiter())
+    assert d.feed_sealed(open_, wire[:head]) is None  # the header: all the payload is due
+    assert d.wake_hint == 192 * 1024  # 204 800 rounded down to 16 KiB
+    cut = head + 65_426 + 1000  # one payload frame, and 1000 bytes of the next
+    assert d.feed_sealed(open_, wire[head:cut]) is None
+    # the buffered frame's 64 426 missing bytes, and the 73 984 of payload after it
+    assert d.wake_hint == (64_426 + 204_800 - 2 * 65_408) // 16_384 * 16_384
+    end = len(wire) - 20_000  # into the last Noise frame (8576 of plaintext)
+    assert d.feed_sealed(open_, wire[cut:end]) is None
+    assert d.wake_hint == 0  # under 32 KiB due
+    assert d.feed_sealed(open_, wire[end:]) is None
+    assert d.wake_hint == 0
+    assert hints == [192 * 1024, 131_072, 0]
+    # mplex: the same rule over its messages
+    m = impl.MplexDemux(1 << 20)
+    m.on_wake_hint = hints.append
+    seal, mopen = _ciphers(impl)
+    msg = bytes(300_000)
+    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\xe0\xa7\x12"), memoryview(msg)]))
+    m.feed_sealed(mopen, mwire[:1000])  # the header is in the frame not opened yet
+    assert m.wake_hint == 64_426 // 16_384 * 16_384  # only that frame's bytes are known due
+    m.feed_sealed(mopen, mwire[1000:67_000])
+    # the second frame's missing bytes, and the message's payload after it
+    assert m.wake_hint == (65_428 - 1_572 + 300_000 - 65_404 - 65_408) // 16_384 * 16_384
+    m2 = impl.MplexDemux(1 << 20)
+    m2.on_wake_hint = hints.append
+    seal, mopen = _ciphers(impl)
+    msg = bytes(400_000)  # header: stream 1, MessageInitiator, uvarint 400 000
+    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\x80\xb5\x18"), memoryview(msg)]))
+    m2.feed_sealed(mopen, mwire[:65_428])
+    assert m2.wake_hint == 256 * 1024  # at most WAKE_MAX

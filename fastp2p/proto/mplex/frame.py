@@ -286,6 +286,10 @@ class MplexDemux(RouteTable):
     def _take_payload(self, plen: int) -> None:
         self._dec.take_payload(plen)
 
+    def _frame_left(self) -> int:
+        d = self._dec
+        return 0 if d._error is not None or d._hdr else d._remaining
+
     _head_size = MAX_HEADER_SIZE
 
     def _head(self, buf: memoryview, more: int) -> tuple[int, int] | None:
