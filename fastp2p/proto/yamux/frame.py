@@ -52,10 +52,11 @@ LOAN_OVERFLOW_PAUSE = 64 * 1024
 # certain to come (``wake_hint``): the rest of the muxer frame in progress (a
 # muxer sends a frame whole once its header is out: yamux within the window
 # it was given, mplex without flow control) and of the Noise frame buffered (its
-# length is out). Over TCP the driver sets the socket's receive low-water mark
-# (SO_RCVLOWAT) to it, so the event loop is not woken for each segment of a
-# large frame; on loopback each wake-up of a sleeping reader costs the sending
-# core an inter-processor interrupt (1 MiB writes: +15-20% on one stream). At
+# length is out). Over TCP under AES-GCM the driver sets the socket's receive
+# low-water mark (SO_RCVLOWAT) to it, so the event loop is not woken for each
+# segment of a large frame; on loopback each wake-up of a sleeping reader costs
+# the sending core an inter-processor interrupt (1 MiB writes: +15-20% on one
+# stream; fastp2p/transport/conn.py says why not under ChaCha20-Poly1305). At
 # most WAKE_MAX (a read's worth), in WAKE_STEP steps (fewer setsockopt calls);
 # under WAKE_MIN none (0: wake on any byte).
 WAKE_MIN = 32 * 1024
