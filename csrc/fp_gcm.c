@@ -178,26 +178,22 @@ static inline __m128i aes_block(const fp_gcm *g, __m128i x) {
     return _mm_aesenclast_si128(x, g->rk[GCM_ROUNDS]);
 }
 
+/* t ^ t<<32 ^ t<<64 ^ t<<96: each word of a round key XORs all the words before it */
+static inline __m128i key_words_xor(__m128i t) {
+    __m128i s = _mm_slli_si128(t, 4);
+    t = _mm_xor_si128(t, s);
+    s = _mm_slli_si128(s, 4);
+    t = _mm_xor_si128(t, s);
+    return _mm_xor_si128(t, _mm_slli_si128(s, 4));
+}
+
 static inline __m128i key_assist1(__m128i t1, __m128i t2) {
-    t2 = _mm_shuffle_epi32(t2, 0xff);
-    __m128i t4 = _mm_slli_si128(t1, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    return _mm_xor_si128(t1, t2);
+    return _mm_xor_si128(key_words_xor(t1), _mm_shuffle_epi32(t2, 0xff));
 }
 
 static inline __m128i key_assist2(__m128i t1, __m128i t3) {
-    __m128i t2 = _mm_shuffle_epi32(_mm_aeskeygenassist_si128(t1, 0x00), 0xaa);
-    __m128i t4 = _mm_slli_si128(t3, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    return _mm_xor_si128(t3, t2);
+    return _mm_xor_si128(key_words_xor(t3),
+                         _mm_shuffle_epi32(_mm_aeskeygenassist_si128(t1, 0x00), 0xaa));
 }
 
 /* AES-256 key schedule (FIPS 197 5.2) with AESKEYGENASSIST. */
@@ -291,6 +287,17 @@ void fp_gcm_start(fp_gcm *g, const uint8_t iv[12]) {
         b3 = _mm512_aesenclast_epi128(b3, rk[GCM_ROUNDS]);                                \
     } while (0)
 
+/* Declares b0..b3: the next 16 counter blocks (byte order restored); c moves past them. */
+#define GCM_COUNTERS4(c, inc4, b0, b1, b2, b3) \
+    __m512i b0 = bswap512(c);                   \
+    c = _mm512_add_epi32(c, inc4);              \
+    __m512i b1 = bswap512(c);                   \
+    c = _mm512_add_epi32(c, inc4);              \
+    __m512i b2 = bswap512(c);                   \
+    c = _mm512_add_epi32(c, inc4);              \
+    __m512i b3 = bswap512(c);                   \
+    c = _mm512_add_epi32(c, inc4)
+
 static inline __mmask64 lane_mask(size_t nb, int k) {
     /* bytes of the k-th 64-byte group that belong to the nb blocks */
     size_t first = (size_t)k * 4;
@@ -313,14 +320,7 @@ static void gcm_blocks(fp_gcm *g, const uint8_t *in, uint8_t *out, size_t nb, in
     __m512i p0 = _mm512_setzero_si512(), p1 = p0, p2 = p0, p3 = p0;
     int pending = 0;
     while (nb >= 16) {
-        __m512i b0 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b1 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b2 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b3 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
+        GCM_COUNTERS4(c, inc4, b0, b1, b2, b3);
         AES4(b0, b1, b2, b3, rk);
         __m512i x0 = _mm512_loadu_si512((const void *)(in + 0));
         __m512i x1 = _mm512_loadu_si512((const void *)(in + 64));
@@ -361,13 +361,7 @@ static void gcm_blocks(fp_gcm *g, const uint8_t *in, uint8_t *out, size_t nb, in
     } else if (nb) {
         __mmask64 m0 = lane_mask(nb, 0), m1 = lane_mask(nb, 1), m2 = lane_mask(nb, 2),
                   m3 = lane_mask(nb, 3);
-        __m512i b0 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b1 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b2 = bswap512(c);
-        c = _mm512_add_epi32(c, inc4);
-        __m512i b3 = bswap512(c);
+        GCM_COUNTERS4(c, inc4, b0, b1, b2, b3);
         AES4(b0, b1, b2, b3, rk);
         /* masked loads and stores touch only the message's bytes */
         __m512i x0 = _mm512_maskz_loadu_epi8(m0, in + 0);
