@@ -11,7 +11,7 @@ from the one process-wide pool of fastp2p._native.buffer and are recycled.
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy, memcmp
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from fastp2p._native.clock cimport monotonic
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_Resize
@@ -76,24 +76,27 @@ def set_aesgcm_impl(name):
     """Choose the AES-256-GCM implementation for ciphers made from now on
     (process-wide; for tests and benchmarks). ValueError for an unknown name or
     one this CPU cannot run."""
-    cdef int impl
-    if name == "vaes-avx512":
-        impl = FP_AEAD_IMPL_GCM
-    elif name == "openssl-evp":
-        impl = FP_AEAD_IMPL_EVP
-    else:
+    impl = {v: k for k, v in _IMPL_NAMES.items()}.get(name)
+    if impl is None:
         raise ValueError(f"unknown AES-GCM implementation {name!r} (one of {AESGCM_IMPLS})")
     if fp_aead_set_aesgcm_impl(impl) != 0:
         raise ValueError(f"{name} needs AVX-512 (F, BW, VL), VAES and VPCLMULQDQ; this CPU lacks some")
+
+
+cdef int _cipher_kind(cipher) except -1:
+    """fp_aead's kind for a Noise cipher name (ValueError for another name)."""
+    if cipher == "ChaChaPoly":
+        return FP_AEAD_CHACHAPOLY
+    if cipher == "AESGCM":
+        return FP_AEAD_AESGCM
+    raise ValueError(f"unknown Noise cipher {cipher!r}")
 
 
 def seal_speed(cipher="AESGCM", Py_ssize_t size=16384, double seconds=0.5):
     """Single-core bytes per second of sealing ``size``-byte messages into one reused
     buffer with this build's ``cipher`` (what ``openssl speed -evp`` measures for
     OpenSSL: the cipher in cache, not the library around it). The GIL is released."""
-    cdef int kind = FP_AEAD_AESGCM if cipher == "AESGCM" else FP_AEAD_CHACHAPOLY
-    if cipher not in CIPHERS:
-        raise ValueError(f"unknown Noise cipher {cipher!r}")
+    cdef int kind = _cipher_kind(cipher)
     if not 0 < size <= FP_AEAD_MAX_PLAINTEXT:
         raise ValueError(f"size must be 1..{FP_AEAD_MAX_PLAINTEXT}")
     cdef fp_aead a
@@ -109,23 +112,17 @@ def seal_speed(cipher="AESGCM", Py_ssize_t size=16384, double seconds=0.5):
     try:
         with nogil:
             rc = fp_aead_encrypt(&a, ps, <size_t>size, pd, <size_t>size + FP_AEAD_TAG_SIZE)
-            t0 = _now()
+            t0 = monotonic()
             while rc == 0 and dt < seconds:
                 for i in range(64):
                     rc |= fp_aead_encrypt(&a, ps, <size_t>size, pd, <size_t>size + FP_AEAD_TAG_SIZE)
                 n += 64
-                dt = _now() - t0
+                dt = monotonic() - t0
     finally:
         fp_aead_free(&a)
     if rc:
         raise SecurityError(f"sealing failed ({rc})")
     return n * size / dt
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 MAX_FRAME = 65535
@@ -274,13 +271,7 @@ cdef class NoiseCipher:
         self._nclones = 0
         self._par_threads = 0
         cdef const uint8_t[::1] k = key
-        cdef int kind
-        if cipher == "ChaChaPoly":
-            kind = FP_AEAD_CHACHAPOLY
-        elif cipher == "AESGCM":
-            kind = FP_AEAD_AESGCM
-        else:
-            raise ValueError(f"unknown Noise cipher {cipher!r}")
+        cdef int kind = _cipher_kind(cipher)
         if k.shape[0] != FP_AEAD_KEY_SIZE:
             raise ValueError(f"{cipher} key must be 32 bytes")
         if not 0 <= nonce <= MAX_NONCE:

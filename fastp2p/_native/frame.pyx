@@ -19,7 +19,7 @@ from cpython.sequence cimport PySequence_GetSlice
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from fastp2p._native.clock cimport monotonic as _monotonic
 from libc.string cimport memcpy
 cimport cython
 
@@ -1328,13 +1328,6 @@ cdef enum:
     # the pass's end, and the age at which a batch of small sends leaves early
     DEFER_MAX = 16 * 1024
 cdef double EARLY_FLUSH_S = 0.0002
-
-
-cdef double _monotonic() noexcept:
-    """``time.monotonic()`` (the same clock) without a Python call."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef class WritePump:
