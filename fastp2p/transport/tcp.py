@@ -159,6 +159,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         self.outbound = outbound
         assert protocol.transport is not None
         self._transport = protocol.transport
+        self._sock = self._transport.get_extra_info("socket")  # for socket options (wake_after)
         self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
         self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
         self._closed = False
@@ -256,10 +257,9 @@ class TcpConnection(_accel.WritePump, RawConnection):
         # SO_RCVLOWAT: epoll reports the socket readable once n bytes are queued
         # (the kernel still wakes earlier at EOF, on an error, under memory
         # pressure or with its window nearly closed); reads return what is there
-        sock = self._transport.get_extra_info("socket")
-        if sock is not None:
+        if self._sock is not None:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(n, 1))
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(n, 1))
 
     def pause_reading(self) -> None:
         with contextlib.suppress(RuntimeError):
