@@ -34,10 +34,13 @@ def test_id_is_stable_for_a_key_file(tmp_path: pathlib.Path) -> None:
     assert first.stdout.strip().startswith("12D3KooW")
 
 
-async def _listener(*extra: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+async def _listener(*extra: str, env: dict[str, str] | None = None,
+                    ) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """A ``fastp2p listen`` subprocess (``env``: its environment, default ENV) and
+    the address it printed."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fastp2p", "listen", "--timeout", "60", *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env or ENV,
     )
     assert proc.stdout is not None
     async with asyncio.timeout(20):

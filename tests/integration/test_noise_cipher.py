@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -11,6 +12,8 @@ from fastp2p import Host
 from fastp2p.config import HostConfig, NoiseConfig
 from fastp2p.proto.noise.cipher import cpu_has_aes
 from fastp2p.services import serve_echo
+
+from .test_cli import ENV, _listener
 
 TCP = ("tcp",)
 
@@ -66,20 +69,8 @@ def _vaes() -> bool:
 async def test_vaes_kernel_talks_to_openssl_evp_peer() -> None:
     """This process seals and opens AES-GCM on the VAES kernel; a `fastp2p listen`
     subprocess runs OpenSSL's EVP (FASTP2P_AESGCM=evp): 3 MiB echoed both ways."""
-    import asyncio
-    import pathlib
-    import sys
-
-    root = pathlib.Path(__file__).resolve().parents[2]
-    env = {**os.environ, "FASTP2P_AESGCM": "evp",
-           "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fastp2p", "listen", "--timeout", "60",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    proc, (addr,) = await _listener(env={**ENV, "FASTP2P_AESGCM": "evp"})
     try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            addr = (await proc.stdout.readline()).decode().strip()
         async with Host(config=HostConfig(data_paths=TCP)) as a:
             peer = await a.connect(addr)
             data = os.urandom(3 << 20)
