@@ -182,7 +182,9 @@ def _count(backend: str, op: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                f"--cachegrind-out-file={os.path.join(tmp, 'cg.out')}",
-               os.path.realpath(sys.executable), "-m", "fastp2p.benchsuite.instructions",
+               # sys.executable as it is, not resolved: a venv's python is a link to
+               # the base interpreter, which finds the venv (pyvenv.cfg) only by it
+               sys.executable, "-m", "fastp2p.benchsuite.instructions",
                "--worker", backend, op, str(n)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     m = _IREFS.search(res.stderr)
