@@ -619,8 +619,9 @@ class Host:
             self.peerstore.add_addrs(conn.remote_peer, [chan.raw.remote_addr])
         conn.start(chan.plaintext_leftover)
         self._metrics.connection_opened(conn)
-        log.debug("connection %s %s via %s (%s)", "to" if outbound else "from", conn.remote_peer,
-                  conn.remote_addr, conn.muxer, extra=conn.log_extra)
+        if log.isEnabledFor(logging.DEBUG):  # (log_extra is made on first use)
+            log.debug("connection %s %s via %s (%s)", "to" if outbound else "from", conn.remote_peer,
+                      conn.remote_addr, conn.muxer, extra=conn.log_extra)
         for cb in self._on_connect:
             try:
                 cb(conn)
@@ -630,7 +631,9 @@ class Host:
 
     def _on_conn_closed(self, conn: Connection) -> None:
         self._metrics.connection_closed(conn)
-        log.debug("connection with %s closed: %s", conn.remote_peer, conn.close_error, extra=conn.log_extra)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection with %s closed: %s", conn.remote_peer, conn.close_error,
+                      extra=conn.log_extra)
         conns = self._conns.get(conn.remote_peer)
         if conns is not None:
             with contextlib.suppress(ValueError):

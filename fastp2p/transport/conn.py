@@ -299,7 +299,7 @@ class Connection:
     # Slots: over 30 attributes an instance dict stops sharing its keys and costs
     # ~1.5 KiB per connection. ``__dict__`` stays for attributes set from outside.
     __slots__ = ('loop', '_raw', '_session', '_base', '_tx', '_rx', '_rx_transient',
-                 'data_path_reason', '_tasks', 'remote_peer', 'id', 'log_extra',
+                 'data_path_reason', '_tasks', 'remote_peer', 'id', '_log_extra',
                  'remote_public_key', 'muxer', 'outbound', 'local_addr', 'remote_addr',
                  'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
                  '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
@@ -336,8 +336,7 @@ class Connection:
         self.remote_peer = remote_peer
         #: Process-unique id of this connection (log records carry it as ``conn_id``).
         self.id = next(_conn_ids)
-        #: ``extra=`` for log records about this connection: ``peer`` and ``conn_id``.
-        self.log_extra: dict[str, Any] = {"peer": str(remote_peer), "conn_id": self.id}
+        self._log_extra: dict[str, Any] | None = None  # (made on first use: see log_extra)
         self.remote_public_key = remote_public_key
         self.muxer = muxer
         self.outbound = outbound
@@ -835,6 +834,16 @@ class Connection:
             self._transmit()
         except P2PError as exc:
             self._fail(exc)
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        """``extra=`` for log records about this connection: ``peer`` and ``conn_id``."""
+        # Made when a record first needs it, not per connection: the PeerID's base58
+        # text costs ~12 us, on each side of every handshake's critical path.
+        extra = self._log_extra
+        if extra is None:
+            extra = self._log_extra = {"peer": str(self.remote_peer), "conn_id": self.id}
+        return extra
 
     # -- StreamDriver: what streams call ------------------------------------------
 
