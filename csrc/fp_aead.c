@@ -7,10 +7,12 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "fp_chacha.h"
 #include "fp_gcm.h"
 
 #define CTX(a) ((EVP_CIPHER_CTX *)(a)->ctx)
 #define GCM(a) ((fp_gcm *)(a)->ctx)
+#define SHORTK(a) ((fp_chacha *)(a)->shortk)
 
 static int fp_aesgcm_pref = -1; /* FP_AEAD_IMPL_*; -1: not read from the environment yet */
 
@@ -30,6 +32,24 @@ int fp_aead_set_aesgcm_impl(int impl) {
     return FP_OK;
 }
 
+static int fp_chacha_pref = -1; /* as fp_aesgcm_pref, for ChaCha20-Poly1305 */
+
+int fp_aead_chacha_impl(void) {
+    if (fp_chacha_pref < 0) {
+        const char *env = getenv("FASTP2P_CHACHA");
+        int evp = env && strcmp(env, "evp") == 0;
+        fp_chacha_pref = !evp && fp_chacha_supported() ? FP_AEAD_IMPL_CHACHA_SHORT : FP_AEAD_IMPL_EVP;
+    }
+    return fp_chacha_pref;
+}
+
+int fp_aead_set_chacha_impl(int impl) {
+    if (impl == FP_AEAD_IMPL_CHACHA_SHORT && !fp_chacha_supported()) return FP_EINVAL;
+    if (impl != FP_AEAD_IMPL_CHACHA_SHORT && impl != FP_AEAD_IMPL_EVP) return FP_EINVAL;
+    fp_chacha_pref = impl;
+    return FP_OK;
+}
+
 static inline void fp_aead_store_be64(uint8_t *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) {
         p[i] = (uint8_t)v;
@@ -44,10 +64,12 @@ int fp_aead_init(fp_aead *a, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce
 int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE], uint64_t nonce,
                       int encrypt) {
     a->ctx = NULL;
+    a->shortk = NULL;
     a->nonce = nonce;
     a->encrypt = encrypt ? 1 : 0;
     a->kind = kind;
     a->impl = FP_AEAD_IMPL_EVP;
+    a->cur = FP_AEAD_IMPL_EVP;
     const EVP_CIPHER *c;
     if (kind == FP_AEAD_CHACHAPOLY)
         c = EVP_chacha20_poly1305();
@@ -68,6 +90,15 @@ int fp_aead_init_kind(fp_aead *a, int kind, const uint8_t key[FP_AEAD_KEY_SIZE],
         EVP_CIPHER_CTX_free(ctx);
         return FP_ECRYPTO;
     }
+    if (kind == FP_AEAD_CHACHAPOLY && fp_aead_chacha_impl() == FP_AEAD_IMPL_CHACHA_SHORT) {
+        /* short frames on the kernel, the rest on EVP (fp_aead_start decides) */
+        a->shortk = fp_chacha_new(key);
+        if (!a->shortk) {
+            EVP_CIPHER_CTX_free(ctx);
+            return FP_ENOMEM;
+        }
+        a->impl = FP_AEAD_IMPL_CHACHA_SHORT;
+    }
     a->ctx = ctx;
     return FP_OK;
 }
@@ -79,6 +110,10 @@ void fp_aead_free(fp_aead *a) {
         else
             EVP_CIPHER_CTX_free(CTX(a));
         a->ctx = NULL;
+    }
+    if (a->shortk) {
+        fp_chacha_free(SHORTK(a));
+        a->shortk = NULL;
     }
 }
 
@@ -114,8 +149,9 @@ size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt) {
     return total;
 }
 
-/* Re-initialises the context for the next nonce (key kept). */
-static int fp_aead_start(fp_aead *a, int enc) {
+/* Re-initialises the context for the next nonce (key kept), for a frame of
+ * len plaintext bytes (which picks the ChaCha20-Poly1305 code for it). */
+static int fp_aead_start(fp_aead *a, int enc, size_t len) {
     uint8_t iv[12];
     if (FP_UNLIKELY(a->nonce == FP_AEAD_MAX_NONCE)) return FP_ENONCE;
     memset(iv, 0, 4);
@@ -123,18 +159,28 @@ static int fp_aead_start(fp_aead *a, int enc) {
         fp_aead_store_be64(iv + 4, a->nonce); /* Noise spec 12.4: big-endian counter */
     else
         fp_store_le64(iv + 4, a->nonce); /* Noise spec 12.3: little-endian counter */
-    if (a->impl == FP_AEAD_IMPL_GCM)
+    if (a->impl == FP_AEAD_IMPL_GCM) {
         fp_gcm_start(GCM(a), iv);
-    else if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1)
-        return FP_ECRYPTO;
+        a->cur = FP_AEAD_IMPL_GCM;
+    } else if (a->shortk && len <= FP_CHACHA_SMALL_MAX) {
+        fp_chacha_start(SHORTK(a), iv);
+        a->cur = FP_AEAD_IMPL_CHACHA_SHORT;
+    } else {
+        a->cur = FP_AEAD_IMPL_EVP;
+        if (EVP_CipherInit_ex(CTX(a), NULL, NULL, NULL, iv, enc) != 1) return FP_ECRYPTO;
+    }
     a->nonce++;
     return FP_OK;
 }
 
 /* Encrypts the next n bytes of the frame started by fp_aead_start (in == out allowed). */
 static inline int fp_aead_seal_update(fp_aead *a, uint8_t *out, const uint8_t *in, size_t n) {
-    if (a->impl == FP_AEAD_IMPL_GCM) {
+    if (a->cur == FP_AEAD_IMPL_GCM) {
         fp_gcm_update(GCM(a), in, out, n, 1);
+        return FP_OK;
+    }
+    if (a->cur == FP_AEAD_IMPL_CHACHA_SHORT) {
+        fp_chacha_update(SHORTK(a), in, out, n, 1);
         return FP_OK;
     }
     int olen = 0;
@@ -145,8 +191,12 @@ static inline int fp_aead_seal_update(fp_aead *a, uint8_t *out, const uint8_t *i
 
 /* Ends the frame: its 16-byte tag into tag. */
 static inline int fp_aead_seal_tag(fp_aead *a, uint8_t *tag) {
-    if (a->impl == FP_AEAD_IMPL_GCM) {
+    if (a->cur == FP_AEAD_IMPL_GCM) {
         fp_gcm_tag(GCM(a), tag);
+        return FP_OK;
+    }
+    if (a->cur == FP_AEAD_IMPL_CHACHA_SHORT) {
+        fp_chacha_tag(SHORTK(a), tag);
         return FP_OK;
     }
     uint8_t scratch[32];
@@ -160,11 +210,14 @@ static inline int fp_aead_seal_tag(fp_aead *a, uint8_t *tag) {
 
 int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
     dst->ctx = NULL;
+    dst->shortk = NULL;
     dst->nonce = src->nonce;
     dst->encrypt = src->encrypt;
     dst->kind = src->kind;
     dst->impl = src->impl;
+    dst->cur = FP_AEAD_IMPL_EVP;
     if (!src->ctx) return FP_EINVAL;
+    if (src->shortk && !(dst->shortk = fp_chacha_clone(SHORTK(src)))) return FP_ENOMEM;
     if (src->impl == FP_AEAD_IMPL_GCM) {
         dst->ctx = fp_gcm_clone(GCM(src));
         return dst->ctx ? FP_OK : FP_ENOMEM;
@@ -173,6 +226,7 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src) {
     if (!ctx) return FP_ENOMEM;
     if (EVP_CIPHER_CTX_copy(ctx, CTX(src)) != 1) {
         EVP_CIPHER_CTX_free(ctx);
+        fp_aead_free(dst);
         return FP_ECRYPTO;
     }
     dst->ctx = ctx;
@@ -187,7 +241,7 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
     size_t opos = 0, left = len;
     while (left) {
         size_t chunk = left < FP_AEAD_SEAL_PLAINTEXT ? left : FP_AEAD_SEAL_PLAINTEXT;
-        int rc = fp_aead_start(a, 1);
+        int rc = fp_aead_start(a, 1, chunk);
         if (rc) return rc;
         fp_store_be16(out + opos, (uint16_t)(chunk + FP_AEAD_TAG_SIZE));
         opos += FP_AEAD_LEN_SIZE;
@@ -286,9 +340,9 @@ int fp_aead_open_frame(fp_aead *a, const uint8_t *ct, size_t n, uint8_t *out) {
 int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n) {
     if (FP_UNLIKELY(!a->ctx)) return FP_EINVAL;
     if (FP_UNLIKELY(n < FP_AEAD_TAG_SIZE)) return FP_EFRAME;
-    int rc = fp_aead_start(a, 0);
+    int rc = fp_aead_start(a, 0, n - FP_AEAD_TAG_SIZE);
     if (rc) return rc;
-    if (a->impl == FP_AEAD_IMPL_GCM) {
+    if (a->cur != FP_AEAD_IMPL_EVP) {
         memcpy(a->expect, ct + n - FP_AEAD_TAG_SIZE, FP_AEAD_TAG_SIZE);
         return FP_OK;
     }
@@ -301,8 +355,12 @@ int fp_aead_open_begin(fp_aead *a, const uint8_t *ct, size_t n) {
 int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out) {
     int olen = 0;
     if (k == 0) return FP_OK;
-    if (a->impl == FP_AEAD_IMPL_GCM) {
+    if (a->cur == FP_AEAD_IMPL_GCM) {
         fp_gcm_update(GCM(a), ct, out, k, 0);
+        return FP_OK;
+    }
+    if (a->cur == FP_AEAD_IMPL_CHACHA_SHORT) {
+        fp_chacha_update(SHORTK(a), ct, out, k, 0);
         return FP_OK;
     }
     if (EVP_DecryptUpdate(CTX(a), out, &olen, ct, (int)k) != 1) return FP_EAUTH;
@@ -312,7 +370,9 @@ int fp_aead_open_update(fp_aead *a, const uint8_t *ct, size_t k, uint8_t *out) {
 int fp_aead_open_end(fp_aead *a) {
     uint8_t scratch[16];
     int flen = 0;
-    if (a->impl == FP_AEAD_IMPL_GCM) return fp_gcm_verify(GCM(a), a->expect) ? FP_EAUTH : FP_OK;
+    if (a->cur == FP_AEAD_IMPL_GCM) return fp_gcm_verify(GCM(a), a->expect) ? FP_EAUTH : FP_OK;
+    if (a->cur == FP_AEAD_IMPL_CHACHA_SHORT)
+        return fp_chacha_verify(SHORTK(a), a->expect) ? FP_EAUTH : FP_OK;
     if (EVP_DecryptFinal_ex(CTX(a), scratch, &flen) != 1) return FP_EAUTH;
     return FP_OK;
 }
@@ -352,7 +412,7 @@ int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_
     fp_iovec v = {in, n};
     if (!a->ctx || n > INT_MAX) return FP_EINVAL;
     FP_CHECK_BOUNDS(n + FP_AEAD_TAG_SIZE, cap);
-    int rc = fp_aead_start(a, 1);
+    int rc = fp_aead_start(a, 1, n);
     if (rc) return rc;
     if (v.len && (rc = fp_aead_seal_update(a, out, v.base, v.len)) != 0) return rc;
     return fp_aead_seal_tag(a, out + n);

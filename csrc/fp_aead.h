@@ -57,18 +57,23 @@
 #define FP_AEAD_CHACHAPOLY 0
 #define FP_AEAD_AESGCM 1
 
-/* Which code runs a context's cipher: OpenSSL EVP, or for AES-256-GCM on a
- * CPU with VAES and VPCLMULQDQ, fastp2p's own kernel (fp_gcm.h). */
+/* Which code runs a context's cipher: OpenSSL EVP; for AES-256-GCM on a CPU
+ * with VAES and VPCLMULQDQ, fastp2p's own kernel (fp_gcm.h); for
+ * ChaCha20-Poly1305 on a CPU with AVX2, fastp2p's kernel for frames of at most
+ * FP_CHACHA_SMALL_MAX bytes and EVP for longer ones (fp_chacha.h). */
 #define FP_AEAD_IMPL_EVP 0
 #define FP_AEAD_IMPL_GCM 1
+#define FP_AEAD_IMPL_CHACHA_SHORT 2
 
 typedef struct {
     void *ctx;      /* EVP_CIPHER_CTX * or fp_gcm * (opaque: callers need no OpenSSL headers) */
+    void *shortk;   /* fp_chacha * for short ChaChaPoly frames (FP_AEAD_IMPL_CHACHA_SHORT) */
     uint64_t nonce; /* next nonce to use */
     int encrypt;    /* initial direction (informational; each call sets its own) */
     int kind;       /* FP_AEAD_CHACHAPOLY or FP_AEAD_AESGCM (nonce byte order differs) */
-    int impl;       /* FP_AEAD_IMPL_EVP or FP_AEAD_IMPL_GCM */
-    uint8_t expect[16]; /* the tag of the frame being opened (FP_AEAD_IMPL_GCM) */
+    int impl;       /* FP_AEAD_IMPL_EVP, FP_AEAD_IMPL_GCM or FP_AEAD_IMPL_CHACHA_SHORT */
+    int cur;        /* the frame in progress runs on: FP_AEAD_IMPL_EVP or a kernel's impl */
+    uint8_t expect[16]; /* the tag of the frame being opened (kernels) */
 } fp_aead;
 
 typedef struct {
@@ -90,6 +95,11 @@ void fp_aead_free(fp_aead *a);
  * benchmarks; contexts already made keep theirs. */
 int fp_aead_aesgcm_impl(void);
 int fp_aead_set_aesgcm_impl(int impl);
+
+/* The same for ChaCha20-Poly1305: FP_AEAD_IMPL_CHACHA_SHORT where
+ * fp_chacha_supported() (unless FASTP2P_CHACHA=evp), else FP_AEAD_IMPL_EVP. */
+int fp_aead_chacha_impl(void);
+int fp_aead_set_chacha_impl(int impl);
 
 /* Framed size of n contiguous plaintext bytes: n + 18 * ceil(n / FP_AEAD_SEAL_PLAINTEXT). */
 size_t fp_aead_sealed_size(size_t n);

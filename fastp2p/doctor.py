@@ -135,8 +135,10 @@ def check_openssl() -> Check:
         if _accel().HAVE_NATIVE:
             from fastp2p._native import aead
 
-            # fastp2p's own AES-GCM kernel where the CPU has VAES (csrc/fp_gcm.c)
-            detail += f"; AES-256-GCM runs on {aead.aesgcm_impl()}"
+            # fastp2p's own kernels where the CPU has them (csrc/fp_gcm.c: VAES;
+            # csrc/fp_chacha.c: AVX2, short frames)
+            detail += (f"; AES-256-GCM runs on {aead.aesgcm_impl()}, "
+                       f"ChaCha20-Poly1305 on {aead.chacha_impl()}")
     except (ImportError, AttributeError):
         pass
     return Check("OpenSSL", "info", detail)

@@ -23,8 +23,10 @@ cdef extern from "fp_aead.h" nogil:
         FP_AEAD_AESGCM
         FP_AEAD_IMPL_EVP
         FP_AEAD_IMPL_GCM
+        FP_AEAD_IMPL_CHACHA_SHORT
     ctypedef struct fp_aead:
         void *ctx
+        void *shortk
         uint64_t nonce
         int impl
     ctypedef struct fp_iovec:
@@ -35,6 +37,8 @@ cdef extern from "fp_aead.h" nogil:
     void fp_aead_free(fp_aead *a)
     int fp_aead_aesgcm_impl()
     int fp_aead_set_aesgcm_impl(int impl)
+    int fp_aead_chacha_impl()
+    int fp_aead_set_chacha_impl(int impl)
     size_t fp_aead_sealed_size(size_t n)
     size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt)
     int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t *skip,

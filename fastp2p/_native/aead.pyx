@@ -62,7 +62,11 @@ def openssl_version():
 
 #: names of the AES-256-GCM implementations (``aesgcm_impl``, ``NoiseCipher.impl``)
 AESGCM_IMPLS = ("vaes-avx512", "openssl-evp")
-_IMPL_NAMES = {FP_AEAD_IMPL_GCM: "vaes-avx512", FP_AEAD_IMPL_EVP: "openssl-evp"}
+#: names of the ChaCha20-Poly1305 implementations (``chacha_impl``, ``NoiseCipher.impl``)
+CHACHA_IMPLS = ("short-kernel+openssl-evp", "openssl-evp")
+_IMPL_NAMES = {FP_AEAD_IMPL_GCM: "vaes-avx512", FP_AEAD_IMPL_EVP: "openssl-evp",
+               FP_AEAD_IMPL_CHACHA_SHORT: "short-kernel+openssl-evp"}
+_IMPL_BY_NAME = {v: k for k, v in _IMPL_NAMES.items()}
 
 
 def aesgcm_impl():
@@ -72,15 +76,31 @@ def aesgcm_impl():
     return _IMPL_NAMES[fp_aead_aesgcm_impl()]
 
 
+def chacha_impl():
+    """What new ChaCha20-Poly1305 ciphers run on: ``"short-kernel+openssl-evp"``
+    (frames of at most 448 bytes on fastp2p's kernel, csrc/fp_chacha.c, where the CPU
+    and OS have AVX2; longer ones on OpenSSL; ``FASTP2P_CHACHA=evp`` turns it off)
+    or ``"openssl-evp"``."""
+    return _IMPL_NAMES[fp_aead_chacha_impl()]
+
+
 def set_aesgcm_impl(name):
     """Choose the AES-256-GCM implementation for ciphers made from now on
     (process-wide; for tests and benchmarks). ValueError for an unknown name or
     one this CPU cannot run."""
-    impl = {v: k for k, v in _IMPL_NAMES.items()}.get(name)
-    if impl is None:
+    if name not in AESGCM_IMPLS:
         raise ValueError(f"unknown AES-GCM implementation {name!r} (one of {AESGCM_IMPLS})")
-    if fp_aead_set_aesgcm_impl(impl) != 0:
+    if fp_aead_set_aesgcm_impl(_IMPL_BY_NAME[name]) != 0:
         raise ValueError(f"{name} needs AVX-512 (F, BW, VL), VAES and VPCLMULQDQ; this CPU lacks some")
+
+
+def set_chacha_impl(name):
+    """Choose the ChaCha20-Poly1305 implementation for ciphers made from now on
+    (process-wide; for tests and benchmarks), as ``set_aesgcm_impl``."""
+    if name not in CHACHA_IMPLS:
+        raise ValueError(f"unknown ChaCha20-Poly1305 implementation {name!r} (one of {CHACHA_IMPLS})")
+    if fp_aead_set_chacha_impl(_IMPL_BY_NAME[name]) != 0:
+        raise ValueError(f"{name} needs AVX2; this CPU lacks it")
 
 
 cdef int _cipher_kind(cipher) except -1:
@@ -267,6 +287,7 @@ cdef class NoiseCipher:
 
     def __cinit__(self, key, nonce=0, cipher="ChaChaPoly"):
         self._a.ctx = NULL
+        self._a.shortk = NULL
         self._clones = NULL
         self._nclones = 0
         self._par_threads = 0
@@ -406,7 +427,8 @@ cdef class NoiseCipher:
 
     @property
     def impl(self):
-        """The code this cipher runs on: ``"vaes-avx512"`` or ``"openssl-evp"``."""
+        """The code this cipher runs on: ``"vaes-avx512"``, ``"short-kernel+openssl-evp"``
+        (ChaChaPoly: short frames on fastp2p's kernel) or ``"openssl-evp"``."""
         return _IMPL_NAMES[self._a.impl]
 
     @property

@@ -974,8 +974,9 @@ class Connection:
         out["muxer"] = self.muxer
         #: the Noise transport cipher ("ChaChaPoly", or "AESGCM" between fastp2p peers)
         out["cipher"] = getattr(self._base.ciphers[0], "cipher", "ChaChaPoly")
-        #: the code running it: "vaes-avx512" (fastp2p's AES-GCM kernel), "openssl-evp",
-        #: or "cryptography" (the pure build)
+        #: the code running it: "vaes-avx512" (fastp2p's AES-GCM kernel),
+        #: "short-kernel+openssl-evp" (ChaChaPoly: frames up to 448 bytes on fastp2p's
+        #: kernel), "openssl-evp", or "cryptography" (the pure build)
         out["cipher_impl"] = getattr(self._base.ciphers[0], "impl", "cryptography")
         out["data_path"] = self.data_path
         out["data_path_reason"] = self.data_path_reason

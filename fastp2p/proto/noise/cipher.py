@@ -133,7 +133,8 @@ class NoiseCipher:
     """CipherState (ChaChaPoly or AESGCM) for one direction of a Noise transport session."""
 
     __slots__ = ("_aead", "_nonce", "_pack", "_pending", "_error", "cipher")
-    #: the code this cipher runs on (the native twin: "vaes-avx512" or "openssl-evp")
+    #: the code this cipher runs on (the native twin: "vaes-avx512",
+    #: "short-kernel+openssl-evp" or "openssl-evp")
     impl = "cryptography"
 
     def __init__(self, key: bytes, nonce: int = 0, cipher: str = "ChaChaPoly") -> None:

@@ -1,0 +1,186 @@
+/* Plain-assert unit tests for fp_chacha.c (built by ci/test_c.sh under ASan/UBSan).
+ *
+ * Known answer: RFC 8439 section 2.4.2 (ChaCha20 encryption from block 1, the
+ * keystream an AEAD message uses). Then OpenSSL's EVP ChaCha20-Poly1305 as the
+ * reference for 0..5000-byte messages (past several 8-block batches) fed in
+ * random pieces, in place and not, and every tampered byte rejected; and
+ * fp_aead's frames, kernel and EVP, byte for byte the same. On a CPU without
+ * AVX2 only the "unsupported" contract is checked (and said).
+ */
+#undef NDEBUG
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "fp_aead.h"
+#include "fp_chacha.h"
+
+static size_t unhex(const char *h, uint8_t *out) {
+    size_t n = strlen(h) / 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        assert(sscanf(h + 2 * i, "%2x", &v) == 1);
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+static void test_known_answer(void) {
+    uint8_t key[32], iv[12], ct[114], want[114];
+    const char *pt = "Ladies and Gentlemen of the class of '99: If I could offer you only one tip "
+                     "for the future, sunscreen would be it.";
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+    unhex("000000000000004a00000000", iv);
+    size_t n = unhex("6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b"
+                     "f91b65c5524733ab8f593dabcd62b3571639d624e65152ab8f530c359f0861d8"
+                     "07ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab7793736"
+                     "5af90bbf74a35be6b40b8eedf2785e42874d", want);
+    assert(n == strlen(pt));
+    fp_chacha *c = fp_chacha_new(key);
+    assert(c);
+    fp_chacha_start(c, iv);
+    fp_chacha_update(c, (const uint8_t *)pt, ct, n, 1);
+    assert(memcmp(ct, want, n) == 0);
+    fp_chacha_free(c);
+}
+
+static void evp_seal(const uint8_t key[32], const uint8_t iv[12], const uint8_t *in, size_t n,
+                     uint8_t *out, uint8_t tag[16]) {
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int l = 0;
+    assert(c && EVP_EncryptInit_ex(c, EVP_chacha20_poly1305(), NULL, key, iv) == 1);
+    if (n) assert(EVP_EncryptUpdate(c, out, &l, in, (int)n) == 1 && (size_t)l == n);
+    assert(EVP_EncryptFinal_ex(c, out + n, &l) == 1);
+    assert(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, tag) == 1);
+    EVP_CIPHER_CTX_free(c);
+}
+
+static void test_against_openssl(void) {
+    enum { MAX = 5000 };
+    uint8_t *pt = malloc(MAX), *ref = malloc(MAX + 16), *ct = malloc(MAX), *buf = malloc(MAX);
+    uint8_t key[32], iv[12], rtag[16], tag[16];
+    assert(pt && ref && ct && buf);
+    srand(8439);
+    for (int it = 0; it < 3000; it++) {
+        for (int i = 0; i < 32; i++) key[i] = (uint8_t)rand();
+        for (int i = 0; i < 12; i++) iv[i] = (uint8_t)rand();
+        /* every length to 1100 (all batch and block tails), then random */
+        size_t n = it < 1100 ? (size_t)it : (size_t)rand() % MAX;
+        for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)rand();
+        evp_seal(key, iv, pt, n, ref, rtag);
+        fp_chacha *c = fp_chacha_new(key);
+        assert(c);
+        /* sealing in random pieces */
+        fp_chacha_start(c, iv);
+        for (size_t pos = 0; pos < n;) {
+            size_t k = (it & 1) ? n - pos : 1 + (size_t)rand() % (n - pos);
+            fp_chacha_update(c, pt + pos, ct + pos, k, 1);
+            pos += k;
+        }
+        fp_chacha_tag(c, tag);
+        assert(memcmp(ct, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
+        /* sealing in place, on a clone */
+        fp_chacha *d = fp_chacha_clone(c);
+        assert(d);
+        memcpy(buf, pt, n);
+        fp_chacha_start(d, iv);
+        fp_chacha_update(d, buf, buf, n, 1);
+        fp_chacha_tag(d, tag);
+        assert(memcmp(buf, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
+        fp_chacha_free(d);
+        /* opening in place, in random pieces */
+        memcpy(buf, ref, n);
+        fp_chacha_start(c, iv);
+        for (size_t pos = 0; pos < n;) {
+            size_t k = (it & 2) ? n - pos : 1 + (size_t)rand() % (n - pos);
+            fp_chacha_update(c, buf + pos, buf + pos, k, 0);
+            pos += k;
+        }
+        assert(fp_chacha_verify(c, rtag) == 0 && memcmp(buf, pt, n) == 0);
+        /* a flipped bit of the ciphertext or of the tag fails */
+        if (n) {
+            ref[(size_t)rand() % n] ^= (uint8_t)(1u << (rand() % 8));
+            fp_chacha_start(c, iv);
+            fp_chacha_update(c, ref, buf, n, 0);
+            assert(fp_chacha_verify(c, rtag) == -1);
+        }
+        rtag[rand() % 16] ^= 0x80;
+        fp_chacha_start(c, iv);
+        fp_chacha_update(c, ct, buf, n, 0);
+        assert(fp_chacha_verify(c, rtag) == -1);
+        fp_chacha_free(c);
+    }
+    free(pt);
+    free(ref);
+    free(ct);
+    free(buf);
+}
+
+/* fp_aead on each implementation: the same frames (short and long), each
+ * opens the other's; a tampered short frame fails. */
+static void test_aead_impls_agree(void) {
+    static uint8_t a[70000], wire[2][72000], plain[70000];
+    uint8_t key[32];
+    size_t outlen[2], consumed, got;
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)(i * 5);
+    for (size_t i = 0; i < sizeof a; i++) a[i] = (uint8_t)(i * 13);
+    /* short frames (76 bytes, and 12 + 188 gathered) between long ones; then single
+     * messages around FP_CHACHA_SMALL_MAX */
+    fp_iovec iov[7] = {{a, 12}, {a + 12, 64}, {a + 76, 20000}, {a + 20076, 12}, {a + 20088, 188},
+                       {a + 20276, 20000}, {a + 40276, 29724}};
+    for (int impl = 0; impl < 2; impl++) {
+        fp_aead tx;
+        assert(fp_aead_set_chacha_impl(impl ? FP_AEAD_IMPL_CHACHA_SHORT : FP_AEAD_IMPL_EVP) == 0);
+        assert(fp_aead_init_kind(&tx, FP_AEAD_CHACHAPOLY, key, 3, 1) == 0);
+        assert(tx.impl == (impl ? FP_AEAD_IMPL_CHACHA_SHORT : FP_AEAD_IMPL_EVP));
+        assert(fp_aead_seal_frames(&tx, iov, 7, wire[impl], sizeof wire[impl], &outlen[impl]) == 0);
+        /* single messages around the cut-over, and a clone that continues the nonces */
+        fp_aead cl;
+        assert(fp_aead_clone(&cl, &tx) == 0);
+        for (size_t n = FP_CHACHA_SMALL_MAX - 1; n <= FP_CHACHA_SMALL_MAX + 1; n++) {
+            static uint8_t ct[2][FP_CHACHA_SMALL_MAX + 32];
+            assert(fp_aead_encrypt(&tx, a, n, ct[0], sizeof ct[0]) == 0);
+            assert(fp_aead_encrypt(&cl, a, n, ct[1], sizeof ct[1]) == 0);
+            assert(memcmp(ct[0], ct[1], n + 16) == 0);
+        }
+        fp_aead_free(&cl);
+        fp_aead_free(&tx);
+    }
+    assert(outlen[0] == outlen[1] && memcmp(wire[0], wire[1], outlen[0]) == 0);
+    for (int impl = 0; impl < 2; impl++) {
+        fp_aead rx;
+        assert(fp_aead_set_chacha_impl(impl ? FP_AEAD_IMPL_CHACHA_SHORT : FP_AEAD_IMPL_EVP) == 0);
+        assert(fp_aead_init_kind(&rx, FP_AEAD_CHACHAPOLY, key, 3, 0) == 0);
+        assert(fp_aead_open_frames(&rx, wire[1 - impl], outlen[0], &consumed, plain, sizeof plain,
+                                   &got) == 0);
+        assert(consumed == outlen[0] && got == sizeof a && memcmp(plain, a, got) == 0);
+        fp_aead_free(&rx);
+        /* the first (short) frame with one bit flipped */
+        assert(fp_aead_init_kind(&rx, FP_AEAD_CHACHAPOLY, key, 3, 0) == 0);
+        wire[1 - impl][10] ^= 4;
+        assert(fp_aead_open_frames(&rx, wire[1 - impl], outlen[0], &consumed, plain, sizeof plain,
+                                   &got) == FP_EAUTH);
+        wire[1 - impl][10] ^= 4;
+        fp_aead_free(&rx);
+        fp_aead_free(&rx); /* idempotent */
+    }
+}
+
+int main(void) {
+    if (!fp_chacha_supported()) {
+        uint8_t key[32] = {0};
+        assert(fp_chacha_new(key) == NULL);
+        assert(fp_aead_set_chacha_impl(FP_AEAD_IMPL_CHACHA_SHORT) == FP_EINVAL);
+        assert(fp_aead_chacha_impl() == FP_AEAD_IMPL_EVP);
+        printf("test_chacha: this CPU lacks AVX2: only the fallback was checked\n");
+        return 0;
+    }
+    test_known_answer();
+    test_against_openssl();
+    test_aead_impls_agree();
+    printf("test_chacha: ok\n");
+    return 0;
+}
