@@ -26,6 +26,7 @@ int fp_chacha_supported(void) { return 0; }
 fp_chacha *fp_chacha_new(const uint8_t key[32]) { (void)key; return NULL; }
 fp_chacha *fp_chacha_clone(const fp_chacha *c) { (void)c; return NULL; }
 void fp_chacha_free(fp_chacha *c) { (void)c; }
+void fp_chacha_allow_avx512(int allow) { (void)allow; }
 void fp_chacha_start(fp_chacha *c, const uint8_t iv[12]) { (void)c; (void)iv; }
 void fp_chacha_update(fp_chacha *c, const uint8_t *in, uint8_t *out, size_t n, int enc) {
     (void)c; (void)in; (void)out; (void)n; (void)enc;
@@ -343,10 +344,14 @@ static int chacha_has_avx512vl(void) {
     return (b & (1u << 16 | 1u << 31)) == (1u << 16 | 1u << 31); /* EBX: AVX512F 16, VL 31 */
 }
 
+static int chacha_avx512_allowed = 1;
+
+void fp_chacha_allow_avx512(int allow) { chacha_avx512_allowed = allow; }
+
 static chacha_batch_fn chacha_batch_pick(void) {
-    static chacha_batch_fn fn = NULL;
-    if (!fn) fn = chacha_has_avx512vl() ? chacha_batch_avx512vl : chacha_batch_avx2;
-    return fn;
+    static int has = -1;
+    if (has < 0) has = chacha_has_avx512vl();
+    return has && chacha_avx512_allowed ? chacha_batch_avx512vl : chacha_batch_avx2;
 }
 
 /* -- the AEAD ----------------------------------------------------------------------- */

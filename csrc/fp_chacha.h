@@ -38,6 +38,10 @@ typedef struct fp_chacha fp_chacha;
  * state), else 0. Cached. */
 int fp_chacha_supported(void);
 
+/* For tests: 0 keeps contexts made from now on on the AVX2 code even where
+ * AVX-512VL is present (1, the default, lets them use it). */
+void fp_chacha_allow_avx512(int allow);
+
 /* NULL when unsupported or out of memory. */
 fp_chacha *fp_chacha_new(const uint8_t key[32]);
 fp_chacha *fp_chacha_clone(const fp_chacha *c);

@@ -7,7 +7,8 @@
  * kernel itself takes any length). Invariants (abort on violation): sealing in
  * input-chosen pieces gives EVP's ciphertext and tag; opening in place, in other
  * pieces, gives the message and verifies; one flipped bit of the ciphertext or
- * tag never verifies; nothing reads or writes out of bounds (ASan). Without AVX2
+ * tag never verifies; nothing reads or writes out of bounds (ASan); on the
+ * AVX-512VL code and the AVX2 code by turns. Without AVX2
  * it checks that the kernel declines (fp_chacha_new returns NULL).
  */
 #include <stdlib.h>
@@ -51,6 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FP_FUZZ_CHECK(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, rtag) == 1);
     EVP_CIPHER_CTX_free(c);
 
+    fp_chacha_allow_avx512(tseed & 1); /* both variants, where the CPU has AVX-512VL */
     fp_chacha *g = fp_chacha_new(key);
     FP_FUZZ_CHECK(g);
     fp_chacha_start(g, iv);

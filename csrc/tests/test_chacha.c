@@ -4,7 +4,8 @@
  * keystream an AEAD message uses). Then OpenSSL's EVP ChaCha20-Poly1305 as the
  * reference for 0..5000-byte messages (past several 8-block batches) fed in
  * random pieces, in place and not, and every tampered byte rejected; and
- * fp_aead's frames, kernel and EVP, byte for byte the same. On a CPU without
+ * fp_aead's frames, kernel and EVP, byte for byte the same. All of it on the
+ * AVX-512VL code (where present) and again on the AVX2 code. On a CPU without
  * AVX2 only the "unsupported" contract is checked (and said).
  */
 #undef NDEBUG
@@ -178,9 +179,13 @@ int main(void) {
         printf("test_chacha: this CPU lacks AVX2: only the fallback was checked\n");
         return 0;
     }
-    test_known_answer();
-    test_against_openssl();
-    test_aead_impls_agree();
+    for (int avx512 = 1; avx512 >= 0; avx512--) { /* both variants (where the CPU has both) */
+        fp_chacha_allow_avx512(avx512);
+        test_known_answer();
+        test_against_openssl();
+        test_aead_impls_agree();
+    }
+    fp_chacha_allow_avx512(1);
     printf("test_chacha: ok\n");
     return 0;
 }
