@@ -1345,6 +1345,8 @@ cdef class WritePump:
     cdef public Py_ssize_t _pend_n
     #: called at the end of the pass, before the queued bytes leave
     cdef public object _at_end
+    #: 1: the pass's end waits one more turn of the loop, 2: it did (hold_past_tasks)
+    cdef public int _again
     cdef public object _transport
     #: ``loop.call_soon``, the end-of-pass marker (bound once) and its empty context
     cdef public object _call_soon
@@ -1402,7 +1404,19 @@ cdef class WritePump:
     def flush(self):
         self._flush_pending()
 
+    def hold_past_tasks(self):
+        if not self.in_pass:
+            self.in_pass = True
+            self._call_soon(self._end_cb, context=self._ctx)
+        elif self._again == 0 and not self._closed:
+            self._again = 1  # (see _pump.py)
+
     def _end_pass(self):
+        if self._again == 1:
+            self._again = 2
+            self._call_soon(self._end_cb, context=self._ctx)
+            return
+        self._again = 0
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None

@@ -66,6 +66,7 @@ class WritePump:
     _pend_tail: bytearray | None
     _pend_n: int
     _at_end: Callable[[], None] | None
+    _again: int  # 1: the pass's end waits one more turn of the loop, 2: it did (hold_past_tasks)
     _transport: Any
     _call_soon: Callable[..., Any]
     _end_cb: Callable[[], None]
@@ -126,7 +127,22 @@ class WritePump:
     def flush(self) -> None:
         self._send_pending()
 
+    def hold_past_tasks(self) -> None:
+        if not self.in_pass:
+            self.in_pass = True
+            self._call_soon(self._end_cb, context=self._ctx)
+        elif self._again == 0 and not self._closed:
+            # The end already waits in the loop's queue, ahead of the tasks made
+            # since: it goes round once more when it comes (see _end_pass). Once
+            # per pass: streams opening on every turn must not hold writes forever.
+            self._again = 1
+
     def _end_pass(self) -> None:
+        if self._again == 1:
+            self._again = 2
+            self._call_soon(self._end_cb, context=self._ctx)
+            return
+        self._again = 0
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None

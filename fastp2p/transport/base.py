@@ -68,6 +68,13 @@ class RawConnection(abc.ABC):
         coalesces on it; a transport that does not, ignores it)."""
         return  # the default: each write leaves as it comes, nothing to hold
 
+    def hold_past_tasks(self) -> None:
+        """``hold_flush``, and if this pass's end is already scheduled, let it wait
+        one more turn of the loop: the tasks made since (a new stream's handler)
+        take their first step before the pass's bytes leave, and their writes
+        leave with them."""
+        self.hold_flush()
+
     def limit_reads(self, n: int) -> None:
         """Read at most ``n`` bytes per read from now on (0: any size): the
         receive step's hint that a large lent buffer is being filled, so that a
@@ -162,6 +169,11 @@ class DataPath(abc.ABC):
         opening frame and its first write; the acknowledgment of a peer's new
         stream and its handler's answer). A path without passes ignores it."""
         return  # the default: each send leaves as it comes
+
+    def hold_past_tasks(self) -> None:
+        """``hold``, with the pass's end after the first step of the tasks made
+        so far (``RawConnection.hold_past_tasks``)."""
+        self.hold()
 
     @abc.abstractmethod
     def pause_reading(self) -> None:

@@ -94,6 +94,9 @@ class PnetConnection(RawConnection):
     def hold_flush(self) -> None:
         self.inner.hold_flush()
 
+    def hold_past_tasks(self) -> None:
+        self.inner.hold_past_tasks()
+
     def flush(self) -> None:
         self.inner.flush()
 

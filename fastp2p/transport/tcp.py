@@ -170,6 +170,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         self.in_pass = False  # a write was made in this loop pass (see write, RawConnection.in_pass)
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
+        self._again = 0  # (see WritePump.hold_past_tasks)
         self._call_soon = protocol._loop.call_soon  # bound once: once per pass
         self._end_cb = self._end_pass  # (a cycle: the collector takes it)
         # The end-of-pass marker needs no context variables: an empty context of

@@ -122,6 +122,35 @@ def test_a_full_queue_leaves_before_the_pass_ends(loop_factory: Any) -> None:
 
 
 @pytest.mark.parametrize("loop_factory", _loops())
+def test_hold_past_tasks_lets_a_new_task_join_the_pass_once(loop_factory: Any) -> None:
+    """A new stream's handler task, made after the pass's end was scheduled, writes
+    before the pass's bytes leave (its answer joins the queued acknowledgment); a
+    task made in that extra turn does not hold them any longer."""
+    a, b, c, d = (os.urandom(n) for n in (100, 200, 300, 400))
+
+    async def body(conn: TcpConnection, rec: SendRecorder) -> None:
+        async def late() -> None:
+            conn.write(d)
+            conn.hold_past_tasks()  # the pass already waited once: no more
+
+        async def handler() -> None:
+            conn.write(c)
+            asyncio.get_running_loop().create_task(late())
+
+        conn.write(a)  # the pass's first write: at once, and its end is scheduled
+        conn.write(b)
+        asyncio.get_running_loop().create_task(handler())
+        conn.hold_past_tasks()
+        conn.hold_past_tasks()  # (as many streams opening in one read)
+        for _ in range(4):
+            await asyncio.sleep(0)
+        # b and c in one buffer, after the handler's step; d in the next pass
+        assert rec.calls == [("write", [100]), ("write", [500]), ("write", [400])]
+
+    assert _run(loop_factory, _pair(body, 1000)) == a + b + c + d
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
 def test_close_in_the_same_pass_sends_what_is_queued(loop_factory: Any) -> None:
     parts = [os.urandom(30_000) for _ in range(3)]
 
