@@ -1,0 +1,90 @@
+/* aead_kernel_check.h - one message through one of fastp2p's AEAD kernels
+ * (fp_gcm.c, fp_chacha.c: the same streaming API) against OpenSSL's EVP, for
+ * the C tests (csrc/tests/test_*.c: assert on it) and the fuzz harnesses
+ * (csrc/fuzz/fuzz_*.c: abort on it).
+ *
+ * Define before including: K_TYPE (the kernel's context type), K_NEW, K_CLONE,
+ * K_FREE, K_START, K_UPDATE, K_TAG, K_VERIFY (its functions) and K_EVP (the
+ * EVP_CIPHER of the same AEAD). Needs <openssl/evp.h>, <stdlib.h>, <string.h>.
+ */
+#ifndef FP_AEAD_KERNEL_CHECK_H
+#define FP_AEAD_KERNEL_CHECK_H
+
+/* Piece k of a message fed in pieces: seed 0 feeds it whole, others in
+ * seed-chosen sizes of 1..300 bytes. */
+static size_t kc_piece(unsigned seed, unsigned k, size_t left) {
+    size_t p = seed ? 1 + ((size_t)seed * (k + 1) * 29 + (size_t)(seed >> 8) * k) % 300 : left;
+    return p < left ? p : left;
+}
+
+/* 0 when every invariant holds, else the line of the first that does not:
+ * sealing msg in pieces (pseed) gives EVP's ciphertext and tag; a clone sealing
+ * in place agrees; opening in place, in other pieces, gives msg and verifies;
+ * one flipped bit of the ciphertext or the tag (tseed picks it) is refused. */
+static int kernel_check(const uint8_t key[32], const uint8_t iv[12], const uint8_t *msg, size_t n,
+                        unsigned pseed, unsigned tseed) {
+#define KC_CHECK(c) \
+    do {            \
+        if (!(c)) { \
+            line = __LINE__; \
+            goto out;        \
+        }           \
+    } while (0)
+    int line = 0, l = 0;
+    uint8_t rtag[16], tag[16];
+    uint8_t *ref = malloc(n + 1), *ct = malloc(n + 1), *buf = malloc(n + 1);
+    K_TYPE *g = NULL, *c = NULL;
+    EVP_CIPHER_CTX *e = EVP_CIPHER_CTX_new();
+    KC_CHECK(ref && ct && buf && e);
+    KC_CHECK(EVP_EncryptInit_ex(e, K_EVP(), NULL, key, iv) == 1);
+    if (n) KC_CHECK(EVP_EncryptUpdate(e, ref, &l, msg, (int)n) == 1 && (size_t)l == n);
+    KC_CHECK(EVP_EncryptFinal_ex(e, ref + n, &l) == 1);
+    KC_CHECK(EVP_CIPHER_CTX_ctrl(e, EVP_CTRL_AEAD_GET_TAG, 16, rtag) == 1);
+
+    KC_CHECK((g = K_NEW(key)) != NULL);
+    K_START(g, iv);
+    unsigned k = 0;
+    for (size_t pos = 0; pos < n; k++) {
+        size_t p = kc_piece(pseed, k, n - pos);
+        K_UPDATE(g, msg + pos, ct + pos, p, 1);
+        pos += p;
+    }
+    K_TAG(g, tag);
+    KC_CHECK(memcmp(ct, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
+
+    KC_CHECK((c = K_CLONE(g)) != NULL);
+    memcpy(buf, msg, n);
+    K_START(c, iv);
+    K_UPDATE(c, buf, buf, n, 1);
+    K_TAG(c, tag);
+    KC_CHECK(memcmp(buf, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
+
+    K_START(g, iv);
+    k = 0;
+    for (size_t pos = 0; pos < n; k++) {
+        size_t p = kc_piece(pseed ^ 0x5a, k, n - pos);
+        K_UPDATE(g, ct + pos, ct + pos, p, 0);
+        pos += p;
+    }
+    KC_CHECK(K_VERIFY(g, rtag) == 0 && memcmp(ct, msg, n) == 0);
+
+    size_t at = ((size_t)tseed * 131) % (n + 16);
+    if (at < n)
+        ref[at] ^= (uint8_t)(1u << (tseed % 8));
+    else
+        rtag[at - n] ^= (uint8_t)(1u << (tseed % 8));
+    K_START(g, iv);
+    K_UPDATE(g, ref, buf, n, 0);
+    KC_CHECK(K_VERIFY(g, rtag) == -1);
+out:
+    K_FREE(c);
+    K_FREE(g);
+    EVP_CIPHER_CTX_free(e);
+    free(ref);
+    free(ct);
+    free(buf);
+    return line;
+#undef KC_CHECK
+}
+
+#endif /* FP_AEAD_KERNEL_CHECK_H */
