@@ -12,7 +12,7 @@
 
 /* Piece k of a message fed in pieces: seed 0 feeds it whole, others in
  * seed-chosen sizes of 1..300 bytes. */
-static size_t kc_piece(unsigned seed, unsigned k, size_t left) {
+static inline size_t kc_piece(unsigned seed, unsigned k, size_t left) {
     size_t p = seed ? 1 + ((size_t)seed * (k + 1) * 29 + (size_t)(seed >> 8) * k) % 300 : left;
     return p < left ? p : left;
 }
@@ -21,8 +21,8 @@ static size_t kc_piece(unsigned seed, unsigned k, size_t left) {
  * sealing msg in pieces (pseed) gives EVP's ciphertext and tag; a clone sealing
  * in place agrees; opening in place, in other pieces, gives msg and verifies;
  * one flipped bit of the ciphertext or the tag (tseed picks it) is refused. */
-static int kernel_check(const uint8_t key[32], const uint8_t iv[12], const uint8_t *msg, size_t n,
-                        unsigned pseed, unsigned tseed) {
+static inline int kernel_check(const uint8_t key[32], const uint8_t iv[12], const uint8_t *msg, size_t n,
+                               unsigned pseed, unsigned tseed) {
 #define KC_CHECK(c) \
     do {            \
         if (!(c)) { \
@@ -85,6 +85,43 @@ out:
     free(buf);
     return line;
 #undef KC_CHECK
+}
+
+/* The C tests: kernel_check on `iters` random keys, IVs and messages, every
+ * length below `every` first, then random lengths below `max`, odd ones fed
+ * whole and even ones in random pieces. 0, or the failing line. */
+static inline int kernel_check_random(size_t max, int iters, int every, unsigned seed) {
+    uint8_t *pt = malloc(max + 1), key[32], iv[12];
+    int line = pt ? 0 : __LINE__;
+    srand(seed);
+    for (int it = 0; it < iters && !line; it++) {
+        for (int i = 0; i < 32; i++) key[i] = (uint8_t)rand();
+        for (int i = 0; i < 12; i++) iv[i] = (uint8_t)rand();
+        size_t n = it < every ? (size_t)it : (size_t)rand() % max;
+        for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)rand();
+        unsigned pseed = (it & 1) ? 0 : (unsigned)rand();
+        line = kernel_check(key, iv, pt, n, pseed, (unsigned)rand());
+    }
+    free(pt);
+    return line;
+}
+
+/* The fuzz harnesses: input [0..32) key, [32..44) IV, [44] piece seed, [45]
+ * tamper seed, the rest the message, repeated to about `reach` bytes (below
+ * `max`). 0, or the failing line (the harness aborts). */
+static inline int kernel_check_input(const uint8_t *data, size_t size, size_t reach, size_t max) {
+    if (size < 46) return 0;
+    const uint8_t *key = data, *iv = data + 32;
+    unsigned pseed = data[44], tseed = data[45];
+    data += 46;
+    size -= 46;
+    size_t n = size * (size_t)(1 + (size ? reach / (size + 1) : 0)) % max;
+    uint8_t *msg = malloc(n + 1);
+    if (!msg) return __LINE__;
+    for (size_t i = 0; i < n; i++) msg[i] = data[i % size];
+    int line = kernel_check(key, iv, msg, n, pseed, tseed);
+    free(msg);
+    return line;
 }
 
 #endif /* FP_AEAD_KERNEL_CHECK_H */
