@@ -14,41 +14,40 @@
 #define GCM(a) ((fp_gcm *)(a)->ctx)
 #define SHORTK(a) ((fp_chacha *)(a)->shortk)
 
-static int fp_aesgcm_pref = -1; /* FP_AEAD_IMPL_*; -1: not read from the environment yet */
+/* Which implementation new contexts of a cipher get (FP_AEAD_IMPL_*): its kernel
+ * where the CPU runs it, unless the environment variable `env` says "evp";
+ * -1 until first read. Process-wide, for tests and benchmarks. */
+typedef struct {
+    int pref;
+    const char *env;
+    int kernel;
+    int (*supported)(void);
+} fp_impl_choice;
 
-int fp_aead_aesgcm_impl(void) {
-    if (fp_aesgcm_pref < 0) {
-        const char *env = getenv("FASTP2P_AESGCM");
+static fp_impl_choice fp_aesgcm_choice = {-1, "FASTP2P_AESGCM", FP_AEAD_IMPL_GCM, fp_gcm_supported};
+static fp_impl_choice fp_chacha_choice = {-1, "FASTP2P_CHACHA", FP_AEAD_IMPL_CHACHA_SHORT,
+                                          fp_chacha_supported};
+
+static int fp_impl_get(fp_impl_choice *ch) {
+    if (ch->pref < 0) {
+        const char *env = getenv(ch->env);
         int evp = env && strcmp(env, "evp") == 0;
-        fp_aesgcm_pref = !evp && fp_gcm_supported() ? FP_AEAD_IMPL_GCM : FP_AEAD_IMPL_EVP;
+        ch->pref = !evp && ch->supported() ? ch->kernel : FP_AEAD_IMPL_EVP;
     }
-    return fp_aesgcm_pref;
+    return ch->pref;
 }
 
-int fp_aead_set_aesgcm_impl(int impl) {
-    if (impl == FP_AEAD_IMPL_GCM && !fp_gcm_supported()) return FP_EINVAL;
-    if (impl != FP_AEAD_IMPL_GCM && impl != FP_AEAD_IMPL_EVP) return FP_EINVAL;
-    fp_aesgcm_pref = impl;
+static int fp_impl_set(fp_impl_choice *ch, int impl) {
+    if (impl == ch->kernel && !ch->supported()) return FP_EINVAL;
+    if (impl != ch->kernel && impl != FP_AEAD_IMPL_EVP) return FP_EINVAL;
+    ch->pref = impl;
     return FP_OK;
 }
 
-static int fp_chacha_pref = -1; /* as fp_aesgcm_pref, for ChaCha20-Poly1305 */
-
-int fp_aead_chacha_impl(void) {
-    if (fp_chacha_pref < 0) {
-        const char *env = getenv("FASTP2P_CHACHA");
-        int evp = env && strcmp(env, "evp") == 0;
-        fp_chacha_pref = !evp && fp_chacha_supported() ? FP_AEAD_IMPL_CHACHA_SHORT : FP_AEAD_IMPL_EVP;
-    }
-    return fp_chacha_pref;
-}
-
-int fp_aead_set_chacha_impl(int impl) {
-    if (impl == FP_AEAD_IMPL_CHACHA_SHORT && !fp_chacha_supported()) return FP_EINVAL;
-    if (impl != FP_AEAD_IMPL_CHACHA_SHORT && impl != FP_AEAD_IMPL_EVP) return FP_EINVAL;
-    fp_chacha_pref = impl;
-    return FP_OK;
-}
+int fp_aead_aesgcm_impl(void) { return fp_impl_get(&fp_aesgcm_choice); }
+int fp_aead_set_aesgcm_impl(int impl) { return fp_impl_set(&fp_aesgcm_choice, impl); }
+int fp_aead_chacha_impl(void) { return fp_impl_get(&fp_chacha_choice); }
+int fp_aead_set_chacha_impl(int impl) { return fp_impl_set(&fp_chacha_choice, impl); }
 
 static inline void fp_aead_store_be64(uint8_t *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) {

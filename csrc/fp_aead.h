@@ -13,9 +13,10 @@
  * Ownership contract:
  * - fp_aead is caller-allocated; fp_aead_init() creates one EVP_CIPHER_CTX (or
  *   fastp2p's AES-GCM kernel context), and for ChaChaPoly on AVX2 CPUs also the
- *   short-frame kernel's context, which it owns until fp_aead_free() (idempotent). Use one fp_aead per direction (one
- *   nonce counter); the context is reused for every frame, only the nonce (and
- *   the direction, so single-message tests may do both) is re-set per frame.
+ *   short-frame kernel's context, which it owns until fp_aead_free()
+ *   (idempotent). Use one fp_aead per direction (one nonce counter); the
+ *   context is reused for every frame, only the nonce (and the direction, so
+ *   single-message tests may do both) is re-set per frame.
  *   Not thread-safe: one caller at a time (the GIL may be released).
  * - The key is copied into the contexts; the caller may wipe it afterwards
  *   (fp_aead_free wipes the kernels' copies).
