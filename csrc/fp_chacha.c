@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include "fp_chacha.h"
+#include "fp_common.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,9 @@ int fp_chacha_verify(fp_chacha *c, const uint8_t expect[16]) { (void)c; (void)ex
 
 #else
 
-#include <cpuid.h>
 #include <immintrin.h>
+
+#include "fp_cpu.h"
 
 #define BATCH 512 /* keystream bytes per batch: 8 blocks */
 #define M44 0xfffffffffffULL
@@ -59,19 +61,12 @@ struct fp_chacha {
     chacha_batch_fn batch;
 };
 
-/* Outside the target region below: runs on any x86-64. */
+/* Outside the target regions below: runs on any x86-64. */
 static int chacha_cpu_check(void) {
-    unsigned a, b, c, d, lo, hi;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    /* leaf 1 ECX: OSXSAVE 27, AVX 28 */
-    const unsigned need1 = 1u << 27 | 1u << 28;
-    if ((c & need1) != need1) return 0;
-    /* the OS saves the SSE and AVX state (XCR0 bits 1, 2) */
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & 0x6) != 0x6) return 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b & 1u << 5) != 0; /* leaf 7 EBX: AVX2 5 */
+    fp_cpu_info cpu = fp_cpu_read();
+    /* leaf 1 ECX: AVX 28; leaf 7 EBX: AVX2 5 */
+    return fp_cpu_has(cpu.ecx1, 1u << 28) && fp_cpu_has(cpu.xcr0, FP_XCR0_AVX) &&
+           fp_cpu_has(cpu.ebx7, 1u << 5);
 }
 
 int fp_chacha_supported(void) {
@@ -80,28 +75,16 @@ int fp_chacha_supported(void) {
     return cached;
 }
 
-static inline uint32_t le32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4); /* x86: little-endian */
-    return v;
-}
-
-static inline uint64_t le64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 /* -- Poly1305 --------------------------------------------------------------------- */
 
 static void poly_init(fp_chacha *c, const uint8_t key[32]) {
-    uint64_t t0 = le64(key), t1 = le64(key + 8);
+    uint64_t t0 = fp_load_le64(key), t1 = fp_load_le64(key + 8);
     c->r0 = t0 & 0xffc0fffffffULL; /* r clamped (section 2.5.1) */
     c->r1 = ((t0 >> 44) | (t1 << 20)) & 0xfffffc0ffffULL;
     c->r2 = (t1 >> 24) & 0x00ffffffc0fULL;
     c->h0 = c->h1 = c->h2 = 0;
-    c->pad0 = le64(key + 16);
-    c->pad1 = le64(key + 24);
+    c->pad0 = fp_load_le64(key + 16);
+    c->pad1 = fp_load_le64(key + 24);
     c->buf_len = 0;
     c->ct_len = 0;
 }
@@ -113,7 +96,7 @@ static void poly_blocks(fp_chacha *c, const uint8_t *m, size_t nblocks) {
     const uint64_t s1 = r1 * (5 << 2), s2 = r2 * (5 << 2); /* 2^132 = 4 * 2^130 == 20 */
     uint64_t h0 = c->h0, h1 = c->h1, h2 = c->h2;
     while (nblocks--) {
-        uint64_t t0 = le64(m), t1 = le64(m + 8);
+        uint64_t t0 = fp_load_le64(m), t1 = fp_load_le64(m + 8);
         h0 += t0 & M44;
         h1 += ((t0 >> 44) | (t1 << 20)) & M44;
         h2 += ((t1 >> 24) & M42) | (1ULL << 40);
@@ -171,9 +154,8 @@ static void poly_finish(fp_chacha *c, uint8_t tag[16]) {
         poly_blocks(c, c->buf, 1);
         c->buf_len = 0;
     }
-    uint64_t aad_len = 0, ct_len = c->ct_len;
-    memcpy(last, &aad_len, 8);
-    memcpy(last + 8, &ct_len, 8);
+    fp_store_le64(last, 0); /* AAD length */
+    fp_store_le64(last + 8, c->ct_len);
     poly_blocks(c, last, 1);
 
     uint64_t h0 = c->h0, h1 = c->h1, h2 = c->h2, k;
@@ -205,8 +187,8 @@ static void poly_finish(fp_chacha *c, uint8_t tag[16]) {
     h2 &= M42;
     h0 = h0 | (h1 << 44);
     h1 = (h1 >> 20) | (h2 << 24);
-    memcpy(tag, &h0, 8);
-    memcpy(tag + 8, &h1, 8);
+    fp_store_le64(tag, h0);
+    fp_store_le64(tag + 8, h1);
 }
 
 /* -- ChaCha20, eight blocks per call ------------------------------------------------ */
@@ -334,14 +316,10 @@ static void chacha_batch_avx512vl(const uint32_t key[8], const uint32_t nonce[3]
 #pragma GCC pop_options
 #endif
 
-/* AVX-512 F and VL, and the OS saves the opmask and ZMM state (XCR0 5-7). */
 static int chacha_has_avx512vl(void) {
-    unsigned a, b, c, d, lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & 0xe6) != 0xe6) return 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b & (1u << 16 | 1u << 31)) == (1u << 16 | 1u << 31); /* EBX: AVX512F 16, VL 31 */
+    fp_cpu_info cpu = fp_cpu_read();
+    /* leaf 7 EBX: AVX512F 16, AVX512VL 31 */
+    return fp_cpu_has(cpu.xcr0, FP_XCR0_AVX512) && fp_cpu_has(cpu.ebx7, 1u << 16 | 1u << 31);
 }
 
 static int chacha_avx512_allowed = 1;
@@ -371,7 +349,7 @@ fp_chacha *fp_chacha_new(const uint8_t key[32]) {
     fp_chacha *c = chacha_alloc();
     if (!c) return NULL;
     memset(c, 0, sizeof *c);
-    for (int i = 0; i < 8; i++) c->key[i] = le32(key + 4 * i);
+    for (int i = 0; i < 8; i++) c->key[i] = fp_load_le32(key + 4 * i);
     c->batch = chacha_batch_pick();
     return c;
 }
@@ -389,7 +367,7 @@ void fp_chacha_free(fp_chacha *c) {
 }
 
 void fp_chacha_start(fp_chacha *c, const uint8_t iv[12]) {
-    for (int i = 0; i < 3; i++) c->nonce[i] = le32(iv + 4 * i);
+    for (int i = 0; i < 3; i++) c->nonce[i] = fp_load_le32(iv + 4 * i);
     c->batch(c->key, c->nonce, 0, c->ks);
     poly_init(c, c->ks); /* block 0: the one-time Poly1305 key */
     c->ks_pos = 64;      /* the message's keystream starts at block 1 */

@@ -63,6 +63,12 @@ static inline void fp_store_be32(uint8_t *p, uint32_t v) {
     p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
 }
+static inline uint32_t fp_load_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t fp_load_le64(const uint8_t *p) {
+    return (uint64_t)fp_load_le32(p) | ((uint64_t)fp_load_le32(p + 4) << 32);
+}
 static inline void fp_store_le64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }

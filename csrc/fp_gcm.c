@@ -34,24 +34,19 @@ int fp_gcm_verify(fp_gcm *g, const uint8_t expect[16]) { (void)g; (void)expect; 
 
 #else
 
-#include <cpuid.h>
 #include <immintrin.h>
 
-/* Outside the target region below: runs on any x86-64. CPUID itself rather
- * than __builtin_cpu_supports, whose feature names differ between compilers. */
+#include "fp_cpu.h"
+
+/* Outside the target region below: runs on any x86-64. */
 static int gcm_cpu_check(void) {
-    unsigned a, b, c, d, lo, hi;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    /* leaf 1 ECX: PCLMULQDQ 1, SSSE3 9, SSE4.1 19, AES 25, OSXSAVE 27 */
-    const unsigned need1 = 1u << 1 | 1u << 9 | 1u << 19 | 1u << 25 | 1u << 27;
-    if ((c & need1) != need1) return 0;
-    /* the OS saves SSE, AVX, opmask and both halves of the ZMM state (XCR0) */
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & 0xe6) != 0xe6) return 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    /* leaf 7 EBX: AVX512F 16, AVX512BW 30, AVX512VL 31; ECX: VAES 9, VPCLMULQDQ 10 */
-    const unsigned need_b = 1u << 16 | 1u << 30 | 1u << 31, need_c = 1u << 9 | 1u << 10;
-    return (b & need_b) == need_b && (c & need_c) == need_c;
+    fp_cpu_info cpu = fp_cpu_read();
+    /* leaf 1 ECX: PCLMULQDQ 1, SSSE3 9, SSE4.1 19, AES 25; leaf 7 EBX: AVX512F 16,
+     * AVX512BW 30, AVX512VL 31; ECX: VAES 9, VPCLMULQDQ 10 */
+    return fp_cpu_has(cpu.ecx1, 1u << 1 | 1u << 9 | 1u << 19 | 1u << 25) &&
+           fp_cpu_has(cpu.xcr0, FP_XCR0_AVX512) &&
+           fp_cpu_has(cpu.ebx7, 1u << 16 | 1u << 30 | 1u << 31) &&
+           fp_cpu_has(cpu.ecx7, 1u << 9 | 1u << 10);
 }
 
 int fp_gcm_supported(void) {

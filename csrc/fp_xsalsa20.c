@@ -18,10 +18,6 @@
 
 static inline uint32_t rotl32(uint32_t v, int c) { return (v << c) | (v >> (32 - c)); }
 
-static inline uint32_t load_le32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
 static inline void store_le32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
@@ -105,7 +101,7 @@ void fp_salsa20_block(uint8_t out[64], const uint32_t input[16]) {
         for (int l = 0; l < (LANES); l++) {                                                     \
             const uint8_t *s = src + 64 * l;                                                    \
             uint8_t *d = dst + 64 * l;                                                          \
-            for (int i = 0; i < 16; i++) store_le32(d + 4 * i, load_le32(s + 4 * i) ^ w[i][l]); \
+            for (int i = 0; i < 16; i++) store_le32(d + 4 * i, fp_load_le32(s + 4 * i) ^ w[i][l]); \
         }                                                                                       \
     }
 
@@ -171,9 +167,9 @@ void fp_hsalsa20(uint8_t out[32], const uint8_t key[32], const uint8_t in[16]) {
     x[10] = SIGMA[2];
     x[15] = SIGMA[3];
     for (int i = 0; i < 4; i++) {
-        x[1 + i] = load_le32(key + 4 * i);
-        x[11 + i] = load_le32(key + 16 + 4 * i);
-        x[6 + i] = load_le32(in + 4 * i);
+        x[1 + i] = fp_load_le32(key + 4 * i);
+        x[11 + i] = fp_load_le32(key + 16 + 4 * i);
+        x[6 + i] = fp_load_le32(in + 4 * i);
     }
     salsa20_rounds(x);
     /* No feed-forward: the diagonal and the words that held the input. */
@@ -190,11 +186,11 @@ void fp_xsalsa20_init(fp_xsalsa20 *s, const uint8_t key[32], const uint8_t nonce
     s->input[10] = SIGMA[2];
     s->input[15] = SIGMA[3];
     for (int i = 0; i < 4; i++) {
-        s->input[1 + i] = load_le32(sub + 4 * i);
-        s->input[11 + i] = load_le32(sub + 16 + 4 * i);
+        s->input[1 + i] = fp_load_le32(sub + 4 * i);
+        s->input[11 + i] = fp_load_le32(sub + 16 + 4 * i);
     }
-    s->input[6] = load_le32(nonce + 16);
-    s->input[7] = load_le32(nonce + 20);
+    s->input[6] = fp_load_le32(nonce + 16);
+    s->input[7] = fp_load_le32(nonce + 20);
     s->input[8] = 0;
     s->input[9] = 0;
     s->used = FP_SALSA20_BLOCK;
