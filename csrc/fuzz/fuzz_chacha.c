@@ -18,14 +18,7 @@
 
 #include "fp_chacha.h"
 
-#define K_TYPE fp_chacha
-#define K_NEW fp_chacha_new
-#define K_CLONE fp_chacha_clone
-#define K_FREE fp_chacha_free
-#define K_START fp_chacha_start
-#define K_UPDATE fp_chacha_update
-#define K_TAG fp_chacha_tag
-#define K_VERIFY fp_chacha_verify
+#define K(f) fp_chacha_##f
 #define K_EVP EVP_chacha20_poly1305
 #include "../tests/aead_kernel_check.h"
 

@@ -15,14 +15,7 @@
 
 #include "fp_gcm.h"
 
-#define K_TYPE fp_gcm
-#define K_NEW fp_gcm_new
-#define K_CLONE fp_gcm_clone
-#define K_FREE fp_gcm_free
-#define K_START fp_gcm_start
-#define K_UPDATE fp_gcm_update
-#define K_TAG fp_gcm_tag
-#define K_VERIFY fp_gcm_verify
+#define K(f) fp_gcm_##f
 #define K_EVP EVP_aes_256_gcm
 #include "../tests/aead_kernel_check.h"
 

@@ -3,9 +3,9 @@
  * the C tests (csrc/tests/test_*.c: assert on it) and the fuzz harnesses
  * (csrc/fuzz/fuzz_*.c: abort on it).
  *
- * Define before including: K_TYPE (the kernel's context type), K_NEW, K_CLONE,
- * K_FREE, K_START, K_UPDATE, K_TAG, K_VERIFY (its functions) and K_EVP (the
- * EVP_CIPHER of the same AEAD). Needs <openssl/evp.h>, <stdlib.h>, <string.h>.
+ * Define before including: K(f), the kernel's function f (#define K(f)
+ * fp_gcm_##f: K(new), K(start), ...), and K_EVP, the EVP_CIPHER of the same
+ * AEAD. Needs <openssl/evp.h>, <stdlib.h>, <string.h>.
  */
 #ifndef FP_AEAD_KERNEL_CHECK_H
 #define FP_AEAD_KERNEL_CHECK_H
@@ -33,7 +33,7 @@ static inline int kernel_check(const uint8_t key[32], const uint8_t iv[12], cons
     int line = 0, l = 0;
     uint8_t rtag[16], tag[16];
     uint8_t *ref = malloc(n + 1), *ct = malloc(n + 1), *buf = malloc(n + 1);
-    K_TYPE *g = NULL, *c = NULL;
+    __typeof__(K(new)(key)) g = NULL, c = NULL; /* (not evaluated) */
     EVP_CIPHER_CTX *e = EVP_CIPHER_CTX_new();
     KC_CHECK(ref && ct && buf && e);
     KC_CHECK(EVP_EncryptInit_ex(e, K_EVP(), NULL, key, iv) == 1);
@@ -41,44 +41,44 @@ static inline int kernel_check(const uint8_t key[32], const uint8_t iv[12], cons
     KC_CHECK(EVP_EncryptFinal_ex(e, ref + n, &l) == 1);
     KC_CHECK(EVP_CIPHER_CTX_ctrl(e, EVP_CTRL_AEAD_GET_TAG, 16, rtag) == 1);
 
-    KC_CHECK((g = K_NEW(key)) != NULL);
-    K_START(g, iv);
+    KC_CHECK((g = K(new)(key)) != NULL);
+    K(start)(g, iv);
     unsigned k = 0;
     for (size_t pos = 0; pos < n; k++) {
         size_t p = kc_piece(pseed, k, n - pos);
-        K_UPDATE(g, msg + pos, ct + pos, p, 1);
+        K(update)(g, msg + pos, ct + pos, p, 1);
         pos += p;
     }
-    K_TAG(g, tag);
+    K(tag)(g, tag);
     KC_CHECK(memcmp(ct, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
 
-    KC_CHECK((c = K_CLONE(g)) != NULL);
+    KC_CHECK((c = K(clone)(g)) != NULL);
     memcpy(buf, msg, n);
-    K_START(c, iv);
-    K_UPDATE(c, buf, buf, n, 1);
-    K_TAG(c, tag);
+    K(start)(c, iv);
+    K(update)(c, buf, buf, n, 1);
+    K(tag)(c, tag);
     KC_CHECK(memcmp(buf, ref, n) == 0 && memcmp(tag, rtag, 16) == 0);
 
-    K_START(g, iv);
+    K(start)(g, iv);
     k = 0;
     for (size_t pos = 0; pos < n; k++) {
         size_t p = kc_piece(pseed ^ 0x5a, k, n - pos);
-        K_UPDATE(g, ct + pos, ct + pos, p, 0);
+        K(update)(g, ct + pos, ct + pos, p, 0);
         pos += p;
     }
-    KC_CHECK(K_VERIFY(g, rtag) == 0 && memcmp(ct, msg, n) == 0);
+    KC_CHECK(K(verify)(g, rtag) == 0 && memcmp(ct, msg, n) == 0);
 
     size_t at = ((size_t)tseed * 131) % (n + 16);
     if (at < n)
         ref[at] ^= (uint8_t)(1u << (tseed % 8));
     else
         rtag[at - n] ^= (uint8_t)(1u << (tseed % 8));
-    K_START(g, iv);
-    K_UPDATE(g, ref, buf, n, 0);
-    KC_CHECK(K_VERIFY(g, rtag) == -1);
+    K(start)(g, iv);
+    K(update)(g, ref, buf, n, 0);
+    KC_CHECK(K(verify)(g, rtag) == -1);
 out:
-    K_FREE(c);
-    K_FREE(g);
+    K(free)(c);
+    K(free)(g);
     EVP_CIPHER_CTX_free(e);
     free(ref);
     free(ct);

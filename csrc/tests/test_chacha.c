@@ -19,15 +19,7 @@
 #include "fp_aead.h"
 #include "fp_chacha.h"
 
-static size_t unhex(const char *h, uint8_t *out) {
-    size_t n = strlen(h) / 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        assert(sscanf(h + 2 * i, "%2x", &v) == 1);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
+#include "hex.h"
 
 static void test_known_answer(void) {
     uint8_t key[32], iv[12], ct[114], want[114];
@@ -48,14 +40,7 @@ static void test_known_answer(void) {
     fp_chacha_free(c);
 }
 
-#define K_TYPE fp_chacha
-#define K_NEW fp_chacha_new
-#define K_CLONE fp_chacha_clone
-#define K_FREE fp_chacha_free
-#define K_START fp_chacha_start
-#define K_UPDATE fp_chacha_update
-#define K_TAG fp_chacha_tag
-#define K_VERIFY fp_chacha_verify
+#define K(f) fp_chacha_##f
 #define K_EVP EVP_chacha20_poly1305
 #include "aead_kernel_check.h"
 

@@ -18,15 +18,7 @@
 #include "fp_aead.h"
 #include "fp_gcm.h"
 
-static size_t unhex(const char *h, uint8_t *out) {
-    size_t n = strlen(h) / 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        assert(sscanf(h + 2 * i, "%2x", &v) == 1);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
+#include "hex.h"
 
 static void seal(const uint8_t key[32], const uint8_t iv[12], const uint8_t *in, size_t n,
                  uint8_t *out, uint8_t tag[16], size_t piece) {
@@ -74,14 +66,7 @@ static void test_known_answers(void) {
     }
 }
 
-#define K_TYPE fp_gcm
-#define K_NEW fp_gcm_new
-#define K_CLONE fp_gcm_clone
-#define K_FREE fp_gcm_free
-#define K_START fp_gcm_start
-#define K_UPDATE fp_gcm_update
-#define K_TAG fp_gcm_tag
-#define K_VERIFY fp_gcm_verify
+#define K(f) fp_gcm_##f
 #define K_EVP EVP_aes_256_gcm
 #include "aead_kernel_check.h"
 

@@ -12,15 +12,7 @@
 
 #include "fp_xsalsa20.h"
 
-static size_t unhex(const char *h, uint8_t *out) {
-    size_t n = strlen(h) / 2;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        assert(sscanf(h + 2 * i, "%2x", &v) == 1);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
+#include "hex.h"
 
 static const char *NACL_KEY = "1b27556473e985d462cd51197a9a46c76009549eac6474f206c4ee0844f68389";
 static const char *NACL_NONCE = "69696ee955b62b73cd62bda875fc73d68219e0036b7a0b37";
