@@ -53,7 +53,8 @@ if not NO_EXT:
     ext = [
         native("buffer", "fp_pool.c"),
         native("frame", "fp_frame.c"),
-        native("aead", "fp_aead.c", "fp_gcm.c", "fp_chacha.c", libraries=["crypto"]),
+        native("aead", "fp_aead.c", "fp_gcm.c", "fp_chacha.c", "fp_par.c",
+               libraries=["crypto", "pthread"]),
         native("shm", "fp_ring.c"),
         native("xsalsa20", "fp_xsalsa20.c"),
     ]

@@ -1,5 +1,6 @@
 /* fp_aead.c - Noise ChaChaPoly / AESGCM over OpenSSL EVP; see fp_aead.h. */
 #include "fp_aead.h"
+#include "fp_par.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -405,6 +406,151 @@ done:
     *consumed = pos;
     *outlen = opos;
     return rc;
+}
+
+/* ---- parallel seal and open (fp_par's pool) ----------------------------------- */
+
+#define FP_PAR_PARTS (FP_PAR_MAX + 1)
+
+/* One part of a parallel seal or open: inputs set before the batch, results
+ * read after it. */
+typedef struct {
+    fp_aead *ctx;
+    const uint8_t *in; /* open: first frame (length prefix included) */
+    size_t skip, len;  /* seal: byte range of the iovec; open: bytes of whole frames */
+    uint8_t *out;
+    size_t cap;
+    size_t frames;     /* open: frames in the part */
+    size_t used, outlen; /* open: input bytes of the frames opened; both: bytes written */
+    int rc;
+} fp_part;
+
+typedef struct {
+    const fp_iovec *iov;
+    size_t iovcnt;
+    fp_part parts[FP_PAR_PARTS];
+} fp_par_job;
+
+static void fp_seal_part(void *arg, size_t i) {
+    fp_par_job *job = arg;
+    fp_part *p = &job->parts[i];
+    p->rc = fp_aead_seal_range(p->ctx, job->iov, job->iovcnt, p->skip, p->len, p->out, p->cap,
+                               &p->outlen);
+}
+
+int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                           size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
+                           size_t *outlen, size_t *parts) {
+    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_LEN_SIZE +
+                                                     FP_AEAD_TAG_SIZE;
+    size_t frames = (len + P - 1) / P, k = nclones + 1;
+    *outlen = 0;
+    *parts = 1;
+    if (k > FP_PAR_PARTS) k = FP_PAR_PARTS;
+    if (k > frames) k = frames;
+    if (k < 2 || !a->ctx) return fp_aead_seal_range(a, iov, iovcnt, skip, len, out, cap, outlen);
+    if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+    FP_CHECK_BOUNDS(fp_aead_sealed_size(len), cap);
+    size_t per = (frames + k - 1) / k; /* frames per part; every part but the last is full */
+    k = (frames + per - 1) / per;
+    *parts = k;
+    fp_par_job job;
+    job.iov = iov;
+    job.iovcnt = iovcnt;
+    uint64_t base = a->nonce;
+    for (size_t j = 0; j < k; j++) {
+        fp_part *p = &job.parts[j];
+        size_t first = j * per;
+        p->ctx = j ? &clones[j - 1] : a;
+        p->ctx->nonce = base + first;
+        p->skip = skip + first * P;
+        p->len = j + 1 < k ? per * P : len - first * P;
+        p->out = out + first * F;
+        p->cap = cap - first * F;
+        p->outlen = 0;
+        p->rc = FP_OK;
+    }
+    fp_par_run((unsigned)(k - 1), fp_seal_part, &job, k);
+    int rc = FP_OK;
+    for (size_t j = 0; j < k; j++) {
+        if (job.parts[j].rc && !rc) rc = job.parts[j].rc;
+        *outlen += job.parts[j].outlen;
+    }
+    a->nonce = rc ? base : base + frames; /* a failed cipher is dead: the caller drops it */
+    return rc;
+}
+
+static void fp_open_part(void *arg, size_t i) {
+    fp_part *p = &((fp_par_job *)arg)->parts[i];
+    size_t pos = 0, opos = 0;
+    for (size_t f = 0; f < p->frames; f++) {
+        size_t flen = fp_load_be16(p->in + pos);
+        int rc = fp_aead_open_frame(p->ctx, p->in + pos + FP_AEAD_LEN_SIZE, flen, p->out + opos);
+        if (rc) {
+            p->rc = rc;
+            break;
+        }
+        pos += FP_AEAD_LEN_SIZE + flen;
+        opos += flen - FP_AEAD_TAG_SIZE;
+    }
+    p->used = pos;
+    p->outlen = opos;
+}
+
+int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const uint8_t *in,
+                            size_t n, size_t *consumed, uint8_t *out, size_t cap, size_t *outlen,
+                            size_t *parts) {
+    size_t pos = 0, frames = 0, plain = 0, k = nclones + 1;
+    int tail = FP_OK; /* what a serial open would stop at after the complete frames */
+    *parts = 1;
+    if (k > FP_PAR_PARTS) k = FP_PAR_PARTS;
+    if (k < 2 || !a->ctx) return fp_aead_open_frames(a, in, n, consumed, out, cap, outlen);
+    while (n - pos >= FP_AEAD_LEN_SIZE) {
+        size_t flen = fp_load_be16(in + pos);
+        if (FP_UNLIKELY(flen < FP_AEAD_TAG_SIZE)) {
+            tail = FP_EFRAME;
+            break;
+        }
+        if (n - pos - FP_AEAD_LEN_SIZE < flen) break;
+        pos += FP_AEAD_LEN_SIZE + flen;
+        plain += flen - FP_AEAD_TAG_SIZE;
+        frames++;
+    }
+    if (k > frames) k = frames;
+    /* the serial open handles what the parts cannot: too few frames, no room */
+    if (k < 2 || plain > cap || FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce))
+        return fp_aead_open_frames(a, in, n, consumed, out, cap, outlen);
+    size_t per = (frames + k - 1) / k;
+    k = (frames + per - 1) / per;
+    *parts = k;
+    fp_par_job job;
+    uint64_t base = a->nonce;
+    size_t ipos = 0, opos = 0;
+    for (size_t j = 0; j < k; j++) {
+        fp_part *p = &job.parts[j];
+        p->ctx = j ? &clones[j - 1] : a;
+        p->ctx->nonce = base + j * per;
+        p->in = in + ipos;
+        p->out = out + opos;
+        p->frames = j + 1 < k ? per : frames - j * per;
+        p->used = p->outlen = 0;
+        p->rc = FP_OK;
+        for (size_t f = 0; f < p->frames; f++) { /* where the next part starts */
+            size_t flen = fp_load_be16(in + ipos);
+            ipos += FP_AEAD_LEN_SIZE + flen;
+            opos += flen - FP_AEAD_TAG_SIZE;
+        }
+    }
+    fp_par_run((unsigned)(k - 1), fp_open_part, &job, k);
+    /* in order: everything up to the first failure, as a serial open */
+    *consumed = *outlen = 0;
+    for (size_t j = 0; j < k; j++) {
+        *consumed += job.parts[j].used;
+        *outlen += job.parts[j].outlen;
+        if (job.parts[j].rc) return job.parts[j].rc;
+    }
+    a->nonce = base + frames;
+    return tail;
 }
 
 int fp_aead_encrypt(fp_aead *a, const uint8_t *in, size_t n, uint8_t *out, size_t cap) {

@@ -145,6 +145,25 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src);
 int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consumed, uint8_t *out,
                         size_t cap, size_t *outlen);
 
+/* fp_aead_seal_range over nclones + 1 threads (the caller's and fp_par's pool):
+ * the range is cut on frame boundaries into up to nclones + 1 parts, part 0
+ * sealed with a, part j with clones[j - 1] (contexts from fp_aead_clone of a;
+ * their nonces are set here). The output, *outlen and a's nonce afterwards are
+ * exactly fp_aead_seal_range's. Errors as fp_aead_seal_range. */
+int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                           size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
+                           size_t *outlen, size_t *parts);
+
+/* fp_aead_open_frames over nclones + 1 threads: the complete frames of in[0..n)
+ * are cut into up to nclones + 1 runs of whole frames, opened as above. The
+ * plaintext, *consumed and *outlen are fp_aead_open_frames' exactly, a failure
+ * included: the frames before the first failing one are opened and counted,
+ * nothing after it is (its bytes in out must not be used). For both, *parts is
+ * the number of parts run (1: too little work to cut, done serially). */
+int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const uint8_t *in,
+                            size_t n, size_t *consumed, uint8_t *out, size_t cap, size_t *outlen,
+                            size_t *parts);
+
 /* Opens one frame's body ct[0..n) (ciphertext + 16-byte tag, the length prefix
  * already taken) into out[0..n-16): the caller chooses where each frame's
  * plaintext lands (a reader's buffer). After FP_EAUTH out may hold

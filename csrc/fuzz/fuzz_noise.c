@@ -15,7 +15,10 @@
  * plaintext than ciphertext consumed, and any single flipped byte of the sealed
  * stream is caught (FP_EAUTH / FP_EFRAME, or a frame left incomplete) rather
  * than delivered, also when each frame is opened in two parts (header first,
- * as the demux does); plus the decoder invariants of fuzz_frame.c.
+ * as the demux does); the parallel open (fp_aead_open_frames_par, on fp_par's
+ * threads) gives the serial open's status, counts and plaintext exactly, on the
+ * sealed stream, the tampered one and the raw input read as frames; plus the
+ * decoder invariants of fuzz_frame.c.
  */
 #define LLVMFuzzerTestOneInput fp_fuzz_frame_entry
 #include "fuzz_frame.c"
@@ -69,6 +72,28 @@ done:
     return out;
 }
 
+/* The serial and the parallel open of wire[0..wlen) (nclones pool contexts) agree
+ * exactly: status, bytes consumed, plaintext length and bytes. */
+static void open_both(const uint8_t *wire, size_t wlen, size_t nclones) {
+    fp_aead rs, rp, clones[4];
+    uint8_t *p1 = malloc(wlen + 1), *p2 = malloc(wlen + 1);
+    FP_FUZZ_CHECK(p1 && p2 && nclones <= 4);
+    FP_FUZZ_CHECK(fp_aead_init(&rs, KNOWN_KEY, 0, 0) == 0);
+    FP_FUZZ_CHECK(fp_aead_init(&rp, KNOWN_KEY, 0, 0) == 0);
+    for (size_t i = 0; i < nclones; i++) FP_FUZZ_CHECK(fp_aead_clone(&clones[i], &rp) == 0);
+    size_t u1 = 0, u2 = 0, l1 = 0, l2 = 0, parts = 0;
+    int r1 = fp_aead_open_frames(&rs, wire, wlen, &u1, p1, wlen, &l1);
+    int r2 = fp_aead_open_frames_par(&rp, clones, nclones, wire, wlen, &u2, p2, wlen, &l2, &parts);
+    FP_FUZZ_CHECK(r1 == r2 && u1 == u2 && l1 == l2 && parts >= 1 && parts <= nclones + 1);
+    FP_FUZZ_CHECK(l1 == 0 || memcmp(p1, p2, l1) == 0);
+    if (r1 == 0) FP_FUZZ_CHECK(rs.nonce == rp.nonce);
+    for (size_t i = 0; i < nclones; i++) fp_aead_free(&clones[i]);
+    fp_aead_free(&rs);
+    fp_aead_free(&rp);
+    free(p1);
+    free(p2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2) return 0;
     uint8_t rs = data[0], fs = data[1];
@@ -99,6 +124,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FP_FUZZ_CHECK(start == wlen && outlen == n);
     FP_FUZZ_CHECK(n == 0 || memcmp(plain, p, n) == 0);
 
+    /* on the pool: the same, and the raw input read as frames fails the same way */
+    open_both(wire, wlen, 1 + rs % 4);
+    open_both(p, n, 1 + rs % 4);
+
     /* frame by frame in two parts (the demux's header-first open): the same plaintext */
     size_t head = (size_t)rs % 20;
     FP_FUZZ_CHECK(open_in_parts(wire, wlen, head, plain) == (long)n);
@@ -121,6 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FP_FUZZ_CHECK(rc == FP_EAUTH || rc == FP_EFRAME || (rc == 0 && consumed < wlen));
         fp_aead_free(&rx);
         FP_FUZZ_CHECK(open_in_parts(wire, wlen, (size_t)rs % 20, plain) == -1);
+        open_both(wire, wlen, 1 + rs % 4);
     }
     free(wire);
     free(plain);

@@ -48,6 +48,12 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
                            size_t len, uint8_t *out, size_t cap, size_t *outlen)
     int fp_aead_clone(fp_aead *dst, const fp_aead *src)
+    int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                               size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
+                               size_t *outlen, size_t *parts)
+    int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const uint8_t *inp,
+                                size_t n, size_t *consumed, uint8_t *out, size_t cap,
+                                size_t *outlen, size_t *parts)
     int fp_aead_open_frames(fp_aead *a, const uint8_t *inp, size_t n, size_t *consumed,
                             uint8_t *out, size_t cap, size_t *outlen)
     int fp_aead_encrypt(fp_aead *a, const uint8_t *inp, size_t n, uint8_t *out, size_t cap)
@@ -60,6 +66,12 @@ cdef extern from "fp_aead.h" nogil:
         FP_HKDF_HASHLEN
     int fp_noise_hkdf2(const uint8_t *ck, size_t ck_len, const uint8_t *ikm, size_t ikm_len,
                        uint8_t *out1, uint8_t *out2)
+
+
+cdef extern from "fp_par.h" nogil:
+    enum:
+        FP_PAR_MAX
+    unsigned fp_par_started()
 
 
 cdef class FrameBlock:
@@ -76,17 +88,22 @@ cdef class NoiseCipher:
     cdef object _error
     cdef bint _busy
     cdef readonly str cipher
-    # parallel sealing: contexts for the pool threads, and when to use them
+    # parallel sealing (a sending cipher) or opening (a receiving one): contexts
+    # for the pool threads (csrc/fp_par.c), and when to use them
     cdef fp_aead *_clones
     cdef int _nclones
     cdef int _par_threads
     cdef size_t _par_min
+    cdef int _open_threads
+    cdef size_t _open_min
+    cdef readonly unsigned long long parallel_bytes
 
     cdef void _free_clones(self)
+    cdef int _ensure_clones(self, int k) except -1
     cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
                             size_t need) except? -999
-    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t start, size_t total,
-                            uint8_t *dst, size_t need) except? -999
+    cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
+                      size_t *consumed, size_t *outlen) except? -999
     cdef int _enter(self) except -1
     cdef object _fail(self, int rc)
     # frame by frame (see aead.pyx)

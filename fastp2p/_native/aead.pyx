@@ -22,9 +22,6 @@ cimport cython
 
 from fastp2p._native.buffer cimport BufferPool, default_pool, fp_block
 
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as _wait_all
-
 from fastp2p.errors import (
     BusyResourceError,
     ClosedResourceError,
@@ -243,41 +240,10 @@ cdef FrameBlock _new_block(size_t n):
 # with its own copy of the EVP context (fp_aead_clone). The pool is process-wide,
 # made on first use and grown to the largest thread count any cipher asked for.
 
-cdef object _SEAL_POOL = None
-cdef int _SEAL_POOL_THREADS = 0
-
-
-cdef object _seal_pool(int threads):
-    global _SEAL_POOL, _SEAL_POOL_THREADS
-    if _SEAL_POOL is None or _SEAL_POOL_THREADS < threads:
-        old = _SEAL_POOL
-        _SEAL_POOL = ThreadPoolExecutor(threads, thread_name_prefix="fastp2p-seal")
-        _SEAL_POOL_THREADS = threads
-        if old is not None:
-            old.shutdown(wait=False)
-    return _SEAL_POOL
-
-
-@cython.final
-cdef class _SealJob:
-    """One frame range of a parallel seal (pointers borrowed from the sealing call)."""
-
-    cdef fp_aead *a
-    cdef const fp_iovec *iov
-    cdef size_t iovcnt, skip, length, cap
-    cdef uint8_t *out
-    cdef int rc
-
-    def run(self):
-        cdef size_t outlen = 0
-        cdef fp_aead *a = self.a
-        cdef const fp_iovec *iov = self.iov
-        cdef size_t iovcnt = self.iovcnt, skip = self.skip, length = self.length, cap = self.cap
-        cdef uint8_t *out = self.out
-        cdef int rc
-        with nogil:
-            rc = fp_aead_seal_range(a, iov, iovcnt, skip, length, out, cap, &outlen)
-        self.rc = rc
+def pool_threads():
+    """Threads fastp2p's parallel seal/open pool has started in this process
+    (csrc/fp_par.c; they live as long as the process)."""
+    return fp_par_started()
 
 
 cdef class NoiseCipher:
@@ -291,6 +257,8 @@ cdef class NoiseCipher:
         self._clones = NULL
         self._nclones = 0
         self._par_threads = 0
+        self._open_threads = 0
+        self.parallel_bytes = 0
         cdef const uint8_t[::1] k = key
         cdef int kind = _cipher_kind(cipher)
         if k.shape[0] != FP_AEAD_KEY_SIZE:
@@ -319,90 +287,82 @@ cdef class NoiseCipher:
 
     def parallel_seal(self, int threads, size_t min_bytes=1 << 20):
         """Seal writes of at least ``min_bytes`` in parallel: frame ranges on ``threads``
-        threads of a process-wide pool plus the calling one, the GIL released (0: off).
+        threads of a process-wide C pool plus the calling one, the GIL released (0: off).
 
         The wire bytes are identical to a serial seal. Worth it only with spare
         cores (``NoiseConfig.parallel_seal``).
         """
         if threads < 0:
             raise ValueError("threads must be >= 0")
-        self._par_threads = threads
+        self._par_threads = min(threads, FP_PAR_MAX)
         self._par_min = max(min_bytes, 2 * FP_AEAD_SEAL_PLAINTEXT)
+
+    def parallel_open(self, int threads, size_t min_bytes=1 << 17):
+        """Open reads of at least ``min_bytes`` holding two or more whole frames in
+        parallel: runs of frames on ``threads`` pool threads plus the calling one,
+        the GIL released (0: off). The plaintext, and what a forged or malformed
+        frame does, are a serial open's exactly."""
+        if threads < 0:
+            raise ValueError("threads must be >= 0")
+        self._open_threads = min(threads, FP_PAR_MAX)
+        self._open_min = max(min_bytes, 2 * FP_AEAD_TAG_SIZE)
+
+    cdef int _ensure_clones(self, int k) except -1:
+        """At least ``k`` contexts cloned from this one for the pool's threads."""
+        cdef fp_aead *grown
+        cdef int i, rc
+        if self._nclones >= k:
+            return 0
+        grown = <fp_aead *>PyMem_Malloc(k * sizeof(fp_aead))
+        if grown == NULL:
+            raise MemoryError()
+        self._free_clones()
+        self._clones = grown
+        for i in range(k):
+            rc = fp_aead_clone(&self._clones[i], &self._a)
+            if rc:
+                self._nclones = i
+                self._fail(rc)
+            self._nclones = i + 1
+        return 0
 
     cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
                             size_t need) except? -999:
         # Segment by segment (fp_aead_next_segment): a large one in parallel ranges.
-        cdef size_t pos = 0, skip = 0, length = 0, opos = 0, got = 0
+        cdef size_t pos = 0, skip = 0, length = 0, opos = 0, got = 0, parts = 1
+        cdef size_t nclones = <size_t>self._par_threads
         cdef int rc = 0
+        self._ensure_clones(self._par_threads)
         while fp_aead_next_segment(iov, cnt, &pos, &skip, &length):
-            if length >= self._par_min:
-                rc = self._seal_parallel(iov, cnt, skip, length, dst + opos, need - opos)
-                got = fp_aead_sealed_size(length)
-            else:
-                with nogil:
+            with nogil:
+                if length >= self._par_min:
+                    rc = fp_aead_seal_range_par(&self._a, self._clones, nclones, iov, cnt, skip,
+                                                length, dst + opos, need - opos, &got, &parts)
+                else:
+                    parts = 1
                     rc = fp_aead_seal_range(&self._a, iov, cnt, skip, length, dst + opos,
                                             need - opos, &got)
             if rc:
                 return rc
+            if parts > 1:
+                self.parallel_bytes += length
             opos += got
         return 0
 
-    cdef int _seal_parallel(self, const fp_iovec *iov, size_t cnt, size_t start, size_t total,
-                            uint8_t *dst, size_t need) except? -999:
-        # bytes [start, start + total) of the iovec: one segment, whole frames
-        cdef size_t nframes = (total + FP_AEAD_SEAL_PLAINTEXT - 1) // FP_AEAD_SEAL_PLAINTEXT
-        cdef size_t k = min(<size_t>self._par_threads + 1, nframes)
-        cdef size_t per = (nframes + k - 1) // k  # frames per range
-        cdef size_t j, skip, fbytes = FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_TAG_SIZE + 2, outlen = 0
-        cdef uint64_t base = self._a.nonce
-        cdef int rc, i
-        cdef _SealJob job
-        cdef fp_aead *grown
-        k = (nframes + per - 1) // per
-        if nframes > MAX_NONCE - base:
-            return FP_ENONCE
-        if self._nclones < <int>(k - 1):
-            grown = <fp_aead *>PyMem_Malloc((k - 1) * sizeof(fp_aead))
-            if grown == NULL:
-                raise MemoryError()
-            self._free_clones()
-            self._clones = grown
-            for i in range(<int>(k - 1)):
-                rc = fp_aead_clone(&self._clones[i], &self._a)
-                if rc:
-                    self._nclones = i
-                    return rc
-                self._nclones = i + 1
-        jobs = []
-        for j in range(1, k):
-            job = _SealJob.__new__(_SealJob)
-            skip = j * per * FP_AEAD_SEAL_PLAINTEXT
-            job.a = &self._clones[j - 1]
-            job.a.nonce = base + j * per
-            job.iov = iov
-            job.iovcnt = cnt
-            job.skip = start + skip
-            job.length = min(per * FP_AEAD_SEAL_PLAINTEXT, total - skip)
-            job.out = dst + j * per * fbytes
-            job.cap = need - j * per * fbytes
-            job.rc = 0
-            jobs.append(job)
-        pool = _seal_pool(self._par_threads)
-        futures = [pool.submit(jb.run) for jb in jobs]
-        try:
-            with nogil:
-                rc = fp_aead_seal_range(&self._a, iov, cnt, start,
-                                        min(per * FP_AEAD_SEAL_PLAINTEXT, total), dst, need, &outlen)
-        finally:
-            # the ranges borrow the caller's buffers: never return before every one ended
-            _wait_all(futures)
-        for f in futures:
-            f.result()
-        for jb in jobs:
-            if rc == 0 and (<_SealJob>jb).rc:
-                rc = (<_SealJob>jb).rc
-        if rc == 0:
-            self._a.nonce = base + nframes
+    cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
+                      size_t *consumed, size_t *outlen) except? -999:
+        """``fp_aead_open_frames`` of ``src[:n]`` into ``dst`` on the pool (see
+        ``parallel_open``; the caller checked it is on and holds ``_enter``).
+        Returns its status without raising: the plaintext of the frames before a
+        failing one is good, and the caller delivers it before ``_fail``."""
+        cdef size_t nclones = <size_t>self._open_threads, parts = 1
+        cdef int rc
+        self._ensure_clones(self._open_threads)
+        with nogil:
+            rc = fp_aead_open_frames_par(&self._a, self._clones, nclones, src, n, consumed, dst,
+                                         cap, outlen, &parts)
+        if parts > 1:
+            self.parallel_bytes += outlen[0]
         return rc
 
     def close(self):
@@ -721,7 +681,10 @@ cdef class NoiseCipher:
                         opos = outlen
                         pending.clear()
             if not len(pending) and pos < n:
-                if n - pos >= _NOGIL:
+                if self._open_threads and n - pos >= self._open_min:
+                    rc = self.open_par(src + pos, n - pos, dst + opos, cap - opos, &consumed,
+                                       &outlen)
+                elif n - pos >= _NOGIL:
                     with nogil:
                         rc = fp_aead_open_frames(&self._a, src + pos, n - pos, &consumed,
                                                  dst + opos, cap - opos, &outlen)

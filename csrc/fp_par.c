@@ -1,0 +1,147 @@
+/* fp_par.c - see fp_par.h.
+ *
+ * One batch at a time: the caller that holds `use` publishes (fn, arg, n) under
+ * `mu`, bumps `gen` and wakes the pool; every participant takes job indexes from
+ * one atomic counter until they run out. The caller returns once `left` (jobs
+ * not yet finished) is 0, so the jobs' results and the buffers they borrowed are
+ * never touched after fp_par_run returns. A worker that woke late still holds the
+ * old batch's (fn, arg, n): `inside` counts such workers, and the next batch is
+ * not published (nor the counter reset) until it is 0, so a late worker finds the
+ * old counter spent and runs nothing.
+ */
+#define _GNU_SOURCE
+#include "fp_par.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+static struct {
+    pthread_mutex_t use; /* held by the caller whose batch runs */
+    pthread_mutex_t mu;  /* guards everything below but `next` */
+    pthread_cond_t go;   /* gen changed */
+    pthread_cond_t done; /* left or inside fell to 0 */
+    unsigned started;    /* pool threads running */
+    unsigned want;       /* workers with id < want take part in this batch */
+    unsigned inside;     /* workers between taking a batch and reporting on it */
+    uint64_t gen;        /* batches published; a new worker joins the current one */
+    fp_par_fn fn;
+    void *arg;
+    size_t n;
+    size_t left;         /* jobs of this batch not finished */
+    atomic_size_t next;  /* next job index to take */
+} P = {.use = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
+       .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* The child of a fork has none of the pool's threads: start over empty. */
+static void fp_par_atfork_child(void) {
+    pthread_mutex_init(&P.use, NULL);
+    pthread_mutex_init(&P.mu, NULL);
+    pthread_cond_init(&P.go, NULL);
+    pthread_cond_init(&P.done, NULL);
+    P.started = P.want = P.inside = 0;
+    P.gen = 0;
+    P.fn = NULL;
+    P.arg = NULL;
+    P.n = P.left = 0;
+    atomic_store(&P.next, 0);
+}
+
+static void fp_par_register_atfork(void) { pthread_atfork(NULL, NULL, fp_par_atfork_child); }
+
+/* Takes jobs of (fn, arg, n) until none is left; returns how many it ran. */
+static size_t fp_par_take(fp_par_fn fn, void *arg, size_t n) {
+    size_t i, ran = 0;
+    while ((i = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed)) < n) {
+        fn(arg, i);
+        ran++;
+    }
+    return ran;
+}
+
+static void *fp_par_worker(void *p) {
+    unsigned id = (unsigned)(uintptr_t)p;
+    uint64_t seen = 0; /* gen starts at 0 and the first batch makes it 1 */
+    pthread_mutex_lock(&P.mu);
+    for (;;) {
+        while (P.gen == seen) pthread_cond_wait(&P.go, &P.mu);
+        seen = P.gen;
+        if (id >= P.want || P.left == 0) continue;
+        fp_par_fn fn = P.fn;
+        void *arg = P.arg;
+        size_t n = P.n;
+        P.inside++;
+        pthread_mutex_unlock(&P.mu);
+        size_t ran = fp_par_take(fn, arg, n);
+        pthread_mutex_lock(&P.mu);
+        P.inside--;
+        P.left -= ran;
+        if (P.left == 0 || P.inside == 0) pthread_cond_broadcast(&P.done);
+    }
+    return NULL;
+}
+
+/* Starts pool threads up to `want` (under P.mu); returns how many run. Signals
+ * stay with the threads that had them: the pool's block every one. */
+static unsigned fp_par_grow(unsigned want) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    while (P.started < want) {
+        pthread_t t;
+        pthread_attr_t at;
+        if (pthread_attr_init(&at) != 0) break;
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 256 * 1024); /* the jobs are flat loops */
+        int rc = pthread_create(&t, &at, fp_par_worker, (void *)(uintptr_t)P.started);
+        pthread_attr_destroy(&at);
+        if (rc != 0) break;
+        P.started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return P.started < want ? P.started : want;
+}
+
+unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
+    size_t i;
+    if (threads > FP_PAR_MAX) threads = FP_PAR_MAX;
+    if (n < 2)
+        threads = 0;
+    else if (n - 1 < threads)
+        threads = (unsigned)(n - 1); /* no thread without a job */
+    pthread_once(&atfork_once, fp_par_register_atfork);
+    if (threads == 0 || pthread_mutex_trylock(&P.use) != 0) {
+        for (i = 0; i < n; i++) fn(arg, i);
+        return 0;
+    }
+    pthread_mutex_lock(&P.mu);
+    unsigned want = fp_par_grow(threads);
+    while (P.inside) pthread_cond_wait(&P.done, &P.mu); /* late workers of the last batch */
+    P.fn = fn;
+    P.arg = arg;
+    P.n = n;
+    P.left = n;
+    P.want = want;
+    atomic_store(&P.next, 0);
+    P.gen++;
+    if (want) pthread_cond_broadcast(&P.go);
+    pthread_mutex_unlock(&P.mu);
+    size_t ran = fp_par_take(fn, arg, n);
+    pthread_mutex_lock(&P.mu);
+    P.left -= ran;
+    while (P.left) pthread_cond_wait(&P.done, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&P.use);
+    return want;
+}
+
+unsigned fp_par_started(void) {
+    pthread_mutex_lock(&P.mu);
+    unsigned s = P.started;
+    pthread_mutex_unlock(&P.mu);
+    return s;
+}

@@ -1,0 +1,33 @@
+/* fp_par.h - a small process-wide pool of POSIX threads for the ranges of one
+ * parallel seal or open (fp_aead.c).
+ *
+ * Why C threads and not a Python executor: a range of a 4 MiB seal takes tens of
+ * microseconds; a Python worker has to take the GIL to start each one, and with
+ * 8 workers that contention made sealing slower than one thread (measured on a
+ * 16-core Xeon: 14.4 GB/s with 4 threads, 5.6 GB/s with 8). Here no job touches
+ * Python: the caller releases the GIL once around fp_par_run.
+ */
+#ifndef FP_PAR_H
+#define FP_PAR_H
+
+#include <stddef.h>
+
+/* Most pool threads (besides the caller's own). */
+#define FP_PAR_MAX 31
+
+/* One job: index i of the batch, on any thread. */
+typedef void (*fp_par_fn)(void *arg, size_t i);
+
+/* Runs fn(arg, i) for every i in [0, n) and returns when all have returned: the
+ * calling thread takes jobs too, with up to `threads` pool threads (started on
+ * first use, kept for the process's life). Runs all n on the caller when threads
+ * or n is small, when the pool cannot start a thread, or when another thread's
+ * batch holds the pool (one batch at a time; nobody waits for another's).
+ * Returns the number of pool threads the batch was offered to (0: all ran here). Safe
+ * across fork(): the child starts with an empty pool. */
+unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n);
+
+/* Pool threads started so far (tests). */
+unsigned fp_par_started(void);
+
+#endif
