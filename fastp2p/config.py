@@ -67,24 +67,29 @@ class NoiseConfig:
     #: peers inside the handshake, and offered only on CPUs with AES instructions
     #: (fastp2p/proto/noise/handshake.py, "Transport cipher negotiation").
     ciphers: tuple[str, ...] = ("AESGCM", "ChaChaPoly")
-    #: seal large writes (>= ``parallel_seal_min`` bytes) as frame ranges on a small
-    #: process-wide thread pool with the GIL released (frames are independent: each
-    #: has its own nonce; the wire bytes are the same). None: on with 4 or more
-    #: usable CPUs, off below (on 2 cores the other core runs the peer or the loop).
+    #: seal large writes (>= ``parallel_seal_min`` bytes) as frame ranges, and open
+    #: large reads (>= ``parallel_open_min`` bytes of two or more whole frames) as
+    #: runs of frames, on a small process-wide pool of C threads with the GIL
+    #: released (frames are independent: each has its own nonce; the wire bytes
+    #: and what a forged frame does are the same). None: on with 4 or more usable
+    #: CPUs, off below (on 2 cores the other core runs the peer or the loop).
     parallel_seal: bool | None = None
-    #: pool threads besides the writer's own (0: min(4, CPUs - 1))
+    #: pool threads besides the writer's or reader's own (0: min(4, CPUs - 1))
     parallel_seal_threads: int = 0
     parallel_seal_min: int = 1 << 20
+    #: (a read is at most the TCP receive buffer, 256 KiB: four 64 KiB frames)
+    parallel_open_min: int = 1 << 17
 
     def __post_init__(self) -> None:
         bad = [c for c in self.ciphers if c not in ("ChaChaPoly", "AESGCM")]
         if bad:
             raise ValueError(f"NoiseConfig.ciphers: unknown cipher(s) {bad}")
-        if self.parallel_seal_threads < 0 or self.parallel_seal_min < 0:
-            raise ValueError("NoiseConfig.parallel_seal_threads/_min must be >= 0")
+        if min(self.parallel_seal_threads, self.parallel_seal_min, self.parallel_open_min) < 0:
+            raise ValueError("NoiseConfig.parallel_seal_threads/_min and parallel_open_min must be >= 0")
 
     def seal_threads(self) -> int:
-        """Pool threads sealing large writes on this machine (0: serial sealing)."""
+        """Pool threads sealing large writes and opening large reads on this machine
+        (0: serial)."""
         cpus = _usable_cpus()
         if self.parallel_seal is False or (self.parallel_seal is None and cpus < 4):
             return 0

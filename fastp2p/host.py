@@ -612,6 +612,7 @@ class Host:
         seal_threads = self.config.noise.seal_threads()
         if seal_threads:  # >= 4 cores (NoiseConfig.parallel_seal)
             chan.send_cipher.parallel_seal(seal_threads, self.config.noise.parallel_seal_min)
+            chan.recv_cipher.parallel_open(seal_threads, self.config.noise.parallel_open_min)
         self._conns.setdefault(conn.remote_peer, []).append(conn)
         if chan.remote_public_key is not None:
             self.peerstore.add_public_key(conn.remote_peer, chan.remote_public_key)

@@ -140,6 +140,9 @@ cdef enum:
     # as fastp2p/proto/yamux/frame.py's: a frame of this much plaintext or more
     # that starts with a data frame's header is opened in two parts
     SPLIT_MIN = 2048
+    # most frames in one run opened in place on the pool (a 256 KiB read holds 4
+    # full ones; more come from small writes, opened the block's way)
+    _RUN_MAX = 64
     # a feed's plaintext block of at most this many bytes is a bytearray (_block)
     SMALL_BLOCK = 4096
     # as fastp2p/proto/yamux/frame.py's (why there): the wake hint's bounds
@@ -477,6 +480,7 @@ cdef class _RouteTable:
     # need: _block), its bytes, a view of it, and the bytes used
     cdef object _blk
     cdef uint8_t *_blk_data
+    cdef size_t _blk_cap  # its size (the plaintext of the rest of the read fits)
     cdef object _blk_mv
     cdef Py_ssize_t _opos
     # the bytes of a frame opened first to find a data frame's header (_open_one)
@@ -697,6 +701,7 @@ cdef class _RouteTable:
         """``_feed_sealed_native`` over ``src[:n]`` (the caller holds its buffer)."""
         cdef const uint8_t *pend
         cdef size_t pos = 0, flen, p, k
+        cdef bint one = False  # the last frame was opened alone (it did not start a lent run)
         cdef bytearray pending = cipher._pending
         self._begin()
         p = <size_t>len(pending)
@@ -722,6 +727,16 @@ cdef class _RouteTable:
                         self._blk = None
                         self._blk_mv = None
             while n - pos >= 2:
+                if cipher._open_threads and n - pos >= cipher._open_min and not self._slow:
+                    # a large read on a machine with cores to spare: runs of frames
+                    # on the cipher's pool (NoiseCipher.parallel_open)
+                    k = self._open_lent_run(cipher, src + pos, n - pos)
+                    if not k and one:
+                        k = self._open_run(cipher, src + pos, n - pos)
+                    if k:
+                        pos += k
+                        one = False
+                        continue
                 flen = (<size_t>src[pos]) << 8 | src[pos + 1]
                 if flen < FP_AEAD_TAG_SIZE:
                     cipher._fail(FP_EFRAME)
@@ -729,6 +744,7 @@ cdef class _RouteTable:
                     break
                 self._open_one(cipher, src + pos + 2, flen, n - pos)
                 pos += 2 + flen
+                one = True
             if pos < n:
                 # a partial frame: the cipher keeps it for the next read
                 _append(pending, src + pos, n - pos)
@@ -738,6 +754,70 @@ cdef class _RouteTable:
             self._blk_mv = None
         self._note_pending(pending)
         return self._finish_sealed()
+
+    cdef size_t _open_lent_run(self, NoiseCipher cipher, const uint8_t *src, size_t n) except? 0:
+        """Open the whole frames at the start of ``src[:n]`` that are all payload of
+        the data frame being read, for a reader whose lent buffer takes them, on the
+        cipher's pool straight into that buffer (the serial walk's in-place open,
+        many frames at once); returns the bytes they took, 0 when fewer than two
+        such frames. The frames before a failing one are placed, then its error
+        raises."""
+        cdef size_t ends[_RUN_MAX + 1]
+        cdef size_t plain[_RUN_MAX + 1]
+        cdef size_t m = 0, flen, consumed = 0, outlen = 0
+        cdef uint64_t key = 0, key0 = 0
+        cdef _Route r = None
+        cdef int rc
+        ends[0] = plain[0] = 0
+        while m < _RUN_MAX and n - ends[m] >= 2:
+            flen = (<size_t>src[ends[m]]) << 8 | src[ends[m] + 1]
+            if flen <= FP_AEAD_TAG_SIZE or n - ends[m] - 2 < flen:
+                break
+            if not self._in_payload(plain[m] + flen - FP_AEAD_TAG_SIZE, &key):
+                break
+            if m and key != key0:
+                break
+            key0 = key
+            ends[m + 1] = ends[m] + 2 + flen
+            plain[m + 1] = plain[m] + flen - FP_AEAD_TAG_SIZE
+            m += 1
+        while m >= 2:
+            r = self._lent_route(key0, plain[m])
+            if r is not None:
+                break
+            m -= 1
+        if m < 2:
+            return 0
+        rc = cipher.open_par(src, ends[m], <uint8_t *>r.lent.buf + r.lent_got, plain[m],
+                             &consumed, &outlen)
+        if outlen:  # the authentic frames, as the serial walk places them
+            self._take_payload(outlen)
+            self._placed(r, outlen)
+        if rc:
+            cipher._fail(rc)
+        return consumed
+
+    cdef size_t _open_run(self, NoiseCipher cipher, const uint8_t *src, size_t n) except? 0:
+        """Open the whole frames at ``src[:n]`` on the cipher's pool into this feed's
+        block, then decode them as one run; returns the bytes they took. For frames that are
+        not a lent reader's payload (``_open_lent_run``): the decoder copies what
+        a lent reader takes, since where each payload goes is known only after
+        opening. The frames before a failing one are delivered, then its error
+        raises."""
+        cdef size_t consumed = 0, outlen = 0
+        cdef uint8_t *data
+        cdef Py_ssize_t opos
+        cdef int rc
+        data = self._block(cipher, n)
+        opos = self._opos
+        rc = cipher.open_par(src, n, data + opos, self._blk_cap - <size_t>opos, &consumed, &outlen)
+        if outlen:
+            self.sealed_bytes_in += outlen
+            self._segment(self._blk_mv, data, <size_t>opos, outlen)
+            self._opos = opos + <Py_ssize_t>outlen
+        if rc:
+            cipher._fail(rc)
+        return consumed
 
     cdef int _open_one(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
                        size_t cap) except -1:
@@ -809,6 +889,7 @@ cdef class _RouteTable:
             else:
                 b = cipher.new_block(cap)
                 self._blk_data = (<FrameBlock>b).data
+            self._blk_cap = cap
             self._blk = b
             self._blk_mv = memoryview(b)
             self._opos = 0

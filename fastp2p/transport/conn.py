@@ -983,6 +983,10 @@ class Connection:
         #: "short-kernel+openssl-evp" (ChaChaPoly: frames up to 448 bytes on fastp2p's
         #: kernel), "openssl-evp", or "cryptography" (the pure build)
         out["cipher_impl"] = getattr(self._base.ciphers[0], "impl", "cryptography")
+        #: plaintext bytes sealed / opened on the C pool's threads in parallel
+        #: (NoiseConfig.parallel_seal: on with 4 or more CPUs)
+        out["bytes_sealed_in_parallel"] = getattr(self._base.ciphers[0], "parallel_bytes", 0)
+        out["bytes_opened_in_parallel"] = getattr(self._base.ciphers[1], "parallel_bytes", 0)
         out["data_path"] = self.data_path
         out["data_path_reason"] = self.data_path_reason
         out["muxer_stats"] = dict(getattr(self._session, "stats", {}))

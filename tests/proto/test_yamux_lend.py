@@ -804,3 +804,73 @@ def test_wake_hint_counts_the_bytes_certain_to_come(impl):
     mwire = bytes(seal.seal_frames([memoryview(b"\x0a\x80\xb5\x18"), memoryview(msg)]))
     m2.feed_sealed(mopen, mwire[:65_428])
     assert m2.wake_hint == 256 * 1024  # at most WAKE_MAX
+
+
+# -- large reads opened on the C pool (NoiseCipher.parallel_open) ----------------------
+
+def _parallel_trace(impl, parallel: bool, pieces: list[bytes]) -> tuple[dict, list, object]:
+    """Per stream, every byte delivered (fast way or as a record), the control
+    records in order, and the error the feed raised (or None)."""
+    key = bytes(range(32))
+    open_ = impl.NoiseCipher(key)
+    if parallel:
+        open_.parallel_open(3, 0)
+    d = impl.YamuxDemux()
+    got: dict[int, bytearray] = {1: bytearray(), 3: bytearray()}
+    for sid, acc in got.items():
+        d.attach(sid, acc.extend, 1 << 30)
+    control: list[tuple[int, ...]] = []
+    err = None
+    try:
+        for piece in pieces:
+            for r in d.feed_sealed(open_, piece) or []:
+                if r[0] == 0 and r[4] is not None:
+                    got[r[2]] += bytes(r[4])
+                else:
+                    control.append(tuple(r[:4]))
+    except DecryptError as e:
+        err = type(e)
+    if parallel:  # the runs of frames did go to the pool
+        assert open_.parallel_bytes > 0
+    return {k: bytes(v) for k, v in got.items()}, control, err
+
+
+@pytest.mark.skipif(_accel.native is None, reason="pure build: no native parallel open")
+@pytest.mark.parametrize("cut", [0, 7, 100_003, 300_000])
+@pytest.mark.parametrize("forge", [None, 3])
+def test_parallel_open_demultiplexes_like_a_serial_open(cut, forge):
+    impl = _accel.native
+    seal = impl.NoiseCipher(bytes(range(32)))
+    writes = [data(1, bytes(range(256)) * 600), data(3, b"z" * 1000), data(1, b"y" * 70_000),
+              hdr(2, 1, 0, 9), data(3, bytes(200_000)), data(1, b"tail")]
+    wire = bytearray(b"".join(bytes(seal.seal_frames([memoryview(w)])) for w in writes))
+    if forge is not None:  # a byte inside the fourth Noise frame
+        wire[forge * (SEAL_PLAINTEXT + 18) + 50] ^= 1
+    pieces = [bytes(wire[:cut]), bytes(wire[cut:])]
+    serial = _parallel_trace(impl, False, pieces)
+    assert _parallel_trace(impl, True, pieces) == serial
+    assert (serial[2] is DecryptError) == (forge is not None)
+    if forge is None:
+        assert serial[0][3] == b"z" * 1000 + bytes(200_000) and serial[1] == [(2, 1, 0, 9)]
+
+
+@pytest.mark.skipif(_accel.native is None, reason="pure build: no native parallel open")
+@pytest.mark.parametrize("cut", [0, 3, 65_000, 65_537, 200_000])
+def test_parallel_open_places_a_lent_readers_payload_in_place(cut):
+    """Runs of frames that are all payload for a lent buffer are opened on the pool
+    straight into it, as the serial walk opens them one by one: no copy."""
+    impl = _accel.native
+    payload = bytes(range(251)) * 1300  # 326 KB in one DATA frame: 5 Noise frames + a tail
+    _seal, open_, wire = _sealed(impl, data(3, payload))
+    open_.parallel_open(3, 0)
+    d = impl.YamuxDemux()
+    d.attach(3, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
+    buf = bytearray(len(payload))
+    w = Waiter()
+    loan = d.lend(3, buf, w)
+    assert d.feed_sealed(open_, wire[:cut]) is None
+    assert d.feed_sealed(open_, wire[cut:]) is None
+    assert loan.unlend() == len(payload) and bytes(buf) == payload
+    assert d.take(3) == len(payload) and d.direct_bytes_in == len(payload)
+    # the frames after the one with the header went through the pool, into the loan
+    assert open_.parallel_bytes >= 2 * SEAL_PLAINTEXT

@@ -168,6 +168,12 @@ class NoiseCipher:
         if threads < 0 or min_bytes < 0:
             raise ValueError("threads and min_bytes must be >= 0")
 
+    def parallel_open(self, threads: int, min_bytes: int = 1 << 17) -> None:
+        """Accepted for API parity with the native cipher, which opens reads of at
+        least ``min_bytes`` on ``threads`` pool threads; here opening stays serial."""
+        if threads < 0 or min_bytes < 0:
+            raise ValueError("threads and min_bytes must be >= 0")
+
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete incoming frame held internally."""
