@@ -64,9 +64,9 @@ def kernel_speed(cipher: str, *, size: int = 16384, seconds: float = 0.5) -> flo
 
 def _pinned(backend: str) -> str | None:
     """The cipher a backend pinned by its name's suffix (fastp2p-yamux-chacha), else None."""
-    from .backends.fastp2p_tcp import PINNED_CIPHERS
+    from .backends.fastp2p_tcp import parse_name
 
-    return PINNED_CIPHERS.get(backend.rsplit("-", 1)[-1])
+    return parse_name(backend)[1] if backend.startswith("fastp2p-") else None
 
 
 def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple[str, str], tuple[float, float]]]:

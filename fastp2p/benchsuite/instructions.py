@@ -130,8 +130,7 @@ async def _fastp2p_connect(muxer: str, pinned: str | None, n: int) -> None:
 async def _fastp2p(backend: str, op: str, n: int) -> None:
     from .backends import fastp2p_tcp as F
 
-    _, muxer, *cipher = backend.split("-")
-    pinned = F.PINNED_CIPHERS[cipher[0]] if cipher else None
+    muxer, pinned, _ = F.parse_name(backend)  # (the serial variant differs only on >= 4 CPUs)
     if op == "connect":
         await _fastp2p_connect(muxer, pinned, n)
         return

@@ -39,7 +39,8 @@ def _fastp2p() -> list[Backend]:
     from .fastp2p_tcp import Fastp2pTCP
 
     return [Fastp2pTCP("yamux"), Fastp2pTCP("mplex"), Fastp2pTCP("yamux", "chacha"),
-            Fastp2pTCP("yamux", "aesgcm")]
+            Fastp2pTCP("yamux", "aesgcm"), Fastp2pTCP("yamux", serial=True),
+            Fastp2pTCP("yamux", "chacha", serial=True)]
 
 
 def _limits() -> list[Backend]:

@@ -29,7 +29,7 @@ CONFIG_NOTE = ("HostConfig overrides: max_streams=20000 (yamux, mplex); data_pat
                "(this bench measures the TCP path; the same-host suite measures shm)")
 
 
-def _config(muxer: str, cipher: str | None = None) -> Any:
+def _config(muxer: str, cipher: str | None = None, serial: bool = False) -> Any:
     import dataclasses
 
     from fastp2p.config import HostConfig
@@ -37,16 +37,18 @@ def _config(muxer: str, cipher: str | None = None) -> Any:
     d = HostConfig()
     # no fallback: the results say these overrides were applied, so they must be
     noise = d.noise if cipher is None else dataclasses.replace(d.noise, ciphers=(cipher,))
+    if serial:
+        noise = dataclasses.replace(noise, parallel_seal=False)
     return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",), noise=noise,
                       yamux=dataclasses.replace(d.yamux, max_streams=20_000),
                       mplex=dataclasses.replace(d.mplex, max_streams=20_000))
 
 
-def _new_host(muxer: str, listen: bool, cipher: str | None = None) -> Any:
+def _new_host(muxer: str, listen: bool, cipher: str | None = None, serial: bool = False) -> Any:
     import fastp2p
 
     key = fastp2p.Ed25519PrivateKey.generate()
-    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer, cipher))
+    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer, cipher, serial))
 
 
 async def _readexactly_into(s: Any, buf: memoryview, n: int) -> bool:
@@ -101,13 +103,14 @@ async def _handler(stream: Any) -> None:
 
 
 class Server(BaseServer):
-    def __init__(self, muxer: str, cipher: str | None = None) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
         self.muxer = muxer
         self.cipher = cipher
+        self.serial = serial
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
-            async with _new_host(self.muxer, True, self.cipher) as host:
+            async with _new_host(self.muxer, True, self.cipher, self.serial) as host:
                 host.set_handler(wire.PROTOCOL_ID, _handler)
                 addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
                 ready(f"{addr}/p2p/{host.peer_id}")
@@ -118,11 +121,12 @@ class Server(BaseServer):
 
 
 class Client(AsyncClient):
-    def __init__(self, muxer: str, cipher: str | None = None) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
         self.loop_factory = _loop_factory()
         super().__init__()
         self.muxer = muxer
         self.cipher = cipher
+        self.serial = serial
         self.host: Any = None
         self.peer: Any = None
         self._idle_hosts: list[Any] = []
@@ -130,7 +134,7 @@ class Client(AsyncClient):
 
     async def _ensure(self, addr: str) -> tuple[Any, Any]:
         if self.host is None:
-            self.host = _new_host(self.muxer, False, self.cipher)
+            self.host = _new_host(self.muxer, False, self.cipher, self.serial)
             await self.host.__aenter__()
         if self.peer is None:
             self.peer = await self.host.connect(addr)
@@ -186,7 +190,7 @@ class Client(AsyncClient):
         out = []
         handshake = []
         for _ in range(n):
-            async with _new_host(self.muxer, False, self.cipher) as h:
+            async with _new_host(self.muxer, False, self.cipher, self.serial) as h:
                 t0 = time.perf_counter()
                 peer = await h.connect(addr)  # TCP + Noise + muxer, identify done
                 handshake.append((time.perf_counter() - t0) * 1e3)
@@ -214,7 +218,7 @@ class Client(AsyncClient):
 
     async def a_idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
         for _ in range(conns):  # a connection needs its own client host
-            h = _new_host(self.muxer, False, self.cipher)
+            h = _new_host(self.muxer, False, self.cipher, self.serial)
             await h.__aenter__()
             peer = await h.connect(addr)
             s = await h.open_stream(peer, wire.PROTOCOL_ID)
@@ -240,19 +244,35 @@ class Client(AsyncClient):
 
 #: transport ciphers a backend can pin (name suffix -> NoiseConfig.ciphers entry)
 PINNED_CIPHERS = {"chacha": "ChaChaPoly", "aesgcm": "AESGCM"}
+#: name suffix of a variant that seals serially on any machine (NoiseConfig.parallel_seal=False)
+SERIAL = "serial"
+
+
+def parse_name(name: str) -> tuple[str, str | None, bool]:
+    """``fastp2p-MUXER[-CIPHER][-serial]`` -> (muxer, pinned NoiseConfig cipher or None, serial)."""
+    _, muxer, *rest = name.split("-")
+    serial = SERIAL in rest
+    pinned = [PINNED_CIPHERS[t] for t in rest if t in PINNED_CIPHERS]
+    return muxer, (pinned[0] if pinned else None), serial
 
 
 class Fastp2pTCP(Backend):
     """``cipher``: pin the Noise transport cipher (a key of PINNED_CIPHERS); None
-    keeps the default order (AES-256-GCM between fastp2p peers where the CPU has AES)."""
+    keeps the default order (AES-256-GCM between fastp2p peers where the CPU has AES).
+    ``serial``: seal large writes on the writer's thread alone, also where the
+    default seals them in parallel (4 or more CPUs): the same run then shows what
+    the parallel seal gives."""
 
-    def __init__(self, muxer: str, cipher: str | None = None) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
         self.muxer = muxer
         self.cipher = PINNED_CIPHERS[cipher] if cipher else None
-        self.name = f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "")
-        self.title = f"fastp2p TCP + Noise + {muxer}" + (f", {self.cipher} only" if cipher else "")
+        self.serial = serial
+        self.name = f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "") + (f"-{SERIAL}" if serial else "")
+        self.title = (f"fastp2p TCP + Noise + {muxer}" + (f", {self.cipher} only" if cipher else "")
+                      + (", serial seal" if serial else ""))
         self.loop = "uvloop" if _loop_factory() else "asyncio"
-        self.config_note = CONFIG_NOTE + (f"; NoiseConfig.ciphers=({self.cipher!r},)" if cipher else "")
+        self.config_note = (CONFIG_NOTE + (f"; NoiseConfig.ciphers=({self.cipher!r},)" if cipher else "")
+                            + ("; NoiseConfig.parallel_seal=False" if serial else ""))
 
     def available(self) -> str | None:
         try:
@@ -278,7 +298,7 @@ class Fastp2pTCP(Backend):
         return v
 
     def make_server(self) -> BaseServer:
-        return Server(self.muxer, self.cipher)
+        return Server(self.muxer, self.cipher, self.serial)
 
     def make_client(self) -> AsyncClient:
-        return Client(self.muxer, self.cipher)
+        return Client(self.muxer, self.cipher, self.serial)
