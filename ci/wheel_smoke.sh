@@ -40,7 +40,7 @@ sdist, wheel = sys.argv[1:3]
 s = [n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n]
 w = zipfile.ZipFile(wheel).namelist()
 need_s = ["setup.py", "pyproject.toml", "README.md", "fastp2p/py.typed",
-          "csrc/fp_aead.c", "csrc/fp_aead.h", "csrc/fp_gcm.c", "csrc/fp_gcm.h", "csrc/fp_chacha.c", "csrc/fp_chacha.h", "csrc/fp_cpu.h", "csrc/fp_common.h", "csrc/fp_frame.c", "csrc/fp_pool.c",
+          "csrc/fp_aead.c", "csrc/fp_aead.h", "csrc/fp_gcm.c", "csrc/fp_gcm.h", "csrc/fp_chacha.c", "csrc/fp_chacha.h", "csrc/fp_cpu.h", "csrc/fp_par.c", "csrc/fp_par.h", "csrc/fp_common.h", "csrc/fp_frame.c", "csrc/fp_pool.c",
           "csrc/fp_ring.c", "fastp2p/_native/aead.pyx", "fastp2p/_native/buffer.pxd",
           "fastp2p/_native/buffer.pyx", "fastp2p/_native/frame.pyx", "fastp2p/_native/shm.pyx",
           "fastp2p/_native/aead.pyi"]
