@@ -410,101 +410,125 @@ done:
 
 /* ---- parallel seal and open (fp_par's pool) ----------------------------------- */
 
-#define FP_PAR_PARTS (FP_PAR_MAX + 1)
+/* Jobs per batch: a few per participant, so one that starts late only takes
+ * fewer (fp_par.h); at most FP_PAR_JOBS, whole frames each. */
+#define FP_PAR_JOBS 128
 
-/* One part of a parallel seal or open: inputs set before the batch, results
- * read after it. */
+/* One job of a parallel seal or open: its inputs set before the batch, its
+ * results read after it. */
 typedef struct {
-    fp_aead *ctx;
-    const uint8_t *in; /* open: first frame (length prefix included) */
-    size_t skip, len;  /* seal: byte range of the iovec; open: bytes of whole frames */
+    const uint8_t *in;   /* open: the job's first frame (length prefix included) */
     uint8_t *out;
-    size_t cap;
-    size_t frames;     /* open: frames in the part */
+    size_t first;        /* index of its first frame (its nonce: base + first) */
+    size_t frames;
     size_t used, outlen; /* open: input bytes of the frames opened; both: bytes written */
     int rc;
-} fp_part;
+} fp_job;
 
 typedef struct {
-    const fp_iovec *iov;
-    size_t iovcnt;
-    fp_part parts[FP_PAR_PARTS];
-} fp_par_job;
+    fp_aead *a, *clones; /* slot 0's context, slot s's: clones[s - 1] */
+    uint64_t base;       /* the nonce of frame 0 */
+    const fp_iovec *iov; /* seal: the data, bytes [skip, skip + len) */
+    size_t iovcnt, skip, len, cap;
+    fp_job jobs[FP_PAR_JOBS];
+} fp_par_batch;
 
-static void fp_seal_part(void *arg, size_t i) {
-    fp_par_job *job = arg;
-    fp_part *p = &job->parts[i];
-    p->rc = fp_aead_seal_range(p->ctx, job->iov, job->iovcnt, p->skip, p->len, p->out, p->cap,
-                               &p->outlen);
+static inline fp_aead *fp_slot(fp_par_batch *b, unsigned slot) {
+    return slot ? &b->clones[slot - 1] : b->a;
+}
+
+/* Jobs for `frames` frames on `parts` participants; frames per job in *per. */
+static size_t fp_par_jobs(size_t frames, size_t parts, size_t *per) {
+    size_t k = 4 * parts;
+    if (k > FP_PAR_JOBS) k = FP_PAR_JOBS;
+    if (k > frames) k = frames;
+    *per = (frames + k - 1) / k;
+    return (frames + *per - 1) / *per;
+}
+
+static void fp_seal_job(void *arg, size_t i, unsigned slot) {
+    fp_par_batch *b = arg;
+    fp_job *j = &b->jobs[i];
+    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = P + FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE;
+    fp_aead *ctx = fp_slot(b, slot);
+    size_t from = j->first * P, len = j->frames * P;
+    if (len > b->len - from) len = b->len - from; /* the last job's last frame */
+    ctx->nonce = b->base + j->first;
+    j->rc = fp_aead_seal_range(ctx, b->iov, b->iovcnt, b->skip + from, len, j->out,
+                               b->cap - j->first * F, &j->outlen);
 }
 
 int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
                            size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
                            size_t *outlen, size_t *parts) {
-    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = FP_AEAD_SEAL_PLAINTEXT + FP_AEAD_LEN_SIZE +
-                                                     FP_AEAD_TAG_SIZE;
-    size_t frames = (len + P - 1) / P, k = nclones + 1;
+    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = P + FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE;
+    size_t frames = (len + P - 1) / P, per;
     *outlen = 0;
     *parts = 1;
-    if (k > FP_PAR_PARTS) k = FP_PAR_PARTS;
-    if (k > frames) k = frames;
-    if (k < 2 || !a->ctx) return fp_aead_seal_range(a, iov, iovcnt, skip, len, out, cap, outlen);
+    if (nclones > FP_PAR_MAX) nclones = FP_PAR_MAX;
+    if (nclones == 0 || frames < 2 || !a->ctx)
+        return fp_aead_seal_range(a, iov, iovcnt, skip, len, out, cap, outlen);
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
+    size_t total = 0;
+    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
+    if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
     FP_CHECK_BOUNDS(fp_aead_sealed_size(len), cap);
-    size_t per = (frames + k - 1) / k; /* frames per part; every part but the last is full */
-    k = (frames + per - 1) / per;
-    *parts = k;
-    fp_par_job job;
-    job.iov = iov;
-    job.iovcnt = iovcnt;
-    uint64_t base = a->nonce;
-    for (size_t j = 0; j < k; j++) {
-        fp_part *p = &job.parts[j];
-        size_t first = j * per;
-        p->ctx = j ? &clones[j - 1] : a;
-        p->ctx->nonce = base + first;
-        p->skip = skip + first * P;
-        p->len = j + 1 < k ? per * P : len - first * P;
-        p->out = out + first * F;
-        p->cap = cap - first * F;
-        p->outlen = 0;
-        p->rc = FP_OK;
+    fp_par_batch b;
+    b.a = a;
+    b.clones = clones;
+    b.base = a->nonce;
+    b.iov = iov;
+    b.iovcnt = iovcnt;
+    b.skip = skip;
+    b.len = len;
+    b.cap = cap;
+    size_t k = fp_par_jobs(frames, nclones + 1, &per);
+    for (size_t i = 0; i < k; i++) {
+        fp_job *j = &b.jobs[i];
+        j->first = i * per;
+        j->frames = i + 1 < k ? per : frames - i * per;
+        j->out = out + j->first * F;
+        j->outlen = 0;
+        j->rc = FP_OK;
     }
-    fp_par_run((unsigned)(k - 1), fp_seal_part, &job, k);
+    *parts = 1 + fp_par_run((unsigned)nclones, fp_seal_job, &b, k);
     int rc = FP_OK;
-    for (size_t j = 0; j < k; j++) {
-        if (job.parts[j].rc && !rc) rc = job.parts[j].rc;
-        *outlen += job.parts[j].outlen;
+    for (size_t i = 0; i < k; i++) {
+        if (b.jobs[i].rc && !rc) rc = b.jobs[i].rc;
+        *outlen += b.jobs[i].outlen;
     }
-    a->nonce = rc ? base : base + frames; /* a failed cipher is dead: the caller drops it */
+    a->nonce = rc ? b.base : b.base + frames; /* a failed cipher is dead: the caller drops it */
     return rc;
 }
 
-static void fp_open_part(void *arg, size_t i) {
-    fp_part *p = &((fp_par_job *)arg)->parts[i];
+static void fp_open_job(void *arg, size_t i, unsigned slot) {
+    fp_par_batch *b = arg;
+    fp_job *j = &b->jobs[i];
+    fp_aead *ctx = fp_slot(b, slot);
     size_t pos = 0, opos = 0;
-    for (size_t f = 0; f < p->frames; f++) {
-        size_t flen = fp_load_be16(p->in + pos);
-        int rc = fp_aead_open_frame(p->ctx, p->in + pos + FP_AEAD_LEN_SIZE, flen, p->out + opos);
+    ctx->nonce = b->base + j->first;
+    for (size_t f = 0; f < j->frames; f++) {
+        size_t flen = fp_load_be16(j->in + pos);
+        int rc = fp_aead_open_frame(ctx, j->in + pos + FP_AEAD_LEN_SIZE, flen, j->out + opos);
         if (rc) {
-            p->rc = rc;
+            j->rc = rc;
             break;
         }
         pos += FP_AEAD_LEN_SIZE + flen;
         opos += flen - FP_AEAD_TAG_SIZE;
     }
-    p->used = pos;
-    p->outlen = opos;
+    j->used = pos;
+    j->outlen = opos;
 }
 
 int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const uint8_t *in,
                             size_t n, size_t *consumed, uint8_t *out, size_t cap, size_t *outlen,
                             size_t *parts) {
-    size_t pos = 0, frames = 0, plain = 0, k = nclones + 1;
+    size_t pos = 0, frames = 0, plain = 0, per;
     int tail = FP_OK; /* what a serial open would stop at after the complete frames */
     *parts = 1;
-    if (k > FP_PAR_PARTS) k = FP_PAR_PARTS;
-    if (k < 2 || !a->ctx) return fp_aead_open_frames(a, in, n, consumed, out, cap, outlen);
+    if (nclones > FP_PAR_MAX) nclones = FP_PAR_MAX;
+    if (nclones == 0 || !a->ctx) return fp_aead_open_frames(a, in, n, consumed, out, cap, outlen);
     while (n - pos >= FP_AEAD_LEN_SIZE) {
         size_t flen = fp_load_be16(in + pos);
         if (FP_UNLIKELY(flen < FP_AEAD_TAG_SIZE)) {
@@ -516,40 +540,37 @@ int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const u
         plain += flen - FP_AEAD_TAG_SIZE;
         frames++;
     }
-    if (k > frames) k = frames;
-    /* the serial open handles what the parts cannot: too few frames, no room */
-    if (k < 2 || plain > cap || FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce))
+    /* the serial open handles what the jobs cannot: one frame, no room */
+    if (frames < 2 || plain > cap || FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce))
         return fp_aead_open_frames(a, in, n, consumed, out, cap, outlen);
-    size_t per = (frames + k - 1) / k;
-    k = (frames + per - 1) / per;
-    *parts = k;
-    fp_par_job job;
-    uint64_t base = a->nonce;
-    size_t ipos = 0, opos = 0;
-    for (size_t j = 0; j < k; j++) {
-        fp_part *p = &job.parts[j];
-        p->ctx = j ? &clones[j - 1] : a;
-        p->ctx->nonce = base + j * per;
-        p->in = in + ipos;
-        p->out = out + opos;
-        p->frames = j + 1 < k ? per : frames - j * per;
-        p->used = p->outlen = 0;
-        p->rc = FP_OK;
-        for (size_t f = 0; f < p->frames; f++) { /* where the next part starts */
+    fp_par_batch b;
+    b.a = a;
+    b.clones = clones;
+    b.base = a->nonce;
+    size_t k = fp_par_jobs(frames, nclones + 1, &per), ipos = 0, opos = 0;
+    for (size_t i = 0; i < k; i++) {
+        fp_job *j = &b.jobs[i];
+        j->first = i * per;
+        j->frames = i + 1 < k ? per : frames - i * per;
+        j->in = in + ipos;
+        j->out = out + opos;
+        j->used = j->outlen = 0;
+        j->rc = FP_OK;
+        for (size_t f = 0; f < j->frames; f++) { /* where the next job starts */
             size_t flen = fp_load_be16(in + ipos);
             ipos += FP_AEAD_LEN_SIZE + flen;
             opos += flen - FP_AEAD_TAG_SIZE;
         }
     }
-    fp_par_run((unsigned)(k - 1), fp_open_part, &job, k);
+    *parts = 1 + fp_par_run((unsigned)nclones, fp_open_job, &b, k);
     /* in order: everything up to the first failure, as a serial open */
     *consumed = *outlen = 0;
-    for (size_t j = 0; j < k; j++) {
-        *consumed += job.parts[j].used;
-        *outlen += job.parts[j].outlen;
-        if (job.parts[j].rc) return job.parts[j].rc;
+    for (size_t i = 0; i < k; i++) {
+        *consumed += b.jobs[i].used;
+        *outlen += b.jobs[i].outlen;
+        if (b.jobs[i].rc) return b.jobs[i].rc;
     }
-    a->nonce = base + frames;
+    a->nonce = b.base + frames;
     return tail;
 }
 

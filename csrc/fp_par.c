@@ -1,13 +1,14 @@
 /* fp_par.c - see fp_par.h.
  *
  * One batch at a time: the caller that holds `use` publishes (fn, arg, n) under
- * `mu`, bumps `gen` and wakes the pool; every participant takes job indexes from
- * one atomic counter until they run out. The caller returns once `left` (jobs
- * not yet finished) is 0, so the jobs' results and the buffers they borrowed are
- * never touched after fp_par_run returns. A worker that woke late still holds the
- * old batch's (fn, arg, n): `inside` counts such workers, and the next batch is
- * not published (nor the counter reset) until it is 0, so a late worker finds the
- * old counter spent and runs nothing.
+ * `mu` and bumps `gen`; pool threads spinning on `gen` see it at once, sleeping
+ * ones are woken. Every participant takes job indexes from one atomic counter
+ * until they run out. The caller returns once `left` (jobs not finished) is 0,
+ * so the jobs' results and the buffers they borrowed are never touched after
+ * fp_par_run returns. A worker that joined late still holds the old batch's
+ * (fn, arg, n): `inside` counts workers between joining and reporting, and the
+ * next batch is not published (nor the counter reset) until it is 0, so a late
+ * worker finds the old counter spent and runs nothing.
  */
 #define _GNU_SOURCE
 #include "fp_par.h"
@@ -17,21 +18,23 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 static struct {
-    pthread_mutex_t use; /* held by the caller whose batch runs */
-    pthread_mutex_t mu;  /* guards everything below but `next` */
-    pthread_cond_t go;   /* gen changed */
-    pthread_cond_t done; /* left or inside fell to 0 */
-    unsigned started;    /* pool threads running */
-    unsigned want;       /* workers with id < want take part in this batch */
-    unsigned inside;     /* workers between taking a batch and reporting on it */
-    uint64_t gen;        /* batches published; a new worker joins the current one */
+    pthread_mutex_t use;  /* held by the caller whose batch runs */
+    pthread_mutex_t mu;   /* guards the batch's fields and the counts below */
+    pthread_cond_t go;    /* gen changed (for sleeping workers) */
+    pthread_cond_t done;  /* left or inside fell to 0 */
+    unsigned started;     /* pool threads running */
+    unsigned want;        /* workers with id < want take part in this batch */
+    unsigned inside;      /* workers between joining a batch and reporting on it */
+    unsigned sleeping;    /* workers waiting on `go` */
     fp_par_fn fn;
     void *arg;
     size_t n;
-    size_t left;         /* jobs of this batch not finished */
-    atomic_size_t next;  /* next job index to take */
+    atomic_uint_fast64_t gen; /* batches published; a new worker joins the current one */
+    atomic_size_t left;   /* jobs of this batch not finished */
+    atomic_size_t next;   /* next job index to take */
 } P = {.use = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
        .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
@@ -43,21 +46,56 @@ static void fp_par_atfork_child(void) {
     pthread_mutex_init(&P.mu, NULL);
     pthread_cond_init(&P.go, NULL);
     pthread_cond_init(&P.done, NULL);
-    P.started = P.want = P.inside = 0;
-    P.gen = 0;
+    P.started = P.want = P.inside = P.sleeping = 0;
     P.fn = NULL;
     P.arg = NULL;
-    P.n = P.left = 0;
+    P.n = 0;
+    atomic_store(&P.gen, 0);
+    atomic_store(&P.left, 0);
     atomic_store(&P.next, 0);
 }
 
 static void fp_par_register_atfork(void) { pthread_atfork(NULL, NULL, fp_par_atfork_child); }
 
-/* Takes jobs of (fn, arg, n) until none is left; returns how many it ran. */
-static size_t fp_par_take(fp_par_fn fn, void *arg, size_t n) {
+static inline void fp_par_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static uint64_t fp_par_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Spins up to FP_PAR_SPIN_NS while gen is `still` (left is not 0); true once
+ * it is not. */
+static int fp_par_spin_while_gen(uint64_t still) {
+    uint64_t t0 = fp_par_now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&P.gen, memory_order_acquire) != still) return 1;
+        fp_par_relax();
+        if (!(i & 63) && fp_par_now_ns() - t0 > FP_PAR_SPIN_NS) return 0;
+    }
+}
+
+static int fp_par_spin_while_left(void) { /* see fp_par_spin_while_gen */
+    uint64_t t0 = fp_par_now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&P.left, memory_order_acquire) == 0) return 1;
+        fp_par_relax();
+        if (!(i & 63) && fp_par_now_ns() - t0 > FP_PAR_SPIN_NS) return 0;
+    }
+}
+
+/* Takes jobs of (fn, arg, n) as `slot` until none is left; returns how many it ran. */
+static size_t fp_par_take(fp_par_fn fn, void *arg, size_t n, unsigned slot) {
     size_t i, ran = 0;
     while ((i = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed)) < n) {
-        fn(arg, i);
+        fn(arg, i, slot);
         ran++;
     }
     return ran;
@@ -66,21 +104,34 @@ static size_t fp_par_take(fp_par_fn fn, void *arg, size_t n) {
 static void *fp_par_worker(void *p) {
     unsigned id = (unsigned)(uintptr_t)p;
     uint64_t seen = 0; /* gen starts at 0 and the first batch makes it 1 */
-    pthread_mutex_lock(&P.mu);
     for (;;) {
-        while (P.gen == seen) pthread_cond_wait(&P.go, &P.mu);
-        seen = P.gen;
-        if (id >= P.want || P.left == 0) continue;
+        if (!fp_par_spin_while_gen(seen)) {
+            pthread_mutex_lock(&P.mu);
+            while (atomic_load(&P.gen) == seen) {
+                P.sleeping++;
+                pthread_cond_wait(&P.go, &P.mu);
+                P.sleeping--;
+            }
+            pthread_mutex_unlock(&P.mu);
+        }
+        pthread_mutex_lock(&P.mu);
+        seen = atomic_load(&P.gen);
+        if (id >= P.want || atomic_load(&P.left) == 0) {
+            pthread_mutex_unlock(&P.mu);
+            continue;
+        }
         fp_par_fn fn = P.fn;
         void *arg = P.arg;
         size_t n = P.n;
         P.inside++;
         pthread_mutex_unlock(&P.mu);
-        size_t ran = fp_par_take(fn, arg, n);
+        size_t ran = fp_par_take(fn, arg, n, id + 1);
         pthread_mutex_lock(&P.mu);
         P.inside--;
-        P.left -= ran;
-        if (P.left == 0 || P.inside == 0) pthread_cond_broadcast(&P.done);
+        /* release: the jobs' results are visible to a caller that sees left == 0 */
+        size_t was = atomic_fetch_sub_explicit(&P.left, ran, memory_order_acq_rel);
+        if (was == ran || P.inside == 0) pthread_cond_broadcast(&P.done);
+        pthread_mutex_unlock(&P.mu);
     }
     return NULL;
 }
@@ -115,7 +166,7 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
         threads = (unsigned)(n - 1); /* no thread without a job */
     pthread_once(&atfork_once, fp_par_register_atfork);
     if (threads == 0 || pthread_mutex_trylock(&P.use) != 0) {
-        for (i = 0; i < n; i++) fn(arg, i);
+        for (i = 0; i < n; i++) fn(arg, i, 0);
         return 0;
     }
     pthread_mutex_lock(&P.mu);
@@ -124,17 +175,19 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
     P.fn = fn;
     P.arg = arg;
     P.n = n;
-    P.left = n;
     P.want = want;
+    atomic_store(&P.left, n);
     atomic_store(&P.next, 0);
-    P.gen++;
-    if (want) pthread_cond_broadcast(&P.go);
+    atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
+    if (want && P.sleeping) pthread_cond_broadcast(&P.go);
     pthread_mutex_unlock(&P.mu);
-    size_t ran = fp_par_take(fn, arg, n);
-    pthread_mutex_lock(&P.mu);
-    P.left -= ran;
-    while (P.left) pthread_cond_wait(&P.done, &P.mu);
-    pthread_mutex_unlock(&P.mu);
+    size_t ran = fp_par_take(fn, arg, n, 0);
+    if (atomic_fetch_sub_explicit(&P.left, ran, memory_order_acq_rel) != ran &&
+        !fp_par_spin_while_left()) {
+        pthread_mutex_lock(&P.mu);
+        while (atomic_load(&P.left)) pthread_cond_wait(&P.done, &P.mu);
+        pthread_mutex_unlock(&P.mu);
+    }
     pthread_mutex_unlock(&P.use);
     return want;
 }

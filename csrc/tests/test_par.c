@@ -19,9 +19,18 @@
 
 typedef struct {
     atomic_int hits[JOBS_MAX];
+    atomic_int busy[FP_PAR_MAX + 1]; /* a slot runs one job at a time */
 } counts;
 
-static void hit(void *arg, size_t i) { atomic_fetch_add(&((counts *)arg)->hits[i], 1); }
+static void hit(void *arg, size_t i, unsigned slot) {
+    counts *c = arg;
+    assert(slot <= FP_PAR_MAX);
+    assert(atomic_exchange(&c->busy[slot], 1) == 0);
+    atomic_fetch_add(&c->hits[i], 1);
+    for (volatile int k = 0; k < (int)(i % 7) * 50; k++) {
+    }
+    atomic_store(&c->busy[slot], 0);
+}
 
 /* Every job runs exactly once, whatever the thread count. */
 static void check_batches(unsigned seed, int rounds) {
@@ -30,6 +39,7 @@ static void check_batches(unsigned seed, int rounds) {
         size_t n = (size_t)(rand_r(&seed) % JOBS_MAX);
         unsigned threads = (unsigned)(rand_r(&seed) % 9);
         for (size_t i = 0; i < JOBS_MAX; i++) atomic_init(&c.hits[i], 0);
+        for (size_t i = 0; i <= FP_PAR_MAX; i++) atomic_init(&c.busy[i], 0);
         fp_par_run(threads, hit, &c, n);
         for (size_t i = 0; i < JOBS_MAX; i++) assert(atomic_load(&c.hits[i]) == (i < n));
     }
