@@ -419,8 +419,10 @@ done:
 typedef struct {
     const uint8_t *in;   /* open: the job's first frame (length prefix included) */
     uint8_t *out;
+    size_t skip, len;    /* seal: its bytes of the iovec's concatenation */
+    size_t cap;          /* seal: room at out */
     size_t first;        /* index of its first frame (its nonce: base + first) */
-    size_t frames;
+    size_t frames;       /* open: frames in it */
     size_t used, outlen; /* open: input bytes of the frames opened; both: bytes written */
     int rc;
 } fp_job;
@@ -428,8 +430,8 @@ typedef struct {
 typedef struct {
     fp_aead *a, *clones; /* slot 0's context, slot s's: clones[s - 1] */
     uint64_t base;       /* the nonce of frame 0 */
-    const fp_iovec *iov; /* seal: the data, bytes [skip, skip + len) */
-    size_t iovcnt, skip, len, cap;
+    const fp_iovec *iov; /* seal: the data */
+    size_t iovcnt;
     fp_job jobs[FP_PAR_JOBS];
 } fp_par_batch;
 
@@ -437,60 +439,70 @@ static inline fp_aead *fp_slot(fp_par_batch *b, unsigned slot) {
     return slot ? &b->clones[slot - 1] : b->a;
 }
 
-/* Jobs for `frames` frames on `parts` participants; frames per job in *per. */
-static size_t fp_par_jobs(size_t frames, size_t parts, size_t *per) {
+/* Frames per job for `frames` frames on `parts` participants: a few jobs each. */
+static size_t fp_par_per(size_t frames, size_t parts) {
     size_t k = 4 * parts;
     if (k > FP_PAR_JOBS) k = FP_PAR_JOBS;
     if (k > frames) k = frames;
-    *per = (frames + k - 1) / k;
-    return (frames + *per - 1) / *per;
+    return (frames + k - 1) / k;
 }
 
 static void fp_seal_job(void *arg, size_t i, unsigned slot) {
     fp_par_batch *b = arg;
     fp_job *j = &b->jobs[i];
-    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = P + FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE;
     fp_aead *ctx = fp_slot(b, slot);
-    size_t from = j->first * P, len = j->frames * P;
-    if (len > b->len - from) len = b->len - from; /* the last job's last frame */
     ctx->nonce = b->base + j->first;
-    j->rc = fp_aead_seal_range(ctx, b->iov, b->iovcnt, b->skip + from, len, j->out,
-                               b->cap - j->first * F, &j->outlen);
+    j->rc = fp_aead_seal_range(ctx, b->iov, b->iovcnt, j->skip, j->len, j->out, j->cap, &j->outlen);
 }
 
-int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
-                           size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
-                           size_t *outlen, size_t *parts) {
-    const size_t P = FP_AEAD_SEAL_PLAINTEXT, F = P + FP_AEAD_LEN_SIZE + FP_AEAD_TAG_SIZE;
-    size_t frames = (len + P - 1) / P, per;
+/* The jobs of a parallel seal of the iovec, `per` frames each at most, none
+ * across a segment's end; 0 when they would be more than FP_PAR_JOBS. */
+static size_t fp_seal_jobs(fp_par_batch *b, size_t per, uint8_t *out, size_t cap) {
+    const size_t P = FP_AEAD_SEAL_PLAINTEXT;
+    size_t pos = 0, skip = 0, len = 0, k = 0, frame = 0, opos = 0;
+    while (fp_aead_next_segment(b->iov, b->iovcnt, &pos, &skip, &len)) {
+        for (size_t off = 0; off < len; off += per * P) {
+            if (k == FP_PAR_JOBS) return 0;
+            fp_job *j = &b->jobs[k++];
+            j->skip = skip + off;
+            j->len = len - off < per * P ? len - off : per * P;
+            j->first = frame;
+            j->out = out + opos;
+            j->cap = cap - opos;
+            j->outlen = 0;
+            j->rc = FP_OK;
+            frame += (j->len + P - 1) / P;
+            opos += fp_aead_sealed_size(j->len);
+        }
+    }
+    return k;
+}
+
+int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                            size_t iovcnt, uint8_t *out, size_t cap, size_t *outlen,
+                            size_t *parts) {
+    size_t pos = 0, skip = 0, len = 0, frames = 0, need = 0, k = 0;
     *outlen = 0;
     *parts = 1;
     if (nclones > FP_PAR_MAX) nclones = FP_PAR_MAX;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+        need += fp_aead_sealed_size(len);
+    }
     if (nclones == 0 || frames < 2 || !a->ctx)
-        return fp_aead_seal_range(a, iov, iovcnt, skip, len, out, cap, outlen);
+        return fp_aead_seal_frames(a, iov, iovcnt, out, cap, outlen);
+    FP_CHECK_BOUNDS(need, cap);
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
-    size_t total = 0;
-    for (size_t i = 0; i < iovcnt; i++) total += iov[i].len;
-    if (FP_UNLIKELY(skip > total || len > total - skip)) return FP_EINVAL;
-    FP_CHECK_BOUNDS(fp_aead_sealed_size(len), cap);
     fp_par_batch b;
     b.a = a;
     b.clones = clones;
     b.base = a->nonce;
     b.iov = iov;
     b.iovcnt = iovcnt;
-    b.skip = skip;
-    b.len = len;
-    b.cap = cap;
-    size_t k = fp_par_jobs(frames, nclones + 1, &per);
-    for (size_t i = 0; i < k; i++) {
-        fp_job *j = &b.jobs[i];
-        j->first = i * per;
-        j->frames = i + 1 < k ? per : frames - i * per;
-        j->out = out + j->first * F;
-        j->outlen = 0;
-        j->rc = FP_OK;
-    }
+    /* jobs of whole frames; fewer, longer ones where many segments would need more */
+    for (size_t per = fp_par_per(frames, nclones + 1); per <= frames && !k; per *= 2)
+        k = fp_seal_jobs(&b, per, out, cap);
+    if (k < 2) return fp_aead_seal_frames(a, iov, iovcnt, out, cap, outlen);
     *parts = 1 + fp_par_run((unsigned)nclones, fp_seal_job, &b, k);
     int rc = FP_OK;
     for (size_t i = 0; i < k; i++) {
@@ -547,7 +559,8 @@ int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const u
     b.a = a;
     b.clones = clones;
     b.base = a->nonce;
-    size_t k = fp_par_jobs(frames, nclones + 1, &per), ipos = 0, opos = 0;
+    per = fp_par_per(frames, nclones + 1);
+    size_t k = (frames + per - 1) / per, ipos = 0, opos = 0;
     for (size_t i = 0; i < k; i++) {
         fp_job *j = &b.jobs[i];
         j->first = i * per;

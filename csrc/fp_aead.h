@@ -145,15 +145,15 @@ int fp_aead_clone(fp_aead *dst, const fp_aead *src);
 int fp_aead_open_frames(fp_aead *a, const uint8_t *in, size_t n, size_t *consumed, uint8_t *out,
                         size_t cap, size_t *outlen);
 
-/* fp_aead_seal_range on the caller's thread and up to nclones of fp_par's pool:
- * the range is cut on frame boundaries into jobs of whole frames, each sealed
- * with its runner's context: a on the caller, clones[s - 1] on pool thread s
- * (contexts from fp_aead_clone of a; their nonces are set here). The output,
- * *outlen and a's nonce afterwards are exactly fp_aead_seal_range's. Errors as
- * fp_aead_seal_range. */
-int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
-                           size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
-                           size_t *outlen, size_t *parts);
+/* fp_aead_seal_frames on the caller's thread and up to nclones of fp_par's pool:
+ * each segment is cut on frame boundaries into jobs of whole frames, each
+ * sealed with its runner's context: a on the caller, clones[s - 1] on pool
+ * thread s (contexts from fp_aead_clone of a; their nonces are set here). The
+ * output, *outlen and a's nonce afterwards are exactly fp_aead_seal_frames'.
+ * Errors as fp_aead_seal_frames. */
+int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                            size_t iovcnt, uint8_t *out, size_t cap, size_t *outlen,
+                            size_t *parts);
 
 /* fp_aead_open_frames likewise: the complete frames of in[0..n) are cut into
  * jobs of whole frames. The plaintext, *consumed and *outlen are

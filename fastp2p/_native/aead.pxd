@@ -48,9 +48,9 @@ cdef extern from "fp_aead.h" nogil:
     int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip,
                            size_t len, uint8_t *out, size_t cap, size_t *outlen)
     int fp_aead_clone(fp_aead *dst, const fp_aead *src)
-    int fp_aead_seal_range_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
-                               size_t iovcnt, size_t skip, size_t len, uint8_t *out, size_t cap,
-                               size_t *outlen, size_t *parts)
+    int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
+                                size_t iovcnt, uint8_t *out, size_t cap, size_t *outlen,
+                                size_t *parts)
     int fp_aead_open_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const uint8_t *inp,
                                 size_t n, size_t *consumed, uint8_t *out, size_t cap,
                                 size_t *outlen, size_t *parts)
@@ -100,8 +100,8 @@ cdef class NoiseCipher:
 
     cdef void _free_clones(self)
     cdef int _ensure_clones(self, int k) except -1
-    cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
-                            size_t need) except? -999
+    cdef int _seal_par(self, const fp_iovec *iov, size_t cnt, uint8_t *dst, size_t need,
+                       size_t total) except? -999
     cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
                       size_t *consumed, size_t *outlen) except? -999
     cdef int _enter(self) except -1

@@ -285,8 +285,8 @@ cdef class NoiseCipher:
             self._clones = NULL
         self._nclones = 0
 
-    def parallel_seal(self, int threads, size_t min_bytes=1 << 20):
-        """Seal writes of at least ``min_bytes`` in parallel: frame ranges on ``threads``
+    def parallel_seal(self, int threads, size_t min_bytes=1 << 18):
+        """Seal writes of at least ``min_bytes`` in parallel: runs of frames on ``threads``
         threads of a process-wide C pool plus the calling one, the GIL released (0: off).
 
         The wire bytes are identical to a serial seal. Worth it only with spare
@@ -295,7 +295,7 @@ cdef class NoiseCipher:
         if threads < 0:
             raise ValueError("threads must be >= 0")
         self._par_threads = min(threads, FP_PAR_MAX)
-        self._par_min = max(min_bytes, 2 * FP_AEAD_SEAL_PLAINTEXT)
+        self._par_min = max(min_bytes, FP_AEAD_SEAL_PLAINTEXT + 1)
 
     def parallel_open(self, int threads, size_t min_bytes=1 << 17):
         """Open reads of at least ``min_bytes`` holding two or more whole frames in
@@ -326,28 +326,19 @@ cdef class NoiseCipher:
             self._nclones = i + 1
         return 0
 
-    cdef int _seal_segments(self, const fp_iovec *iov, size_t cnt, uint8_t *dst,
-                            size_t need) except? -999:
-        # Segment by segment (fp_aead_next_segment): a large one in parallel ranges.
-        cdef size_t pos = 0, skip = 0, length = 0, opos = 0, got = 0, parts = 1
-        cdef size_t nclones = <size_t>self._par_threads
-        cdef int rc = 0
+    cdef int _seal_par(self, const fp_iovec *iov, size_t cnt, uint8_t *dst, size_t need,
+                       size_t total) except? -999:
+        """``fp_aead_seal_frames`` of ``iov`` on the pool (see ``parallel_seal``; the
+        caller checked it is on and holds ``_enter``); returns its status."""
+        cdef size_t nclones = <size_t>self._par_threads, parts = 1, got = 0
+        cdef int rc
         self._ensure_clones(self._par_threads)
-        while fp_aead_next_segment(iov, cnt, &pos, &skip, &length):
-            with nogil:
-                if length >= self._par_min:
-                    rc = fp_aead_seal_range_par(&self._a, self._clones, nclones, iov, cnt, skip,
-                                                length, dst + opos, need - opos, &got, &parts)
-                else:
-                    parts = 1
-                    rc = fp_aead_seal_range(&self._a, iov, cnt, skip, length, dst + opos,
-                                            need - opos, &got)
-            if rc:
-                return rc
-            if parts > 1:
-                self.parallel_bytes += length
-            opos += got
-        return 0
+        with nogil:
+            rc = fp_aead_seal_frames_par(&self._a, self._clones, nclones, iov, cnt, dst, need,
+                                         &got, &parts)
+        if parts > 1 and rc == 0:
+            self.parallel_bytes += total
+        return rc
 
     cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
                       size_t *consumed, size_t *outlen) except? -999:
@@ -617,7 +608,7 @@ cdef class NoiseCipher:
         out = _new_block(need)
         cdef uint8_t *dst = (<FrameBlock>out).data
         if self._par_threads and total >= self._par_min:
-            rc = self._seal_segments(iov, cnt, dst, need)
+            rc = self._seal_par(iov, cnt, dst, need, total)
         elif total >= _NOGIL:
             with nogil:
                 rc = fp_aead_seal_frames(&self._a, iov, cnt, dst, need, &outlen)

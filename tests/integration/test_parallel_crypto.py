@@ -77,3 +77,15 @@ async def test_large_writes_both_ways_on_several_streams(muxer: str, cipher: str
         assert st["bytes_sealed_in_parallel"] > 18 * MiB
         assert st["bytes_opened_in_parallel"] > 9 * MiB, st
     assert aead.pool_threads() >= 3
+
+
+async def test_default_thresholds_take_a_muxers_1mib_writes_to_the_pool() -> None:
+    """With the default thresholds, a 1 MiB stream write (one seal call of four
+    256 KiB yamux frames) and the 256 KiB reads of it go through the pool."""
+    cfg = HostConfig(data_paths=("tcp",), noise=NoiseConfig(parallel_seal=True, parallel_seal_threads=2))
+    async with asyncio.timeout(60), host_pair(cfg, handlers={PROTO: _echo}) as (cli, _srv, peer):
+        data = os.urandom(16 * MiB)
+        await _one_stream(cli, peer, data, [MiB])
+        st = cli.connections[0].statistics()
+        assert st["bytes_sealed_in_parallel"] >= 8 * MiB, st
+        assert st["bytes_opened_in_parallel"] > 0, st

@@ -161,7 +161,7 @@ class NoiseCipher:
         """The counter the next message will use."""
         return self._nonce
 
-    def parallel_seal(self, threads: int, min_bytes: int = 1 << 20) -> None:
+    def parallel_seal(self, threads: int, min_bytes: int = 1 << 18) -> None:
         """Accepted for API parity with the native cipher, which seals writes of at
         least ``min_bytes`` on ``threads`` pool threads; here sealing stays serial
         (pure Python holds the GIL, so threads could not help)."""
