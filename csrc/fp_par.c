@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -39,6 +40,7 @@ static struct {
        .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static uint64_t spin_ns = (uint64_t)FP_PAR_SPIN_US * 1000u; /* set once, in fp_par_init */
 
 /* The child of a fork has none of the pool's threads: start over empty. */
 static void fp_par_atfork_child(void) {
@@ -55,7 +57,15 @@ static void fp_par_atfork_child(void) {
     atomic_store(&P.next, 0);
 }
 
-static void fp_par_register_atfork(void) { pthread_atfork(NULL, NULL, fp_par_atfork_child); }
+static void fp_par_init(void) {
+    const char *env = getenv("FASTP2P_PAR_SPIN_US");
+    if (env && *env) {
+        char *end;
+        unsigned long us = strtoul(env, &end, 10);
+        if (*end == '\0' && us <= 1000000) spin_ns = (uint64_t)us * 1000u;
+    }
+    pthread_atfork(NULL, NULL, fp_par_atfork_child);
+}
 
 static inline void fp_par_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -71,23 +81,25 @@ static uint64_t fp_par_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Spins up to FP_PAR_SPIN_NS while gen is `still` (left is not 0); true once
+/* Spins up to spin_ns while gen is `still` (left is not 0); true once
  * it is not. */
 static int fp_par_spin_while_gen(uint64_t still) {
+    if (!spin_ns) return atomic_load_explicit(&P.gen, memory_order_acquire) != still;
     uint64_t t0 = fp_par_now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&P.gen, memory_order_acquire) != still) return 1;
         fp_par_relax();
-        if (!(i & 63) && fp_par_now_ns() - t0 > FP_PAR_SPIN_NS) return 0;
+        if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
     }
 }
 
 static int fp_par_spin_while_left(void) { /* see fp_par_spin_while_gen */
+    if (!spin_ns) return atomic_load_explicit(&P.left, memory_order_acquire) == 0;
     uint64_t t0 = fp_par_now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&P.left, memory_order_acquire) == 0) return 1;
         fp_par_relax();
-        if (!(i & 63) && fp_par_now_ns() - t0 > FP_PAR_SPIN_NS) return 0;
+        if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
     }
 }
 
@@ -164,7 +176,7 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
         threads = 0;
     else if (n - 1 < threads)
         threads = (unsigned)(n - 1); /* no thread without a job */
-    pthread_once(&atfork_once, fp_par_register_atfork);
+    pthread_once(&atfork_once, fp_par_init);
     if (threads == 0 || pthread_mutex_trylock(&P.use) != 0) {
         for (i = 0; i < n; i++) fn(arg, i, 0);
         return 0;

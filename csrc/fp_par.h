@@ -21,8 +21,9 @@
 #define FP_PAR_MAX 31
 
 /* How long a pool thread, and a caller waiting for the last jobs, spin before
- * they sleep (nanoseconds). */
-#define FP_PAR_SPIN_NS 200000
+ * they sleep, by default (microseconds; the environment variable
+ * FASTP2P_PAR_SPIN_US, read once, overrides it: 0 never spins). */
+#define FP_PAR_SPIN_US 200
 
 /* One job: index i of the batch, run by participant `slot`: 0 is the caller,
  * 1..threads the pool threads. One participant runs one job at a time, so a

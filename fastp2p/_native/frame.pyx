@@ -731,7 +731,7 @@ cdef class _RouteTable:
                     # a large read on a machine with cores to spare: runs of frames
                     # on the cipher's pool (NoiseCipher.parallel_open)
                     k = self._open_lent_run(cipher, src + pos, n - pos)
-                    if not k and one:
+                    if not k and one and cipher._open_copy:
                         k = self._open_run(cipher, src + pos, n - pos)
                     if k:
                         pos += k

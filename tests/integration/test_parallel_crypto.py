@@ -66,16 +66,19 @@ async def _one_stream(cli: Any, peer: Any, data: bytes, sizes: list[int]) -> Non
 @pytest.mark.parametrize("muxer", ["/yamux/1.0.0", "/mplex/6.7.0"])
 async def test_large_writes_both_ways_on_several_streams(muxer: str, cipher: str) -> None:
     cfg = _config(muxer, cipher)
-    async with asyncio.timeout(120), host_pair(cfg, handlers={PROTO: _echo}) as (cli, _srv, peer):
+    async with asyncio.timeout(120), host_pair(cfg, handlers={PROTO: _echo}) as (cli, srv, peer):
         data = [os.urandom(12 * MiB + 12345) for _ in range(3)]
         # 4 MiB and 1 MiB writes (the pool), 70 KB and 1 KB ones (serial), mixed
         sizes = [[4 * MiB, 1000, 70_001], [MiB + 17, 300 * 1024], [2 * MiB]]
         await asyncio.gather(*(_one_stream(cli, peer, d, z) for d, z in zip(data, sizes, strict=True)))
-        st = cli.connections[0].statistics()
+        st, srv_st = cli.connections[0].statistics(), srv.connections[0].statistics()
         assert st["cipher"] == cipher
-        # most of the 36 MB each way went through the pool, both ways
+        # most of the 36 MB each way went through the pool, both ways: the echo
+        # lends its buffer (runs opened in place, any cipher); the client reads
+        # chunks (runs opened into a block, then copied: ChaCha20-Poly1305 only)
         assert st["bytes_sealed_in_parallel"] > 18 * MiB
-        assert st["bytes_opened_in_parallel"] > 9 * MiB, st
+        assert srv_st["bytes_opened_in_parallel"] > MiB, srv_st
+        assert (st["bytes_opened_in_parallel"] > 9 * MiB) == (cipher == "ChaChaPoly"), st
     assert aead.pool_threads() >= 3
 
 
@@ -83,9 +86,9 @@ async def test_default_thresholds_take_a_muxers_1mib_writes_to_the_pool() -> Non
     """With the default thresholds, a 1 MiB stream write (one seal call of four
     256 KiB yamux frames) and the 256 KiB reads of it go through the pool."""
     cfg = HostConfig(data_paths=("tcp",), noise=NoiseConfig(parallel_seal=True, parallel_seal_threads=2))
-    async with asyncio.timeout(60), host_pair(cfg, handlers={PROTO: _echo}) as (cli, _srv, peer):
+    async with asyncio.timeout(60), host_pair(cfg, handlers={PROTO: _echo}) as (cli, srv, peer):
         data = os.urandom(16 * MiB)
         await _one_stream(cli, peer, data, [MiB])
         st = cli.connections[0].statistics()
         assert st["bytes_sealed_in_parallel"] >= 8 * MiB, st
-        assert st["bytes_opened_in_parallel"] > 0, st
+        assert srv.connections[0].statistics()["bytes_opened_in_parallel"] > 0

@@ -149,3 +149,22 @@ async def test_hosts_with_parallel_seal_forced_on() -> None:
         assert await s.read() == hashlib.sha256(data).digest()
         await s.aclose()
     got.cancel()
+
+
+def test_the_pool_without_spinning_gives_the_same_bytes() -> None:
+    """FASTP2P_PAR_SPIN_US=0 (read once per process): pool threads sleep at once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from fastp2p._native.aead import NoiseCipher as N\n"
+        "k = os.urandom(32); d = os.urandom(3 << 20)\n"
+        "p, s, r = N(k, 0, 'AESGCM'), N(k, 0, 'AESGCM'), N(k, 0, 'AESGCM')\n"
+        "p.parallel_seal(3, 0); r.parallel_open(3, 0)\n"
+        "for _ in range(20):\n"
+        "    a = bytes(p.seal_frames(d)); assert a == bytes(s.seal_frames(d))\n"
+        "    assert bytes(r.open_frames(a)) == d\n"
+        "assert p.parallel_bytes and r.parallel_bytes\n"
+    )
+    env = dict(os.environ, FASTP2P_PAR_SPIN_US="0")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
