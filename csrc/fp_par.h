@@ -9,8 +9,11 @@
  *
  * Why the threads spin before they sleep: waking a sleeping thread costs tens of
  * microseconds in a virtual machine, as long as opening a whole 256 KiB read
- * with AES-GCM; in a stream of large reads or writes the next batch comes
- * sooner than that, and a spinning thread takes it at once.
+ * with AES-GCM; in a stream of large reads or writes the next batch often
+ * comes sooner, and a spinning thread takes it at once. How long is a trade of
+ * CPU for speed, measured on a 16-core Xeon VM (one 4 MiB-message stream,
+ * ChaCha20-Poly1305, against serial): 200 us gave 1.20x for 6.6 cores busy,
+ * 30 us 1.18x for 3.9, 0 us 0.82x for 2.2.
  */
 #ifndef FP_PAR_H
 #define FP_PAR_H
@@ -23,7 +26,7 @@
 /* How long a pool thread, and a caller waiting for the last jobs, spin before
  * they sleep, by default (microseconds; the environment variable
  * FASTP2P_PAR_SPIN_US, read once, overrides it: 0 never spins). */
-#define FP_PAR_SPIN_US 200
+#define FP_PAR_SPIN_US 30
 
 /* One job: index i of the batch, run by participant `slot`: 0 is the caller,
  * 1..threads the pool threads. One participant runs one job at a time, so a
