@@ -339,10 +339,7 @@ static fp_chacha *chacha_alloc(void) {
     return posix_memalign(&p, 64, sizeof(fp_chacha)) == 0 ? (fp_chacha *)p : NULL;
 }
 
-static void chacha_wipe(fp_chacha *c) {
-    volatile uint8_t *p = (volatile uint8_t *)c;
-    for (size_t i = 0; i < sizeof *c; i++) p[i] = 0;
-}
+static void chacha_wipe(fp_chacha *c) { fp_wipe(c, sizeof *c); }
 
 fp_chacha *fp_chacha_new(const uint8_t key[32]) {
     if (!fp_chacha_supported()) return NULL;

@@ -73,4 +73,21 @@ static inline void fp_store_le64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Zeroes n bytes of key material the compiler may not drop as a dead store. */
+static inline void fp_wipe(void *p, size_t n) {
+    volatile uint8_t *v = (volatile uint8_t *)p;
+    for (size_t i = 0; i < n; i++) v[i] = 0;
+}
+
+/* A spin-wait hint to the CPU: let the sibling hyperthread run, save power. */
+static inline void fp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 #endif /* FP_COMMON_H */

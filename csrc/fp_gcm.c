@@ -11,6 +11,7 @@
  */
 #define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include "fp_gcm.h"
+#include "fp_common.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -219,10 +220,7 @@ static void *gcm_alloc(void) {
     return p;
 }
 
-static void gcm_wipe(fp_gcm *g) {
-    volatile uint8_t *p = (volatile uint8_t *)g;
-    for (size_t i = 0; i < sizeof *g; i++) p[i] = 0;
-}
+static void gcm_wipe(fp_gcm *g) { fp_wipe(g, sizeof *g); }
 
 fp_gcm *fp_gcm_new(const uint8_t key[32]) {
     if (!fp_gcm_supported()) return NULL;

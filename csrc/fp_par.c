@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "fp_par.h"
 
+#include "fp_common.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -67,14 +69,6 @@ static void fp_par_init(void) {
     pthread_atfork(NULL, NULL, fp_par_atfork_child);
 }
 
-static inline void fp_par_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static uint64_t fp_par_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -88,7 +82,7 @@ static int fp_par_spin_while_gen(uint64_t still) {
     uint64_t t0 = fp_par_now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&P.gen, memory_order_acquire) != still) return 1;
-        fp_par_relax();
+        fp_cpu_relax();
         if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
     }
 }
@@ -98,7 +92,7 @@ static int fp_par_spin_while_left(void) { /* see fp_par_spin_while_gen */
     uint64_t t0 = fp_par_now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&P.left, memory_order_acquire) == 0) return 1;
-        fp_par_relax();
+        fp_cpu_relax();
         if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
     }
 }

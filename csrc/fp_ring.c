@@ -9,14 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define FP_RING_PAUSE() _mm_pause()
-#elif defined(__aarch64__)
-#define FP_RING_PAUSE() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define FP_RING_PAUSE() atomic_signal_fence(memory_order_seq_cst)
-#endif
 
 /* A peer-controlled value failed validation: the end is broken for good. */
 #define FP_RING_FAIL(end)           \
@@ -393,7 +385,7 @@ int fp_ring_reader_spin(fp_ring_reader *r, uint64_t max_ns, size_t *readable) {
     uint64_t deadline = fp_ring_now_ns() + max_ns;
     for (;;) {
         for (int i = 0; i < 64; i++) {
-            FP_RING_PAUSE();
+            fp_cpu_relax();
             if (atomic_load_explicit(&r->ctrl->head, memory_order_relaxed) != seen) {
                 rc = fp_ring_reader_sync(r, &a);
                 if (!rc) *readable = (size_t)a;

@@ -267,7 +267,4 @@ int fp_xsalsa20_xor(fp_xsalsa20 *s, uint8_t *dst, const uint8_t *src, size_t len
     return 0;
 }
 
-void fp_xsalsa20_wipe(fp_xsalsa20 *s) {
-    volatile uint8_t *p = (volatile uint8_t *)s;
-    for (size_t i = 0; i < sizeof *s; i++) p[i] = 0;
-}
+void fp_xsalsa20_wipe(fp_xsalsa20 *s) { fp_wipe(s, sizeof *s); }

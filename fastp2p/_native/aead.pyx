@@ -233,12 +233,13 @@ cdef FrameBlock _new_block(size_t n):
     return b
 
 
-# -- parallel sealing -----------------------------------------------------------------
+# -- parallel sealing and opening -------------------------------------------------------
 #
 # Noise frames are independent (each has its own nonce), so a large write can be
-# sealed as disjoint frame ranges on several threads with the GIL released, each
-# with its own copy of the EVP context (fp_aead_clone). The pool is process-wide,
-# made on first use and grown to the largest thread count any cipher asked for.
+# sealed, and a large read opened, as runs of whole frames on several threads with
+# the GIL released, each thread with its own copy of the cipher context
+# (fp_aead_clone, one per pool thread, kept by the cipher). The threads are C
+# threads of one process-wide pool (csrc/fp_par.c), started on first use.
 
 def pool_threads():
     """Threads fastp2p's parallel seal/open pool has started in this process

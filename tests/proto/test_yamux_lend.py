@@ -375,9 +375,14 @@ def test_big_data_frame_lands_in_the_loan_whole(impl, cuts):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("cut", [0, 3, 65_000, 65_537, 200_000])
-def test_attached_stream_bulk_is_opened_in_place(impl, cut):
-    payload = bytes(range(251)) * 1300  # 326 KB in one DATA frame
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "pool"])
+def test_attached_stream_bulk_is_opened_in_place(impl, cut, parallel):
+    if parallel and impl is not _accel.native:
+        pytest.skip("the pure cipher opens serially (parallel_open is a no-op)")
+    payload = bytes(range(251)) * 1300  # 326 KB in one DATA frame: 5 Noise frames + a tail
     _seal, open_, wire = _sealed(impl, data(3, payload))
+    if parallel:
+        open_.parallel_open(3, 0)
     d = impl.YamuxDemux()
     d.attach(3, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
     buf = bytearray(len(payload))
@@ -391,6 +396,8 @@ def test_attached_stream_bulk_is_opened_in_place(impl, cut):
     # payload in place), every later one is all payload: all of it lands in place
     # (the native twin opens it there; the pure one copies, counted alike)
     assert d.direct_bytes_in == len(payload)
+    if parallel:  # runs of those frames went through the pool, straight into the loan
+        assert open_.parallel_bytes >= 2 * SEAL_PLAINTEXT
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -852,25 +859,3 @@ def test_parallel_open_demultiplexes_like_a_serial_open(cut, forge):
     assert (serial[2] is DecryptError) == (forge is not None)
     if forge is None:
         assert serial[0][3] == b"z" * 1000 + bytes(200_000) and serial[1] == [(2, 1, 0, 9)]
-
-
-@pytest.mark.skipif(_accel.native is None, reason="pure build: no native parallel open")
-@pytest.mark.parametrize("cut", [0, 3, 65_000, 65_537, 200_000])
-def test_parallel_open_places_a_lent_readers_payload_in_place(cut):
-    """Runs of frames that are all payload for a lent buffer are opened on the pool
-    straight into it, as the serial walk opens them one by one: no copy."""
-    impl = _accel.native
-    payload = bytes(range(251)) * 1300  # 326 KB in one DATA frame: 5 Noise frames + a tail
-    _seal, open_, wire = _sealed(impl, data(3, payload))
-    open_.parallel_open(3, 0)
-    d = impl.YamuxDemux()
-    d.attach(3, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
-    buf = bytearray(len(payload))
-    w = Waiter()
-    loan = d.lend(3, buf, w)
-    assert d.feed_sealed(open_, wire[:cut]) is None
-    assert d.feed_sealed(open_, wire[cut:]) is None
-    assert loan.unlend() == len(payload) and bytes(buf) == payload
-    assert d.take(3) == len(payload) and d.direct_bytes_in == len(payload)
-    # the frames after the one with the header went through the pool, into the loan
-    assert open_.parallel_bytes >= 2 * SEAL_PLAINTEXT
