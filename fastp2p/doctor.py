@@ -144,6 +144,24 @@ def check_openssl() -> Check:
     return Check("OpenSSL", "info", detail)
 
 
+def check_parallel_crypto() -> Check:
+    """Whether large writes and reads are sealed/opened on the C pool by default."""
+    from fastp2p.config import NoiseConfig, _usable_cpus
+
+    cfg = NoiseConfig()
+    threads = cfg.seal_threads()
+    if not _accel().HAVE_NATIVE:
+        return Check("parallel seal/open", "no", "serial", "pure-Python build: no C pool")
+    if threads:
+        return Check("parallel seal/open", "ok",
+                     f"{threads} pool threads (C, GIL released) for writes of "
+                     f">= {cfg.parallel_seal_min >> 10} KiB and reads of >= "
+                     f"{cfg.parallel_open_min >> 10} KiB; {_usable_cpus()} usable CPUs")
+    return Check("parallel seal/open", "info",
+                 f"off by default: {_usable_cpus()} usable CPUs (on from 4; "
+                 "NoiseConfig(parallel_seal=True) forces it)")
+
+
 def check_uvloop() -> Check:
     if importlib.util.find_spec("uvloop") is None:
         return Check("uvloop", "no", "asyncio's default loop is used",
@@ -280,6 +298,7 @@ def check_shm() -> Check:
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_native,
     check_openssl,
+    check_parallel_crypto,
     check_uvloop,
     check_shm,
     check_verbs,

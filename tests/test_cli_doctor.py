@@ -16,6 +16,7 @@ from fastp2p.cli import main
 NAMES = {
     "native core",
     "OpenSSL",
+    "parallel seal/open",
     "uvloop",
     "shared memory",
     "RDMA verbs",
