@@ -67,7 +67,7 @@ class NoiseConfig:
     #: peers inside the handshake, and offered only on CPUs with AES instructions
     #: (fastp2p/proto/noise/handshake.py, "Transport cipher negotiation").
     ciphers: tuple[str, ...] = ("AESGCM", "ChaChaPoly")
-    #: seal large writes (>= ``parallel_seal_min`` bytes) as frame ranges, and open
+    #: seal large writes (>= ``parallel_seal_min`` bytes) as runs of frames, and open
     #: large reads (>= ``parallel_open_min`` bytes of two or more whole frames) as
     #: runs of frames, on a small process-wide pool of C threads with the GIL
     #: released (frames are independent: each has its own nonce; the wire bytes
