@@ -143,10 +143,20 @@ int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t
     return 1;
 }
 
-size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt) {
+/* The framed size of the iovec and, in *frames, its frame count (segment by segment). */
+static size_t fp_aead_count_iov(const fp_iovec *iov, size_t iovcnt, size_t *frames) {
     size_t pos = 0, skip = 0, len = 0, total = 0;
-    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) total += fp_aead_sealed_size(len);
+    *frames = 0;
+    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
+        *frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
+        total += fp_aead_sealed_size(len);
+    }
     return total;
+}
+
+size_t fp_aead_sealed_size_iov(const fp_iovec *iov, size_t iovcnt) {
+    size_t frames;
+    return fp_aead_count_iov(iov, iovcnt, &frames);
 }
 
 /* Re-initialises the context for the next nonce (key kept), for a frame of
@@ -289,16 +299,12 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
 
 int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
                         size_t *outlen) {
-    size_t pos = 0, skip = 0, len = 0, opos = 0, frames = 0, need = 0;
+    size_t pos = 0, skip = 0, len = 0, opos = 0, frames;
     *outlen = 0;
     if (!a->ctx) return FP_EINVAL;
-    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
-        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
-        need += fp_aead_sealed_size(len);
-    }
+    size_t need = fp_aead_count_iov(iov, iovcnt, &frames);
     FP_CHECK_BOUNDS(need, cap);
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
-    pos = skip = len = 0;
     size_t first = 0; /* a segment starts at the entry where the last one ended */
     while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
         size_t got = 0;
@@ -481,14 +487,11 @@ static size_t fp_seal_jobs(fp_par_batch *b, size_t per, uint8_t *out, size_t cap
 int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const fp_iovec *iov,
                             size_t iovcnt, uint8_t *out, size_t cap, size_t *outlen,
                             size_t *parts) {
-    size_t pos = 0, skip = 0, len = 0, frames = 0, need = 0, k = 0;
+    size_t frames, k = 0;
     *outlen = 0;
     *parts = 1;
     if (nclones > FP_PAR_MAX) nclones = FP_PAR_MAX;
-    while (fp_aead_next_segment(iov, iovcnt, &pos, &skip, &len)) {
-        frames += (len + FP_AEAD_SEAL_PLAINTEXT - 1) / FP_AEAD_SEAL_PLAINTEXT;
-        need += fp_aead_sealed_size(len);
-    }
+    size_t need = fp_aead_count_iov(iov, iovcnt, &frames);
     if (nclones == 0 || frames < 2 || !a->ctx)
         return fp_aead_seal_frames(a, iov, iovcnt, out, cap, outlen);
     FP_CHECK_BOUNDS(need, cap);

@@ -75,23 +75,21 @@ static uint64_t fp_par_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Spins up to spin_ns while gen is `still` (left is not 0); true once
- * it is not. */
-static int fp_par_spin_while_gen(uint64_t still) {
-    if (!spin_ns) return atomic_load_explicit(&P.gen, memory_order_acquire) != still;
-    uint64_t t0 = fp_par_now_ns();
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&P.gen, memory_order_acquire) != still) return 1;
-        fp_cpu_relax();
-        if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
-    }
+static int fp_par_gen_moved(uint64_t seen) {
+    return atomic_load_explicit(&P.gen, memory_order_acquire) != seen;
 }
 
-static int fp_par_spin_while_left(void) { /* see fp_par_spin_while_gen */
-    if (!spin_ns) return atomic_load_explicit(&P.left, memory_order_acquire) == 0;
-    uint64_t t0 = fp_par_now_ns();
+static int fp_par_all_done(uint64_t unused) {
+    (void)unused;
+    return atomic_load_explicit(&P.left, memory_order_acquire) == 0;
+}
+
+/* Spins up to spin_ns until ready(x) holds; whether it did. */
+static int fp_par_spin(int (*ready)(uint64_t), uint64_t x) {
+    uint64_t t0 = spin_ns ? fp_par_now_ns() : 0;
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&P.left, memory_order_acquire) == 0) return 1;
+        if (ready(x)) return 1;
+        if (!spin_ns) return 0;
         fp_cpu_relax();
         if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
     }
@@ -111,7 +109,7 @@ static void *fp_par_worker(void *p) {
     unsigned id = (unsigned)(uintptr_t)p;
     uint64_t seen = 0; /* gen starts at 0 and the first batch makes it 1 */
     for (;;) {
-        if (!fp_par_spin_while_gen(seen)) {
+        if (!fp_par_spin(fp_par_gen_moved, seen)) {
             pthread_mutex_lock(&P.mu);
             while (atomic_load(&P.gen) == seen) {
                 P.sleeping++;
@@ -189,7 +187,7 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
     pthread_mutex_unlock(&P.mu);
     size_t ran = fp_par_take(fn, arg, n, 0);
     if (atomic_fetch_sub_explicit(&P.left, ran, memory_order_acq_rel) != ran &&
-        !fp_par_spin_while_left()) {
+        !fp_par_spin(fp_par_all_done, 0)) {
         pthread_mutex_lock(&P.mu);
         while (atomic_load(&P.left)) pthread_cond_wait(&P.done, &P.mu);
         pthread_mutex_unlock(&P.mu);

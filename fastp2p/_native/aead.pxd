@@ -96,7 +96,7 @@ cdef class NoiseCipher:
     cdef size_t _par_min
     cdef int _open_threads
     cdef size_t _open_min
-    cdef public bint _open_copy  # runs that are not a lent reader's payload too (see parallel_open)
+    cdef bint _open_copy  # runs that are not a lent reader's payload too (see parallel_open)
     cdef readonly unsigned long long parallel_bytes
 
     cdef void _free_clones(self)

@@ -765,7 +765,7 @@ cdef class _RouteTable:
         cdef size_t ends[_RUN_MAX + 1]
         cdef size_t plain[_RUN_MAX + 1]
         cdef size_t m = 0, flen, consumed = 0, outlen = 0
-        cdef uint64_t key = 0, key0 = 0
+        cdef uint64_t key = 0  # the stream of the data frame being read
         cdef _Route r = None
         cdef int rc
         ends[0] = plain[0] = 0
@@ -775,14 +775,11 @@ cdef class _RouteTable:
                 break
             if not self._in_payload(plain[m] + flen - FP_AEAD_TAG_SIZE, &key):
                 break
-            if m and key != key0:
-                break
-            key0 = key
             ends[m + 1] = ends[m] + 2 + flen
             plain[m + 1] = plain[m] + flen - FP_AEAD_TAG_SIZE
             m += 1
         while m >= 2:
-            r = self._lent_route(key0, plain[m])
+            r = self._lent_route(key, plain[m])
             if r is not None:
                 break
             m -= 1

@@ -22,14 +22,11 @@ import sys
 import time
 from typing import Any
 
+from fastp2p.config import _usable_cpus
+
+from .cli import _size
+
 CIPHERS = ("AESGCM", "ChaChaPoly")
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _rate(fn: Any, size: int, seconds: float) -> float:
@@ -79,14 +76,6 @@ def measure(cipher: str, size: int, threads: list[int], seconds: float) -> list[
     return rows
 
 
-def _parse_size(s: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for u, m in units.items():
-        if s.endswith(u):
-            return int(float(s[: -len(u)]) * m)
-    return int(s)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="4MiB", help="bytes per write/read (default 4MiB)")
@@ -98,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cpus = _usable_cpus()
     threads = args.threads if args.threads is not None else [t for t in (0, 1, 3, 7, 15) if t < cpus]
-    size = _parse_size(args.size)
+    size = _size(args.size)
     rows = [r for c in args.ciphers for r in measure(c, size, threads, args.seconds)]
     print(f"# parallel seal/open of one {args.size} write, {cpus} usable CPUs")
     print("| cipher | impl | threads | seal GB/s | x serial | open GB/s | x serial |")
