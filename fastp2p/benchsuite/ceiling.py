@@ -69,11 +69,15 @@ def _pinned(backend: str) -> str | None:
     return parse_name(backend)[1] if backend.startswith("fastp2p-") else None
 
 
-def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple[str, str], tuple[float, float]]]:
+Busy = tuple[float, ...]
+
+
+def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple[str, str], Busy]]:
     """From measured bulk1 records: the cipher each backend reported using, and the
-    median (writer, reader) CPU busy fraction per (case, backend)."""
+    median CPU busy fractions per (case, backend): (writer, reader) processes, then
+    (writer, reader) event-loop threads where the workers reported them."""
     ciphers: dict[str, str] = {}
-    busy: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    busy: dict[tuple[str, str], list[Busy]] = {}
     for r in records:
         m = r.get("metrics", {})
         if not r.get("measured") or r.get("scenario") != "bulk1":
@@ -82,10 +86,12 @@ def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple
             ciphers[r["backend"]] = m["_cipher"]
         secs = m.get("_seconds")
         if secs and "_cli_cpu" in m and "_srv_cpu" in m:
-            busy.setdefault((r["case"], r["backend"]), []).append(
-                (m["_cli_cpu"] / secs, m["_srv_cpu"] / secs))
-    med = {k: (statistics.median(w for w, _ in v), statistics.median(x for _, x in v))
-           for k, v in busy.items()}
+            keys = ["_cli_cpu", "_srv_cpu"]
+            if "_cli_main_cpu" in m and "_srv_main_cpu" in m:
+                keys += ["_cli_main_cpu", "_srv_main_cpu"]
+            busy.setdefault((r["case"], r["backend"]), []).append(tuple(m[k] / secs for k in keys))
+    # not strict: a round without the loop threads' figures drops them for the case
+    med = {k: tuple(statistics.median(col) for col in zip(*v, strict=False)) for k, v in busy.items()}
     return ciphers, med
 
 
@@ -99,7 +105,8 @@ def ceilings(rows: list[dict[str, Any]], baseline: str,
     counts against every cipher's) and how busy its writer and reader were.
     Returns one dict per (case, cipher) with ``ceiling_MBps``,
     ``raw_cpu_s_per_GB``, ``cipher_GBps``, ``shares`` (backend -> MB/s divided
-    by the ceiling) and ``busy`` (backend -> (writer, reader) CPU fraction).
+    by the ceiling) and ``busy`` (backend -> (writer, reader) CPU fractions, then
+    their event-loop threads' where known).
     """
     cores = min(2, os.cpu_count() or 1)
     raw = {r["case"]: r["median"] for r in rows
@@ -142,7 +149,10 @@ def describe(c: dict[str, Any]) -> str:
     def one(b: str, s: float) -> str:
         if b not in busy:
             return f"{b} x{s:.2f}"
-        w, r = busy[b]
+        w, r, *loop = busy[b]
+        if len(loop) == 2 and all(x == x for x in loop):  # NaN: a worker could not say
+            return (f"{b} x{s:.2f} (writer {w:.0%}, reader {r:.0%} of a core; "
+                    f"their event-loop threads {loop[0]:.0%}, {loop[1]:.0%})")
         return f"{b} x{s:.2f} (writer {w:.0%}, reader {r:.0%} of a core)"
 
     shares = ", ".join(one(b, s) for b, s in sorted(c["shares"].items()))

@@ -159,10 +159,15 @@ class Runner:
         res = r["result"]
         srv_cpu = res.get("server_cpu", u1["cpu"] - u0["cpu"])
         gb = res["bytes"] / 1e9
-        return {"MB/s": res["bytes"] / res["seconds"] / 1e6,
-                "cpu s/GB": (srv_cpu + r["cpu"]) / gb if gb else float("nan"),
-                "_bytes": res["bytes"], "_seconds": res["seconds"], "_cli_cpu": r["cpu"],
-                "_srv_cpu": srv_cpu, "_cipher": res.get("cipher")}
+        out = {"MB/s": res["bytes"] / res["seconds"] / 1e6,
+               "cpu s/GB": (srv_cpu + r["cpu"]) / gb if gb else float("nan"),
+               "_bytes": res["bytes"], "_seconds": res["seconds"], "_cli_cpu": r["cpu"],
+               "_srv_cpu": srv_cpu, "_cipher": res.get("cipher")}
+        # the event-loop thread's share, where both workers could say (see ceiling.describe)
+        if "main_cpu" in r and "main_cpu" in u0 and "main_cpu" in u1 and "server_cpu" not in res:
+            out["_cli_main_cpu"] = r["main_cpu"]
+            out["_srv_main_cpu"] = u1["main_cpu"] - u0["main_cpu"]
+        return out
 
     def _rtt(self, s: Session, backend: str, measured: bool) -> dict[str, float]:
         p = self.p

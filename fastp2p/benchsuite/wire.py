@@ -79,8 +79,33 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def main_thread_cpu_seconds() -> float:
+    """CPU seconds of this process's main thread alone: the event loop's, where
+    the backends run one. With helper threads (a seal pool, a driver thread) the
+    process total can stay under a core while the loop thread is saturated."""
+    try:
+        clk = time.pthread_getcpuclockid(threading.main_thread().ident or 0)
+        return time.clock_gettime(clk)
+    except (AttributeError, OSError):  # not POSIX: say nothing rather than guess
+        return float("nan")
+
+
 def usage() -> dict[str, Any]:
-    return {"cpu": cpu_seconds(), "rss": rss_bytes(), **SERVER_STATS}
+    return {"cpu": cpu_seconds(), "main_cpu": main_thread_cpu_seconds(), "rss": rss_bytes(),
+            **SERVER_STATS}
+
+
+#: run by a server worker just before it exits (it leaves by os._exit, which skips
+#: atexit): remove what it made outside the process, such as ipc socket files
+EXIT_HOOKS: list[Callable[[], None]] = []
+
+
+def _run_exit_hooks() -> None:
+    for fn in EXIT_HOOKS:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - leaving anyway
+            pass
 
 
 def raise_nofile() -> None:
@@ -144,6 +169,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
                     out.send({"event": "usage", **usage()})
                 elif msg.get("cmd") == "quit":
                     break
+            _run_exit_hooks()
             os._exit(0)  # stdin closed or quit: leave without teardown
 
         def ready(addr: str) -> None:
@@ -155,7 +181,9 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
         except BaseException as e:  # noqa: BLE001
             out.send({"event": "error", "error": f"{type(e).__name__}: {e}",
                       "trace": traceback.format_exc()})
+            _run_exit_hooks()
             os._exit(1)
+        _run_exit_hooks()
         os._exit(0)
 
     client = make_client()
@@ -175,7 +203,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
             out.send({"event": "error", "error": f"unknown cmd {cmd!r}"})
             continue
         op = msg["op"]
-        c0, r0, t0 = cpu_seconds(), rss_bytes(), time.perf_counter()
+        c0, m0, r0, t0 = cpu_seconds(), main_thread_cpu_seconds(), rss_bytes(), time.perf_counter()
         try:
             res = getattr(client, op)(**msg.get("args", {}))
         except BaseException as e:  # noqa: BLE001
@@ -183,6 +211,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
                       "trace": traceback.format_exc()})
             continue
         out.send({"event": "result", "result": res or {}, "cpu": cpu_seconds() - c0,
+                  "main_cpu": main_thread_cpu_seconds() - m0,
                   "rss0": r0, "rss1": rss_bytes(), "wall": time.perf_counter() - t0})
     try:
         client.shutdown()

@@ -67,6 +67,47 @@ def test_a_backend_counts_against_the_cipher_it_negotiated_with_each_sides_load(
     assert out
 
 
+def test_the_event_loop_threads_load_is_shown_beside_the_process_total() -> None:
+    """A process with pool threads can sit under a core while its loop thread is
+    saturated: the note names both, and leaves the loop out where a worker could not say."""
+    rows = [
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "tcp-uvloop-proto", "metric": "cpu s/GB", "median": 0.25},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "fastp2p-yamux", "metric": "MB/s", "median": 1000.0},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "fastp2p-mplex", "metric": "MB/s", "median": 900.0},
+    ]
+    m = {"_seconds": 2.0, "_cli_cpu": 2.7, "_srv_cpu": 5.0, "_cli_main_cpu": 1.98, "_srv_main_cpu": 1.2}
+    nan = {"_seconds": 2.0, "_cli_cpu": 1.0, "_srv_cpu": 1.0, "_cli_main_cpu": float("nan"), "_srv_main_cpu": 1.0}
+    records = [{"measured": True, "scenario": "bulk1", "case": "msg=1MiB", "backend": b, "metrics": mm}
+               for b, mm in (("fastp2p-yamux", m), ("fastp2p-mplex", nan))]
+    for c in ceiling.ceilings(rows, "tcp-uvloop-proto", records):
+        assert c["busy"]["fastp2p-yamux"] == pytest.approx((1.35, 2.5, 0.99, 0.6))
+        line = ceiling.describe(c)
+        assert "fastp2p-yamux x" in line and "(writer 135%, reader 250% of a core; their event-loop threads 99%, 60%)" in line
+        assert "fastp2p-mplex x" in line and "(writer 50%, reader 50% of a core)" in line
+
+
+def test_main_thread_cpu_counts_the_main_thread_only() -> None:
+    import threading
+    import time
+
+    from fastp2p.benchsuite import wire
+
+    def spin(secs: float) -> None:
+        end = time.thread_time() + secs
+        while time.thread_time() < end:
+            pass
+
+    m0, c0 = wire.main_thread_cpu_seconds(), wire.cpu_seconds()
+    t = threading.Thread(target=spin, args=(0.3,))
+    t.start()
+    t.join()
+    m1, c1 = wire.main_thread_cpu_seconds(), wire.cpu_seconds()
+    assert c1 - c0 >= 0.25  # the helper's spin counts in the process total
+    assert m1 - m0 < 0.15  # ... and not in the main thread's
+    spin(0.2)
+    assert wire.main_thread_cpu_seconds() - m1 >= 0.18
+
+
 def test_a_faster_fastp2p_kernel_raises_the_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ceiling is set by the fastest implementation of the cipher on the machine;
     the share against openssl speed alone is kept beside it."""
