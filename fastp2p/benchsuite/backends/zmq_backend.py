@@ -20,6 +20,8 @@ The server's ready address is ``"<router endpoint> <pair endpoint>"``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -47,6 +49,11 @@ def _pair_echo(pair: Any) -> None:
         pair.send(msg, copy=False)
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _router(addr: str) -> str:
     return addr.split()[0]
 
@@ -69,9 +76,11 @@ class Server(BaseServer):
             pport = pair.bind_to_random_port("tcp://127.0.0.1")
             paddr = f"tcp://127.0.0.1:{pport}"
         else:
-            addr = f"ipc://{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}.sock"
+            path = f"{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}.sock"
+            ppath = f"{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}-pair.sock"
+            wire.EXIT_HOOKS.extend(functools.partial(_unlink, p) for p in (path, ppath))
+            addr, paddr = f"ipc://{path}", f"ipc://{ppath}"
             sock.bind(addr)
-            paddr = f"ipc://{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}-pair.sock"
             pair.bind(paddr)
         threading.Thread(target=_pair_echo, args=(pair,), daemon=True, name="pair-echo").start()
         ready(f"{addr} {paddr}")
