@@ -134,8 +134,10 @@ int fp_aead_next_segment(const fp_iovec *iov, size_t iovcnt, size_t *pos, size_t
         n = iov[i++].len;
     } else {
         while (i < iovcnt && iov[i].len < FP_AEAD_ALIGN_MIN) n += iov[i++].len;
-        /* one muxer header rides in the first frame of the large entry after it */
-        if (n <= FP_AEAD_JOIN_MAX && i < iovcnt) n += iov[i++].len;
+        /* one muxer header rides in the first frame of the large entry after it,
+         * unless that entry is long enough for a receiver's pool (see the .h) */
+        if (n <= FP_AEAD_JOIN_MAX && i < iovcnt && iov[i].len <= FP_AEAD_JOIN_ENTRY_MAX)
+            n += iov[i++].len;
     }
     *pos = i;
     *skip = start;

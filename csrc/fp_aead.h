@@ -51,6 +51,12 @@
  * and a receiver still opens the payload straight into the reader's buffer
  * (fastp2p/_native/frame.pyx: the header is opened first, on its own). */
 #define FP_AEAD_JOIN_MAX 16
+/* ... when that entry is at most this long (two frames). A longer one keeps its
+ * header in a Noise frame of its own (18 bytes more on the wire), so that all its
+ * frames are payload: a receiver opens runs of them on its pool straight into
+ * the reader's buffer (frame.pyx _open_lent_run), where a header-led frame has to
+ * be opened alone, in two parts, on the receiving thread. */
+#define FP_AEAD_JOIN_ENTRY_MAX (2 * FP_AEAD_SEAL_PLAINTEXT)
 #define FP_AEAD_LEN_SIZE 2
 /* A frame of at most this much plaintext over several iovecs is gathered and
  * sealed with one cipher update (fp_aead_seal_from). */

@@ -257,6 +257,23 @@ static void test_open_in_parts(int kind) {
     fp_iovec iov2[2] = {{run, sizeof run}, {body, 70000}};
     assert(sizeof run > FP_AEAD_JOIN_MAX);
     assert(fp_aead_sealed_size_iov(iov2, 2) == fp_aead_sealed_size(sizeof run) + fp_aead_sealed_size(70000));
+    /* a header joins an entry of up to FP_AEAD_JOIN_ENTRY_MAX bytes; before a
+     * longer one it is a frame of its own, and the entry's frames all payload */
+    {
+        size_t big = FP_AEAD_JOIN_ENTRY_MAX + 1;
+        uint8_t *bb = calloc(1, big), *bc = malloc(fp_aead_sealed_size(big) + 64);
+        fp_iovec j1[2] = {{hdr, 12}, {bb, FP_AEAD_JOIN_ENTRY_MAX}}, j2[2] = {{hdr, 12}, {bb, big}};
+        assert(fp_aead_sealed_size_iov(j1, 2) == fp_aead_sealed_size(12 + FP_AEAD_JOIN_ENTRY_MAX));
+        assert(fp_aead_sealed_size_iov(j2, 2) == fp_aead_sealed_size(12) + fp_aead_sealed_size(big));
+        fp_aead t2;
+        assert(fp_aead_init_kind(&t2, kind, key, 0, 1) == 0);
+        assert(fp_aead_seal_frames(&t2, j2, 2, bc, fp_aead_sealed_size(big) + 64, &outlen) == 0);
+        assert(outlen == fp_aead_sealed_size_iov(j2, 2) && t2.nonce == 1 + 3);
+        assert(bc[0] == 0 && bc[1] == 12 + FP_AEAD_TAG_SIZE); /* the header alone */
+        fp_aead_free(&t2);
+        free(bb);
+        free(bc);
+    }
     fp_aead_free(&tx);
     fp_aead_free(&rx);
     free(body);

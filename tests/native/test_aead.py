@@ -383,6 +383,23 @@ def test_large_buffers_start_frames_of_their_own(impl):
     assert len(hdr1) <= JOIN_MAX < len(hdr2 + body2)
 
 
+def test_a_header_before_a_buffer_of_over_two_frames_is_a_frame_of_its_own(impl):
+    """... the header joins a long buffer of up to two frames (JOIN_ENTRY_MAX); before
+    a longer one it is sealed alone, so every frame of that buffer is payload (a
+    receiver opens them as runs on its pool)."""
+    hdr, huge = b"h" * 12, os.urandom(2 * SEALP + 1)
+    for body, want in ((huge[:-1], [hdr + huge[:SEALP - 12], huge[SEALP - 12:2 * SEALP - 12], huge[2 * SEALP - 12:-1]]),
+                       (huge, [hdr, huge[:SEALP], huge[SEALP:2 * SEALP], huge[2 * SEALP:]])):
+        tx, rx = impl.NoiseCipher(KEY), impl.NoiseCipher(KEY)
+        sealed = bytes(tx.seal_frames([hdr, body]))
+        frames, pos = [], 0
+        while pos < len(sealed):
+            flen = int.from_bytes(sealed[pos : pos + 2], "big")
+            frames.append(rx.decrypt(sealed[pos + 2 : pos + 2 + flen]))
+            pos += 2 + flen
+        assert frames == want and tx.nonce == len(want)
+
+
 # RFC 5869 test case 3 (SHA-256, empty salt and info): the Noise HKDF is RFC 5869 with
 # the chaining key as salt and no info, so out1 || out2 starts with its OKM.
 RFC5869_CASE3_OKM = bytes.fromhex(

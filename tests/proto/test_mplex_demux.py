@@ -663,16 +663,20 @@ def _mplex_ciphers(kernels):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("joined", [True, False])
 @pytest.mark.parametrize("cut", [0, 3, 65_000, 65_537, 200_000])
-def test_message_bulk_is_opened_in_place(impl, cut):
+def test_message_bulk_is_opened_in_place(impl, cut, joined):
     payload = bytes(range(251)) * 1300  # 326 KB in one Message frame
     seal, open_ = _mplex_ciphers(impl)
-    # the header and the payload as a session queues them (fastp2p's sealing: the
-    # header rides in the payload's first Noise frame)
     frame = fr(1, MSG_I, payload)
     hlen = len(frame) - len(payload)
-    wire = bytes(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
-    assert seal.nonce == -(-len(frame) // 65_408)
+    if joined:  # a sender that puts the header in the payload's first Noise frame
+        wire = bytes(seal.seal_frames([memoryview(frame)]))
+        assert seal.nonce == -(-len(frame) // 65_408)
+    else:  # the header and the payload as a session queues them: fastp2p's sealing
+        # gives the header a frame of its own before a payload this long
+        wire = bytes(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
+        assert seal.nonce == 1 + -(-len(payload) // 65_408)
     d = impl.MplexDemux(1 << 20)
     d.attach(2, lambda p: pytest.fail("a loan with room takes everything"), 1 << 30)
     buf = bytearray(len(payload))
@@ -682,10 +686,11 @@ def test_message_bulk_is_opened_in_place(impl, cut):
     assert d.feed_sealed(open_, wire[cut:]) is None
     assert loan.unlend() == len(payload) and bytes(buf) == payload and w.sets == 1
     assert d.take(2) == len(payload)
-    # the first frame is opened in two parts: its first MAX_HEADER_SIZE bytes (the
-    # header and a few payload bytes, copied) through the decoder, the rest in place
-    # like every later frame (the pure twin copies, counted alike)
-    assert d.direct_bytes_in == len(payload) - (pure_frame.MAX_HEADER_SIZE - hlen)
+    # joined: the first frame is opened in two parts: its first MAX_HEADER_SIZE
+    # bytes (the header and a few payload bytes, copied) through the decoder, the
+    # rest in place like every later frame (the pure twin copies, counted alike);
+    # else every payload byte is in a frame of its own and lands in place
+    assert d.direct_bytes_in == len(payload) - (pure_frame.MAX_HEADER_SIZE - hlen if joined else 0)
     assert d.sealed_bytes_in == d.bytes_in == len(frame)
 
 
@@ -730,8 +735,8 @@ def test_forged_message_frame_counts_nothing(impl):
     payload = bytes(200_000)
     frame = fr(1, MSG_I, payload)
     hlen = len(frame) - len(payload)
-    wire = bytearray(seal.seal_frames([memoryview(frame[:hlen]), memoryview(payload)]))
-    # the first Noise frame holds the header and the start of the payload
+    wire = bytearray(seal.seal_frames([memoryview(frame)]))
+    # the first Noise frame holds the header and the start of the payload (one buffer)
     second = 2 + 65_408 + 16
     wire[second + 2 + 100] ^= 1  # inside the second frame
     d = impl.MplexDemux(1 << 20)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from fastp2p import _accel
 from fastp2p.errors import DecryptError, RemoteProtocolError
-from fastp2p.proto.noise.cipher import SEAL_PLAINTEXT
+from fastp2p.proto.noise.cipher import JOIN_ENTRY_MAX, SEAL_PLAINTEXT
 from fastp2p.proto.yamux.session import YamuxSession
 
 from .test_yamux_demux import IMPLS, WINDOW, _yamux_soup, hdr
@@ -420,15 +420,21 @@ def test_forged_frame_opened_in_place_counts_nothing(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("size", [2_048 - 12, 2_048, 16_384, 65_396, 65_536, 200_000])
+@pytest.mark.parametrize("size", [2_048 - 12, 2_048, 16_384, 65_396, 65_536, 2 * SEAL_PLAINTEXT,
+                                  2 * SEAL_PLAINTEXT + 1, 200_000])
 def test_a_header_sealed_with_its_payload_is_opened_in_two_parts(impl, size):
     """The sender's framing (the header and the start of the payload in one Noise
-    frame): the header goes through the decoder, the payload straight into the
-    lent buffer, frame by frame; one AEAD operation per frame."""
+    frame, up to JOIN_ENTRY_MAX bytes of payload; the header alone before more):
+    the header goes through the decoder, the payload straight into the lent
+    buffer, frame by frame; one AEAD operation per frame."""
     seal, open_ = _ciphers(impl)
     payload = bytes(range(253)) * (size // 253) + bytes(size % 253)
     wire = bytes(seal.seal_frames([memoryview(hdr(0, 0, 1, size)), memoryview(payload)]))
-    assert seal.nonce == -(-(12 + size) // SEAL_PLAINTEXT)  # no frame for the header alone
+    if size <= JOIN_ENTRY_MAX:
+        assert seal.nonce == -(-(12 + size) // SEAL_PLAINTEXT)  # no frame for the header alone
+    else:
+        assert seal.nonce == 1 + -(-size // SEAL_PLAINTEXT)  # the header's own, then all payload
+        assert wire[:2] == (12 + 16).to_bytes(2, "big")
     d = impl.YamuxDemux()
     d.attach(1, lambda p: pytest.fail("the loan has room for everything"), 1 << 30)
     buf = bytearray(size)
@@ -798,7 +804,8 @@ def test_wake_hint_counts_the_bytes_certain_to_come(impl):
     m.on_wake_hint = hints.append
     seal, mopen = _ciphers(impl)
     msg = bytes(300_000)
-    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\xe0\xa7\x12"), memoryview(msg)]))
+    # one buffer: the header shares the first frame (as a sender that joins them)
+    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\xe0\xa7\x12" + msg)]))
     m.feed_sealed(mopen, mwire[:1000])  # the header is in the frame not opened yet
     assert m.wake_hint == 64_426 // 16_384 * 16_384  # only that frame's bytes are known due
     m.feed_sealed(mopen, mwire[1000:67_000])
@@ -808,7 +815,7 @@ def test_wake_hint_counts_the_bytes_certain_to_come(impl):
     m2.on_wake_hint = hints.append
     seal, mopen = _ciphers(impl)
     msg = bytes(400_000)  # header: stream 1, MessageInitiator, uvarint 400 000
-    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\x80\xb5\x18"), memoryview(msg)]))
+    mwire = bytes(seal.seal_frames([memoryview(b"\x0a\x80\xb5\x18" + msg)]))
     m2.feed_sealed(mopen, mwire[:65_428])
     assert m2.wake_hint == 256 * 1024  # at most WAKE_MAX
 

@@ -30,7 +30,7 @@ from fastp2p._typing import ReadableBuffer, byte_view
 from fastp2p.errors import ClosedResourceError, DecryptError, FrameError, P2PError, SecurityError
 
 __all__ = ["CIPHERS", "cpu_has_aes", "usable_ciphers", "MAX_FRAME", "TAG_SIZE", "MAX_PLAINTEXT",
-           "SEAL_PLAINTEXT", "ALIGN_MIN", "JOIN_MAX", "MAX_NONCE", "NoiseCipher", "segments"]
+           "SEAL_PLAINTEXT", "ALIGN_MIN", "JOIN_MAX", "JOIN_ENTRY_MAX", "MAX_NONCE", "NoiseCipher", "segments"]
 
 MAX_FRAME = 65535
 TAG_SIZE = 16
@@ -47,6 +47,10 @@ ALIGN_MIN = 16384
 #: its payload (one AEAD operation fewer), and a receiver opens the header first
 #: and the payload in place (csrc/fp_aead.h FP_AEAD_JOIN_MAX)
 JOIN_MAX = 16
+#: ... when the long buffer is at most this long (two frames); a longer one keeps
+#: its header in a frame of its own, so all its frames are payload that a
+#: receiver opens as runs on its pool (csrc/fp_aead.h FP_AEAD_JOIN_ENTRY_MAX)
+JOIN_ENTRY_MAX = 2 * SEAL_PLAINTEXT
 MAX_NONCE = (1 << 64) - 1  # reserved; never used to encrypt
 KEY_SIZE = 32
 
@@ -104,7 +108,8 @@ def usable_ciphers(preference: Sequence[str]) -> tuple[str, ...]:
 def segments(bufs: Sequence[ReadableBuffer]) -> list[memoryview]:
     """The plaintext runs sealed as contiguous frames (csrc's fp_aead_next_segment):
     each buffer of ``ALIGN_MIN`` bytes or more alone, each run of shorter ones joined,
-    and a run of at most ``JOIN_MAX`` bytes joined to the long buffer after it."""
+    and a run of at most ``JOIN_MAX`` bytes joined to the long buffer after it
+    when that one is at most ``JOIN_ENTRY_MAX`` bytes."""
     out: list[memoryview] = []
     small: list[memoryview] = []
     n_small = 0
@@ -113,7 +118,7 @@ def segments(bufs: Sequence[ReadableBuffer]) -> list[memoryview]:
         if not len(mv):
             continue
         if len(mv) >= ALIGN_MIN:
-            if small and n_small <= JOIN_MAX:
+            if small and n_small <= JOIN_MAX and len(mv) <= JOIN_ENTRY_MAX:
                 out.append(memoryview(b"".join([*small, mv])))
             else:
                 if small:
