@@ -32,6 +32,7 @@ static struct {
     unsigned want;        /* workers with id < want take part in this batch */
     unsigned inside;      /* workers between joining a batch and reporting on it */
     unsigned sleeping;    /* workers waiting on `go` */
+    uint64_t alerts;      /* fp_par_alert calls that woke someone */
     fp_par_fn fn;
     void *arg;
     size_t n;
@@ -43,6 +44,10 @@ static struct {
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static uint64_t spin_ns = (uint64_t)FP_PAR_SPIN_US * 1000u; /* set once, in fp_par_init */
+static uint64_t alert_ns = (uint64_t)FP_PAR_ALERT_US * 1000u; /* likewise */
+/* sleepers, read without the lock by fp_par_alert (a stale answer costs a
+ * wake-up or a needless lock, never a lost batch: fp_par_run wakes them anyway) */
+static atomic_uint sleepers;
 
 /* The child of a fork has none of the pool's threads: start over empty. */
 static void fp_par_atfork_child(void) {
@@ -51,6 +56,8 @@ static void fp_par_atfork_child(void) {
     pthread_cond_init(&P.go, NULL);
     pthread_cond_init(&P.done, NULL);
     P.started = P.want = P.inside = P.sleeping = 0;
+    P.alerts = 0;
+    atomic_store(&sleepers, 0);
     P.fn = NULL;
     P.arg = NULL;
     P.n = 0;
@@ -59,13 +66,18 @@ static void fp_par_atfork_child(void) {
     atomic_store(&P.next, 0);
 }
 
-static void fp_par_init(void) {
-    const char *env = getenv("FASTP2P_PAR_SPIN_US");
+static void fp_par_env_us(const char *name, uint64_t *ns) {
+    const char *env = getenv(name);
     if (env && *env) {
         char *end;
         unsigned long us = strtoul(env, &end, 10);
-        if (*end == '\0' && us <= 1000000) spin_ns = (uint64_t)us * 1000u;
+        if (*end == '\0' && us <= 1000000) *ns = (uint64_t)us * 1000u;
     }
+}
+
+static void fp_par_init(void) {
+    fp_par_env_us("FASTP2P_PAR_SPIN_US", &spin_ns);
+    fp_par_env_us("FASTP2P_PAR_ALERT_US", &alert_ns);
     pthread_atfork(NULL, NULL, fp_par_atfork_child);
 }
 
@@ -84,14 +96,14 @@ static int fp_par_all_done(uint64_t unused) {
     return atomic_load_explicit(&P.left, memory_order_acquire) == 0;
 }
 
-/* Spins up to spin_ns until ready(x) holds; whether it did. */
-static int fp_par_spin(int (*ready)(uint64_t), uint64_t x) {
-    uint64_t t0 = spin_ns ? fp_par_now_ns() : 0;
+/* Spins up to `ns` until ready(x) holds; whether it did. */
+static int fp_par_spin(int (*ready)(uint64_t), uint64_t x, uint64_t ns) {
+    uint64_t t0 = ns ? fp_par_now_ns() : 0;
     for (unsigned i = 1;; i++) {
         if (ready(x)) return 1;
-        if (!spin_ns) return 0;
+        if (!ns) return 0;
         fp_cpu_relax();
-        if (!(i & 63) && fp_par_now_ns() - t0 > spin_ns) return 0;
+        if (!(i & 63) && fp_par_now_ns() - t0 > ns) return 0;
     }
 }
 
@@ -108,18 +120,33 @@ static size_t fp_par_take(fp_par_fn fn, void *arg, size_t n, unsigned slot) {
 static void *fp_par_worker(void *p) {
     unsigned id = (unsigned)(uintptr_t)p;
     uint64_t seen = 0; /* gen starts at 0 and the first batch makes it 1 */
+    uint64_t budget = spin_ns;
     for (;;) {
-        if (!fp_par_spin(fp_par_gen_moved, seen)) {
+        if (!fp_par_spin(fp_par_gen_moved, seen, budget)) {
+            int alerted = 0;
             pthread_mutex_lock(&P.mu);
+            uint64_t alerts = P.alerts;
             while (atomic_load(&P.gen) == seen) {
+                if (P.alerts != alerts) { /* fp_par_alert: a batch is coming */
+                    alerted = 1;
+                    break;
+                }
                 P.sleeping++;
+                atomic_fetch_add_explicit(&sleepers, 1, memory_order_relaxed);
                 pthread_cond_wait(&P.go, &P.mu);
+                atomic_fetch_sub_explicit(&sleepers, 1, memory_order_relaxed);
                 P.sleeping--;
+            }
+            if (alerted) {
+                pthread_mutex_unlock(&P.mu);
+                budget = alert_ns; /* spin for the batch, then sleep again */
+                continue;
             }
             pthread_mutex_unlock(&P.mu);
         }
         pthread_mutex_lock(&P.mu);
         seen = atomic_load(&P.gen);
+        budget = spin_ns;
         if (id >= P.want || atomic_load(&P.left) == 0) {
             pthread_mutex_unlock(&P.mu);
             continue;
@@ -144,6 +171,7 @@ static void *fp_par_worker(void *p) {
  * stay with the threads that had them: the pool's block every one. */
 static unsigned fp_par_grow(unsigned want) {
     sigset_t all, old;
+    if (P.started >= want) return want; /* every batch but the first: two syscalls saved */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     while (P.started < want) {
@@ -187,13 +215,24 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
     pthread_mutex_unlock(&P.mu);
     size_t ran = fp_par_take(fn, arg, n, 0);
     if (atomic_fetch_sub_explicit(&P.left, ran, memory_order_acq_rel) != ran &&
-        !fp_par_spin(fp_par_all_done, 0)) {
+        !fp_par_spin(fp_par_all_done, 0, spin_ns)) {
         pthread_mutex_lock(&P.mu);
         while (atomic_load(&P.left)) pthread_cond_wait(&P.done, &P.mu);
         pthread_mutex_unlock(&P.mu);
     }
     pthread_mutex_unlock(&P.use);
     return want;
+}
+
+void fp_par_alert(void) {
+    if (!alert_ns || atomic_load_explicit(&sleepers, memory_order_relaxed) == 0) return;
+    pthread_once(&atfork_once, fp_par_init);
+    pthread_mutex_lock(&P.mu);
+    if (P.sleeping) {
+        P.alerts++;
+        pthread_cond_broadcast(&P.go);
+    }
+    pthread_mutex_unlock(&P.mu);
 }
 
 unsigned fp_par_started(void) {

@@ -28,6 +28,11 @@
  * FASTP2P_PAR_SPIN_US, read once, overrides it: 0 never spins). */
 #define FP_PAR_SPIN_US 30
 
+/* How long pool threads woken by fp_par_alert spin for the batch it announces
+ * before they sleep again (microseconds; FASTP2P_PAR_ALERT_US, read once,
+ * overrides it: 0 makes fp_par_alert do nothing). */
+#define FP_PAR_ALERT_US 200
+
 /* One job: index i of the batch, run by participant `slot`: 0 is the caller,
  * 1..threads the pool threads. One participant runs one job at a time, so a
  * job may use state of its slot's own (a cipher context per slot). */
@@ -43,6 +48,13 @@ typedef void (*fp_par_fn)(void *arg, size_t i, unsigned slot);
  * offered to (0: all ran here). Safe across fork(): the child starts with an
  * empty pool. */
 unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n);
+
+/* Announces a batch soon (a receiver about to read a large chunk it will open
+ * on the pool): sleeping pool threads wake and spin for it up to
+ * FP_PAR_ALERT_US, so the wake-up latency (tens of microseconds in a VM) passes
+ * during the caller's read instead of inside the batch. Costs nothing when no
+ * pool thread sleeps; spinning threads burn CPU until the batch or the timeout. */
+void fp_par_alert(void);
 
 /* Pool threads started so far (tests). */
 unsigned fp_par_started(void);

@@ -70,6 +70,31 @@ static void test_pool(void) {
     puts("pool ok");
 }
 
+/* fp_par_alert (wake the sleeping pool ahead of a batch) changes no batch's
+ * outcome, whether the batch comes at once, after the alert's spin ran out, or
+ * never; called with no pool started, it is a no-op. */
+static void test_alert(void) {
+    pid_t pid = fork();
+    assert(pid >= 0);
+    if (pid == 0) {
+        fp_par_alert(); /* no pool thread yet */
+        if (fp_par_started() != 0) _exit(3);
+        _exit(0);
+    }
+    int st = 0;
+    assert(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unsigned seed = 11;
+    for (int r = 0; r < 60; r++) {
+        usleep(r % 3 == 0 ? 1000 : 50); /* past the spin: the pool threads sleep */
+        fp_par_alert();
+        if (r % 4 == 1) usleep(400); /* past the alert's spin too */
+        if (r % 5 != 2) check_batches(seed + (unsigned)r, 3);
+    }
+    for (int r = 0; r < 200; r++) fp_par_alert(); /* alerts and no batch */
+    check_batches(seed, 50);
+    puts("alert ok");
+}
+
 static uint8_t key[32];
 
 /* Parallel seal of len bytes with nclones equals a serial seal, the bytes cut
@@ -176,6 +201,7 @@ static void test_aead(void) {
 int main(void) {
     for (int i = 0; i < 32; i++) key[i] = (uint8_t)(i * 3 + 1);
     test_pool();
+    test_alert();
     test_aead();
     puts("test_par: all passed");
     return 0;

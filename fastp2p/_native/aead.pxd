@@ -72,6 +72,7 @@ cdef extern from "fp_par.h" nogil:
     enum:
         FP_PAR_MAX
     unsigned fp_par_started()
+    void fp_par_alert()
 
 
 cdef class FrameBlock:
@@ -103,6 +104,7 @@ cdef class NoiseCipher:
     cdef int _ensure_clones(self, int k) except -1
     cdef int _seal_par(self, const fp_iovec *iov, size_t cnt, uint8_t *dst, size_t need,
                        size_t total) except? -999
+    cdef void alert_pool(self, size_t n) noexcept
     cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
                       size_t *consumed, size_t *outlen) except? -999
     cdef int _enter(self) except -1

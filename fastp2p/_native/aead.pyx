@@ -347,6 +347,13 @@ cdef class NoiseCipher:
             self.parallel_bytes += total
         return rc
 
+    cdef void alert_pool(self, size_t n) noexcept:
+        """A read of ``n`` bytes is about to be made: when one that large is opened
+        on the pool, wake its sleeping threads now (fp_par_alert), so that they are
+        ready when the read's frames are (the read's copy hides their wake-up)."""
+        if self._open_threads and n >= self._open_min:
+            fp_par_alert()
+
     cdef int open_par(self, const uint8_t *src, size_t n, uint8_t *dst, size_t cap,
                       size_t *consumed, size_t *outlen) except? -999:
         """``fp_aead_open_frames`` of ``src[:n]`` into ``dst`` on the pool (see

@@ -140,7 +140,7 @@ cdef enum:
     # as fastp2p/proto/yamux/frame.py's: a frame of this much plaintext or more
     # that starts with a data frame's header is opened in two parts
     SPLIT_MIN = 2048
-    # most frames in one run opened in place on the pool (a 256 KiB read holds 4
+    # most frames in one run opened in place on the pool (a 1 MiB read holds 16
     # full ones; more come from small writes, opened the block's way)
     _RUN_MAX = 64
     # a feed's plaintext block of at most this many bytes is a bytearray (_block)
@@ -414,6 +414,12 @@ cdef class _SealedStep:
     cdef object on_error
     #: False: drop what comes (the driver closed)
     cdef public bint live
+    #: the last read filled the receive buffer (ReadPump.get_buffer alerts the pool)
+    cdef bint large
+
+    cdef void alert_pool(self, size_t n) noexcept:
+        if self.native:
+            (<NoiseCipher>self.cipher).alert_pool(n)
 
     def __call__(self, data):
         if not self.live:
@@ -439,6 +445,7 @@ cdef class _SealedStep:
             self(PySequence_GetSlice(rxv, 0, n))
             return 0
         PyObject_GetBuffer(rxv, &view, PyBUF_SIMPLE)
+        self.large = n >= view.len
         try:
             try:
                 records = self.table._feed_sealed_raw(<NoiseCipher>self.cipher,
@@ -1380,6 +1387,10 @@ cdef class ReadPump:
     cdef public unsigned long long bytes_received
 
     def get_buffer(self, sizehint):
+        cb = self._on_data
+        if type(cb) is _SealedStep and (<_SealedStep>cb).large:
+            # the last read was a large one: so will this be, most likely
+            (<_SealedStep>cb).alert_pool(len(self._rxv_now))
         return self._rxv_now
 
     def buffer_updated(self, Py_ssize_t nbytes):
