@@ -51,7 +51,8 @@ class MplexConfig:
     max_streams: int = 10_000
     # mplex has no flow control: bound buffered-but-unread bytes per stream, then reset.
     # The driver stops reading the socket at half of it, so it should exceed twice the
-    # 256 KiB receive batch for backpressure to act before the reset.
+    # 1 MiB receive batch (transport/tcp.py RECV_BUFFER_SIZE) for backpressure to act
+    # before the reset.
     max_buffered_per_stream: int = 4 * 1024 * 1024
 
 
@@ -77,7 +78,7 @@ class NoiseConfig:
     #: pool threads besides the writer's or reader's own (0: min(4, CPUs - 1))
     parallel_seal_threads: int = 0
     #: (a stream write of 1 MiB is sealed in one call: four 256 KiB yamux frames;
-    #: a read is at most the TCP receive buffer, 256 KiB: four 64 KiB frames)
+    #: a read is at most the TCP receive buffer, 1 MiB: sixteen 64 KiB frames)
     parallel_seal_min: int = 1 << 18
     parallel_open_min: int = 1 << 17
 
