@@ -50,9 +50,9 @@ class MplexConfig:
     max_message_size: int = 1024 * 1024
     max_streams: int = 10_000
     # mplex has no flow control: bound buffered-but-unread bytes per stream, then reset.
-    # The driver stops reading the socket at half of it, so it should exceed twice the
-    # 1 MiB receive batch (transport/tcp.py RECV_BUFFER_SIZE) for backpressure to act
-    # before the reset.
+    # The driver stops reading the socket at half of it, and caps its reads at that
+    # half (below 2 MiB the 1 MiB receive batch shrinks), so backpressure acts before
+    # the reset.
     max_buffered_per_stream: int = 4 * 1024 * 1024
 
 

@@ -82,6 +82,14 @@ class RawConnection(abc.ABC):
         of its own choosing ignores it."""
         return  # the default: reads are sized by the transport
 
+    def cap_reads(self, n: int) -> None:
+        """No read of more than ``n`` bytes, whatever ``limit_reads`` says (0: no
+        cap): a muxer without flow control (mplex) pauses reading once a stream
+        holds its soft limit of unread bytes, and resets it past twice that, so
+        one read must not bring more than the soft limit. Transports that read
+        into buffers of their own choosing ignore it."""
+        return
+
     def wake_after(self, n: int) -> None:
         """Wake the reader only once ``n`` bytes can be read (0: any): the receive
         step's count of bytes certain to come (``wake_hint``). Over TCP it is the

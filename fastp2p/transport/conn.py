@@ -361,6 +361,10 @@ class Connection:
         # bytes, stop reading the socket (TCP backpressure) until it drains; a reader
         # that stays stuck for ``slow_reader_timeout`` gets its stream reset (go-mplex).
         self.recv_soft_limit = recv_soft_limit or sys.maxsize
+        if recv_soft_limit:
+            # one read may bring a stream up to the limit before the pause acts:
+            # no more than that, so it stays under the reset at twice the limit
+            raw.cap_reads(recv_soft_limit)
         self._read_yielded = False  # reading paused until the next loop pass (_loan_full)
         self.slow_reader_timeout = 5.0
         self._blocked_on: Stream | None = None

@@ -136,6 +136,9 @@ class PnetConnection(RawConnection):
         self._on_data = on_data  # (after this wrapper's decryption, as before)
         return True
 
+    def cap_reads(self, n: int) -> None:
+        self.inner.cap_reads(n)  # the pad keeps sizes: inner's reads are ours
+
     def pause_reading(self) -> None:
         self.inner.pause_reading()
 

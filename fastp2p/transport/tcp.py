@@ -165,6 +165,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         assert protocol.transport is not None
         self._transport = protocol.transport
         self._sock = self._transport.get_extra_info("socket")  # for socket options (wake_after)
+        self._read_cap = 0  # the most bytes one read may bring (cap_reads; 0: the buffer's size)
         self.local_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("sockname"))
         self.remote_addr = _sockaddr_to_multiaddr(self._transport.get_extra_info("peername"))
         self._closed = False
@@ -257,7 +258,14 @@ class TcpConnection(_accel.WritePump, RawConnection):
 
     def limit_reads(self, n: int) -> None:
         p = self._p
+        cap = self._read_cap
+        if cap and not 0 < n <= cap:
+            n = cap
         p._rxv_now = p._rxv[:n] if 0 < n < RECV_BUFFER_SIZE else p._rxv
+
+    def cap_reads(self, n: int) -> None:
+        self._read_cap = n if 0 < n < RECV_BUFFER_SIZE else 0
+        self.limit_reads(0)
 
     def wake_after(self, n: int) -> None:
         # SO_RCVLOWAT: epoll reports the socket readable once n bytes are queued

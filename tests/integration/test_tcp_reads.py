@@ -1,0 +1,94 @@
+"""TcpConnection's read sizes over real loopback TCP: ``limit_reads`` (a hint that
+sizes reads to a reader's buffer) under ``cap_reads`` (a bound a muxer without flow
+control needs: mplex pauses reading at a stream's soft limit, so one read must not
+bring more than that)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fastp2p.multiaddr import Multiaddr
+from fastp2p.transport.tcp import RECV_BUFFER_SIZE, TcpConnection, TcpTransport
+
+from .test_tcp_write_queue import _loops
+
+CHUNK = 4 << 20
+
+
+async def _largest_reads(setup: Any, rounds: int = 3) -> list[int]:
+    """Send CHUNK bytes ``rounds`` times over loopback, calling ``setup(peer, i)``
+    before round i; the largest read the listener made in each round."""
+    accepted: asyncio.Queue[TcpConnection] = asyncio.Queue()
+
+    async def on_conn(raw: Any) -> None:
+        await accepted.put(raw)
+
+    transport = TcpTransport()
+    listener = await transport.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"), on_conn)
+    try:
+        conn = await transport.dial(listener.addrs[0])
+        peer = await accepted.get()
+        sizes: list[int] = []
+        got = 0
+        arrived = asyncio.Event()
+
+        def on_data(view: memoryview) -> None:
+            nonlocal got
+            sizes.append(len(view))
+            got += len(view)
+            arrived.set()
+
+        assert peer.start_push(on_data, lambda exc: arrived.set()) == b""
+        out = []
+        for i in range(rounds):
+            setup(peer, i)
+            sizes.clear()
+            got = 0
+            conn.write(bytes(CHUNK))
+            async with asyncio.timeout(10):
+                while got < CHUNK:
+                    await arrived.wait()
+                    arrived.clear()
+            out.append(max(sizes))
+        conn.close()
+        peer.close()
+        return out
+    finally:
+        await listener.aclose()
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_cap_reads_bounds_every_read_and_limit_reads_stays_under_it(loop_factory: Any) -> None:
+    cap = 64 << 10
+
+    def setup(peer: TcpConnection, i: int) -> None:
+        if i == 0:
+            peer.cap_reads(cap)
+        elif i == 1:
+            peer.limit_reads(16 << 10)  # a smaller hint still holds
+        else:
+            peer.limit_reads(0)  # "any size" means the cap
+
+    with asyncio.Runner(loop_factory=loop_factory) as r:
+        largest = r.run(_largest_reads(setup))
+    assert largest[0] <= cap and largest[1] <= 16 << 10 and largest[2] <= cap, largest
+    assert largest[2] > 16 << 10, largest  # the hint was lifted
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_without_a_cap_reads_may_fill_the_receive_buffer(loop_factory: Any) -> None:
+    def setup(peer: TcpConnection, i: int) -> None:
+        if i == 0:
+            peer.cap_reads(64 << 10)
+        elif i == 1:
+            peer.cap_reads(0)  # lifted
+        else:
+            peer.limit_reads(0)
+
+    with asyncio.Runner(loop_factory=loop_factory) as r:
+        largest = r.run(_largest_reads(setup))
+    assert largest[0] <= 64 << 10, largest
+    assert max(largest[1:]) > 64 << 10 and max(largest) <= RECV_BUFFER_SIZE, largest
