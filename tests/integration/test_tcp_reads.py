@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from fastp2p.multiaddr import Multiaddr
-from fastp2p.transport.tcp import RECV_BUFFER_SIZE, TcpConnection, TcpTransport
+from fastp2p.transport.tcp import RECV_BUFFER_SIZE, TcpConnection
 
-from .test_tcp_write_queue import _loops
+from .test_tcp_write_queue import _loops, tcp_pair
 
 CHUNK = 4 << 20
 
@@ -21,16 +20,7 @@ CHUNK = 4 << 20
 async def _largest_reads(setup: Any, rounds: int = 3) -> list[int]:
     """Send CHUNK bytes ``rounds`` times over loopback, calling ``setup(peer, i)``
     before round i; the largest read the listener made in each round."""
-    accepted: asyncio.Queue[TcpConnection] = asyncio.Queue()
-
-    async def on_conn(raw: Any) -> None:
-        await accepted.put(raw)
-
-    transport = TcpTransport()
-    listener = await transport.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"), on_conn)
-    try:
-        conn = await transport.dial(listener.addrs[0])
-        peer = await accepted.get()
+    async with tcp_pair() as (conn, peer):
         sizes: list[int] = []
         got = 0
         arrived = asyncio.Event()
@@ -56,8 +46,6 @@ async def _largest_reads(setup: Any, rounds: int = 3) -> list[int]:
         conn.close()
         peer.close()
         return out
-    finally:
-        await listener.aclose()
 
 
 @pytest.mark.parametrize("loop_factory", _loops())

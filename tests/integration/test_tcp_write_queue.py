@@ -9,9 +9,10 @@ soon as ``QUEUE_MAX`` bytes are queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -30,11 +31,10 @@ def _loops() -> list[Any]:
     return [*out, pytest.param(uvloop.new_event_loop, id="uvloop")]
 
 
-async def _pair(
-    body: Callable[[TcpConnection, SendRecorder], Coroutine[Any, Any, None]], expect: int
-) -> bytes:
-    """Run ``body`` on a dialled connection; return the first ``expect`` bytes the
-    listener received."""
+@contextlib.asynccontextmanager
+async def tcp_pair() -> AsyncIterator[tuple[TcpConnection, TcpConnection]]:
+    """(dialled, accepted) raw TCP connections over loopback; the listener is
+    closed on the way out."""
     accepted: asyncio.Queue[TcpConnection] = asyncio.Queue()
 
     async def on_conn(raw: Any) -> None:
@@ -44,7 +44,17 @@ async def _pair(
     listener = await transport.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"), on_conn)
     try:
         conn = await transport.dial(listener.addrs[0])
-        peer = await accepted.get()
+        yield conn, await accepted.get()
+    finally:
+        await listener.aclose()
+
+
+async def _pair(
+    body: Callable[[TcpConnection, SendRecorder], Coroutine[Any, Any, None]], expect: int
+) -> bytes:
+    """Run ``body`` on a dialled connection; return the first ``expect`` bytes the
+    listener received."""
+    async with tcp_pair() as (conn, peer):
         # The listener reads in push mode, as a secured connection does: the
         # handshake-phase inbox is bounded (MAX_INBOX) below what some bodies send.
         got = bytearray()
@@ -71,8 +81,6 @@ async def _pair(
         conn.close()
         peer.close()
         return bytes(got)
-    finally:
-        await listener.aclose()
 
 
 def _run(loop_factory: Any, coro: Coroutine[Any, Any, bytes]) -> bytes:

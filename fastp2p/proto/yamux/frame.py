@@ -57,8 +57,9 @@ LOAN_OVERFLOW_PAUSE = 64 * 1024
 # segment of a large frame; on loopback each wake-up of a sleeping reader costs
 # the sending core an inter-processor interrupt (1 MiB writes: +15-20% on one
 # stream; fastp2p/transport/conn.py says why not under ChaCha20-Poly1305). At
-# most WAKE_MAX (a read's worth), in WAKE_STEP steps (fewer setsockopt calls);
-# under WAKE_MIN none (0: wake on any byte).
+# most WAKE_MAX (measured when a read was 256 KiB; reads are 1 MiB since and
+# this was not re-measured), in WAKE_STEP steps (fewer setsockopt calls); under
+# WAKE_MIN none (0: wake on any byte).
 WAKE_MIN = 32 * 1024
 WAKE_MAX = 256 * 1024
 WAKE_STEP = 16 * 1024
