@@ -222,6 +222,23 @@ def test_parity_and_cross_decrypt(parts, nonce, cuts):
         assert out == joined
 
 
+_EDGES = [0, 1, 12, 16, 17, ALIGN_MIN - 1, ALIGN_MIN, SEALP, 2 * SEALP, 2 * SEALP + 1, 3 * SEALP + 5]
+
+
+@pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
+@given(st.lists(st.sampled_from(_EDGES), max_size=6), st.integers(0, 255))
+@HSET
+def test_parity_of_segment_layouts_at_the_edges(sizes, fill):
+    """The twins cut a write into the same frames around every segmentation edge:
+    short runs packed, ALIGN_MIN buffers alone, a header of up to JOIN_MAX bytes
+    joined to a long buffer of up to two frames and alone before a longer one."""
+    parts = [bytes([(fill + i) % 256]) * n for i, n in enumerate(sizes)]
+    a = _accel.pure.NoiseCipher(KEY, 3).seal_frames(parts)
+    b = _accel._impl.NoiseCipher(KEY, 3).seal_frames(parts)
+    assert a == b
+    assert _accel.pure.NoiseCipher(KEY, 3).open_frames(b) == b"".join(parts)
+
+
 @pytest.mark.skipif(not _accel.HAVE_NATIVE, reason="native kernels not loaded")
 def test_parity_large_multi_frame():
     pt = os.urandom((1 << 20) + 12345)
