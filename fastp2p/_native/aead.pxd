@@ -99,6 +99,9 @@ cdef class NoiseCipher:
     cdef size_t _open_min
     cdef bint _open_copy  # runs that are not a lent reader's payload too (see parallel_open)
     cdef readonly unsigned long long parallel_bytes
+    # runs offered to the pool by open_par (whoever ran them): a read that made
+    # one is followed by fp_par_alert before the next (frame.pyx ReadPump)
+    cdef unsigned long long _open_batches
 
     cdef void _free_clones(self)
     cdef int _ensure_clones(self, int k) except -1

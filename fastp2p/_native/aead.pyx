@@ -261,6 +261,7 @@ cdef class NoiseCipher:
         self._open_threads = 0
         self._open_copy = False
         self.parallel_bytes = 0
+        self._open_batches = 0
         cdef const uint8_t[::1] k = key
         cdef int kind = _cipher_kind(cipher)
         if k.shape[0] != FP_AEAD_KEY_SIZE:
@@ -363,6 +364,7 @@ cdef class NoiseCipher:
         cdef size_t nclones = <size_t>self._open_threads, parts = 1
         cdef int rc
         self._ensure_clones(self._open_threads)
+        self._open_batches += 1
         with nogil:
             rc = fp_aead_open_frames_par(&self._a, self._clones, nclones, src, n, consumed, dst,
                                          cap, outlen, &parts)

@@ -414,7 +414,7 @@ cdef class _SealedStep:
     cdef object on_error
     #: False: drop what comes (the driver closed)
     cdef public bint live
-    #: the last read filled the receive buffer (ReadPump.get_buffer alerts the pool)
+    #: the last read offered frames to the open pool (ReadPump.get_buffer alerts it)
     cdef bint large
 
     cdef void alert_pool(self, size_t n) noexcept:
@@ -439,19 +439,24 @@ cdef class _SealedStep:
         """``self(rxv[:n])`` without making the slice: a socket read's bytes, from
         ReadPump (a memoryview object and a Python call fewer per read)."""
         cdef Py_buffer view
+        cdef NoiseCipher cipher
+        cdef unsigned long long batches
         if not self.live:
             return 0
         if not self.native:
             self(PySequence_GetSlice(rxv, 0, n))
             return 0
+        cipher = <NoiseCipher>self.cipher
+        batches = cipher._open_batches
         PyObject_GetBuffer(rxv, &view, PyBUF_SIMPLE)
-        self.large = n >= view.len
         try:
             try:
-                records = self.table._feed_sealed_raw(<NoiseCipher>self.cipher,
-                                                      <const uint8_t *>view.buf, min(n, view.len))
+                records = self.table._feed_sealed_raw(cipher, <const uint8_t *>view.buf,
+                                                      min(n, view.len))
             finally:
                 PyBuffer_Release(&view)
+                # a read that went to the pool is most likely followed by another
+                self.large = cipher._open_batches != batches
         except P2PError as exc:
             self.on_error(exc)
             return 0
@@ -1389,7 +1394,6 @@ cdef class ReadPump:
     def get_buffer(self, sizehint):
         cb = self._on_data
         if type(cb) is _SealedStep and (<_SealedStep>cb).large:
-            # the last read was a large one: so will this be, most likely
             (<_SealedStep>cb).alert_pool(len(self._rxv_now))
         return self._rxv_now
 
