@@ -31,7 +31,6 @@ static struct {
     unsigned started;     /* pool threads running */
     unsigned want;        /* workers with id < want take part in this batch */
     unsigned inside;      /* workers between joining a batch and reporting on it */
-    unsigned sleeping;    /* workers waiting on `go` */
     uint64_t alerts;      /* fp_par_alert calls that woke someone */
     fp_par_fn fn;
     void *arg;
@@ -45,8 +44,9 @@ static struct {
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static uint64_t spin_ns = (uint64_t)FP_PAR_SPIN_US * 1000u; /* set once, in fp_par_init */
 static uint64_t alert_ns = (uint64_t)FP_PAR_ALERT_US * 1000u; /* likewise */
-/* sleepers, read without the lock by fp_par_alert (a stale answer costs a
- * wake-up or a needless lock, never a lost batch: fp_par_run wakes them anyway) */
+/* workers waiting on `go`: changed under `mu`; atomic so that fp_par_alert may
+ * look without the lock (a stale answer costs a needless lock or a missed early
+ * wake-up, never a lost batch: fp_par_run wakes sleepers itself) */
 static atomic_uint sleepers;
 
 /* The child of a fork has none of the pool's threads: start over empty. */
@@ -55,7 +55,7 @@ static void fp_par_atfork_child(void) {
     pthread_mutex_init(&P.mu, NULL);
     pthread_cond_init(&P.go, NULL);
     pthread_cond_init(&P.done, NULL);
-    P.started = P.want = P.inside = P.sleeping = 0;
+    P.started = P.want = P.inside = 0;
     P.alerts = 0;
     atomic_store(&sleepers, 0);
     P.fn = NULL;
@@ -131,11 +131,9 @@ static void *fp_par_worker(void *p) {
                     alerted = 1;
                     break;
                 }
-                P.sleeping++;
                 atomic_fetch_add_explicit(&sleepers, 1, memory_order_relaxed);
                 pthread_cond_wait(&P.go, &P.mu);
                 atomic_fetch_sub_explicit(&sleepers, 1, memory_order_relaxed);
-                P.sleeping--;
             }
             if (alerted) {
                 pthread_mutex_unlock(&P.mu);
@@ -211,7 +209,8 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
     atomic_store(&P.left, n);
     atomic_store(&P.next, 0);
     atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
-    if (want && P.sleeping) pthread_cond_broadcast(&P.go);
+    if (want && atomic_load_explicit(&sleepers, memory_order_relaxed))
+        pthread_cond_broadcast(&P.go);
     pthread_mutex_unlock(&P.mu);
     size_t ran = fp_par_take(fn, arg, n, 0);
     if (atomic_fetch_sub_explicit(&P.left, ran, memory_order_acq_rel) != ran &&
@@ -225,10 +224,11 @@ unsigned fp_par_run(unsigned threads, fp_par_fn fn, void *arg, size_t n) {
 }
 
 void fp_par_alert(void) {
-    if (!alert_ns || atomic_load_explicit(&sleepers, memory_order_relaxed) == 0) return;
-    pthread_once(&atfork_once, fp_par_init);
+    if (atomic_load_explicit(&sleepers, memory_order_relaxed) == 0) return;
+    pthread_once(&atfork_once, fp_par_init); /* alert_ns is set there */
+    if (!alert_ns) return;
     pthread_mutex_lock(&P.mu);
-    if (P.sleeping) {
+    if (atomic_load_explicit(&sleepers, memory_order_relaxed)) {
         P.alerts++;
         pthread_cond_broadcast(&P.go);
     }

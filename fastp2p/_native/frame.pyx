@@ -415,11 +415,7 @@ cdef class _SealedStep:
     #: False: drop what comes (the driver closed)
     cdef public bint live
     #: the last read offered frames to the open pool (ReadPump.get_buffer alerts it)
-    cdef bint large
-
-    cdef void alert_pool(self, size_t n) noexcept:
-        if self.native:
-            (<NoiseCipher>self.cipher).alert_pool(n)
+    cdef bint pooled
 
     def __call__(self, data):
         if not self.live:
@@ -456,7 +452,7 @@ cdef class _SealedStep:
             finally:
                 PyBuffer_Release(&view)
                 # a read that went to the pool is most likely followed by another
-                self.large = cipher._open_batches != batches
+                self.pooled = cipher._open_batches != batches
         except P2PError as exc:
             self.on_error(exc)
             return 0
@@ -1393,8 +1389,8 @@ cdef class ReadPump:
 
     def get_buffer(self, sizehint):
         cb = self._on_data
-        if type(cb) is _SealedStep and (<_SealedStep>cb).large:
-            (<_SealedStep>cb).alert_pool(len(self._rxv_now))
+        if type(cb) is _SealedStep and (<_SealedStep>cb).pooled:  # set by native feeds only
+            (<NoiseCipher>(<_SealedStep>cb).cipher).alert_pool(len(self._rxv_now))
         return self._rxv_now
 
     def buffer_updated(self, Py_ssize_t nbytes):

@@ -23,6 +23,7 @@ writer at 100% with an idle reader is bound by the writer's work.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -150,7 +151,7 @@ def describe(c: dict[str, Any]) -> str:
         if b not in busy:
             return f"{b} x{s:.2f}"
         w, r, *loop = busy[b]
-        if len(loop) == 2 and all(x == x for x in loop):  # NaN: a worker could not say
+        if len(loop) == 2 and not any(math.isnan(x) for x in loop):  # NaN: a worker could not say
             return (f"{b} x{s:.2f} (writer {w:.0%}, reader {r:.0%} of a core; "
                     f"their event-loop threads {loop[0]:.0%}, {loop[1]:.0%})")
         return f"{b} x{s:.2f} (writer {w:.0%}, reader {r:.0%} of a core)"
