@@ -418,6 +418,10 @@ class HostConfig:
     #: ``max_inbound_connections``); a newcomer over the bound evicts the oldest, so
     #: sockets stalled mid-handshake cannot lock honest peers out
     max_pending_inbound: int = 256
+    #: peer records the peerstore keeps; the least recently written one beyond it
+    #: is evicted, unless the peer is connected, in the DHT's routing table or a
+    #: gossipsub direct peer (a node learns of peers without limit)
+    max_peerstore_peers: int = 16384
     negotiation_timeout: float = 10.0
     dial_timeout: float = 10.0
     agent_version: str = f"{AGENT_PREFIX}{__version__}"
@@ -441,6 +445,8 @@ class HostConfig:
     pnet_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.max_peerstore_peers < 1:
+            raise ValueError(f"HostConfig.max_peerstore_peers must be >= 1, got {self.max_peerstore_peers}")
         if self.psk is not None:
             object.__setattr__(self, "psk", _load_psk(self.psk))
 

@@ -97,7 +97,7 @@ class Host:
         self.identity = identity or Ed25519PrivateKey.generate()
         self.config = config or HostConfig()
         self.peer_id: PeerID = PeerID.from_public_key(self.identity.public_key())
-        self.peerstore = Peerstore()
+        self.peerstore = Peerstore(self.config.max_peerstore_peers)
         self._buffers: Any = None  # a BufferPool, made on first use (``buffers``)
         self.memory = MemoryManager()
         self._listen = [Multiaddr(a) if not isinstance(a, Multiaddr) else a for a in listen]
@@ -106,6 +106,7 @@ class Host:
         self._handlers: dict[str, Handler] = {}
         self._matchers: list[tuple[Callable[[str], bool], str]] = []
         self._conns: dict[PeerID, list[Connection]] = {}
+        self.peerstore.keep_while(self._conns.__contains__)  # connected peers stay
         self._dialing: dict[PeerID, asyncio.Task[Connection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every spawned task's done-callback, bound once and run in one empty
@@ -128,7 +129,7 @@ class Host:
         self._on_discovered: list[Callable[[PeerID, list[Multiaddr]], Any]] = []
         #: This host's metrics; services register their own figures here.
         self.metrics_registry = MetricsRegistry()
-        self._metrics = HostMetrics(self.metrics_registry, lambda: self.connections)
+        self._metrics = HostMetrics(self.metrics_registry, lambda: self.connections, self.peerstore)
         from fastp2p.services.connmgr import ConnectionManager
 
         #: Trims connections between watermarks; ``protect``/``tag_peer`` steer it.

@@ -362,9 +362,11 @@ class HostMetrics:
     running totals, so nothing is counted per frame in Python.
     """
 
-    def __init__(self, registry: MetricsRegistry, connections: Callable[[], Iterable[Any]]) -> None:
+    def __init__(self, registry: MetricsRegistry, connections: Callable[[], Iterable[Any]],
+                 peerstore: Any = None) -> None:
         self.registry = registry
         self._connections = connections
+        self._peerstore = peerstore
         r = registry
         self.conns_opened = r.counter(
             "fastp2p_connections_opened_total", "Connections established (after the upgrade).",
@@ -425,7 +427,15 @@ class HostMetrics:
                             {("sent",): io[0], ("received",): io[1]})
         frames = MetricFamily("fastp2p_muxer_frames_total", "counter", "Muxer frames.", ("direction",),
                               {("sent",): io[2], ("received",): io[3]})
-        return [conns, streams, wire, frames]
+        out = [conns, streams, wire, frames]
+        ps = self._peerstore
+        if ps is not None:
+            out.append(MetricFamily("fastp2p_peerstore_peers", "gauge", "Peer records in the peerstore.",
+                                    (), {(): len(ps)}))
+            out.append(MetricFamily("fastp2p_peerstore_evicted_total", "counter",
+                                    "Peer records evicted (HostConfig.max_peerstore_peers).", (),
+                                    {(): ps.evicted}))
+        return out
 
 
 def _conn_io(conn: Any) -> tuple[int, int, int, int]:

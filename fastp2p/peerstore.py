@@ -1,8 +1,18 @@
-"""Peerstore: what we know about other peers (addresses, keys, identify results)."""
+"""Peerstore: what we know about other peers (addresses, keys, identify results).
+
+Bounded: a node learns of peers without limit (every inbound connection, every
+DHT answer's closer peers, gossipsub peer exchange, mDNS), so the store keeps at
+most ``max_peers`` records and evicts the least recently written one beyond
+that. Peers the host still needs (connected ones, DHT routing-table members,
+configured direct peers) are never evicted: whoever needs them says so with
+``Peerstore.keep_while``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import PeerID, PublicKey
@@ -12,6 +22,11 @@ __all__ = ["PeerInfo", "PeerRecord", "Peerstore"]
 # Bound per-peer address lists so an abusive identify cannot grow memory without limit.
 MAX_ADDRS_PER_PEER = 64
 MAX_PROTOCOLS_PER_PEER = 512
+#: records a Host's peerstore keeps (``HostConfig.max_peerstore_peers``)
+DEFAULT_MAX_PEERS = 16384
+#: the oldest records one eviction looks at: kept peers met there move to the
+#: back, so an insert costs O(1) even when the oldest records are all kept
+EVICT_SCAN = 64
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,27 @@ class PeerRecord:
 
 
 class Peerstore:
-    """In-memory peerstore keyed by PeerID."""
+    """In-memory peerstore keyed by PeerID, at most ``max_peers`` records.
 
-    def __init__(self) -> None:
+    Records are kept in the order they were last written (``record``,
+    ``add_addrs``, ``add_public_key``); making a record beyond ``max_peers``
+    evicts the oldest one that no ``keep_while`` predicate claims. Kept peers do
+    not count against the bound's eviction, so the store may hold more than
+    ``max_peers`` records while more peers than that are kept.
+    """
+
+    def __init__(self, max_peers: int = DEFAULT_MAX_PEERS) -> None:
+        if max_peers < 1:
+            raise ValueError(f"Peerstore max_peers must be >= 1, got {max_peers}")
         self._peers: dict[PeerID, PeerRecord] = {}
+        self.max_peers = max_peers
+        self._keep: list[Callable[[PeerID], bool]] = []
+        #: records evicted so far
+        self.evicted = 0
+
+    def keep_while(self, predicate: Callable[[PeerID], bool]) -> None:
+        """Never evict a peer while ``predicate(peer)`` is true (e.g. it is connected)."""
+        self._keep.append(predicate)
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._peers
@@ -62,11 +94,32 @@ class Peerstore:
         return self._peers.get(peer)
 
     def record(self, peer: PeerID) -> PeerRecord:
-        """The record for ``peer``, created if missing."""
-        rec = self._peers.get(peer)
+        """The record for ``peer``, created if missing; either way now the newest."""
+        peers = self._peers
+        rec = peers.pop(peer, None)
         if rec is None:
-            rec = self._peers[peer] = PeerRecord(peer)
+            rec = PeerRecord(peer)
+            peers[peer] = rec
+            if len(peers) > self.max_peers:
+                self._evict(peer)
+        else:
+            peers[peer] = rec
         return rec
+
+    def _evict(self, newest: PeerID) -> None:
+        """Evict the oldest records no predicate keeps, down to ``max_peers``."""
+        peers = self._peers
+        keep = self._keep
+        over = len(peers) - self.max_peers
+        for peer in list(islice(peers, EVICT_SCAN)):
+            if over <= 0 or peer is newest:
+                return
+            if any(k(peer) for k in keep):
+                peers[peer] = peers.pop(peer)  # kept: to the back, out of the next scan
+                continue
+            del peers[peer]
+            self.evicted += 1
+            over -= 1
 
     def add_addrs(self, peer: PeerID, addrs: list[Multiaddr] | tuple[Multiaddr, ...]) -> None:
         """Remember dialable addresses for ``peer`` (without /p2p)."""

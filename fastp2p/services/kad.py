@@ -161,6 +161,9 @@ class Dht:
         self.validator = validator or default_validator(config.max_value_size)
         self._self_bytes = host.peer_id.to_bytes()
         self.table = RoutingTable(self._self_bytes, k=config.k)
+        # the table holds ids only: their addresses stay in the peerstore
+        table = self.table
+        host.peerstore.keep_while(lambda p: p.to_bytes() in table)
         self.records = RecordStore(
             max_records=config.max_records,
             max_records_per_peer=config.max_records_per_peer,

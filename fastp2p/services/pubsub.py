@@ -241,6 +241,7 @@ class Pubsub:
         self._direct_task: asyncio.Task[Any] | None = None
         #: explicit peers (``GossipsubConfig.direct_peers``) and where to dial them
         self.direct_peers: dict[PeerID, tuple[Multiaddr, ...]] = _parse_direct_peers(config.direct_peers)
+        host.peerstore.keep_while(self.direct_peers.__contains__)  # their addresses are redialled
         for pid, addrs in self.direct_peers.items():
             self.router.add_direct_peer(pid)
             host.peerstore.add_addrs(pid, addrs)
