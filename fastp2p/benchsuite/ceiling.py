@@ -19,6 +19,18 @@ The formula assumes the work splits evenly over the two cores; one stream
 cannot split it so (the writer seals and the reader opens, and their TCP
 costs differ), so each share comes with how busy each side's core was: a
 writer at 100% with an idle reader is bound by the writer's work.
+
+That bound is given too, where the raw baseline's workers reported their
+event-loop threads' CPU: a stream whose loop thread does its side's own TCP
+work and its cipher work (no seal/open pool: under 4 CPUs, or
+``parallel_seal=False``) moves at most::
+
+    loop-thread bound = 1 / (raw TCP loop-thread CPU-seconds per byte, that side
+                             + cipher seconds per byte)
+
+for the writer and for the reader, and the lower of the two binds. Over
+loopback the writer's ``send()`` also runs the receiver's TCP input, so the
+writer's raw cost is about twice the reader's and the writer binds.
 """
 
 from __future__ import annotations
@@ -96,6 +108,22 @@ def _observed(records: list[dict[str, Any]]) -> tuple[dict[str, str], dict[tuple
     return ciphers, med
 
 
+def _loop_costs(records: list[dict[str, Any]], baseline: str) -> dict[str, tuple[float, float]]:
+    """The raw baseline's (writer, reader) event-loop thread CPU-seconds per byte
+    per bulk1 case: medians over its measured rounds that reported them."""
+    costs: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        m = r.get("metrics", {})
+        if not r.get("measured") or r.get("scenario") != "bulk1" or r.get("backend") != baseline:
+            continue
+        w, rd, n = m.get("_cli_main_cpu"), m.get("_srv_main_cpu"), m.get("_bytes")
+        if w is None or rd is None or not n or math.isnan(w) or math.isnan(rd):
+            continue
+        costs.setdefault(r["case"], []).append((w / n, rd / n))
+    return {case: (statistics.median(v[0] for v in vs), statistics.median(v[1] for v in vs))
+            for case, vs in costs.items()}
+
+
 def ceilings(rows: list[dict[str, Any]], baseline: str,
              records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The ceiling per bulk1 case and cipher, and each secured backend's share of it.
@@ -115,6 +143,7 @@ def ceilings(rows: list[dict[str, Any]], baseline: str,
     if not raw:
         return []
     used, busy = _observed(records or [])
+    loop_costs = _loop_costs(records or [], baseline)
     speeds = {name: cipher_speed(evp) for name, evp in CIPHERS.items()}
     kernels = {name: kernel_speed(name) for name in CIPHERS}
     out = []
@@ -132,7 +161,14 @@ def ceilings(rows: list[dict[str, Any]], baseline: str,
                     if r["scenario"] == "bulk1" and r["case"] == case and r["metric"] == "MB/s"
                     and r["backend"].startswith(("fastp2p", "py-libp2p"))
                     and (used.get(r["backend"]) or _pinned(r["backend"])) in (None, name)}
-            out.append({"case": case, "cipher": name, "ceiling_MBps": ceiling, "cores": cores,
+            entry: dict[str, Any] = {}
+            if case in loop_costs:
+                w, rd = loop_costs[case]
+                wb, rb = 1.0 / (w + 1.0 / bps) / 1e6, 1.0 / (rd + 1.0 / bps) / 1e6
+                bound = min(wb, rb)
+                entry = {"loop_bound_MBps": (wb, rb),
+                         "loop_shares": {b: v / bound for b, v in mbps.items()}}
+            out.append({**entry, "case": case, "cipher": name, "ceiling_MBps": ceiling, "cores": cores,
                         "raw_cpu_s_per_GB": raw_cpu, "cipher_GBps": bps / 1e9,
                         "cipher_source": source, "openssl_GBps": ossl / 1e9,
                         "kernel_GBps": kern / 1e9 if kern else None,
@@ -165,4 +201,9 @@ def describe(c: dict[str, Any]) -> str:
         ossl = ", ".join(f"{b} x{s:.2f}" for b, s in sorted(c["shares_openssl"].items()))
         line += (f"; against openssl speed's {c['openssl_GBps']:.2f} GB/s instead: "
                  f"{c['ceiling_openssl_MBps']:.0f} MB/s, {ossl or 'no secured row'}")
+    if "loop_bound_MBps" in c:
+        wb, rb = c["loop_bound_MBps"]
+        loop = ", ".join(f"{b} x{s:.2f}" for b, s in sorted(c["loop_shares"].items()))
+        line += (f"; one loop thread a side, raw TCP's work + the cipher's (no pool) bounds it at "
+                 f"writer {wb:.0f}, reader {rb:.0f} MB/s: {loop or 'no secured row'}")
     return line

@@ -128,3 +128,33 @@ def test_a_faster_fastp2p_kernel_raises_the_ceiling(monkeypatch: pytest.MonkeyPa
     # within 10% of openssl speed: openssl speed stays the yardstick
     assert chacha["cipher_source"] == "openssl speed" and chacha["cipher_GBps"] == pytest.approx(4.0)
     assert "against openssl speed" not in ceiling.describe(chacha)
+
+
+def test_the_loop_thread_bound_comes_from_the_raw_baselines_threads() -> None:
+    """Each side's loop thread does its raw TCP work plus its cipher's: the lower
+    of the writer's and the reader's bound is what a stream without a pool can reach."""
+    rows = [
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "tcp-uvloop-proto", "metric": "cpu s/GB", "median": 0.3},
+        {"scenario": "bulk1", "case": "msg=1MiB", "backend": "fastp2p-yamux", "metric": "MB/s", "median": 2000.0},
+    ]
+
+    def raw(w: float, r: float, measured: bool = True) -> dict:
+        m = {"_seconds": 1.0, "_bytes": 1e9, "_cli_cpu": w, "_srv_cpu": r, "_cli_main_cpu": w,
+             "_srv_main_cpu": r}
+        return {"measured": measured, "scenario": "bulk1", "case": "msg=1MiB",
+                "backend": "tcp-uvloop-proto", "metrics": m}
+
+    records = [raw(0.2, 0.1), raw(0.22, 0.12), raw(0.18, 0.08), raw(9.0, 9.0, measured=False)]
+    out = ceiling.ceilings(rows, "tcp-uvloop-proto", records)
+    assert out
+    for c in out:
+        per_byte = 1.0 / (c["cipher_GBps"] * 1e9)
+        wb, rb = c["loop_bound_MBps"]
+        assert wb == pytest.approx(1.0 / (0.2e-9 + per_byte) / 1e6)
+        assert rb == pytest.approx(1.0 / (0.1e-9 + per_byte) / 1e6)
+        assert c["loop_shares"]["fastp2p-yamux"] == pytest.approx(2000.0 / min(wb, rb))
+        assert f"writer {wb:.0f}, reader {rb:.0f} MB/s: fastp2p-yamux x" in ceiling.describe(c)
+    # without the baseline's thread figures there is no bound (older results)
+    bare = ceiling.ceilings(rows, "tcp-uvloop-proto", [])
+    assert bare and all("loop_bound_MBps" not in c for c in bare)
+    assert all("one loop thread" not in ceiling.describe(c) for c in bare)
