@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Any
 
 from fastp2p._typing import ReadableBuffer
 
@@ -103,5 +104,6 @@ class ReadPump:
     _rxv_now: memoryview
     _on_data: Callable[[memoryview], None] | None
     bytes_received: int
+    _writer: Any  # the native WritePump (see fastp2p/transport/_pump.py) or None
     def get_buffer(self, sizehint: int) -> memoryview: ...
     def buffer_updated(self, nbytes: int) -> None: ...

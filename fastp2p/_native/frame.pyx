@@ -1372,39 +1372,6 @@ cdef class MplexDemux(_RouteTable):
 
 # -- the TCP protocol's read callbacks ------------------------------------------------
 
-cdef class ReadPump:
-    """The read half of the TCP transport's buffered protocol (which derives from
-    it and the event loop's ``BufferedProtocol``): the loop calls
-    ``get_buffer``/``buffer_updated`` once per socket read, and here they are C
-    methods, not Python frames. Each read goes to ``_on_data(view)`` (the
-    connection's receive step) or, before that is set, to the subclass's
-    ``_read_early(nbytes)``."""
-
-    #: the receive buffer and the part of it the next read may fill
-    cdef public object _rxv
-    cdef public object _rxv_now
-    #: each read's bytes, as a view of ``_rxv`` valid during the call (None: _read_early)
-    cdef public object _on_data
-    cdef public unsigned long long bytes_received
-
-    def get_buffer(self, sizehint):
-        cb = self._on_data
-        if type(cb) is _SealedStep and (<_SealedStep>cb).pooled:  # set by native feeds only
-            (<NoiseCipher>(<_SealedStep>cb).cipher).alert_pool(len(self._rxv_now))
-        return self._rxv_now
-
-    def buffer_updated(self, Py_ssize_t nbytes):
-        self.bytes_received += <unsigned long long>nbytes
-        cb = self._on_data
-        if cb is not None:
-            if type(cb) is _SealedStep:
-                (<_SealedStep>cb).feed_read(self._rxv, nbytes)
-                return
-            cb(PySequence_GetSlice(self._rxv, 0, nbytes))
-            return
-        self._read_early(nbytes)
-
-
 # -- the write half: a stream's message from the writer to the socket, in one call ----
 
 
@@ -1436,6 +1403,8 @@ cdef class WritePump:
     cdef public object _at_end
     #: 1: the pass's end waits one more turn of the loop, 2: it did (hold_past_tasks)
     cdef public int _again
+    #: the end-of-pass marker is scheduled (by the pass's first write or a read)
+    cdef public bint _marked
     cdef public object _transport
     #: ``loop.call_soon``, the end-of-pass marker (bound once) and its empty context
     cdef public object _call_soon
@@ -1493,10 +1462,29 @@ cdef class WritePump:
     def flush(self):
         self._flush_pending()
 
-    def hold_past_tasks(self):
+    cdef int _mark(self) except -1:
+        """Schedule the pass's end marker, unless it is already."""
+        if not self._marked:
+            self._marked = True
+            self._call_soon(self._end_cb, context=self._ctx)
+        return 0
+
+    cdef int _begin_pass(self) except -1:
+        """A read came (ReadPump): the pass's end marker is made now (see _pump.py)."""
+        if not self._closed:
+            self._mark()
+        return 0
+
+    def hold_flush(self):
         if not self.in_pass:
             self.in_pass = True
-            self._call_soon(self._end_cb, context=self._ctx)
+            if self._marked and self._again == 0:
+                self._again = 1  # a read's marker: the end waits a turn, as a new one's would
+            self._mark()
+
+    def hold_past_tasks(self):
+        if not self.in_pass:
+            self.hold_flush()
         elif self._again == 0 and not self._closed:
             self._again = 1  # (see _pump.py)
 
@@ -1506,6 +1494,7 @@ cdef class WritePump:
             self._call_soon(self._end_cb, context=self._ctx)
             return
         self._again = 0
+        self._marked = False
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None
@@ -1542,9 +1531,47 @@ cdef class WritePump:
             # Transports take only bytes-like builtins; a view keeps a FrameBlock alive.
             self._transport.write(data if type(data) is bytes else PyMemoryView_FromObject(data))
         finally:
-            # (after the write: the message leaves before the handle is made)
-            self._call_soon(self._end_cb, context=self._ctx)
+            # (after the write: the message leaves before the handle is made; a
+            # read's marker, made already, ends this pass too)
+            self._mark()
         return 0
+
+
+cdef class ReadPump:
+    """The read half of the TCP transport's buffered protocol (which derives from
+    it and the event loop's ``BufferedProtocol``): the loop calls
+    ``get_buffer``/``buffer_updated`` once per socket read, and here they are C
+    methods, not Python frames. Each read goes to ``_on_data(view)`` (the
+    connection's receive step) or, before that is set, to the subclass's
+    ``_read_early(nbytes)``."""
+
+    #: the receive buffer and the part of it the next read may fill
+    cdef public object _rxv
+    cdef public object _rxv_now
+    #: each read's bytes, as a view of ``_rxv`` valid during the call (None: _read_early)
+    cdef public object _on_data
+    cdef public unsigned long long bytes_received
+    #: the connection's write half, whose pass end marker a push-mode read makes (None: none)
+    cdef public WritePump _writer
+
+    def get_buffer(self, sizehint):
+        cb = self._on_data
+        if type(cb) is _SealedStep and (<_SealedStep>cb).pooled:  # set by native feeds only
+            (<NoiseCipher>(<_SealedStep>cb).cipher).alert_pool(len(self._rxv_now))
+        return self._rxv_now
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        self.bytes_received += <unsigned long long>nbytes
+        cb = self._on_data
+        if cb is not None:
+            if type(cb) is _SealedStep:
+                (<_SealedStep>cb).feed_read(self._rxv, nbytes)
+            else:
+                cb(PySequence_GetSlice(self._rxv, 0, nbytes))
+            if self._writer is not None:
+                self._writer._begin_pass()
+            return
+        self._read_early(nbytes)
 
 
 cdef class SealState:

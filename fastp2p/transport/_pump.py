@@ -34,6 +34,9 @@ class ReadPump:
     _rxv_now: memoryview
     _on_data: Callable[[memoryview], None] | None
     bytes_received: int
+    #: the connection's write half, whose pass end marker a push-mode read makes
+    #: (see WritePump._begin_pass); None: none
+    _writer: WritePump | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._rxv_now
@@ -43,6 +46,9 @@ class ReadPump:
         cb = self._on_data
         if cb is not None:
             cb(self._rxv[:nbytes])
+            w = self._writer
+            if w is not None:
+                w._begin_pass()
             return
         self._read_early(nbytes)
 
@@ -67,6 +73,7 @@ class WritePump:
     _pend_n: int
     _at_end: Callable[[], None] | None
     _again: int  # 1: the pass's end waits one more turn of the loop, 2: it did (hold_past_tasks)
+    _marked: bool  # the end-of-pass marker is scheduled (by the pass's first write or a read)
     _transport: Any
     _call_soon: Callable[..., Any]
     _end_cb: Callable[[], None]
@@ -89,7 +96,8 @@ class WritePump:
                 finally:
                     # The marker is made after the write: the message does not wait
                     # for the handle (and the write cannot leave the pass unmarked).
-                    self._call_soon(self._end_cb, context=self._ctx)
+                    # A read's marker, made already, ends this pass too.
+                    self._mark()
                 return
             self._pend = pend = []
         n = data.nbytes if type(data) is memoryview else len(data)
@@ -115,6 +123,26 @@ class WritePump:
         else:
             self._pend_n = n
 
+    def _mark(self) -> None:
+        """Schedule the pass's end marker, unless it is already."""
+        if not self._marked:
+            self._marked = True
+            self._call_soon(self._end_cb, context=self._ctx)
+
+    def _begin_pass(self) -> None:
+        """A read came: make the pass's end marker now.
+
+        A task woken by a read runs in the loop's next batch of callbacks. Were
+        the end marker made by its answer (the pass's first write), the marker
+        would run in a batch of its own after that one: one more turn of the
+        loop, with one more poll of the sockets, per message. Made here, in the
+        read's callback, it runs in the woken tasks' batch, after them. The first
+        answer still leaves at once (and sealed on its own: what follows it in
+        the pass is held and sealed together, as before).
+        """
+        if not self._closed:
+            self._mark()
+
     def defer_to_pass_end(self, cb: Callable[[], None]) -> bool:
         if not self.in_pass or self._closed:
             return False
@@ -127,10 +155,25 @@ class WritePump:
     def flush(self) -> None:
         self._send_pending()
 
-    def hold_past_tasks(self) -> None:
+    def hold_flush(self) -> None:
+        """Queue every write from now to the end of this loop pass, then send them
+        in one go (as if a write had already left in this pass).
+
+        For the upgrade's step boundaries: the listener's multistream answer
+        leaves with Noise message 2, the new connection's first frames (the
+        identify request among them) leave together.
+        """
         if not self.in_pass:
             self.in_pass = True
-            self._call_soon(self._end_cb, context=self._ctx)
+            if self._marked and self._again == 0:
+                # A read's marker, due in this batch: the end waits one turn more,
+                # as a marker made now would (the holder's tasks run in the next).
+                self._again = 1
+            self._mark()
+
+    def hold_past_tasks(self) -> None:
+        if not self.in_pass:
+            self.hold_flush()
         elif self._again == 0 and not self._closed:
             # The end already waits in the loop's queue, ahead of the tasks made
             # since: it goes round once more when it comes (see _end_pass). Once
@@ -143,6 +186,7 @@ class WritePump:
             self._call_soon(self._end_cb, context=self._ctx)
             return
         self._again = 0
+        self._marked = False
         at_end = self._at_end
         if at_end is not None:
             self._at_end = None

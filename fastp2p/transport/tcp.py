@@ -38,7 +38,10 @@ WRITE_LOW_WATER = 1024 * 1024
 MAX_INBOX = 256 * 1024
 # The first write of a pass of the event loop goes out at once; the writes that
 # follow it in the same pass are queued and leave together in one writev() at
-# the end of the pass, or as soon as QUEUE_MAX bytes are queued. The answers of
+# the end of the pass, or as soon as QUEUE_MAX bytes are queued. A read begins a
+# pass too (WritePump._begin_pass): the answers of the tasks it woke leave
+# together once they have run, in the same turn of the loop, with no turn more
+# for the pass's end. The answers of
 # many handler tasks woken by one receive batch cost two syscalls (and peer
 # wake-ups) instead of one each, and a writer that seals message after message
 # (a bulk upload in 16-64 KiB writes) makes one send() per QUEUE_MAX bytes, not
@@ -94,6 +97,7 @@ class _TcpProtocol(_accel.ReadPump, asyncio.BufferedProtocol):
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.bytes_received = 0
+        self._writer: Any = None  # the connection, once in push mode (ReadPump)
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,6 +182,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         #: called at the end of the pass, before the coalesced bytes leave (defer_to_pass_end)
         self._at_end: Callable[[], None] | None = None
         self._again = 0  # (see WritePump.hold_past_tasks)
+        self._marked = False  # the end-of-pass marker is scheduled (see WritePump._mark)
         self._call_soon = protocol._loop.call_soon  # bound once: once per pass
         self._end_cb = self._end_pass  # (a cycle: the collector takes it)
         # The end-of-pass marker needs no context variables: an empty context of
@@ -209,18 +214,6 @@ class TcpConnection(_accel.WritePump, RawConnection):
         p._inbox.clear()
         return data
 
-    def hold_flush(self) -> None:
-        """Queue every write from now to the end of this loop pass, then send them
-        in one go (as if a write had already left in this pass).
-
-        For the upgrade's step boundaries: the listener's multistream answer
-        leaves with Noise message 2, the new connection's first frames (the
-        identify request among them) leave together.
-        """
-        if not self.in_pass:
-            self.in_pass = True
-            self._call_soon(self._end_cb, context=self._ctx)
-
     @property
     def write_paused(self) -> bool:
         return self._p.write_paused
@@ -249,6 +242,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         p._inbox.clear()
         p._on_data = on_data
         p._on_lost = on_lost
+        p._writer = self  # each read now begins a write pass (WritePump._begin_pass)
         if p.lost or p.eof:
             p._loop.call_soon(on_lost, p.exc)
         return left

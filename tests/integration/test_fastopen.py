@@ -3,7 +3,8 @@
 - ``open_stream`` for a protocol the peer's identify listed proposes it lazily:
   it returns before the listener answers, and a refusal surfaces on the first read.
 - The first write of a pass of the event loop leaves at once, the small writes
-  after it in one ``send()`` at the end of the pass.
+  after it in one ``send()`` at the end of the pass. A read makes the pass's end
+  marker, which then runs after the tasks it woke, in their turn of the loop.
 - One Noise static key (and signature) per host identity.
 - Opening a stream and echoing one message is one Noise frame each way: the
   opener's SYN, proposal and first write leave together, and so do the
@@ -192,6 +193,57 @@ async def test_hold_writes_keeps_the_pass_first_write() -> None:
             assert st.write_nowait(b"reply") == 5
             await asyncio.sleep(0)  # the pass's end
             assert send.nonce - n0 == frames
+        await st.aclose()
+
+
+@pytest.mark.parametrize("muxer", ["/yamux/1.0.0", "/mplex/6.7.0"])
+async def test_a_read_makes_the_pass_end_marker_of_the_answers_it_wakes(muxer: str) -> None:
+    """The read that wakes a handler makes the pass's end marker, so the marker
+    runs in the handler's turn of the loop, after it: the answer is not followed
+    by a turn (and a poll of the sockets) of its own. The answer still leaves at
+    once, alone; a second write in the pass waits for the marker."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def answer(stream: fastp2p.Stream) -> None:
+        raw = stream.conn.base_path.raw
+        while data := await stream.read(65536):
+            seen.append((raw._marked, raw.in_pass))  # noqa: SLF001 - before the answer
+            await stream.write(data[:2])
+            await stream.write(data[2:])
+
+    cfg = HostConfig(data_paths=("tcp",), muxers=(muxer,))
+    async with host_pair(cfg, handlers={ECHO: answer}) as (cli, srv, peer):
+        st = await cli.open_stream(peer, ECHO)
+        await st.write(b"warm")
+        assert await st.readexactly(4) == b"warm"
+        s_conn = srv.connection(cli.peer_id)
+        assert s_conn is not None
+        raw = s_conn.base_path.raw
+        assert raw._p._writer is raw  # noqa: SLF001 - push mode set the read side's writer
+        ends = 0
+        real_end = raw._end_cb  # noqa: SLF001
+
+        def counted_end() -> None:
+            nonlocal ends
+            ends += 1
+            real_end()
+
+        raw._end_cb = counted_end  # noqa: SLF001
+        try:
+            for i in range(3):
+                await asyncio.sleep(0.05)  # nothing under way
+                seen.clear()
+                ends = 0
+                with recording_sends(raw) as rec:
+                    await st.write(b"ab%02d" % i)
+                    async with asyncio.timeout(10):
+                        assert await st.readexactly(4) == b"ab%02d" % i
+                    await asyncio.sleep(0.01)
+                assert seen == [(True, False)], "the read made the marker; no write yet"
+                assert ends == 1, "one marker: the answer's first write made none"
+                assert rec.sends == [32, 32] if muxer.startswith("/yamux") else len(rec.sends) == 2
+        finally:
+            raw._end_cb = real_end  # noqa: SLF001
         await st.aclose()
 
 

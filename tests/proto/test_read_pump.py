@@ -46,3 +46,48 @@ def test_a_failing_step_raises_to_the_event_loop(impl):
     p._on_data = boom
     with pytest.raises(RuntimeError, match="bug"):
         p.buffer_updated(1)
+
+
+def _writer(kernels, calls: list[object]):
+    class W(kernels.WritePump):  # the TCP connection's write-half state, as TcpConnection sets it
+        def __init__(self) -> None:
+            self.in_pass = False
+            self._closed = False
+            self._pend = None
+            self._pend_tail = None
+            self._pend_n = 0
+            self._at_end = None
+            self._again = 0
+            self._marked = False
+            self._transport = None
+            self._call_soon = lambda cb, context=None: calls.append(cb)
+            self._end_cb = self._end_pass
+            self._ctx = None
+            self._p = None
+
+    return W()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_read_in_push_mode_makes_the_writers_pass_end_marker_once(impl):
+    """The marker is made in the read's callback (it then runs after the tasks the
+    read woke); a second read in the same pass, or hold_flush, makes no second one."""
+    p = _pump(impl)
+    calls: list[object] = []
+    w = _writer(impl, calls)
+    p._on_data = lambda view: None
+    p.buffer_updated(1)
+    assert calls == []  # no writer: nothing
+    p._writer = w
+    p.buffer_updated(2)
+    p.buffer_updated(1)
+    assert len(calls) == 1 and w._marked and not w.in_pass
+    w.hold_flush()  # the read's marker is due in this turn: the end waits one more
+    assert len(calls) == 1 and w.in_pass and w._again == 1
+    calls.pop()()  # the marker: goes round once more
+    assert len(calls) == 1 and w._marked and w.in_pass
+    calls.pop()()  # the pass ends
+    assert not w._marked and not w.in_pass and w._again == 0
+    w._closed = True
+    p.buffer_updated(1)
+    assert calls == []  # a closed connection makes none
