@@ -59,6 +59,14 @@ def _sockaddr_to_multiaddr(addr: tuple[object, ...] | None) -> Multiaddr | None:
     return Multiaddr.from_host_port(host, port)
 
 
+def _loop_sets_nodelay(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop``'s TCP transports turn TCP_NODELAY on themselves: asyncio's
+    own loops and uvloop's do, on every TCP socket they connect or accept (on
+    uvloop our setsockopt was two syscalls more per connection: its socket
+    wrapper asks getsockname first). Any other loop gets it from us."""
+    return isinstance(loop, asyncio.BaseEventLoop) or type(loop).__module__.startswith("uvloop")
+
+
 _shared_rx = threading.local()
 
 
@@ -105,10 +113,11 @@ class _TcpProtocol(_accel.ReadPump, asyncio.BufferedProtocol):
         tr: asyncio.Transport = transport  # type: ignore[assignment]
         self.transport = tr
         tr.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not _loop_sets_nodelay(self._loop):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _read_early(self, nbytes: int) -> None:
         """A read before push mode (the handshake): into the inbox."""

@@ -80,3 +80,40 @@ def test_without_a_cap_reads_may_fill_the_receive_buffer(loop_factory: Any) -> N
         largest = r.run(_largest_reads(setup))
     assert largest[0] <= 64 << 10, largest
     assert max(largest[1:]) > 64 << 10 and max(largest) <= RECV_BUFFER_SIZE, largest
+
+
+@pytest.mark.parametrize("loop_factory", _loops())
+def test_both_ends_have_tcp_nodelay(loop_factory: Any) -> None:
+    """Small frames (a round trip's message, a window update) must not wait for
+    Nagle: asyncio's and uvloop's transports set TCP_NODELAY themselves, so we set
+    it only on other loops, and both the dialled and the accepted socket have it."""
+    import socket
+
+    from fastp2p.transport.tcp import _loop_sets_nodelay
+
+    async def main() -> list[int]:
+        assert _loop_sets_nodelay(asyncio.get_running_loop())
+        async with tcp_pair() as (conn, peer):
+            out = [c._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in (conn, peer)]
+            conn.close()
+            peer.close()
+            return out
+
+    with asyncio.Runner(loop_factory=loop_factory) as r:
+        assert all(r.run(main()))
+
+
+def test_only_asyncio_and_uvloop_loops_are_trusted_with_tcp_nodelay() -> None:
+    import uvloop
+
+    from fastp2p.transport import tcp
+
+    class OtherLoop(asyncio.AbstractEventLoop):  # neither: the transport sets it
+        pass
+
+    for loop in (asyncio.new_event_loop(), uvloop.new_event_loop()):
+        try:
+            assert tcp._loop_sets_nodelay(loop)
+        finally:
+            loop.close()
+    assert not tcp._loop_sets_nodelay(OtherLoop())
