@@ -35,6 +35,7 @@ writer's raw cost is about twice the reader's and the writer binds.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -47,6 +48,7 @@ from typing import Any
 CIPHERS = {"ChaChaPoly": "chacha20-poly1305", "AESGCM": "aes-256-gcm"}
 
 
+@functools.cache  # a machine's figure: measured once per process (a bench run, a test session)
 def cipher_speed(evp: str, *, size: int = 16384, seconds: int = 1) -> float | None:
     """Single-core bytes per second of ``openssl speed -evp EVP`` on ``size``-byte blocks."""
     exe = shutil.which("openssl")
@@ -64,6 +66,7 @@ def cipher_speed(evp: str, *, size: int = 16384, seconds: int = 1) -> float | No
     return None
 
 
+@functools.cache
 def kernel_speed(cipher: str, *, size: int = 16384, seconds: float = 0.5) -> float | None:
     """Single-core bytes per second of fastp2p's native sealing of ``size``-byte
     messages in cache (``aead.seal_speed``: ``openssl speed``'s method), or None in
