@@ -531,7 +531,9 @@ async def test_dialer_hands_no_fds_to_an_unproven_listener(mode: str) -> None:
     gc.collect()
     fds0 = open_fds()
     fake = _FakeListener(mode)
-    async with fastp2p.Host(listen=[LISTEN]) as b, fastp2p.Host() as a:
+    # the dialer waits for a proven collector until its upgrade timeout: 1.5 s, not 5
+    dialer_cfg = HostConfig(shm=ShmConfig(upgrade_timeout=1.5))
+    async with fastp2p.Host(listen=[LISTEN]) as b, fastp2p.Host(config=dialer_cfg) as a:
         b.set_handler(shm.PROTOCOL_ID, fake)
         serve_echo(b)
         peer = await a.connect(b.full_addrs[0])
