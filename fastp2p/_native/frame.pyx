@@ -1469,8 +1469,8 @@ cdef class WritePump:
             self._call_soon(self._end_cb, context=self._ctx)
         return 0
 
-    cdef int _begin_pass(self) except -1:
-        """A read came (ReadPump): the pass's end marker is made now (see _pump.py)."""
+    cdef int _mark_after_read(self) except -1:
+        """A read came (ReadPump): make the pass's end marker now (why: _pump.py)."""
         if not self._closed:
             self._mark()
         return 0
@@ -1569,7 +1569,7 @@ cdef class ReadPump:
             else:
                 cb(PySequence_GetSlice(self._rxv, 0, nbytes))
             if self._writer is not None:
-                self._writer._begin_pass()
+                self._writer._mark_after_read()
             return
         self._read_early(nbytes)
 

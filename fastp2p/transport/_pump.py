@@ -35,7 +35,7 @@ class ReadPump:
     _on_data: Callable[[memoryview], None] | None
     bytes_received: int
     #: the connection's write half, whose pass end marker a push-mode read makes
-    #: (see WritePump._begin_pass); None: none
+    #: (see WritePump._mark_after_read); None: none
     _writer: WritePump | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -48,7 +48,7 @@ class ReadPump:
             cb(self._rxv[:nbytes])
             w = self._writer
             if w is not None:
-                w._begin_pass()
+                w._mark_after_read()
             return
         self._read_early(nbytes)
 
@@ -129,7 +129,7 @@ class WritePump:
             self._marked = True
             self._call_soon(self._end_cb, context=self._ctx)
 
-    def _begin_pass(self) -> None:
+    def _mark_after_read(self) -> None:
         """A read came: make the pass's end marker now.
 
         A task woken by a read runs in the loop's next batch of callbacks. Were

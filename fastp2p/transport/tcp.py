@@ -38,12 +38,12 @@ WRITE_LOW_WATER = 1024 * 1024
 MAX_INBOX = 256 * 1024
 # The first write of a pass of the event loop goes out at once; the writes that
 # follow it in the same pass are queued and leave together in one writev() at
-# the end of the pass, or as soon as QUEUE_MAX bytes are queued. A read begins a
-# pass too (WritePump._begin_pass): the answers of the tasks it woke leave
-# together once they have run, in the same turn of the loop, with no turn more
-# for the pass's end. The answers of
-# many handler tasks woken by one receive batch cost two syscalls (and peer
-# wake-ups) instead of one each, and a writer that seals message after message
+# the end of the pass, or as soon as QUEUE_MAX bytes are queued. A read makes
+# the end-of-pass marker (WritePump._mark_after_read), which then runs in the
+# turn of the loop of the tasks the read woke, after them: their answers cost
+# no turn (and poll of the sockets) more. The answers of many handler tasks
+# woken by one receive batch cost two syscalls (and peer wake-ups) instead of
+# one each, and a writer that seals message after message
 # (a bulk upload in 16-64 KiB writes) makes one send() per QUEUE_MAX bytes, not
 # one per message: the kernel's cost per byte falls to that of large writes.
 # Small writes (up to COALESCE_MAX) are copied into one buffer, and leave once it
@@ -251,7 +251,7 @@ class TcpConnection(_accel.WritePump, RawConnection):
         p._inbox.clear()
         p._on_data = on_data
         p._on_lost = on_lost
-        p._writer = self  # each read now begins a write pass (WritePump._begin_pass)
+        p._writer = self  # each read now makes the end-of-pass marker (WritePump._mark_after_read)
         if p.lost or p.eof:
             p._loop.call_soon(on_lost, p.exc)
         return left
