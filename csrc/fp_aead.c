@@ -299,12 +299,12 @@ static int fp_aead_seal_from(fp_aead *a, const fp_iovec *iov, size_t vi, size_t 
     return FP_OK;
 }
 
-int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
-                        size_t *outlen) {
-    size_t pos = 0, skip = 0, len = 0, opos = 0, frames;
+/* fp_aead_seal_frames once the iovec is counted (``need`` bytes out, ``frames`` frames) */
+static int fp_aead_seal_counted(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out,
+                                size_t cap, size_t *outlen, size_t need, size_t frames) {
+    size_t pos = 0, skip = 0, len = 0, opos = 0;
     *outlen = 0;
     if (!a->ctx) return FP_EINVAL;
-    size_t need = fp_aead_count_iov(iov, iovcnt, &frames);
     FP_CHECK_BOUNDS(need, cap);
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
     size_t first = 0; /* a segment starts at the entry where the last one ended */
@@ -317,6 +317,12 @@ int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t 
     }
     *outlen = opos;
     return FP_OK;
+}
+
+int fp_aead_seal_frames(fp_aead *a, const fp_iovec *iov, size_t iovcnt, uint8_t *out, size_t cap,
+                        size_t *outlen) {
+    size_t frames, need = fp_aead_count_iov(iov, iovcnt, &frames);
+    return fp_aead_seal_counted(a, iov, iovcnt, out, cap, outlen, need, frames);
 }
 
 int fp_aead_seal_range(fp_aead *a, const fp_iovec *iov, size_t iovcnt, size_t skip, size_t len,
@@ -495,7 +501,7 @@ int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const f
     if (nclones > FP_PAR_MAX) nclones = FP_PAR_MAX;
     size_t need = fp_aead_count_iov(iov, iovcnt, &frames);
     if (nclones == 0 || frames < 2 || !a->ctx)
-        return fp_aead_seal_frames(a, iov, iovcnt, out, cap, outlen);
+        return fp_aead_seal_counted(a, iov, iovcnt, out, cap, outlen, need, frames);
     FP_CHECK_BOUNDS(need, cap);
     if (FP_UNLIKELY(frames > FP_AEAD_MAX_NONCE - a->nonce)) return FP_ENONCE;
     fp_par_batch b;
@@ -507,7 +513,7 @@ int fp_aead_seal_frames_par(fp_aead *a, fp_aead *clones, size_t nclones, const f
     /* jobs of whole frames; fewer, longer ones where many segments would need more */
     for (size_t per = fp_par_per(frames, nclones + 1); per <= frames && !k; per *= 2)
         k = fp_seal_jobs(&b, per, out, cap);
-    if (k < 2) return fp_aead_seal_frames(a, iov, iovcnt, out, cap, outlen);
+    if (k < 2) return fp_aead_seal_counted(a, iov, iovcnt, out, cap, outlen, need, frames);
     *parts = 1 + fp_par_run((unsigned)nclones, fp_seal_job, &b, k);
     int rc = FP_OK;
     for (size_t i = 0; i < k; i++) {
