@@ -363,7 +363,7 @@ class HostMetrics:
     """
 
     def __init__(self, registry: MetricsRegistry, connections: Callable[[], Iterable[Any]],
-                 peerstore: Any = None) -> None:
+                 peerstore: Any) -> None:
         self.registry = registry
         self._connections = connections
         self._peerstore = peerstore
@@ -427,15 +427,13 @@ class HostMetrics:
                             {("sent",): io[0], ("received",): io[1]})
         frames = MetricFamily("fastp2p_muxer_frames_total", "counter", "Muxer frames.", ("direction",),
                               {("sent",): io[2], ("received",): io[3]})
-        out = [conns, streams, wire, frames]
         ps = self._peerstore
-        if ps is not None:
-            out.append(MetricFamily("fastp2p_peerstore_peers", "gauge", "Peer records in the peerstore.",
-                                    (), {(): len(ps)}))
-            out.append(MetricFamily("fastp2p_peerstore_evicted_total", "counter",
-                                    "Peer records evicted (HostConfig.max_peerstore_peers).", (),
-                                    {(): ps.evicted}))
-        return out
+        peers = MetricFamily("fastp2p_peerstore_peers", "gauge", "Peer records in the peerstore.",
+                             (), {(): len(ps)})
+        evicted = MetricFamily("fastp2p_peerstore_evicted_total", "counter",
+                               "Peer records evicted (HostConfig.max_peerstore_peers).", (),
+                               {(): ps.evicted})
+        return [conns, streams, wire, frames, peers, evicted]
 
 
 def _conn_io(conn: Any) -> tuple[int, int, int, int]:

@@ -1370,8 +1370,6 @@ cdef class MplexDemux(_RouteTable):
         return 0
 
 
-# -- the TCP protocol's read callbacks ------------------------------------------------
-
 # -- the write half: a stream's message from the writer to the socket, in one call ----
 
 
@@ -1536,6 +1534,8 @@ cdef class WritePump:
             self._mark()
         return 0
 
+
+# -- the TCP protocol's read callbacks (after the write half: a read marks its pass) --
 
 cdef class ReadPump:
     """The read half of the TCP transport's buffered protocol (which derives from

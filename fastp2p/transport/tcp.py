@@ -105,7 +105,6 @@ class _TcpProtocol(_accel.ReadPump, asyncio.BufferedProtocol):
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.bytes_received = 0
-        self._writer: Any = None  # the connection, once in push mode (ReadPump)
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
