@@ -10,6 +10,11 @@ instructions of one operation, both sides together, set-up and start-up cancelle
 out. Kernel work (syscalls, wake-ups) is not counted: this measures what the
 library adds in user space, not latency.
 
+valgrind does not run AVX-512, so a workload there may seal and open on other
+AEAD code than it does natively (AES-256-GCM on OpenSSL's EVP instead of
+fastp2p's VAES kernel, for one): the table's last lines name both, and a count
+is then the EVP path's.
+
 Workloads:
 
 ``rtt``
@@ -160,9 +165,27 @@ async def _fastp2p(backend: str, op: str, n: int) -> None:
             await asyncio.gather(*(one() for _ in range(min(BATCH, left))))
 
 
+def aead_impls() -> str:
+    """The AEAD code new ciphers run on in this process (pure twins: the ``cryptography``
+    package)."""
+    from fastp2p import _accel
+
+    if not _accel.HAVE_NATIVE:
+        return "AES-256-GCM and ChaCha20-Poly1305 on the cryptography package (pure twins)"
+    from fastp2p._native import aead
+
+    return f"AES-256-GCM on {aead.aesgcm_impl()}, ChaCha20-Poly1305 on {aead.chacha_impl()}"
+
+
+_AEAD_MARK = "fastp2p-instructions-aead: "
+
+
 def run_workload(backend: str, op: str, n: int) -> None:
     """The workload itself (what valgrind runs): ``n`` operations, one process."""
     import uvloop
+
+    if backend != RAW:
+        print(_AEAD_MARK + aead_impls(), file=sys.stderr, flush=True)
 
     if backend == RAW:
         coro = {"rtt": _raw_rtt, "stream": _raw_stream, "connect": _raw_connect}[op](n)
@@ -174,6 +197,8 @@ def run_workload(backend: str, op: str, n: int) -> None:
 # -- the driver --------------------------------------------------------------------------
 
 _IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+#: the AEAD code the workloads ran on under valgrind (from their stderr)
+UNDER_VALGRIND: set[str] = set()
 
 
 def _count(backend: str, op: str, n: int) -> int:
@@ -187,6 +212,9 @@ def _count(backend: str, op: str, n: int) -> int:
                "--worker", backend, op, str(n)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     m = _IREFS.search(res.stderr)
+    for line in res.stderr.splitlines():
+        if line.startswith(_AEAD_MARK) and line[len(_AEAD_MARK):]:
+            UNDER_VALGRIND.add(line[len(_AEAD_MARK):])
     if res.returncode != 0 or m is None:
         raise RuntimeError(f"{backend} {op} n={n} failed (rc {res.returncode}): {res.stderr[-2000:]}")
     return int(m.group(1).replace(",", ""))
@@ -226,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                 ref = per
             ratio = f"x{per / ref:.2f}" if ref else "-"
             print(f"{op:7s} {b:22s} {per:12,.0f} {ratio:>7s} {time.monotonic() - t0:5.0f}", flush=True)
+    native = aead_impls()
+    for ran in sorted(UNDER_VALGRIND):
+        same = "as natively" if ran == native else f"natively: {native}"
+        print(f"AEAD under valgrind: {ran} ({same})")
     return 0
 
 

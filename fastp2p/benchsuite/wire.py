@@ -100,7 +100,8 @@ def usage() -> dict[str, Any]:
 EXIT_HOOKS: list[Callable[[], None]] = []
 
 
-def _run_exit_hooks() -> None:
+def run_exit_hooks() -> None:
+    """Run the cleanups a worker registered (it leaves with ``os._exit``, which skips atexit)."""
     for fn in EXIT_HOOKS:
         try:
             fn()
@@ -169,7 +170,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
                     out.send({"event": "usage", **usage()})
                 elif msg.get("cmd") == "quit":
                     break
-            _run_exit_hooks()
+            run_exit_hooks()
             os._exit(0)  # stdin closed or quit: leave without teardown
 
         def ready(addr: str) -> None:
@@ -181,9 +182,9 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
         except BaseException as e:  # noqa: BLE001
             out.send({"event": "error", "error": f"{type(e).__name__}: {e}",
                       "trace": traceback.format_exc()})
-            _run_exit_hooks()
+            run_exit_hooks()
             os._exit(1)
-        _run_exit_hooks()
+        run_exit_hooks()
         os._exit(0)
 
     client = make_client()

@@ -12,9 +12,16 @@ from fastp2p.benchsuite import instructions
 
 @pytest.mark.parametrize("op", list(instructions.OPS))
 @pytest.mark.parametrize("backend", instructions.BACKENDS)
-def test_workloads_run(backend: str, op: str) -> None:
+def test_workloads_run(backend: str, op: str, capsys: pytest.CaptureFixture[str]) -> None:
     # what valgrind runs, briefly and without it: the workloads must not rot
     instructions.run_workload(backend, op, 20 if op == "rtt" else 30)
+    # a fastp2p workload names its AEAD code (valgrind may run other code than a CPU)
+    said = [ln for ln in capsys.readouterr().err.splitlines()
+            if ln.startswith("fastp2p-instructions-aead: ")]
+    if backend == instructions.RAW:
+        assert not said
+    else:
+        assert said == ["fastp2p-instructions-aead: " + instructions.aead_impls()]
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not on PATH")

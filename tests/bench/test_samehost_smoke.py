@@ -34,6 +34,11 @@ def _run(tmp_path: Path, hide: bool) -> tuple[dict, str, float]:
     if env.get("PYTHONPATH"):
         pp.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(pp)
+    # the workers' own temp dir: whatever a backend leaves there (zmq's ipc:// socket
+    # files, say) is a leak the test sees
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
     out = tmp_path / "samehost.json"
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "fastp2p.benchsuite.samehost", "--quick",
@@ -41,6 +46,8 @@ def _run(tmp_path: Path, hide: bool) -> tuple[dict, str, float]:
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
     dt = time.monotonic() - t0
     assert p.returncode == 0, p.stderr[-3000:]
+    left = sorted(x.name for x in scratch.iterdir())
+    assert not left, f"the workers left files in their temp dir: {left}"
     return json.loads(out.read_text()), p.stdout, dt
 
 

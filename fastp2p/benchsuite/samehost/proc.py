@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..wire import cpu_seconds, raise_nofile, rss_bytes
+from ..wire import cpu_seconds, raise_nofile, rss_bytes, run_exit_hooks
 from ..workerproc import Worker
 
 # Bench header on every bench stream / first message:  op u8 | pad | a u32 | b u64
@@ -116,6 +116,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
                     out.send({"event": "usage", "cpu": cpu_seconds(), **mem_breakdown()})
                 elif msg.get("cmd") == "quit":
                     break
+            run_exit_hooks()
             os._exit(0)
 
         def ready(addr: str, **extra: Any) -> None:
@@ -127,7 +128,9 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
         except BaseException as e:  # noqa: BLE001
             out.send({"event": "error", "error": f"{type(e).__name__}: {e}",
                       "trace": traceback.format_exc()})
+            run_exit_hooks()
             os._exit(1)
+        run_exit_hooks()
         os._exit(0)
 
     try:
@@ -159,6 +162,7 @@ def run_worker(role: str, make_server: Callable[[], Any], make_client: Callable[
         client.shutdown()
     except Exception:  # noqa: BLE001
         pass
+    run_exit_hooks()
     os._exit(0)
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from ...wire import EXIT_HOOKS
 from ..proc import ACK, OP_BULK, OP_ECHO, dest_array, pack, source_array, unpack
 from . import Backend, percentiles_us
 
@@ -57,6 +58,8 @@ class _Server:
         s = ctx.socket(zmq.PAIR)
         path = os.path.join(tempfile.gettempdir(), f"fp-samehost-{uuid.uuid4().hex[:12]}.ipc")
         addr = f"ipc://{path}"
+        # the worker leaves with os._exit on "quit" (no finally runs): unlink there too
+        EXIT_HOOKS.append(lambda: _unlink(path))
         s.bind(addr)
         ready(addr)
         dst = memoryview(self.dst)
@@ -84,10 +87,14 @@ class _Server:
                         else:
                             s.send(s.recv())
         finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class _Client:
