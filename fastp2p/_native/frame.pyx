@@ -461,6 +461,17 @@ cdef class _SealedStep:
         return 0
 
 
+# A small frame's plaintext (under SPLIT_MIN) is opened here first: when it is one
+# data frame for a reader with a lent buffer, its payload is copied there and the
+# feed takes no pooled block (_RouteTable._open_small). One area for the process,
+# not one per demultiplexer (2 KiB less per connection): it is used from the open
+# to the copy out, under the GIL (frames this small are opened without releasing
+# it; the module needs the GIL). A use that starts while another is in progress
+# (a finalizer that fed another connection while a block was taken) gets its own.
+cdef uint8_t _small_scratch[SPLIT_MIN]
+cdef bint _small_scratch_busy = False
+
+
 cdef class _RouteTable:
     """The stream table of a demultiplexer (YamuxDemux, MplexDemux): per stream its
     credit, what it was delivered, and a reader's lent buffer; the counters."""
@@ -512,10 +523,6 @@ cdef class _RouteTable:
     cdef readonly Py_ssize_t wake_hint
     #: called with the new ``wake_hint`` when it changes (None: nothing is called)
     cdef public object on_wake_hint
-    # a small frame's plaintext (under SPLIT_MIN), opened here first: when it is one
-    # data frame for a reader with a lent buffer, its payload is copied there and
-    # the feed takes no pooled block (_open_small)
-    cdef uint8_t _scratch[SPLIT_MIN]
 
     def __cinit__(self, *args, **kwargs):
         self._routes = {}
@@ -909,8 +916,29 @@ cdef class _RouteTable:
         copied to the reader; otherwise it is copied to the feed's block and
         decoded there, as any frame. The block (a pool acquire and an object)
         would cost more than the copy."""
+        global _small_scratch_busy
+        cdef uint8_t *sc
+        cdef bint own = _small_scratch_busy
+        if own:
+            sc = <uint8_t *>PyMem_Malloc(SPLIT_MIN)
+            if sc == NULL:
+                raise MemoryError()
+        else:
+            sc = _small_scratch
+            _small_scratch_busy = True
+        try:
+            self._open_small_in(cipher, body, flen, cap, sc)
+        finally:
+            if own:
+                PyMem_Free(sc)
+            else:
+                _small_scratch_busy = False
+        return 0
+
+    cdef int _open_small_in(self, NoiseCipher cipher, const uint8_t *body, size_t flen,
+                            size_t cap, uint8_t *sc) except -1:
+        """``_open_small`` with the scratch area ``sc`` (at least SPLIT_MIN bytes)."""
         cdef size_t plen = flen - FP_AEAD_TAG_SIZE
-        cdef uint8_t *sc = self._scratch
         cdef uint64_t key = 0
         cdef size_t used
         cdef _Route r

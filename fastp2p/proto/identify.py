@@ -138,11 +138,26 @@ def encode_identify_frame(info: IdentifyInfo) -> bytes:
     return protobuf.length_prefixed(encode_identify(info))
 
 
+#: decoded strings by their bytes, shared by every peer that sends them (protocol ids
+#: and agent versions repeat across peers: one str each, not one per peer record)
+_TEXTS: dict[bytes, str] = {}
+_TEXTS_MAX = 1024  # entries; a full memo starts over (a peer's junk neither grows nor fills it)
+_TEXT_MAX = 256  # bytes: longer strings are not kept
+
+
 def _text(number: int, raw: bytes) -> str:
+    got = _TEXTS.get(raw)
+    if got is not None:
+        return got
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtobufError(f"identify field {number} is not valid UTF-8") from exc
+    if len(raw) <= _TEXT_MAX:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        _TEXTS[raw] = text
+    return text
 
 
 def decode_identify(data: ReadableBuffer) -> IdentifyInfo:

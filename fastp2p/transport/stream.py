@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastp2p._typing import ReadableBuffer, WritableBuffer, byte_view
 from fastp2p.errors import (
@@ -83,6 +83,9 @@ class StreamDriver(Protocol):
         """Wait until the data path drained (or ``interrupt`` completes)."""
 
 
+#: a stream's receive queue until it needs one (falsy; never appended to: see _chunk_queue)
+_NO_CHUNKS: collections.deque[memoryview] = cast("collections.deque[memoryview]", ())
+
 _BUSY_READING = "another task is already reading from this stream"
 _BUSY_WRITING = "another task is already writing to this stream"
 
@@ -132,7 +135,9 @@ class Stream:
         self.id = stream_id
         self.inbound = inbound
         self.protocol: str | None = None
-        self._chunks: collections.deque[memoryview] = collections.deque()
+        # made on first need (_chunk_queue), dropped when a reader waits: an empty
+        # deque costs a 64-slot block (~0.75 KiB a stream)
+        self._chunks: collections.deque[memoryview] = _NO_CHUNKS
         self._buffered = 0
         # Bytes in ``_chunks`` that never counted against the peer's send window
         # (multistream leftovers pushed back by ``unread``): no credit to return.
@@ -205,7 +210,10 @@ class Stream:
             # bytes after these must not land in the lent buffer, ahead of them
             loan.spill()
             unread += loan.got  # not acknowledged either until the reader runs
-        self._chunks.append(memoryview(bytes(data)) if transient else data)
+        chunks = self._chunks
+        if chunks is _NO_CHUNKS:  # (_chunk_queue inlined: once per message)
+            chunks = self._chunks = collections.deque()
+        chunks.append(memoryview(bytes(data)) if transient else data)
         self._buffered += n
         if unread > self.conn.recv_soft_limit:
             self.conn.stream_overfull(self)
@@ -237,14 +245,20 @@ class Stream:
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _chunk_queue(self) -> collections.deque[memoryview]:
+        chunks = self._chunks
+        if chunks is _NO_CHUNKS:
+            chunks = self._chunks = collections.deque()
+        return chunks
+
     def _unread_credited(self, data: bytes) -> None:
-        self._chunks.appendleft(memoryview(data))
+        self._chunk_queue().appendleft(memoryview(data))
         self._buffered += len(data)
 
     def unread(self, data: bytes) -> None:
         """Push bytes back in front of the receive buffer (multistream leftovers)."""
         if data:
-            self._chunks.appendleft(memoryview(data))
+            self._chunk_queue().appendleft(memoryview(data))
             self._buffered += len(data)
             self._uncredited += len(data)
 
@@ -260,6 +274,7 @@ class Stream:
                 raise ClosedResourceError("stream is closed")
             if self._eof:
                 return
+            self._chunks = _NO_CHUNKS  # (empty) a waiting stream holds no queue
             fut = self.conn.loop.create_future()
             self._read_waiter = fut
             try:
@@ -309,7 +324,10 @@ class Stream:
                 return 0
             if not self._chunks and not self._eof and self._reset is None and not self._closed:
                 # Wait with ``out`` lent to the driver's receive step (or, for a
-                # driver that takes no loans, to ``feed_data``).
+                # driver that takes no loans, to ``feed_data``). A waiting stream
+                # holds no (empty) queue: an idle one costs less, and what comes
+                # while it waits goes to ``out`` first.
+                self._chunks = _NO_CHUNKS
                 conn = self.conn
                 fut = conn.loop.create_future()
                 # (raises for a read-only buffer, before anything is set)
@@ -598,7 +616,7 @@ class Stream:
         n = self._unacked
         self._unacked = 0
         if self._buffered:
-            self._chunks.clear()
+            self._chunks = _NO_CHUNKS
             unc = self._uncredited
             self._uncredited = 0
             n += self._buffered - unc

@@ -211,3 +211,28 @@ def test_fuzz_decode(data: bytes) -> None:
         reader.receive_eof()
     except RemoteProtocolError:
         pass
+
+
+def test_peers_protocol_strings_are_shared_and_the_memo_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every peer lists the same protocol ids: records share one str per id, and a
+    peer sending endless distinct junk neither grows the memo past its bound nor
+    keeps the next peers' ids out of it."""
+    from fastp2p.proto import identify as ident
+
+    monkeypatch.setattr(ident, "_TEXTS", {})
+    a = decode_identify(encode_identify(IdentifyInfo(protocols=["/ipfs/id/1.0.0", "/x/1"])))
+    b = decode_identify(encode_identify(IdentifyInfo(protocols=["/ipfs/id/1.0.0", "/x/1"])))
+    assert a.protocols == b.protocols == ["/ipfs/id/1.0.0", "/x/1"]
+    assert all(x is y for x, y in zip(a.protocols, b.protocols, strict=True))
+    for i in range(3 * ident._TEXTS_MAX // 256):
+        junk = [f"/junk/{i}/{k}" for k in range(256)]
+        assert decode_identify(encode_identify(IdentifyInfo(protocols=junk))).protocols == junk
+    assert len(ident._TEXTS) <= ident._TEXTS_MAX
+    c = decode_identify(encode_identify(IdentifyInfo(protocols=["/ipfs/id/1.0.0"])))
+    d = decode_identify(encode_identify(IdentifyInfo(protocols=["/ipfs/id/1.0.0"])))
+    assert c.protocols[0] is d.protocols[0]
+    long_id = "/" + "y" * ident._TEXT_MAX
+    assert decode_identify(encode_identify(IdentifyInfo(protocols=[long_id]))).protocols == [long_id]
+    assert long_id.encode() not in ident._TEXTS

@@ -866,3 +866,58 @@ def test_parallel_open_demultiplexes_like_a_serial_open(cut, forge):
     assert (serial[2] is DecryptError) == (forge is not None)
     if forge is None:
         assert serial[0][3] == b"z" * 1000 + bytes(200_000) and serial[1] == [(2, 1, 0, 9)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("via", ["deliver", "wake"])
+@pytest.mark.parametrize("inner_lent", [True, False])
+def test_small_frames_of_connections_fed_inside_another_feed_stay_apart(impl, via, inner_lent):
+    """The native step opens small frames into one scratch area per process: a feed
+    of another connection that starts inside a feed (from a stream's deliver
+    callback, which runs while the outer frame is being handled, or from the
+    reader's wake-up at the feed's end) gets scratch of its own, and every byte
+    lands where it belongs; the outer feed's next frame, opened after, is right too."""
+    seal_a, open_a = _ciphers(impl)
+    key_b = bytes(range(1, 33))
+    seal_b, open_b = impl.NoiseCipher(key_b), impl.NoiseCipher(key_b)
+    pa1, pa2, pb = bytes([0xA1]) * 100, bytes([0xA2]) * 300, bytes([0xB0]) * 200
+    wire_a = bytes(seal_a.seal_frames([memoryview(hdr(0, 0, 1, len(pa1))), memoryview(pa1)]))
+    wire_a += bytes(seal_a.seal_frames([memoryview(hdr(0, 0, 3, len(pa2))), memoryview(pa2)]))
+    wire_b = bytes(seal_b.seal_frames([memoryview(hdr(0, 0, 1, len(pb))), memoryview(pb)]))
+    da, db = impl.YamuxDemux(), impl.YamuxDemux()
+    got_a: list[tuple[int, bytes]] = []
+    got_b: list[bytes] = []
+    inner: list[object] = []
+
+    def feed_b() -> None:
+        inner.append(db.feed_sealed(open_b, wire_b))
+
+    def deliver_a(sid: int, p: memoryview) -> None:
+        got_a.append((sid, bytes(p)))
+        if via == "deliver" and sid == 1:
+            feed_b()
+
+    for sid in (1, 3):
+        da.attach(sid, lambda p, sid=sid: deliver_a(sid, p), WINDOW)
+    db.attach(1, lambda p: got_b.append(bytes(p)), WINDOW)
+    buf_b = bytearray(len(pb))
+    loan_b = db.lend(1, buf_b, Waiter()) if inner_lent else None
+
+    class FeedsB(Waiter):
+        def set_result(self, value: object) -> None:
+            super().set_result(value)
+            feed_b()
+
+    buf_a = bytearray(len(pa1))
+    loan_a = da.lend(1, buf_a, FeedsB()) if via == "wake" else None
+    assert da.feed_sealed(open_a, wire_a) is None
+    assert inner == [None]
+    if via == "wake":
+        assert loan_a.unlend() == len(pa1) and bytes(buf_a) == pa1
+        assert got_a == [(3, pa2)]
+    else:
+        assert got_a == [(1, pa1), (3, pa2)]
+    if inner_lent:
+        assert loan_b.unlend() == len(pb) and bytes(buf_b) == pb and got_b == []
+    else:
+        assert got_b == [pb]
