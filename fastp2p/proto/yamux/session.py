@@ -231,9 +231,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
         self._pending_syn: deque[int] | None = None
         self._unaccepted = 0  # StreamOpened events not yet returned by next_event
         self._backlog_full = False  # _unaccepted >= accept_backlog before this receive_data
-        # A list read from _ev_head (next_event), not a deque: an empty deque
-        # costs a 64-slot block (~0.75 KiB a connection); events come a few at a time.
-        self._events: list[Any] = []  # MuxerEvent, or None once taken
+        self._events = []  # (DemuxSession._pop_event)
         self._ev_head = 0
         self._out: list[ReadableBuffer] = []
         self._now = 0.0
@@ -368,21 +366,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None when there is none."""
-        events = self._events
-        i = self._ev_head
-        if i == len(events):
-            return None
-        event = events[i]
-        i += 1
-        if i == len(events):
-            events.clear()  # all taken
-            i = 0
-        elif i < 1024:
-            events[i - 1] = None  # taken: the list does not keep it (its payload) alive
-        else:
-            del events[:i]  # a reader that never empties it: drop the taken slots
-            i = 0
-        self._ev_head = i
+        event: MuxerEvent | None = self._pop_event()
         if type(event) is StreamOpened:
             self._unaccepted -= 1
         return event
