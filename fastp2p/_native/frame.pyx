@@ -359,7 +359,11 @@ cdef class MplexDecoder:
         return out
 
 
+# no_gc_clear: the collector's clear would drop the lent buffer's owner without
+# releasing its export (a bytearray freed while exported, an mmap that can never
+# close); __dealloc__ releases it once whatever else the cycle holds is cleared.
 @cython.final
+@cython.no_gc_clear
 cdef class _Route:
     """One attached stream; also the token :meth:`YamuxDemux.lend` returns."""
 

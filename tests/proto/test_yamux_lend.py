@@ -921,3 +921,35 @@ def test_small_frames_of_connections_fed_inside_another_feed_stay_apart(impl, vi
         assert loan_b.unlend() == len(pb) and bytes(buf_b) == pb and got_b == []
     else:
         assert got_b == [pb]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_loan_in_collected_garbage_gives_the_buffer_back(impl):
+    """A reader's lent buffer held by garbage the cycle collector frees (a
+    connection dropped while its reader waited: loan, waiter and task refer to
+    each other): the export is released, so the buffer can be resized (a
+    bytearray) or closed (an mmap) afterwards, and nothing is reported.
+    Clearing only the loan's reference to the buffer would leave it exported for
+    good, and free a bytearray that still counts an export."""
+    import gc
+    import sys
+
+    d = impl.YamuxDemux()
+    d.attach(1, lambda p: None, WINDOW)
+    buf = bytearray(64)
+    w = Waiter()
+    # loan -> waiter -> loan; the loan (made by attach) is older than the waiter, so
+    # the collector clears it first: its clear alone must not touch the buffer
+    w.token = d.lend(1, buf, w)  # type: ignore[attr-defined]
+    with pytest.raises(BufferError):
+        buf.extend(b"x")  # (lent: exported)
+    reported: list[object] = []
+    hook, sys.unraisablehook = sys.unraisablehook, reported.append
+    try:
+        del d, w  # the demux goes now; the loan and its waiter only by the collector
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert reported == []
+    buf.extend(b"x")  # given back: resizable again
+    assert len(buf) == 65
