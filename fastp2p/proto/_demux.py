@@ -23,29 +23,6 @@ class DemuxSession:
     _stats: dict[str, int]
     _terminated: Any
     _tx_step: Any  # the driver's send step (send_step), or None
-    # queued events: a list read from _ev_head, not a deque (an empty deque holds a
-    # 64-slot block, ~0.75 KiB a connection; events come a few at a time)
-    _events: list[Any]  # MuxerEvent, or None once taken
-    _ev_head: int
-
-    def _pop_event(self) -> Any:
-        """The next queued event (taken), or None when there is none."""
-        events = self._events
-        i = self._ev_head
-        if i == len(events):
-            return None
-        event = events[i]
-        i += 1
-        if i == len(events):
-            events.clear()  # all taken
-            i = 0
-        elif i < 1024:
-            events[i - 1] = None  # taken: the list does not keep it (its payload) alive
-        else:
-            del events[:i]  # a reader that never empties it: drop the taken slots
-            i = 0
-        self._ev_head = i  # type: ignore[misc]  # (a slot of the session classes)
-        return event
 
     def _decode(self, data: Any) -> Any:
         """The records in ``data``: those the demux's fast way did not take, or all

@@ -56,6 +56,7 @@ without an event each, as with yamux; the buffering limit is its credit.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from fastp2p._typing import ReadableBuffer
@@ -170,8 +171,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
         self._history = StreamHistory(HISTORY_SIZE)
         self._n_inbound = 0
         self._n_outbound = 0
-        self._events = []  # (DemuxSession._pop_event)
-        self._ev_head = 0
+        self._events: deque[MuxerEvent] = deque()
         self._out: list[ReadableBuffer] = []
         self._terminated: tuple[int, bool] | None = None
         self._tx_step: Any = None
@@ -272,8 +272,7 @@ class MplexSession(DemuxSession, StreamTable[_Stream]):
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None."""
-        event: MuxerEvent | None = self._pop_event()
-        return event
+        return self._events.popleft() if self._events else None
 
     def data_to_send(self) -> list[ReadableBuffer]:
         """Take everything queued for the wire (one iovec)."""

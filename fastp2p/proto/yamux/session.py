@@ -191,7 +191,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
     __slots__ = ('config', '_max_window', '_encode', '_demux', '_decoder', 'is_client',
                  '_local_parity', '_next_id', '_max_peer_id', '_streams', '_history',
                  '_n_inbound', '_n_outbound', '_syn_backlog', '_pending_syn', '_unaccepted',
-                 '_backlog_full', '_events', '_ev_head', '_out', '_now', '_next_opaque', '_pings',
+                 '_backlog_full', '_events', '_out', '_now', '_next_opaque', '_pings',
                  '_rtt_probe_sent', '_next_keepalive', 'rtt', '_local_goaway', '_remote_goaway',
                  '_terminated', '_stats', 'drop_pongs', 'pong_gate', '_tx_step')
 
@@ -231,8 +231,7 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
         self._pending_syn: deque[int] | None = None
         self._unaccepted = 0  # StreamOpened events not yet returned by next_event
         self._backlog_full = False  # _unaccepted >= accept_backlog before this receive_data
-        self._events = []  # (DemuxSession._pop_event)
-        self._ev_head = 0
+        self._events: deque[MuxerEvent] = deque()
         self._out: list[ReadableBuffer] = []
         self._now = 0.0
         # ping
@@ -366,7 +365,10 @@ class YamuxSession(DemuxSession, StreamTable[_Stream]):
 
     def next_event(self) -> MuxerEvent | None:
         """Pop the next event, or None when there is none."""
-        event: MuxerEvent | None = self._pop_event()
+        events = self._events
+        if not events:
+            return None
+        event = events.popleft()
         if type(event) is StreamOpened:
             self._unaccepted -= 1
         return event
