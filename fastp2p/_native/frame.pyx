@@ -471,7 +471,7 @@ cdef class _SealedStep:
 # not one per demultiplexer (2 KiB less per connection): it is used from the open
 # to the copy out, under the GIL (frames this small are opened without releasing
 # it; the module needs the GIL). A use that starts while another is in progress
-# (a finalizer that fed another connection while a block was taken) gets its own.
+# (a stream's deliver callback that feeds another connection) gets its own.
 cdef uint8_t _small_scratch[SPLIT_MIN]
 cdef bint _small_scratch_busy = False
 
