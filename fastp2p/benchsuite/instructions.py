@@ -184,12 +184,10 @@ def run_workload(backend: str, op: str, n: int) -> None:
     """The workload itself (what valgrind runs): ``n`` operations, one process."""
     import uvloop
 
-    if backend != RAW:
-        print(_AEAD_MARK + aead_impls(), file=sys.stderr, flush=True)
-
     if backend == RAW:
         coro = {"rtt": _raw_rtt, "stream": _raw_stream, "connect": _raw_connect}[op](n)
     else:
+        print(_AEAD_MARK + aead_impls(), file=sys.stderr, flush=True)
         coro = _fastp2p(backend, op, n)
     uvloop.run(coro)
 

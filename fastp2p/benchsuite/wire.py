@@ -25,6 +25,8 @@ moved to a private fd; library prints go to stderr).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import resource
@@ -107,6 +109,16 @@ def run_exit_hooks() -> None:
             fn()
         except Exception:  # noqa: BLE001 - leaving anyway
             pass
+
+
+def unlink_at_exit(path: str) -> None:
+    """Remove the file ``path`` (an ipc socket) when the worker exits (EXIT_HOOKS)."""
+    EXIT_HOOKS.append(functools.partial(_unlink, path))
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def raise_nofile() -> None:

@@ -20,8 +20,6 @@ The server's ready address is ``"<router endpoint> <pair endpoint>"``.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import tempfile
 import threading
@@ -49,11 +47,6 @@ def _pair_echo(pair: Any) -> None:
         pair.send(msg, copy=False)
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
 def _router(addr: str) -> str:
     return addr.split()[0]
 
@@ -78,7 +71,8 @@ class Server(BaseServer):
         else:
             path = f"{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}.sock"
             ppath = f"{tempfile.gettempdir()}/fastp2p-bench-{os.getpid()}-pair.sock"
-            wire.EXIT_HOOKS.extend(functools.partial(_unlink, p) for p in (path, ppath))
+            wire.unlink_at_exit(path)
+            wire.unlink_at_exit(ppath)
             addr, paddr = f"ipc://{path}", f"ipc://{ppath}"
             sock.bind(addr)
             pair.bind(paddr)

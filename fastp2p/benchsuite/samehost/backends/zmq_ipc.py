@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from ...wire import EXIT_HOOKS
+from ...wire import unlink_at_exit
 from ..proc import ACK, OP_BULK, OP_ECHO, dest_array, pack, source_array, unpack
 from . import Backend, percentiles_us
 
@@ -58,43 +58,33 @@ class _Server:
         s = ctx.socket(zmq.PAIR)
         path = os.path.join(tempfile.gettempdir(), f"fp-samehost-{uuid.uuid4().hex[:12]}.ipc")
         addr = f"ipc://{path}"
-        # the worker leaves with os._exit on "quit" (no finally runs): unlink there too
-        EXIT_HOOKS.append(lambda: _unlink(path))
+        # the worker leaves by os._exit (no finally runs): it unlinks the file then
+        unlink_at_exit(path)
         s.bind(addr)
         ready(addr)
         dst = memoryview(self.dst)
         has_into = hasattr(s, "recv_into")
-        try:
-            while True:
-                op, a, b = unpack(s.recv())
-                if op == OP_BULK:
-                    pos = 0
-                    while pos < b:
-                        n = min(a, b - pos)
-                        if has_into:
-                            pos += s.recv_into(dst[pos:pos + n])
-                        else:
-                            f = s.recv(copy=False)
-                            m = len(f.buffer)
-                            dst[pos:pos + m] = f.buffer
-                            pos += m
-                    s.send(ACK)
-                elif op == OP_ECHO:
-                    buf = bytearray(a)
-                    for _ in range(b):
-                        if has_into:
-                            s.send(memoryview(buf)[:s.recv_into(buf)])
-                        else:
-                            s.send(s.recv())
-        finally:
-            _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        while True:
+            op, a, b = unpack(s.recv())
+            if op == OP_BULK:
+                pos = 0
+                while pos < b:
+                    n = min(a, b - pos)
+                    if has_into:
+                        pos += s.recv_into(dst[pos:pos + n])
+                    else:
+                        f = s.recv(copy=False)
+                        m = len(f.buffer)
+                        dst[pos:pos + m] = f.buffer
+                        pos += m
+                s.send(ACK)
+            elif op == OP_ECHO:
+                buf = bytearray(a)
+                for _ in range(b):
+                    if has_into:
+                        s.send(memoryview(buf)[:s.recv_into(buf)])
+                    else:
+                        s.send(s.recv())
 
 
 class _Client:
