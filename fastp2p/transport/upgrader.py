@@ -102,6 +102,7 @@ async def _run_plain(
     leftover: bytes = b"",
     *,
     hold_last: bool = False,
+    on_wait: Callable[[], None] | None = None,
 ) -> bytes:
     """Drive a handshake state machine over the raw connection until it is done.
 
@@ -110,13 +111,17 @@ async def _run_plain(
     ``hold_last``: the step's last message waits for what the next step writes
     in the same pass (the listener's multistream answer leaves with Noise
     message 2); otherwise it leaves at once. A message that the peer must
-    answer is never held. Returns the bytes that arrived after the machine
-    finished.
+    answer is never held. ``on_wait`` is called once, the first time a message
+    of ours is out and this side waits for the answer (work for idle time).
+    Returns the bytes that arrived after the machine finished.
     """
     out = machine.data_to_send() + first
     if out:
         raw.write(out)
         raw.flush()
+        if on_wait is not None and not machine.done:
+            on_wait()
+            on_wait = None
     data = leftover
     while True:
         if data:
@@ -128,6 +133,9 @@ async def _run_plain(
                 raw.write(out)
                 if not machine.done or not hold_last:
                     raw.flush()
+                if on_wait is not None and not machine.done:
+                    on_wait()
+                    on_wait = None
         if machine.done:
             return machine.unused_data()
         data = await _read_raw(raw, what)
@@ -145,7 +153,10 @@ async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes
         ms: MultistreamDialer | MultistreamListener = MultistreamDialer([NOISE_PROTOCOL_ID])
     else:
         ms = MultistreamListener([NOISE_PROTOCOL_ID])
-    return await _run_plain(raw, ms, "security negotiation", first=first_flight, hold_last=True)
+    # (the dialer's Noise message 1 leaves here: its next ephemeral key is made
+    # while the answer is on its way)
+    return await _run_plain(raw, ms, "security negotiation", first=first_flight, hold_last=True,
+                            on_wait=_EPHEMERALS.refill_soon if first_flight else None)
 
 
 async def _select_muxer(
@@ -239,7 +250,9 @@ async def _secure(
             )
             first = hs.data_to_send() if dialer else b""
             leftover = await _select_security(raw, dialer, first)
-            leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover)
+            # (the listener's next ephemeral key is made once message 2 is out)
+            leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover,
+                                               on_wait=None if dialer else _EPHEMERALS.refill_soon)
             noise_done = True
             k1, k2 = hs.split()
             # the cipher agreed in the handshake (fastp2p peers only; others: ChaChaPoly)
@@ -279,7 +292,7 @@ async def _secure(
 
 
 #: Noise static keys by identity public key (a host's connections share one)
-_STATIC_KEYS: dict[bytes, tuple[Any, bytes]] = {}
+_STATIC_KEYS: dict[bytes, tuple[tuple[bytes, bytes], bytes]] = {}
 _STATIC_KEYS_MAX = 64
 
 
@@ -289,7 +302,7 @@ def prepare_identity(identity: Ed25519PrivateKey) -> None:
     _noise_static(identity)
 
 
-def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:
+def _noise_static(identity: Ed25519PrivateKey) -> tuple[tuple[bytes, bytes], bytes]:
     """This identity's Noise static key and its signature, made once.
 
     The static key only authenticates (forward secrecy comes from the
@@ -299,11 +312,8 @@ def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:
     pub = identity.public_key().to_protobuf()
     got = _STATIC_KEYS.get(pub)
     if got is None:
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-        key = X25519PrivateKey.generate()
-        raw = key.public_key().public_bytes_raw()
-        got = (key, _noise_handshake.sign_static_key(identity, raw))
+        key = _noise_handshake.new_x25519_key()
+        got = (key, _noise_handshake.sign_static_key(identity, key[1]))
         if len(_STATIC_KEYS) >= _STATIC_KEYS_MAX:
             _STATIC_KEYS.pop(next(iter(_STATIC_KEYS)))
         _STATIC_KEYS[pub] = got
@@ -313,28 +323,31 @@ def _noise_static(identity: Ed25519PrivateKey) -> tuple[Any, bytes]:
 class _Ephemerals:
     """X25519 ephemeral keys made ahead, off the handshake's critical path.
 
-    Making one costs as much as a Diffie-Hellman; the handshake would make it
-    between reading the peer's message and answering it. Each key taken asks
-    the loop to make one more after the current callbacks (while this side
-    waits for the peer's next message); a key is handed out once and never
-    reused, and at most ``size`` wait unused.
+    Making one costs half a Diffie-Hellman; the handshake would make it between
+    reading the peer's message and answering it. A key is handed out once and
+    never reused, and at most ``size`` wait unused. ``refill_soon`` makes one
+    more after the current callbacks: the upgrader calls it once its message
+    is out and it waits for the peer's answer, so that the key is made while
+    this side would be idle, not when the answer is in.
     """
 
     def __init__(self, size: int = 4) -> None:
-        self._keys: list[Any] = []
+        self._keys: list[tuple[bytes, bytes]] = []
         self._size = size
 
-    def take(self) -> Any:
+    def take(self) -> tuple[bytes, bytes] | None:
         """A fresh key, or None when none is ready (the handshake makes its own)."""
-        asyncio.get_running_loop().call_soon(self._refill)
         keys = self._keys
         return keys.pop() if keys else None
 
+    def refill_soon(self) -> None:
+        """Make a key after the current callbacks (if fewer than ``size`` wait)."""
+        if len(self._keys) < self._size:
+            asyncio.get_running_loop().call_soon(self._refill)
+
     def _refill(self) -> None:
         if len(self._keys) < self._size:
-            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-            self._keys.append(X25519PrivateKey.generate())
+            self._keys.append(_noise_handshake.new_x25519_key())
 
 
 _EPHEMERALS = _Ephemerals()

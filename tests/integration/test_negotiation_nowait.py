@@ -22,6 +22,7 @@ import pytest
 
 from fastp2p.config import HostConfig
 from fastp2p.errors import ClosedResourceError
+from fastp2p.host import Host
 from fastp2p.testing import host_pair
 from fastp2p.transport.upgrader import negotiate_inbound, propose_now
 
@@ -110,19 +111,45 @@ async def test_open_stream_of_a_known_protocol_is_lazy_at_once() -> None:
 
 
 async def test_ephemeral_keys_made_ahead_are_handed_out_once() -> None:
+    from nacl.bindings import crypto_scalarmult_base
+
     from fastp2p.transport.upgrader import _Ephemerals
 
     pool = _Ephemerals(size=2)
     assert pool.take() is None  # none made yet: the handshake makes its own
     seen: set[bytes] = set()
     for _ in range(10):
-        await asyncio.sleep(0)  # the loop makes one per key taken, after the caller
+        pool.refill_soon()
+        assert not pool._keys  # noqa: SLF001 - made after the caller's callback, not in it
+        await asyncio.sleep(0)
         key = pool.take()
         assert key is not None
-        pub = key.public_key().public_bytes_raw()
+        priv, pub = key
+        assert crypto_scalarmult_base(priv) == pub
         assert pub not in seen
         seen.add(pub)
-        assert len(pool._keys) <= 2  # noqa: SLF001 - the bound
+    for _ in range(5):
+        pool.refill_soon()
+        await asyncio.sleep(0)
+    assert len(pool._keys) == 2  # noqa: SLF001 - the bound
+
+
+async def test_each_side_makes_its_next_ephemeral_key_while_it_waits() -> None:
+    """A handshake takes a key made ahead and has the next one made while it waits
+    for the peer's answer: the dialer after message 1, the listener after message 2."""
+    from fastp2p.transport import upgrader
+
+    async with Host(listen=["/ip4/127.0.0.1/tcp/0"], config=CFG) as b, Host(config=CFG) as a:
+        upgrader._EPHEMERALS._keys.clear()  # noqa: SLF001
+        await a.connect(f"{b.addrs[0]}/p2p/{b.peer_id}")
+        # each side found none and had one made: both keys are in the pool now
+        assert len(upgrader._EPHEMERALS._keys) == 2  # noqa: SLF001
+        used = {k[1] for k in upgrader._EPHEMERALS._keys}  # noqa: SLF001
+        await a.disconnect(b.peer_id)
+        await a.connect(f"{b.addrs[0]}/p2p/{b.peer_id}")
+        # those two were taken and two fresh ones made in their place
+        now = {k[1] for k in upgrader._EPHEMERALS._keys}  # noqa: SLF001
+        assert len(now) == 2 and not now & used
 
 
 async def test_open_stream_nowait_proposes_on_that_connection() -> None:

@@ -346,10 +346,52 @@ def test_malformed_frames() -> None:
         i.receive_data(b"\xff\xff" + b"\x09" * 65535)  # max-size garbage
 
 
-def test_low_order_ephemeral_rejected() -> None:
+_P25519 = 2**255 - 19
+# Curve25519 points of small order (u-coordinates, and their non-canonical forms)
+_LOW_ORDER_U = [0, 1, _P25519 - 1, _P25519, _P25519 + 1,
+                325606250916557431795983626356110631294008115727848805560023387167927233504,
+                39382357235489614581723060781553021112529911719440698176882885853963445705823]
+
+
+@pytest.mark.parametrize("u", _LOW_ORDER_U)
+def test_low_order_ephemeral_rejected(u: int) -> None:
     r = NoiseHandshake(initiator=False, identity=BOB)
-    with pytest.raises(HandshakeError):
-        r.receive_data(b"\x00\x20" + b"\x00" * 32)
+    with pytest.raises(HandshakeError, match="invalid X25519 public key"):
+        r.receive_data(b"\x00\x20" + u.to_bytes(32, "little"))
+
+
+@pytest.mark.parametrize("u", _LOW_ORDER_U)
+def test_low_order_static_key_rejected(u: int) -> None:
+    """The initiator's static key comes encrypted in message 3: a low-order one
+    fails the responder's se before any payload is looked at."""
+    from fastp2p.proto.noise.handshake import _dh
+
+    with pytest.raises(HandshakeError, match="invalid X25519 public key"):
+        _dh(bytes(range(32)), u.to_bytes(32, "little"))
+
+
+def test_dh_refuses_a_key_of_the_wrong_length() -> None:
+    # libsodium would read 32 bytes from whatever it is given
+    from fastp2p.proto.noise.handshake import _dh
+
+    for n in (0, 31, 33):
+        with pytest.raises(HandshakeError):
+            _dh(bytes(32), b"\x09" * n)
+
+
+def test_raw_key_pairs_match_cryptography_and_give_the_same_secret() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from fastp2p.proto.noise.handshake import _dh, _raw_pair, new_x25519_key
+
+    a, b = new_x25519_key(), new_x25519_key()
+    assert a != b and len(a[0]) == len(a[1]) == 32
+    ca = X25519PrivateKey.from_private_bytes(a[0])
+    assert ca.public_key().public_bytes_raw() == a[1]  # same clamping, same public key
+    assert _raw_pair(ca) == a
+    assert _dh(a[0], b[1]) == _dh(b[0], a[1]) == ca.exchange(X25519PublicKey.from_public_bytes(b[1]))
+    with pytest.raises(ValueError):
+        _raw_pair((a[0], a[1][:31]))
 
 
 def test_oversize_outgoing_payload() -> None:
@@ -434,10 +476,10 @@ def test_reused_static_key_payload_is_remembered_but_still_checked():
     """A host that reuses one static key sends the same payload each time: it is
     encoded once and authenticated once, but the expected PeerID is checked on
     every handshake, and another identity's payload is verified afresh."""
-    from fastp2p.proto.noise.handshake import _pub_bytes, sign_static_key
+    from fastp2p.proto.noise.handshake import sign_static_key
 
     static = X25519PrivateKey.generate()
-    sig = sign_static_key(BOB, _pub_bytes(static))
+    sig = sign_static_key(BOB, static.public_key().public_bytes_raw())
     bob_id = PeerID.from_public_key(BOB.public_key())
     kw = {"static_key": static, "static_signature": sig}
     i, r = pair(i_expected_peer=bob_id, **{"r_" + k: v for k, v in kw.items()})
@@ -457,7 +499,7 @@ def test_reused_static_key_payload_is_remembered_but_still_checked():
     with pytest.raises(PeerIDMismatchError):
         i.receive_data(r.data_to_send())
     # a signature over this static key by another identity is not taken from the memo
-    forged = sign_static_key(ALICE, _pub_bytes(static))
+    forged = sign_static_key(ALICE, static.public_key().public_bytes_raw())
     i, r = pair(r_identity=BOB, r_static_key=static, r_static_signature=forged)
     r.receive_data(i.data_to_send())
     with pytest.raises(HandshakeError):  # IdentityProofError: BOB's key, ALICE's signature

@@ -80,9 +80,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base, randombytes
+from nacl.exceptions import CryptoError
 
 from fastp2p._typing import ReadableBuffer
 from fastp2p.errors import (
@@ -106,6 +107,8 @@ __all__ = [
     "SymmetricState",
     "XXHandshakeState",
     "NoiseHandshake",
+    "X25519Key",
+    "new_x25519_key",
     "sign_static_key",
     "noise_hkdf2",
 ]
@@ -162,16 +165,40 @@ def noise_hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
     return out1, out2
 
 
-def _pub_bytes(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+#: an X25519 key as the handshake takes it: ``cryptography``'s private key object,
+#: or the raw (private, public) pair that :func:`new_x25519_key` makes
+X25519Key = X25519PrivateKey | tuple[bytes, bytes]
 
 
-def _dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
+def new_x25519_key() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair, raw (private, public).
+
+    libsodium's fixed-base multiplication makes it in about half the time of
+    ``X25519PrivateKey.generate()`` (17 against 33 us here), and every handshake
+    makes one.
+    """
+    priv = randombytes(DHLEN)
+    return priv, crypto_scalarmult_base(priv)
+
+
+def _raw_pair(key: X25519Key) -> tuple[bytes, bytes]:
+    if isinstance(key, tuple):
+        priv, pub = key
+        if len(priv) != DHLEN or len(pub) != DHLEN:
+            raise ValueError("an X25519 key pair is two 32-byte strings")
+        return key
+    return key.private_bytes_raw(), key.public_key().public_bytes_raw()
+
+
+def _dh(priv: bytes, pub: bytes) -> bytes:
+    # (libsodium reads 32 bytes whatever it is given: the length is checked here)
+    if len(pub) != DHLEN:
+        raise HandshakeError(f"invalid X25519 public key: {len(pub)} bytes")
     try:
-        return priv.exchange(X25519PublicKey.from_public_bytes(pub))
-    except ValueError as exc:
-        # cryptography rejects low-order points (all-zero shared secret).
-        raise HandshakeError(f"invalid X25519 public key: {exc}") from exc
+        return crypto_scalarmult(priv, pub)
+    except CryptoError as exc:
+        # libsodium rejects low-order points (an all-zero shared secret)
+        raise HandshakeError("invalid X25519 public key: a low-order point") from exc
 
 
 class CipherState:
@@ -292,8 +319,8 @@ class XXHandshakeState:
         self,
         *,
         initiator: bool,
-        static_key: X25519PrivateKey,
-        ephemeral_key: X25519PrivateKey | None = None,
+        static_key: X25519Key,
+        ephemeral_key: X25519Key | None = None,
         prologue: bytes = b"",
         protocol_name: bytes = PROTOCOL_NAME,
         hkdf: Hkdf = noise_hkdf2,
@@ -301,17 +328,19 @@ class XXHandshakeState:
         self.initiator = initiator
         self.ss = SymmetricState(protocol_name, hkdf)
         self.ss.mix_hash(prologue)
-        self.s = static_key
-        self.s_pub = _pub_bytes(static_key)
-        self._e = ephemeral_key
+        self.s, self.s_pub = _raw_pair(static_key)
+        self._e: bytes | None = None
+        self._e_pub = b""
+        if ephemeral_key is not None:
+            self._e, self._e_pub = _raw_pair(ephemeral_key)
         self.re: bytes | None = None
         self.rs: bytes | None = None
         self.message_index = 0
 
     def _new_ephemeral(self) -> bytes:
         if self._e is None:
-            self._e = X25519PrivateKey.generate()
-        e_pub = _pub_bytes(self._e)
+            self._e, self._e_pub = new_x25519_key()
+        e_pub = self._e_pub
         self.ss.mix_hash(e_pub)
         return e_pub
 
@@ -405,7 +434,8 @@ class NoiseHandshake:
         ciphers: transport ciphers in preference order for the fastp2p-only
             negotiation (see "Transport cipher negotiation"); not sent at all
             when it names nothing but ``ChaChaPoly``.
-        static_key: the Noise static X25519 key; a fresh one by default.
+        static_key: the Noise static X25519 key (an ``X25519PrivateKey`` or a raw
+            pair from :func:`new_x25519_key`); a fresh one by default.
         static_signature: ``identity``'s signature over
             ``SIGNATURE_PREFIX + static public key`` (see :func:`sign_static_key`),
             for a host that reuses one static key: saves a signature per handshake.
@@ -427,9 +457,9 @@ class NoiseHandshake:
         expected_peer: PeerID | None = None,
         muxers: Sequence[str] = (),
         ciphers: Sequence[str] = (),
-        static_key: X25519PrivateKey | None = None,
+        static_key: X25519Key | None = None,
         static_signature: bytes | None = None,
-        ephemeral_key: X25519PrivateKey | None = None,
+        ephemeral_key: X25519Key | None = None,
         webtransport_certhashes: Sequence[bytes] = (),
         hkdf: Hkdf = noise_hkdf2,
     ) -> None:
@@ -448,7 +478,7 @@ class NoiseHandshake:
         self._certhashes = tuple(webtransport_certhashes)
         self._state = XXHandshakeState(
             initiator=initiator,
-            static_key=static_key or X25519PrivateKey.generate(),
+            static_key=static_key or new_x25519_key(),
             ephemeral_key=ephemeral_key,
             hkdf=hkdf,
         )
