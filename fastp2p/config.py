@@ -443,10 +443,20 @@ class HostConfig:
     #: with a PSK: seconds from sending our nonce until the peer's first bytes must
     #: have proved the same key (a peer with another key may never answer)
     pnet_timeout: float = 5.0
+    #: busy polling (latency for a core): after a stream read starts waiting, keep
+    #: the event loop polling its sockets for up to this many microseconds instead
+    #: of sleeping in the kernel, where waking a sleeping CPU is slow (VMs, deep
+    #: C-states); like Linux's SO_BUSY_POLL. Adaptive: halved after each longer wait,
+    #: restored by a short one. 0: off (see fastp2p.transport.busypoll)
+    busy_poll_us: int = 0
 
     def __post_init__(self) -> None:
         if self.max_peerstore_peers < 1:
             raise ValueError(f"HostConfig.max_peerstore_peers must be >= 1, got {self.max_peerstore_peers}")
+        from fastp2p.transport.busypoll import MAX_BUSY_POLL_US
+
+        if not 0 <= self.busy_poll_us <= MAX_BUSY_POLL_US:
+            raise ValueError(f"HostConfig.busy_poll_us must be 0..{MAX_BUSY_POLL_US}, got {self.busy_poll_us}")
         if self.psk is not None:
             object.__setattr__(self, "psk", _load_psk(self.psk))
 

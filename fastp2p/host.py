@@ -38,6 +38,7 @@ from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
 from fastp2p.stream import Stream
 from fastp2p.transport.base import Listener, RawConnection, Transport
+from fastp2p.transport.busypoll import BusyPoller
 from fastp2p.transport.conn import Connection
 from fastp2p.transport.tcp import TcpTransport
 from fastp2p.transport.upgrader import (
@@ -126,6 +127,8 @@ class Host:
         self._dht: Dht | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
         self._mdns: Mdns | None = None
+        #: HostConfig.busy_poll_us: made at start, on the host's loop
+        self._busy_poll: BusyPoller | None = None
         self._on_discovered: list[Callable[[PeerID, list[Multiaddr]], Any]] = []
         #: This host's metrics; services register their own figures here.
         self.metrics_registry = MetricsRegistry()
@@ -150,6 +153,8 @@ class Host:
             return
         self._running = True
         prepare_identity(self.identity)  # Noise static key + signature, once per host
+        if self.config.busy_poll_us:
+            self._busy_poll = BusyPoller(asyncio.get_running_loop(), self.config.busy_poll_us)
         from fastp2p.services.identify import Identify
         from fastp2p.services.ping import Ping
 
@@ -198,6 +203,8 @@ class Host:
         if self._closing:
             return
         self._closing = True
+        if self._busy_poll is not None:
+            self._busy_poll.close()
         self.connection_manager.close()
         if self._mdns is not None:
             self._mdns.close()
@@ -610,6 +617,7 @@ class Host:
             # the socket before the session's hard per-stream limit is reached.
             recv_soft_limit=getattr(session, "recv_soft_limit", None),
         )
+        conn.busy_poll = self._busy_poll
         seal_threads = self.config.noise.seal_threads()
         if seal_threads:  # >= 4 cores (NoiseConfig.parallel_seal)
             chan.send_cipher.parallel_seal(seal_threads, self.config.noise.parallel_seal_min)

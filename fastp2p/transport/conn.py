@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from fastp2p.multiaddr import Multiaddr
     from fastp2p.peer import PeerID, PublicKey
     from fastp2p.transport.base import RawConnection
+    from fastp2p.transport.busypoll import BusyPoller
 
 __all__ = ["Connection", "ConnectionStats", "NoisePath"]
 
@@ -307,7 +308,8 @@ class Connection:
                  'streams', 'stats', '_on_inbound_stream', '_on_closed', '_timer', '_timer_at',
                  '_pings', '_closed', '_close_exc', 'closed', 'goaway_received',
                  'recv_soft_limit', 'slow_reader_timeout', '_blocked_on', '_slow_timer',
-                 '_attach', 'ack_batch', 'stream_lend', '_read_yielded', '__dict__', '__weakref__')
+                 '_attach', 'ack_batch', 'stream_lend', '_read_yielded', 'busy_poll', '__dict__',
+                 '__weakref__')
 
     def __init__(
         self,
@@ -376,6 +378,8 @@ class Connection:
         #: consumed bytes a stream holds back before acknowledging (StreamDriver): yamux
         #: sends a window update only once half the window (>= 128 KiB) is consumed
         self.ack_batch = ACK_BATCH if self._attach is not None else 0
+        #: StreamDriver.busy_poll: the host's BusyPoller (HostConfig.busy_poll_us), or None
+        self.busy_poll: BusyPoller | None = None
         # With a demultiplexer (yamux or mplex; native, or its pure twin) the whole
         # receive step of a TCP read is one call (Noise open, demultiplex, copy
         # into lent reader buffers: the session's feed_sealed) and readers lend

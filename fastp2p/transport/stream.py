@@ -78,6 +78,8 @@ class StreamDriver(Protocol):
 
     #: an object whose ``write_paused`` is the sending path's (read per message)
     pause_state: Any
+    #: kicked when a read starts waiting (``BusyPoller``), or None: no busy polling
+    busy_poll: Any
 
     async def wait_drained(self, interrupt: asyncio.Future[None] | None = None) -> None:
         """Wait until the data path drained (or ``interrupt`` completes)."""
@@ -275,8 +277,11 @@ class Stream:
             if self._eof:
                 return
             self._chunks = _NO_CHUNKS  # (empty) a waiting stream holds no queue
-            fut = self.conn.loop.create_future()
+            conn = self.conn
+            fut = conn.loop.create_future()
             self._read_waiter = fut
+            if conn.busy_poll is not None:
+                conn.busy_poll.kick()
             try:
                 await fut
             finally:
@@ -338,6 +343,8 @@ class Stream:
                     self._read_got = 0
                 else:
                     self._loan = loan
+                if conn.busy_poll is not None:
+                    conn.busy_poll.kick()
                 try:
                     await fut
                 except BaseException:

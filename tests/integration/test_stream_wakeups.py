@@ -15,6 +15,7 @@ from fastp2p.transport.stream import Stream
 class FakeDriver:
     recv_soft_limit = 1 << 30
     remote_peer = None
+    busy_poll = None
     write_paused = False
 
     def __init__(self) -> None:

@@ -19,7 +19,8 @@ def _raw_tcp() -> list[Backend]:
     from .asyncio_tcp import AsyncioTCP
     from .socket_threads import SocketThreads
 
-    return [AsyncioTCP("proto", "uvloop"), AsyncioTCP("streams", "uvloop"),
+    return [AsyncioTCP("proto", "uvloop"), AsyncioTCP("proto", "uvloop", busy_poll=True),
+            AsyncioTCP("streams", "uvloop"),
             AsyncioTCP("proto", "asyncio"), AsyncioTCP("streams", "asyncio"), SocketThreads()]
 
 
@@ -40,7 +41,7 @@ def _fastp2p() -> list[Backend]:
 
     return [Fastp2pTCP("yamux"), Fastp2pTCP("mplex"), Fastp2pTCP("yamux", "chacha"),
             Fastp2pTCP("yamux", "aesgcm"), Fastp2pTCP("yamux", serial=True),
-            Fastp2pTCP("yamux", "chacha", serial=True)]
+            Fastp2pTCP("yamux", "chacha", serial=True), Fastp2pTCP("yamux", busy_poll=True)]
 
 
 def _limits() -> list[Backend]:

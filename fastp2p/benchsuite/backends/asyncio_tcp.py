@@ -210,8 +210,19 @@ class StreamsClient(AsyncClient):
 # --------------------------------------------------------------------------- BufferedProtocol
 
 
+def _poller(busy_poll_us: int) -> Any:
+    """The ``-busypoll`` variant's loop poller: fastp2p's BusyPoller, which any
+    asyncio program can use, with the budget of fastp2p's own variant."""
+    if not busy_poll_us:
+        return None
+    from fastp2p.transport.busypoll import BusyPoller
+
+    return BusyPoller(asyncio.get_running_loop(), busy_poll_us)
+
+
 class _ServerProto(asyncio.BufferedProtocol):
-    def __init__(self) -> None:
+    def __init__(self, busy_poll: Any = None) -> None:
+        self.busy_poll = busy_poll  # a BusyPoller (the -busypoll variant), kicked per read
         self.hdr = bytearray(wire.HDR_LEN)
         self.hmv = memoryview(self.hdr)
         self.pos = 0
@@ -235,6 +246,8 @@ class _ServerProto(asyncio.BufferedProtocol):
         return self.buf  # IDLE / done: scratch
 
     def buffer_updated(self, n: int) -> None:
+        if self.busy_poll is not None:
+            self.busy_poll.kick()  # (as fastp2p's stream does each time a read waits)
         st = self.state
         if st == wire.OP_BULK:
             self.left -= n
@@ -281,13 +294,15 @@ class _ServerProto(asyncio.BufferedProtocol):
 
 
 class ProtoServer(BaseServer):
-    def __init__(self, loop_factory: Any) -> None:
+    def __init__(self, loop_factory: Any, busy_poll_us: int = 0) -> None:
         self.loop_factory = loop_factory
+        self.busy_poll_us = busy_poll_us
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
             loop = asyncio.get_running_loop()
-            srv = await loop.create_server(_ServerProto, HOST, 0, backlog=4096)
+            poller = _poller(self.busy_poll_us)
+            srv = await loop.create_server(lambda: _ServerProto(poller), HOST, 0, backlog=4096)
             ready(f"{HOST}:{srv.sockets[0].getsockname()[1]}")
             await srv.serve_forever()
 
@@ -298,7 +313,8 @@ class ProtoServer(BaseServer):
 class _ClientProto(asyncio.BufferedProtocol):
     """Client side: flow-controlled writes, reads into a preallocated buffer."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy_poll: Any = None) -> None:
+        self.busy_poll = busy_poll
         self.buf = memoryview(bytearray(256))  # grows per op; idle conns stay small
         self.want = 0
         self.got = 0
@@ -316,6 +332,8 @@ class _ClientProto(asyncio.BufferedProtocol):
         self.waiter = asyncio.get_running_loop().create_future()
         if len(self.buf) < n:
             self.buf = memoryview(bytearray(n))
+        if self.busy_poll is not None:
+            self.busy_poll.kick()
         return self.waiter
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -349,14 +367,20 @@ class _ClientProto(asyncio.BufferedProtocol):
 
 
 class ProtoClient(AsyncClient):
-    def __init__(self, loop_factory: Any) -> None:
+    def __init__(self, loop_factory: Any, busy_poll_us: int = 0) -> None:
         self.loop_factory = loop_factory
         super().__init__()
         self._idle: list[_ClientProto] = []
+        self.busy_poll_us = busy_poll_us
+        self._poller: Any = None
 
     async def _open(self, addr: str) -> _ClientProto:
         h, p = _parse(addr)
-        _t, proto = await asyncio.get_running_loop().create_connection(_ClientProto, h, p)
+        if self._poller is None:
+            self._poller = _poller(self.busy_poll_us)
+        poller = self._poller
+        _t, proto = await asyncio.get_running_loop().create_connection(
+            lambda: _ClientProto(poller), h, p)
         return proto
 
     async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
@@ -448,10 +472,19 @@ class ProtoClient(AsyncClient):
 class AsyncioTCP(Backend):
     streams_are_connections = True
 
-    def __init__(self, api: str, loop: str) -> None:
+    def __init__(self, api: str, loop: str, busy_poll: bool = False) -> None:
+        from .fastp2p_tcp import BENCH_BUSY_POLL_US, BUSYPOLL
+
+        if busy_poll and api != "proto":
+            raise ValueError("the busy-polling baseline is the BufferedProtocol one")
         self.api, self.loop = api, loop
-        self.name = f"tcp-{loop}-{api}"
-        self.title = f"raw TCP, {loop} loop, {'streams API' if api == 'streams' else 'BufferedProtocol'}"
+        self.busy_poll_us = BENCH_BUSY_POLL_US if busy_poll else 0
+        self.name = f"tcp-{loop}-{api}" + (f"-{BUSYPOLL}" if busy_poll else "")
+        self.title = (f"raw TCP, {loop} loop, {'streams API' if api == 'streams' else 'BufferedProtocol'}"
+                      + (f", busy polling {BENCH_BUSY_POLL_US} us" if busy_poll else ""))
+        if busy_poll:
+            self.config_note = (f"fastp2p's BusyPoller ({BENCH_BUSY_POLL_US} us) kicked per read on both "
+                                "sides, as the fastp2p -busypoll variants")
 
     def available(self) -> str | None:
         if self.loop == "uvloop":
@@ -472,7 +505,11 @@ class AsyncioTCP(Backend):
         return uvloop_factory() if self.loop == "uvloop" else None
 
     def make_server(self) -> BaseServer:
-        return (StreamsServer if self.api == "streams" else ProtoServer)(self._lf())
+        if self.api == "streams":
+            return StreamsServer(self._lf())
+        return ProtoServer(self._lf(), self.busy_poll_us)
 
     def make_client(self) -> AsyncClient:
-        return (StreamsClient if self.api == "streams" else ProtoClient)(self._lf())
+        if self.api == "streams":
+            return StreamsClient(self._lf())
+        return ProtoClient(self._lf(), self.busy_poll_us)

@@ -29,7 +29,11 @@ CONFIG_NOTE = ("HostConfig overrides: max_streams=20000 (yamux, mplex); data_pat
                "(this bench measures the TCP path; the same-host suite measures shm)")
 
 
-def _config(muxer: str, cipher: str | None = None, serial: bool = False) -> Any:
+#: HostConfig.busy_poll_us of the ``-busypoll`` variants (and of the raw baseline's)
+BENCH_BUSY_POLL_US = 200
+
+
+def _config(muxer: str, cipher: str | None = None, serial: bool = False, busy_poll_us: int = 0) -> Any:
     import dataclasses
 
     from fastp2p.config import HostConfig
@@ -39,16 +43,18 @@ def _config(muxer: str, cipher: str | None = None, serial: bool = False) -> Any:
     noise = d.noise if cipher is None else dataclasses.replace(d.noise, ciphers=(cipher,))
     if serial:
         noise = dataclasses.replace(noise, parallel_seal=False)
-    return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",), noise=noise,
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=("tcp",), noise=noise, busy_poll_us=busy_poll_us,
                       yamux=dataclasses.replace(d.yamux, max_streams=20_000),
                       mplex=dataclasses.replace(d.mplex, max_streams=20_000))
 
 
-def _new_host(muxer: str, listen: bool, cipher: str | None = None, serial: bool = False) -> Any:
+def _new_host(muxer: str, listen: bool, cipher: str | None = None, serial: bool = False,
+              busy_poll_us: int = 0) -> Any:
     import fastp2p
 
     key = fastp2p.Ed25519PrivateKey.generate()
-    return fastp2p.Host(key, listen=[LISTEN] if listen else [], config=_config(muxer, cipher, serial))
+    return fastp2p.Host(key, listen=[LISTEN] if listen else [],
+                        config=_config(muxer, cipher, serial, busy_poll_us))
 
 
 async def _readexactly_into(s: Any, buf: memoryview, n: int) -> bool:
@@ -103,14 +109,16 @@ async def _handler(stream: Any) -> None:
 
 
 class Server(BaseServer):
-    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False,
+                 busy_poll_us: int = 0) -> None:
         self.muxer = muxer
         self.cipher = cipher
         self.serial = serial
+        self.busy_poll_us = busy_poll_us
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
-            async with _new_host(self.muxer, True, self.cipher, self.serial) as host:
+            async with _new_host(self.muxer, True, self.cipher, self.serial, self.busy_poll_us) as host:
                 host.set_handler(wire.PROTOCOL_ID, _handler)
                 addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
                 ready(f"{addr}/p2p/{host.peer_id}")
@@ -121,12 +129,14 @@ class Server(BaseServer):
 
 
 class Client(AsyncClient):
-    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False,
+                 busy_poll_us: int = 0) -> None:
         self.loop_factory = _loop_factory()
         super().__init__()
         self.muxer = muxer
         self.cipher = cipher
         self.serial = serial
+        self.busy_poll_us = busy_poll_us
         self.host: Any = None
         self.peer: Any = None
         self._idle_hosts: list[Any] = []
@@ -134,7 +144,7 @@ class Client(AsyncClient):
 
     async def _ensure(self, addr: str) -> tuple[Any, Any]:
         if self.host is None:
-            self.host = _new_host(self.muxer, False, self.cipher, self.serial)
+            self.host = _new_host(self.muxer, False, self.cipher, self.serial, self.busy_poll_us)
             await self.host.__aenter__()
         if self.peer is None:
             self.peer = await self.host.connect(addr)
@@ -190,7 +200,7 @@ class Client(AsyncClient):
         out = []
         handshake = []
         for _ in range(n):
-            async with _new_host(self.muxer, False, self.cipher, self.serial) as h:
+            async with _new_host(self.muxer, False, self.cipher, self.serial, self.busy_poll_us) as h:
                 t0 = time.perf_counter()
                 peer = await h.connect(addr)  # TCP + Noise + muxer, identify done
                 handshake.append((time.perf_counter() - t0) * 1e3)
@@ -218,7 +228,7 @@ class Client(AsyncClient):
 
     async def a_idle_open(self, addr: str, conns: int, streams: int) -> dict[str, Any]:
         for _ in range(conns):  # a connection needs its own client host
-            h = _new_host(self.muxer, False, self.cipher, self.serial)
+            h = _new_host(self.muxer, False, self.cipher, self.serial, self.busy_poll_us)
             await h.__aenter__()
             peer = await h.connect(addr)
             s = await h.open_stream(peer, wire.PROTOCOL_ID)
@@ -246,6 +256,8 @@ class Client(AsyncClient):
 PINNED_CIPHERS = {"chacha": "ChaChaPoly", "aesgcm": "AESGCM"}
 #: name suffix of a variant that seals serially on any machine (NoiseConfig.parallel_seal=False)
 SERIAL = "serial"
+#: name suffix of a variant that busy-polls (HostConfig.busy_poll_us=BENCH_BUSY_POLL_US)
+BUSYPOLL = "busypoll"
 
 
 def parse_name(name: str) -> tuple[str, str | None, bool]:
@@ -263,16 +275,22 @@ class Fastp2pTCP(Backend):
     default seals them in parallel (4 or more CPUs): the same run then shows what
     the parallel seal gives."""
 
-    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False) -> None:
+    def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False,
+                 busy_poll: bool = False) -> None:
         self.muxer = muxer
         self.cipher = PINNED_CIPHERS[cipher] if cipher else None
         self.serial = serial
-        self.name = f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "") + (f"-{SERIAL}" if serial else "")
+        self.busy_poll_us = BENCH_BUSY_POLL_US if busy_poll else 0
+        self.name = (f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "") + (f"-{SERIAL}" if serial else "")
+                     + (f"-{BUSYPOLL}" if busy_poll else ""))
         self.title = (f"fastp2p TCP + Noise + {muxer}" + (f", {self.cipher} only" if cipher else "")
-                      + (", serial seal" if serial else ""))
+                      + (", serial seal" if serial else "")
+                      + (f", busy polling {BENCH_BUSY_POLL_US} us" if busy_poll else ""))
         self.loop = "uvloop" if _loop_factory() else "asyncio"
         self.config_note = (CONFIG_NOTE + (f"; NoiseConfig.ciphers=({self.cipher!r},)" if cipher else "")
-                            + ("; NoiseConfig.parallel_seal=False" if serial else ""))
+                            + ("; NoiseConfig.parallel_seal=False" if serial else "")
+                            + (f"; HostConfig.busy_poll_us={BENCH_BUSY_POLL_US} (a polling loop "
+                               "thread while a read waits: latency for a busy core)" if busy_poll else ""))
 
     def available(self) -> str | None:
         try:
@@ -298,7 +316,7 @@ class Fastp2pTCP(Backend):
         return v
 
     def make_server(self) -> BaseServer:
-        return Server(self.muxer, self.cipher, self.serial)
+        return Server(self.muxer, self.cipher, self.serial, self.busy_poll_us)
 
     def make_client(self) -> AsyncClient:
-        return Client(self.muxer, self.cipher, self.serial)
+        return Client(self.muxer, self.cipher, self.serial, self.busy_poll_us)
