@@ -62,12 +62,16 @@ DATA_PATHS = {"auto": ("shm", "tcp"), "shm": ("shm", "tcp"), "tcp": ("tcp",)}
 _PSK_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastp2p_cli_psk", default=None)
 #: the commands (and their subcommands) that listen or dial, hence take ``--psk``
 PSK_COMMANDS = ("listen", "ping", "perf", "pubsub", "share", "files", "get", "dht")
+#: commands with ``--busy-poll US`` (HostConfig.busy_poll_us), set like ``--psk``
+BUSY_POLL_COMMANDS = ("listen", "ping", "perf")
+_BUSY_POLL_US: contextvars.ContextVar[int] = contextvars.ContextVar("fastp2p_cli_busy_poll", default=0)
 
 
 def _config(muxer: str, data_path: str = "auto") -> HostConfig:
     from fastp2p.config import HostConfig
 
-    return HostConfig(muxers=(MUXERS[muxer],), data_paths=DATA_PATHS[data_path], psk=_PSK_FILE.get())
+    return HostConfig(muxers=(MUXERS[muxer],), data_paths=DATA_PATHS[data_path], psk=_PSK_FILE.get(),
+                      busy_poll_us=_BUSY_POLL_US.get())
 
 
 def _add_psk_option(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +266,7 @@ def _guard(
         from fastp2p.errors import P2PError
 
         _PSK_FILE.set(getattr(args, "psk", None))
+        _BUSY_POLL_US.set(getattr(args, "busy_poll", 0))
         try:
             return _run(coro_fn(args))
         except KeyboardInterrupt:
@@ -408,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in PSK_COMMANDS:
         if name in sub.choices:
             _add_psk_option(sub.choices[name])
+    for name in BUSY_POLL_COMMANDS:
+        sub.choices[name].add_argument(
+            "--busy-poll", type=int, default=0, metavar="US",
+            help="keep the event loop polling up to US microseconds while a read waits: "
+                 "lower latency for a busy core (HostConfig.busy_poll_us; default 0, off)")
     return p
 
 

@@ -71,6 +71,23 @@ async def test_listen_ping_perf(muxer: str) -> None:
     assert proc.returncode == 0
 
 
+async def test_busy_poll_option() -> None:
+    proc, addrs = await _listener("--busy-poll", "200")
+    try:
+        r = await asyncio.to_thread(run_cli, "ping", addrs[0], "--count", "3", "--busy-poll", "200")
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.strip().splitlines()) == 3
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(10):
+            await proc.wait()
+    assert proc.returncode == 0
+    r = run_cli("ping", addrs[0], "--busy-poll", "-1")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "busy_poll_us" in lines[0], r.stderr
+
+
 async def test_listen_serves_echo() -> None:
     import fastp2p
 
