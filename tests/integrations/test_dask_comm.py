@@ -339,6 +339,22 @@ async def test_identity_file_keeps_peer_id(tmp_path):
     assert key.exists() and ids[0] == ids[1]
 
 
+async def test_busy_poll_from_the_dask_config():
+    assert fdask._host_config().busy_poll_us == 0
+    with dask.config.set({"distributed.comm.fastp2p.busy-poll-us": 150,
+                          "distributed.comm.fastp2p.data-paths": ["tcp"]}):
+        cfg = fdask._host_config()
+        assert cfg.busy_poll_us == 150 and cfg.data_paths == ("tcp",)
+        comm, peer = await comm_pair()
+        await comm.write({"x": 1})
+        assert await peer.read() == {"x": 1}
+        hosts = [f.result().host for _loop, f in fdask._states.values() if f.done()]
+        assert hosts and all(h._busy_poll is not None for h in hosts)  # noqa: SLF001
+        await comm.close()
+        await peer.close()
+        await fdask.close_hosts()
+
+
 async def test_two_event_loops_in_one_process(data_path):
     """A loop in another thread (as Client's sync loop) gets its own Host and works."""
     import threading
