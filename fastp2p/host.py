@@ -126,6 +126,7 @@ class Host:
         self._files: Files | None = None
         self._dht: Dht | None = None
         self._on_connect: list[Callable[[Connection], Any]] = []
+        self._on_disconnect: list[Callable[[Connection], Any]] = []
         self._mdns: Mdns | None = None
         #: HostConfig.busy_poll_us: made at start, on the host's loop
         self._busy_poll: BusyPoller | None = None
@@ -419,6 +420,11 @@ class Host:
         """Call ``callback(conn)`` for every new connection (after the upgrade)."""
         self._on_connect.append(callback)
 
+    def on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
+        """Call ``callback(conn)`` for every connection that closed, in a loop
+        iteration after the close (``conn.closed`` is done by then)."""
+        self._on_disconnect.append(callback)
+
     # -- connections -----------------------------------------------------------------
 
     def on_peer_discovered(self, callback: Callable[[PeerID, list[Multiaddr]], Any]) -> None:
@@ -650,6 +656,17 @@ class Host:
                 conns.remove(conn)
             if not conns:
                 del self._conns[conn.remote_peer]
+        if self._on_disconnect:
+            # One callback per closed connection, as a done-callback of conn.closed
+            # would run, instead of a closure per service held by every open one.
+            conn.loop.call_soon(self._disconnected, conn)
+
+    def _disconnected(self, conn: Connection) -> None:
+        for cb in self._on_disconnect:
+            try:
+                cb(conn)
+            except Exception:
+                log.exception("on_disconnect callback failed", extra=conn.log_extra)
 
     async def disconnect(self, peer: PeerID) -> None:
         """Close every connection to ``peer``."""

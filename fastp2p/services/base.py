@@ -55,6 +55,9 @@ class ServiceHost(Protocol):
     def on_connection(self, callback: Callable[[Connection], Any]) -> None:
         """Be told of every new connection."""
 
+    def on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
+        """Be told of every closed connection (a loop iteration after the close)."""
+
     def connection(self, peer: PeerID) -> Connection | None:
         """An open connection to ``peer``, or None."""
 

@@ -63,6 +63,7 @@ class DataPaths:
 
                 host.set_handler(rdma_path.PROTOCOL_ID, self._serve_rdma)
         host.on_connection(self._on_connection)
+        host.on_disconnect(lambda conn: self._done.pop(conn, None))
 
     def _on_connection(self, conn: Connection) -> None:
         if not (self.enabled and self.available[0]) and not self.rdma_available[0]:
@@ -77,7 +78,6 @@ class DataPaths:
         conn.data_path_reason = "upgrade in progress"
         fut = asyncio.get_running_loop().create_future()
         self._done[conn] = fut
-        conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
         self.host.spawn(self._upgrade(conn, fut))
 
     async def wait_settled(self, conn: Connection) -> None:

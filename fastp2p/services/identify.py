@@ -72,6 +72,7 @@ class Identify:
         host.set_handler(PROTOCOL_ID, self._handle_request)
         host.set_handler(PUSH_PROTOCOL_ID, self._handle_push)
         host.on_connection(self._on_connection)
+        host.on_disconnect(self._forget)
 
     def local_info(self, conn: Connection | None = None) -> IdentifyInfo:
         """What we tell peers about ourselves."""
@@ -133,7 +134,6 @@ class Identify:
     def _on_connection(self, conn: Connection) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._done[conn] = fut
-        conn.closed.add_done_callback(lambda _: self._done.pop(conn, None))
         # The request leaves in this pass, with the connection's first frames: every
         # libp2p peer serves identify, so it is proposed without waiting for the
         # answer (a peer that refuses fails the first read, as a failed identify).
@@ -164,6 +164,13 @@ class Identify:
         finally:
             if not fut.done():
                 fut.set_result(None)
+            # done: wait_identified returns at once without an entry (nothing kept
+            # per open connection)
+            if self._done.get(conn) is fut:
+                del self._done[conn]
+
+    def _forget(self, conn: Connection) -> None:
+        self._done.pop(conn, None)
 
     async def _read_info(self, stream: Stream, conn: Connection) -> None:
         reader = IdentifyReader()

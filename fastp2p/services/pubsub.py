@@ -254,6 +254,7 @@ class Pubsub:
         protocols = tuple(config.protocols)
         host.set_handler(protocols[0], self._handle_inbound, match=lambda p: p in protocols)
         host.on_connection(self._on_connection)
+        host.on_disconnect(self._on_disconnect)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -500,10 +501,11 @@ class Pubsub:
     # -- peers and streams -------------------------------------------------------------------
 
     def _on_connection(self, conn: Connection) -> None:
-        peer = conn.remote_peer
-        conn.closed.add_done_callback(lambda _: self._on_conn_closed(peer))
         if self._active and not self._closed:
-            self._ensure_link(peer)
+            self._ensure_link(conn.remote_peer)
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        self._on_conn_closed(conn.remote_peer)
 
     def _on_conn_closed(self, peer: PeerID) -> None:
         if self._closed:
