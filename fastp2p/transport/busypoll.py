@@ -20,7 +20,9 @@ polling pays) polls for the whole budget; after a longer gap the budget halves,
 down to none, so a host whose reads wait long (sparse requests, idle streams)
 stops burning a core, and its first short gap brings the full budget back.
 
-Enabled per host with ``HostConfig.busy_poll_us`` (0, the default: off).
+Enabled per host with ``HostConfig.busy_poll_us`` (0, the default: off). The
+shared-memory data path has its own poll of the ring (``ShmConfig.spin_us``),
+which saves the eventfd system calls too; this one covers every data path.
 """
 
 from __future__ import annotations
