@@ -548,9 +548,12 @@ class Host:
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(self.config.dial_timeout):
+                    if self._busy_poll is not None:
+                        self._busy_poll.kick()  # (the TCP handshake is a round trip)
                     raw = await self._transport_for(a).dial(a)
                     t1 = time.perf_counter()
-                    chan = await secure_outbound(raw, self.identity, self.config, expected)
+                    chan = await secure_outbound(raw, self.identity, self.config, expected,
+                                                 busy_poll=self._busy_poll)
                 t2 = time.perf_counter()
                 self._metrics.handshake.observe(t2 - t1, "outbound")
                 self._metrics.dial.observe(t2 - t0, "ok")
@@ -589,7 +592,7 @@ class Host:
         pending[raw] = None
         t0 = time.perf_counter()
         try:
-            chan = await secure_inbound(raw, self.identity, self.config)
+            chan = await secure_inbound(raw, self.identity, self.config, busy_poll=self._busy_poll)
             self._metrics.handshake.observe(time.perf_counter() - t0, "inbound")
         except (P2PError, OSError, TimeoutError) as exc:
             self._metrics.error(exc, "inbound_upgrade")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from fastp2p.peer import Ed25519PrivateKey, PeerID, PublicKey
     from fastp2p.proto.muxer import MuxerSession
     from fastp2p.transport.base import RawConnection
+    from fastp2p.transport.busypoll import BusyPoller
 
 __all__ = [
     "NOISE_PROTOCOL_ID",
@@ -78,7 +79,9 @@ class SecuredChannel:
     plaintext_leftover: bytes
 
 
-async def _read_raw(raw: RawConnection, what: str) -> bytes:
+async def _read_raw(raw: RawConnection, what: str, busy_poll: BusyPoller | None = None) -> bytes:
+    if busy_poll is not None:
+        busy_poll.kick()  # (HostConfig.busy_poll_us: the answer is a round trip away)
     data = await raw.read_some()
     if not data:
         raise HandshakeError(f"connection closed during {what}")
@@ -103,6 +106,7 @@ async def _run_plain(
     *,
     hold_last: bool = False,
     on_wait: Callable[[], None] | None = None,
+    busy_poll: BusyPoller | None = None,
 ) -> bytes:
     """Drive a handshake state machine over the raw connection until it is done.
 
@@ -138,10 +142,11 @@ async def _run_plain(
                     on_wait = None
         if machine.done:
             return machine.unused_data()
-        data = await _read_raw(raw, what)
+        data = await _read_raw(raw, what, busy_poll)
 
 
-async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"") -> bytes:
+async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes = b"",
+                           busy_poll: BusyPoller | None = None) -> bytes:
     """multistream-select ``/noise``; returns bytes that arrived after the answer.
 
     The dialer appends ``first_flight`` (Noise message 1) to its proposal, as
@@ -156,7 +161,8 @@ async def _select_security(raw: RawConnection, dialer: bool, first_flight: bytes
     # (the dialer's Noise message 1 leaves here: its next ephemeral key is made
     # while the answer is on its way)
     return await _run_plain(raw, ms, "security negotiation", first=first_flight, hold_last=True,
-                            on_wait=_EPHEMERALS.refill_soon if first_flight else None)
+                            on_wait=_EPHEMERALS.refill_soon if first_flight else None,
+                            busy_poll=busy_poll)
 
 
 async def _select_muxer(
@@ -166,6 +172,7 @@ async def _select_muxer(
     leftover_cipher: bytes,
     muxers: Sequence[str],
     dialer: bool,
+    busy_poll: BusyPoller | None = None,
 ) -> tuple[str, bytes]:
     if dialer:
         ms: MultistreamDialer | MultistreamListener = MultistreamDialer(list(muxers))
@@ -184,7 +191,7 @@ async def _select_muxer(
             ms.receive_data(bytes(plain))
         flush()
     while not ms.done:
-        plain = recv.open_frames(await _read_raw(raw, "muxer negotiation"))
+        plain = recv.open_frames(await _read_raw(raw, "muxer negotiation", busy_poll))
         if plain:
             ms.receive_data(bytes(plain))
         flush()
@@ -197,8 +204,11 @@ async def secure_outbound(
     identity: Ed25519PrivateKey,
     config: HostConfig,
     expected_peer: PeerID | None = None,
+    *,
+    busy_poll: BusyPoller | None = None,
 ) -> SecuredChannel:
-    """Run the dialer side of the upgrade.
+    """Run the dialer side of the upgrade (``busy_poll``: the host's poller, kicked
+    whenever the upgrade waits for the peer).
 
     Raises:
         NegotiationError: the peer speaks neither Noise nor any of our muxers.
@@ -209,14 +219,16 @@ async def secure_outbound(
 
     Cancellation: the raw connection is aborted.
     """
-    return await _secure(raw, identity, config, expected_peer, dialer=True)
+    return await _secure(raw, identity, config, expected_peer, dialer=True, busy_poll=busy_poll)
 
 
 async def secure_inbound(
-    raw: RawConnection, identity: Ed25519PrivateKey, config: HostConfig
+    raw: RawConnection, identity: Ed25519PrivateKey, config: HostConfig, *,
+    busy_poll: BusyPoller | None = None,
 ) -> SecuredChannel:
-    """Run the listener side of the upgrade (same errors as ``secure_outbound``)."""
-    return await _secure(raw, identity, config, None, dialer=False)
+    """Run the listener side of the upgrade (same errors and ``busy_poll`` as
+    ``secure_outbound``)."""
+    return await _secure(raw, identity, config, None, dialer=False, busy_poll=busy_poll)
 
 
 async def _secure(
@@ -226,6 +238,7 @@ async def _secure(
     expected_peer: PeerID | None,
     *,
     dialer: bool,
+    busy_poll: BusyPoller | None = None,
 ) -> SecuredChannel:
     if config.psk is not None:
         # pnet: everything from here on (multistream included) is XSalsa20-protected
@@ -249,10 +262,11 @@ async def _secure(
                 hkdf=_accel.noise_hkdf2,
             )
             first = hs.data_to_send() if dialer else b""
-            leftover = await _select_security(raw, dialer, first)
+            leftover = await _select_security(raw, dialer, first, busy_poll)
             # (the listener's next ephemeral key is made once message 2 is out)
             leftover_cipher = await _run_plain(raw, hs, "noise handshake", leftover=leftover,
-                                               on_wait=None if dialer else _EPHEMERALS.refill_soon)
+                                               on_wait=None if dialer else _EPHEMERALS.refill_soon,
+                                               busy_poll=busy_poll)
             noise_done = True
             k1, k2 = hs.split()
             # the cipher agreed in the handshake (fastp2p peers only; others: ChaChaPoly)
@@ -264,7 +278,7 @@ async def _secure(
                 plain_left = bytes(recv.open_frames(leftover_cipher)) if leftover_cipher else b""
             else:
                 muxer, plain_left = await _select_muxer(
-                    raw, send, recv, leftover_cipher, config.muxers, dialer
+                    raw, send, recv, leftover_cipher, config.muxers, dialer, busy_poll
                 )
     except (P2PError, TimeoutError) as exc:
         raw.abort()

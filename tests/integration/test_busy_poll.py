@@ -131,3 +131,43 @@ async def test_the_budget_halves_after_long_waits_and_comes_back_after_a_short_o
     await asyncio.sleep(0.001)
     assert bp.spins > spins
     bp.close()
+
+
+class _Kicks:
+    """A poller that counts its kicks."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def kick(self) -> None:
+        self.n += 1
+
+
+async def test_each_side_of_the_upgrade_kicks_the_poller_while_it_waits() -> None:
+    from fastp2p.keys import Ed25519PrivateKey
+    from fastp2p.multiaddr import Multiaddr
+    from fastp2p.transport.tcp import TcpTransport
+    from fastp2p.transport.upgrader import secure_inbound, secure_outbound
+
+    cfg = HostConfig(data_paths=("tcp",))
+    dialer, listener = _Kicks(), _Kicks()
+    inbound: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    async def on_raw(raw) -> None:  # type: ignore[no-untyped-def]
+        inbound.set_result(await secure_inbound(raw, Ed25519PrivateKey.generate(), cfg,
+                                                busy_poll=listener))  # type: ignore[arg-type]
+
+    t = TcpTransport()
+    lst = await t.listen(Multiaddr("/ip4/127.0.0.1/tcp/0"), on_raw)
+    try:
+        raw = await t.dial(lst.addrs[0])
+        chan = await secure_outbound(raw, Ed25519PrivateKey.generate(), cfg,
+                                     busy_poll=dialer)  # type: ignore[arg-type]
+        other = await asyncio.wait_for(inbound, 10)
+        # the dialer waits for the answer to its proposal and message 1 (message 2),
+        # the listener for message 1, then message 3: a kick before each wait
+        assert dialer.n >= 1 and listener.n >= 2
+        for c in (chan, other):
+            c.raw.abort()  # type: ignore[attr-defined]
+    finally:
+        await lst.aclose()
