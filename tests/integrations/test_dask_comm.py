@@ -348,7 +348,8 @@ async def test_busy_poll_from_the_dask_config():
         comm, peer = await comm_pair()
         await comm.write({"x": 1})
         assert await peer.read() == {"x": 1}
-        hosts = [f.result().host for _loop, f in fdask._states.values() if f.done()]
+        loop = asyncio.get_running_loop()  # (other tests' loops may have left hosts)
+        hosts = [f.result().host for lp, f in fdask._states.values() if lp is loop and f.done()]
         assert hosts and all(h._busy_poll is not None for h in hosts)  # noqa: SLF001
         await comm.close()
         await peer.close()
