@@ -32,7 +32,7 @@ from fastp2p.errors import (
 )
 from fastp2p.logs import conn_extra
 from fastp2p.memory import MemoryManager
-from fastp2p.metrics import HostMetrics, MetricsRegistry, pubsub_collector
+from fastp2p.metrics import HostMetrics, MetricsRegistry, busy_poll_collector, pubsub_collector
 from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, PeerID
 from fastp2p.peerstore import PeerInfo, Peerstore
@@ -156,6 +156,7 @@ class Host:
         prepare_identity(self.identity)  # Noise static key + signature, once per host
         if self.config.busy_poll_us:
             self._busy_poll = BusyPoller(asyncio.get_running_loop(), self.config.busy_poll_us)
+            self.metrics_registry.add_collector(busy_poll_collector(self._busy_poll))
         from fastp2p.services.identify import Identify
         from fastp2p.services.ping import Ping
 

@@ -447,6 +447,23 @@ def _conn_io(conn: Any) -> tuple[int, int, int, int]:
     )
 
 
+def busy_poll_collector(poller: Any) -> Collector:
+    """Scrape-time figures of a host's ``BusyPoller`` (``HostConfig.busy_poll_us``):
+    the loop iterations it spent polling (the CPU it costs) and its current budget."""
+
+    def collect() -> list[MetricFamily]:
+        return [
+            MetricFamily("fastp2p_busy_poll_spins_total", "counter",
+                         "Event-loop iterations spent polling instead of sleeping.", (),
+                         {(): poller.spins}),
+            MetricFamily("fastp2p_busy_poll_budget_us", "gauge",
+                         "The busy-poll budget now (halved after long waits).", (),
+                         {(): poller.budget_us}),
+        ]
+
+    return collect
+
+
 def pubsub_collector(pubsub: Any) -> Collector:
     """Scrape-time figures of a pubsub service (gossipsub router counters, mesh sizes).
 

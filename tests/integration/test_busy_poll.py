@@ -171,3 +171,18 @@ async def test_each_side_of_the_upgrade_kicks_the_poller_while_it_waits() -> Non
             c.raw.abort()  # type: ignore[attr-defined]
     finally:
         await lst.aclose()
+
+
+async def test_the_host_reports_its_polling_in_metrics() -> None:
+    cfg = HostConfig(data_paths=("tcp",), busy_poll_us=50_000)
+    async with host_pair(cfg, handlers={PROTO: _echo}) as (a, _b, peer):
+        s = await a.open_stream(peer, PROTO)
+        await s.write(b"ping")
+        assert await s.readexactly(4) == b"ping"
+        await s.aclose()
+        reg = a.metrics_registry
+        assert reg.value("fastp2p_busy_poll_spins_total") == a._busy_poll.spins > 0  # noqa: SLF001
+        assert reg.value("fastp2p_busy_poll_budget_us") == a._busy_poll.budget_us > 0  # noqa: SLF001
+        assert "fastp2p_busy_poll_spins_total" in a.metrics()
+    async with host_pair(HostConfig(data_paths=("tcp",))) as (a, _b, _peer):
+        assert "fastp2p_busy_poll" not in a.metrics()
