@@ -16,6 +16,11 @@ Waiting: busy polling ``receive()`` on both sides (what iceoryx2's own
 publish-subscribe latency benchmark does); the WaitSet/event path adds a
 syscall wake-up per message and is slower. RTT uses two services (ping, pong).
 Control messages (16-byte headers, acks) travel on two more Slice services.
+
+The workers leave with ``os._exit`` (the server's loop never returns), so
+their nodes die without removing their shared memory (the data segment alone
+is ~86 MB of ``/dev/shm``). After each session the coordinator has iceoryx2
+remove the stale resources of dead nodes (``_Session.close``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 import uuid
 from typing import Any
 
-from ..proc import OP_BULK, OP_ECHO, MiB, dest_array, pin_cpu, source_array
+from ..proc import OP_BULK, OP_ECHO, MiB, Session, dest_array, pin_cpu, source_array
 from . import Backend, percentiles_us
 
 MAX_MSG = 1 * MiB
@@ -73,6 +78,26 @@ class _Ports:
         return self.service(what).subscriber_builder().create()
 
 
+def cleanup_dead_nodes() -> Any:
+    """Remove the shared memory of every dead iceoryx2 node (ours: workers that
+    left with ``os._exit``); returns iceoryx2's ``CleanupState``."""
+    iox2 = _iox()
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    try:
+        return node.try_cleanup_dead_nodes()
+    finally:
+        del node  # (its own resources go with it)
+
+
+class _Session(Session):
+    def close(self) -> None:
+        super().close()  # the workers are gone after this
+        try:
+            cleanup_dead_nodes()
+        except Exception:  # noqa: BLE001 - a cleanup failure must not fail the run
+            pass
+
+
 def _send(pub: Any, data: Any, n: int) -> None:
     """loan, write payload (one memmove from ``data``: an address or bytes), send."""
     s = pub.loan_slice_uninit(n)
@@ -116,6 +141,10 @@ class Iceoryx2(Backend):
             return {"iceoryx2": version("iceoryx2")}
         except Exception:  # noqa: BLE001
             return {}
+
+    def open(self, P: Any) -> Any:
+        return _Session(self.name, self.worker_params(P), server=self.uses_server,
+                        start_timeout=P.start_timeout)
 
     def make_server(self, params: dict[str, Any]) -> Any:
         return _Server(params)
