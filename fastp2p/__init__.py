@@ -22,7 +22,7 @@ from fastp2p.multiaddr import Multiaddr
 from fastp2p.peer import Ed25519PrivateKey, Ed25519PublicKey, PeerID, PublicKey
 from fastp2p.peerstore import PeerInfo, Peerstore
 from fastp2p.services.pubsub import PublishError, PubsubMessage, Subscription, ValidationResult
-from fastp2p.stream import Stream
+from fastp2p.stream import Stream, StreamTransport
 
 __all__ = [
     "__version__",
@@ -30,6 +30,7 @@ __all__ = [
     "HAVE_VERBS",
     "Host",
     "Stream",
+    "StreamTransport",
     "PeerID",
     "PeerInfo",
     "Peerstore",

@@ -40,6 +40,7 @@ from fastp2p.stream import Stream
 from fastp2p.transport.base import Listener, RawConnection, Transport
 from fastp2p.transport.busypoll import BusyPoller
 from fastp2p.transport.conn import Connection
+from fastp2p.transport.stream_transport import StreamTransport
 from fastp2p.transport.tcp import TcpTransport
 from fastp2p.transport.upgrader import (
     MPLEX_PROTOCOL_ID,
@@ -390,6 +391,19 @@ class Host:
         if new:
             self._protocols_changed()
 
+    def set_protocol_handler(
+        self, protocol: str, protocol_factory: Callable[[], asyncio.BaseProtocol], *,
+        match: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Serve ``protocol`` with asyncio protocols, as ``loop.create_server`` does
+        TCP: each inbound stream gets ``protocol_factory()`` on a
+        :class:`StreamTransport` (no task per stream: the cheapest way to serve).
+
+        ``match`` as for :meth:`set_handler`. A protocol callback's exception is
+        logged and its stream reset with ``StreamErrorCode.INTERNAL``.
+        """
+        self.set_handler(protocol, _ProtocolHandler(protocol_factory), match=match)
+
     def remove_handler(self, protocol: str) -> None:
         """Stop serving ``protocol``."""
         if self._handlers.pop(protocol, None) is not None:
@@ -730,6 +744,21 @@ class Host:
         self._metrics.stream_opened(False, stream.protocol)
         return stream
 
+    async def open_stream_protocol(
+        self, peer: PeerID | str | Multiaddr, protocol_factory: Callable[[], asyncio.BaseProtocol],
+        *protocols: str,
+    ) -> tuple[StreamTransport, asyncio.BaseProtocol]:
+        """``open_stream``, then run ``protocol_factory()`` on it: returns
+        ``(transport, protocol)``, as ``loop.create_connection`` does.
+
+        Raises:
+            as :meth:`open_stream`; and what ``connection_made`` raised (the
+            stream is reset).
+        """
+        stream = await self.open_stream(peer, *protocols)
+        protocol = protocol_factory()
+        return StreamTransport(stream, protocol), protocol
+
     def open_stream_nowait(self, conn: Connection, protocol: str, *,
                            reads_first: bool = False) -> Stream | None:
         """Open a stream on ``conn`` proposing ``protocol`` optimistically, without
@@ -803,6 +832,7 @@ class Host:
         # The multistream answer waits for the end of this pass: a handler that
         # replies at once (identify) sends both in one write.
         stream.conn.hold_writes()
+        owned = False
         try:
             try:
                 proto = await negotiate_inbound(stream, self._supports,
@@ -819,6 +849,9 @@ class Host:
                 stream.reset(StreamErrorCode.PROTOCOL)
                 return
             self._metrics.stream_opened(True, proto)
+            if type(handler) is _ProtocolHandler:
+                owned = handler.attach(stream)  # (a StreamTransport owns it from here on)
+                return
             try:
                 await handler(stream)
             except (P2PError, OSError) as exc:
@@ -832,8 +865,9 @@ class Host:
         except (P2PError, OSError) as exc:
             log.debug("inbound stream failed: %r", exc, extra=conn_extra(stream.conn))
         finally:
-            with contextlib.suppress(P2PError):
-                await stream.aclose()
+            if not owned:
+                with contextlib.suppress(P2PError):
+                    await stream.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the host cancels and awaits when it closes."""
@@ -856,3 +890,28 @@ class Host:
     def __repr__(self) -> str:
         return f"<Host {self.peer_id} addrs={[str(a) for a in self.addrs]}>"
 
+
+
+class _ProtocolHandler:
+    """What ``set_protocol_handler`` registers: inbound streams of the protocol
+    go to a :class:`StreamTransport` with a fresh protocol."""
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self.factory = factory
+
+    def attach(self, stream: Stream) -> bool:
+        """Run a new protocol on ``stream``; False when its factory or
+        ``connection_made`` failed (logged; the stream is reset)."""
+        try:
+            StreamTransport(stream, self.factory())
+        except Exception:
+            log.exception("protocol factory for %s failed", stream.protocol, extra=conn_extra(stream.conn))
+            stream.reset(StreamErrorCode.INTERNAL)
+            return False
+        return True
+
+    async def __call__(self, stream: Stream) -> None:
+        # (called directly, as a handler: the same, and the caller keeps nothing to await)
+        self.attach(stream)

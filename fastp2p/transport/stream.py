@@ -12,11 +12,12 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from fastp2p._typing import ReadableBuffer, WritableBuffer, byte_view
+from fastp2p._typing import ReadableBuffer, WritableBuffer
 from fastp2p.errors import (
     BusyResourceError,
     ClosedResourceError,
     ConnectionClosedError,
+    NegotiationError,
     StreamErrorCode,
     StreamResetError,
 )
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from fastp2p.peer import PeerID
     from fastp2p.transport.conn import Connection
 
-__all__ = ["Stream", "StreamDriver", "ConflictDetector"]
+__all__ = ["Stream", "StreamDriver", "ConflictDetector", "PushSink"]
 
 
 class StreamDriver(Protocol):
@@ -128,7 +129,7 @@ class Stream:
     __slots__ = ("conn", "id", "inbound", "protocol", "_chunks", "_buffered", "_uncredited",
                  "_unacked", "_ack_batch", "_eof", "_write_closed", "_reset", "_closed",
                  "_read_waiter", "_read_into", "_read_got", "_loan", "_write_waiter", "_reading",
-                 "_writing", "__dict__", "__weakref__")
+                 "_writing", "_push", "__dict__", "__weakref__")
 
     def __init__(self, conn: StreamDriver, stream_id: int, *, inbound: bool) -> None:
         # Typed as the public Connection for users; the stream itself only uses
@@ -151,7 +152,8 @@ class Stream:
         self._write_closed = False
         self._reset: BaseException | None = None
         self._closed = False
-        self._read_waiter: asyncio.Future[None] | None = None
+        # a read's future, or the push reader (start_push): both done()/set_result()
+        self._read_waiter: asyncio.Future[None] | _PushReader | None = None
         # A reader waiting in ``readinto`` lends its buffer here, so arriving data
         # is copied once, straight into it (``feed_data``), instead of queued.
         self._read_into: memoryview | None = None
@@ -163,6 +165,8 @@ class Stream:
         # objects fewer per stream for the garbage collector to walk).
         self._reading = False
         self._writing = False
+        # The reader of a stream in push mode (start_push), or None.
+        self._push: _PushReader | None = None
 
     # -- identity -------------------------------------------------------------
 
@@ -232,6 +236,8 @@ class Stream:
             self._reset = exc
         self._wake_reader()
         self._wake_writer()
+        if self._push is not None:
+            self._push.wake()  # (also while paused or between loans: a failure is always told)
 
     def window_updated(self) -> None:
         """The peer granted send credit."""
@@ -496,6 +502,52 @@ class Stream:
 
     read_exactly = readexactly
 
+    # -- push mode (callbacks instead of reads) ---------------------------------
+
+    def start_push(self, sink: PushSink) -> None:
+        """Hand what arrives to ``sink``'s callbacks from now on, instead of
+        returning it from reads (asyncio's BufferedProtocol contract): the
+        stream lends ``sink.get_buffer(-1)`` to its receive step, and once
+        bytes landed there, calls ``sink.buffer_updated(n)`` in a later
+        callback of the loop (never inside the connection's receive step).
+
+        ``StreamTransport`` is the usual way to use it. Reads raise
+        ``BusyResourceError`` while the stream pushes.
+
+        Raises:
+            BusyResourceError: a read is in progress, or the stream already pushes.
+        """
+        if self._reading or self._push is not None:
+            raise BusyResourceError(_BUSY_READING)
+        self._reading = True  # (reads and the push reader exclude each other)
+        push = self._push = _PushReader(self, sink)
+        push.wake()
+
+    def pause_push(self) -> None:
+        """Stop calling the sink (asyncio's ``pause_reading``): what arrives stays
+        buffered and its flow-control credit is not returned, so the peer's
+        writes stall within its window. Bytes that already landed in the lent
+        buffer are still handed over. A failure is reported even while paused."""
+        if self._push is not None:
+            self._push.pause()
+
+    def resume_push(self) -> None:
+        """Undo ``pause_push``: buffered bytes go to the sink first."""
+        if self._push is not None:
+            self._push.resume()
+
+    def stop_push(self) -> None:
+        """End push mode: the sink is called no more (bytes that landed in its
+        buffer are consumed); reads work again."""
+        if self._push is not None:
+            self._push.stop()
+
+    def notify_writable(self, waiter: Any) -> None:
+        """Complete ``waiter`` (anything with ``done()`` and ``set_result()``) when
+        the peer grants send credit or the stream fails: the wake-up a callback
+        writer waits for after ``write_nowait`` took less than it was given."""
+        self._write_waiter = waiter
+
     # -- writing ----------------------------------------------------------------
 
     async def write(self, data: ReadableBuffer) -> None:
@@ -564,9 +616,12 @@ class Stream:
         """
         if self._writing:
             raise BusyResourceError(_BUSY_WRITING)
-        view = byte_view(data)  # (synchronous: no other task can enter meanwhile)
-        self._check_writable()
-        return self.conn.stream_send(self.id, view)
+        if self._reset is not None or self._closed or self._write_closed:
+            self._check_writable()
+        view = memoryview(data)  # (byte_view inlined: once per message of a callback writer)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        return self.conn.stream_send(self.id, view)  # (synchronous: no task can enter meanwhile)
 
     def _check_writable(self) -> None:
         if self._reset is not None:
@@ -585,6 +640,10 @@ class Stream:
 
         Idempotent. Raises StreamResetError if the stream was reset.
         """
+        self.close_write_nowait()
+
+    def close_write_nowait(self) -> None:
+        """``close_write`` for callback-style code (it never waits either)."""
         if self._write_closed:
             return
         if self._reset is not None:
@@ -600,19 +659,28 @@ class Stream:
         self._drop_buffers()
         self._wake_reader()
         self._wake_writer()
+        if self._push is not None:
+            self._push.wake()
 
     async def aclose(self) -> None:
         """Close the write side and stop reading; unread data is discarded.
 
         Never raises for an already reset or closed stream.
         """
+        self.close_nowait()
+
+    def close_nowait(self) -> None:
+        """``aclose`` for callback-style code (it never waits either)."""
         if self._closed:
             return
         if self._reset is None and not self._write_closed:
             try:
-                await self.close_write()
+                self.close_write_nowait()
             except (StreamResetError, ConnectionClosedError):
                 pass
+        push = self._push
+        if push is not None:
+            push.stop()
         self._closed = True
         self._drop_buffers()
         self._wake_reader()
@@ -646,3 +714,237 @@ class Stream:
             self.conn.stream_released(self)
         else:
             await self.aclose()
+
+
+class PushSink(Protocol):
+    """Where a stream in push mode (``Stream.start_push``) hands what arrives.
+
+    ``get_buffer`` and ``buffer_updated`` are asyncio's ``BufferedProtocol``
+    contract; the stream calls nothing else while a call is in progress.
+    """
+
+    def get_buffer(self, sizehint: int) -> WritableBuffer:
+        """A writable, non-empty buffer for the next bytes (``sizehint``: bytes
+        buffered, or -1)."""
+        ...
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` landed at the start of the last buffer given."""
+
+    def eof_received(self) -> None:
+        """The peer half-closed (after every byte was handed over)."""
+
+    def push_failed(self, exc: BaseException) -> None:
+        """The stream was reset or its connection failed; nothing more comes."""
+
+    def callback_failed(self, exc: Exception) -> None:
+        """One of the calls above raised ``exc``; the stream pushes nothing more."""
+
+
+class _PushReader:
+    """The reader of a stream in push mode.
+
+    It is the waiter the stream's receive path completes (``done``,
+    ``cancelled`` and ``set_result``, what a loan and ``Stream.feed_data``
+    expect of a future), and when completed it runs ``_run`` once, in the
+    loop's next callback round: no task, no coroutine, and no user code inside
+    the connection's receive step (which may be in the middle of a batch).
+    """
+
+    __slots__ = ("stream", "sink", "view", "armed", "scheduled", "paused", "eof_sent", "_call_soon")
+
+    def __init__(self, stream: Stream, sink: PushSink) -> None:
+        self.stream = stream
+        self.sink: PushSink | None = sink
+        #: the buffer lent to the receive step (released when the loan ends)
+        self.view: memoryview | None = None
+        #: lent and waiting: the receive path has not completed us yet
+        self.armed = False
+        self.scheduled = False
+        self.paused = False
+        self.eof_sent = False
+        self._call_soon = stream.conn.loop.call_soon
+
+    # the waiter's side (called by the receive path)
+    def done(self) -> bool:
+        return not self.armed
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, _result: object) -> None:
+        self.armed = False
+        if not self.scheduled:
+            self.scheduled = True
+            self._call_soon(self._run)
+
+    def wake(self) -> None:
+        """Run soon, loan or not (start, resume, a failure)."""
+        if not self.scheduled and self.sink is not None:
+            self.scheduled = True
+            self._call_soon(self._run)
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.armed:
+            # nothing landed yet (else the receive path had completed us): end the loan
+            self.armed = False
+            self._collect()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.wake()
+
+    def stop(self) -> None:
+        """Push nothing more (the transport closed); bytes that landed are consumed."""
+        self.sink = None
+        self.armed = False
+        self._collect()
+        s = self.stream
+        s._push = None
+        s._reading = False
+
+    def _collect(self) -> int:
+        """End the loan (or lent buffer) in progress; the bytes that landed in it,
+        consumed (credit returned as ``readinto`` returns it)."""
+        s = self.stream
+        s._read_waiter = None
+        view = self.view
+        if view is not None:
+            self.view = None
+        loan = s._loan
+        if loan is not None:
+            s._loan = None
+            got = loan.unlend()  # (releases the loan's export of the view)
+            if view is not None:
+                view.release()
+            if got:
+                if s._uncredited:
+                    s._buffered += got  # (never counted: a loan's bytes bypass feed_data)
+                    s._consume(got)
+                else:  # (_consume inlined for a loan's usual case, as in readinto)
+                    n = got + s._unacked
+                    if n < s._ack_batch:
+                        s._unacked = n
+                    else:
+                        s._unacked = 0
+                        s.conn.stream_ack(s.id, n)
+            return got
+        if view is not None:
+            view.release()
+        if s._read_into is not None:
+            s._read_into = None
+            got = s._read_got
+            s._read_got = 0
+            if got:
+                s._consume(got)
+            return got
+        return 0
+
+    def _run(self) -> None:
+        self.scheduled = False
+        sink = self.sink
+        if sink is None:
+            return
+        self.armed = False  # (woken while lent by a failure or a resume: nothing landed)
+        try:
+            got = self._collect()
+            if got:
+                sink.buffer_updated(got)
+                if self.sink is not sink:
+                    return
+            self._next(sink)
+        except Exception as exc:  # a sink's callback raised: it gets nothing more
+            self.stop()
+            sink.callback_failed(exc)
+
+    def _next(self, sink: PushSink) -> None:
+        """Hand over what is buffered, then lend the sink's next buffer and wait."""
+        s = self.stream
+        while True:
+            if s._reset is not None:
+                exc = s._reset
+                self.stop()
+                sink.push_failed(exc)
+                return
+            if s._closed or self.paused:
+                return
+            if type(s) is not Stream and not self._settled(sink):
+                return
+            if s._chunks:
+                view = _writable_view(sink.get_buffer(s._buffered))
+                try:
+                    n = s._take_into(view)
+                finally:
+                    view.release()
+                sink.buffer_updated(n)
+                if self.sink is not sink:
+                    return
+                continue
+            if s._eof:
+                if not self.eof_sent:
+                    self.eof_sent = True
+                    sink.eof_received()
+                return
+            break
+        # lend the sink's next buffer (readinto's wait, without the task)
+        buf = sink.get_buffer(-1)
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1 or not view.nbytes:
+            view.release()
+            view = _writable_view(buf)
+        s._chunks = _NO_CHUNKS  # (as readinto: a waiting stream holds no queue)
+        conn = s.conn
+        loan = conn.stream_lend(s.id, view, self)  # (raises for a read-only buffer)
+        if loan is None:
+            if view.readonly:
+                view.release()
+                raise ValueError("get_buffer() must return a writable buffer")
+            s._read_into = view
+            s._read_got = 0
+        else:
+            s._loan = loan
+        self.view = view
+        s._read_waiter = self
+        self.armed = True
+        if conn.busy_poll is not None:
+            conn.busy_poll.kick()
+
+    def _settled(self, sink: PushSink) -> bool:
+        """A lazily proposed stream (``_LazyStream``): the listener's answer is
+        taken off first. False while it is incomplete (then it waits for more,
+        lending nothing) or when it was a refusal (told to the sink)."""
+        s = self.stream
+        settle = getattr(s, "_settle_now", None)
+        if settle is None:
+            return True
+        s._reading = False  # (its settling reads through read_nowait)
+        try:
+            ok = settle()
+            if not ok and s._eof:
+                s.reset(StreamErrorCode.PROTOCOL)
+                raise NegotiationError(f"the stream ended before the peer answered {s.protocol!r}")
+        except NegotiationError as exc:  # (the stream is reset)
+            s._reading = True
+            self.stop()
+            sink.push_failed(exc)
+            return False
+        s._reading = True
+        if ok:
+            return True
+        s._read_waiter = self
+        self.armed = True
+        return False
+
+
+def _writable_view(buf: WritableBuffer) -> memoryview:
+    view = memoryview(buf)
+    if view.readonly or not view.nbytes:
+        view.release()
+        raise ValueError("get_buffer() must return a writable, non-empty buffer")
+    if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
+        flat = view.cast("B")
+        view.release()
+        return flat
+    return view
