@@ -41,7 +41,8 @@ def _fastp2p() -> list[Backend]:
 
     return [Fastp2pTCP("yamux"), Fastp2pTCP("mplex"), Fastp2pTCP("yamux", "chacha"),
             Fastp2pTCP("yamux", "aesgcm"), Fastp2pTCP("yamux", serial=True),
-            Fastp2pTCP("yamux", "chacha", serial=True), Fastp2pTCP("yamux", busy_poll=True)]
+            Fastp2pTCP("yamux", "chacha", serial=True), Fastp2pTCP("yamux", busy_poll=True),
+            Fastp2pTCP("yamux", proto=True)]
 
 
 def _limits() -> list[Backend]:

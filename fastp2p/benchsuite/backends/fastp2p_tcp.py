@@ -110,16 +110,22 @@ async def _handler(stream: Any) -> None:
 
 class Server(BaseServer):
     def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False,
-                 busy_poll_us: int = 0) -> None:
+                 busy_poll_us: int = 0, proto: bool = False) -> None:
         self.muxer = muxer
         self.cipher = cipher
         self.serial = serial
         self.busy_poll_us = busy_poll_us
+        self.proto = proto
 
     def serve(self, ready: Any) -> None:
         async def main() -> None:
             async with _new_host(self.muxer, True, self.cipher, self.serial, self.busy_poll_us) as host:
-                host.set_handler(wire.PROTOCOL_ID, _handler)
+                if self.proto:
+                    from .asyncio_tcp import _ServerProto  # the raw baseline's own server
+
+                    host.set_protocol_handler(wire.PROTOCOL_ID, _ServerProto)
+                else:
+                    host.set_handler(wire.PROTOCOL_ID, _handler)
                 addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
                 ready(f"{addr}/p2p/{host.peer_id}")
                 await asyncio.Event().wait()
@@ -252,12 +258,49 @@ class Client(AsyncClient):
         return {}
 
 
+class ProtoClient(Client):
+    """The ``-proto`` variant's client: the raw ``tcp-*-proto`` baseline's own
+    asyncio protocol classes (``asyncio_tcp._ClientProto`` here, ``_ServerProto``
+    on the server) on fastp2p streams (``Host.open_stream_protocol``,
+    ``Host.set_protocol_handler``), for bulk, rtt and the request/response
+    streams: the same application code as the baseline, over libp2p. Connect
+    and idle scenarios are the streams API's (a connection is a host's)."""
+
+    async def _open(self, addr: str) -> Any:
+        from .asyncio_tcp import _ClientProto
+
+        host, peer = await self._ensure(addr)
+        _t, proto = await host.open_stream_protocol(peer, _ClientProto, wire.PROTOCOL_ID)
+        return proto
+
+    async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
+                     recv_buf: int) -> dict[str, Any]:
+        from .asyncio_tcp import ProtoClient as RawProto
+
+        out = await RawProto.a_bulk(self, addr, total, msg_size, streams, recv_buf)  # type: ignore[arg-type]
+        conn = self.host.connection(self.peer)
+        out["cipher"] = conn.statistics()["cipher"]  # the ceiling to compare with
+        return out
+
+    async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
+        from .asyncio_tcp import ProtoClient as RawProto
+
+        return await RawProto.a_rtt(self, addr, n, size, warmup)  # type: ignore[arg-type]
+
+    async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
+        from .asyncio_tcp import ProtoClient as RawProto
+
+        return await RawProto.a_rr(self, addr, k, req, resp)  # type: ignore[arg-type]
+
+
 #: transport ciphers a backend can pin (name suffix -> NoiseConfig.ciphers entry)
 PINNED_CIPHERS = {"chacha": "ChaChaPoly", "aesgcm": "AESGCM"}
 #: name suffix of a variant that seals serially on any machine (NoiseConfig.parallel_seal=False)
 SERIAL = "serial"
 #: name suffix of a variant that busy-polls (HostConfig.busy_poll_us=BENCH_BUSY_POLL_US)
 BUSYPOLL = "busypoll"
+#: name suffix of the variant that runs asyncio protocols on its streams (ProtoClient)
+PROTO = "proto"
 
 
 def parse_name(name: str) -> tuple[str, str | None, bool]:
@@ -276,21 +319,26 @@ class Fastp2pTCP(Backend):
     the parallel seal gives."""
 
     def __init__(self, muxer: str, cipher: str | None = None, serial: bool = False,
-                 busy_poll: bool = False) -> None:
+                 busy_poll: bool = False, proto: bool = False) -> None:
+        self.proto = proto
         self.muxer = muxer
         self.cipher = PINNED_CIPHERS[cipher] if cipher else None
         self.serial = serial
         self.busy_poll_us = BENCH_BUSY_POLL_US if busy_poll else 0
         self.name = (f"fastp2p-{muxer}" + (f"-{cipher}" if cipher else "") + (f"-{SERIAL}" if serial else "")
-                     + (f"-{BUSYPOLL}" if busy_poll else ""))
+                     + (f"-{BUSYPOLL}" if busy_poll else "") + (f"-{PROTO}" if proto else ""))
         self.title = (f"fastp2p TCP + Noise + {muxer}" + (f", {self.cipher} only" if cipher else "")
                       + (", serial seal" if serial else "")
-                      + (f", busy polling {BENCH_BUSY_POLL_US} us" if busy_poll else ""))
+                      + (f", busy polling {BENCH_BUSY_POLL_US} us" if busy_poll else "")
+                      + (", asyncio protocols (StreamTransport)" if proto else ""))
         self.loop = "uvloop" if _loop_factory() else "asyncio"
         self.config_note = (CONFIG_NOTE + (f"; NoiseConfig.ciphers=({self.cipher!r},)" if cipher else "")
                             + ("; NoiseConfig.parallel_seal=False" if serial else "")
                             + (f"; HostConfig.busy_poll_us={BENCH_BUSY_POLL_US} (a polling loop "
-                               "thread while a read waits: latency for a busy core)" if busy_poll else ""))
+                               "thread while a read waits: latency for a busy core)" if busy_poll else "")
+                            + ("; the tcp-*-proto baseline's BufferedProtocol classes on fastp2p streams "
+                               "(Host.set_protocol_handler / open_stream_protocol) for bulk, rtt and "
+                               "streams; connect and idle use the streams API" if proto else ""))
 
     def available(self) -> str | None:
         try:
@@ -316,7 +364,7 @@ class Fastp2pTCP(Backend):
         return v
 
     def make_server(self) -> BaseServer:
-        return Server(self.muxer, self.cipher, self.serial, self.busy_poll_us)
+        return Server(self.muxer, self.cipher, self.serial, self.busy_poll_us, self.proto)
 
     def make_client(self) -> AsyncClient:
-        return Client(self.muxer, self.cipher, self.serial, self.busy_poll_us)
+        return (ProtoClient if self.proto else Client)(self.muxer, self.cipher, self.serial, self.busy_poll_us)
