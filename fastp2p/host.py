@@ -397,7 +397,7 @@ class Host:
     ) -> None:
         """Serve ``protocol`` with asyncio protocols, as ``loop.create_server`` does
         TCP: each inbound stream gets ``protocol_factory()`` on a
-        :class:`StreamTransport` (no task per stream: the cheapest way to serve).
+        :class:`StreamTransport` (no task per stream).
 
         ``match`` as for :meth:`set_handler`. A protocol callback's exception is
         logged and its stream reset with ``StreamErrorCode.INTERNAL``.

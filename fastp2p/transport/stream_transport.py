@@ -3,11 +3,11 @@
 Any asyncio ``Protocol`` or ``BufferedProtocol`` runs on a libp2p stream
 unchanged, as go-libp2p's gostream gives Go a ``net.Conn``: the code that
 serves a TCP socket through ``loop.create_server`` serves a protocol id
-through ``Host.set_protocol_handler``. It is also the cheapest way to serve a
-stream: no task and no coroutine per stream; a ``BufferedProtocol``'s own
-buffer is lent to the receive step (over TCP the payload is decrypted
-straight into it), and its callbacks run one loop callback after the bytes
-landed (``Stream.start_push``).
+through ``Host.set_protocol_handler``. No task or coroutine runs per stream:
+a ``BufferedProtocol``'s own buffer is lent to the receive step (over TCP the
+payload is decrypted straight into it), and its callbacks run at the end of
+the read that brought the bytes, as an asyncio protocol's ``data_received``
+runs inside its transport's read callback (``Stream.start_push``).
 
 Semantics follow asyncio's socket transports:
 
@@ -142,7 +142,7 @@ class StreamTransport(asyncio.Transport):
         self._lost = False
         self._eof_wanted = False
         #: bytes the stream's send window did not take yet, in order
-        self._backlog: collections.deque[bytes] = collections.deque()
+        self._backlog: collections.deque[bytes | memoryview] = collections.deque()
         self._backlog_n = 0
         self._writable = _Writable(self)
         self._high = DEFAULT_HIGH_WATER
@@ -262,11 +262,18 @@ class StreamTransport(asyncio.Transport):
         self._check_pause()
 
     def _backlog_add(self, data: ReadableBuffer, skip: int) -> None:
-        with memoryview(data) as view:
-            b = view.cast("B")[skip:].tobytes() if view.ndim != 1 or view.format != "B" else view[skip:].tobytes()
-        if b:
-            self._backlog.append(b)
-            self._backlog_n += len(b)
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        rest = view[skip:]
+        if not rest.nbytes:
+            return
+        if type(view.obj) is not bytes:
+            # the caller may reuse its buffer once write() returns: a copy waits
+            # (bytes cannot change: a bulk writer's bytes wait without one)
+            rest = rest.tobytes()  # type: ignore[assignment]
+        self._backlog.append(rest)
+        self._backlog_n += len(rest)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -321,7 +328,7 @@ class StreamTransport(asyncio.Transport):
                 return
             self._backlog_n -= k
             if k < len(b):
-                backlog[0] = b[k:]
+                backlog[0] = memoryview(b)[k:]  # (no copy of what is left)
                 self._wait_writable()
                 break
             backlog.popleft()

@@ -341,3 +341,56 @@ async def test_a_failing_connection_made_resets_the_stream() -> None:
         with pytest.raises(RuntimeError):
             await a.open_stream_protocol(peer, Refuse, PROTO)
         await _released(a, b)
+
+
+async def test_a_buffer_changed_after_write_still_sends_what_was_written() -> None:
+    servers: list[Recorder] = []
+    async with _pair(lambda: servers.append(Recorder()) or servers[-1]) as (a, b, peer):
+        t, _p = await a.open_stream_protocol(peer, Recorder, PROTO)
+        buf = bytearray(b"a" * 3_000_000)  # beyond the send window: part of it must wait
+        t.write(buf)
+        assert t.get_write_buffer_size() > 0
+        buf[:] = b"b" * len(buf)  # the caller reuses its buffer at once, as asyncio allows
+        t.write_eof()
+        for _ in range(200):
+            if servers:
+                break
+            await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(servers[0].eof, 30) == b"a" * 3_000_000
+        t.close()
+        await _released(a, b)
+
+
+async def test_closing_the_connection_inside_a_callback() -> None:
+    """A protocol may end its whole connection from ``buffer_updated`` (which the
+    native receive step calls at the end of a read): the other streams of that
+    read see the failure, nothing raises into the event loop, the host serves on."""
+    ended: list[Any] = []
+
+    class Closer(EchoBuffered):
+        def buffer_updated(self, nbytes: int) -> None:
+            self.t.write(b"bye")
+            conn = self.t.get_extra_info("connection")
+            with contextlib.suppress(StopIteration):
+                conn.aclose().send(None)  # (its body never awaits: runs to the end here)
+            ended.append(conn)
+
+    loop = asyncio.get_running_loop()
+    errors: list[Any] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    async with _pair(Closer) as (a, b, peer):
+        clients = [await a.open_stream_protocol(peer, Recorder, PROTO) for _ in range(3)]
+        for t, _p in clients:
+            t.write(b"go")
+        for _t, p in clients:
+            exc = await asyncio.wait_for(p.lost, 10)
+            assert exc is None or isinstance(exc, (ConnectionClosedError, StreamResetError))
+        assert ended and ended[0].is_closed
+        # the listener still accepts and serves
+        b.set_protocol_handler(PROTO, EchoBuffered)
+        peer2 = await a.connect(b.full_addrs[0])
+        t, p = await a.open_stream_protocol(peer2, Recorder, PROTO)
+        t.write(b"again")
+        t.write_eof()
+        assert await asyncio.wait_for(p.eof, 10) == b"again"
+    assert not errors, errors
