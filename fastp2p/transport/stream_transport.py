@@ -292,15 +292,7 @@ class StreamTransport(asyncio.Transport):
 
     def abort(self) -> None:
         """Reset the stream at once (what waits is dropped); ``connection_lost(None)``."""
-        if self._lost:
-            return
-        self._closing = True
-        self._drop_backlog()
-        s = self._stream
-        s.stop_push()
-        s.reset(StreamErrorCode.CANCELLED)
-        s.close_nowait()
-        self._call_lost(None)
+        self._end(None, StreamErrorCode.CANCELLED)
 
     # -- internals -----------------------------------------------------------------
 
@@ -383,11 +375,7 @@ class StreamTransport(asyncio.Transport):
             self.close()
 
     def _finish_close(self) -> None:
-        if self._lost:
-            return
-        s = self._stream
-        s.close_nowait()  # FIN (if not sent), unread bytes dropped, the stream released
-        self._call_lost(None)
+        self._end(None, None)  # FIN (if not sent), unread bytes dropped, the stream released
 
     def _callback_failed(self, exc: Exception) -> None:
         if self._lost:
@@ -395,26 +383,26 @@ class StreamTransport(asyncio.Transport):
         s = self._stream
         log.error("protocol %s over stream %s failed", type(self._protocol).__name__, s.id,
                   exc_info=exc, extra={"peer": str(s.conn.remote_peer), "protocol": s.protocol})
-        self._drop_backlog()
-        s.reset(StreamErrorCode.INTERNAL)
-        s.close_nowait()
-        self._closing = True
-        self._call_lost(exc)
+        self._end(exc, StreamErrorCode.INTERNAL)
 
     def _connection_lost(self, exc: BaseException) -> None:
         """The stream was reset or its connection failed."""
+        self._end(exc, None)
+
+    def _end(self, exc: BaseException | None, reset: int | None) -> None:
+        """Drop what waits, release the stream (reset with code ``reset`` first),
+        then ``connection_lost(exc)``."""
         if self._lost:
             return
         self._closing = True
-        self._drop_backlog()
-        s = self._stream
-        s.stop_push()
-        s.close_nowait()
-        self._call_lost(exc)
-
-    def _drop_backlog(self) -> None:
         self._backlog.clear()
         self._backlog_n = 0
+        s = self._stream
+        s.stop_push()
+        if reset is not None:
+            s.reset(reset)
+        s.close_nowait()
+        self._call_lost(exc)
 
     def _call_lost(self, exc: BaseException | None) -> None:
         self._lost = True
