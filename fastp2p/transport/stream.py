@@ -510,7 +510,8 @@ class Stream:
         stream lends ``sink.get_buffer(-1)`` to its receive step, and once
         bytes landed there, calls ``sink.buffer_updated(n)``: at the end of
         that read's native receive step (every frame of it demultiplexed), or
-        in the loop's next callback round where Python delivered them.
+        in the loop's next callback round where Python delivered them. What
+        is buffered already goes to the sink within this call.
 
         ``StreamTransport`` is the usual way to use it. Reads raise
         ``BusyResourceError`` while the stream pushes.
@@ -522,7 +523,11 @@ class Stream:
             raise BusyResourceError(_BUSY_READING)
         self._reading = True  # (reads and the push reader exclude each other)
         push = self._push = _PushReader(self, sink)
-        push.wake()
+        # at once, not scheduled: a stream that arrived with its first bytes (a
+        # lazy proposal and the request) is answered in the same pass (open +
+        # 1-byte echo through a BufferedProtocol server: 115 -> 101 us)
+        push.scheduled = True
+        push._run()
 
     def pause_push(self) -> None:
         """Stop calling the sink (asyncio's ``pause_reading``): what arrives stays
@@ -807,6 +812,7 @@ class _PushReader:
         s = self.stream
         s._push = None
         s._reading = False
+        self._at_feed_end.r = None  # (a cycle less for the collector: see StreamTransport._lost_cb)
 
     def _collect(self) -> int:
         """End the loan (or lent buffer) in progress; the bytes that landed in it,
@@ -956,16 +962,19 @@ class _FeedEndWaiter:
     __slots__ = ("r",)
 
     def __init__(self, reader: _PushReader) -> None:
-        self.r = reader
+        self.r: _PushReader | None = reader
 
     def done(self) -> bool:
-        return not self.r.armed
+        r = self.r
+        return r is None or not r.armed
 
     def cancelled(self) -> bool:
         return False
 
     def set_result(self, _result: object) -> None:
         r = self.r
+        if r is None:
+            return
         r.armed = False
         if not r.scheduled:
             r.scheduled = True
