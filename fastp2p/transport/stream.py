@@ -504,6 +504,11 @@ class Stream:
 
     # -- push mode (callbacks instead of reads) ---------------------------------
 
+    @property
+    def reading(self) -> bool:
+        """True while a task is in a read, or the stream pushes to a sink."""
+        return self._reading
+
     def start_push(self, sink: PushSink) -> None:
         """Hand what arrives to ``sink``'s callbacks from now on, instead of
         returning it from reads (asyncio's BufferedProtocol contract): the

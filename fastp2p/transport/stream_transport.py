@@ -37,7 +37,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fastp2p._typing import ReadableBuffer
-from fastp2p.errors import P2PError, StreamErrorCode
+from fastp2p.errors import BusyResourceError, P2PError, StreamErrorCode
 
 if TYPE_CHECKING:
     from fastp2p.transport.stream import Stream
@@ -140,6 +140,8 @@ class StreamTransport(asyncio.Transport):
     """
 
     def __init__(self, stream: Stream, protocol: asyncio.BaseProtocol) -> None:
+        if stream.reading:  # (checked before connection_made: the protocol gets nothing)
+            raise BusyResourceError("the stream is being read (by a task, or another transport)")
         super().__init__()
         self._stream = stream
         self._loop = stream.conn.loop

@@ -298,8 +298,10 @@ async def test_reads_are_busy_while_a_transport_owns_the_stream() -> None:
         t = StreamTransport(stream, p)
         with pytest.raises(BusyResourceError):
             await stream.readinto(bytearray(10))
+        second = Recorder()
         with pytest.raises(BusyResourceError):
-            StreamTransport(stream, Recorder())
+            StreamTransport(stream, second)
+        assert second.t is None  # refused before connection_made
         t.write(b"ok")
         t.write_eof()
         assert await asyncio.wait_for(p.eof, 10) == b"ok"
