@@ -755,11 +755,12 @@ class PushSink(Protocol):
 class _PushReader:
     """The reader of a stream in push mode.
 
-    It is the waiter the stream's receive path completes (``done``,
-    ``cancelled`` and ``set_result``, what a loan and ``Stream.feed_data``
-    expect of a future), and when completed it runs ``_run`` once, in the
-    loop's next callback round: no task, no coroutine, and no user code inside
-    the connection's receive step (which may be in the middle of a batch).
+    It is the waiter the stream's Python paths complete (``done``,
+    ``cancelled`` and ``set_result``, what ``Stream.feed_data`` and a wake-up
+    expect of a future): completed, it runs ``_run`` once, in the loop's next
+    callback round, so no user code runs inside the connection's event
+    processing. A native loan gets ``_FeedEndWaiter`` instead, which runs
+    ``_run`` at the end of the read's receive step. No task, no coroutine.
     """
 
     __slots__ = ("stream", "sink", "view", "armed", "scheduled", "paused", "eof_sent", "_call_soon",

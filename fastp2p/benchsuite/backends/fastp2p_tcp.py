@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from .. import wire
+from . import asyncio_tcp as raw
 from .base import AsyncClient, Backend, BaseServer, split_total
 
 LISTEN = "/ip4/127.0.0.1/tcp/0"
@@ -120,10 +121,8 @@ class Server(BaseServer):
     def serve(self, ready: Any) -> None:
         async def main() -> None:
             async with _new_host(self.muxer, True, self.cipher, self.serial, self.busy_poll_us) as host:
-                if self.proto:
-                    from .asyncio_tcp import _ServerProto  # the raw baseline's own server
-
-                    host.set_protocol_handler(wire.PROTOCOL_ID, _ServerProto)
+                if self.proto:  # the raw baseline's own server
+                    host.set_protocol_handler(wire.PROTOCOL_ID, raw._ServerProto)
                 else:
                     host.set_handler(wire.PROTOCOL_ID, _handler)
                 addr = next((a for a in host.addrs if "/tcp/" in str(a)), host.addrs[0])
@@ -267,30 +266,20 @@ class ProtoClient(Client):
     and idle scenarios are the streams API's (a connection is a host's)."""
 
     async def _open(self, addr: str) -> Any:
-        from .asyncio_tcp import _ClientProto
-
         host, peer = await self._ensure(addr)
-        _t, proto = await host.open_stream_protocol(peer, _ClientProto, wire.PROTOCOL_ID)
+        _t, proto = await host.open_stream_protocol(peer, raw._ClientProto, wire.PROTOCOL_ID)
         return proto
 
     async def a_bulk(self, addr: str, total: int, msg_size: int, streams: int,
                      recv_buf: int) -> dict[str, Any]:
-        from .asyncio_tcp import ProtoClient as RawProto
-
-        out = await RawProto.a_bulk(self, addr, total, msg_size, streams, recv_buf)  # type: ignore[arg-type]
+        out = await raw.ProtoClient.a_bulk(self, addr, total, msg_size, streams, recv_buf)  # type: ignore[arg-type]
         conn = self.host.connection(self.peer)
         out["cipher"] = conn.statistics()["cipher"]  # the ceiling to compare with
         return out
 
-    async def a_rtt(self, addr: str, n: int, size: int, warmup: int) -> dict[str, Any]:
-        from .asyncio_tcp import ProtoClient as RawProto
-
-        return await RawProto.a_rtt(self, addr, n, size, warmup)  # type: ignore[arg-type]
-
-    async def a_rr(self, addr: str, k: int, req: int, resp: int) -> dict[str, Any]:
-        from .asyncio_tcp import ProtoClient as RawProto
-
-        return await RawProto.a_rr(self, addr, k, req, resp)  # type: ignore[arg-type]
+    # the baseline's own scenario code, with _open above
+    a_rtt = raw.ProtoClient.a_rtt
+    a_rr = raw.ProtoClient.a_rr
 
 
 #: transport ciphers a backend can pin (name suffix -> NoiseConfig.ciphers entry)
