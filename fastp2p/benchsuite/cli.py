@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from . import report
+from . import latency, report
 from .backends import BASELINE, all_backends
 from .backends.base import SCENARIOS
 from .ceiling import ceilings, describe
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ceil = ceilings(rows, args.baseline, runner.records) if "bulk1" in runner.scenarios else []
     for c in ceil:
         runner.note("all", describe(c))
+    gaps = latency.work_gaps(rows, args.baseline) if "rtt" in runner.scenarios else []
+    for g in gaps:
+        runner.note("all", latency.describe(g))
     txt = report.table(rows, args.baseline, runner.notes, absent=absent,
                        scenarios=runner.scenarios, backends=[b.name for b in backends])
     print(txt)
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "backends": [{"name": b.name, "title": b.title, "kind": b.kind, "loop": b.loop,
                       "streams_are_connections": b.streams_are_connections} for b in backends],
         "summary": rows, "records": runner.records, "notes": runner.notes, "ceilings": ceil,
+        "rtt_work_gaps": gaps,
         "missing": runner.missing,
         "absent": [{"scenario": k[0], "case": k[1], "backend": k[2], "why": v}
                    for k, v in absent.items()],
