@@ -291,6 +291,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from fastp2p.doctor import format_checks, run_checks
 
     checks = run_checks()
+    if args.latency:
+        from fastp2p.doctor import Check, check_wakeup
+
+        try:
+            checks.append(check_wakeup())
+        except Exception as exc:  # (as run_checks: a doctor reports, it does not crash)
+            checks.append(Check("wake-up latency", "no", "not measured", f"{type(exc).__name__}: {exc}"))
     if args.json:
         import json
 
@@ -396,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("doctor", help="what this machine supports (native core, RDMA, ...) and why not")
     s.add_argument("--json", action="store_true", help="one JSON object per check")
+    s.add_argument("--latency", action="store_true",
+                   help="also measure what waking a sleeping CPU adds to a round trip here "
+                        "(about a second): whether busy polling pays")
     s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")

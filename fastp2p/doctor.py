@@ -23,11 +23,14 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["Check", "run_checks", "openssl_version", "version_lines", "format_checks"]
+__all__ = ["Check", "run_checks", "openssl_version", "version_lines", "format_checks",
+           "check_wakeup"]
 
 Status = Literal["ok", "no", "info"]
 
@@ -293,6 +296,104 @@ def check_shm() -> Check:
     if ok:
         return Check("shared memory", "ok", "same-host peers upgrade to /fastp2p/shm/1.0.0")
     return Check("shared memory", "no", "TCP only between local peers", why)
+
+
+#: the echo process of ``check_wakeup``: 64-byte messages back over the socket it
+#: inherits, waiting in ``recv`` (argv "sleep") or spinning on a non-blocking one
+#: for up to the budget before it waits (argv "poll"), until the parent closes
+_ECHO = """
+import socket, sys, time
+s = socket.socket(fileno=int(sys.argv[1]))
+poll, budget = sys.argv[2] == "poll", int(sys.argv[3]) * 1000
+while True:
+    if poll:
+        end = time.monotonic_ns() + budget
+        while True:
+            try:
+                m = s.recv(64, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:
+                if time.monotonic_ns() >= end:
+                    m = s.recv(64)
+                    break
+    else:
+        m = s.recv(64)
+    if not m:
+        break
+    s.sendall(m)
+"""
+
+#: the spin budget of ``check_wakeup``'s polling half (the bench's -busypoll rows')
+_WAKE_POLL_US = 200
+
+
+def _round_trips(poll: bool, rounds: int) -> list[float]:
+    """``rounds`` 64-byte round trips to a fresh echo process, in microseconds."""
+    a, b = socket.socketpair()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _ECHO, str(b.fileno()), "poll" if poll else "sleep",
+             str(_WAKE_POLL_US)], pass_fds=(b.fileno(),))
+    finally:
+        b.close()
+    msg = bytes(64)
+    out = []
+    try:
+        with a:
+            a.settimeout(10.0)  # a stuck child fails the check instead of hanging it
+            for i in range(rounds + rounds // 5):  # the first fifth: warm-up, discarded
+                t0 = time.perf_counter_ns()
+                a.sendall(msg)
+                got = 0
+                while got < 64:
+                    if poll:
+                        end = time.perf_counter_ns() + _WAKE_POLL_US * 1000
+                        while True:
+                            try:
+                                k = len(a.recv(64 - got, socket.MSG_DONTWAIT))
+                                break
+                            except BlockingIOError:
+                                if time.perf_counter_ns() >= end:
+                                    k = len(a.recv(64 - got))
+                                    break
+                    else:
+                        k = len(a.recv(64 - got))
+                    if not k:
+                        raise ConnectionError("the echo process ended")
+                    got += k
+                if i >= rounds // 5:
+                    out.append((time.perf_counter_ns() - t0) / 1000)
+    finally:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return out
+
+
+def check_wakeup(rounds: int = 2000) -> Check:
+    """How much of a round trip between two processes here is waking a sleeping CPU.
+
+    Measures 64-byte round trips over a socketpair to a child process twice: with
+    both sides sleeping in ``recv`` (what an event loop does by default), then
+    with both polling for up to 200 us first (``HostConfig.busy_poll_us``). Their
+    difference is what busy polling can save on this machine; it costs a busy
+    core while request/response traffic flows. Takes about a second; not part of
+    :func:`run_checks` (``fastp2p doctor --latency``).
+    """
+    sleeping = sorted(_round_trips(False, rounds))
+    polling = sorted(_round_trips(True, rounds))
+    s50, p50 = round(sleeping[len(sleeping) // 2], 1), round(polling[len(polling) // 2], 1)
+    detail = (f"64-byte round trip to another process: {s50:.1f} us sleeping, {p50:.1f} us "
+              f"polling (p50 of {rounds})")
+    if s50 >= 2 * p50 and s50 - p50 >= 10:
+        detail += (f"; waking a sleeping CPU is most of it here: busy polling "
+                   f"(HostConfig(busy_poll_us={_WAKE_POLL_US})) can save about {s50 - p50:.0f} us "
+                   "a round trip, for a core kept busy while request/response traffic flows")
+    else:
+        detail += "; waking is cheap here: busy polling would save little"
+    return Check("wake-up latency", "info", detail)
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (

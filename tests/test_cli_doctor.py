@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -162,3 +163,44 @@ def test_log_json_end_to_end() -> None:
         assert r["logger"].startswith("fastp2p")
     conn_recs = [r for r in recs if r["logger"] in ("fastp2p.host", "fastp2p.conn")]
     assert conn_recs and all("peer" in r and "conn_id" in r for r in conn_recs)
+
+
+def test_wakeup_check_measures_both_ways_and_leaves_no_process() -> None:
+    before = _children()
+    c = doctor.check_wakeup(rounds=100)
+    assert c.name == "wake-up latency" and c.status == "info"
+    sleeping, polling = (float(x) for x in re.findall(r"([\d.]+) us (?:sleeping|polling)", c.detail))
+    assert 0 < sleeping < 100_000 and 0 < polling < 100_000
+    assert ("waking a sleeping CPU is most of it" in c.detail) == (
+        sleeping >= 2 * polling and sleeping - polling >= 10)
+    assert not _children() - before  # both echo processes ended and were reaped (no zombie)
+
+
+def test_doctor_latency_adds_the_check(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "check_wakeup", lambda: doctor.Check("wake-up latency", "info", "x"))
+    assert main(["doctor", "--latency", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)
+    assert {c["name"] for c in checks} == NAMES | {"wake-up latency"}
+
+    def broken() -> doctor.Check:
+        raise OSError("no socketpair")
+
+    monkeypatch.setattr(doctor, "check_wakeup", broken)
+    assert main(["doctor", "--latency", "--json"]) == 0
+    lat = next(c for c in json.loads(capsys.readouterr().out) if c["name"] == "wake-up latency")
+    assert lat["status"] == "no" and "no socketpair" in lat["why_not"]
+
+
+def _children() -> set[int]:
+    """This process's children, running or zombie."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        out.add(int(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
