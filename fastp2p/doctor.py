@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import resource
+import select
 import shutil
 import socket
 import ssl
@@ -336,28 +337,28 @@ def _round_trips(poll: bool, rounds: int) -> list[float]:
              str(_WAKE_POLL_US)], pass_fds=(b.fileno(),))
     finally:
         b.close()
+    # Waits go through poll(2), as an event loop's do (and so that a stuck child
+    # fails the check after 10 s); not through a socket timeout, which would make
+    # every recv, the polling ones included, sleep in poll(2) first.
+    waiter = select.poll()
+    waiter.register(a, select.POLLIN)
     msg = bytes(64)
     out = []
     try:
         with a:
-            a.settimeout(10.0)  # a stuck child fails the check instead of hanging it
             for i in range(rounds + rounds // 5):  # the first fifth: warm-up, discarded
                 t0 = time.perf_counter_ns()
                 a.sendall(msg)
                 got = 0
                 while got < 64:
-                    if poll:
-                        end = time.perf_counter_ns() + _WAKE_POLL_US * 1000
-                        while True:
-                            try:
-                                k = len(a.recv(64 - got, socket.MSG_DONTWAIT))
-                                break
-                            except BlockingIOError:
-                                if time.perf_counter_ns() >= end:
-                                    k = len(a.recv(64 - got))
-                                    break
-                    else:
-                        k = len(a.recv(64 - got))
+                    end = time.perf_counter_ns() + _WAKE_POLL_US * 1000 if poll else 0
+                    while True:
+                        try:
+                            k = len(a.recv(64 - got, socket.MSG_DONTWAIT))
+                            break
+                        except BlockingIOError:
+                            if time.perf_counter_ns() >= end and not waiter.poll(10_000):
+                                raise TimeoutError("the echo process did not answer in 10 s") from None
                     if not k:
                         raise ConnectionError("the echo process ended")
                     got += k
