@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 __all__ = ["Check", "run_checks", "openssl_version", "version_lines", "format_checks",
-           "check_wakeup"]
+           "check_wakeup", "measure_wakeup"]
 
 Status = Literal["ok", "no", "info"]
 
@@ -373,6 +373,14 @@ def _round_trips(poll: bool, rounds: int) -> list[float]:
     return out
 
 
+def measure_wakeup(rounds: int = 2000) -> tuple[float, float]:
+    """p50 of 64-byte round trips to another process, both sides sleeping and both
+    polling (microseconds, to 0.1): what :func:`check_wakeup` reports."""
+    sleeping = sorted(_round_trips(False, rounds))
+    polling = sorted(_round_trips(True, rounds))
+    return round(sleeping[len(sleeping) // 2], 1), round(polling[len(polling) // 2], 1)
+
+
 def check_wakeup(rounds: int = 2000) -> Check:
     """How much of a round trip between two processes here is waking a sleeping CPU.
 
@@ -383,9 +391,7 @@ def check_wakeup(rounds: int = 2000) -> Check:
     core while request/response traffic flows. Takes about a second; not part of
     :func:`run_checks` (``fastp2p doctor --latency``).
     """
-    sleeping = sorted(_round_trips(False, rounds))
-    polling = sorted(_round_trips(True, rounds))
-    s50, p50 = round(sleeping[len(sleeping) // 2], 1), round(polling[len(polling) // 2], 1)
+    s50, p50 = measure_wakeup(rounds)
     detail = (f"64-byte round trip to another process: {s50:.1f} us sleeping, {p50:.1f} us "
               f"polling (p50 of {rounds})")
     if s50 >= 2 * p50 and s50 - p50 >= 10:

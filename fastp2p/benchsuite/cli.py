@@ -144,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(outdir, exist_ok=True)
     t0 = time.monotonic()
     info = report.machine_info(backends)
+    if "rtt" in scen:
+        # what waking a sleeping CPU costs here: most of a sleeping round trip on a VM
+        from fastp2p.doctor import measure_wakeup
+
+        try:
+            info["wakeup_us"] = dict(zip(("sleeping", "polling"), measure_wakeup(1000), strict=True))
+        except Exception as exc:  # noqa: BLE001 - the bench runs without it
+            info["wakeup_us"] = {"error": f"{type(exc).__name__}: {exc}"}
     runner = Runner(backends, scen, p, progress=not args.no_progress)
 
     def _term(signum: int, frame: Any) -> None:
@@ -165,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ceil = ceilings(rows, args.baseline, runner.records) if "bulk1" in runner.scenarios else []
     for c in ceil:
         runner.note("all", describe(c))
+    wake = info.get("wakeup_us", {})
+    if "sleeping" in wake:
+        runner.note("all", latency.describe_machine(wake["sleeping"], wake["polling"]))
     gaps = latency.work_gaps(rows, args.baseline) if "rtt" in runner.scenarios else []
     for g in gaps:
         runner.note("all", latency.describe(g))

@@ -55,3 +55,12 @@ def describe(g: dict[str, Any]) -> str:
     else:  # polling lost time: its cores were shared (other processes, a noisy VM)
         line += ": the polling rows ran slower than expected, so no split (were the cores shared?)"
     return line
+
+
+def describe_machine(sleeping_us: float, polling_us: float) -> str:
+    """The note on this machine's wake-up cost (``fastp2p doctor --latency``'s figures)."""
+    return (f"rtt: on this machine a 64-byte round trip between two plain Python processes takes "
+            f"{sleeping_us:.1f} us with both sleeping and {polling_us:.1f} us with both polling "
+            f"(fastp2p doctor --latency): about {max(sleeping_us - polling_us, 0):.0f} us of a "
+            "sleeping round trip here is waking CPUs, which every backend below pays (and code "
+            "that touches more memory per message pays more, its caches cold after the sleep)")

@@ -41,3 +41,10 @@ def test_no_entry_without_both_polling_twins() -> None:
     assert latency.work_gaps(rows, "tcp-uvloop-proto") == []
     rows = [_row("tcp-uvloop-proto", 66.0), _row("fastp2p-yamux", 80.0), _row("fastp2p-yamux-busypoll", 17.0)]
     assert latency.work_gaps(rows, "tcp-uvloop-proto") == []
+
+
+def test_the_machine_note_gives_the_wakeup_share() -> None:
+    line = latency.describe_machine(60.0, 6.5)
+    assert "60.0 us with both sleeping" in line and "6.5 us with both polling" in line
+    assert "about 54 us of a sleeping round trip" in line
+    assert "about 0 us" in latency.describe_machine(5.0, 6.0)  # never negative
