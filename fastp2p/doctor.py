@@ -326,6 +326,8 @@ while True:
 
 #: the spin budget of ``check_wakeup``'s polling half (the bench's -busypoll rows')
 _WAKE_POLL_US = 200
+#: how long an answer, and the echo process's end, may take before the check fails
+_WAKE_TIMEOUT_S = 10.0
 
 
 def _round_trips(poll: bool, rounds: int) -> list[float]:
@@ -335,38 +337,42 @@ def _round_trips(poll: bool, rounds: int) -> list[float]:
         child = subprocess.Popen(
             [sys.executable, "-c", _ECHO, str(b.fileno()), "poll" if poll else "sleep",
              str(_WAKE_POLL_US)], pass_fds=(b.fileno(),))
+    except BaseException:
+        a.close()
+        raise
     finally:
         b.close()
     # Waits go through poll(2), as an event loop's do (and so that a stuck child
-    # fails the check after 10 s); not through a socket timeout, which would make
+    # fails the check); not through a socket timeout, which would make
     # every recv, the polling ones included, sleep in poll(2) first.
     waiter = select.poll()
     waiter.register(a, select.POLLIN)
     msg = bytes(64)
     out = []
     try:
-        with a:
-            for i in range(rounds + rounds // 5):  # the first fifth: warm-up, discarded
-                t0 = time.perf_counter_ns()
-                a.sendall(msg)
-                got = 0
-                while got < 64:
-                    end = time.perf_counter_ns() + _WAKE_POLL_US * 1000 if poll else 0
-                    while True:
-                        try:
-                            k = len(a.recv(64 - got, socket.MSG_DONTWAIT))
-                            break
-                        except BlockingIOError:
-                            if time.perf_counter_ns() >= end and not waiter.poll(10_000):
-                                raise TimeoutError("the echo process did not answer in 10 s") from None
-                    if not k:
-                        raise ConnectionError("the echo process ended")
-                    got += k
-                if i >= rounds // 5:
-                    out.append((time.perf_counter_ns() - t0) / 1000)
+        for i in range(rounds + rounds // 5):  # the first fifth: warm-up, discarded
+            t0 = time.perf_counter_ns()
+            a.sendall(msg)
+            got = 0
+            while got < 64:
+                end = time.perf_counter_ns() + _WAKE_POLL_US * 1000 if poll else 0
+                while True:
+                    try:
+                        k = len(a.recv(64 - got, socket.MSG_DONTWAIT))
+                        break
+                    except BlockingIOError:
+                        if time.perf_counter_ns() >= end and not waiter.poll(_WAKE_TIMEOUT_S * 1000):
+                            raise TimeoutError(f"the echo process did not answer in {_WAKE_TIMEOUT_S} s") \
+                                from None
+                if not k:
+                    raise ConnectionError("the echo process ended")
+                got += k
+            if i >= rounds // 5:
+                out.append((time.perf_counter_ns() - t0) / 1000)
     finally:
+        a.close()  # (the child reads EOF and ends)
         try:
-            child.wait(timeout=10)
+            child.wait(timeout=_WAKE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
@@ -385,8 +391,9 @@ def check_wakeup(rounds: int = 2000) -> Check:
     """How much of a round trip between two processes here is waking a sleeping CPU.
 
     Measures 64-byte round trips over a socketpair to a child process twice: with
-    both sides sleeping in ``recv`` (what an event loop does by default), then
-    with both polling for up to 200 us first (``HostConfig.busy_poll_us``). Their
+    both sides sleeping in the kernel until a message comes (what an event loop
+    does by default), then with both polling a non-blocking ``recv`` for up to
+    200 us first (what ``HostConfig.busy_poll_us`` does). Their
     difference is what busy polling can save on this machine; it costs a busy
     core while request/response traffic flows. Takes about a second; not part of
     :func:`run_checks` (``fastp2p doctor --latency``).

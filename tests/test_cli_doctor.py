@@ -176,6 +176,15 @@ def test_wakeup_check_measures_both_ways_and_leaves_no_process() -> None:
     assert not _children() - before  # both echo processes ended and were reaped (no zombie)
 
 
+def test_a_stuck_echo_process_fails_the_check_and_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "_ECHO", "import time; time.sleep(60)")  # never answers
+    monkeypatch.setattr(doctor, "_WAKE_TIMEOUT_S", 0.3)
+    before = _children()
+    with pytest.raises(TimeoutError, match="did not answer"):
+        doctor.check_wakeup(rounds=10)
+    assert not _children() - before
+
+
 def test_doctor_latency_adds_the_check(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor, "check_wakeup", lambda: doctor.Check("wake-up latency", "info", "x"))
