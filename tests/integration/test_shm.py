@@ -846,6 +846,41 @@ async def test_sealing_wanted_by_either_side_is_honoured(
 
 
 @needs_shm
+async def test_a_bulk_reader_gets_the_ring_in_passes_so_credit_flows_back_while_it_copies() -> None:
+    """A reader's lent buffer takes at most one pass of the ring (a quarter of it)
+    before its task runs and returns the credit: unbounded, it took the whole
+    window at once and the writer waited for every byte to be copied (bulk
+    transfers went in turns, both processes half idle)."""
+    got_sizes: list[int] = []
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def sink(stream: fastp2p.Stream) -> None:
+        buf = memoryview(bytearray(16 * MiB))  # far larger than the ring
+        while n := await stream.readinto(buf):
+            got_sizes.append(n)
+            received.extend(buf[:n])
+        done.set()
+
+    async with host_pair() as (a, b, peer):
+        b.set_handler("/bulk-sink/1", sink)
+        conn = await wait_path(a, peer)
+        lconn = await wait_path(b, a.peer_id)
+        ring = lconn._rx.segment.capacity
+        data = os.urandom(4 * ring)
+        s = await a.open_stream(peer, "/bulk-sink/1")
+        view = memoryview(data)
+        for i in range(0, len(data), MiB):
+            await s.write(view[i : i + MiB])
+        await s.close_write()
+        await asyncio.wait_for(done.wait(), 30)
+        await s.aclose()
+        assert bytes(received) == data
+        assert max(got_sizes) <= ring // shm.PASS_FRACTION, got_sizes
+        assert conn.data_path == "shm"
+
+
+@needs_shm
 async def test_one_page_rings_carry_frames_larger_than_the_ring() -> None:
     cfg = HostConfig(shm=ShmConfig(ring_capacity=PAGE))
     async with host_pair(cfg) as (a, b, peer):
