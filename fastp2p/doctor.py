@@ -396,9 +396,13 @@ def check_wakeup(rounds: int = 2000) -> Check:
     200 us first (what ``HostConfig.busy_poll_us`` does). Their
     difference is what busy polling can save on this machine; it costs a busy
     core while request/response traffic flows. Takes about a second; not part of
-    :func:`run_checks` (``fastp2p doctor --latency``).
+    :func:`run_checks` (``fastp2p doctor --latency``). As every check, it never
+    raises: a measurement that fails (a stuck echo process) is a ``no``.
     """
-    s50, p50 = measure_wakeup(rounds)
+    try:
+        s50, p50 = measure_wakeup(rounds)
+    except Exception as exc:  # (as run_checks: a doctor reports, it does not crash)
+        return Check("wake-up latency", "no", "not measured", f"{type(exc).__name__}: {exc}")
     detail = (f"64-byte round trip to another process: {s50:.1f} us sleeping, {p50:.1f} us "
               f"polling (p50 of {rounds})")
     if s50 >= 2 * p50 and s50 - p50 >= 10:
