@@ -267,12 +267,12 @@ class ShmPath(DataPath):
         """Deliver everything readable now, then arm the wake-up (the connection's
         last look at the ring when the peer is gone)."""
         self._poll_soon = False
-        self._pass(None)
+        self._pass(bounded=False)
 
-    def _pass(self, budget: int | None = 0) -> None:
-        """Deliver what is readable, up to ``budget`` bytes (0: the pass's default,
-        None: no limit), then arm the wake-up, or come back in the loop's next
-        round if the budget ran out first."""
+    def _pass(self, bounded: bool = True) -> None:
+        """Deliver what is readable (``bounded``: up to the pass's budget), then
+        arm the wake-up, or come back in the loop's next round if the budget ran
+        out first."""
         if not self._reading or self._paused or self._closed or self._polling or self._poll_soon:
             return
         self._polling = True
@@ -284,7 +284,7 @@ class ShmPath(DataPath):
         # and a cross-CPU interrupt.
         owed = False
         half = reader.capacity // 2
-        left = self._pass_bytes if budget == 0 else budget
+        left = self._pass_bytes if bounded else None
         try:
             while True:
                 if left is not None and left <= 0:
