@@ -27,18 +27,15 @@ def work_gaps(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]
         (r["case"], r["backend"]): r["median"]
         for r in rows if r["scenario"] == "rtt" and r["metric"] == METRIC}
     out = []
-    for case in sorted({c for c, _ in p50}):
+    for (case, b), sleeping in sorted(p50.items()):
         base, base_poll = p50.get((case, baseline)), p50.get((case, f"{baseline}-{BUSYPOLL}"))
-        if base is None or base_poll is None:
+        polling = p50.get((case, f"{b}-{BUSYPOLL}"))
+        if b == baseline or base is None or base_poll is None or polling is None:
             continue
-        for (c, b), sleeping in sorted(p50.items()):
-            polling = p50.get((c, f"{b}-{BUSYPOLL}"))
-            if c != case or b == baseline or polling is None:
-                continue
-            out.append({"case": case, "backend": b, "baseline": baseline,
-                        "polling_us": polling, "baseline_polling_us": base_poll,
-                        "sleeping_us": sleeping, "baseline_sleeping_us": base,
-                        "work_us": polling - base_poll, "sleeping_gap_us": sleeping - base})
+        out.append({"case": case, "backend": b, "baseline": baseline,
+                    "polling_us": polling, "baseline_polling_us": base_poll,
+                    "sleeping_us": sleeping, "baseline_sleeping_us": base,
+                    "work_us": polling - base_poll, "sleeping_gap_us": sleeping - base})
     return out
 
 
